@@ -1,0 +1,154 @@
+"""Settings from `DESSERT_*` environment variables (and the CLI), validated once at start-up."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Final, Literal, get_args
+from urllib.parse import urlsplit
+
+ToolNameStyle = Literal["auto", "dotted", "underscore"]
+TOOL_NAME_STYLES: Final[tuple[ToolNameStyle, ...]] = get_args(ToolNameStyle)
+
+DEFAULT_BASE_URL: Final = "https://api.dessert.dev"
+
+# Hosts substitute `${user_config.api_key}` (or similar) verbatim when the user left a setting empty.
+_PLACEHOLDER = re.compile(r"^\$\{[^}]*\}$")
+# Printable ASCII without spaces: anything else cannot travel in an HTTP header unmangled.
+_KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot run with; the message names the variable and the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A string that never shows itself in `repr`, `str` or tracebacks."""
+
+    _value: str = field(repr=False)
+
+    def get(self) -> str:
+        return self._value
+
+    def masked(self) -> str:
+        """First and last four characters, enough to tell keys apart and useless to an attacker."""
+        v = self._value
+        return f"{v[:4]}…{v[-4:]}" if len(v) >= 16 else "*" * min(len(v), 8)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the server needs to run; build it with `Settings.from_env`."""
+
+    api_key: Secret | None = None
+    # Set when DESSERT_API_KEY is present but unusable; the server still starts and says why on each call.
+    api_key_problem: str | None = None
+    base_url: str = DEFAULT_BASE_URL
+    tool_names: ToolNameStyle = "auto"
+    timeout_s: float = 25.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read `DESSERT_*` variables from `environ` (default: the process environment).
+
+        `overrides` (CLI options) win over the environment. Raises `ConfigError` for values that
+        cannot work; a missing or malformed API key is not an error here (see `api_key_problem`).
+        """
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            raw = env.get(name)
+            if raw is None:
+                return None
+            value = raw.strip()
+            return None if not value or _PLACEHOLDER.match(value) else value
+
+        key, problem = _read_key(get("DESSERT_API_KEY"))
+        settings = cls(
+            api_key=key,
+            api_key_problem=problem,
+            base_url=_base_url(get("DESSERT_API_BASE_URL") or DEFAULT_BASE_URL),
+            tool_names=_tool_names(get("DESSERT_MCP_TOOL_NAMES") or "auto", "DESSERT_MCP_TOOL_NAMES"),
+            timeout_s=_positive_float(get("DESSERT_TIMEOUT_S"), "DESSERT_TIMEOUT_S", default=25.0),
+            log_level=_log_level(get("DESSERT_MCP_LOG_LEVEL") or "INFO"),
+        )
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "tool_names" in given:
+            given["tool_names"] = _tool_names(str(given["tool_names"]), "--tool-names")
+        if "base_url" in given:
+            given["base_url"] = _base_url(str(given["base_url"]))
+        return replace(settings, **given)  # type: ignore[arg-type]
+
+    def with_key(self, key: str) -> Settings:
+        """A copy using `key` (the sandbox wiring uses this)."""
+        secret, problem = _read_key(key)
+        return replace(self, api_key=secret, api_key_problem=problem)
+
+
+def _read_key(value: str | None) -> tuple[Secret | None, str | None]:
+    if value is None:
+        return None, None
+    if not _KEY_CHARS.match(value):
+        return None, "DESSERT_API_KEY contains spaces or non-printable characters; paste the key again without them."
+    return Secret(value), None
+
+
+def _base_url(value: str) -> str:
+    parts = urlsplit(value)
+    hint = f"DESSERT_API_BASE_URL must look like {DEFAULT_BASE_URL}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{hint}; got {value!r}.")
+    if parts.username or parts.password:
+        raise ConfigError(f"{hint}: credentials in the URL are not allowed (use DESSERT_API_KEY).")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{hint}: no query string or fragment; got {value!r}.")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        # The key travels in a header; plain http is only acceptable when it never leaves this machine.
+        raise ConfigError(f"{hint}: plain http is only allowed for loopback hosts (such as the sandbox).")
+    return value.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _tool_names(value: str, source: str) -> ToolNameStyle:
+    for style in TOOL_NAME_STYLES:
+        if value.lower() == style:
+            return style
+    raise ConfigError(f"{source} must be one of {', '.join(TOOL_NAME_STYLES)}; got {value!r}.")
+
+
+def _positive_float(value: str | None, name: str, *, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds; got {value!r}.") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(f"{name} must be a positive number of seconds; got {value!r}.")
+    return number
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"DESSERT_MCP_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL; got {value!r}.")
+    return level

@@ -1,0 +1,192 @@
+"""Pydantic models: the Dessert API's documented shapes, and the tools' results built on them.
+
+Field descriptions come from the Dessert docs; they are what a model reads in the tools' output schemas.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+TransactionType = Literal["Deduction", "Purchase", "Bonus", "Refund"]
+TRANSACTION_TYPES: Final[tuple[TransactionType, ...]] = ("Deduction", "Purchase", "Bonus", "Refund")
+USAGE_FEED_SIZE: Final = 50
+
+
+def _compact_schema(schema: dict[str, Any]) -> None:
+    # Property titles repeat the property names; dropping them keeps tools/list small for the model.
+    for prop in schema.get("properties", {}).values():
+        if isinstance(prop, dict):
+            prop.pop("title", None)
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_compact_schema)
+
+
+class _APIModel(_Schema):
+    # strict: a number sent as a string is a contract break, not something to guess about.
+    # extra="ignore": the API may grow new fields without breaking us.
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False, json_schema_extra=_compact_schema)
+
+
+def parse_timestamp(value: str) -> datetime:
+    """ISO 8601 to an aware datetime; a timestamp without an offset is taken as UTC."""
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+class Pricing(_APIModel):
+    """The current per-ad credit cost."""
+
+    credit_usd: float = Field(ge=0, description="USD value of one credit.")
+    static_ad_credits: int = Field(ge=1, description="Credits one static ad costs.")
+    full_ad_credits: int = Field(ge=1, description="Credits one full ad costs.")
+
+
+class Balance(_APIModel):
+    """GET /v1/balance: the account's credit balance and pricing constants."""
+
+    credits_balance: int = Field(description="Current credit balance.")
+    credits_balance_usd_equivalent: float = Field(description="Balance restated in USD.")
+    credits_lifetime_purchased: int = Field(description="All-time credits purchased on this account.")
+    auto_recharge_enabled: bool = Field(description="Whether auto-recharge will kick in when balance drops.")
+    auto_recharge_threshold: int = Field(description="Balance below which auto-recharge fires.")
+    auto_recharge_amount_usd: float = Field(description="USD amount charged when auto-recharge fires.")
+    pricing: Pricing
+
+
+class Transaction(_APIModel):
+    """One credit transaction, exactly as the API returned it."""
+
+    type: TransactionType
+    credits_delta: int = Field(description="Signed credit change (negative for deductions).")
+    balance_after: int = Field(description="Balance immediately after the transaction.")
+    usd_amount: float | None = Field(default=None, description="USD amount, when real money was involved.")
+    description: str = Field(description="Human-readable note.")
+    at: str = Field(description="ISO 8601 timestamp.")
+    _at: datetime = PrivateAttr()
+
+    @field_validator("at")
+    @classmethod
+    def _iso_8601(cls, value: str) -> str:
+        parse_timestamp(value)  # raises ValueError, which pydantic reports as a validation error
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._at = parse_timestamp(self.at)
+
+    @property
+    def timestamp(self) -> datetime:
+        return self._at
+
+
+class Usage(_APIModel):
+    """GET /v1/usage: the last 50 credit transactions, most recent first."""
+
+    recent_transactions: list[Transaction]
+
+
+class BalanceReport(Balance):
+    """The balance as the API returned it, plus what it pays for right now."""
+
+    static_ads_affordable: int = Field(description="Static ads the current balance pays for.")
+    full_ads_affordable: int = Field(description="Full ads the current balance pays for.")
+    below_auto_recharge_threshold: bool = Field(description="credits_balance < auto_recharge_threshold.")
+
+    @classmethod
+    def from_balance(cls, balance: Balance) -> BalanceReport:
+        credits = max(balance.credits_balance, 0)
+        return cls(
+            **balance.model_dump(),
+            static_ads_affordable=credits // balance.pricing.static_ad_credits,
+            full_ads_affordable=credits // balance.pricing.full_ad_credits,
+            below_auto_recharge_threshold=balance.credits_balance < balance.auto_recharge_threshold,
+        )
+
+
+class TypeCounts(_Schema):
+    """Number of returned transactions of each type."""
+
+    Deduction: int = 0
+    Purchase: int = 0
+    Bonus: int = 0
+    Refund: int = 0
+
+
+class UsageSummary(_Schema):
+    """Totals over the returned transactions."""
+
+    credits_spent: int = Field(description="Sum of negative credit deltas, as a positive number.")
+    credits_added: int = Field(description="Sum of positive credit deltas.")
+    usd_purchased: float = Field(description="Sum of usd_amount over Purchase transactions.")
+    count_by_type: TypeCounts
+    oldest_at: str | None = Field(description="Timestamp of the oldest returned transaction.")
+    newest_at: str | None = Field(description="Timestamp of the newest returned transaction.")
+
+    @classmethod
+    def of(cls, transactions: list[Transaction]) -> UsageSummary:
+        counts = dict.fromkeys(TRANSACTION_TYPES, 0)
+        spent = added = 0
+        usd = Decimal(0)
+        for tx in transactions:
+            counts[tx.type] += 1
+            if tx.credits_delta < 0:
+                spent -= tx.credits_delta
+            else:
+                added += tx.credits_delta
+            if tx.type == "Purchase" and tx.usd_amount is not None:
+                usd += Decimal(str(tx.usd_amount))  # exact cents, no float drift across many purchases
+        by_time = sorted(transactions, key=lambda tx: tx.timestamp)
+        return cls(
+            credits_spent=spent,
+            credits_added=added,
+            usd_purchased=float(usd),
+            count_by_type=TypeCounts(**counts),
+            oldest_at=by_time[0].at if by_time else None,
+            newest_at=by_time[-1].at if by_time else None,
+        )
+
+
+class UsageReport(_Schema):
+    """Recent credit transactions, most recent first, with a summary."""
+
+    recent_transactions: list[Transaction]
+    summary: UsageSummary
+    history_complete: bool = Field(
+        description="False when older matching transactions may exist beyond the API's 50-transaction window."
+    )
+    note: str = Field(description="What the feed covers.")
+
+    @classmethod
+    def build(
+        cls,
+        usage: Usage,
+        *,
+        limit: int | None = None,
+        types: list[TransactionType] | None = None,
+        since: datetime | None = None,
+    ) -> UsageReport:
+        """Filter the API's feed locally (it has no query parameters) and summarize what is returned."""
+        feed = usage.recent_transactions
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        wanted = set(types) if types else None
+        matching = [
+            tx for tx in feed if (wanted is None or tx.type in wanted) and (since is None or tx.timestamp >= since)
+        ]
+        returned = matching[:limit] if limit is not None else matching
+        # A full feed may have cut off older matches, unless its oldest entry is already older than `since`.
+        complete = len(feed) < USAGE_FEED_SIZE or (since is not None and min(tx.timestamp for tx in feed) < since)
+        return cls(
+            recent_transactions=returned,
+            summary=UsageSummary.of(returned),
+            history_complete=complete,
+            note=(
+                f"The Dessert API returns only the last {USAGE_FEED_SIZE} transactions; "
+                f"{len(returned)} of the {len(feed)} it returned are shown."
+            ),
+        )
