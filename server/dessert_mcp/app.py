@@ -16,12 +16,12 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import ListToolsResult, ToolAnnotations
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, WithJsonSchema
 
 from dessert_mcp import __version__
 from dessert_mcp.client import DessertAPIError, DessertClient
 from dessert_mcp.config import Settings, ToolNameStyle
-from dessert_mcp.models import BalanceReport, TransactionType, UsageReport
+from dessert_mcp.models import TRANSACTION_TYPES, BalanceReport, TransactionType, UsageReport
 
 logger = logging.getLogger("dessert_mcp")
 
@@ -126,6 +126,8 @@ def _make_tool(fn: Callable[..., Any], *, name: str, title: str, description: st
     schema.pop("title", None)
     for prop in schema.get("properties", {}).values():
         prop.pop("title", None)
+        if prop.get("default", ...) is None:
+            del prop["default"]
     tool.parameters = schema
     return tool
 
@@ -172,12 +174,21 @@ class DessertTools:
 
     async def get_usage(
         self,
-        limit: Annotated[int | None, Field(ge=1, le=50, description="Return at most this many (1-50).")] = None,
+        # Optional arguments are published without `null` variants: omitting one is how a caller says "all".
+        limit: Annotated[
+            int | None,
+            WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 50}),
+            Field(ge=1, le=50, description="Return at most this many (1-50)."),
+        ] = None,
         types: Annotated[
-            list[TransactionType] | None, Field(min_length=1, description="Only these transaction types.")
+            list[TransactionType] | None,
+            WithJsonSchema({"type": "array", "items": {"enum": list(TRANSACTION_TYPES)}, "minItems": 1}),
+            Field(min_length=1, description="Only these transaction types."),
         ] = None,
         since: Annotated[
-            datetime | None, Field(description="Only transactions at or after this ISO 8601 time (UTC if no offset).")
+            datetime | None,
+            WithJsonSchema({"type": "string", "format": "date-time"}),
+            Field(description="Only transactions at or after this ISO 8601 time (UTC if no offset)."),
         ] = None,
     ) -> UsageReport:
         return UsageReport.build(await self.client.get_usage(), limit=limit, types=types, since=since)

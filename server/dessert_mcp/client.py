@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from types import TracebackType
 from typing import Final, Literal, Self, TypeVar
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from dessert_mcp import __version__
 from dessert_mcp.config import Secret
 from dessert_mcp.models import Balance, Usage
+from dessert_mcp.redact import Redactor
 
 ErrorCode = Literal[
     "auth_invalid",
@@ -56,6 +58,16 @@ class DessertAPIError(Exception):
         self.retryable = retryable
         self.retry_after_s = retry_after_s
 
+    def redacted(self, redact: Callable[[str], str]) -> DessertAPIError:
+        """The same error with `redact` applied to its message (upstream text may echo the key)."""
+        return DessertAPIError(
+            redact(self.message),
+            code=self.code,
+            status=self.status,
+            retryable=self.retryable,
+            retry_after_s=self.retry_after_s,
+        )
+
 
 def sanitize(text: str, limit: int = _DETAIL_MAX) -> str:
     """Upstream text made safe to echo: no control, zero-width or bidi characters, one line, capped."""
@@ -76,6 +88,7 @@ class DessertClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
+        self._redact = Redactor(api_key.get() if api_key else None)
         self._timeout_s = timeout_s
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if api_key is not None:
@@ -108,6 +121,12 @@ class DessertClient:
         return await self._get("/v1/usage", Usage)
 
     async def _get(self, path: str, model: type[ModelT]) -> ModelT:
+        try:
+            return await self._get_unredacted(path, model)
+        except DessertAPIError as exc:
+            raise exc.redacted(self._redact) from None
+
+    async def _get_unredacted(self, path: str, model: type[ModelT]) -> ModelT:
         if self._api_key is None:
             raise DessertAPIError(
                 "DESSERT_API_KEY is not set. Add your Dessert API key to the server's environment and restart it.",

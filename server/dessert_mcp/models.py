@@ -17,7 +17,8 @@ USAGE_FEED_SIZE: Final = 50
 
 
 def _compact_schema(schema: dict[str, Any]) -> None:
-    # Property titles repeat the property names; dropping them keeps tools/list small for the model.
+    # Titles repeat the class and property names; dropping them keeps tools/list small for the model.
+    schema.pop("title", None)
     for prop in schema.get("properties", {}).values():
         if isinstance(prop, dict):
             prop.pop("title", None)
@@ -111,10 +112,10 @@ class BalanceReport(Balance):
 class TypeCounts(_Schema):
     """Number of returned transactions of each type."""
 
-    Deduction: int = 0
-    Purchase: int = 0
-    Bonus: int = 0
-    Refund: int = 0
+    Deduction: int
+    Purchase: int
+    Bonus: int
+    Refund: int
 
 
 class UsageSummary(_Schema):

@@ -1,0 +1,116 @@
+"""Shared fixtures: a canary key, a fake Dessert API behind httpx2.MockTransport, and the real sandbox."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx2
+import pytest
+
+from dessert_mcp.config import Settings
+from dessert_mcp.sandbox import ThreadedSandbox
+
+# A key that must never show up in any output; tests grep for it (and for fragments of it).
+CANARY_KEY = "dsk_live_CANARY_9f8e7d6c5b4a392817161514"
+FAKE_BASE_URL = "https://api.dessert.test"
+
+DOCS_BALANCE: dict[str, Any] = {
+    "credits_balance": 205,
+    "credits_balance_usd_equivalent": 20.50,
+    "credits_lifetime_purchased": 500,
+    "auto_recharge_enabled": True,
+    "auto_recharge_threshold": 20,
+    "auto_recharge_amount_usd": 25.0,
+    "pricing": {"credit_usd": 0.10, "static_ad_credits": 5, "full_ad_credits": 15},
+}
+
+DOCS_USAGE: dict[str, Any] = {
+    "recent_transactions": [
+        {
+            "type": "Deduction",
+            "credits_delta": -45,
+            "balance_after": 205,
+            "usd_amount": None,
+            "description": "API ad generation (count=3, format=full)",
+            "at": "2026-05-19T18:24:01.000Z",
+        },
+        {
+            "type": "Purchase",
+            "credits_delta": 250,
+            "balance_after": 250,
+            "usd_amount": 25.0,
+            "description": "Auto-recharge",
+            "at": "2026-05-19T18:23:48.000Z",
+        },
+        {
+            "type": "Bonus",
+            "credits_delta": 50,
+            "balance_after": 50,
+            "usd_amount": None,
+            "description": "Welcome bonus",
+            "at": "2026-05-12T15:08:22.000Z",
+        },
+    ]
+}
+
+Handler = Callable[[httpx2.Request], httpx2.Response]
+
+
+class FakeDessertAPI:
+    """A fake Dessert API for `httpx2.MockTransport`: answers the routes it was given, fails loudly otherwise."""
+
+    def __init__(self, routes: dict[str, Any | Handler] | None = None, *, key: str = CANARY_KEY) -> None:
+        self.routes: dict[str, Any | Handler] = (
+            routes if routes is not None else {"/v1/balance": DOCS_BALANCE, "/v1/usage": DOCS_USAGE}
+        )
+        self.key = key
+        self.requests: list[httpx2.Request] = []
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(request)
+        assert request.method == "GET", f"unexpected {request.method} {request.url}"
+        assert str(request.url).startswith(FAKE_BASE_URL), f"request left the configured origin: {request.url}"
+        route = self.routes.get(request.url.path)
+        assert route is not None, f"unexpected request to {request.url.path}"
+        if request.headers.get("authorization") != f"Bearer {self.key}":
+            return httpx2.Response(401, json={"error": "unauthorized", "message": "Invalid API key."})
+        if callable(route):
+            response: httpx2.Response = route(request)
+            return response
+        return httpx2.Response(200, content=json.dumps(route).encode(), headers={"content-type": "application/json"})
+
+    def transport(self) -> httpx2.MockTransport:
+        return httpx2.MockTransport(self)
+
+
+@pytest.fixture
+def fake_api() -> FakeDessertAPI:
+    return FakeDessertAPI()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings.from_env({"DESSERT_API_KEY": CANARY_KEY, "DESSERT_API_BASE_URL": FAKE_BASE_URL})
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[ThreadedSandbox]:
+    """One real sandbox API on 127.0.0.1 for the session; tests that add faults reset it."""
+    with ThreadedSandbox() as sb:
+        yield sb
+
+
+@pytest.fixture
+def clean_sandbox(sandbox: ThreadedSandbox) -> Iterator[ThreadedSandbox]:
+    sandbox.reset()
+    yield sandbox
+    sandbox.reset()
+
+
+def assert_no_secret(text: str, key: str = CANARY_KEY) -> None:
+    """Neither the key nor any 8-character run of it appears in `text`."""
+    assert key not in text
+    for start in range(len(key) - 7):
+        assert key[start : start + 8] not in text, f"fragment {key[start : start + 8]!r} of the key leaked"

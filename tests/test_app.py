@@ -1,0 +1,228 @@
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.types import CallToolResult, Implementation, TextContent
+
+from dessert_mcp.app import TOOL_NAMES, build_server, tool_names_for
+from dessert_mcp.config import Settings
+from tests.conftest import CANARY_KEY, DOCS_BALANCE, DOCS_USAGE, FAKE_BASE_URL, FakeDessertAPI, assert_no_secret
+
+DOTTED = ("dessert.get_balance", "dessert.get_usage")
+UNDERSCORE = ("dessert_get_balance", "dessert_get_usage")
+STRICT_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+MODES = ["auto", "legacy"]  # the 2026-07-28 per-request era and the 2025-11-25 handshake era
+# clientInfo.name as sent by Claude Desktop, Claude Code, Cursor, VS Code and Codex.
+STRICT_HOST_CLIENT_NAMES = ["claude-ai", "claude-code", "cursor-vscode", "Visual Studio Code", "codex-mcp-client"]
+
+
+def _settings(**env: str) -> Settings:
+    return Settings.from_env({"DESSERT_API_KEY": CANARY_KEY, "DESSERT_API_BASE_URL": FAKE_BASE_URL, **env})
+
+
+def _client(api: FakeDessertAPI, settings: Settings | None = None, **kwargs: Any) -> Client:
+    return Client(build_server(settings or _settings(), transport=api.transport()), **kwargs)
+
+
+def _text(result: CallToolResult) -> str:
+    assert len(result.content) == 1
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    return block.text
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_unknown_client_sees_the_documented_dotted_names(fake_api: FakeDessertAPI, mode: str) -> None:
+    async with _client(fake_api, mode=mode) as client:
+        listed = await client.list_tools()
+    assert tuple(t.name for t in listed.tools) == DOTTED
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "host", ["claude-ai", "claude-code", "cursor-vscode", "Visual Studio Code", "codex-mcp-client"]
+)
+async def test_auto_lists_underscore_names_to_hosts_that_reject_dots(
+    fake_api: FakeDessertAPI, host: str, mode: str
+) -> None:
+    async with _client(fake_api, client_info=Implementation(name=host, version="1.0"), mode=mode) as client:
+        listed = await client.list_tools()
+    assert tuple(t.name for t in listed.tools) == UNDERSCORE
+
+
+@pytest.mark.parametrize(("style", "expected"), [("dotted", DOTTED), ("underscore", UNDERSCORE)])
+@pytest.mark.parametrize("host", ["claude-ai", "some-agent"])
+async def test_a_forced_style_applies_to_every_client(
+    fake_api: FakeDessertAPI, style: str, expected: tuple[str, ...], host: str
+) -> None:
+    settings = _settings(DESSERT_MCP_TOOL_NAMES=style)
+    async with _client(fake_api, settings, client_info=Implementation(name=host, version="1")) as client:
+        listed = await client.list_tools()
+    assert tuple(t.name for t in listed.tools) == expected
+
+
+def test_every_underscore_name_fits_the_strictest_hosts_pattern() -> None:
+    for name in (*TOOL_NAMES.values(), *tool_names_for("underscore", None), *tool_names_for("auto", "claude-ai")):
+        assert STRICT_NAME.match(name), name
+
+
+@pytest.mark.parametrize("style", ["auto", "dotted", "underscore"])
+@pytest.mark.parametrize("name", [*DOTTED, *UNDERSCORE])
+async def test_either_spelling_is_callable_whatever_is_listed(fake_api: FakeDessertAPI, style: str, name: str) -> None:
+    async with _client(fake_api, _settings(DESSERT_MCP_TOOL_NAMES=style)) as client:
+        result = await client.call_tool(name, {})
+    assert result.is_error is False
+    assert result.structured_content is not None
+
+
+async def test_get_balance_returns_the_exact_api_values_plus_decision_fields(fake_api: FakeDessertAPI) -> None:
+    async with _client(fake_api) as client:
+        result = await client.call_tool("dessert.get_balance", {})
+    structured = result.structured_content
+    assert structured is not None
+    assert {k: structured[k] for k in DOCS_BALANCE} == DOCS_BALANCE
+    assert structured["static_ads_affordable"] == 41
+    assert structured["full_ads_affordable"] == 13
+    assert structured["below_auto_recharge_threshold"] is False
+    assert json.loads(_text(result)) == structured
+
+
+async def test_get_usage_returns_the_transactions_as_the_api_sent_them_with_a_summary(
+    fake_api: FakeDessertAPI,
+) -> None:
+    async with _client(fake_api) as client:
+        result = await client.call_tool("dessert.get_usage", {})
+    structured = result.structured_content
+    assert structured is not None
+    assert structured["recent_transactions"] == DOCS_USAGE["recent_transactions"]
+    assert structured["summary"]["count_by_type"] == {"Deduction": 1, "Purchase": 1, "Bonus": 1, "Refund": 0}
+    assert "last 50 transactions" in structured["note"]
+    assert json.loads(_text(result)) == structured
+
+
+async def test_get_usage_filters_by_limit_types_and_since(fake_api: FakeDessertAPI) -> None:
+    async with _client(fake_api) as client:
+        result = await client.call_tool(
+            "dessert_get_usage", {"limit": 1, "types": ["Purchase", "Bonus"], "since": "2026-05-12T00:00:00Z"}
+        )
+    assert result.structured_content is not None
+    assert [t["type"] for t in result.structured_content["recent_transactions"]] == ["Purchase"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragment"),
+    [
+        ({"limit": 0}, "limit: Input should be greater than or equal to 1"),
+        ({"limit": 51}, "limit: Input should be less than or equal to 50"),
+        ({"limit": "many"}, "limit: Input should be a valid integer"),
+        ({"types": ["Gift"]}, "types.0: Input should be 'Deduction', 'Purchase', 'Bonus' or 'Refund'"),
+        ({"types": []}, "types: List should have at least 1 item"),
+        ({"since": "last tuesday"}, "since: Input should be a valid datetime"),
+        ({"since": "2026-13-45T00:00:00Z"}, "since: Input should be a valid datetime"),
+        ({"cursor": "abc"}, "unknown argument 'cursor' (accepted: limit, types, since)"),
+    ],
+)
+async def test_invalid_usage_arguments_are_rejected_clearly_without_an_api_call(
+    fake_api: FakeDessertAPI, arguments: dict[str, Any], fragment: str
+) -> None:
+    async with _client(fake_api) as client:
+        result = await client.call_tool("dessert.get_usage", arguments)
+    assert result.is_error is True
+    assert result.structured_content is None
+    text = _text(result)
+    assert fragment in text
+    assert text.startswith("Invalid arguments for dessert.get_usage: ")
+    assert json.loads(text.splitlines()[-1]) == {"code": "invalid_argument", "retryable": False}
+    assert fake_api.requests == []
+
+
+async def test_get_balance_rejects_any_argument(fake_api: FakeDessertAPI) -> None:
+    async with _client(fake_api) as client:
+        result = await client.call_tool("dessert.get_balance", {"account": "other"})
+    assert result.is_error is True
+    assert "unknown argument 'account' (accepted: none)" in _text(result)
+    assert fake_api.requests == []
+
+
+async def test_a_rejected_key_is_an_actionable_tool_error(caplog: pytest.LogCaptureFixture) -> None:
+    api = FakeDessertAPI(key="some-other-key")
+    async with _client(api) as client:
+        result = await client.call_tool("dessert.get_balance", {})
+    assert result.is_error is True
+    assert result.structured_content is None
+    sentence, details = _text(result).splitlines()
+    assert sentence == "Dessert rejected the API key (HTTP 401: Invalid API key.). Check DESSERT_API_KEY."
+    assert json.loads(details) == {"code": "auth_invalid", "retryable": False, "status": 401}
+    assert_no_secret(_text(result))
+    assert_no_secret(caplog.text)
+
+
+async def test_upstream_failures_keep_their_status_and_detail(caplog: pytest.LogCaptureFixture) -> None:
+    api = FakeDessertAPI({"/v1/usage": lambda r: httpx2.Response(503, json={"message": "maintenance"})})
+    async with _client(api) as client:
+        result = await client.call_tool("dessert.get_usage", {})
+    assert result.is_error is True
+    assert "Dessert is unavailable right now (HTTP 503: maintenance)." in _text(result)
+    assert_no_secret(caplog.text)
+
+
+async def test_without_a_key_the_tools_are_listed_and_calls_name_the_variable(fake_api: FakeDessertAPI) -> None:
+    settings = Settings.from_env({"DESSERT_API_BASE_URL": FAKE_BASE_URL})
+    async with _client(fake_api, settings) as client:
+        listed = await client.list_tools()
+        result = await client.call_tool("dessert.get_usage", {})
+    assert len(listed.tools) == 2
+    assert result.is_error is True
+    assert "DESSERT_API_KEY is not set" in _text(result)
+    assert '"code": "not_configured"' in _text(result)
+    assert fake_api.requests == []
+
+
+async def test_a_malformed_key_is_explained_on_each_call(fake_api: FakeDessertAPI) -> None:
+    settings = Settings.from_env({"DESSERT_API_KEY": "two words", "DESSERT_API_BASE_URL": FAKE_BASE_URL})
+    async with _client(fake_api, settings) as client:
+        result = await client.call_tool("dessert.get_balance", {})
+    assert "contains spaces or non-printable characters" in _text(result)
+    assert fake_api.requests == []
+
+
+async def test_both_tools_are_read_only_idempotent_open_world_and_titled(fake_api: FakeDessertAPI) -> None:
+    async with _client(fake_api) as client:
+        listed = await client.list_tools()
+    for tool in listed.tools:
+        assert tool.title
+        assert tool.annotations is not None
+        assert tool.annotations.read_only_hint is True
+        assert tool.annotations.idempotent_hint is True
+        assert tool.annotations.open_world_hint is True
+        assert tool.annotations.destructive_hint is False
+        assert tool.description is not None
+        assert "consumes no credits" in tool.description
+        assert tool.input_schema.get("additionalProperties") is False
+
+
+async def test_output_schemas_come_from_the_models_with_the_docs_descriptions(fake_api: FakeDessertAPI) -> None:
+    async with _client(fake_api) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    balance = tools["dessert.get_balance"].output_schema
+    assert balance is not None
+    assert balance["properties"]["credits_balance"]["description"] == "Current credit balance."
+    usage = tools["dessert.get_usage"].output_schema
+    assert usage is not None
+    assert set(usage["properties"]) == {"recent_transactions", "summary", "history_complete", "note"}
+
+
+async def test_the_one_http_client_is_closed_when_the_server_stops(fake_api: FakeDessertAPI) -> None:
+    server = build_server(_settings(), transport=fake_api.transport())
+    async with Client(server) as client:
+        await client.call_tool("dessert.get_balance", {})
+        await client.call_tool("dessert.get_usage", {})
+    async with Client(server) as client:
+        result = await client.call_tool("dessert.get_balance", {})
+    assert result.is_error is False
+    assert len(fake_api.requests) == 3

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from dessert_mcp.models import Balance, BalanceReport, Usage, UsageReport
+from tests.conftest import DOCS_BALANCE, DOCS_USAGE
+
+
+def _balance(**changes: Any) -> Balance:
+    data = copy.deepcopy(DOCS_BALANCE) | changes
+    return Balance.model_validate_json(json.dumps(data))
+
+
+def test_the_docs_example_balance_parses_with_exact_values() -> None:
+    balance = _balance()
+    assert balance.model_dump() == DOCS_BALANCE
+
+
+def test_unknown_extra_fields_from_the_api_are_tolerated() -> None:
+    balance = _balance(new_field={"x": 1})
+    assert balance.credits_balance == 205
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"credits_balance": "205"},
+        {"credits_balance": 205.5},
+        {"auto_recharge_enabled": "true"},
+        {"credits_balance": None},
+        {"pricing": {"credit_usd": 0.1, "static_ad_credits": 0, "full_ad_credits": 15}},
+    ],
+)
+def test_wrongly_typed_documented_fields_are_rejected(changes: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        _balance(**changes)
+
+
+def test_a_missing_documented_field_is_rejected() -> None:
+    data = copy.deepcopy(DOCS_BALANCE)
+    del data["pricing"]
+    with pytest.raises(ValidationError):
+        Balance.model_validate_json(json.dumps(data))
+
+
+def test_the_balance_report_adds_what_the_balance_pays_for() -> None:
+    report = BalanceReport.from_balance(_balance())
+    assert report.static_ads_affordable == 41  # 205 // 5
+    assert report.full_ads_affordable == 13  # 205 // 15
+    assert report.below_auto_recharge_threshold is False
+    assert report.model_dump(include=set(DOCS_BALANCE)) == DOCS_BALANCE
+
+
+def test_a_balance_under_the_threshold_is_flagged_and_a_negative_balance_affords_nothing() -> None:
+    assert BalanceReport.from_balance(_balance(credits_balance=19)).below_auto_recharge_threshold is True
+    assert BalanceReport.from_balance(_balance(credits_balance=20)).below_auto_recharge_threshold is False
+    negative = BalanceReport.from_balance(_balance(credits_balance=-3))
+    assert (negative.static_ads_affordable, negative.full_ads_affordable) == (0, 0)
+
+
+def _usage(data: dict[str, Any] = DOCS_USAGE) -> Usage:
+    return Usage.model_validate_json(json.dumps(data))
+
+
+def test_transactions_keep_the_exact_values_and_order_the_api_returned() -> None:
+    report = UsageReport.build(_usage())
+    assert [t.model_dump() for t in report.recent_transactions] == DOCS_USAGE["recent_transactions"]
+
+
+def test_the_summary_totals_spend_additions_purchases_and_types() -> None:
+    summary = UsageReport.build(_usage()).summary
+    assert summary.credits_spent == 45
+    assert summary.credits_added == 300
+    assert summary.usd_purchased == 25.0
+    assert summary.count_by_type.model_dump() == {"Deduction": 1, "Purchase": 1, "Bonus": 1, "Refund": 0}
+    assert summary.oldest_at == "2026-05-12T15:08:22.000Z"
+    assert summary.newest_at == "2026-05-19T18:24:01.000Z"
+
+
+def test_limit_types_and_since_filter_locally() -> None:
+    usage = _usage()
+    assert len(UsageReport.build(usage, limit=1).recent_transactions) == 1
+    only = UsageReport.build(usage, types=["Purchase", "Bonus"]).recent_transactions
+    assert [t.type for t in only] == ["Purchase", "Bonus"]
+    recent = UsageReport.build(usage, since=datetime(2026, 5, 19, 18, 23, 48, tzinfo=UTC)).recent_transactions
+    assert [t.type for t in recent] == ["Deduction", "Purchase"]
+
+
+def test_a_naive_since_is_taken_as_utc() -> None:
+    recent = UsageReport.build(_usage(), since=datetime(2026, 5, 19, 18, 24, 0)).recent_transactions
+    assert [t.type for t in recent] == ["Deduction"]
+
+
+def test_an_empty_result_has_an_empty_summary() -> None:
+    report = UsageReport.build(_usage(), types=["Refund"])
+    assert report.recent_transactions == []
+    assert report.summary.credits_spent == 0
+    assert report.summary.oldest_at is None
+
+
+def _feed(n: int) -> Usage:
+    rows = [
+        {
+            "type": "Deduction",
+            "credits_delta": -5,
+            "balance_after": 1000 - 5 * i,
+            "usd_amount": None,
+            "description": "API ad generation (count=1, format=static)",
+            "at": f"2026-05-{20 - i // 24:02d}T{23 - i % 24:02d}:00:00Z",
+        }
+        for i in range(n)
+    ]
+    return _usage({"recent_transactions": rows})
+
+
+def test_the_report_says_plainly_that_only_the_last_50_are_available() -> None:
+    report = UsageReport.build(_feed(50), limit=10)
+    assert "last 50 transactions" in report.note
+    assert report.history_complete is False
+    assert UsageReport.build(_feed(12)).history_complete is True
+
+
+def test_a_full_feed_is_complete_for_a_since_inside_its_window() -> None:
+    feed = _feed(50)
+    assert UsageReport.build(feed, since=datetime(2026, 5, 19, 12, tzinfo=UTC)).history_complete is True
+    assert UsageReport.build(feed, since=datetime(2026, 5, 1, tzinfo=UTC)).history_complete is False
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"type": "Adjustment"}, {"at": "yesterday"}, {"credits_delta": "5"}, {"description": None}],
+)
+def test_malformed_transactions_are_rejected(changes: dict[str, Any]) -> None:
+    row = DOCS_USAGE["recent_transactions"][0] | changes
+    with pytest.raises(ValidationError):
+        _usage({"recent_transactions": [row]})
+
+
+def test_usd_amount_may_be_omitted() -> None:
+    row = {k: v for k, v in DOCS_USAGE["recent_transactions"][0].items() if k != "usd_amount"}
+    assert _usage({"recent_transactions": [row]}).recent_transactions[0].usd_amount is None

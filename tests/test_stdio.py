@@ -1,0 +1,165 @@
+"""Integration: `dessert-mcp` as a real stdio subprocess, against the sandbox over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import get_default_environment
+from mcp.types import Implementation, TextContent
+
+from dessert_mcp.sandbox import ThreadedSandbox
+from tests.conftest import CANARY_KEY, assert_no_secret
+
+SERVER = [sys.executable, "-m", "dessert_mcp"]
+
+
+@pytest.fixture(scope="module")
+def canary_sandbox() -> Iterator[ThreadedSandbox]:
+    """A sandbox that accepts the canary key, so leaks can be looked for on successful paths too."""
+    with ThreadedSandbox(key=CANARY_KEY) as sb:
+        yield sb
+
+
+def _env(sandbox: ThreadedSandbox, **extra: str) -> dict[str, str]:
+    return get_default_environment() | {
+        "DESSERT_API_KEY": CANARY_KEY,
+        "DESSERT_API_BASE_URL": sandbox.url,
+        "DESSERT_MCP_LOG_LEVEL": "DEBUG",
+        **extra,
+    }
+
+
+def _params(env: dict[str, str], *args: str) -> StdioServerParameters:
+    return StdioServerParameters(command=SERVER[0], args=[*SERVER[1:], *args], env=env)
+
+
+async def test_a_real_stdio_session_lists_and_calls_both_tools(canary_sandbox: ThreadedSandbox) -> None:
+    async with Client(_params(_env(canary_sandbox))) as client:
+        names = [t.name for t in (await client.list_tools()).tools]
+        balance = await client.call_tool("dessert.get_balance", {})
+        usage = await client.call_tool("dessert_get_usage", {"limit": 3})
+    assert names == ["dessert.get_balance", "dessert.get_usage"]
+    assert balance.structured_content is not None
+    assert balance.structured_content["credits_balance"] == 205
+    assert usage.structured_content is not None
+    assert len(usage.structured_content["recent_transactions"]) == 3
+
+
+async def test_claude_desktop_is_shown_underscore_names_over_stdio(canary_sandbox: ThreadedSandbox) -> None:
+    client = Client(_params(_env(canary_sandbox)), client_info=Implementation(name="claude-ai", version="0.14"))
+    async with client:
+        names = [t.name for t in (await client.list_tools()).tools]
+    assert names == ["dessert_get_balance", "dessert_get_usage"]
+
+
+async def test_the_embedded_sandbox_needs_no_account() -> None:
+    env = get_default_environment()
+    async with Client(_params(env, "--sandbox")) as client:
+        result = await client.call_tool("dessert.get_balance", {})
+    assert result.structured_content is not None
+    assert result.structured_content["credits_balance"] == 205
+
+
+async def test_without_a_key_the_server_starts_lists_tools_and_explains_each_call(
+    canary_sandbox: ThreadedSandbox,
+) -> None:
+    env = _env(canary_sandbox)
+    del env["DESSERT_API_KEY"]
+    async with Client(_params(env)) as client:
+        listed = await client.list_tools()
+        result = await client.call_tool("dessert.get_balance", {})
+    assert len(listed.tools) == 2
+    assert result.is_error is True
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    assert "DESSERT_API_KEY is not set" in block.text
+
+
+class RawStdioServer:
+    """The server process driven byte by byte, to see exactly what it writes to stdout and stderr."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.stdout_lines: list[bytes] = []
+        self._next_id = 0
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(message).encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        self._next_id += 1
+        await self.send({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params or {}})
+        assert self.process.stdout is not None
+        while True:
+            line = await asyncio.wait_for(self.process.stdout.readline(), timeout=20)
+            assert line, "the server closed stdout"
+            self.stdout_lines.append(line)
+            message: dict[str, Any] = json.loads(line)
+            if message.get("id") == self._next_id:
+                return message
+
+
+async def _start_raw(env: dict[str, str]) -> RawStdioServer:
+    process = await asyncio.create_subprocess_exec(
+        *SERVER,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    return RawStdioServer(process)
+
+
+async def test_every_line_on_stdout_is_a_json_rpc_message_and_the_key_appears_nowhere(
+    canary_sandbox: ThreadedSandbox,
+) -> None:
+    canary_sandbox.add_fault(path="/v1/usage", status=500, body=f"boom {CANARY_KEY}", times=1)
+    server = await _start_raw(_env(canary_sandbox))
+    init = await server.request(
+        "initialize",
+        {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw-test", "version": "1"}},
+    )
+    assert init["result"]["serverInfo"]["name"] == "dessert-mcp"
+    await server.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    await server.request("tools/list")
+    results = [
+        await server.request("tools/call", {"name": "dessert.get_balance", "arguments": {}}),
+        await server.request("tools/call", {"name": "dessert.get_usage", "arguments": {}}),
+        await server.request("tools/call", {"name": "dessert.get_usage", "arguments": {"limit": 99}}),
+        await server.request("tools/call", {"name": "dessert.nope", "arguments": {}}),
+    ]
+    assert server.process.stdin is not None
+    server.process.stdin.close()
+    rest, stderr = await asyncio.wait_for(server.process.communicate(), timeout=10)
+    stdout = b"".join(server.stdout_lines) + rest
+
+    for line in stdout.splitlines():
+        message = json.loads(line)
+        assert message["jsonrpc"] == "2.0"
+        assert "id" in message or "method" in message
+    assert results[0]["result"]["isError"] is False
+    assert results[1]["result"]["isError"] is True  # the injected 500, echoed sanitized and redacted
+    assert results[2]["result"]["isError"] is True
+    assert_no_secret(stdout.decode())
+    assert_no_secret(stderr.decode())
+    assert "boom [REDACTED]" in json.dumps(results[1])
+    assert server.process.returncode == 0
+
+
+async def test_the_server_exits_promptly_when_stdin_closes(canary_sandbox: ThreadedSandbox) -> None:
+    server = await _start_raw(_env(canary_sandbox))
+    await server.request(
+        "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    )
+    assert server.process.stdin is not None
+    server.process.stdin.close()
+    await asyncio.wait_for(server.process.wait(), timeout=5)
+    assert server.process.returncode == 0
