@@ -163,3 +163,17 @@ async def test_the_server_exits_promptly_when_stdin_closes(canary_sandbox: Threa
     server.process.stdin.close()
     await asyncio.wait_for(server.process.wait(), timeout=5)
     assert server.process.returncode == 0
+
+
+async def test_a_missing_key_is_warned_about_on_stderr_at_start(canary_sandbox: ThreadedSandbox) -> None:
+    env = _env(canary_sandbox)
+    del env["DESSERT_API_KEY"]
+    server = await _start_raw(env)
+    await server.request(
+        "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    )
+    assert server.process.stdin is not None
+    server.process.stdin.close()
+    _, stderr = await asyncio.wait_for(server.process.communicate(), timeout=10)
+    assert "WARNING" in stderr.decode()
+    assert "DESSERT_API_KEY is not set" in stderr.decode()
