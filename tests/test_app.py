@@ -4,6 +4,7 @@ import json
 import re
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client
@@ -11,6 +12,7 @@ from mcp.types import CallToolResult, Implementation, TextContent
 
 from dessert_mcp.app import TOOL_NAMES, build_server, tool_names_for
 from dessert_mcp.config import Settings
+from dessert_mcp.sandbox import ThreadedSandbox
 from tests.conftest import CANARY_KEY, DOCS_BALANCE, DOCS_USAGE, FAKE_BASE_URL, FakeDessertAPI, assert_no_secret
 
 DOTTED = ("dessert.get_balance", "dessert.get_usage")
@@ -226,3 +228,22 @@ async def test_the_one_http_client_is_closed_when_the_server_stops(fake_api: Fak
         result = await client.call_tool("dessert.get_balance", {})
     assert result.is_error is False
     assert len(fake_api.requests) == 3
+
+
+async def test_concurrent_identical_calls_make_at_most_two_upstream_requests(clean_sandbox: ThreadedSandbox) -> None:
+    clean_sandbox.add_fault(path="/v1/balance", delay_s=0.3, times=0)  # keep the first request in flight
+    settings = Settings.from_env({"DESSERT_API_KEY": clean_sandbox.key, "DESSERT_API_BASE_URL": clean_sandbox.url})
+    results: list[CallToolResult] = []
+    async with Client(build_server(settings)) as client:
+
+        async def call() -> None:
+            results.append(await client.call_tool("dessert.get_balance", {}))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(100):
+                tg.start_soon(call)
+    assert len(results) == 100
+    assert all(r.structured_content == results[0].structured_content for r in results)
+    assert results[0].structured_content is not None
+    assert results[0].structured_content["credits_balance"] == 205
+    assert clean_sandbox.stats()["requests"]["/v1/balance"] <= 2

@@ -21,7 +21,8 @@ from pydantic import ConfigDict, Field, ValidationError, WithJsonSchema
 from dessert_mcp import __version__
 from dessert_mcp.client import DessertAPIError, DessertClient
 from dessert_mcp.config import Settings, ToolNameStyle
-from dessert_mcp.models import TRANSACTION_TYPES, BalanceReport, TransactionType, UsageReport
+from dessert_mcp.models import TRANSACTION_TYPES, Balance, BalanceReport, TransactionType, Usage, UsageReport
+from dessert_mcp.singleflight import SingleFlight
 
 logger = logging.getLogger("dessert_mcp")
 
@@ -140,6 +141,9 @@ class DessertTools:
         self._transport = transport
         self._client: DessertClient | None = None
         self._users = 0
+        # Identical GETs in flight at the same time share one upstream request (same key, same answer).
+        self._balance_flights: SingleFlight[Balance] = SingleFlight((DessertAPIError,))
+        self._usage_flights: SingleFlight[Usage] = SingleFlight((DessertAPIError,))
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[DessertTools]:
@@ -170,7 +174,8 @@ class DessertTools:
         return self._client
 
     async def get_balance(self) -> BalanceReport:
-        return BalanceReport.from_balance(await self.client.get_balance())
+        client = self.client
+        return BalanceReport.from_balance(await self._balance_flights.run("balance", client.get_balance))
 
     async def get_usage(
         self,
@@ -191,7 +196,9 @@ class DessertTools:
             Field(description="Only transactions at or after this ISO 8601 time (UTC if no offset)."),
         ] = None,
     ) -> UsageReport:
-        return UsageReport.build(await self.client.get_usage(), limit=limit, types=types, since=since)
+        client = self.client
+        usage = await self._usage_flights.run("usage", client.get_usage)
+        return UsageReport.build(usage, limit=limit, types=types, since=since)
 
 
 def _names_middleware(settings: Settings) -> ServerMiddleware[Any]:
