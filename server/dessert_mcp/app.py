@@ -222,14 +222,14 @@ def _names_middleware(settings: Settings) -> ServerMiddleware[Any]:
 def build_server(settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None) -> MCPServer[DessertTools]:
     """The dessert-mcp server. `transport` replaces the network for tests (e.g. `httpx2.MockTransport`)."""
     tools = DessertTools(settings, transport=transport)
-    registered: list[Tool] = []
-    for dotted, underscore in TOOL_NAMES.items():
-        fn, title, description = (
-            (tools.get_balance, "Dessert credit balance", BALANCE_DESCRIPTION)
-            if dotted.endswith("get_balance")
-            else (tools.get_usage, "Dessert credit usage", USAGE_DESCRIPTION)
-        )
-        registered += [_make_tool(fn, name=name, title=title, description=description) for name in (dotted, underscore)]
+    balance = _make_tool(
+        tools.get_balance, name="dessert.get_balance", title="Dessert credit balance", description=BALANCE_DESCRIPTION
+    )
+    usage = _make_tool(
+        tools.get_usage, name="dessert.get_usage", title="Dessert credit usage", description=USAGE_DESCRIPTION
+    )
+    # The portable spelling is the same tool under another name (schemas are built once).
+    registered = [balance, usage, *(t.model_copy(update={"name": TOOL_NAMES[t.name]}) for t in (balance, usage))]
     server: MCPServer[DessertTools] = MCPServer(
         "dessert-mcp",
         title="Dessert balance & usage",

@@ -1,0 +1,373 @@
+"""dessert-mcp benchmarks: what the server costs on top of what cannot be avoided, as ratios measured side by side.
+
+Run with `make bench` (or `.venv/bin/python bench/run.py`). Everything talks to a sandbox API on 127.0.0.1 running
+in its own process, so the upstream does not share this process's interpreter. Prints one table with the targets
+and a pass/fail column; exits 1 if a target fails. These are measurements, not unit tests: the machine is shared
+and noisy, so each comparison alternates its two sides within one run and reports medians or percentiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import get_default_environment
+
+from dessert_mcp.app import build_server
+from dessert_mcp.config import Settings
+from dessert_mcp.sandbox import SANDBOX_KEY
+
+HERE = Path(__file__).parent
+PY = sys.executable
+
+
+@dataclass
+class Row:
+    name: str
+    measured: str
+    baseline: str
+    ratio: str
+    target: str
+    ok: bool | None  # None: reported, no target
+
+
+ROWS: list[Row] = []
+
+
+def row(name: str, measured: str, baseline: str, ratio: str, target: str, ok: bool | None) -> None:
+    ROWS.append(Row(name, measured, baseline, ratio, target, ok))
+    flag = "" if ok is None else ("PASS" if ok else "FAIL")
+    print(f"  {name}: {measured} vs {baseline} -> {ratio} (target {target}) {flag}", flush=True)
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+@contextmanager
+def sandbox_process() -> Iterator[str]:
+    """`dessert-mcp sandbox` in its own process; yields its URL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")}
+    proc = subprocess.Popen(
+        [PY, "-m", "dessert_mcp", "sandbox", "--port", "0"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().rsplit(" ", 1)[-1].strip()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def server_env(url: str) -> dict[str, str]:
+    return get_default_environment() | {
+        "DESSERT_API_KEY": SANDBOX_KEY,
+        "DESSERT_API_BASE_URL": url,
+        "DESSERT_MCP_LOG_LEVEL": "WARNING",
+    }
+
+
+# 1. Cold start -------------------------------------------------------------------------------------------------
+
+
+def _spawn_to_tools_list(argv: list[str], env: dict[str, str]) -> float:
+    """Seconds from spawning the process to reading the tools/list response over stdio."""
+    messages = [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "b", "version": "1"},
+            },
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}},
+    ]
+    payload = "".join(json.dumps(m) + "\n" for m in messages).encode()
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    proc.stdin.write(payload)
+    proc.stdin.flush()
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{argv} exited before answering tools/list")
+        if json.loads(line).get("id") == 2:
+            break
+    elapsed = time.perf_counter() - start
+    proc.stdin.close()
+    proc.wait(timeout=10)
+    return elapsed
+
+
+def bench_cold_start(url: str, runs: int) -> None:
+    print("1. cold start (spawn -> initialize + tools/list over stdio)", flush=True)
+    env = server_env(url)
+    ours_argv = [PY, "-m", "dessert_mcp"]
+    hello_argv = [PY, str(HERE / "hello_server.py")]
+    _spawn_to_tools_list(ours_argv, env)  # warm the OS page cache for both
+    _spawn_to_tools_list(hello_argv, env)
+    ours, hello = [], []
+    for _ in range(runs):
+        ours.append(_spawn_to_tools_list(ours_argv, env))
+        hello.append(_spawn_to_tools_list(hello_argv, env))
+    a, b = statistics.median(ours), statistics.median(hello)
+    spread = (
+        f"(ours {min(ours) * 1e3:.0f}-{max(ours) * 1e3:.0f} ms, hello {min(hello) * 1e3:.0f}-{max(hello) * 1e3:.0f})"
+    )
+    row(
+        f"cold start, median of {runs} {spread}",
+        f"{a * 1e3:.0f} ms",
+        f"hello-world {b * 1e3:.0f} ms",
+        f"{a / b:.3f}x",
+        "<= 1.10x",
+        a / b <= 1.10,
+    )
+
+
+# 2. Per-call overhead ------------------------------------------------------------------------------------------
+
+
+async def _latencies(call: Callable[[], Awaitable[Any]], n: int) -> list[float]:
+    out: list[float] = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await call()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+async def _interleaved(
+    a: Callable[[], Awaitable[Any]], b: Callable[[], Awaitable[Any]], n: int, block: int = 200
+) -> tuple[list[float], list[float]]:
+    """Measure a and b in alternating blocks so drift on a shared machine hits both alike."""
+    await _latencies(a, block)
+    await _latencies(b, block)
+    xs: list[float] = []
+    ys: list[float] = []
+    while len(xs) < n:
+        xs += await _latencies(a, block)
+        ys += await _latencies(b, block)
+    return xs, ys
+
+
+def _overhead_row(label: str, mcp: list[float], raw: list[float], *, target: bool) -> None:
+    p50 = (pct(mcp, 0.5) - pct(raw, 0.5)) * 1e3
+    p99 = (pct(mcp, 0.99) - pct(raw, 0.99)) * 1e3
+    row(
+        f"{label} get_balance p50/p99 ({len(mcp)} calls)",
+        f"{pct(mcp, 0.5) * 1e3:.3f}/{pct(mcp, 0.99) * 1e3:.3f} ms",
+        f"raw httpx2 GET {pct(raw, 0.5) * 1e3:.3f}/{pct(raw, 0.99) * 1e3:.3f} ms",
+        f"+{p50:.3f}/+{p99:.3f} ms",
+        "<= +0.3/+1.0 ms" if target else "report",
+        (p50 <= 0.3 and p99 <= 1.0) if target else None,
+    )
+
+
+async def bench_per_call(url: str, calls: int) -> None:
+    print("2. per-call overhead (get_balance vs a raw warm httpx2 GET of /v1/balance)", flush=True)
+    settings = Settings.from_env({"DESSERT_API_KEY": SANDBOX_KEY, "DESSERT_API_BASE_URL": url})
+    headers = {"Authorization": f"Bearer {SANDBOX_KEY}"}
+    async with httpx2.AsyncClient(base_url=url, headers=headers) as http, Client(build_server(settings)) as client:
+
+        async def raw() -> None:
+            (await http.get("/v1/balance")).json()
+
+        async def tool() -> None:
+            await client.call_tool("dessert.get_balance", {})
+
+        mcp, base = await _interleaved(tool, raw, calls)
+        _overhead_row("in-memory", mcp, base, target=True)
+
+    params = StdioServerParameters(command=PY, args=["-m", "dessert_mcp"], env=server_env(url))
+    async with httpx2.AsyncClient(base_url=url, headers=headers) as http, Client(params) as client:
+
+        async def raw_s() -> None:
+            (await http.get("/v1/balance")).json()
+
+        async def tool_s() -> None:
+            await client.call_tool("dessert.get_balance", {})
+
+        mcp, base = await _interleaved(tool_s, raw_s, max(500, calls // 4))
+        _overhead_row("stdio", mcp, base, target=False)
+
+
+# 2b. The naive alternative: a new HTTP client per call -----------------------------------------------------------
+
+
+async def bench_naive(url: str, calls: int) -> None:
+    print("naive alternative: a new HTTP client per call vs one long-lived client", flush=True)
+    headers = {"Authorization": f"Bearer {SANDBOX_KEY}"}
+    async with httpx2.AsyncClient(base_url=url, headers=headers) as http:
+
+        async def reused() -> None:
+            (await http.get("/v1/balance")).json()
+
+        async def fresh() -> None:
+            async with httpx2.AsyncClient(base_url=url, headers=headers) as one:
+                (await one.get("/v1/balance")).json()
+
+        fresh_l, reused_l = await _interleaved(fresh, reused, calls, block=100)
+    row(
+        "new client per call p50 (the common pattern in weaker servers)",
+        f"{pct(fresh_l, 0.5) * 1e3:.3f} ms",
+        f"reused client {pct(reused_l, 0.5) * 1e3:.3f} ms",
+        f"{pct(fresh_l, 0.5) / pct(reused_l, 0.5):.2f}x slower",
+        "report",
+        None,
+    )
+
+
+# 4. Concurrency without waste ------------------------------------------------------------------------------------
+
+
+async def bench_coalescing(url: str) -> None:
+    print("4. 100 concurrent identical get_balance calls", flush=True)
+    async with httpx2.AsyncClient(base_url=url) as control:
+        await control.post("/_sandbox/reset")
+        # Hold each upstream answer 200 ms so all 100 calls overlap with the first request.
+        await control.post("/_sandbox/faults", json={"path": "/v1/balance", "delay_s": 0.2, "times": 0})
+        settings = Settings.from_env({"DESSERT_API_KEY": SANDBOX_KEY, "DESSERT_API_BASE_URL": url})
+        answers: list[Any] = []
+        async with Client(build_server(settings)) as client:
+
+            async def call() -> None:
+                result = await client.call_tool("dessert.get_balance", {})
+                answers.append(result.structured_content)
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(100):
+                    tg.start_soon(call)
+        stats = (await control.get("/_sandbox/stats")).json()
+        await control.post("/_sandbox/reset")
+    upstream = stats["requests"].get("/v1/balance", 0)
+    same = all(a == answers[0] for a in answers) and answers[0]["credits_balance"] == 205
+    row(
+        "upstream requests for 100 concurrent calls",
+        f"{upstream} requests",
+        "100 callers",
+        f"answers identical and correct: {same}",
+        "<= 2 requests",
+        upstream <= 2 and same and len(answers) == 100,
+    )
+
+
+# 5. Memory -------------------------------------------------------------------------------------------------------
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def _new_children(before: set[int]) -> list[int]:
+    mine = f"PPid:\t{os.getpid()}"
+    pids = {int(p) for p in os.listdir("/proc") if p.isdigit()} - before
+    return [p for p in sorted(pids) if mine in Path(f"/proc/{p}/status").read_text()]
+
+
+async def bench_memory(url: str, calls: int) -> None:
+    print(f"5. memory of the stdio server over {calls} calls", flush=True)
+    env = server_env(url)
+    before = {int(p) for p in os.listdir("/proc") if p.isdigit()}
+    params = StdioServerParameters(command=PY, args=["-m", "dessert_mcp"], env=env)
+    async with Client(params) as client:
+        await client.list_tools()
+        pid = _new_children(before)[0]
+        at_start = _rss_mb(pid)
+        warm = 1000
+        for i in range(calls):
+            await client.call_tool("dessert.get_balance" if i % 2 else "dessert.get_usage", {})
+            if i + 1 == warm:
+                after_warmup = _rss_mb(pid)
+        at_end = _rss_mb(pid)
+    growth = at_end - after_warmup
+    row(
+        f"RSS growth from call {warm} to {calls}",
+        f"{growth:+.1f} MB",
+        f"RSS after start {at_start:.1f} MB, at call {warm} {after_warmup:.1f} MB, at end {at_end:.1f} MB",
+        "",
+        "<= 5 MB",
+        growth <= 5,
+    )
+
+
+# 6. Tool-definition size -----------------------------------------------------------------------------------------
+
+
+async def bench_tool_tokens() -> None:
+    print("6. tool-definition size (tokens ~ characters / 4)", flush=True)
+    async with Client(build_server(Settings.from_env({"DESSERT_MCP_TOOL_NAMES": "underscore"}))) as client:
+        tools = (await client.list_tools()).tools
+    dumped = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools]
+    # What Claude and OpenAI-style hosts send to the model for each tool: name, description and input schema.
+    sent = [{k: d[k] for k in ("name", "description", "inputSchema")} for d in dumped]
+    sent_tokens = len(json.dumps(sent, separators=(",", ":"))) / 4
+    full_tokens = len(json.dumps(dumped, separators=(",", ":"))) / 4
+    row(
+        "tools/list tokens sent to the model (both tools)",
+        f"{sent_tokens:.0f} tokens",
+        f"full tools/list incl. output schemas {full_tokens:.0f}",
+        "",
+        "<= 900",
+        sent_tokens <= 900,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer runs, for a smoke test of the harness")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    runs, calls, mem_calls = (3, 200, 1500) if args.quick else (15, 2000, 10_000)
+    with sandbox_process() as url:
+        print(f"sandbox API at {url} (own process); machine: {os.cpu_count()} cores", flush=True)
+        bench_cold_start(url, runs)
+        gc.collect()
+        anyio.run(bench_per_call, url, calls)
+        anyio.run(bench_naive, url, max(400, calls // 4))
+        anyio.run(bench_coalescing, url)
+        anyio.run(bench_memory, url, mem_calls)
+        anyio.run(bench_tool_tokens)
+
+    print()
+    widths = [max(len(getattr(r, f)) for r in ROWS) for f in ("name", "measured", "baseline", "ratio", "target")]
+    header = ("metric", "measured", "baseline", "ratio / diff", "target")
+    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + "  result")
+    for r in ROWS:
+        cells = (r.name, r.measured, r.baseline, r.ratio, r.target)
+        result = "-" if r.ok is None else ("PASS" if r.ok else "FAIL")
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + f"  {result}")
+    return 0 if all(r.ok is not False for r in ROWS) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
