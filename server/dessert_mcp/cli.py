@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 
 from dessert_mcp import __version__
 from dessert_mcp.config import DEFAULT_BASE_URL, TOOL_NAME_STYLES, ConfigError, Settings
 from dessert_mcp.redact import Redactor, configure_logging
+
+if TYPE_CHECKING:
+    from dessert_mcp.transports import HTTPOptions
 
 logger = logging.getLogger("dessert_mcp")
 
@@ -26,11 +30,21 @@ environment variables (the API key is read only from the environment, never from
   DESSERT_MCP_TOOL_NAMES  auto (default), dotted or underscore; same as --tool-names.
   DESSERT_TIMEOUT_S       deadline in seconds for one tool call, all attempts included (default 25).
   DESSERT_MCP_LOG_LEVEL   DEBUG, INFO (default), WARNING, ERROR or CRITICAL; logs go to stderr.
+  DESSERT_MCP_AUTH_TOKEN  HTTP transports only: the server's own bearer token (16+ characters). When set, MCP
+                          requests without "Authorization: Bearer <token>" get 401. Never the Dessert API key.
 A value left as a literal ${{user_config...}} placeholder counts as unset.
+
+HTTP transports (--transport http: streamable HTTP at /mcp; --transport sse: SSE at /sse, messages at /messages/):
+  GET /healthz answers while the process is up; GET /readyz calls Dessert and answers 200 only if the key works.
+  The Host and Origin headers are always checked (loopback names are allowed); listening on anything other than
+  loopback needs --allowed-host and --allowed-origin. Request bodies over 256 KiB get 413.
+  example: dessert-mcp --transport http --stateless --workers 4 --host 0.0.0.0
+           --allowed-host mcp.example.com --allowed-origin https://mcp.example.com
 
 commands:
   dessert-mcp                 serve MCP over stdio (what hosts such as Claude Desktop launch)
   dessert-mcp --sandbox       the same, wired to an embedded sandbox API (no account needed)
+  dessert-mcp --transport http  serve MCP over streamable HTTP on 127.0.0.1:8000 instead (see above)
   dessert-mcp sandbox         run the sandbox API on 127.0.0.1 and print its URL and key
   dessert-mcp check           verify the configuration and connectivity; print the live balance
   dessert-mcp demo            start the sandbox, launch the server over stdio, call both tools
@@ -63,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         help="tool name spelling in tools/list: auto (underscore for hosts that reject dots), dotted or underscore",
     )
     parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), type=str.upper)
+    _add_http_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="{sandbox,check,demo}")
     sandbox = sub.add_parser("sandbox", help="run the sandbox API on 127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0 picks one)")
@@ -97,8 +112,65 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "check":
         with _maybe_sandbox(settings, args.check_sandbox) as checked:
             sys.exit(anyio.run(_check, checked))
+    if args.transport == "stdio":
+        with _maybe_sandbox(settings, args.sandbox) as served:
+            _serve_stdio(served)
+        return
+    from dessert_mcp.transports import serve_http
+
+    options = _http_options(args, settings)
     with _maybe_sandbox(settings, args.sandbox) as served:
-        _serve_stdio(served)
+        serve_http(served, options)
+
+
+def _add_http_arguments(parser: argparse.ArgumentParser) -> None:
+    http = parser.add_argument_group("HTTP transports")
+    http.add_argument(
+        "--transport",
+        choices=("stdio", "sse", "http"),
+        default="stdio",
+        help="stdio (default), sse (SSE at /sse) or http (streamable HTTP at /mcp)",
+    )
+    http.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    http.add_argument("--port", dest="http_port", type=int, default=8000, help="port to listen on (default 8000)")
+    http.add_argument(
+        "--stateless",
+        action="store_true",
+        help="http only: no sessions for handshake-era clients, so any worker or replica can serve any request",
+    )
+    http.add_argument("--workers", type=int, default=1, help="worker processes (above 1 needs --stateless)")
+    http.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="a Host header to accept besides loopback names (repeatable; required off loopback)",
+    )
+    http.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser Origin to accept besides loopback ones, e.g. https://app.example.com (repeatable)",
+    )
+
+
+def _http_options(args: argparse.Namespace, settings: Settings) -> HTTPOptions:
+    from dessert_mcp.transports import HTTPOptions, read_auth_token
+
+    try:
+        return HTTPOptions(
+            transport=args.transport,
+            host=args.host,
+            port=args.http_port,
+            stateless=args.stateless,
+            workers=args.workers,
+            allowed_hosts=tuple(args.allowed_host),
+            allowed_origins=tuple(args.allowed_origin),
+            auth_token=read_auth_token(os.environ),
+        ).check(settings)
+    except ConfigError as exc:
+        sys.exit(f"dessert-mcp: configuration error: {exc}")
 
 
 @contextlib.contextmanager
