@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format typecheck unit bench clean
+.PHONY: install demo test lint format typecheck unit bench clean foreign-tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("dessert-mcp needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
@@ -13,6 +13,22 @@ $(STAMP): pyproject.toml
 	touch $@
 
 install: $(STAMP)
+
+# Foreign MCP clients for the tests (Node 22, the MCP Inspector CLI, the conformance suite), pinned by
+# tests/transports/foreign/package-lock.json and installed from the npm registry into .tools/ (git-ignored). Any npm can
+# bootstrap it: Node 22 itself comes from the `node` package. Failing here fails `make test`, loudly.
+TOOLS := .tools
+TOOLS_STAMP := $(TOOLS)/.installed
+
+$(TOOLS_STAMP): tests/transports/foreign/package.json tests/transports/foreign/package-lock.json
+	@command -v npm >/dev/null || { echo "make: npm is needed to install the foreign MCP clients (Node 22 comes from the npm registry)" >&2; exit 1; }
+	mkdir -p $(TOOLS)
+	cp tests/transports/foreign/package.json tests/transports/foreign/package-lock.json $(TOOLS)/
+	cd $(TOOLS) && npm ci --no-audit --no-fund --loglevel=error --engine-strict=false
+	$(TOOLS)/node_modules/.bin/node -e 'if (+process.versions.node.split(".")[0] < 22) { console.error("Node 22+ was not installed"); process.exit(1) }'
+	touch $@
+
+foreign-tools: $(TOOLS_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/dessert-mcp demo
@@ -28,7 +44,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit
@@ -37,4 +53,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist build
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache dist build
