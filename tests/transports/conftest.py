@@ -117,3 +117,14 @@ def cli_server(args: list[str], env: Mapping[str, str], stderr_path: Path) -> It
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture
+def serve_asgi() -> Callable[[Any], Any]:
+    """`with serve_asgi(app) as base_url:` for tests that control the server's shutdown themselves."""
+    return serve_app
+
+
+@pytest.fixture
+def settings(sandbox: ThreadedSandbox) -> Settings:
+    return sandbox_settings(sandbox)
