@@ -81,10 +81,21 @@ def free_port() -> int:
         return port
 
 
-def server_env(sandbox: ThreadedSandbox, **extra: str) -> dict[str, str]:
+def sandbox_env(sandbox: ThreadedSandbox, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")}
     env |= {"DESSERT_API_KEY": sandbox.key, "DESSERT_API_BASE_URL": sandbox.url, "DESSERT_MCP_LOG_LEVEL": "WARNING"}
     return env | extra
+
+
+@pytest.fixture
+def server_env(sandbox: ThreadedSandbox) -> Callable[..., dict[str, str]]:
+    """`server_env(**extra)`: this environment, wired to the sandbox, without the caller's DESSERT_* variables."""
+    return lambda **extra: sandbox_env(sandbox, **extra)
+
+
+@pytest.fixture(name="cli_server")
+def cli_server_fixture() -> Callable[..., Any]:
+    return cli_server
 
 
 @contextmanager

@@ -1,0 +1,95 @@
+"""`dessert-mcp --transport ...` as a real process: start-up refusals, and several workers behind one port."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from dessert_mcp.config import ConfigError, Secret, Settings
+from dessert_mcp.sandbox import ThreadedSandbox
+from dessert_mcp.transports import HTTPOptions
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dessert_mcp", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--host", "0.0.0.0"], "refusing to listen on 0.0.0.0", id="non-loopback"),
+        pytest.param(["--host", "0.0.0.0", "--allowed-host", "mcp.example.com"], "--allowed-origin", id="no-origins"),
+        pytest.param(["--workers", "2"], "--workers above 1 needs --transport http --stateless", id="workers"),
+        pytest.param(["--allowed-host", "*"], "--allowed-host must look like", id="wildcard-host"),
+        pytest.param(["--allowed-origin", "https://x.example/path"], "--allowed-origin must look", id="origin-path"),
+    ],
+)
+def test_unsafe_or_broken_command_lines_refuse_to_start_and_say_why(
+    server_env: Callable[..., dict[str, str]], args: list[str], message: str
+) -> None:
+    result = run_cli("--transport", "http", *args, env=server_env())
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_an_auth_token_that_is_the_dessert_key_is_refused(
+    server_env: Callable[..., dict[str, str]], sandbox: ThreadedSandbox
+) -> None:
+    result = run_cli("--transport", "http", env=server_env(DESSERT_MCP_AUTH_TOKEN=sandbox.key))
+    assert result.returncode != 0
+    assert "must not be the Dessert API key" in result.stderr
+    assert sandbox.key not in result.stderr
+
+
+def test_a_short_auth_token_is_refused() -> None:
+    from dessert_mcp.transports import read_auth_token
+
+    with pytest.raises(ConfigError, match="at least 16"):
+        read_auth_token({"DESSERT_MCP_AUTH_TOKEN": "short"})
+
+
+def test_a_non_loopback_bind_with_both_allow_lists_is_accepted() -> None:
+    options = HTTPOptions(
+        host="0.0.0.0", allowed_hosts=("mcp.example.com:443",), allowed_origins=("https://mcp.example.com",)
+    )
+    assert options.check(Settings(api_key=Secret("k" * 20))) is options
+
+
+def test_http_options_survive_the_trip_to_worker_processes() -> None:
+    options = HTTPOptions(stateless=True, workers=2, allowed_hosts=("a.example",), auth_token=Secret("t" * 20))
+    env = {"DESSERT_MCP_HTTP_OPTIONS": options.to_env(), "DESSERT_MCP_AUTH_TOKEN": "t" * 20}
+    assert "t" * 20 not in options.to_env()
+    assert HTTPOptions.from_env(env) == options
+
+
+async def test_stateless_calls_from_one_client_spread_over_two_workers_and_all_succeed(
+    server_env: Callable[..., dict[str, str]], cli_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    env = server_env(DESSERT_MCP_LOG_LEVEL="DEBUG")
+    stderr = tmp_path / "server.log"
+    with cli_server(["--transport", "http", "--stateless", "--workers", "2"], env, stderr) as base:
+        # No keep-alive: each request opens a connection, which the kernel hands to whichever worker accepts it.
+        limits = httpx2.Limits(max_keepalive_connections=0)
+        async with (
+            httpx2.AsyncClient(limits=limits, timeout=30) as http,
+            Client(streamable_http_client(base + "/mcp", http_client=http), mode="legacy") as client,
+        ):
+            calls = 0
+            pids: set[str] = set()
+            while len(pids) < 2 and calls < 60:  # bounded: a fair kernel spreads far sooner
+                result = await client.call_tool("dessert.get_balance" if calls % 2 else "dessert.get_usage", {})
+                assert not result.is_error, result
+                calls += 1
+                pids = set(re.findall(r"POST /mcp answered 200 by worker pid (\d+)", stderr.read_text()))
+    assert len(pids) == 2, f"all {calls} calls landed on one worker"
