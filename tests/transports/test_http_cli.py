@@ -93,3 +93,12 @@ async def test_stateless_calls_from_one_client_spread_over_two_workers_and_all_s
                 calls += 1
                 pids = set(re.findall(r"POST /mcp answered 200 by worker pid (\d+)", stderr.read_text()))
     assert len(pids) == 2, f"all {calls} calls landed on one worker"
+
+
+def test_the_transport_module_leaves_uvicorn_and_starlette_unimported_until_serving() -> None:
+    code = (
+        "import sys, dessert_mcp.cli, dessert_mcp.transports\n"
+        "print(sorted({'uvicorn', 'starlette'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.strip() == "[]"
