@@ -15,8 +15,8 @@ import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit
 
 import anyio
@@ -26,6 +26,7 @@ from dessert_mcp.redact import Redactor, configure_logging
 
 if TYPE_CHECKING:
     import httpx2
+    from mcp.server.transport_security import TransportSecuritySettings
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("dessert_mcp")
 
 HTTPTransport = Literal["sse", "http"]
-HTTP_TRANSPORTS: Final[tuple[HTTPTransport, ...]] = get_args(HTTPTransport)
 
 MCP_PATH: Final = "/mcp"
 SSE_PATH: Final = "/sse"
@@ -201,7 +201,7 @@ class HostOriginPolicy:
         return origin in self._origins or is_loopback(hostname)
 
 
-def _sdk_security(options: HTTPOptions) -> Any:
+def _sdk_security(options: HTTPOptions) -> TransportSecuritySettings:
     """The same allow-list for the SDK's own check, which runs again inside the transports."""
     from mcp.server.transport_security import TransportSecuritySettings
 
@@ -235,7 +235,14 @@ class Guard:
         self._app = app
         self._limited = RequestBodyLimitMiddleware(app, max_body)
         self._policy = policy
-        self._expected = f"Bearer {token.get()}".encode() if token is not None else None
+        self._token = token.get().encode() if token is not None else None
+
+    def _authorized(self, header: str) -> bool:
+        assert self._token is not None
+        scheme, _, credentials = header.partition(" ")
+        # Compare even when the scheme is wrong, so the answer takes the same time either way.
+        matches = hmac.compare_digest(credentials.strip().encode(), self._token)
+        return scheme.lower() == "bearer" and matches
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -251,9 +258,7 @@ class Guard:
                 refusal = _jsonrpc_error(421, "Misdirected request: this server does not answer to that Host.")
             elif not self._policy.origin_ok(headers.get("origin")):
                 refusal = _jsonrpc_error(403, "Forbidden: requests from this Origin are not allowed.")
-            elif self._expected is not None and not hmac.compare_digest(
-                headers.get("authorization", "").encode(), self._expected
-            ):
+            elif self._token is not None and not self._authorized(headers.get("authorization", "")):
                 refusal = _jsonrpc_error(
                     401,
                     f"Unauthorized: send Authorization: Bearer <the server's {AUTH_TOKEN_ENV}>.",
@@ -435,8 +440,3 @@ def serve_http(settings: Settings, options: HTTPOptions) -> None:
     # uvicorn spawns fresh interpreters: they get everything through the environment.
     os.environ.update(worker_environment(settings, options))
     uvicorn.run("dessert_mcp.transports:create_app", factory=True, workers=options.workers, **common)
-
-
-def with_cli(options: HTTPOptions, **overrides: Any) -> HTTPOptions:
-    """A copy with the command line's values (None means not given)."""
-    return replace(options, **{k: v for k, v in overrides.items() if v is not None})

@@ -112,13 +112,15 @@ def test_without_the_bearer_token_the_endpoint_answers_401_and_calls_no_api(
     missing = post(url, modern_call())
     wrong = post(url, modern_call(Authorization="Bearer " + "x" * len(TOKEN)))
     dessert_key = post(url, modern_call(Authorization=f"Bearer {sandbox.key}"))
-    for response in (missing, wrong, dessert_key):
+    other_scheme = post(url, modern_call(Authorization=f"Basic {TOKEN}"))
+    for response in (missing, wrong, dessert_key, other_scheme):
         assert response.status_code == 401
         assert response.headers["www-authenticate"].startswith("Bearer")
     assert sandbox.stats()["total"] == 0
     allowed = post(url, modern_call(Authorization=f"Bearer {TOKEN}"))
     assert allowed.status_code == 200
-    assert sandbox.stats()["total"] == 1
+    assert post(url, modern_call(Authorization=f"bearer {TOKEN}")).status_code == 200  # the scheme is case-blind
+    assert sandbox.stats()["total"] == 2
 
 
 def test_the_dessert_key_is_never_taken_from_the_mcp_client(
