@@ -27,6 +27,7 @@ STARTUP_TIMEOUT_S = 20.0
 
 @pytest.fixture
 def sandbox() -> Iterator[ThreadedSandbox]:
+    """A fresh sandbox per test (overriding the session-wide one), so request counts start at zero."""
     with ThreadedSandbox() as sb:
         yield sb
 
@@ -137,5 +138,5 @@ def serve_asgi() -> Callable[[Any], Any]:
 
 
 @pytest.fixture
-def settings(sandbox: ThreadedSandbox) -> Settings:
+def wired_settings(sandbox: ThreadedSandbox) -> Settings:
     return sandbox_settings(sandbox)

@@ -86,10 +86,10 @@ class CountingTransport(httpx2.AsyncBaseTransport):
 
 @pytest.mark.parametrize("transport", ["http", "sse"])
 async def test_one_dessert_http_client_serves_every_session_until_shutdown(
-    settings: Settings, serve_asgi: Callable[[Any], Any], transport: Any
+    wired_settings: Settings, serve_asgi: Callable[[Any], Any], transport: Any
 ) -> None:
     counting = CountingTransport()
-    app = build_app(settings, HTTPOptions(transport=transport).check(), transport=counting)
+    app = build_app(wired_settings, HTTPOptions(transport=transport).check(), transport=counting)
     with serve_asgi(app) as base:
         for _ in range(3):  # three sessions, one after the other
             if transport == "http":
