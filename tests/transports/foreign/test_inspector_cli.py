@@ -13,20 +13,22 @@ import pytest
 from dessert_mcp.sandbox import ThreadedSandbox
 
 WRONG_KEY = "dsk_wrong_0000000000000000000000"
-TARGETS = ["stdio", "sse", "http-handshake", "http-handshake-stateless", "http-modern"]
+# SSE predates the 2026-07-28 era, so it is tried with the handshake only.
+TARGETS = ["stdio-handshake", "stdio-modern", "sse", "http-handshake", "http-handshake-stateless", "http-modern"]
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def target_args(target: str, serve: Callable[..., str], sandbox: ThreadedSandbox, key: str) -> list[str]:
     """How the Inspector reaches the server for this target (starting an HTTP server when needed)."""
-    if target == "stdio":
+    era = "modern" if target.endswith("modern") else "legacy"
+    if target.startswith("stdio"):
         env = [f"DESSERT_API_KEY={key}", f"DESSERT_API_BASE_URL={sandbox.url}", "DESSERT_MCP_LOG_LEVEL=WARNING"]
-        return [*(a for e in env for a in ("-e", e)), "--", sys.executable, "-m", "dessert_mcp"]
+        opts = [a for e in env for a in ("-e", e)]
+        return [*opts, "--protocol-era", era, "--", sys.executable, "-m", "dessert_mcp"]
     if target == "sse":
         return ["--transport", "sse", "--server-url", serve(transport="sse", key=key) + "/sse"]
     url = serve(stateless=target.endswith("stateless"), key=key) + "/mcp"
-    era = "modern" if target == "http-modern" else "legacy"
     return ["--transport", "http", "--server-url", url, "--protocol-era", era]
 
 
@@ -55,8 +57,10 @@ def test_the_inspector_lists_and_calls_both_tools(
     assert code == 0, output
     assert data["result"].get("isError") is not True
     assert json.loads(data["result"]["content"][0]["text"])["credits_balance"] == 205
-    if target == "http-modern":  # 2026-07-28 results carry the server's identity in _meta, handshake ones do not
+    if target.endswith("modern"):  # 2026-07-28 results carry the server's identity in _meta, handshake ones do not
         assert data["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "dessert-mcp"
+    else:
+        assert "io.modelcontextprotocol/serverInfo" not in data["result"].get("_meta", {})
 
     code, data, output = inspect(
         run_node, where, "--method", "tools/call", "--tool-name", "dessert.get_usage", "--tool-arg", "limit=2"
