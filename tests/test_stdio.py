@@ -121,7 +121,8 @@ async def _start_raw(env: dict[str, str]) -> RawStdioServer:
 async def test_every_line_on_stdout_is_a_json_rpc_message_and_the_key_appears_nowhere(
     canary_sandbox: ThreadedSandbox,
 ) -> None:
-    canary_sandbox.add_fault(path="/v1/usage", status=500, body=f"boom {CANARY_KEY}", times=1)
+    # Three attempts: a 500 is retried, so it must persist to reach the agent.
+    canary_sandbox.add_fault(path="/v1/usage", status=500, body=f"boom {CANARY_KEY}", times=3)
     server = await _start_raw(_env(canary_sandbox))
     init = await server.request(
         "initialize",

@@ -153,6 +153,9 @@ class DessertTools:
                 self.settings.base_url,
                 api_key=self.settings.api_key,
                 timeout_s=self.settings.timeout_s,
+                max_attempts=self.settings.max_attempts,
+                backoff_s=self.settings.backoff_s,
+                max_body_bytes=self.settings.max_body_bytes,
                 transport=self._transport,
             )
         self._users += 1

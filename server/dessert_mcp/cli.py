@@ -15,7 +15,7 @@ import anyio
 
 from dessert_mcp import __version__
 from dessert_mcp.config import DEFAULT_BASE_URL, TOOL_NAME_STYLES, ConfigError, Settings
-from dessert_mcp.redact import Redactor, configure_logging
+from dessert_mcp.redact import Redactor, configure_logging, install_excepthook
 
 if TYPE_CHECKING:
     from dessert_mcp.transports import HTTPOptions
@@ -28,7 +28,11 @@ environment variables (the API key is read only from the environment, never from
                           its tools; every call then answers with an error naming this variable.
   DESSERT_API_BASE_URL    API origin (default {DEFAULT_BASE_URL}); plain http only for loopback hosts.
   DESSERT_MCP_TOOL_NAMES  auto (default), dotted or underscore; same as --tool-names.
-  DESSERT_TIMEOUT_S       deadline in seconds for one tool call, all attempts included (default 25).
+  DESSERT_TIMEOUT_S       deadline in seconds for one tool call, all attempts and waits included (default 25).
+  DESSERT_MAX_ATTEMPTS    attempts per call on connection errors, 408, 409, 429 and 5xx (default 3; 1-10).
+  DESSERT_BACKOFF_S       first retry wait in seconds, doubled per attempt, with jitter (default 0.5); a
+                          Retry-After from the API is honoured instead when it fits in the deadline.
+  DESSERT_MAX_BODY_BYTES  largest API answer read, after decompression (default 1048576).
   DESSERT_MCP_LOG_LEVEL   DEBUG, INFO (default), WARNING, ERROR or CRITICAL; logs go to stderr.
   DESSERT_MCP_AUTH_TOKEN  HTTP transports only: the server's own bearer token (16+ characters). When set, MCP
                           requests without "Authorization: Bearer <token>" get 401. Never the Dessert API key.
@@ -97,7 +101,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         sys.exit(f"dessert-mcp: configuration error: {exc}")
     key = settings.api_key.get() if settings.api_key else None
-    configure_logging(settings.log_level, Redactor(key))
+    redactor = Redactor(key)
+    configure_logging(settings.log_level, redactor)
+    install_excepthook(redactor)
 
     if args.command == "sandbox":
         from dessert_mcp.sandbox import SANDBOX_KEY, run_sandbox
@@ -193,6 +199,8 @@ def _serve_stdio(settings: Settings) -> None:
             "DESSERT_API_KEY is not set: the tools are listed, but every call will fail until it is set. %s",
             settings.api_key_problem or "",
         )
+    else:
+        logger.info("Using the Dessert API at %s with key %s", settings.base_url, settings.api_key.fingerprint())
     server = build_server(settings)
     with contextlib.suppress(KeyboardInterrupt):
         anyio.run(server.run_stdio_async)
@@ -208,7 +216,14 @@ async def _check(settings: Settings) -> int:
         out.write(f"API key  : missing\nFAILED: {reason}\n")
         return 1
     out.write(f"API key  : {settings.api_key.masked()}\n")
-    async with DessertClient(settings.base_url, api_key=settings.api_key, timeout_s=settings.timeout_s) as client:
+    async with DessertClient(
+        settings.base_url,
+        api_key=settings.api_key,
+        timeout_s=settings.timeout_s,
+        max_attempts=settings.max_attempts,
+        backoff_s=settings.backoff_s,
+        max_body_bytes=settings.max_body_bytes,
+    ) as client:
         try:
             balance = await client.get_balance()
         except DessertAPIError as exc:

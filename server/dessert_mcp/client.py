@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Final, Literal, Self, TypeVar
 
@@ -13,7 +17,14 @@ import httpx2
 from pydantic import BaseModel, ValidationError
 
 from dessert_mcp import __version__
-from dessert_mcp.config import Secret
+from dessert_mcp.config import (
+    DEFAULT_BACKOFF_S,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_TIMEOUT_S,
+    Secret,
+)
+from dessert_mcp.models import UNSAFE_CHARS as _UNSAFE_CHARS
 from dessert_mcp.models import Balance, Usage
 from dessert_mcp.redact import Redactor
 
@@ -30,11 +41,15 @@ ErrorCode = Literal[
 ]
 
 USER_AGENT: Final = f"dessert-mcp/{__version__} (+https://github.com/dessert-dev/dessert-mcp)"
-MAX_BODY_BYTES: Final = 1024 * 1024
+MAX_BODY_BYTES: Final = DEFAULT_MAX_BODY_BYTES
 _DETAIL_MAX: Final = 200
+# Statuses worth another attempt for an idempotent GET; any other 4xx will not change by asking again.
+RETRY_STATUSES: Final = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+# Backoff doubles per attempt up to this, with full jitter on the upper half.
+_BACKOFF_MAX_S: Final = 8.0
 
-# Control characters, zero-width and bidi controls: they can hide or reorder text shown to a model or a person.
-_UNSAFE_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+Sleep = Callable[[float], Awaitable[None]]
+
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -76,20 +91,37 @@ def sanitize(text: str, limit: int = _DETAIL_MAX) -> str:
 
 
 class DessertClient:
-    """Dessert REST client; use as an async context manager so the connection pool is closed."""
+    """Dessert REST client; use as an async context manager so the connection pool is closed.
+
+    Each call retries idempotent failures (connection errors, 408, 409, 429, 5xx) up to `max_attempts`
+    times with jittered exponential backoff or the API's Retry-After, all under one `timeout_s` deadline.
+    `sleep`, `clock` and `rng` let tests check the waits without waiting.
+    """
 
     def __init__(
         self,
         base_url: str,
         *,
         api_key: Secret | None,
-        timeout_s: float = 25.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        backoff_s: float = DEFAULT_BACKOFF_S,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         transport: httpx2.AsyncBaseTransport | None = None,
+        sleep: Sleep = anyio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
-        self._redact = Redactor(api_key.get() if api_key else None)
+        self._redact = Redactor(api_key.get() if api_key is not None else None)
         self._timeout_s = timeout_s
+        self._max_attempts = max(1, max_attempts)
+        self._backoff_s = backoff_s
+        self._max_body_bytes = max_body_bytes
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if api_key is not None:
             headers["Authorization"] = f"Bearer {api_key.get()}"
@@ -102,6 +134,10 @@ class DessertClient:
             transport=transport,
             trust_env=False,
         )
+
+    def __repr__(self) -> str:
+        key = self._api_key.fingerprint() if self._api_key is not None else "none"
+        return f"DessertClient({self.base_url!r}, key={key})"
 
     async def __aenter__(self) -> Self:
         return self
@@ -132,20 +168,52 @@ class DessertClient:
                 "DESSERT_API_KEY is not set. Add your Dessert API key to the server's environment and restart it.",
                 code="not_configured",
             )
+        return await self._get_with_retries(path, model)
+
+    async def _get_with_retries(self, path: str, model: type[ModelT]) -> ModelT:
+        deadline = self._clock() + self._timeout_s
+        attempt = 0
         try:
+            # One deadline for every attempt and wait: per-read timeouts never fire on a trickling body.
             with anyio.fail_after(self._timeout_s):
-                status, headers, body = await self._fetch(path)
+                while True:
+                    attempt += 1
+                    try:
+                        return await self._attempt(path, model)
+                    except DessertAPIError as exc:
+                        wait = self._wait_before_retry(exc, attempt, deadline - self._clock())
+                        if wait is None:
+                            raise
+                    await self._sleep(wait)
         except TimeoutError:
+            tries = f" ({attempt} attempts)" if attempt > 1 else ""
             raise DessertAPIError(
-                f"Dessert did not answer GET {path} within {self._timeout_s:g} s. Try again in a minute.",
+                f"Dessert did not answer GET {path} within {self._timeout_s:g} s{tries}. Try again in a minute.",
                 code="timeout",
                 retryable=True,
             ) from None
+
+    def _wait_before_retry(self, exc: DessertAPIError, attempt: int, remaining: float) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up with `exc` now."""
+        if not exc.retryable or attempt >= self._max_attempts:
+            return None
+        if exc.retry_after_s is not None:
+            # The API said when; asking sooner only earns another 429. Too long for the budget: tell the agent.
+            return exc.retry_after_s if exc.retry_after_s < remaining else None
+        ceiling = min(self._backoff_s * 2 ** (attempt - 1), _BACKOFF_MAX_S)
+        wait = ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        return wait if wait < remaining else None
+
+    async def _attempt(self, path: str, model: type[ModelT]) -> ModelT:
+        status, headers, body = await self._fetch(path)
         if status >= 300:
             raise _status_error(path, status, headers, body, self.base_url)
         try:
+            text = body.decode("utf-8", errors="replace")
+            if self._redact(text) != text:
+                return model.model_validate_json(json.dumps(_redact_strings(json.loads(body), self._redact)))
             return model.model_validate_json(body)
-        except ValidationError as exc:
+        except (ValidationError, ValueError, RecursionError) as exc:
             raise _shape_error(path, status, headers, exc) from None
 
     async def _fetch(self, path: str) -> tuple[int, httpx2.Headers, bytes]:
@@ -156,15 +224,22 @@ class DessertClient:
                 # aiter_bytes yields decoded bytes, so the cap also stops compressed bombs.
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)
-                    if size > MAX_BODY_BYTES:
+                    if size > self._max_body_bytes:
                         raise DessertAPIError(
-                            f"Dessert's answer to GET {path} is larger than {MAX_BODY_BYTES // 1024} KiB; "
+                            f"Dessert's answer to GET {path} is larger than {self._max_body_bytes // 1024} KiB; "
                             "refusing to read it. Check DESSERT_API_BASE_URL.",
                             code="bad_upstream_response",
                             status=response.status_code,
                         )
                     chunks.append(chunk)
                 return response.status_code, response.headers, b"".join(chunks)
+        except httpx2.ConnectTimeout:
+            raise DessertAPIError(
+                f"Could not connect to Dessert at {self.base_url} in time. "
+                "Check the network connection and DESSERT_API_BASE_URL.",
+                code="upstream_unavailable",
+                retryable=True,
+            ) from None
         except httpx2.TimeoutException:
             raise DessertAPIError(
                 f"Dessert did not answer GET {path} in time. Try again in a minute.", code="timeout", retryable=True
@@ -181,6 +256,43 @@ class DessertClient:
                 code="upstream_unavailable",
                 retryable=True,
             ) from None
+
+
+def _redact_strings(data: object, redact: Redactor) -> object:
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, list):
+        return [_redact_strings(item, redact) for item in data]
+    if isinstance(data, dict):
+        return {redact(str(k)): _redact_strings(v, redact) for k, v in data.items()}
+    return data
+
+
+def retry_after(headers: httpx2.Headers, *, now: datetime | None = None) -> float | None:
+    """The wait the API asks for, from `retry-after-ms` or `Retry-After` (seconds or HTTP date); None if absent
+    or unreadable. Garbage is ignored rather than trusted: a bad header must not stall or crash a call."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            value = float(millis)
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value >= 0:
+            return round(value / 1000, 3)
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if raw.isascii() and raw.isdigit():
+        return float(int(raw[:12]))
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return round(max(seconds, 0.0), 3)
 
 
 def upstream_detail(headers: httpx2.Headers, body: bytes) -> str:
@@ -228,19 +340,24 @@ def _status_error(path: str, status: int, headers: httpx2.Headers, body: bytes, 
             code="not_found",
             status=status,
         )
+    wait = retry_after(headers)
     if status == 429:
+        when = f"Wait {wait:g} s" if wait is not None else "Wait a little"
         return DessertAPIError(
-            f"Dessert is rate-limiting this API key (HTTP 429{said}). Wait a little and try again.",
+            f"Dessert is rate-limiting this API key (HTTP 429{said}). {when} and try again.",
             code="rate_limited",
             status=status,
             retryable=True,
+            retry_after_s=wait,
         )
-    if status >= 500 or status in (408, 409):
+    if status in RETRY_STATUSES:
+        when = f"Try again in {wait:g} s" if wait is not None else "Try again in a minute"
         return DessertAPIError(
-            f"Dessert is unavailable right now (HTTP {status}{said}). Try again in a minute.",
+            f"Dessert is unavailable right now (HTTP {status}{said}). {when}.",
             code="upstream_unavailable",
             status=status,
             retryable=True,
+            retry_after_s=wait,
         )
     return DessertAPIError(
         f"Dessert answered GET {path} with HTTP {status}{said}, which this server does not expect. "
@@ -250,7 +367,17 @@ def _status_error(path: str, status: int, headers: httpx2.Headers, body: bytes, 
     )
 
 
-def _shape_error(path: str, status: int, headers: httpx2.Headers, exc: ValidationError) -> DessertAPIError:
+def _shape_error(
+    path: str, status: int, headers: httpx2.Headers, exc: ValidationError | ValueError | RecursionError
+) -> DessertAPIError:
+    if not isinstance(exc, ValidationError):
+        kind = sanitize(headers.get("content-type", "") or "no content type", 60)
+        what = "JSON nested too deeply" if isinstance(exc, RecursionError) else f"something that is not JSON ({kind})"
+        return DessertAPIError(
+            f"Dessert answered GET {path} (HTTP {status}) with {what}. If it persists, contact Dessert.",
+            code="bad_upstream_response",
+            status=status,
+        )
     errors = exc.errors(include_input=False, include_url=False)
     if errors and errors[0]["type"] == "json_invalid":
         kind = sanitize(headers.get("content-type", "") or "no content type", 60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
 import os
@@ -15,6 +16,10 @@ ToolNameStyle = Literal["auto", "dotted", "underscore"]
 TOOL_NAME_STYLES: Final[tuple[ToolNameStyle, ...]] = get_args(ToolNameStyle)
 
 DEFAULT_BASE_URL: Final = "https://api.dessert.dev"
+DEFAULT_TIMEOUT_S: Final = 25.0
+DEFAULT_MAX_ATTEMPTS: Final = 3
+DEFAULT_BACKOFF_S: Final = 0.5
+DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
 
 # Hosts substitute `${user_config.api_key}` (or similar) verbatim when the user left a setting empty.
 _PLACEHOLDER = re.compile(r"^\$\{[^}]*\}$")
@@ -40,6 +45,10 @@ class Secret:
         v = self._value
         return f"{v[:4]}…{v[-4:]}" if len(v) >= 16 else "*" * min(len(v), 8)
 
+    def fingerprint(self) -> str:
+        """A short hash that tells keys apart in logs; shorter than any fragment the redactor hides."""
+        return "sha256:" + hashlib.sha256(self._value.encode()).hexdigest()[:6]
+
     def __repr__(self) -> str:
         return "Secret('**********')"
 
@@ -55,7 +64,10 @@ class Settings:
     api_key_problem: str | None = None
     base_url: str = DEFAULT_BASE_URL
     tool_names: ToolNameStyle = "auto"
-    timeout_s: float = 25.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    backoff_s: float = DEFAULT_BACKOFF_S
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_level: str = "INFO"
 
     @classmethod
@@ -80,7 +92,20 @@ class Settings:
             api_key_problem=problem,
             base_url=_base_url(get("DESSERT_API_BASE_URL") or DEFAULT_BASE_URL),
             tool_names=_tool_names(get("DESSERT_MCP_TOOL_NAMES") or "auto", "DESSERT_MCP_TOOL_NAMES"),
-            timeout_s=_positive_float(get("DESSERT_TIMEOUT_S"), "DESSERT_TIMEOUT_S", default=25.0),
+            timeout_s=_positive_float(get("DESSERT_TIMEOUT_S"), "DESSERT_TIMEOUT_S", default=DEFAULT_TIMEOUT_S),
+            max_attempts=_bounded_int(
+                get("DESSERT_MAX_ATTEMPTS"), "DESSERT_MAX_ATTEMPTS", default=DEFAULT_MAX_ATTEMPTS, low=1, high=10
+            ),
+            backoff_s=_positive_float(
+                get("DESSERT_BACKOFF_S"), "DESSERT_BACKOFF_S", default=DEFAULT_BACKOFF_S, allow_zero=True
+            ),
+            max_body_bytes=_bounded_int(
+                get("DESSERT_MAX_BODY_BYTES"),
+                "DESSERT_MAX_BODY_BYTES",
+                default=DEFAULT_MAX_BODY_BYTES,
+                low=1024,
+                high=64 * 1024 * 1024,
+            ),
             log_level=_log_level(get("DESSERT_MCP_LOG_LEVEL") or "INFO"),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -135,15 +160,28 @@ def _tool_names(value: str, source: str) -> ToolNameStyle:
     raise ConfigError(f"{source} must be one of {', '.join(TOOL_NAME_STYLES)}; got {value!r}.")
 
 
-def _positive_float(value: str | None, name: str, *, default: float) -> float:
+def _positive_float(value: str | None, name: str, *, default: float, allow_zero: bool = False) -> float:
     if value is None:
         return default
     try:
         number = float(value)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds; got {value!r}.") from None
-    if not math.isfinite(number) or number <= 0:
-        raise ConfigError(f"{name} must be a positive number of seconds; got {value!r}.")
+    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        kind = "zero or a positive" if allow_zero else "a positive"
+        raise ConfigError(f"{name} must be {kind} number of seconds; got {value!r}.")
+    return number
+
+
+def _bounded_int(value: str | None, name: str, *, default: int, low: int, high: int) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number from {low} to {high}; got {value!r}.") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{name} must be a whole number from {low} to {high}; got {value!r}.")
     return number
 
 

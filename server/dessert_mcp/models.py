@@ -5,6 +5,7 @@ Field descriptions come from the Dessert docs; they are what a model reads in th
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, Literal
@@ -14,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 TransactionType = Literal["Deduction", "Purchase", "Bonus", "Refund"]
 TRANSACTION_TYPES: Final[tuple[TransactionType, ...]] = ("Deduction", "Purchase", "Bonus", "Refund")
 USAGE_FEED_SIZE: Final = 50
+# Control characters, zero-width and bidi controls: they can hide or reorder text shown to a model or a person.
+UNSAFE_CHARS: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 
 
 def _compact_schema(schema: dict[str, Any]) -> None:
@@ -70,6 +73,12 @@ class Transaction(_APIModel):
     description: str = Field(description="Human-readable note.")
     at: str = Field(description="ISO 8601 timestamp.")
     _at: datetime = PrivateAttr()
+
+    @field_validator("description")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        # Upstream free text reaches the model: keep the words, drop what could hide or reorder them.
+        return UNSAFE_CHARS.sub("", value)
 
     @field_validator("at")
     @classmethod

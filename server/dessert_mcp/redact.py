@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
+from types import TracebackType
 from typing import Final, TextIO
 
 MASK: Final = "[REDACTED]"
@@ -54,3 +56,13 @@ def configure_logging(level: str, redactor: Redactor, stream: TextIO | None = No
     # Request lines from the HTTP client name URLs only, but they are noise at INFO.
     for name in ("httpx2", "httpcore", "httpcore2"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def install_excepthook(redactor: Redactor, stream: TextIO | None = None) -> None:
+    """Print a crash's traceback, which may quote the key from a local or a message, redacted."""
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        text = "".join(traceback.format_exception(exc_type, exc, tb))
+        (stream or sys.stderr).write(redactor(text))
+
+    sys.excepthook = hook
