@@ -15,6 +15,7 @@ import contextlib
 import gzip
 import hmac
 import json
+import random
 import socket
 import struct
 import threading
@@ -138,6 +139,9 @@ class Sandbox:
         self._lock = threading.Lock()  # control calls may come from another thread
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._accepted = 0
+        self._chaos_faults = 0
+        self._chaos: tuple[list[Fault], float, random.Random] | None = None
 
     @property
     def port(self) -> int:
@@ -168,10 +172,16 @@ class Sandbox:
         with self._lock:
             self._faults.append(fault if fault is not None else Fault(**kwargs))
 
+    def set_chaos(self, faults: list[Fault], *, rate: float, seed: int) -> None:
+        """From now on, each API request without a queued fault gets one of `faults` with probability `rate`."""
+        with self._lock:
+            self._chaos = (list(faults), rate, random.Random(seed))
+
     def reset(self) -> None:
         with self._lock:
             self._faults.clear()
             self._requests.clear()
+            self._chaos = None
             self.account = SandboxAccount()
 
     def stats(self) -> dict[str, Any]:
@@ -181,6 +191,8 @@ class Sandbox:
                 "total": sum(self._requests.values()),
                 "pending_faults": [asdict(f) for f in self._faults],
                 "open_connections": len(self._writers),
+                "accepted_connections": self._accepted,
+                "chaos_faults": self._chaos_faults,
             }
 
     def _take_fault(self, path: str) -> Fault | None:
@@ -193,10 +205,16 @@ class Sandbox:
                     elif fault.times > 1:
                         fault.times -= 1
                     return fault
+            if self._chaos is not None:
+                faults, rate, rng = self._chaos
+                if faults and rng.random() < rate:
+                    self._chaos_faults += 1
+                    return rng.choice(faults)
         return None
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        self._accepted += 1
         try:
             while True:
                 try:
@@ -246,7 +264,7 @@ class Sandbox:
 
         fault = self._take_fault(path)
         if fault is not None:
-            return await self._misbehave(fault, path, writer, keep_alive)
+            return await self._misbehave(fault, path, reader, writer, keep_alive)
         if not self._authorized(headers):
             await _respond(writer, 401, _error_body("unauthorized", "Invalid API key."), keep_alive=keep_alive)
             return keep_alive
@@ -280,11 +298,16 @@ class Sandbox:
             return 400, {"error": "bad_request", "message": str(exc)}
         return 404, {"error": "not_found", "message": f"No control route {method} {path}."}
 
-    async def _misbehave(self, fault: Fault, path: str, writer: asyncio.StreamWriter, keep_alive: bool) -> bool:
-        if fault.delay_s:
-            await asyncio.sleep(fault.delay_s)
-        if fault.hang:
-            await asyncio.Event().wait()  # until the connection or the sandbox is closed
+    async def _misbehave(
+        self, fault: Fault, path: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, keep_alive: bool
+    ) -> bool:
+        if fault.delay_s or fault.hang:
+            # Wait, but notice a client that gives up: an aborted request must free its connection here too.
+            try:
+                await asyncio.wait_for(reader.read(), None if fault.hang else fault.delay_s)
+                return False  # the client closed the connection
+            except TimeoutError:
+                pass
         if fault.close:
             _reset(writer)
             return False
@@ -320,6 +343,8 @@ class Sandbox:
         if fault.trickle_bps is not None:
             await _send_head(writer, status, headers, len(body), keep_alive=keep_alive)
             for i in range(len(body)):
+                if reader.at_eof() or writer.is_closing():
+                    return False
                 writer.write(body[i : i + 1])
                 await writer.drain()
                 await asyncio.sleep(1 / fault.trickle_bps)
@@ -382,6 +407,38 @@ async def _respond(
     await writer.drain()
 
 
+@contextlib.contextmanager
+def unanswered_port() -> Iterator[str]:
+    """A loopback URL whose connection attempts neither succeed nor fail: they time out.
+
+    A listening socket that never accepts, with its accept queue already full: the kernel then drops
+    further SYNs, which is what a firewalled or overloaded host looks like to a client.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(4):
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for sock in [*fillers, listener]:
+            sock.close()
+
+
+def refused_port() -> str:
+    """A loopback URL where nothing listens (connection refused), from a port the kernel just handed out."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
 class ThreadedSandbox:
     """A `Sandbox` on its own thread and event loop: `with ThreadedSandbox() as sb: sb.url`."""
 
@@ -428,6 +485,9 @@ class ThreadedSandbox:
 
     def stats(self) -> dict[str, Any]:
         return self.sandbox.stats()
+
+    def set_chaos(self, faults: list[Fault], *, rate: float, seed: int) -> None:
+        self.sandbox.set_chaos(faults, rate=rate, seed=seed)
 
 
 async def run_sandbox(*, port: int, key: str) -> None:
