@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format typecheck unit bench clean foreign-tools
+.PHONY: install demo test lint format typecheck unit soak bench clean foreign-tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("dessert-mcp needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
@@ -48,6 +48,10 @@ unit: $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# ≥10,000 calls over streamable HTTP with ~40 % upstream faults (about two minutes); prints its figures.
+soak: $(STAMP)
+	$(BIN)/pytest -m soak -s tests/reliability/test_soak.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
