@@ -420,6 +420,7 @@ def serve_http(settings: Settings, options: HTTPOptions) -> None:
         "log_config": None,  # keep our stderr logging, with the key and token redacted
         "log_level": settings.log_level.lower(),
         "server_header": False,
+        "http": "dessert_mcp.nodelay:NoDelayHTTPProtocol",  # see nodelay.py: --workers would leave Nagle on
         # Open SSE streams would otherwise hold shutdown forever.
         "timeout_graceful_shutdown": 5,
     }
