@@ -223,17 +223,14 @@ def _jsonrpc_error(status: int, message: str, headers: Mapping[str, str] | None 
 
 
 class Guard:
-    """ASGI middleware in front of everything: Host, Origin, bearer token, body size — in that order.
+    """ASGI middleware in front of everything: Host, Origin, then the bearer token, in that order.
 
-    Health checks skip the Host/Origin/token checks: load balancers probe them by IP and without credentials,
-    and they reveal nothing but up/ready.
+    Health checks skip these checks: load balancers probe them by IP and without credentials, and they reveal
+    nothing but up/ready. Bodies over MAX_BODY_BYTES get 413 from the SDK's own limit inside the MCP endpoints.
     """
 
-    def __init__(self, app: ASGIApp, *, policy: HostOriginPolicy, token: Secret | None, max_body: int) -> None:
-        from mcp.server.transport_security import RequestBodyLimitMiddleware
-
+    def __init__(self, app: ASGIApp, *, policy: HostOriginPolicy, token: Secret | None) -> None:
         self._app = app
-        self._limited = RequestBodyLimitMiddleware(app, max_body)
         self._policy = policy
         self._token = token.get().encode() if token is not None else None
 
@@ -244,29 +241,35 @@ class Guard:
         matches = hmac.compare_digest(credentials.strip().encode(), self._token)
         return scheme.lower() == "bearer" and matches
 
+    def _refusal(self, scope: Scope) -> Response | None:
+        seen: dict[bytes, str] = {}
+        for name, value in scope["headers"]:  # one pass; the first of repeated headers counts
+            if name in (b"host", b"origin", b"authorization") and name not in seen:
+                seen[name] = value.decode("latin-1")
+        if not self._policy.host_ok(seen.get(b"host")):
+            return _jsonrpc_error(421, "Misdirected request: this server does not answer to that Host.")
+        if not self._policy.origin_ok(seen.get(b"origin")):
+            return _jsonrpc_error(403, "Forbidden: requests from this Origin are not allowed.")
+        if self._token is not None and not self._authorized(seen.get(b"authorization", "")):
+            return _jsonrpc_error(
+                401,
+                f"Unauthorized: send Authorization: Bearer <the server's {AUTH_TOKEN_ENV}>.",
+                {"WWW-Authenticate": 'Bearer realm="dessert-mcp"'},
+            )
+        return None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        from starlette.datastructures import Headers
-
-        headers = Headers(scope=scope)
         path: str = scope["path"]
-        refusal: Response | None = None
-        if path not in HEALTH_PATHS:
-            if not self._policy.host_ok(headers.get("host")):
-                refusal = _jsonrpc_error(421, "Misdirected request: this server does not answer to that Host.")
-            elif not self._policy.origin_ok(headers.get("origin")):
-                refusal = _jsonrpc_error(403, "Forbidden: requests from this Origin are not allowed.")
-            elif self._token is not None and not self._authorized(headers.get("authorization", "")):
-                refusal = _jsonrpc_error(
-                    401,
-                    f"Unauthorized: send Authorization: Bearer <the server's {AUTH_TOKEN_ENV}>.",
-                    {"WWW-Authenticate": 'Bearer realm="dessert-mcp"'},
-                )
+        refusal = None if path in HEALTH_PATHS else self._refusal(scope)
         if refusal is not None:
             logger.info("Refused %s %s with HTTP %d", scope["method"], path, refusal.status_code)
             await refusal(scope, receive, send)
+            return
+        if not logger.isEnabledFor(logging.DEBUG):
+            await self._app(scope, receive, send)
             return
 
         status = 0
@@ -277,7 +280,7 @@ class Guard:
                 status = message["status"]
             await send(message)
 
-        await self._limited(scope, receive, send_and_watch)
+        await self._app(scope, receive, send_and_watch)
         # Lets tests (and operators) see which worker process served a request.
         logger.debug("%s %s answered %d by worker pid %d", scope["method"], path, status, os.getpid())
 
@@ -377,7 +380,7 @@ def build_app(
 
     app.router.lifespan_context = lifespan
     policy = HostOriginPolicy(options.allowed_hosts, options.allowed_origins)
-    return Guard(app, policy=policy, token=options.auth_token, max_body=MAX_BODY_BYTES)
+    return Guard(app, policy=policy, token=options.auth_token)
 
 
 def create_app() -> ASGIApp:
