@@ -107,6 +107,14 @@ async def test_get_usage_returns_the_transactions_as_the_api_sent_them_with_a_su
     assert json.loads(_text(result)) == structured
 
 
+async def test_the_text_block_is_the_structured_content_as_compact_json(fake_api: FakeDessertAPI) -> None:
+    async with _client(fake_api) as client:
+        for name in ("dessert.get_balance", "dessert.get_usage"):
+            result = await client.call_tool(name, {})
+            assert len(result.content) == 1
+            assert _text(result) == json.dumps(result.structured_content, separators=(",", ":"))
+
+
 async def test_get_usage_filters_by_limit_types_and_since(fake_api: FakeDessertAPI) -> None:
     async with _client(fake_api) as client:
         result = await client.call_tool(

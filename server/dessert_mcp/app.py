@@ -15,8 +15,8 @@ from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, Server
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
-from mcp.types import ListToolsResult, ToolAnnotations
-from pydantic import ConfigDict, Field, ValidationError, WithJsonSchema
+from mcp.types import CallToolResult, ListToolsResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from dessert_mcp import __version__
 from dessert_mcp.client import DessertAPIError, DessertClient
@@ -110,7 +110,16 @@ class DessertTool(Tool):
             raise ToolError(error_text(exc)) from None
         except Exception as exc:  # the tool boundary: a bug, reported without its text (the SDK logs it)
             raise UnexpectedToolError(f"Error executing tool {self.name}") from exc
-        return self.fn_metadata.convert_result(result) if convert_result else result
+        if not convert_result:
+            return result
+        if isinstance(result, BaseModel):
+            # The text block carries the same JSON as structuredContent, compact: hosts that show the model the
+            # text pay ~30 % fewer tokens than for the SDK's indented dump. The model built it, so it matches.
+            return CallToolResult(
+                content=[TextContent(type="text", text=result.model_dump_json(by_alias=True))],
+                structured_content=result.model_dump(mode="json", by_alias=True),
+            )
+        return self.fn_metadata.convert_result(result)
 
 
 def _make_tool(fn: Callable[..., Any], *, name: str, title: str, description: str) -> Tool:
