@@ -131,7 +131,8 @@ class DessertClient:
         # httpx2.AsyncClient adds per request (URL and header merging, cookies, auth flows, redirects, hooks),
         # and skipping it saves ~0.1 ms a call. Redirects are therefore never followed: the key must never
         # travel to another origin. trust_env=False: no proxy or TLS settings from the environment.
-        self._transport: httpx2.AsyncBaseTransport = transport or httpx2.AsyncHTTPTransport(trust_env=False)
+        # Made on first use: its TLS context costs ~40 ms, which would otherwise delay the server's start-up.
+        self._transport = transport
         self._headers = httpx2.Headers(headers)
         # The deadline below bounds the whole call; these only stop one phase from eating all of it.
         self._extensions = {"timeout": httpx2.Timeout(timeout_s, connect=min(timeout_s, 5.0)).as_dict()}
@@ -150,7 +151,14 @@ class DessertClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        if self._transport is not None:
+            await self._transport.aclose()
+
+    @property
+    def _pool(self) -> httpx2.AsyncBaseTransport:
+        if self._transport is None:
+            self._transport = httpx2.AsyncHTTPTransport(trust_env=False)
+        return self._transport
 
     async def get_balance(self) -> Balance:
         return await self._get(BALANCE_PATH, Balance)
@@ -221,7 +229,7 @@ class DessertClient:
     async def _fetch(self, path: str) -> tuple[int, httpx2.Headers, bytes]:
         request = httpx2.Request("GET", self._urls[path], headers=self._headers, extensions=self._extensions)
         try:
-            response = await self._transport.handle_async_request(request)
+            response = await self._pool.handle_async_request(request)
             response.request = request
             try:
                 chunks: list[bytes] = []
