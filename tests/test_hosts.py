@@ -175,3 +175,10 @@ def test_claude_code_on_windows_reads_the_key_from_a_powershell_variable() -> No
 def test_an_unknown_host_is_a_value_error_in_code() -> None:
     with pytest.raises(ValueError, match="claude-desktop, claude-code, cursor, vscode, codex"):
         host_config("emacs", "dessert-mcp")
+
+
+def test_the_readme_shows_what_config_prints() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = "/home/you/dessert-mcp/.venv/bin/dessert-mcp"
+    for host in ("claude-code", "cursor"):
+        assert host_config(host, example, platform="linux").text.strip() in readme, f"README's {host} example drifted"
