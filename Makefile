@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format typecheck unit soak bench clean foreign-tools
+.PHONY: install demo test lint format typecheck unit soak bench clean foreign-tools bundle lock
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("dessert-mcp needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Foreign MCP clients for the tests (Node 22, the MCP Inspector CLI, the conformance suite), pinned by
+# Node tools (Node 22, the MCP Inspector, the conformance suite, the MCPB CLI that packs the bundle), pinned by
 # tests/transports/foreign/package-lock.json and installed from the npm registry into .tools/ (git-ignored). Any npm can
 # bootstrap it: Node 22 itself comes from the `node` package. Failing here fails `make test`, loudly.
 TOOLS := .tools
@@ -55,6 +55,18 @@ soak: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# The Claude Desktop bundle: manifest.json + what .mcpbignore lets through, packed (and validated) by the official
+# MCPB CLI. Double-click dist/dessert-mcp.mcpb, or drag it onto Claude Desktop's Settings > Extensions.
+BUNDLE := dist/dessert-mcp.mcpb
+
+bundle: $(TOOLS_STAMP)
+	rm -f $(BUNDLE)
+	$(TOOLS)/node_modules/.bin/node $(TOOLS)/node_modules/.bin/mcpb pack . $(BUNDLE) </dev/null
+
+# uv.lock pins what the bundle installs on the user's machine; refresh it after changing dependencies.
+lock: $(STAMP)
+	$(BIN)/uv lock
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache dist build

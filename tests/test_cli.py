@@ -48,6 +48,7 @@ def test_help_explains_every_option_and_variable() -> None:
         "sandbox",
         "check",
         "demo",
+        "config",
     ):
         assert word in result.stdout, word
 

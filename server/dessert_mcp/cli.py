@@ -1,4 +1,4 @@
-"""The `dessert-mcp` command: serve (stdio by default), `sandbox`, `check` and `demo`."""
+"""The `dessert-mcp` command: serve (stdio by default), `sandbox`, `check`, `demo` and `config`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import anyio
 
 from dessert_mcp import __version__
 from dessert_mcp.config import DEFAULT_BASE_URL, TOOL_NAME_STYLES, ConfigError, Settings
+from dessert_mcp.hosts import HOSTS
 from dessert_mcp.redact import Redactor, configure_logging, install_excepthook
 
 if TYPE_CHECKING:
@@ -52,7 +53,16 @@ commands:
   dessert-mcp sandbox         run the sandbox API on 127.0.0.1 and print its URL and key
   dessert-mcp check           verify the configuration and connectivity; print the live balance
   dessert-mcp demo            start the sandbox, launch the server over stdio, call both tools
+  dessert-mcp config HOST     print a ready-to-paste configuration for an MCP host (see `config --help`)
 """
+
+CONFIG_HELP = (
+    "hosts:\n"
+    + "".join(f"  {name:<15} {what}\n" for name, what in HOSTS.items())
+    + "\nThe configuration goes to stdout (redirect it to a file if you like), where to put it to stderr. It\n"
+    "launches this installation's dessert-mcp by its absolute path with underscore tool names, and never holds\n"
+    "your key: it names the DESSERT_API_KEY variable, a secret prompt or a placeholder instead.\n"
+)
 
 _KEY_FLAGS = ("--api-key", "--key", "--token", "--dessert-api-key")
 
@@ -82,12 +92,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), type=str.upper)
     _add_http_arguments(parser)
-    sub = parser.add_subparsers(dest="command", metavar="{sandbox,check,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{sandbox,check,demo,config}")
     sandbox = sub.add_parser("sandbox", help="run the sandbox API on 127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0 picks one)")
     check = sub.add_parser("check", help="verify configuration and connectivity, print the live balance")
     check.add_argument("--sandbox", action="store_true", dest="check_sandbox", help="check against the sandbox")
     sub.add_parser("demo", help="run both tools through a real stdio MCP client against the sandbox")
+    config = sub.add_parser(
+        "config",
+        help="print a ready-to-paste configuration for an MCP host",
+        description="Print a ready-to-paste dessert-mcp configuration for an MCP host.",
+        epilog=CONFIG_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    config.add_argument("host", choices=list(HOSTS), metavar="HOST", help=f"one of: {', '.join(HOSTS)}")
     return parser
 
 
@@ -96,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if any(a.split("=", 1)[0] in _KEY_FLAGS for a in args_list):
         sys.exit("dessert-mcp: error: the API key is read only from the DESSERT_API_KEY environment variable.")
     args = _parser().parse_args(args_list)
+    if args.command == "config":
+        _print_host_config(args.host)
+        return
     try:
         settings = Settings.from_env(tool_names=args.tool_names, log_level=args.log_level)
     except ConfigError as exc:
@@ -204,6 +225,15 @@ def _serve_stdio(settings: Settings) -> None:
     server = build_server(settings)
     with contextlib.suppress(KeyboardInterrupt):
         anyio.run(server.run_stdio_async)
+
+
+def _print_host_config(host: str) -> None:
+    from dessert_mcp.hosts import host_config, server_command
+
+    command, command_args = server_command()
+    snippet = host_config(host, command, command_args)
+    sys.stdout.write(snippet.text)
+    sys.stderr.write(f"\n{snippet.notes}\n")
 
 
 async def _check(settings: Settings) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,16 +13,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.types import CallToolResult
 
+from dessert_mcp.hosts import server_command
 from dessert_mcp.sandbox import ThreadedSandbox
-
-
-def server_command() -> tuple[str, list[str]]:
-    """The installed `dessert-mcp` next to this interpreter, else `python -m dessert_mcp`."""
-    script = Path(sys.executable).with_name("dessert-mcp")
-    if script.exists():
-        return str(script), []
-    found = shutil.which("dessert-mcp")
-    return (found, []) if found else (sys.executable, ["-m", "dessert_mcp"])
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -1,0 +1,150 @@
+"""`dessert-mcp config <host>`: a ready-to-paste server entry for each MCP host, never holding a real key."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+SERVER_NAME: Final = "dessert"
+KEY_VARIABLE: Final = "DESSERT_API_KEY"
+KEY_PLACEHOLDER: Final = "<your Dessert API key>"
+VSCODE_KEY_INPUT: Final = "dessert-api-key"
+# Every host below forwards tool names to a model API that rejects dots; saying so beats relying on `auto`.
+STRICT_NAMES: Final = {"DESSERT_MCP_TOOL_NAMES": "underscore"}
+
+CLAUDE_DESKTOP_CONFIG: Final = {
+    "darwin": "~/Library/Application Support/Claude/claude_desktop_config.json",
+    "win32": r"%APPDATA%\Claude\claude_desktop_config.json",
+    "linux": "~/.config/Claude/claude_desktop_config.json",
+}
+
+HOSTS: Final = {
+    "claude-desktop": "Claude Desktop (claude_desktop_config.json; the .mcpb bundle is simpler)",
+    "claude-code": "Claude Code (a `claude mcp add` command line)",
+    "cursor": "Cursor (.cursor/mcp.json or ~/.cursor/mcp.json)",
+    "vscode": "VS Code with GitHub Copilot (.vscode/mcp.json; asks for the key as a secret)",
+    "codex": "OpenAI Codex (~/.codex/config.toml)",
+}
+
+
+def server_command() -> tuple[str, list[str]]:
+    """The installed `dessert-mcp` next to this interpreter, else `python -m dessert_mcp`; absolute either way."""
+    here = Path(sys.executable)
+    for name in ("dessert-mcp", "dessert-mcp.exe"):
+        if (script := here.with_name(name)).exists():
+            return str(script), []
+    found = shutil.which("dessert-mcp")
+    return (str(Path(found).resolve()), []) if found else (sys.executable, ["-m", "dessert_mcp"])
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """What to paste (`text`, in `format`) and where it goes (`notes`)."""
+
+    host: str
+    format: str  # "json", "toml" or "shell"
+    text: str
+    notes: str
+
+
+def host_config(host: str, command: str, args: Sequence[str] = (), *, platform: str = sys.platform) -> HostConfig:
+    """The configuration for `host` that launches `command args` over stdio with underscore tool names."""
+    if host not in HOSTS:
+        raise ValueError(f"unknown host {host!r}; choose one of: {', '.join(HOSTS)}")
+    args = list(args)
+    if host == "claude-desktop":
+        return _claude_desktop(command, args)
+    if host == "claude-code":
+        return _claude_code(command, args, platform)
+    if host == "cursor":
+        return _cursor(command, args)
+    if host == "vscode":
+        return _vscode(command, args)
+    return _codex(command, args)
+
+
+def _json(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2) + "\n"
+
+
+def _claude_desktop(command: str, args: list[str]) -> HostConfig:
+    # Claude Desktop substitutes no variables in this file, so the key has to be typed into it.
+    entry = {"command": command, "args": args, "env": {KEY_VARIABLE: KEY_PLACEHOLDER, **STRICT_NAMES}}
+    notes = (
+        "Claude Desktop: merge this into claude_desktop_config.json (Settings > Developer > Edit Config opens it):\n"
+        f"  macOS    {CLAUDE_DESKTOP_CONFIG['darwin']}\n"
+        f"  Windows  {CLAUDE_DESKTOP_CONFIG['win32']}\n"
+        f"  Linux    no official app; community builds read {CLAUDE_DESKTOP_CONFIG['linux']}\n"
+        "then replace the placeholder with your key and restart Claude (quit it from the menu bar or tray).\n"
+        "Simpler: install dist/dessert-mcp.mcpb (`make bundle`) instead; Claude then keeps the key in the OS keychain."
+    )
+    return HostConfig("claude-desktop", "json", _json({"mcpServers": {SERVER_NAME: entry}}), notes)
+
+
+def _claude_code(command: str, args: list[str], platform: str) -> HostConfig:
+    # The shell expands the variable when the line runs; the name must come before --env, whose values are variadic.
+    key = f'"{KEY_VARIABLE}=$env:{KEY_VARIABLE}"' if platform == "win32" else f'{KEY_VARIABLE}="${KEY_VARIABLE}"'
+    names = " ".join(f"--env {k}={v}" for k, v in STRICT_NAMES.items())
+    line = f"claude mcp add --scope user {SERVER_NAME} --env {key} {names} -- {shlex.join([command, *args])}\n"
+    notes = (
+        f"Claude Code: run this line in a shell where {KEY_VARIABLE} is set (Claude Code stores the value in\n"
+        "~/.claude.json); then `claude mcp list` should show dessert as connected. --scope user makes it available in\n"
+        "every project; drop it to add it to this project only."
+    )
+    return HostConfig("claude-code", "shell", line, notes)
+
+
+def _cursor(command: str, args: list[str]) -> HostConfig:
+    entry = {
+        "type": "stdio",
+        "command": command,
+        "args": args,
+        "env": {KEY_VARIABLE: f"${{env:{KEY_VARIABLE}}}", **STRICT_NAMES},
+    }
+    notes = (
+        "Cursor: merge this into .cursor/mcp.json in a project, or ~/.cursor/mcp.json for every project.\n"
+        f"Cursor fills ${{env:{KEY_VARIABLE}}} from its own environment: start Cursor where {KEY_VARIABLE} is set\n"
+        "(a Dock or Start-menu launch does not read your shell profile), or write the key there instead."
+    )
+    return HostConfig("cursor", "json", _json({"mcpServers": {SERVER_NAME: entry}}), notes)
+
+
+def _vscode(command: str, args: list[str]) -> HostConfig:
+    key_input = {"type": "promptString", "id": VSCODE_KEY_INPUT, "description": "Dessert API key", "password": True}
+    entry = {
+        "type": "stdio",
+        "command": command,
+        "args": args,
+        "env": {KEY_VARIABLE: f"${{input:{VSCODE_KEY_INPUT}}}", **STRICT_NAMES},
+    }
+    notes = (
+        "VS Code: save this as .vscode/mcp.json (or merge it, `inputs` and `servers` both), then start the server\n"
+        "from that file or the MCP: List Servers command. VS Code asks for the key once and keeps it in its secret\n"
+        "storage; the file holds no secret and can be committed."
+    )
+    return HostConfig("vscode", "json", _json({"inputs": [key_input], "servers": {SERVER_NAME: entry}}), notes)
+
+
+def _codex(command: str, args: list[str]) -> HostConfig:
+    def toml_str(value: str) -> str:
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+    lines = [
+        f"[mcp_servers.{SERVER_NAME}]",
+        f"command = {toml_str(command)}",
+        f"args = [{', '.join(toml_str(a) for a in args)}]",
+        f"# Codex forwards {KEY_VARIABLE} from its own environment; the value is never written here.",
+        f"env_vars = [{toml_str(KEY_VARIABLE)}]",
+        "env = { " + ", ".join(f"{k} = {toml_str(v)}" for k, v in STRICT_NAMES.items()) + " }",
+    ]
+    notes = (
+        "Codex: append this to ~/.codex/config.toml (or .codex/config.toml in a trusted project) and start Codex\n"
+        f"where {KEY_VARIABLE} is set; `codex mcp list` should show dessert."
+    )
+    return HostConfig("codex", "toml", "\n".join(lines) + "\n", notes)

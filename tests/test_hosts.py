@@ -1,0 +1,184 @@
+"""`dessert-mcp config <host>`: each printed snippet parses, launches a real executable and serves underscore names."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import get_default_environment
+
+from dessert_mcp import config
+from dessert_mcp.hosts import HOSTS, KEY_PLACEHOLDER, host_config
+from dessert_mcp.sandbox import ThreadedSandbox
+from tests.conftest import CANARY_KEY, assert_no_secret
+
+UNDERSCORE_NAMES = ["dessert_get_balance", "dessert_get_usage"]
+SETTINGS_READ = set(re.findall(r'"(DESSERT_[A-Z_]+)"', Path(config.__file__).read_text()))
+
+
+def print_config(host: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "dessert_mcp", "config", host],
+        env=base | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def parse(host: str, text: str) -> dict[str, Any]:
+    """The server entry in the host's own format: {"command", "args", "env", ...}."""
+    if host == "codex":
+        entry: dict[str, Any] = tomllib.loads(text)["mcp_servers"]["dessert"]
+        return entry
+    if host == "claude-code":
+        argv = shlex.split(text)
+        assert argv[:5] == ["claude", "mcp", "add", "--scope", "user"], argv
+        split = argv.index("--")
+        options, launch = argv[5:split], argv[split + 1 :]
+        # The server name first: `--env` takes several values and would swallow a name that followed it.
+        assert options[0] == "dessert", options
+        env = dict(value.split("=", 1) for flag, value in zip(options[1::2], options[2::2], strict=True))
+        assert set(options[1::2]) == {"--env"}, options
+        return {"command": launch[0], "args": launch[1:], "env": env}
+    data = json.loads(text)
+    servers = data["servers"] if host == "vscode" else data["mcpServers"]
+    assert list(servers) == ["dessert"]
+    result: dict[str, Any] = servers["dessert"]
+    return result
+
+
+@pytest.mark.parametrize("host", list(HOSTS))
+def test_each_snippet_parses_and_names_an_executable_that_exists(host: str) -> None:
+    result = print_config(host)
+    assert result.returncode == 0, result.stderr
+    entry = parse(host, result.stdout)
+    command = Path(entry["command"])
+    assert command.is_absolute(), command
+    assert command.is_file(), command
+    assert os.access(command, os.X_OK), command
+    assert entry["env"]["DESSERT_MCP_TOOL_NAMES"] == "underscore"
+    assert set(entry["env"]) | set(entry.get("env_vars", [])) <= SETTINGS_READ
+    assert result.stderr.strip(), "where to put the snippet goes to stderr"
+
+
+@pytest.mark.parametrize("host", list(HOSTS))
+def test_no_snippet_holds_the_key_even_when_it_is_set(host: str) -> None:
+    result = print_config(host, DESSERT_API_KEY=CANARY_KEY)
+    assert result.returncode == 0, result.stderr
+    assert_no_secret(result.stdout + result.stderr)
+    entry = parse(host, result.stdout)
+    key = entry["env"].get("DESSERT_API_KEY")
+    expected = {
+        "claude-desktop": KEY_PLACEHOLDER,  # no variables in that file: the user types the key in
+        "claude-code": "$DESSERT_API_KEY",  # still unexpanded: shlex does not run the shell
+        "cursor": "${env:DESSERT_API_KEY}",
+        "vscode": "${input:dessert-api-key}",
+        "codex": None,  # forwarded by name through env_vars
+    }[host]
+    assert key == expected
+    if host == "codex":
+        assert entry["env_vars"] == ["DESSERT_API_KEY"]
+    if host == "vscode":
+        (prompt,) = json.loads(result.stdout)["inputs"]
+        assert prompt == {
+            "type": "promptString",
+            "id": "dessert-api-key",
+            "description": "Dessert API key",
+            "password": True,
+        }
+
+
+@pytest.fixture(scope="module")
+def canary_sandbox() -> Iterator[ThreadedSandbox]:
+    with ThreadedSandbox(key=CANARY_KEY) as sb:
+        yield sb
+
+
+def resolve_as_the_host_would(host: str, text: str, key: str) -> tuple[str, list[str], dict[str, str]]:
+    """The command, arguments and environment each host derives from its snippet, with the key it was given."""
+    if host == "claude-code":
+        # The user's shell runs the line: a `claude` function records the arguments it would receive.
+        shell = 'claude() { printf "%s\\0" "$@"; }\n' + text
+        argv = subprocess.run(
+            ["bash", "-c", shell], env={"DESSERT_API_KEY": key}, capture_output=True, check=True
+        ).stdout.decode()
+        text = shlex.join(["claude", *argv.split("\0")[:-1]])
+    entry = parse(host, text)
+    env: dict[str, str] = {}
+    for name, value in entry.get("env", {}).items():
+        value = value.replace("${env:DESSERT_API_KEY}", key).replace("${input:dessert-api-key}", key)
+        env[name] = key if value == KEY_PLACEHOLDER else value
+    for name in entry.get("env_vars", []):  # Codex forwards these from its own environment
+        env[name] = {"DESSERT_API_KEY": key}[name]
+    return entry["command"], entry["args"], env
+
+
+@pytest.mark.parametrize("host", list(HOSTS))
+async def test_each_snippet_as_its_host_resolves_it_serves_both_tools_with_underscore_names(
+    host: str, canary_sandbox: ThreadedSandbox
+) -> None:
+    result = print_config(host)
+    command, args, env = resolve_as_the_host_would(host, result.stdout, canary_sandbox.key)
+    assert env["DESSERT_API_KEY"] == canary_sandbox.key
+    # The snippets leave the base URL at its default; the test points it at the sandbox.
+    env = get_default_environment() | env | {"DESSERT_API_BASE_URL": canary_sandbox.url}
+    async with Client(StdioServerParameters(command=command, args=args, env=env)) as client:
+        names = [t.name for t in (await client.list_tools()).tools]
+        balance = await client.call_tool("dessert_get_balance", {})
+    assert names == UNDERSCORE_NAMES  # by the setting: this client's name is not one `auto` would recognise
+    assert balance.structured_content is not None
+    assert balance.structured_content["credits_balance"] == 205
+
+
+def test_an_unknown_host_is_refused_with_the_valid_ones() -> None:
+    result = print_config("emacs")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    for host in HOSTS:
+        assert host in result.stderr
+
+
+def test_config_help_lists_every_host() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dessert_mcp", "config", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    for host in HOSTS:
+        assert host in result.stdout
+
+
+def test_windows_paths_survive_json_and_toml_quoting() -> None:
+    command = r"C:\Users\Ada Lovelace\AppData\Local\dessert\Scripts\dessert-mcp.exe"
+    for host in HOSTS:
+        snippet = host_config(host, command, platform="win32")
+        assert parse(host, snippet.text)["command"] == command
+
+
+def test_claude_code_on_windows_reads_the_key_from_a_powershell_variable() -> None:
+    snippet = host_config("claude-code", "dessert-mcp", platform="win32")
+    assert '"DESSERT_API_KEY=$env:DESSERT_API_KEY"' in snippet.text
+
+
+def test_an_unknown_host_is_a_value_error_in_code() -> None:
+    with pytest.raises(ValueError, match="claude-desktop, claude-code, cursor, vscode, codex"):
+        host_config("emacs", "dessert-mcp")
+
+
+def test_the_readme_shows_what_config_prints() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = "/home/you/dessert-mcp/.venv/bin/dessert-mcp"
+    for host in ("claude-code", "cursor"):
+        assert host_config(host, example, platform="linux").text.strip() in readme, f"README's {host} example drifted"
