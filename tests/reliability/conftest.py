@@ -20,7 +20,7 @@ from mcp.types import CallToolResult
 
 from dessert_mcp.app import build_server
 from dessert_mcp.config import Settings
-from dessert_mcp.demo import server_command
+from dessert_mcp.hosts import server_command
 from dessert_mcp.sandbox import ThreadedSandbox, refused_port, unanswered_port
 
 # Small numbers keep the whole matrix fast; the policy is the same as with the defaults.
