@@ -382,15 +382,19 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
-async def _send_head(
-    writer: asyncio.StreamWriter, status: int, headers: dict[str, str], length: int, *, keep_alive: bool
-) -> None:
+def _head(status: int, headers: dict[str, str], length: int, *, keep_alive: bool) -> bytes:
     phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Unknown"
     lines = [f"HTTP/1.1 {status} {phrase}", f"Date: {formatdate(usegmt=True)}", "Server: dessert-sandbox"]
     merged = {"Content-Type": "application/json", **headers}
     lines += [f"{k}: {v}" for k, v in merged.items()]
     lines += [f"Content-Length: {length}", f"Connection: {'keep-alive' if keep_alive else 'close'}"]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _send_head(
+    writer: asyncio.StreamWriter, status: int, headers: dict[str, str], length: int, *, keep_alive: bool
+) -> None:
+    writer.write(_head(status, headers, length, keep_alive=keep_alive))
     await writer.drain()
 
 
@@ -402,8 +406,8 @@ async def _respond(
     keep_alive: bool,
     headers: dict[str, str] | None = None,
 ) -> None:
-    await _send_head(writer, status, headers or {}, len(body), keep_alive=keep_alive)
-    writer.write(body)
+    # One write, so head and body leave in one segment, as from a real API server.
+    writer.write(_head(status, headers or {}, len(body), keep_alive=keep_alive) + body)
     await writer.drain()
 
 
