@@ -255,3 +255,16 @@ async def test_concurrent_identical_calls_make_at_most_two_upstream_requests(cle
     assert results[0].structured_content is not None
     assert results[0].structured_content["credits_balance"] == 205
     assert clean_sandbox.stats()["requests"]["/v1/balance"] <= 2
+
+
+def test_freezing_the_heap_exempts_what_is_alive_from_garbage_collection() -> None:
+    import gc
+
+    from dessert_mcp.app import freeze_heap
+
+    build_server(Settings.from_env({}))
+    try:
+        freeze_heap()
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()

@@ -213,7 +213,7 @@ def _maybe_sandbox(settings: Settings, enabled: bool) -> Iterator[Settings]:
 
 
 def _serve_stdio(settings: Settings) -> None:
-    from dessert_mcp.app import build_server
+    from dessert_mcp.app import build_server, freeze_heap
 
     if settings.api_key is None:
         logger.warning(
@@ -223,6 +223,7 @@ def _serve_stdio(settings: Settings) -> None:
     else:
         logger.info("Using the Dessert API at %s with key %s", settings.base_url, settings.api_key.fingerprint())
     server = build_server(settings)
+    freeze_heap()
     with contextlib.suppress(KeyboardInterrupt):
         anyio.run(server.run_stdio_async)
 

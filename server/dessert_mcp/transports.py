@@ -393,7 +393,11 @@ def create_app() -> ASGIApp:
     key = settings.api_key.get() if settings.api_key else None
     token = options.auth_token.get() if options.auth_token else None
     configure_logging(settings.log_level, Redactor(key, token))
-    return build_app(settings, options)
+    from dessert_mcp.app import freeze_heap
+
+    app = build_app(settings, options)
+    freeze_heap()
+    return app
 
 
 def worker_environment(settings: Settings, options: HTTPOptions) -> dict[str, str]:
@@ -439,7 +443,11 @@ def serve_http(settings: Settings, options: HTTPOptions) -> None:
         "; bearer token required" if token else "",
     )
     if options.workers == 1:
-        uvicorn.run(build_app(settings, options), **common)
+        from dessert_mcp.app import freeze_heap
+
+        app = build_app(settings, options)
+        freeze_heap()
+        uvicorn.run(app, **common)
         return
     # uvicorn spawns fresh interpreters: they get everything through the environment.
     os.environ.update(worker_environment(settings, options))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import threading
@@ -13,7 +14,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
 from dessert_mcp.config import Settings
-from dessert_mcp.transports import HTTPOptions, serve_http
+from dessert_mcp.transports import OPTIONS_ENV, HTTPOptions, create_app, serve_http
 
 
 async def hello(scope: Scope, receive: Receive, send: Send) -> None:
@@ -58,6 +59,20 @@ def test_the_http_transports_serve_with_the_nodelay_protocol(
     seen: dict[str, object] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(kwargs))
     monkeypatch.setattr(os, "environ", dict(os.environ))  # the worker path hands its settings down through it
-    serve_http(Settings(log_level="WARNING"), HTTPOptions(workers=workers, stateless=stateless))
+    try:
+        serve_http(Settings(log_level="WARNING"), HTTPOptions(workers=workers, stateless=stateless))
+        if workers == 1:  # the worker processes freeze their own heap in create_app
+            assert gc.get_freeze_count() > 10_000, "the serving process should freeze its start-up heap"
+    finally:
+        gc.unfreeze()
     assert seen["http"] == "dessert_mcp.nodelay:NoDelayHTTPProtocol"
     assert seen.get("workers", 1) == workers
+
+
+def test_a_worker_process_freezes_its_start_up_heap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(OPTIONS_ENV, HTTPOptions(workers=2, stateless=True).to_env())
+    try:
+        create_app()
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
