@@ -17,3 +17,12 @@ def create_app() -> ASGIApp:
         return "205"
 
     return server.streamable_http_app(stateless_http=True)
+
+
+def create_frozen_app() -> ASGIApp:
+    """The same, with its start-up heap frozen as dessert-mcp freezes its own (`freeze_heap`)."""
+    import gc
+
+    app = create_app()
+    gc.freeze()
+    return app

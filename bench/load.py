@@ -68,12 +68,16 @@ async def run(url: str, tool: str, concurrency: int, seconds: float, protocol: s
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     request = _request(host, port, parts.path, tool, protocol)
     calls = errors = 0
-    warmup_end = time.perf_counter() + min(1.0, seconds / 5)
-    stop = warmup_end + seconds
-    counted_from = warmup_end
+    warmup = min(1.0, seconds / 5)
+    counted_from = time.perf_counter() + warmup
+    stop = counted_from + seconds
 
-    async def worker() -> None:
+    async def worker(n: int) -> None:
         nonlocal calls, errors
+        # Connections open one by one over the first half of the warm-up, as a client pool grows under load.
+        # Sixteen at once would all go to whichever worker process wins the accept race (with --workers N,
+        # they share one listening socket and asyncio accepts every pending connection in one go).
+        await asyncio.sleep(warmup / 2 * n / concurrency)
         reader, writer = await asyncio.open_connection(host, port)
         try:
             while (now := time.perf_counter()) < stop:
@@ -85,7 +89,7 @@ async def run(url: str, tool: str, concurrency: int, seconds: float, protocol: s
         finally:
             writer.close()
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(n) for n in range(concurrency)))
     return {"calls": calls, "errors": errors, "seconds": seconds, "rate": calls / seconds}
 
 

@@ -214,7 +214,7 @@ async def bench_per_call(url: str, calls: int) -> None:
     settings = Settings.from_env({"DESSERT_API_KEY": SANDBOX_KEY, "DESSERT_API_BASE_URL": url})
     headers = {"Authorization": f"Bearer {SANDBOX_KEY}"}
     stdio = StdioServerParameters(command=PY, args=["-m", "dessert_mcp"], env=server_env(url))
-    with http_server(ours_http_argv(1), server_env(url)) as mcp_url:
+    with http_server(ours_http_argv(1), server_env(url)) as served:
         async with httpx2.AsyncClient(base_url=url, headers=headers) as http:
 
             async def raw() -> None:
@@ -226,7 +226,7 @@ async def bench_per_call(url: str, calls: int) -> None:
                 ("in-memory SDK floor: bare tool, same GET, text", sdk_floor_server(http), "text", calls, False),
                 ("in-memory SDK floor: same, structured", sdk_floor_server(http), "structured", calls, False),
                 ("stdio get_balance", stdio, "dessert.get_balance", few, False),
-                ("streamable HTTP get_balance", mcp_url, "dessert.get_balance", few, False),
+                ("streamable HTTP get_balance", served.url, "dessert.get_balance", few, False),
             ]
             for label, target, name, n, has_target in targets:
                 async with Client(target) as client:
@@ -280,17 +280,23 @@ def ours_http_argv(workers: int) -> list[str]:
     return [PY, "-m", "dessert_mcp", "--transport", "http", "--stateless", "--workers", str(workers)]
 
 
-def constant_http_argv(workers: int, *, http: str = NODELAY) -> list[str]:
+def constant_http_argv(workers: int, *, http: str = NODELAY, factory: str = "create_app") -> list[str]:
     """The ceiling: the same SDK and uvicorn set-up serving one constant tool (bench/constant_server.py)."""
     return [
-        *(PY, "-m", "uvicorn", "--app-dir", str(HERE), "--factory", "constant_server:create_app"),
+        *(PY, "-m", "uvicorn", "--app-dir", str(HERE), "--factory", f"constant_server:{factory}"),
         *("--workers", str(workers), "--http", http, "--log-level", "warning", "--no-access-log"),
     ]
 
 
+@dataclass
+class Served:
+    url: str  # the /mcp endpoint
+    pid: int  # uvicorn's process: the server itself, or the supervisor of its workers
+
+
 @contextmanager
-def http_server(argv: list[str], env: dict[str, str]) -> Iterator[str]:
-    """Start an MCP server process on a free loopback port; yields its /mcp URL once it accepts connections."""
+def http_server(argv: list[str], env: dict[str, str]) -> Iterator[Served]:
+    """Start an MCP server process on a free loopback port; yields it once it accepts connections."""
     port = free_port()
     # The SDK logs each stateless request at INFO: kept out of the way, shown only if start-up fails.
     with tempfile.TemporaryFile() as log:
@@ -308,7 +314,7 @@ def http_server(argv: list[str], env: dict[str, str]) -> Iterator[str]:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.05)
-            yield f"http://127.0.0.1:{port}/mcp"
+            yield Served(f"http://127.0.0.1:{port}/mcp", proc.pid)
         finally:
             proc.terminate()
             proc.wait(timeout=15)
@@ -330,6 +336,24 @@ def _upstream_requests(url: str) -> int:
     return total
 
 
+def _worker_cpu(served: Served) -> dict[int, int]:
+    """CPU ticks used so far by each worker process (uvicorn's children, its resource tracker left out)."""
+    ticks: dict[int, int] = {}
+    for pid in Path(f"/proc/{served.pid}/task/{served.pid}/children").read_text().split():
+        if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks[int(pid)] = int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks
+
+
+def _measure(served: Served, tool: str, seconds: float, protocol: str) -> tuple[float, float]:
+    """Calls per second, and the busiest worker's share of the workers' CPU during the run (1.0 for one process)."""
+    before = _worker_cpu(served)
+    rate = _load(served.url, tool, seconds, protocol)
+    used = {pid: ticks - before.get(pid, 0) for pid, ticks in _worker_cpu(served).items()}
+    return rate, (max(used.values()) / max(sum(used.values()), 1) if used else 1.0)
+
+
 def bench_throughput(url: str, rounds: int, seconds: float) -> None:
     print("3. throughput over streamable HTTP, stateless, concurrency 16 (load generator: own process)", flush=True)
     env = server_env(url)
@@ -339,18 +363,24 @@ def bench_throughput(url: str, rounds: int, seconds: float) -> None:
             for protocol, era in eras.items():
                 mine: list[float] = []
                 floor: list[float] = []
+                busiest: list[float] = []
                 upstream = calls = 0
                 for _ in range(rounds):  # alternate, so drift on the shared machine hits both sides alike
-                    floor.append(_load(ceil, "constant", seconds, protocol))
+                    rate, share = _measure(ceil, "constant", seconds, protocol)
+                    floor.append(rate)
+                    busiest.append(share)
                     before = _upstream_requests(url)
-                    mine.append(_load(ours, "dessert_get_balance", seconds, protocol))
+                    rate, share = _measure(ours, "dessert_get_balance", seconds, protocol)
+                    mine.append(rate)
+                    busiest.append(share)
                     upstream += _upstream_requests(url) - before
-                    calls += int(mine[-1] * seconds)
+                    calls += int(rate * seconds)
                 a, b = statistics.median(mine), statistics.median(floor)
                 spread = f"{min(mine):.0f}-{max(mine):.0f} vs {min(floor):.0f}-{max(floor):.0f}"
+                split = f"; busiest worker <= {100 * max(busiest):.0f} % of CPU" if workers > 1 else ""
                 row(
                     f"get_balance calls/s, {workers} worker{'s' if workers > 1 else ''}, {era} "
-                    f"(median of {rounds}: {spread}; {upstream / max(calls, 1):.2f} upstream GETs per call)",
+                    f"(median of {rounds}: {spread}; {upstream / max(calls, 1):.2f} upstream GETs per call{split})",
                     f"{a:.0f}/s",
                     f"constant tool {b:.0f}/s",
                     f"{a / b:.2f}x",
@@ -359,12 +389,30 @@ def bench_throughput(url: str, rounds: int, seconds: float) -> None:
                 )
     # What --workers 2 gives without the per-connection TCP_NODELAY of nodelay.py (uvicorn #3149).
     with http_server(constant_http_argv(2, http="auto"), env) as plain:
-        rate = _load(plain, "constant", seconds, "2026-07-28")
+        rate = _load(plain.url, "constant", seconds, "2026-07-28")
     row(
         "constant tool, 2 workers, uvicorn's default protocol (Nagle left on)",
         f"{rate:.0f}/s",
         "with nodelay.py: see the row above",
         "",
+        "report",
+        None,
+    )
+    # The ceiling above is the SDK as it comes; dessert-mcp also freezes its start-up heap (app.freeze_heap).
+    with (
+        http_server(constant_http_argv(1), env) as bare,
+        http_server(constant_http_argv(1, factory="create_frozen_app"), env) as frozen,
+    ):
+        bare_rates, frozen_rates = [], []
+        for _ in range(rounds):
+            bare_rates.append(_load(bare.url, "constant", seconds, "2026-07-28"))
+            frozen_rates.append(_load(frozen.url, "constant", seconds, "2026-07-28"))
+    a, b = statistics.median(frozen_rates), statistics.median(bare_rates)
+    row(
+        "constant tool, 1 worker, 2026-07-28 era, with its start-up heap frozen too",
+        f"{a:.0f}/s",
+        f"as it comes {b:.0f}/s",
+        f"{a / b:.2f}x",
         "report",
         None,
     )
