@@ -135,7 +135,7 @@ def test_the_bundle_is_small_and_holds_only_what_runs(bundle: Path) -> None:
     ).stdout.split()
     with zipfile.ZipFile(bundle) as archive:
         names = set(archive.namelist())
-    assert names == {"manifest.json", "pyproject.toml", "README.md", "uv.lock", *tracked}
+    assert names == {"manifest.json", "pyproject.toml", "README.md", "LICENSE", "uv.lock", *tracked}
     assert not any(part in {"tests", "__pycache__", ".venv", ".tools"} for name in names for part in name.split("/"))
     assert bundle.stat().st_size < MAX_BUNDLE_BYTES, f"{bundle.stat().st_size} bytes"
 
