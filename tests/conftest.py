@@ -102,6 +102,13 @@ def sandbox() -> Iterator[ThreadedSandbox]:
         yield sb
 
 
+@pytest.fixture(scope="module")
+def canary_sandbox() -> Iterator[ThreadedSandbox]:
+    """A sandbox that accepts the canary key, so leaks can be looked for on successful paths too."""
+    with ThreadedSandbox(key=CANARY_KEY) as sb:
+        yield sb
+
+
 @pytest.fixture
 def clean_sandbox(sandbox: ThreadedSandbox) -> Iterator[ThreadedSandbox]:
     sandbox.reset()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import httpx2
 import pytest
@@ -25,12 +24,6 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> s
         stdin=subprocess.DEVNULL,
         check=False,
     )
-
-
-@pytest.fixture(scope="module")
-def canary_sandbox() -> Iterator[ThreadedSandbox]:
-    with ThreadedSandbox(key=CANARY_KEY) as sb:
-        yield sb
 
 
 def test_help_explains_every_option_and_variable() -> None:

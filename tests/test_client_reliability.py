@@ -8,7 +8,7 @@ import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 import httpx2
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dessert_mcp.client import DessertAPIError, DessertClient, retry_after
+from dessert_mcp.client import DessertAPIError, DessertClient, ErrorCode, retry_after
 from dessert_mcp.config import Secret
 from dessert_mcp.sandbox import SandboxAccount
 
@@ -284,3 +284,18 @@ def test_any_200_body_gives_a_model_or_a_bad_upstream_response_never_a_crash(bod
         assert error.code == "bad_upstream_response"
         assert len(error.message) < 600
     assert len(api.requests) == 1
+
+
+def test_the_error_codes_are_exactly_the_documented_taxonomy() -> None:
+    # Agents and scripts match on these; adding, renaming or dropping one is a breaking change.
+    assert set(get_args(ErrorCode)) == {
+        "auth_invalid",
+        "forbidden",
+        "not_found",
+        "rate_limited",
+        "upstream_unavailable",
+        "timeout",
+        "bad_upstream_response",
+        "invalid_argument",
+        "not_configured",
+    }

@@ -9,7 +9,6 @@ import shlex
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,12 +98,6 @@ def test_no_snippet_holds_the_key_even_when_it_is_set(host: str) -> None:
             "description": "Dessert API key",
             "password": True,
         }
-
-
-@pytest.fixture(scope="module")
-def canary_sandbox() -> Iterator[ThreadedSandbox]:
-    with ThreadedSandbox(key=CANARY_KEY) as sb:
-        yield sb
 
 
 def resolve_as_the_host_would(host: str, text: str, key: str) -> tuple[str, list[str], dict[str, str]]:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.types import Implementation, TextContent
@@ -17,13 +15,6 @@ from dessert_mcp.sandbox import ThreadedSandbox
 from tests.conftest import CANARY_KEY, assert_no_secret
 
 SERVER = [sys.executable, "-m", "dessert_mcp"]
-
-
-@pytest.fixture(scope="module")
-def canary_sandbox() -> Iterator[ThreadedSandbox]:
-    """A sandbox that accepts the canary key, so leaks can be looked for on successful paths too."""
-    with ThreadedSandbox(key=CANARY_KEY) as sb:
-        yield sb
 
 
 def _env(sandbox: ThreadedSandbox, **extra: str) -> dict[str, str]:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tomllib
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
-from tests.conftest import CANARY_KEY, assert_no_secret
+from tests.conftest import assert_no_secret
 
 from dessert_mcp import __version__, config
 from dessert_mcp.app import build_server
@@ -158,12 +157,6 @@ def test_the_host_will_not_launch_the_bundle_without_a_key(unpacked: Path) -> No
     defaults = host_launch(unpacked, {"api_key": "dsk_test"})
     assert defaults is not None
     assert defaults["env"]["DESSERT_API_BASE_URL"] == DEFAULT_BASE_URL
-
-
-@pytest.fixture(scope="module")
-def canary_sandbox() -> Iterator[ThreadedSandbox]:
-    with ThreadedSandbox(key=CANARY_KEY) as sb:
-        yield sb
 
 
 async def test_the_bundles_own_launch_command_serves_both_tools(

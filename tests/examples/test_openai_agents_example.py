@@ -6,11 +6,9 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from tests.conftest import CANARY_KEY, assert_no_secret
+from tests.conftest import assert_no_secret
 
 from dessert_mcp.sandbox import ThreadedSandbox
 
@@ -31,12 +29,6 @@ def run_example(**env: str) -> subprocess.CompletedProcess[str]:
         stdin=subprocess.DEVNULL,
         check=False,
     )
-
-
-@pytest.fixture(scope="module")
-def canary_sandbox() -> Iterator[ThreadedSandbox]:
-    with ThreadedSandbox(key=CANARY_KEY) as sb:
-        yield sb
 
 
 def check_output(result: subprocess.CompletedProcess[str]) -> None:

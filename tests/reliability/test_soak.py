@@ -12,12 +12,14 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import get_args
 
 import anyio
 import pytest
 from anyio.abc import Process
 from mcp import Client
 
+from dessert_mcp.client import ErrorCode
 from dessert_mcp.sandbox import Fault, ThreadedSandbox
 
 from .conftest import canary_key, error_info, result_text, settings_env
@@ -26,17 +28,7 @@ CALLS = int(os.environ.get("DESSERT_SOAK_CALLS", "10000"))
 CONCURRENCY = 16
 FAULT_RATE = 0.4
 SEED = 20261125
-TAXONOMY = {
-    "auth_invalid",
-    "forbidden",
-    "not_found",
-    "rate_limited",
-    "upstream_unavailable",
-    "timeout",
-    "bad_upstream_response",
-    "invalid_argument",
-    "not_configured",
-}
+TAXONOMY = set(get_args(ErrorCode))  # pinned to the documented codes in tests/test_client_reliability.py
 # Scaled-down versions of the matrix's faults, so each costs milliseconds (a hang costs the 1 s deadline).
 FAULTS = [
     Fault(status=500),
