@@ -43,7 +43,6 @@ ErrorCode = Literal[
 USER_AGENT: Final = f"dessert-mcp/{__version__} (+https://github.com/dessert-dev/dessert-mcp)"
 BALANCE_PATH: Final = "/v1/balance"
 USAGE_PATH: Final = "/v1/usage"
-MAX_BODY_BYTES: Final = DEFAULT_MAX_BODY_BYTES
 _DETAIL_MAX: Final = 200
 # Statuses worth another attempt for an idempotent GET; any other 4xx will not change by asking again.
 RETRY_STATUSES: Final = frozenset({408, 409, 429}) | frozenset(range(500, 600))
@@ -130,9 +129,8 @@ class DessertClient:
         # Requests go straight to the transport (the connection pool): this client needs none of what
         # httpx2.AsyncClient adds per request (URL and header merging, cookies, auth flows, redirects, hooks),
         # and skipping it saves ~0.1 ms a call. Redirects are therefore never followed: the key must never
-        # travel to another origin. trust_env=False: no proxy or TLS settings from the environment.
-        # Made on first use: its TLS context costs ~40 ms, which would otherwise delay the server's start-up.
-        self._transport = transport
+        # travel to another origin.
+        self._transport = transport  # None: made on first use, see _pool
         self._headers = httpx2.Headers(headers)
         # The deadline below bounds the whole call; these only stop one phase from eating all of it.
         self._extensions = {"timeout": httpx2.Timeout(timeout_s, connect=min(timeout_s, 5.0)).as_dict()}
@@ -156,6 +154,8 @@ class DessertClient:
 
     @property
     def _pool(self) -> httpx2.AsyncBaseTransport:
+        # Made on first use: its TLS context costs ~40 ms, which would otherwise delay the server's start-up.
+        # trust_env=False: no proxy or TLS settings from the environment.
         if self._transport is None:
             self._transport = httpx2.AsyncHTTPTransport(trust_env=False)
         return self._transport
