@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client
@@ -79,7 +80,9 @@ async def test_stateless_calls_from_one_client_spread_over_two_workers_and_all_s
     env = server_env(DESSERT_MCP_LOG_LEVEL="DEBUG")
     stderr = tmp_path / "server.log"
     with cli_server(["--transport", "http", "--stateless", "--workers", "2"], env, stderr) as base:
-        # No keep-alive: each request opens a connection, which the kernel hands to whichever worker accepts it.
+        # No keep-alive: each request opens a connection, which goes to whichever worker accepts it first. The
+        # workers share one listening socket, so one at a time they could all go to the same worker; calls in
+        # flight together keep one worker busy while the other accepts, as under real load.
         limits = httpx2.Limits(max_keepalive_connections=0)
         async with (
             httpx2.AsyncClient(limits=limits, timeout=30) as http,
@@ -87,11 +90,20 @@ async def test_stateless_calls_from_one_client_spread_over_two_workers_and_all_s
         ):
             calls = 0
             pids: set[str] = set()
-            while len(pids) < 2 and calls < 60:  # bounded: a fair kernel spreads far sooner
-                result = await client.call_tool("dessert.get_balance" if calls % 2 else "dessert.get_usage", {})
+
+            async def call(name: str) -> None:
+                nonlocal calls
+                result = await client.call_tool(name, {})
                 assert not result.is_error, result
                 calls += 1
+
+            for _ in range(10):  # bounded: the first round or two spread in practice
+                async with anyio.create_task_group() as tg:
+                    for n in range(8):
+                        tg.start_soon(call, "dessert.get_balance" if n % 2 else "dessert.get_usage")
                 pids = set(re.findall(r"POST /mcp answered 200 by worker pid (\d+)", stderr.read_text()))
+                if len(pids) == 2:
+                    break
     assert len(pids) == 2, f"all {calls} calls landed on one worker"
 
 
