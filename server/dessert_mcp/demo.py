@@ -59,7 +59,7 @@ async def _demo(out: TextIO) -> None:
             "DESSERT_API_BASE_URL": sandbox.url,
             "DESSERT_MCP_LOG_LEVEL": os.environ.get("DESSERT_MCP_LOG_LEVEL", "WARNING"),
         }
-        out.write(f"Sandbox API on {sandbox.url}; launching `{Path(command).name} {' '.join(args)}` over stdio.\n\n")
+        out.write(f"Sandbox API on {sandbox.url}; launching `{' '.join([Path(command).name, *args])}` over stdio.\n\n")
         async with Client(StdioServerParameters(command=command, args=args, env=env)) as client:
             listed = await client.list_tools()
             out.write(
