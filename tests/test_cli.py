@@ -136,3 +136,25 @@ def test_the_demo_runs_both_tools_and_prints_readable_tables() -> None:
     assert "affordable now                  41 static or 13 full ads" in result.stdout
     assert "Deduction  -45" in result.stdout
     assert "Demo finished" in result.stdout
+
+
+@pytest.mark.parametrize("args", [["config", "vscode"], ["demo"]])
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(args: list[str]) -> None:
+    # `dessert-mcp demo | head -1`: the reader is gone before the command writes.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "dessert_mcp", *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "BrokenPipeError" not in result.stderr

@@ -110,6 +110,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except* BrokenPipeError:
+        # Whoever read stdout went away (`dessert-mcp demo | head`, a host that quit): stop quietly, and keep
+        # the interpreter's final flush from reporting the same broken pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+
+
+def _main(argv: Sequence[str] | None) -> None:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if any(a.split("=", 1)[0] in _KEY_FLAGS for a in args_list):
         sys.exit("dessert-mcp: error: the API key is read only from the DESSERT_API_KEY environment variable.")
