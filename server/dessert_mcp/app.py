@@ -159,15 +159,7 @@ class DessertTools:
     async def running(self) -> AsyncIterator[DessertTools]:
         """Open the HTTP client for the first user (session or transport) and close it after the last."""
         if self._users == 0:
-            self._client = DessertClient(
-                self.settings.base_url,
-                api_key=self.settings.api_key,
-                timeout_s=self.settings.timeout_s,
-                max_attempts=self.settings.max_attempts,
-                backoff_s=self.settings.backoff_s,
-                max_body_bytes=self.settings.max_body_bytes,
-                transport=self._transport,
-            )
+            self._client = DessertClient.from_settings(self.settings, transport=self._transport)
         self._users += 1
         try:
             yield self

@@ -257,14 +257,7 @@ async def _check(settings: Settings) -> int:
         out.write(f"API key  : missing\nFAILED: {reason}\n")
         return 1
     out.write(f"API key  : {settings.api_key.masked()}\n")
-    async with DessertClient(
-        settings.base_url,
-        api_key=settings.api_key,
-        timeout_s=settings.timeout_s,
-        max_attempts=settings.max_attempts,
-        backoff_s=settings.backoff_s,
-        max_body_bytes=settings.max_body_bytes,
-    ) as client:
+    async with DessertClient.from_settings(settings) as client:
         try:
             balance = await client.get_balance()
         except DessertAPIError as exc:

@@ -23,6 +23,7 @@ from dessert_mcp.config import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_TIMEOUT_S,
     Secret,
+    Settings,
 )
 from dessert_mcp.models import UNSAFE_CHARS as _UNSAFE_CHARS
 from dessert_mcp.models import Balance, Usage
@@ -135,6 +136,19 @@ class DessertClient:
         # The deadline below bounds the whole call; these only stop one phase from eating all of it.
         self._extensions = {"timeout": httpx2.Timeout(timeout_s, connect=min(timeout_s, 5.0)).as_dict()}
         self._urls = {path: httpx2.URL(self.base_url + path) for path in (BALANCE_PATH, USAGE_PATH)}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None) -> Self:
+        """The client the settings describe: origin, key, deadline, retry policy and body cap."""
+        return cls(
+            settings.base_url,
+            api_key=settings.api_key,
+            timeout_s=settings.timeout_s,
+            max_attempts=settings.max_attempts,
+            backoff_s=settings.backoff_s,
+            max_body_bytes=settings.max_body_bytes,
+            transport=transport,
+        )
 
     def __repr__(self) -> str:
         key = self._api_key.fingerprint() if self._api_key is not None else "none"
