@@ -393,6 +393,11 @@ def create_app() -> ASGIApp:
     key = settings.api_key.get() if settings.api_key else None
     token = options.auth_token.get() if options.auth_token else None
     configure_logging(settings.log_level, Redactor(key, token))
+    return _app_to_serve(settings, options)
+
+
+def _app_to_serve(settings: Settings, options: HTTPOptions) -> ASGIApp:
+    """`build_app` in the process that will serve it, with its start-up heap frozen (see `app.freeze_heap`)."""
     from dessert_mcp.app import freeze_heap
 
     app = build_app(settings, options)
@@ -443,11 +448,7 @@ def serve_http(settings: Settings, options: HTTPOptions) -> None:
         "; bearer token required" if token else "",
     )
     if options.workers == 1:
-        from dessert_mcp.app import freeze_heap
-
-        app = build_app(settings, options)
-        freeze_heap()
-        uvicorn.run(app, **common)
+        uvicorn.run(_app_to_serve(settings, options), **common)
         return
     # uvicorn spawns fresh interpreters: they get everything through the environment.
     os.environ.update(worker_environment(settings, options))
