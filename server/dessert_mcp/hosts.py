@@ -100,13 +100,13 @@ def _claude_code(command: str, args: list[str], platform: str) -> HostConfig:
     return HostConfig("claude-code", "shell", line, notes)
 
 
+def _stdio_entry(command: str, args: list[str], key: str) -> dict[str, Any]:
+    """A stdio server entry as Cursor and VS Code spell it, `key` being how the host fills DESSERT_API_KEY."""
+    return {"type": "stdio", "command": command, "args": args, "env": {KEY_VARIABLE: key, **STRICT_NAMES}}
+
+
 def _cursor(command: str, args: list[str]) -> HostConfig:
-    entry = {
-        "type": "stdio",
-        "command": command,
-        "args": args,
-        "env": {KEY_VARIABLE: f"${{env:{KEY_VARIABLE}}}", **STRICT_NAMES},
-    }
+    entry = _stdio_entry(command, args, f"${{env:{KEY_VARIABLE}}}")
     notes = (
         "Cursor: merge this into .cursor/mcp.json in a project, or ~/.cursor/mcp.json for every project.\n"
         f"Cursor fills ${{env:{KEY_VARIABLE}}} from its own environment: start Cursor where {KEY_VARIABLE} is set\n"
@@ -117,12 +117,7 @@ def _cursor(command: str, args: list[str]) -> HostConfig:
 
 def _vscode(command: str, args: list[str]) -> HostConfig:
     key_input = {"type": "promptString", "id": VSCODE_KEY_INPUT, "description": "Dessert API key", "password": True}
-    entry = {
-        "type": "stdio",
-        "command": command,
-        "args": args,
-        "env": {KEY_VARIABLE: f"${{input:{VSCODE_KEY_INPUT}}}", **STRICT_NAMES},
-    }
+    entry = _stdio_entry(command, args, f"${{input:{VSCODE_KEY_INPUT}}}")
     notes = (
         "VS Code: save this as .vscode/mcp.json (or merge it, `inputs` and `servers` both), then start the server\n"
         "from that file or the MCP: List Servers command. VS Code asks for the key once and keeps it in its secret\n"
