@@ -15,15 +15,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Node tools (Node 22, the MCP Inspector, the conformance suite, the MCPB CLI that packs the bundle), pinned by
-# tests/transports/foreign/package-lock.json and installed from the npm registry into .tools/ (git-ignored). Any npm can
+# tests/foreign/package-lock.json and installed from the npm registry into .tools/ (git-ignored). Any npm can
 # bootstrap it: Node 22 itself comes from the `node` package. Failing here fails `make test`, loudly.
 TOOLS := .tools
 TOOLS_STAMP := $(TOOLS)/.installed
 
-$(TOOLS_STAMP): tests/transports/foreign/package.json tests/transports/foreign/package-lock.json
+$(TOOLS_STAMP): tests/foreign/package.json tests/foreign/package-lock.json
 	@command -v npm >/dev/null || { echo "make: npm is needed to install the foreign MCP clients (Node 22 comes from the npm registry)" >&2; exit 1; }
 	mkdir -p $(TOOLS)
-	cp tests/transports/foreign/package.json tests/transports/foreign/package-lock.json $(TOOLS)/
+	cp tests/foreign/package.json tests/foreign/package-lock.json $(TOOLS)/
 	cd $(TOOLS) && npm ci --no-audit --no-fund --loglevel=error --engine-strict=false
 	$(TOOLS)/node_modules/.bin/node -e 'if (+process.versions.node.split(".")[0] < 22) { console.error("Node 22+ was not installed"); process.exit(1) }'
 	touch $@

@@ -31,10 +31,10 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.server.mcpserver import MCPServer
 
-from dessert_mcp.app import build_server
 from dessert_mcp.config import Settings
 from dessert_mcp.models import Balance, BalanceReport
 from dessert_mcp.sandbox import SANDBOX_KEY
+from dessert_mcp.tools import build_server
 
 HERE = Path(__file__).parent
 PY = sys.executable

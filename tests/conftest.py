@@ -1,88 +1,20 @@
-"""Shared fixtures: a canary key, a fake Dessert API behind httpx2.MockTransport, and the real sandbox."""
+"""Shared fixtures: a fake Dessert API behind httpx2.MockTransport, and the real (faulty) sandbox on loopback."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import httpx2
 import pytest
 
 from dessert_mcp.config import Settings
-from dessert_mcp.sandbox import ThreadedSandbox
-
-# A key that must never show up in any output; tests grep for it (and for fragments of it).
-CANARY_KEY = "dsk_live_CANARY_9f8e7d6c5b4a392817161514"
-FAKE_BASE_URL = "https://api.dessert.test"
-
-DOCS_BALANCE: dict[str, Any] = {
-    "credits_balance": 205,
-    "credits_balance_usd_equivalent": 20.50,
-    "credits_lifetime_purchased": 500,
-    "auto_recharge_enabled": True,
-    "auto_recharge_threshold": 20,
-    "auto_recharge_amount_usd": 25.0,
-    "pricing": {"credit_usd": 0.10, "static_ad_credits": 5, "full_ad_credits": 15},
-}
-
-DOCS_USAGE: dict[str, Any] = {
-    "recent_transactions": [
-        {
-            "type": "Deduction",
-            "credits_delta": -45,
-            "balance_after": 205,
-            "usd_amount": None,
-            "description": "API ad generation (count=3, format=full)",
-            "at": "2026-05-19T18:24:01.000Z",
-        },
-        {
-            "type": "Purchase",
-            "credits_delta": 250,
-            "balance_after": 250,
-            "usd_amount": 25.0,
-            "description": "Auto-recharge",
-            "at": "2026-05-19T18:23:48.000Z",
-        },
-        {
-            "type": "Bonus",
-            "credits_delta": 50,
-            "balance_after": 50,
-            "usd_amount": None,
-            "description": "Welcome bonus",
-            "at": "2026-05-12T15:08:22.000Z",
-        },
-    ]
-}
-
-Handler = Callable[[httpx2.Request], httpx2.Response]
-
-
-class FakeDessertAPI:
-    """A fake Dessert API for `httpx2.MockTransport`: answers the routes it was given, fails loudly otherwise."""
-
-    def __init__(self, routes: dict[str, Any | Handler] | None = None, *, key: str = CANARY_KEY) -> None:
-        self.routes: dict[str, Any | Handler] = (
-            routes if routes is not None else {"/v1/balance": DOCS_BALANCE, "/v1/usage": DOCS_USAGE}
-        )
-        self.key = key
-        self.requests: list[httpx2.Request] = []
-
-    def __call__(self, request: httpx2.Request) -> httpx2.Response:
-        self.requests.append(request)
-        assert request.method == "GET", f"unexpected {request.method} {request.url}"
-        assert str(request.url).startswith(FAKE_BASE_URL), f"request left the configured origin: {request.url}"
-        route = self.routes.get(request.url.path)
-        assert route is not None, f"unexpected request to {request.url.path}"
-        if request.headers.get("authorization") != f"Bearer {self.key}":
-            return httpx2.Response(401, json={"error": "unauthorized", "message": "Invalid API key."})
-        if callable(route):
-            response: httpx2.Response = route(request)
-            return response
-        return httpx2.Response(200, content=json.dumps(route).encode(), headers={"content-type": "application/json"})
-
-    def transport(self) -> httpx2.MockTransport:
-        return httpx2.MockTransport(self)
+from dessert_mcp.http import HTTPOptions
+from dessert_mcp.http.app import build_app
+from tests.support.api import CANARY_KEY, FAKE_BASE_URL, FakeDessertAPI
+from tests.support.faults import ThreadedFaultySandbox
+from tests.support.servers import sandbox_settings, serve_app
 
 
 @pytest.fixture
@@ -96,28 +28,58 @@ def settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def sandbox() -> Iterator[ThreadedSandbox]:
-    """One real sandbox API on 127.0.0.1 for the session; tests that add faults reset it."""
-    with ThreadedSandbox() as sb:
-        yield sb
-
-
-@pytest.fixture(scope="module")
-def canary_sandbox() -> Iterator[ThreadedSandbox]:
-    """A sandbox that accepts the canary key, so leaks can be looked for on successful paths too."""
-    with ThreadedSandbox(key=CANARY_KEY) as sb:
+def sandbox_server() -> Iterator[ThreadedFaultySandbox]:
+    """One real sandbox API on 127.0.0.1 for the whole session."""
+    with ThreadedFaultySandbox() as sb:
         yield sb
 
 
 @pytest.fixture
-def clean_sandbox(sandbox: ThreadedSandbox) -> Iterator[ThreadedSandbox]:
-    sandbox.reset()
-    yield sandbox
-    sandbox.reset()
+def sandbox(sandbox_server: ThreadedFaultySandbox) -> Iterator[ThreadedFaultySandbox]:
+    """The session's sandbox, reset before and after the test: no faults, the initial account, counts at zero."""
+    sandbox_server.reset()
+    yield sandbox_server
+    sandbox_server.reset()
 
 
-def assert_no_secret(text: str, key: str = CANARY_KEY) -> None:
-    """Neither the key nor any 8-character run of it appears in `text`."""
-    assert key not in text
-    for start in range(len(key) - 7):
-        assert key[start : start + 8] not in text, f"fragment {key[start : start + 8]!r} of the key leaked"
+@pytest.fixture(scope="session")
+def canary_sandbox() -> Iterator[ThreadedFaultySandbox]:
+    """A sandbox that accepts the canary key, so leaks can be looked for on successful paths too."""
+    with ThreadedFaultySandbox(key=CANARY_KEY) as sb:
+        yield sb
+
+
+class _SessionServers:
+    """dessert-mcp over HTTP, one server per distinct (options, key), kept for the whole session."""
+
+    def __init__(self) -> None:
+        self.stack = ExitStack()
+        self.urls: dict[tuple[HTTPOptions, str | None], str] = {}
+
+
+@pytest.fixture(scope="session")
+def _session_servers(sandbox_server: ThreadedFaultySandbox) -> Iterator[_SessionServers]:
+    servers = _SessionServers()
+    with servers.stack:
+        yield servers
+
+
+@pytest.fixture
+def serve(sandbox: ThreadedFaultySandbox, _session_servers: _SessionServers) -> Iterator[Callable[..., str]]:
+    """`serve(key=None, transport_seam=None, **HTTPOptions fields)` -> base URL of dessert-mcp served over HTTP,
+    against the session's sandbox. A test that replaces the network with `transport_seam` gets its own server."""
+    with ExitStack() as own:
+
+        def start(*, key: str | None = None, transport_seam: httpx2.AsyncBaseTransport | None = None, **kw: Any) -> str:
+            options = HTTPOptions(**kw).check()
+            if transport_seam is None and (options, key) in _session_servers.urls:
+                return _session_servers.urls[(options, key)]
+            app = build_app(sandbox_settings(sandbox, key=key), options, transport=transport_seam)
+            if transport_seam is not None:
+                url: str = own.enter_context(serve_app(app))
+                return url
+            url = _session_servers.stack.enter_context(serve_app(app))
+            _session_servers.urls[(options, key)] = url
+            return url
+
+        yield start

@@ -6,7 +6,7 @@ import pytest
 from dessert_mcp import __version__
 from dessert_mcp.client import DessertAPIError, DessertClient, sanitize
 from dessert_mcp.config import Secret
-from tests.conftest import CANARY_KEY, DOCS_BALANCE, FAKE_BASE_URL, FakeDessertAPI, assert_no_secret
+from tests.support.api import CANARY_KEY, DOCS_BALANCE, FAKE_BASE_URL, FakeDessertAPI, assert_no_secret
 
 
 def _client(api: FakeDessertAPI, key: str | None = CANARY_KEY) -> DessertClient:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from dessert_mcp.client import DessertAPIError, DessertClient, ErrorCode, retry_after
 from dessert_mcp.config import Secret
 from dessert_mcp.sandbox import SandboxAccount
+from tests.support.api import streamed
 
 KEY = "dsk_test_canary_0123456789abcdefghijklmnopqrstuv"
 BALANCE = SandboxAccount().balance()
@@ -37,22 +38,22 @@ class FakeDessertAPI:
         self.requests.append(request)
         assert self.replies, f"unexpected request {request.method} {request.url}"
         reply = self.replies.pop(0)
-        return reply(request) if callable(reply) else reply
+        return streamed(reply(request) if callable(reply) else reply)
 
 
 class FakeTime:
-    """A clock that only moves when the client sleeps, and a record of every wait."""
+    """anyio's clock, moved forward by each wait the client asks for instead of waiting; a record of every wait."""
 
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.slept = 0.0
         self.waits: list[float] = []
 
     def clock(self) -> float:
-        return self.now
+        return anyio.current_time() + self.slept
 
     async def sleep(self, seconds: float) -> None:
         self.waits.append(seconds)
-        self.now += seconds
+        self.slept += seconds
 
 
 def client_for(api: FakeDessertAPI, time: FakeTime | None = None, **options: Any) -> DessertClient:
@@ -198,7 +199,7 @@ async def test_the_deadline_covers_a_body_that_trickles_forever() -> None:
 
 async def test_a_gzip_bomb_is_refused_after_the_decoded_cap() -> None:
     bomb = gzip.compress(b"\0" * (20 * 1024 * 1024))
-    api = FakeDessertAPI(httpx2.Response(200, content=bomb, headers={"Content-Encoding": "gzip"}))
+    api = FakeDessertAPI(httpx2.Response(200, stream=httpx2.ByteStream(bomb), headers={"Content-Encoding": "gzip"}))
     error = await balance_error(api)
     assert (error.code, len(api.requests)) == ("bad_upstream_response", 1)
     assert "larger than 1024 KiB" in error.message

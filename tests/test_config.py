@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from dessert_mcp.config import DEFAULT_BASE_URL, ConfigError, Secret, Settings
-from tests.conftest import CANARY_KEY
+from tests.support.api import CANARY_KEY
 
 
 def test_defaults_apply_when_the_environment_is_empty() -> None:

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from dessert_mcp.models import Balance, BalanceReport, Usage, UsageReport
-from tests.conftest import DOCS_BALANCE, DOCS_USAGE
+from tests.support.api import DOCS_BALANCE, DOCS_USAGE
 
 
 def _balance(**changes: Any) -> Balance:

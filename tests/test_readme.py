@@ -9,8 +9,9 @@ from pathlib import Path
 from mcp import Client
 
 from dessert_mcp import config
-from dessert_mcp.app import TOOL_NAMES, build_server
 from dessert_mcp.config import Settings
+from dessert_mcp.listing import TOOL_NAMES
+from dessert_mcp.tools import build_server
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"

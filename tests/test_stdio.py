@@ -11,13 +11,13 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.types import Implementation, TextContent
 
-from dessert_mcp.sandbox import ThreadedSandbox
-from tests.conftest import CANARY_KEY, assert_no_secret
+from tests.support.api import CANARY_KEY, assert_no_secret
+from tests.support.faults import ThreadedFaultySandbox
 
 SERVER = [sys.executable, "-m", "dessert_mcp"]
 
 
-def _env(sandbox: ThreadedSandbox, **extra: str) -> dict[str, str]:
+def _env(sandbox: ThreadedFaultySandbox, **extra: str) -> dict[str, str]:
     return get_default_environment() | {
         "DESSERT_API_KEY": CANARY_KEY,
         "DESSERT_API_BASE_URL": sandbox.url,
@@ -30,7 +30,7 @@ def _params(env: dict[str, str], *args: str) -> StdioServerParameters:
     return StdioServerParameters(command=SERVER[0], args=[*SERVER[1:], *args], env=env)
 
 
-async def test_a_real_stdio_session_lists_and_calls_both_tools(canary_sandbox: ThreadedSandbox) -> None:
+async def test_a_real_stdio_session_lists_and_calls_both_tools(canary_sandbox: ThreadedFaultySandbox) -> None:
     async with Client(_params(_env(canary_sandbox))) as client:
         names = [t.name for t in (await client.list_tools()).tools]
         balance = await client.call_tool("dessert.get_balance", {})
@@ -42,7 +42,7 @@ async def test_a_real_stdio_session_lists_and_calls_both_tools(canary_sandbox: T
     assert len(usage.structured_content["recent_transactions"]) == 3
 
 
-async def test_claude_desktop_is_shown_underscore_names_over_stdio(canary_sandbox: ThreadedSandbox) -> None:
+async def test_claude_desktop_is_shown_underscore_names_over_stdio(canary_sandbox: ThreadedFaultySandbox) -> None:
     client = Client(_params(_env(canary_sandbox)), client_info=Implementation(name="claude-ai", version="0.14"))
     async with client:
         names = [t.name for t in (await client.list_tools()).tools]
@@ -58,7 +58,7 @@ async def test_the_embedded_sandbox_needs_no_account() -> None:
 
 
 async def test_without_a_key_the_server_starts_lists_tools_and_explains_each_call(
-    canary_sandbox: ThreadedSandbox,
+    canary_sandbox: ThreadedFaultySandbox,
 ) -> None:
     env = _env(canary_sandbox)
     del env["DESSERT_API_KEY"]
@@ -110,7 +110,7 @@ async def _start_raw(env: dict[str, str]) -> RawStdioServer:
 
 
 async def test_every_line_on_stdout_is_a_json_rpc_message_and_the_key_appears_nowhere(
-    canary_sandbox: ThreadedSandbox,
+    canary_sandbox: ThreadedFaultySandbox,
 ) -> None:
     # Three attempts: a 500 is retried, so it must persist to reach the agent.
     canary_sandbox.add_fault(path="/v1/usage", status=500, body=f"boom {CANARY_KEY}", times=3)
@@ -146,7 +146,7 @@ async def test_every_line_on_stdout_is_a_json_rpc_message_and_the_key_appears_no
     assert server.process.returncode == 0
 
 
-async def test_the_server_exits_promptly_when_stdin_closes(canary_sandbox: ThreadedSandbox) -> None:
+async def test_the_server_exits_promptly_when_stdin_closes(canary_sandbox: ThreadedFaultySandbox) -> None:
     server = await _start_raw(_env(canary_sandbox))
     await server.request(
         "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
@@ -157,7 +157,7 @@ async def test_the_server_exits_promptly_when_stdin_closes(canary_sandbox: Threa
     assert server.process.returncode == 0
 
 
-async def test_a_missing_key_is_warned_about_on_stderr_at_start(canary_sandbox: ThreadedSandbox) -> None:
+async def test_a_missing_key_is_warned_about_on_stderr_at_start(canary_sandbox: ThreadedFaultySandbox) -> None:
     env = _env(canary_sandbox)
     del env["DESSERT_API_KEY"]
     server = await _start_raw(env)

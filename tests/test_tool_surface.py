@@ -14,8 +14,8 @@ from typing import Any
 
 from mcp import Client
 
-from dessert_mcp.app import build_server
 from dessert_mcp.config import Settings
+from dessert_mcp.tools import build_server
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "tool_surface.json"
 

@@ -1,11 +1,11 @@
-"""A small, strict async client for Dessert's balance and usage endpoints. No MCP in here."""
+"""A small, strict async client for Dessert's balance and usage endpoints, and its one error type. No MCP in here."""
 
 from __future__ import annotations
 
 import json
 import math
 import random
-import time
+import zlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -25,8 +25,7 @@ from dessert_mcp.config import (
     Secret,
     Settings,
 )
-from dessert_mcp.models import UNSAFE_CHARS as _UNSAFE_CHARS
-from dessert_mcp.models import Balance, Usage
+from dessert_mcp.models import BALANCE_PATH, REDACT, USAGE_PATH, Balance, Usage, clean_text
 from dessert_mcp.redact import Redactor
 
 ErrorCode = Literal[
@@ -42,17 +41,20 @@ ErrorCode = Literal[
 ]
 
 USER_AGENT: Final = f"dessert-mcp/{__version__} (+https://github.com/dessert-dev/dessert-mcp)"
-BALANCE_PATH: Final = "/v1/balance"
-USAGE_PATH: Final = "/v1/usage"
+MISSING_KEY: Final = "DESSERT_API_KEY is not set. Add your Dessert API key to the server's environment and restart it."
 _DETAIL_MAX: Final = 200
 # Statuses worth another attempt for an idempotent GET; any other 4xx will not change by asking again.
 RETRY_STATUSES: Final = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 # Backoff doubles per attempt up to this, with full jitter on the upper half.
 _BACKOFF_MAX_S: Final = 8.0
+# A Retry-After beyond a day is reported as a day: an agent has nothing to plan with a larger number.
+RETRY_AFTER_MAX_S: Final = 86400.0
+# What the body reader inflates (zlib window bits: gzip header, zlib header); anything else the API sends is
+# refused by name, not misread as "not JSON".
+_ZLIB_WBITS: Final = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+_BOM: Final = b"\xef\xbb\xbf"
 
 Sleep = Callable[[float], Awaitable[None]]
-
-
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
@@ -75,20 +77,10 @@ class DessertAPIError(Exception):
         self.retryable = retryable
         self.retry_after_s = retry_after_s
 
-    def redacted(self, redact: Callable[[str], str]) -> DessertAPIError:
-        """The same error with `redact` applied to its message (upstream text may echo the key)."""
-        return DessertAPIError(
-            redact(self.message),
-            code=self.code,
-            status=self.status,
-            retryable=self.retryable,
-            retry_after_s=self.retry_after_s,
-        )
-
 
 def sanitize(text: str, limit: int = _DETAIL_MAX) -> str:
     """Upstream text made safe to echo: no control, zero-width or bidi characters, one line, capped."""
-    cleaned = " ".join(_UNSAFE_CHARS.sub("", text).split())
+    cleaned = " ".join(clean_text(text).split())
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
@@ -96,8 +88,9 @@ class DessertClient:
     """Dessert REST client; use as an async context manager so the connection pool is closed.
 
     Each call retries idempotent failures (connection errors, 408, 409, 429, 5xx) up to `max_attempts`
-    times with jittered exponential backoff or the API's Retry-After, all under one `timeout_s` deadline.
-    `sleep`, `clock` and `rng` let tests check the waits without waiting.
+    times with jittered exponential backoff or the API's Retry-After, all under one `timeout_s` deadline
+    on anyio's clock. `sleep` and `clock` (default: anyio's) and `rng` let tests check the waits without waiting.
+    Everything the client returns or raises has the key redacted from upstream text, after decoding.
     """
 
     def __init__(
@@ -105,17 +98,19 @@ class DessertClient:
         base_url: str,
         *,
         api_key: Secret | None,
+        key_problem: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         backoff_s: float = DEFAULT_BACKOFF_S,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         transport: httpx2.AsyncBaseTransport | None = None,
         sleep: Sleep = anyio.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = anyio.current_time,
         rng: random.Random | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
+        self._key_problem = key_problem or MISSING_KEY
         self._redact = Redactor(api_key.get() if api_key is not None else None)
         self._timeout_s = timeout_s
         self._max_attempts = max(1, max_attempts)
@@ -124,13 +119,12 @@ class DessertClient:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
-        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate", "User-Agent": USER_AGENT}
         if api_key is not None:
             headers["Authorization"] = f"Bearer {api_key.get()}"
         # Requests go straight to the transport (the connection pool): this client needs none of what
-        # httpx2.AsyncClient adds per request (URL and header merging, cookies, auth flows, redirects, hooks),
-        # and skipping it saves ~0.1 ms a call. Redirects are therefore never followed: the key must never
-        # travel to another origin.
+        # httpx2.AsyncClient adds per request (URL and header merging, cookies, auth flows, redirects, hooks).
+        # Redirects are therefore never followed: the key must never travel to another origin.
         self._transport = transport  # None: made on first use, see _pool
         self._headers = httpx2.Headers(headers)
         # The deadline below bounds the whole call; these only stop one phase from eating all of it.
@@ -143,6 +137,7 @@ class DessertClient:
         return cls(
             settings.base_url,
             api_key=settings.api_key,
+            key_problem=settings.api_key_problem,
             timeout_s=settings.timeout_s,
             max_attempts=settings.max_attempts,
             backoff_s=settings.backoff_s,
@@ -168,7 +163,7 @@ class DessertClient:
 
     @property
     def _pool(self) -> httpx2.AsyncBaseTransport:
-        # Made on first use: its TLS context costs ~40 ms, which would otherwise delay the server's start-up.
+        # Made on first use, so its TLS context is not paid for at start-up.
         # trust_env=False: no proxy or TLS settings from the environment.
         if self._transport is None:
             self._transport = httpx2.AsyncHTTPTransport(trust_env=False)
@@ -181,31 +176,27 @@ class DessertClient:
         return await self._get(USAGE_PATH, Usage)
 
     async def _get(self, path: str, model: type[ModelT]) -> ModelT:
-        try:
-            return await self._get_unredacted(path, model)
-        except DessertAPIError as exc:
-            raise exc.redacted(self._redact) from None
-
-    async def _get_unredacted(self, path: str, model: type[ModelT]) -> ModelT:
         if self._api_key is None:
-            raise DessertAPIError(
-                "DESSERT_API_KEY is not set. Add your Dessert API key to the server's environment and restart it.",
-                code="not_configured",
-            )
-        return await self._get_with_retries(path, model)
+            raise DessertAPIError(self._key_problem, code="not_configured")
+        try:
+            return await self._get_with_retries(path, model)
+        except DessertAPIError as exc:
+            # Upstream text inside the message (an error body echoing the key) leaves redacted, by value.
+            exc.message = self._redact(exc.message)
+            exc.args = (exc.message,)
+            raise
 
     async def _get_with_retries(self, path: str, model: type[ModelT]) -> ModelT:
-        deadline = self._clock() + self._timeout_s
         attempt = 0
         try:
             # One deadline for every attempt and wait: per-read timeouts never fire on a trickling body.
-            with anyio.fail_after(self._timeout_s):
+            with anyio.fail_after(self._timeout_s) as scope:
                 while True:
                     attempt += 1
                     try:
                         return await self._attempt(path, model)
                     except DessertAPIError as exc:
-                        wait = self._wait_before_retry(exc, attempt, deadline - self._clock())
+                        wait = self._wait_before_retry(exc, attempt, scope.deadline - self._clock())
                         if wait is None:
                             raise
                     await self._sleep(wait)
@@ -233,10 +224,9 @@ class DessertClient:
         if status >= 300:
             raise _status_error(path, status, headers, body, self.base_url)
         try:
-            text = body.decode("utf-8", errors="replace")
-            if self._redact(text) != text:
-                return model.model_validate_json(json.dumps(_redact_strings(json.loads(body), self._redact)))
-            return model.model_validate_json(body)
+            # A UTF-8 byte order mark is accepted on purpose: it says nothing but "UTF-8".
+            # The redactor runs on decoded, cleaned text inside the models (see models.REDACT).
+            return model.model_validate_json(body.removeprefix(_BOM), context={REDACT: self._redact})
         except (ValidationError, ValueError, RecursionError) as exc:
             raise _shape_error(path, status, headers, exc) from None
 
@@ -246,19 +236,21 @@ class DessertClient:
             response = await self._pool.handle_async_request(request)
             response.request = request
             try:
+                decoder = _decoder(path, response)
                 chunks: list[bytes] = []
                 size = 0
-                # aiter_bytes yields decoded bytes, so the cap also stops compressed bombs.
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > self._max_body_bytes:
+                async for raw in response.aiter_raw():
+                    # Inflate no more than the cap allows, so a compressed bomb costs a megabyte, not its size.
+                    data = decoder.decompress(raw, self._max_body_bytes - size + 1) if decoder else raw
+                    size += len(data)
+                    if size > self._max_body_bytes or (decoder and decoder.unconsumed_tail):
                         raise DessertAPIError(
                             f"Dessert's answer to GET {path} is larger than {self._max_body_bytes // 1024} KiB; "
                             "refusing to read it. Check DESSERT_API_BASE_URL.",
                             code="bad_upstream_response",
                             status=response.status_code,
                         )
-                    chunks.append(chunk)
+                    chunks.append(data)
                 return response.status_code, response.headers, b"".join(chunks)
             finally:
                 await response.aclose()  # back to the pool, or closed if the body was not read to the end
@@ -273,7 +265,7 @@ class DessertClient:
             raise DessertAPIError(
                 f"Dessert did not answer GET {path} in time. Try again in a minute.", code="timeout", retryable=True
             ) from None
-        except httpx2.DecodingError:
+        except (httpx2.DecodingError, zlib.error):
             raise DessertAPIError(
                 f"Dessert's answer to GET {path} could not be decoded. Try again; if it persists, contact Dessert.",
                 code="bad_upstream_response",
@@ -287,19 +279,24 @@ class DessertClient:
             ) from None
 
 
-def _redact_strings(data: object, redact: Redactor) -> object:
-    if isinstance(data, str):
-        return redact(data)
-    if isinstance(data, list):
-        return [_redact_strings(item, redact) for item in data]
-    if isinstance(data, dict):
-        return {redact(str(k)): _redact_strings(v, redact) for k, v in data.items()}
-    return data
+def _decoder(path: str, response: httpx2.Response) -> zlib._Decompress | None:
+    """A decompressor for the body's content encoding; None for identity. Anything else is refused by name."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in _ZLIB_WBITS:
+        return zlib.decompressobj(_ZLIB_WBITS[encoding])
+    raise DessertAPIError(
+        f"Dessert answered GET {path} (HTTP {response.status_code}) in a content encoding this server does not "
+        f"accept ({sanitize(encoding, 40)}). If it persists, contact Dessert.",
+        code="bad_upstream_response",
+        status=response.status_code,
+    )
 
 
 def retry_after(headers: httpx2.Headers, *, now: datetime | None = None) -> float | None:
-    """The wait the API asks for, from `retry-after-ms` or `Retry-After` (seconds or HTTP date); None if absent
-    or unreadable. Garbage is ignored rather than trusted: a bad header must not stall or crash a call."""
+    """The wait the API asks for, from `retry-after-ms` or `Retry-After` (seconds or HTTP date), capped at a day;
+    None if absent or unreadable. Garbage is ignored rather than trusted: a bad header must not stall or crash."""
     millis = headers.get("retry-after-ms")
     if millis is not None:
         try:
@@ -307,13 +304,13 @@ def retry_after(headers: httpx2.Headers, *, now: datetime | None = None) -> floa
         except ValueError:
             value = math.nan
         if math.isfinite(value) and value >= 0:
-            return round(value / 1000, 3)
+            return min(round(value / 1000, 3), RETRY_AFTER_MAX_S)
     raw = headers.get("retry-after")
     if raw is None:
         return None
     raw = raw.strip()
     if raw.isascii() and raw.isdigit():
-        return float(int(raw[:12]))
+        return min(float(int(raw[:12])), RETRY_AFTER_MAX_S)
     try:
         when = parsedate_to_datetime(raw)
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -321,7 +318,7 @@ def retry_after(headers: httpx2.Headers, *, now: datetime | None = None) -> floa
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    return round(max(seconds, 0.0), 3)
+    return min(round(max(seconds, 0.0), 3), RETRY_AFTER_MAX_S)
 
 
 def upstream_detail(headers: httpx2.Headers, body: bytes) -> str:
@@ -345,6 +342,13 @@ def upstream_detail(headers: httpx2.Headers, body: bytes) -> str:
 def _status_error(path: str, status: int, headers: httpx2.Headers, body: bytes, base_url: str) -> DessertAPIError:
     detail = upstream_detail(headers, body)
     said = f": {detail}" if detail else ""
+    if status == 304:
+        return DessertAPIError(
+            f"Dessert answered GET {path} with HTTP 304 Not Modified, though this server never sends a conditional "
+            "request. Check DESSERT_API_BASE_URL (a caching proxy?); if it persists, contact Dessert.",
+            code="bad_upstream_response",
+            status=status,
+        )
     if 300 <= status < 400:
         return DessertAPIError(
             f"Dessert answered GET {path} with a redirect (HTTP {status}), which is not followed so the API key "
@@ -399,16 +403,10 @@ def _status_error(path: str, status: int, headers: httpx2.Headers, body: bytes, 
 def _shape_error(
     path: str, status: int, headers: httpx2.Headers, exc: ValidationError | ValueError | RecursionError
 ) -> DessertAPIError:
-    if not isinstance(exc, ValidationError):
-        kind = sanitize(headers.get("content-type", "") or "no content type", 60)
-        what = "JSON nested too deeply" if isinstance(exc, RecursionError) else f"something that is not JSON ({kind})"
-        return DessertAPIError(
-            f"Dessert answered GET {path} (HTTP {status}) with {what}. If it persists, contact Dessert.",
-            code="bad_upstream_response",
-            status=status,
-        )
-    errors = exc.errors(include_input=False, include_url=False)
-    if errors and errors[0]["type"] == "json_invalid":
+    errors = exc.errors(include_input=False, include_url=False) if isinstance(exc, ValidationError) else []
+    if isinstance(exc, RecursionError):
+        what = "JSON nested too deeply"
+    elif not isinstance(exc, ValidationError) or (errors and errors[0]["type"] == "json_invalid"):
         kind = sanitize(headers.get("content-type", "") or "no content type", 60)
         what = f"something that is not JSON ({kind})"
     else:

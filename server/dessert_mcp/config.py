@@ -24,7 +24,7 @@ DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
 # Hosts substitute `${user_config.api_key}` (or similar) verbatim when the user left a setting empty.
 _PLACEHOLDER = re.compile(r"^\$\{[^}]*\}$")
 # Printable ASCII without spaces: anything else cannot travel in an HTTP header unmangled.
-_KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")
+PRINTABLE_TOKEN = re.compile(r"^[\x21-\x7e]+$")
 
 
 class ConfigError(ValueError):
@@ -115,6 +115,15 @@ class Settings:
             given["base_url"] = _base_url(str(given["base_url"]))
         return replace(settings, **given)  # type: ignore[arg-type]
 
+    def missing_key_warning(self) -> str | None:
+        """The start-up warning when calls cannot work for want of a key; None when a key is set."""
+        if self.api_key is not None:
+            return None
+        return (
+            "DESSERT_API_KEY is not set: the tools are listed, but every call will fail until it is set. "
+            + (self.api_key_problem or "Get a key from your Dessert dashboard, or try --sandbox.")
+        ).strip()
+
     def with_key(self, key: str) -> Settings:
         """A copy using `key` (the sandbox wiring uses this)."""
         secret, problem = _read_key(key)
@@ -124,7 +133,7 @@ class Settings:
 def _read_key(value: str | None) -> tuple[Secret | None, str | None]:
     if value is None:
         return None, None
-    if not _KEY_CHARS.match(value):
+    if not PRINTABLE_TOKEN.match(value):
         return None, "DESSERT_API_KEY contains spaces or non-printable characters; paste the key again without them."
     return Secret(value), None
 
@@ -138,17 +147,19 @@ def _base_url(value: str) -> str:
         raise ConfigError(f"{hint}: credentials in the URL are not allowed (use DESSERT_API_KEY).")
     if parts.query or parts.fragment:
         raise ConfigError(f"{hint}: no query string or fragment; got {value!r}.")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         # The key travels in a header; plain http is only acceptable when it never leaves this machine.
         raise ConfigError(f"{hint}: plain http is only allowed for loopback hosts (such as the sandbox).")
     return value.rstrip("/")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address (IPv6 with or without brackets)."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
 

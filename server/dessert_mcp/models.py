@@ -6,17 +6,33 @@ Field descriptions come from the Dessert docs; they are what a model reads in th
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 
+BALANCE_PATH: Final = "/v1/balance"
+USAGE_PATH: Final = "/v1/usage"
 TransactionType = Literal["Deduction", "Purchase", "Bonus", "Refund"]
-TRANSACTION_TYPES: Final[tuple[TransactionType, ...]] = ("Deduction", "Purchase", "Bonus", "Refund")
+TRANSACTION_TYPES: Final[tuple[TransactionType, ...]] = get_args(TransactionType)
 USAGE_FEED_SIZE: Final = 50
+# JSON numbers past this lose precision in JavaScript clients; no credit or USD amount comes near it.
+LARGEST_NUMBER: Final = 2**53 - 1
 # Control characters, zero-width and bidi controls: they can hide or reorder text shown to a model or a person.
-UNSAFE_CHARS: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+_UNSAFE_CHARS: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+# A forecast needs at least this much history to say anything.
+_MIN_FORECAST_SPAN_S: Final = 3600.0
+_SECONDS_PER_DAY: Final = 86400.0
+
+# Validation context key: a callable applied to upstream free text after it is cleaned (the client's redactor).
+REDACT: Final = "redact"
+
+
+def clean_text(text: str) -> str:
+    """Upstream text without the characters that could hide or reorder it when shown."""
+    return _UNSAFE_CHARS.sub("", text)
 
 
 def _compact_schema(schema: dict[str, Any]) -> None:
@@ -35,6 +51,14 @@ class _APIModel(_Schema):
     # strict: a number sent as a string is a contract break, not something to guess about.
     # extra="ignore": the API may grow new fields without breaking us.
     model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False, json_schema_extra=_compact_schema)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _sane_number(cls, value: Any) -> Any:
+        # Thousands of digits pass JSON and pydantic alike; sums of 1e308 overflow. Neither is a credit balance.
+        if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) > LARGEST_NUMBER:
+            raise ValueError(f"number out of range (|x| > 2^53 - 1): {str(value)[:20]}")
+        return value
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -76,9 +100,12 @@ class Transaction(_APIModel):
 
     @field_validator("description")
     @classmethod
-    def _printable(cls, value: str) -> str:
-        # Upstream free text reaches the model: keep the words, drop what could hide or reorder them.
-        return UNSAFE_CHARS.sub("", value)
+    def _printable(cls, value: str, info: ValidationInfo) -> str:
+        # Upstream free text reaches the model: keep the words, drop what could hide or reorder them, then
+        # redact what the cleaned text spells out (a key hidden by zero-width characters or JSON escapes).
+        cleaned = clean_text(value)
+        redact: Callable[[str], str] | None = (info.context or {}).get(REDACT)
+        return redact(cleaned) if redact is not None else cleaned
 
     @field_validator("at")
     @classmethod
@@ -127,6 +154,49 @@ class TypeCounts(_Schema):
     Refund: int
 
 
+class Forecast(_Schema):
+    """When the balance runs out if spending continues as in the returned transactions."""
+
+    burn_rate_credits_per_day: float | None = Field(
+        description="Net credits spent per day: deductions minus refunds over the time from the oldest to the newest "
+        "returned transaction. Assumes the window's pace continues; purchases and bonuses are not counted."
+    )
+    latest_balance: int | None = Field(description="balance_after of the newest returned transaction.")
+    days_until_empty: float | None = Field(
+        description="latest_balance / burn_rate_credits_per_day, ignoring auto-recharge and future purchases."
+    )
+    unavailable_reason: str | None = Field(description="Why there is no estimate, when the fields above are null.")
+
+    @classmethod
+    def of(cls, by_time: list[Transaction]) -> Forecast:
+        """The forecast over `by_time` (oldest first)."""
+        latest = by_time[-1].balance_after if by_time else None
+        if len(by_time) < 2:
+            return cls._none(latest, "fewer than two transactions")
+        span_s = (by_time[-1].timestamp - by_time[0].timestamp).total_seconds()
+        if span_s < _MIN_FORECAST_SPAN_S:
+            return cls._none(latest, "the transactions span less than an hour")
+        spent = sum(-tx.credits_delta for tx in by_time if tx.type == "Deduction")
+        refunded = sum(tx.credits_delta for tx in by_time if tx.type == "Refund")
+        net = spent - refunded
+        if net <= 0:
+            return cls._none(latest, "no net deductions in the window")
+        rate = net * _SECONDS_PER_DAY / span_s
+        days = max(latest or 0, 0) / rate
+        return cls(
+            burn_rate_credits_per_day=round(rate, 3),
+            latest_balance=latest,
+            days_until_empty=round(days, 2),
+            unavailable_reason=None,
+        )
+
+    @classmethod
+    def _none(cls, latest: int | None, reason: str) -> Forecast:
+        return cls(
+            burn_rate_credits_per_day=None, latest_balance=latest, days_until_empty=None, unavailable_reason=reason
+        )
+
+
 class UsageSummary(_Schema):
     """Totals over the returned transactions."""
 
@@ -136,6 +206,7 @@ class UsageSummary(_Schema):
     count_by_type: TypeCounts
     oldest_at: str | None = Field(description="Timestamp of the oldest returned transaction.")
     newest_at: str | None = Field(description="Timestamp of the newest returned transaction.")
+    forecast: Forecast
 
     @classmethod
     def of(cls, transactions: list[Transaction]) -> UsageSummary:
@@ -158,6 +229,7 @@ class UsageSummary(_Schema):
             count_by_type=TypeCounts(**counts),
             oldest_at=by_time[0].at if by_time else None,
             newest_at=by_time[-1].at if by_time else None,
+            forecast=Forecast.of(by_time),
         )
 
 
@@ -180,8 +252,8 @@ class UsageReport(_Schema):
         types: list[TransactionType] | None = None,
         since: datetime | None = None,
     ) -> UsageReport:
-        """Filter the API's feed locally (it has no query parameters) and summarize what is returned."""
-        feed = usage.recent_transactions
+        """Sort the API's feed newest first (stable), filter it locally (it has no query parameters), summarize."""
+        feed = sorted(usage.recent_transactions, key=lambda tx: tx.timestamp, reverse=True)
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
         wanted = set(types) if types else None
@@ -190,13 +262,13 @@ class UsageReport(_Schema):
         ]
         returned = matching[:limit] if limit is not None else matching
         # A full feed may have cut off older matches, unless its oldest entry is already older than `since`.
-        complete = len(feed) < USAGE_FEED_SIZE or (since is not None and min(tx.timestamp for tx in feed) < since)
+        complete = len(feed) < USAGE_FEED_SIZE or (since is not None and feed[-1].timestamp < since)
         return cls(
             recent_transactions=returned,
             summary=UsageSummary.of(returned),
             history_complete=complete,
             note=(
                 f"The Dessert API returns only the last {USAGE_FEED_SIZE} transactions; "
-                f"{len(returned)} of the {len(feed)} it returned are shown."
+                f"{len(returned)} of the {len(feed)} it returned are shown, newest first."
             ),
         )

@@ -20,12 +20,12 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
-from tests.conftest import assert_no_secret
+from tests.support.api import assert_no_secret
+from tests.support.faults import ThreadedFaultySandbox
 
 from dessert_mcp import __version__, config
-from dessert_mcp.app import build_server
 from dessert_mcp.config import DEFAULT_BASE_URL, Settings
-from dessert_mcp.sandbox import ThreadedSandbox
+from dessert_mcp.tools import build_server
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".tools"
@@ -160,7 +160,7 @@ def test_the_host_will_not_launch_the_bundle_without_a_key(unpacked: Path) -> No
 
 
 async def test_the_bundles_own_launch_command_serves_both_tools(
-    unpacked: Path, canary_sandbox: ThreadedSandbox, tmp_path: Path
+    unpacked: Path, canary_sandbox: ThreadedFaultySandbox, tmp_path: Path
 ) -> None:
     """`uv run --directory <bundle> --frozen dessert-mcp`, from the unpacked bundle, with the key a user typed."""
     launch = host_launch(unpacked, {"api_key": canary_sandbox.key, "base_url": canary_sandbox.url})

@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import assert_no_secret
-
-from dessert_mcp.sandbox import ThreadedSandbox
+from tests.support.api import assert_no_secret
+from tests.support.faults import ThreadedFaultySandbox
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "openai_agents.py"
 OPENAI_FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -47,7 +46,9 @@ def test_the_example_lists_and_calls_the_tools_through_the_agents_sdk_against_th
     assert "(the embedded sandbox)" in result.stdout
 
 
-def test_the_example_uses_the_account_when_a_key_is_set_and_never_shows_it(canary_sandbox: ThreadedSandbox) -> None:
+def test_the_example_uses_the_account_when_a_key_is_set_and_never_shows_it(
+    canary_sandbox: ThreadedFaultySandbox,
+) -> None:
     result = run_example(DESSERT_API_KEY=canary_sandbox.key, DESSERT_API_BASE_URL=canary_sandbox.url)
     check_output(result)
     assert "(your Dessert account)" in result.stdout

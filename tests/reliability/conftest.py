@@ -18,10 +18,10 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment, stdio_client
 from mcp.types import CallToolResult
 
-from dessert_mcp.app import build_server
+from dessert_mcp.cli.hosts import server_command
 from dessert_mcp.config import Settings
-from dessert_mcp.hosts import server_command
-from dessert_mcp.sandbox import ThreadedSandbox, refused_port, unanswered_port
+from dessert_mcp.tools import build_server
+from tests.support.faults import ThreadedFaultySandbox, refused_port, unanswered_port
 
 # Small numbers keep the whole matrix fast; the policy is the same as with the defaults.
 TIMEOUT_S = 2.0
@@ -83,7 +83,7 @@ class HTTPServer:
 class Upstreams:
     """The sandbox (keyed with a canary), plus loopback origins that refuse or never answer connections."""
 
-    sandbox: ThreadedSandbox
+    sandbox: ThreadedFaultySandbox
     refused: str
     unanswered: str
     key: str
@@ -101,7 +101,7 @@ class Upstreams:
 @pytest.fixture(scope="module")
 def upstreams() -> Iterator[Upstreams]:
     key = canary_key()
-    with ThreadedSandbox(key=key) as sandbox, unanswered_port() as unanswered:
+    with ThreadedFaultySandbox(key=key) as sandbox, unanswered_port() as unanswered:
         up = Upstreams(sandbox=sandbox, refused=refused_port(), unanswered=unanswered, key=key)
         try:
             yield up

@@ -10,9 +10,9 @@ import sys
 
 import uvicorn
 
-from dessert_mcp.app import build_server
 from dessert_mcp.config import Settings
 from dessert_mcp.redact import Redactor, configure_logging
+from dessert_mcp.tools import build_server
 
 
 def main() -> None:

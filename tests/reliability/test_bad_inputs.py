@@ -12,8 +12,8 @@ import pytest
 from anyio.abc import Process
 from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
-from dessert_mcp.hosts import server_command
-from dessert_mcp.sandbox import Fault
+from dessert_mcp.cli.hosts import server_command
+from tests.support.faults import Fault
 
 from .conftest import Upstreams, connect, error_info, matrix_settings, result_text, settings_env
 

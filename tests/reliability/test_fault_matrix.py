@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from dessert_mcp.sandbox import Fault, SandboxAccount
+from dessert_mcp.sandbox import SandboxAccount
+from tests.support.faults import Fault
 
 from .conftest import TIMEOUT_S, TRANSPORTS, Upstreams, connect, error_info, matrix_settings, result_text
 

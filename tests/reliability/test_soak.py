@@ -20,7 +20,7 @@ from anyio.abc import Process
 from mcp import Client
 
 from dessert_mcp.client import ErrorCode
-from dessert_mcp.sandbox import Fault, ThreadedSandbox
+from tests.support.faults import Fault, ThreadedFaultySandbox
 
 from .conftest import canary_key, error_info, result_text, settings_env
 
@@ -59,7 +59,7 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-async def _start_server(sandbox: ThreadedSandbox, key: str, stderr: Path) -> tuple[Process, str]:
+async def _start_server(sandbox: ThreadedFaultySandbox, key: str, stderr: Path) -> tuple[Process, str]:
     from dessert_mcp.config import Settings
 
     settings = Settings(base_url=sandbox.url, timeout_s=1.0, backoff_s=0.01, log_level="WARNING").with_key(key)
@@ -82,7 +82,7 @@ async def test_soak_over_streamable_http(tmp_path: Path) -> None:
     problems: list[str] = []
     rss: dict[str, float] = {}
     issued = 0
-    with ThreadedSandbox(key=key) as sandbox:
+    with ThreadedFaultySandbox(key=key) as sandbox:
         sandbox.set_chaos(FAULTS, rate=FAULT_RATE, seed=SEED)
         process, url = await _start_server(sandbox, key, tmp_path / "stderr.log")
         started = time.monotonic()

@@ -12,7 +12,9 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 from dessert_mcp.config import Secret, Settings
-from dessert_mcp.transports import HTTPOptions, build_app
+from dessert_mcp.http import HTTPOptions
+from dessert_mcp.http.app import build_app
+from tests.support.servers import serve_app
 
 TOKEN = "tok_" + "5" * 28
 
@@ -43,7 +45,7 @@ async def exercise(client: Client) -> None:
 async def test_the_sdk_streamable_http_client_lists_and_calls_both_tools(
     serve: Callable[..., str], stateless: bool, mode: str
 ) -> None:
-    url = serve(stateless=stateless) + "/mcp"
+    url = serve(stateful=not stateless) + "/mcp"
     async with Client(url, mode=mode) as client:
         await exercise(client)
 
@@ -86,11 +88,11 @@ class CountingTransport(httpx2.AsyncBaseTransport):
 
 @pytest.mark.parametrize("transport", ["http", "sse"])
 async def test_one_dessert_http_client_serves_every_session_until_shutdown(
-    wired_settings: Settings, serve_asgi: Callable[[Any], Any], transport: Any
+    wired_settings: Settings, transport: Any
 ) -> None:
     counting = CountingTransport()
     app = build_app(wired_settings, HTTPOptions(transport=transport).check(), transport=counting)
-    with serve_asgi(app) as base:
+    with serve_app(app) as base:
         for _ in range(3):  # three sessions, one after the other
             if transport == "http":
                 async with Client(base + "/mcp", mode="legacy") as client:

@@ -13,7 +13,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.types import CallToolResult
 
-from dessert_mcp.hosts import server_command
+from dessert_mcp.cli.hosts import server_command
 from dessert_mcp.sandbox import ThreadedSandbox
 
 

@@ -8,14 +8,14 @@ from collections.abc import Callable
 import httpx2
 import pytest
 
-from dessert_mcp.sandbox import ThreadedSandbox
+from tests.support.faults import ThreadedFaultySandbox
 
 WRONG_KEY = "dsk_live_0123456789abcdef0123456789abcdef"
 
 
 @pytest.mark.parametrize("transport", ["http", "sse"])
 def test_healthz_answers_without_calling_the_api(
-    serve: Callable[..., str], sandbox: ThreadedSandbox, transport: str
+    serve: Callable[..., str], sandbox: ThreadedFaultySandbox, transport: str
 ) -> None:
     response = httpx2.get(serve(transport=transport) + "/healthz")
     assert response.status_code == 200
@@ -25,7 +25,7 @@ def test_healthz_answers_without_calling_the_api(
 
 @pytest.mark.parametrize("transport", ["http", "sse"])
 def test_readyz_is_ready_when_the_api_accepts_the_key(
-    serve: Callable[..., str], sandbox: ThreadedSandbox, transport: str
+    serve: Callable[..., str], sandbox: ThreadedFaultySandbox, transport: str
 ) -> None:
     response = httpx2.get(serve(transport=transport) + "/readyz")
     assert (response.status_code, response.json()) == (200, {"status": "ready"})
@@ -42,7 +42,9 @@ def test_readyz_is_not_ready_with_a_rejected_key_and_never_shows_it(serve: Calla
     assert WRONG_KEY[4:16] not in response.text
 
 
-def test_readyz_answers_within_5_s_when_the_api_hangs(serve: Callable[..., str], sandbox: ThreadedSandbox) -> None:
+def test_readyz_answers_within_5_s_when_the_api_hangs(
+    serve: Callable[..., str], sandbox: ThreadedFaultySandbox
+) -> None:
     base = serve()
     sandbox.add_fault(hang=True, times=0)
     started = time.monotonic()

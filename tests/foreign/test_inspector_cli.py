@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dessert_mcp.sandbox import ThreadedSandbox
+from tests.support.faults import ThreadedFaultySandbox
 
 WRONG_KEY = "dsk_wrong_0000000000000000000000"
 # SSE predates the 2026-07-28 era, so it is tried with the handshake only.
@@ -19,7 +19,7 @@ TARGETS = ["stdio-handshake", "stdio-modern", "sse", "http-handshake", "http-han
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def target_args(target: str, serve: Callable[..., str], sandbox: ThreadedSandbox, key: str) -> list[str]:
+def target_args(target: str, serve: Callable[..., str], sandbox: ThreadedFaultySandbox, key: str) -> list[str]:
     """How the Inspector reaches the server for this target (starting an HTTP server when needed)."""
     era = "modern" if target.endswith("modern") else "legacy"
     if target.startswith("stdio"):
@@ -28,7 +28,7 @@ def target_args(target: str, serve: Callable[..., str], sandbox: ThreadedSandbox
         return [*opts, "--protocol-era", era, "--", sys.executable, "-m", "dessert_mcp"]
     if target == "sse":
         return ["--transport", "sse", "--server-url", serve(transport="sse", key=key) + "/sse"]
-    url = serve(stateless=target.endswith("stateless"), key=key) + "/mcp"
+    url = serve(stateful=not target.endswith("stateless"), key=key) + "/mcp"
     return ["--transport", "http", "--server-url", url, "--protocol-era", era]
 
 
@@ -45,7 +45,7 @@ def inspect(run_node: Run, target: list[str], *args: str) -> tuple[int, Any, str
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_the_inspector_lists_and_calls_both_tools(
-    run_node: Run, serve: Callable[..., str], sandbox: ThreadedSandbox, target: str
+    run_node: Run, serve: Callable[..., str], sandbox: ThreadedFaultySandbox, target: str
 ) -> None:
     where = target_args(target, serve, sandbox, sandbox.key)
 
@@ -71,7 +71,7 @@ def test_the_inspector_lists_and_calls_both_tools(
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_the_inspector_exits_non_zero_when_a_tool_fails(
-    run_node: Run, serve: Callable[..., str], sandbox: ThreadedSandbox, target: str
+    run_node: Run, serve: Callable[..., str], sandbox: ThreadedFaultySandbox, target: str
 ) -> None:
     where = target_args(target, serve, sandbox, WRONG_KEY)
     code, _, output = inspect(run_node, where, "--method", "tools/call", "--tool-name", "dessert.get_balance")

@@ -17,9 +17,10 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 
 from dessert_mcp import config
-from dessert_mcp.hosts import HOSTS, KEY_PLACEHOLDER, host_config
-from dessert_mcp.sandbox import ThreadedSandbox
-from tests.conftest import CANARY_KEY, assert_no_secret
+from dessert_mcp.cli.hosts import HOSTS, KEY_PLACEHOLDER, host_config
+from tests.support import ROOT
+from tests.support.api import CANARY_KEY, assert_no_secret
+from tests.support.faults import ThreadedFaultySandbox
 
 UNDERSCORE_NAMES = ["dessert_get_balance", "dessert_get_usage"]
 SETTINGS_READ = set(re.findall(r'"(DESSERT_[A-Z_]+)"', Path(config.__file__).read_text()))
@@ -121,7 +122,7 @@ def resolve_as_the_host_would(host: str, text: str, key: str) -> tuple[str, list
 
 @pytest.mark.parametrize("host", list(HOSTS))
 async def test_each_snippet_as_its_host_resolves_it_serves_both_tools_with_underscore_names(
-    host: str, canary_sandbox: ThreadedSandbox
+    host: str, canary_sandbox: ThreadedFaultySandbox
 ) -> None:
     result = print_config(host)
     command, args, env = resolve_as_the_host_would(host, result.stdout, canary_sandbox.key)
@@ -171,7 +172,7 @@ def test_an_unknown_host_is_a_value_error_in_code() -> None:
 
 
 def test_the_readme_shows_what_config_prints() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     example = "/home/you/dessert-mcp/.venv/bin/dessert-mcp"
     for host in ("claude-code", "cursor"):
         assert host_config(host, example, platform="linux").text.strip() in readme, f"README's {host} example drifted"

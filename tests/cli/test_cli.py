@@ -9,8 +9,9 @@ import sys
 import httpx2
 import pytest
 
-from dessert_mcp.sandbox import SANDBOX_KEY, ThreadedSandbox
-from tests.conftest import CANARY_KEY, assert_no_secret
+from dessert_mcp.sandbox import SANDBOX_KEY
+from tests.support.api import CANARY_KEY, assert_no_secret
+from tests.support.faults import ThreadedFaultySandbox
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -46,7 +47,7 @@ def test_help_explains_every_option_and_variable() -> None:
         assert word in result.stdout, word
 
 
-def test_check_prints_the_masked_key_the_base_url_and_the_live_balance(canary_sandbox: ThreadedSandbox) -> None:
+def test_check_prints_the_masked_key_the_base_url_and_the_live_balance(canary_sandbox: ThreadedFaultySandbox) -> None:
     result = run("check", env={"DESSERT_API_KEY": CANARY_KEY, "DESSERT_API_BASE_URL": canary_sandbox.url})
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{CANARY_KEY[:4]}…{CANARY_KEY[-4:]}" in result.stdout
@@ -55,7 +56,7 @@ def test_check_prints_the_masked_key_the_base_url_and_the_live_balance(canary_sa
     assert_no_secret(result.stdout + result.stderr)
 
 
-def test_check_fails_with_the_reason_when_the_key_is_rejected(canary_sandbox: ThreadedSandbox) -> None:
+def test_check_fails_with_the_reason_when_the_key_is_rejected(canary_sandbox: ThreadedFaultySandbox) -> None:
     wrong = "dsk_live_WRONG_0000000000000000000000"
     result = run("check", env={"DESSERT_API_KEY": wrong, "DESSERT_API_BASE_URL": canary_sandbox.url})
     assert result.returncode == 1

@@ -9,7 +9,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from dessert_mcp.sandbox import ThreadedSandbox
+from tests.support.faults import ThreadedFaultySandbox
 
 TOKEN = "tok_" + "7" * 28
 MODERN = "2026-07-28"
@@ -66,7 +66,7 @@ def result_of(response: httpx2.Response) -> dict[str, Any]:
 
 
 def test_a_modern_tool_call_over_plain_http_reaches_the_api(
-    serve: Callable[..., str], sandbox: ThreadedSandbox
+    serve: Callable[..., str], sandbox: ThreadedFaultySandbox
 ) -> None:
     url = serve() + "/mcp"
     response = post(url, modern_call())
@@ -75,14 +75,14 @@ def test_a_modern_tool_call_over_plain_http_reaches_the_api(
     assert sandbox.stats()["requests"] == {"/v1/balance": 1}
 
 
-def test_a_foreign_origin_gets_403_and_no_api_call(serve: Callable[..., str], sandbox: ThreadedSandbox) -> None:
+def test_a_foreign_origin_gets_403_and_no_api_call(serve: Callable[..., str], sandbox: ThreadedFaultySandbox) -> None:
     url = serve() + "/mcp"
     response = post(url, modern_call(Origin="https://evil.example"))
     assert response.status_code == 403
     assert sandbox.stats()["total"] == 0
 
 
-def test_a_foreign_host_gets_421_and_no_api_call(serve: Callable[..., str], sandbox: ThreadedSandbox) -> None:
+def test_a_foreign_host_gets_421_and_no_api_call(serve: Callable[..., str], sandbox: ThreadedFaultySandbox) -> None:
     url = serve() + "/mcp"
     response = post(url, modern_call(Host="rebound.evil.example"))
     assert response.status_code == 421
@@ -106,7 +106,7 @@ def test_an_allowed_host_and_origin_from_the_command_line_are_accepted(serve: Ca
 
 
 def test_without_the_bearer_token_the_endpoint_answers_401_and_calls_no_api(
-    serve: Callable[..., str], sandbox: ThreadedSandbox
+    serve: Callable[..., str], sandbox: ThreadedFaultySandbox
 ) -> None:
     url = serve(auth_token=_secret(TOKEN)) + "/mcp"
     missing = post(url, modern_call())
@@ -124,7 +124,7 @@ def test_without_the_bearer_token_the_endpoint_answers_401_and_calls_no_api(
 
 
 def test_the_dessert_key_is_never_taken_from_the_mcp_client(
-    serve: Callable[..., str], sandbox: ThreadedSandbox
+    serve: Callable[..., str], sandbox: ThreadedFaultySandbox
 ) -> None:
     url = serve(key="dsk_wrong_key_from_the_server_environment") + "/mcp"
     response = post(url, modern_call(Authorization=f"Bearer {sandbox.key}"))
@@ -141,7 +141,7 @@ def test_health_checks_need_no_token_and_answer_any_host(serve: Callable[..., st
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_a_body_over_256_kib_gets_413_before_parsing(
-    serve: Callable[..., str], sandbox: ThreadedSandbox, chunked: bool
+    serve: Callable[..., str], sandbox: ThreadedFaultySandbox, chunked: bool
 ) -> None:
     url = serve() + "/mcp"
     big = b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"' + b"x" * (256 * 1024) + b'"}}'
@@ -173,7 +173,8 @@ def test_sse_message_bodies_over_256_kib_get_413(serve: Callable[..., str]) -> N
 def test_bad_requests_get_the_spec_4xx_and_the_server_keeps_serving(
     serve: Callable[..., str], content: str, headers: dict[str, str], status: int
 ) -> None:
-    url = serve() + "/mcp"
+    # Session ids only exist with --stateful; stateless (the default) has none to be unknown.
+    url = serve(stateful="Mcp-Session-Id" in headers) + "/mcp"
     response = httpx2.post(
         url, content=content, headers={"Content-Type": "application/json", "Accept": ACCEPT} | headers
     )

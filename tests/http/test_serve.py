@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import gc
+import pickle
 import re
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx2
 import pytest
+import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from starlette.responses import PlainTextResponse
+from starlette.types import Receive, Scope, Send
 
 from dessert_mcp.config import ConfigError, Secret, Settings
-from dessert_mcp.sandbox import ThreadedSandbox
-from dessert_mcp.transports import HTTPOptions
+from dessert_mcp.http import HTTPOptions, serve
+from dessert_mcp.http.serve import listening_socket
+from tests.support.faults import ThreadedFaultySandbox
+from tests.support.servers import cli_server
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -31,7 +39,12 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     [
         pytest.param(["--host", "0.0.0.0"], "refusing to listen on 0.0.0.0", id="non-loopback"),
         pytest.param(["--host", "0.0.0.0", "--allowed-host", "mcp.example.com"], "--allowed-origin", id="no-origins"),
-        pytest.param(["--workers", "2"], "--workers above 1 needs --transport http --stateless", id="workers"),
+        pytest.param(
+            ["--workers", "2", "--stateful"],
+            "--workers above 1 needs --transport http without --stateful",
+            id="workers",
+        ),
+        pytest.param(["--stateful", "--stateless"], "contradict each other", id="stateful-and-stateless"),
         pytest.param(["--allowed-host", "*"], "--allowed-host must look like", id="wildcard-host"),
         pytest.param(["--allowed-origin", "https://x.example/path"], "--allowed-origin must look", id="origin-path"),
     ],
@@ -45,7 +58,7 @@ def test_unsafe_or_broken_command_lines_refuse_to_start_and_say_why(
 
 
 def test_an_auth_token_that_is_the_dessert_key_is_refused(
-    server_env: Callable[..., dict[str, str]], sandbox: ThreadedSandbox
+    server_env: Callable[..., dict[str, str]], sandbox: ThreadedFaultySandbox
 ) -> None:
     result = run_cli("--transport", "http", env=server_env(DESSERT_MCP_AUTH_TOKEN=sandbox.key))
     assert result.returncode != 0
@@ -54,7 +67,7 @@ def test_an_auth_token_that_is_the_dessert_key_is_refused(
 
 
 def test_a_short_auth_token_is_refused() -> None:
-    from dessert_mcp.transports import read_auth_token
+    from dessert_mcp.http import read_auth_token
 
     with pytest.raises(ConfigError, match="at least 16"):
         read_auth_token({"DESSERT_MCP_AUTH_TOKEN": "short"})
@@ -67,22 +80,58 @@ def test_a_non_loopback_bind_with_both_allow_lists_is_accepted() -> None:
     assert options.check(Settings(api_key=Secret("k" * 20))) is options
 
 
-def test_http_options_survive_the_trip_to_worker_processes() -> None:
-    options = HTTPOptions(stateless=True, workers=2, allowed_hosts=("a.example",), auth_token=Secret("t" * 20))
-    env = {"DESSERT_MCP_HTTP_OPTIONS": options.to_env(), "DESSERT_MCP_AUTH_TOKEN": "t" * 20}
-    assert "t" * 20 not in options.to_env()
-    assert HTTPOptions.from_env(env) == options
+def test_settings_and_options_survive_the_trip_to_spawned_worker_processes() -> None:
+    options = HTTPOptions(workers=2, allowed_hosts=("a.example",), auth_token=Secret("t" * 20))
+    settings = Settings(api_key=Secret("k" * 20), timeout_s=3.5, max_attempts=7)
+    assert pickle.loads(pickle.dumps((settings, options))) == (settings, options)
+
+
+def test_connections_on_the_serving_socket_have_nagle_turned_off() -> None:
+    """Declared as TCP, the socket makes asyncio set TCP_NODELAY on each accepted connection (uvicorn #3149)."""
+
+    async def hello(scope: Scope, receive: Receive, send: Send) -> None:
+        await PlainTextResponse("hello")(scope, receive, send)
+
+    sock = listening_socket("127.0.0.1", 0, reuse_port=True)
+    sock.listen(8)
+    config = uvicorn.Config(hello, log_config=None, lifespan="off", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(sock.getsockname()[:2], timeout=10) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert client.recv(4096).startswith(b"HTTP/1.1 200")
+            (connection,) = server.server_state.connections
+            served = connection.transport.get_extra_info("socket")  # type: ignore[attr-defined]
+            assert served.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def test_a_serving_process_freezes_its_start_up_heap(monkeypatch: pytest.MonkeyPatch) -> None:
+    served: list[uvicorn.Config] = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append(self.config))
+    sock = listening_socket("127.0.0.1", 0, reuse_port=False)
+    try:
+        serve._serve(Settings(log_level="WARNING"), HTTPOptions(port=0), sock)
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
+        sock.close()
+    assert served
+    assert served[0].log_config is None
 
 
 async def test_stateless_calls_from_one_client_spread_over_two_workers_and_all_succeed(
-    server_env: Callable[..., dict[str, str]], cli_server: Callable[..., Any], tmp_path: Path
+    server_env: Callable[..., dict[str, str]], tmp_path: Path
 ) -> None:
     env = server_env(DESSERT_MCP_LOG_LEVEL="DEBUG")
     stderr = tmp_path / "server.log"
     with cli_server(["--transport", "http", "--stateless", "--workers", "2"], env, stderr) as base:
-        # No keep-alive: each request opens a connection, which goes to whichever worker accepts it first. The
-        # workers share one listening socket, so one at a time they could all go to the same worker; calls in
-        # flight together keep one worker busy while the other accepts, as under real load.
+        # No keep-alive: each request opens a connection, which the kernel hands to one of the workers' sockets.
         limits = httpx2.Limits(max_keepalive_connections=0)
         async with (
             httpx2.AsyncClient(limits=limits, timeout=30) as http,
@@ -108,9 +157,6 @@ async def test_stateless_calls_from_one_client_spread_over_two_workers_and_all_s
 
 
 def test_the_transport_module_leaves_uvicorn_and_starlette_unimported_until_serving() -> None:
-    code = (
-        "import sys, dessert_mcp.cli, dessert_mcp.transports\n"
-        "print(sorted({'uvicorn', 'starlette'} & set(sys.modules)))"
-    )
+    code = "import sys, dessert_mcp.cli, dessert_mcp.http\nprint(sorted({'uvicorn', 'starlette'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert result.stdout.strip() == "[]"

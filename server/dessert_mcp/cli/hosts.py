@@ -45,10 +45,8 @@ def server_command() -> tuple[str, list[str]]:
 
 @dataclass(frozen=True, slots=True)
 class HostConfig:
-    """What to paste (`text`, in `format`) and where it goes (`notes`)."""
+    """What to paste (`text`) and where it goes (`notes`)."""
 
-    host: str
-    format: str  # "json", "toml" or "shell"
     text: str
     notes: str
 
@@ -69,6 +67,14 @@ def host_config(host: str, command: str, args: Sequence[str] = (), *, platform: 
     return _codex(command, args)
 
 
+def print_host_config(host: str) -> None:
+    """`dessert-mcp config HOST`: the entry on stdout, where it goes on stderr."""
+    command, command_args = server_command()
+    snippet = host_config(host, command, command_args)
+    sys.stdout.write(snippet.text)
+    sys.stderr.write(f"\n{snippet.notes}\n")
+
+
 def _json(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2) + "\n"
 
@@ -84,7 +90,7 @@ def _claude_desktop(command: str, args: list[str]) -> HostConfig:
         "then replace the placeholder with your key and restart Claude (quit it from the menu bar or tray).\n"
         "Simpler: install dist/dessert-mcp.mcpb (`make bundle`) instead; Claude then keeps the key in the OS keychain."
     )
-    return HostConfig("claude-desktop", "json", _json({"mcpServers": {SERVER_NAME: entry}}), notes)
+    return HostConfig(_json({"mcpServers": {SERVER_NAME: entry}}), notes)
 
 
 def _claude_code(command: str, args: list[str], platform: str) -> HostConfig:
@@ -97,7 +103,7 @@ def _claude_code(command: str, args: list[str], platform: str) -> HostConfig:
         "~/.claude.json); then `claude mcp list` should show dessert as connected. --scope user makes it available in\n"
         "every project; drop it to add it to this project only."
     )
-    return HostConfig("claude-code", "shell", line, notes)
+    return HostConfig(line, notes)
 
 
 def _stdio_entry(command: str, args: list[str], key: str) -> dict[str, Any]:
@@ -112,7 +118,7 @@ def _cursor(command: str, args: list[str]) -> HostConfig:
         f"Cursor fills ${{env:{KEY_VARIABLE}}} from its own environment: start Cursor where {KEY_VARIABLE} is set\n"
         "(a Dock or Start-menu launch does not read your shell profile), or write the key there instead."
     )
-    return HostConfig("cursor", "json", _json({"mcpServers": {SERVER_NAME: entry}}), notes)
+    return HostConfig(_json({"mcpServers": {SERVER_NAME: entry}}), notes)
 
 
 def _vscode(command: str, args: list[str]) -> HostConfig:
@@ -123,7 +129,7 @@ def _vscode(command: str, args: list[str]) -> HostConfig:
         "from that file or the MCP: List Servers command. VS Code asks for the key once and keeps it in its secret\n"
         "storage; the file holds no secret and can be committed."
     )
-    return HostConfig("vscode", "json", _json({"inputs": [key_input], "servers": {SERVER_NAME: entry}}), notes)
+    return HostConfig(_json({"inputs": [key_input], "servers": {SERVER_NAME: entry}}), notes)
 
 
 def _codex(command: str, args: list[str]) -> HostConfig:
@@ -142,4 +148,4 @@ def _codex(command: str, args: list[str]) -> HostConfig:
         "Codex: append this to ~/.codex/config.toml (or .codex/config.toml in a trusted project) and start Codex\n"
         f"where {KEY_VARIABLE} is set; `codex mcp list` should show dessert."
     )
-    return HostConfig("codex", "toml", "\n".join(lines) + "\n", notes)
+    return HostConfig("\n".join(lines) + "\n", notes)

@@ -1,4 +1,4 @@
-"""The `dessert-mcp` command: serve (stdio by default), `sandbox`, `check`, `demo` and `config`."""
+"""The `dessert-mcp` command: serve (stdio by default, or HTTP), `sandbox`, `check`, `demo` and `config`."""
 
 from __future__ import annotations
 
@@ -14,14 +14,16 @@ from typing import TYPE_CHECKING, NoReturn
 import anyio
 
 from dessert_mcp import __version__
+from dessert_mcp.cli.hosts import HOSTS
 from dessert_mcp.config import DEFAULT_BASE_URL, TOOL_NAME_STYLES, ConfigError, Settings
-from dessert_mcp.hosts import HOSTS
 from dessert_mcp.redact import Redactor, configure_logging, install_excepthook
 
 if TYPE_CHECKING:
-    from dessert_mcp.transports import HTTPOptions
+    from dessert_mcp.http import HTTPOptions
 
 logger = logging.getLogger("dessert_mcp")
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 ENVIRONMENT_HELP = f"""\
 environment variables (the API key is read only from the environment, never from the command line):
@@ -43,7 +45,7 @@ HTTP transports (--transport http: streamable HTTP at /mcp; --transport sse: SSE
   GET /healthz answers while the process is up; GET /readyz calls Dessert and answers 200 only if the key works.
   The Host and Origin headers are always checked (loopback names are allowed); listening on anything other than
   loopback needs --allowed-host and --allowed-origin. Request bodies over 256 KiB get 413.
-  example: dessert-mcp --transport http --stateless --workers 4 --host 0.0.0.0
+  example: dessert-mcp --transport http --workers 4 --host 0.0.0.0
            --allowed-host mcp.example.com --allowed-origin https://mcp.example.com
 
 commands:
@@ -74,29 +76,48 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {redact(message)}\nRun '{self.prog} --help' for usage.\n")
 
 
+def _common(*, top: bool) -> _Parser:
+    """Options accepted before or after the command; the subcommand's copy only overrides when given."""
+    common = _Parser(add_help=False)
+    default = None if top else argparse.SUPPRESS
+    common.add_argument(
+        "--sandbox",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="use an embedded sandbox API on 127.0.0.1 instead of Dessert (no account needed)",
+    )
+    common.add_argument(
+        "--tool-names",
+        choices=TOOL_NAME_STYLES,
+        default=default,
+        help="tool name spelling in tools/list: auto (underscore for hosts that reject dots), dotted or underscore",
+    )
+    common.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        type=str.upper,
+        default=default,
+        help="stderr log level (default INFO, or DESSERT_MCP_LOG_LEVEL)",
+    )
+    return common
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dessert-mcp",
         description="MCP server for a Dessert account's credit balance and usage.",
         epilog=ENVIRONMENT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common(top=True)],
     )
     parser.add_argument("--version", action="version", version=f"dessert-mcp {__version__}")
-    parser.add_argument(
-        "--sandbox", action="store_true", help="use an embedded sandbox API on 127.0.0.1 instead of Dessert"
-    )
-    parser.add_argument(
-        "--tool-names",
-        choices=TOOL_NAME_STYLES,
-        help="tool name spelling in tools/list: auto (underscore for hosts that reject dots), dotted or underscore",
-    )
-    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), type=str.upper)
     _add_http_arguments(parser)
-    sub = parser.add_subparsers(dest="command", metavar="{sandbox,check,demo,config}")
+    sub = parser.add_subparsers(dest="command", metavar="{sandbox,check,demo,config}", parser_class=_Parser)
     sandbox = sub.add_parser("sandbox", help="run the sandbox API on 127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0 picks one)")
-    check = sub.add_parser("check", help="verify configuration and connectivity, print the live balance")
-    check.add_argument("--sandbox", action="store_true", dest="check_sandbox", help="check against the sandbox")
+    sub.add_parser(
+        "check", help="verify configuration and connectivity, print the live balance", parents=[_common(top=False)]
+    )
     sub.add_parser("demo", help="run both tools through a real stdio MCP client against the sandbox")
     config = sub.add_parser(
         "config",
@@ -125,35 +146,46 @@ def _main(argv: Sequence[str] | None) -> None:
         sys.exit("dessert-mcp: error: the API key is read only from the DESSERT_API_KEY environment variable.")
     args = _parser().parse_args(args_list)
     if args.command == "config":
-        _print_host_config(args.host)
+        if args.sandbox:
+            sys.exit("dessert-mcp: error: --sandbox does not apply to `config`; host entries use your own key.")
+        from dessert_mcp.cli.hosts import print_host_config
+
+        print_host_config(args.host)
         return
+    if args.command in ("sandbox", "demo") and args.sandbox:
+        sys.exit(f"dessert-mcp: error: --sandbox does not apply to `{args.command}`, which always uses the sandbox.")
+    if args.command is not None and args.transport != "stdio":
+        sys.exit(f"dessert-mcp: error: --transport applies to serving, not to `{args.command}`.")
     try:
         settings = Settings.from_env(tool_names=args.tool_names, log_level=args.log_level)
     except ConfigError as exc:
         sys.exit(f"dessert-mcp: configuration error: {exc}")
-    key = settings.api_key.get() if settings.api_key else None
-    redactor = Redactor(key)
+    redactor = Redactor(settings.api_key.get() if settings.api_key else None)
     configure_logging(settings.log_level, redactor)
     install_excepthook(redactor)
 
     if args.command == "sandbox":
-        from dessert_mcp.sandbox import SANDBOX_KEY, run_sandbox
+        from dessert_mcp.sandbox import run_sandbox
 
         with contextlib.suppress(KeyboardInterrupt):
-            anyio.run(lambda: run_sandbox(port=args.port, key=SANDBOX_KEY))
+            anyio.run(lambda: run_sandbox(port=args.port))
         return
     if args.command == "demo":
-        from dessert_mcp.demo import run_demo
+        from dessert_mcp.cli.demo import run_demo
 
         sys.exit(anyio.run(run_demo))
     if args.command == "check":
-        with _maybe_sandbox(settings, args.check_sandbox) as checked:
-            sys.exit(anyio.run(_check, checked))
+        from dessert_mcp.cli.check import check
+
+        with _maybe_sandbox(settings, args.sandbox) as checked:
+            sys.exit(anyio.run(check, checked))
     if args.transport == "stdio":
+        from dessert_mcp.stdio import serve_stdio
+
         with _maybe_sandbox(settings, args.sandbox) as served:
-            _serve_stdio(served)
+            serve_stdio(served)
         return
-    from dessert_mcp.transports import serve_http
+    from dessert_mcp.http.serve import serve_http
 
     options = _http_options(args, settings)
     with _maybe_sandbox(settings, args.sandbox) as served:
@@ -171,11 +203,13 @@ def _add_http_arguments(parser: argparse.ArgumentParser) -> None:
     http.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     http.add_argument("--port", dest="http_port", type=int, default=8000, help="port to listen on (default 8000)")
     http.add_argument(
-        "--stateless",
+        "--stateful",
         action="store_true",
-        help="http only: no sessions for handshake-era clients, so any worker or replica can serve any request",
+        help="http only: sessions (Mcp-Session-Id) for handshake-era clients; off by default, so any worker or "
+        "replica serves any request and abandoned sessions cost nothing",
     )
-    http.add_argument("--workers", type=int, default=1, help="worker processes (above 1 needs --stateless)")
+    http.add_argument("--stateless", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old scripts
+    http.add_argument("--workers", type=int, default=1, help="worker processes (default 1; not with --stateful)")
     http.add_argument(
         "--allowed-host",
         action="append",
@@ -193,14 +227,16 @@ def _add_http_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _http_options(args: argparse.Namespace, settings: Settings) -> HTTPOptions:
-    from dessert_mcp.transports import HTTPOptions, read_auth_token
+    from dessert_mcp.http import HTTPOptions, read_auth_token
 
     try:
+        if args.stateful and args.stateless:
+            raise ConfigError("--stateful and --stateless contradict each other; pass one.")
         return HTTPOptions(
             transport=args.transport,
             host=args.host,
             port=args.http_port,
-            stateless=args.stateless,
+            stateful=args.stateful,
             workers=args.workers,
             allowed_hosts=tuple(args.allowed_host),
             allowed_origins=tuple(args.allowed_origin),
@@ -220,52 +256,3 @@ def _maybe_sandbox(settings: Settings, enabled: bool) -> Iterator[Settings]:
     with ThreadedSandbox() as sandbox:
         logger.info("Using the embedded sandbox API at %s", sandbox.url)
         yield replace(settings, base_url=sandbox.url).with_key(sandbox.key)
-
-
-def _serve_stdio(settings: Settings) -> None:
-    from dessert_mcp.app import build_server, freeze_heap
-
-    if settings.api_key is None:
-        logger.warning(
-            "DESSERT_API_KEY is not set: the tools are listed, but every call will fail until it is set. %s",
-            settings.api_key_problem or "",
-        )
-    else:
-        logger.info("Using the Dessert API at %s with key %s", settings.base_url, settings.api_key.fingerprint())
-    server = build_server(settings)
-    freeze_heap()
-    with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(server.run_stdio_async)
-
-
-def _print_host_config(host: str) -> None:
-    from dessert_mcp.hosts import host_config, server_command
-
-    command, command_args = server_command()
-    snippet = host_config(host, command, command_args)
-    sys.stdout.write(snippet.text)
-    sys.stderr.write(f"\n{snippet.notes}\n")
-
-
-async def _check(settings: Settings) -> int:
-    from dessert_mcp.client import DessertAPIError, DessertClient
-
-    out = sys.stdout
-    out.write(f"base URL : {settings.base_url}\n")
-    if settings.api_key is None:
-        reason = settings.api_key_problem or "DESSERT_API_KEY is not set."
-        out.write(f"API key  : missing\nFAILED: {reason}\n")
-        return 1
-    out.write(f"API key  : {settings.api_key.masked()}\n")
-    async with DessertClient.from_settings(settings) as client:
-        try:
-            balance = await client.get_balance()
-        except DessertAPIError as exc:
-            out.write(f"FAILED ({exc.code}): {exc.message}\n")
-            return 1
-    out.write(
-        f"balance  : {balance.credits_balance} credits (${balance.credits_balance_usd_equivalent:.2f}); "
-        f"auto-recharge {'on' if balance.auto_recharge_enabled else 'off'}\n"
-        "OK: the key is accepted and the API answers.\n"
-    )
-    return 0

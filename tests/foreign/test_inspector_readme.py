@@ -23,7 +23,7 @@ from typing import Any
 import httpx2
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".tools" / "node_modules" / ".bin"
 NPX_PREFIX = "npx @modelcontextprotocol/inspector "
 START_TIMEOUT_S = 60

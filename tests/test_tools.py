@@ -10,10 +10,11 @@ import pytest
 from mcp import Client
 from mcp.types import CallToolResult, Implementation, TextContent
 
-from dessert_mcp.app import TOOL_NAMES, build_server, tool_names_for
 from dessert_mcp.config import Settings
-from dessert_mcp.sandbox import ThreadedSandbox
-from tests.conftest import CANARY_KEY, DOCS_BALANCE, DOCS_USAGE, FAKE_BASE_URL, FakeDessertAPI, assert_no_secret
+from dessert_mcp.listing import TOOL_NAMES, tool_names_for
+from dessert_mcp.tools import build_server
+from tests.support.api import CANARY_KEY, DOCS_BALANCE, DOCS_USAGE, FAKE_BASE_URL, FakeDessertAPI, assert_no_secret
+from tests.support.faults import ThreadedFaultySandbox
 
 DOTTED = ("dessert.get_balance", "dessert.get_usage")
 UNDERSCORE = ("dessert_get_balance", "dessert_get_usage")
@@ -238,9 +239,9 @@ async def test_the_one_http_client_is_closed_when_the_server_stops(fake_api: Fak
     assert len(fake_api.requests) == 3
 
 
-async def test_concurrent_identical_calls_make_at_most_two_upstream_requests(clean_sandbox: ThreadedSandbox) -> None:
-    clean_sandbox.add_fault(path="/v1/balance", delay_s=0.3, times=0)  # keep the first request in flight
-    settings = Settings.from_env({"DESSERT_API_KEY": clean_sandbox.key, "DESSERT_API_BASE_URL": clean_sandbox.url})
+async def test_concurrent_identical_calls_make_at_most_two_upstream_requests(sandbox: ThreadedFaultySandbox) -> None:
+    sandbox.add_fault(path="/v1/balance", delay_s=0.3, times=0)  # keep the first request in flight
+    settings = Settings.from_env({"DESSERT_API_KEY": sandbox.key, "DESSERT_API_BASE_URL": sandbox.url})
     results: list[CallToolResult] = []
     async with Client(build_server(settings)) as client:
 
@@ -254,17 +255,4 @@ async def test_concurrent_identical_calls_make_at_most_two_upstream_requests(cle
     assert all(r.structured_content == results[0].structured_content for r in results)
     assert results[0].structured_content is not None
     assert results[0].structured_content["credits_balance"] == 205
-    assert clean_sandbox.stats()["requests"]["/v1/balance"] <= 2
-
-
-def test_freezing_the_heap_exempts_what_is_alive_from_garbage_collection() -> None:
-    import gc
-
-    from dessert_mcp.app import freeze_heap
-
-    build_server(Settings.from_env({}))
-    try:
-        freeze_heap()
-        assert gc.get_freeze_count() > 10_000
-    finally:
-        gc.unfreeze()
+    assert sandbox.stats()["requests"]["/v1/balance"] <= 2

@@ -27,7 +27,7 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 def test_the_conformance_suite_passes_every_scenario_that_applies(
     run_node: Run, serve: Callable[..., str], tmp_path: Path, stateless: bool, selection: list[str], baseline: str
 ) -> None:
-    url = serve(stateless=stateless) + "/mcp"
+    url = serve(stateful=not stateless) + "/mcp"
     expected = HERE / f"conformance-expected-failures-{baseline}.yaml"
     result = run_node(
         "conformance", "server", "--url", url, *selection, "--expected-failures", str(expected), "-o", str(tmp_path)

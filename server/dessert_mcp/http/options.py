@@ -1,0 +1,110 @@
+"""How to serve MCP over HTTP, from the command line, with the checks that refuse unsafe combinations."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal
+from urllib.parse import urlsplit
+
+from dessert_mcp.config import PRINTABLE_TOKEN, ConfigError, Secret, Settings, is_loopback
+
+HTTPTransport = Literal["sse", "http"]
+
+DEFAULT_PORT: Final = 8000
+MIN_TOKEN_CHARS: Final = 16
+AUTH_TOKEN_ENV: Final = "DESSERT_MCP_AUTH_TOKEN"
+_TOKEN_HINT: Final = "`python -c 'import secrets; print(secrets.token_urlsafe())'`"
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPOptions:
+    """How to serve MCP over HTTP; build it from the command line, then call `check`."""
+
+    transport: HTTPTransport = "http"
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    # Sessions for handshake-era clients. Off by default: a read-only server sends nothing unprompted, and
+    # every session a client abandons would hold memory until it idles out.
+    stateful: bool = False
+    workers: int = 1
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    # The server's own bearer token (DESSERT_MCP_AUTH_TOKEN).
+    auth_token: Secret | None = field(default=None, repr=False)
+
+    def check(self, settings: Settings | None = None) -> HTTPOptions:
+        """Refuse combinations that would be unsafe or broken, with a message that says what to do."""
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port must be between 0 and 65535; got {self.port}.")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be 1 or more; got {self.workers}.")
+        if self.stateful and self.transport != "http":
+            raise ConfigError("--stateful applies to --transport http only (SSE always keeps a session).")
+        if self.workers > 1 and (self.transport != "http" or self.stateful):
+            raise ConfigError(
+                "--workers above 1 needs --transport http without --stateful: sessions (and SSE streams) live in "
+                "one process, so a client's next request could reach a worker that does not know it."
+            )
+        for host in self.allowed_hosts:
+            parse_host(host)
+        for origin in self.allowed_origins:
+            parse_origin(origin)
+        if not is_loopback(self.host) and not (self.allowed_hosts and self.allowed_origins):
+            raise ConfigError(
+                f"refusing to listen on {self.host}, which is reachable from other machines, without an explicit "
+                "allow-list: pass --allowed-host with the host name(s) clients use to reach this server and "
+                "--allowed-origin with the browser origin(s) allowed to call it (e.g. the server's own public "
+                "origin), so DNS-rebinding and cross-site requests are refused. Set DESSERT_MCP_AUTH_TOKEN too."
+            )
+        key = settings.api_key if settings is not None else None
+        if self.auth_token is not None and key is not None and same_secret(self.auth_token, key):
+            raise ConfigError(
+                f"{AUTH_TOKEN_ENV} must not be the Dessert API key: MCP clients would then hold the key. "
+                f"Generate a separate token (e.g. {_TOKEN_HINT})."
+            )
+        return self
+
+
+def same_secret(a: Secret, b: Secret) -> bool:
+    """Constant-time equality, so the answer takes the same time whatever the guess."""
+    return hmac.compare_digest(a.get().encode(), b.get().encode())
+
+
+def read_auth_token(environ: Mapping[str, str]) -> Secret | None:
+    """DESSERT_MCP_AUTH_TOKEN, the bearer token HTTP clients must send; None when unset."""
+    value = environ.get(AUTH_TOKEN_ENV, "").strip()
+    if not value:
+        return None
+    if not PRINTABLE_TOKEN.match(value) or len(value) < MIN_TOKEN_CHARS:
+        raise ConfigError(
+            f"{AUTH_TOKEN_ENV} must be at least {MIN_TOKEN_CHARS} printable characters without spaces "
+            f"(e.g. {_TOKEN_HINT})."
+        )
+    return Secret(value)
+
+
+def parse_host(value: str) -> tuple[str, str | None]:
+    """`name[:port]` (IPv6 in brackets) to a lower-case name and an optional port."""
+    text = value.strip().lower()
+    if text.startswith("["):
+        name, _, rest = text.partition("]")
+        name += "]"
+        port = rest[1:] if rest.startswith(":") else None
+        bad = bool(rest) and port is None
+    else:
+        name, sep, port_text = text.partition(":")
+        port = port_text if sep else None
+        bad = False
+    if bad or not name or (port is not None and not port.isdigit()) or "*" in name or "/" in name:
+        raise ConfigError(f"--allowed-host must look like example.com or example.com:8443; got {value!r}.")
+    return name, port
+
+
+def parse_origin(value: str) -> str:
+    parts = urlsplit(value.strip().lower())
+    bad = parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/")
+    if bad or parts.query or parts.fragment or "@" in parts.netloc or "*" in parts.netloc:
+        raise ConfigError(f"--allowed-origin must look like https://app.example.com[:port]; got {value!r}.")
+    return f"{parts.scheme}://{parts.netloc}"

@@ -1,0 +1,123 @@
+"""Running the HTTP app with uvicorn: in this process, or as worker processes that each own a listening socket.
+
+Sockets are made here rather than by uvicorn, for two reasons. Declared as TCP (`IPPROTO_TCP`), asyncio turns
+Nagle's algorithm off on every accepted connection; uvicorn's own multi-worker socket leaves it on, so each
+keep-alive response waited for a delayed ACK (uvicorn #3149). And with one `SO_REUSEPORT` socket per worker the
+kernel spreads new connections over the workers, where a shared socket lets whichever wakes first take them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import multiprocessing
+import multiprocessing.connection
+import signal
+import socket
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from dessert_mcp.config import Settings
+from dessert_mcp.http.options import HTTPOptions
+from dessert_mcp.redact import Redactor, configure_logging
+
+logger = logging.getLogger("dessert_mcp")
+
+# Open SSE streams would otherwise hold shutdown forever.
+GRACEFUL_SHUTDOWN_S = 5
+
+
+def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A TCP socket bound to (host, port); listening unless it only holds the port for reuse-port workers."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host.strip("[]"), port))
+    return sock
+
+
+def _configure(settings: Settings, options: HTTPOptions) -> None:
+    key = settings.api_key.get() if settings.api_key else None
+    token = options.auth_token.get() if options.auth_token else None
+    configure_logging(settings.log_level, Redactor(key, token))
+
+
+def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> None:
+    """Build the app in this process and serve it on `sock` until told to stop."""
+    import uvicorn
+
+    from dessert_mcp.http.app import build_app
+
+    app = build_app(settings, options)
+    _configure(settings, options)  # after build_app: building the server sets up the SDK's own logging
+    gc.freeze()  # the start-up heap lives as long as the process: keep full collections from walking it
+    config = uvicorn.Config(
+        app,
+        log_config=None,  # keep our stderr logging, with the key and token redacted
+        log_level=settings.log_level.lower(),
+        server_header=False,
+        lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    sock.listen(2048)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _worker(settings: Settings, options: HTTPOptions, port: int) -> None:
+    _serve(settings, options, listening_socket(options.host, port, reuse_port=True))
+
+
+def serve_http(settings: Settings, options: HTTPOptions) -> None:
+    """Serve until interrupted: in this process, or as `options.workers` worker processes."""
+    _configure(settings, options)
+    where = f"http://{options.host}:{options.port}{'/mcp' if options.transport == 'http' else '/sse'}"
+    kind = "streamable HTTP" if options.transport == "http" else "SSE"
+    plural = "" if options.workers == 1 else "s"
+    token = "; bearer token required" if options.auth_token else ""
+    logger.info("Serving MCP over %s at %s (%d worker%s)%s", kind, where, options.workers, plural, token)
+    if (warning := settings.missing_key_warning()) is not None:
+        logger.warning(warning)
+    if options.workers == 1:
+        _serve(settings, options, listening_socket(options.host, options.port, reuse_port=False))
+        return
+    # This socket holds the port (and picks it, for port 0) without listening, so it takes no connections.
+    with listening_socket(options.host, options.port, reuse_port=True) as holder:
+        _supervise(settings, options, holder.getsockname()[1])
+
+
+def _supervise(settings: Settings, options: HTTPOptions, port: int) -> None:
+    """Start the workers, restart any that dies, and stop them all on SIGINT or SIGTERM."""
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start() -> BaseProcess:
+        process = context.Process(target=_worker, args=(settings, options, port), name="dessert-mcp-worker")
+        process.start()
+        return process
+
+    def stop(_signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    workers = [start() for _ in range(options.workers)]
+    try:
+        while not stopping:
+            multiprocessing.connection.wait([w.sentinel for w in workers], timeout=0.5)
+            for i, worker in enumerate(workers):
+                if not worker.is_alive() and not stopping:
+                    logger.error("Worker pid %s exited with %s; starting another", worker.pid, worker.exitcode)
+                    workers[i] = start()
+    finally:
+        for worker in workers:
+            worker.terminate()  # SIGTERM: uvicorn finishes what is in flight, within GRACEFUL_SHUTDOWN_S
+        for worker in workers:
+            worker.join(GRACEFUL_SHUTDOWN_S + 5)
+            if worker.is_alive():
+                worker.kill()
+        for sig, handler in previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, handler)

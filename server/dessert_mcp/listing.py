@@ -1,0 +1,72 @@
+"""What `tools/list` shows each client: one spelling of each tool name, and closed argument objects.
+
+This is the one place dessert-mcp builds on something the SDK does not offer publicly. The SDK has no per-client
+tool listing and no way to declare a tool's arguments closed (`additionalProperties: false`), so a middleware
+(a provisional API: "observe and refuse") trims the finished `tools/list` result. Everything else stands on
+documented API. `tests/test_listing.py` fails, naming this module, if the SDK changes what this relies on: the
+middleware signature, `ctx.method`, `ctx.session.client_params`, and the result handed back as a wire-form dict.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
+
+from dessert_mcp.config import ToolNameStyle
+
+logger = logging.getLogger(__name__)
+
+# Documented name -> portable name; both spellings are always callable.
+TOOL_NAMES: Final = {
+    "dessert.get_balance": "dessert_get_balance",
+    "dessert.get_usage": "dessert_get_usage",
+}
+
+# Hosts that reject tool names outside ^[a-zA-Z0-9_-]{1,64}$, matched as case-insensitive substrings of the
+# clientInfo.name they send. One dotted name there can hide the whole server, so they get underscore names.
+STRICT_NAME_HOSTS: Final[dict[str, str]] = {
+    "claude": "Claude Desktop and Claude Code pass tool names to the Anthropic API, which rejects dots",
+    "cursor": "Cursor rejects tool names with dots",
+    "copilot": "GitHub Copilot (CLI and VS Code) rejects tool names with dots",
+    "visual studio code": "VS Code forwards tool names to model APIs that reject dots",
+    "codex": "Codex passes tool names to the OpenAI API, whose function names reject dots",
+    "openai": "the OpenAI API's function names reject dots",
+}
+
+
+def tool_names_for(style: ToolNameStyle, client_name: str | None) -> tuple[str, ...]:
+    """The names `tools/list` shows to a client with this `clientInfo.name` under this setting."""
+    if style == "auto":
+        lowered = (client_name or "").lower()
+        style = "underscore" if any(host in lowered for host in STRICT_NAME_HOSTS) else "dotted"
+    return tuple(TOOL_NAMES.values()) if style == "underscore" else tuple(TOOL_NAMES)
+
+
+def _closed(schema: dict[str, Any]) -> dict[str, Any]:
+    """The tools reject unknown arguments, so their schema says so; generated titles and null defaults say nothing
+    a model needs (omitting an argument is how a caller says "all") and cost tokens in every conversation."""
+    properties = {
+        name: {k: v for k, v in prop.items() if k != "title" and not (k == "default" and v is None)}
+        for name, prop in schema.get("properties", {}).items()
+    }
+    tidy = {k: v for k, v in schema.items() if k != "title"}
+    return {**tidy, "properties": properties, "additionalProperties": False}
+
+
+def list_names_for_client(style: ToolNameStyle) -> ServerMiddleware[Any]:
+    async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        result = await call_next(ctx)
+        if ctx.method != "tools/list":
+            return result
+        tools = result.get("tools") if isinstance(result, dict) else None
+        if not isinstance(result, dict) or not isinstance(tools, list):
+            logger.error("dessert_mcp.listing: the SDK's tools/list result is not the expected dict; listing all")
+            return result
+        params = ctx.session.client_params
+        shown = tool_names_for(style, params.client_info.name if params is not None else None)
+        listed = [{**t, "inputSchema": _closed(t["inputSchema"])} for t in tools if t.get("name") in shown]
+        return {**result, "tools": listed}
+
+    return middleware

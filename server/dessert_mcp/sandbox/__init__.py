@@ -1,0 +1,274 @@
+"""The sandbox: a real HTTP/1.1 server on loopback that emulates Dessert's balance and usage endpoints.
+
+It serves the documented shapes with a consistent history (the docs' example is its latest state) and checks the
+Bearer key: what `dessert-mcp sandbox`, `--sandbox`, `demo` and the tests talk to instead of the real API. The tests'
+fault injection subclasses `Sandbox` and overrides `handle` (tests/support/faults.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import threading
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, Final, Self
+
+from dessert_mcp.models import BALANCE_PATH, USAGE_FEED_SIZE, USAGE_PATH
+
+SANDBOX_KEY: Final = "dsk_sandbox_4f1c2e9a7b3d45e8a0c6b2f1d9e7a5c3"
+API_PATHS: Final = (BALANCE_PATH, USAGE_PATH)
+_MAX_HEADER_BYTES: Final = 64 * 1024
+_MAX_REQUEST_BODY: Final = 1024 * 1024
+
+# (type, credits_delta, usd_amount, description, at), oldest first; the last three are the docs' example.
+_HISTORY: Final = [
+    ("Bonus", 50, None, "Welcome bonus", "2026-05-12T15:08:22.000Z"),
+    ("Deduction", -15, None, "API ad generation (count=1, format=full)", "2026-05-12T15:20:03.000Z"),
+    ("Deduction", -10, None, "API ad generation (count=2, format=static)", "2026-05-12T15:41:37.000Z"),
+    ("Purchase", 250, 25.0, "Credit purchase", "2026-05-13T09:02:11.000Z"),
+    ("Deduction", -75, None, "API ad generation (count=5, format=full)", "2026-05-13T09:30:45.000Z"),
+    ("Deduction", -30, None, "API ad generation (count=6, format=static)", "2026-05-14T11:12:09.000Z"),
+    ("Refund", 15, None, "Refund: render failed (count=1, format=full)", "2026-05-15T08:45:50.000Z"),
+    ("Deduction", -60, None, "API ad generation (count=4, format=full)", "2026-05-16T16:03:27.000Z"),
+    ("Deduction", -45, None, "API ad generation (count=3, format=full)", "2026-05-17T10:19:58.000Z"),
+    ("Deduction", -40, None, "API ad generation (count=8, format=static)", "2026-05-18T13:37:14.000Z"),
+    ("Deduction", -40, None, "API ad generation (count=8, format=static)", "2026-05-19T18:23:30.000Z"),
+    ("Purchase", 250, 25.0, "Auto-recharge", "2026-05-19T18:23:48.000Z"),
+    ("Deduction", -45, None, "API ad generation (count=3, format=full)", "2026-05-19T18:24:01.000Z"),
+]
+
+
+def _initial_ledger() -> list[dict[str, Any]]:
+    ledger: list[dict[str, Any]] = []
+    balance = 0
+    for kind, delta, usd, description, at in _HISTORY:
+        balance += delta
+        ledger.append(
+            {
+                "type": kind,
+                "credits_delta": delta,
+                "balance_after": balance,
+                "usd_amount": usd,
+                "description": description,
+                "at": at,
+            }
+        )
+    return ledger
+
+
+@dataclass
+class SandboxAccount:
+    """The emulated account; the balance endpoint is derived from the ledger."""
+
+    ledger: list[dict[str, Any]] = field(default_factory=_initial_ledger)
+    auto_recharge_enabled: bool = True
+    auto_recharge_threshold: int = 20
+    auto_recharge_amount_usd: float = 25.0
+    credit_usd: float = 0.10
+    static_ad_credits: int = 5
+    full_ad_credits: int = 15
+
+    def balance(self) -> dict[str, Any]:
+        credits = self.ledger[-1]["balance_after"] if self.ledger else 0
+        return {
+            "credits_balance": credits,
+            "credits_balance_usd_equivalent": round(credits * self.credit_usd, 2),
+            "credits_lifetime_purchased": sum(r["credits_delta"] for r in self.ledger if r["type"] == "Purchase"),
+            "auto_recharge_enabled": self.auto_recharge_enabled,
+            "auto_recharge_threshold": self.auto_recharge_threshold,
+            "auto_recharge_amount_usd": self.auto_recharge_amount_usd,
+            "pricing": {
+                "credit_usd": self.credit_usd,
+                "static_ad_credits": self.static_ad_credits,
+                "full_ad_credits": self.full_ad_credits,
+            },
+        }
+
+    def usage(self) -> dict[str, Any]:
+        return {"recent_transactions": list(reversed(self.ledger[-USAGE_FEED_SIZE:]))}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    keep_alive: bool
+
+
+class Sandbox:
+    """The emulated API on an asyncio event loop. `ThreadedSandbox` runs one on a background thread."""
+
+    def __init__(self, *, key: str = SANDBOX_KEY, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.key = key
+        self.host = host
+        self._port = port
+        self.account = SandboxAccount()
+        self.lock = threading.Lock()  # the account may be changed from another thread
+        self._server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.accepted = 0
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the sandbox is not started")
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve_connection, self.host, self._port, limit=_MAX_HEADER_BYTES, reuse_address=True
+        )
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for writer in list(self.writers):
+            writer.close()
+        await self._server.wait_closed()
+
+    async def handle(self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; returns whether the connection stays open."""
+        if request.path not in API_PATHS:
+            status, body = 404, error_body("not_found", f"No route for {request.path}.")
+        elif request.method != "GET":
+            status, body = 405, error_body("method_not_allowed", "Use GET.")
+        elif not hmac.compare_digest(request.headers.get("authorization", "").encode(), f"Bearer {self.key}".encode()):
+            status, body = 401, error_body("unauthorized", "Invalid API key.")
+        else:
+            status, body = 200, self.answer(request.path)
+        await respond(writer, status, body, keep_alive=request.keep_alive)
+        return request.keep_alive
+
+    def answer(self, path: str) -> bytes:
+        with self.lock:
+            data = self.account.balance() if path == BALANCE_PATH else self.account.usage()
+        return json.dumps(data).encode()
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.add(writer)
+        self.accepted += 1
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                    return
+                request = await self._read_request(head, reader, writer)
+                if request is None or not await self.handle(request, reader, writer):
+                    return
+        except (ConnectionError, asyncio.CancelledError):
+            return
+        finally:
+            self.writers.discard(writer)
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _read_request(
+        self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Request | None:
+        try:
+            request_line, *header_lines = head.decode("latin-1").split("\r\n")
+            method, target, version = request_line.split(" ")
+            headers = {}
+            for line in header_lines:
+                if line:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+            length = int(headers.get("content-length", "0"))
+        except ValueError:
+            await respond(writer, 400, error_body("bad_request", "Malformed HTTP request."), keep_alive=False)
+            return None
+        if length > _MAX_REQUEST_BODY or "chunked" in headers.get("transfer-encoding", ""):
+            await respond(writer, 413, error_body("too_large", "Request body too large."), keep_alive=False)
+            return None
+        body = await reader.readexactly(length) if length else b""
+        keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+        return Request(method, target.split("?", 1)[0], headers, body, keep_alive)
+
+
+def error_body(code: str, message: str) -> bytes:
+    return json.dumps({"error": code, "message": message}).encode()
+
+
+def head(status: int, headers: dict[str, str], length: int, *, keep_alive: bool) -> bytes:
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Unknown"
+    lines = [f"HTTP/1.1 {status} {phrase}", f"Date: {formatdate(usegmt=True)}", "Server: dessert-sandbox"]
+    lines += [f"{k}: {v}" for k, v in {"Content-Type": "application/json", **headers}.items()]
+    lines += [f"Content-Length: {length}", f"Connection: {'keep-alive' if keep_alive else 'close'}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def respond(
+    writer: asyncio.StreamWriter, status: int, body: bytes, *, keep_alive: bool, headers: dict[str, str] | None = None
+) -> None:
+    # One write, so head and body leave in one segment, as from a real API server.
+    writer.write(head(status, headers or {}, len(body), keep_alive=keep_alive) + body)
+    await writer.drain()
+
+
+class ThreadedSandbox:
+    """A `Sandbox` on its own thread and event loop: `with ThreadedSandbox() as sb: sb.url`."""
+
+    def __init__(self, sandbox: Sandbox | None = None, *, key: str = SANDBOX_KEY) -> None:
+        self.sandbox = sandbox if sandbox is not None else Sandbox(key=key)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="dessert-sandbox", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return self.sandbox.url
+
+    @property
+    def key(self) -> str:
+        return self.sandbox.key
+
+    def start(self) -> Self:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.sandbox.start(), self._loop).result(timeout=10)
+        return self
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self.sandbox.stop(), self._loop).result(timeout=10)
+        for task in asyncio.all_tasks(self._loop):
+            self._loop.call_soon_threadsafe(task.cancel)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def run_sandbox(*, port: int, key: str = SANDBOX_KEY) -> None:
+    """`dessert-mcp sandbox`: serve until interrupted, after printing how to use it."""
+    sandbox = Sandbox(key=key, port=port)
+    await sandbox.start()
+    print(
+        f"Dessert sandbox listening on {sandbox.url}\n"
+        f"  DESSERT_API_BASE_URL={sandbox.url}\n"
+        f"  DESSERT_API_KEY={sandbox.key}   (a sandbox key, not a secret)\n"
+        "Press Ctrl+C to stop.",
+        flush=True,
+    )
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sandbox.stop()

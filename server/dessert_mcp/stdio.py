@@ -1,0 +1,150 @@
+"""Serving MCP over stdio: answer every call already read before exiting on EOF, and stop at once on Ctrl+C.
+
+The SDK ends its stdio session as soon as stdin closes, dropping calls still in flight; scripts that write their
+requests and close stdin would lose answers. So stdin and stdout are relayed through pipes here: the relay notes
+each request id it forwards and each response id the server writes, and holds the server's stdin open after the
+real EOF until every forwarded request has been answered (or the call deadline has passed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Final
+
+import anyio
+
+from dessert_mcp.config import Settings
+from dessert_mcp.redact import Redactor, configure_logging
+
+logger = logging.getLogger("dessert_mcp")
+
+TTY_HINT: Final = (
+    "dessert-mcp is waiting for an MCP client on stdin (hosts such as Claude Desktop launch it themselves). "
+    "To try it by hand: `dessert-mcp demo`, or `dessert-mcp --sandbox` with the MCP Inspector. Ctrl+C quits."
+)
+_CHUNK: Final = 64 * 1024
+
+
+def serve_stdio(settings: Settings) -> None:
+    """Serve until stdin closes (and every call read has been answered), SIGTERM or Ctrl+C."""
+    from dessert_mcp.tools import build_server
+
+    server = build_server(settings)
+    # After build_server: the SDK sets up logging of its own when a server is built; this replaces it.
+    configure_logging(settings.log_level, Redactor(settings.api_key.get() if settings.api_key else None))
+    if settings.api_key is not None:
+        logger.info("Using the Dessert API at %s with key %s", settings.base_url, settings.api_key.fingerprint())
+    elif (warning := settings.missing_key_warning()) is not None:
+        logger.warning(warning)
+    if sys.stdin.isatty():
+        sys.stderr.write(TTY_HINT + "\n")
+    # Ctrl+C ends the process now, as SIGTERM does; the SDK's blocking stdin read would otherwise swallow it.
+    signal.signal(signal.SIGINT, lambda _signum, _frame: os._exit(130))
+    gc.freeze()  # the start-up heap lives as long as the process: keep full collections from walking it
+    with _relay(settings.timeout_s + 5.0):
+        anyio.run(server.run_stdio_async)
+
+
+class _Pending:
+    """Request ids forwarded to the server and not yet answered."""
+
+    def __init__(self) -> None:
+        self._ids: set[str] = set()
+        self._changed = threading.Condition()
+
+    def note(self, line: bytes, *, request: bool) -> None:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return
+        for item in message if isinstance(message, list) else [message]:
+            if not isinstance(item, dict) or "id" not in item:
+                continue
+            key = json.dumps(item["id"])
+            with self._changed:
+                if request and "method" in item:
+                    self._ids.add(key)
+                elif not request and ("result" in item or "error" in item):
+                    self._ids.discard(key)
+                    self._changed.notify_all()
+
+    def wait_empty(self, timeout_s: float) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: not self._ids, timeout=timeout_s)
+
+
+def _lines(fd: int) -> Iterator[bytes]:
+    """Complete lines read from `fd` (and a final unterminated one), until EOF or an error."""
+    buffer = b""
+    while True:
+        try:
+            chunk = os.read(fd, _CHUNK)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            if buffer:
+                yield buffer
+            return
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        for line in complete:
+            yield line + b"\n"
+
+
+def _write_all(fd: int, data: bytes) -> bool:
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+    except OSError:  # the reader went away; the relay keeps draining so the server never blocks
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _relay(drain_timeout_s: float) -> Iterator[None]:
+    """Put pipes behind fds 0 and 1 for the duration, relayed to the real stdin and stdout by two threads."""
+    real_in, real_out = os.dup(0), os.dup(1)
+    server_in, relay_in = os.pipe()
+    relay_out, server_out = os.pipe()
+    os.dup2(server_in, 0)
+    os.dup2(server_out, 1)
+    os.close(server_in)
+    pending = _Pending()
+    # Marks the end of what the server wrote: the server's own copy of the stdout pipe is never closed.
+    end = b"dessert-mcp-relay-end-" + secrets.token_hex(8).encode() + b"\n"
+
+    def pump_in() -> None:
+        for line in _lines(real_in):
+            pending.note(line, request=True)
+            if not _write_all(relay_in, line):
+                break
+        pending.wait_empty(drain_timeout_s)
+        os.close(relay_in)
+
+    def pump_out() -> None:
+        alive = True
+        for line in _lines(relay_out):
+            if line == end:
+                return
+            pending.note(line, request=False)
+            alive = alive and _write_all(real_out, line)
+
+    threads = [threading.Thread(target=f, name=f.__name__, daemon=True) for f in (pump_in, pump_out)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        _write_all(server_out, end)
+        threads[1].join(timeout=5)
+        os.dup2(real_out, 1)
+        os.close(server_out)

@@ -1,0 +1,102 @@
+"""Servers on loopback for the tests: an ASGI app under uvicorn on a thread, and `dessert-mcp` as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import uvicorn
+
+from dessert_mcp.config import Settings
+from tests.support.faults import ThreadedFaultySandbox
+
+STARTUP_TIMEOUT_S = 20.0
+
+
+def sandbox_settings(sandbox: ThreadedFaultySandbox, *, key: str | None = None, **overrides: Any) -> Settings:
+    settings = Settings.from_env({}, log_level="WARNING", tool_names="dotted")
+    return replace(settings, base_url=sandbox.url, **overrides).with_key(key or sandbox.key)
+
+
+@contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free 127.0.0.1 port in a thread; yields its base URL at once.
+
+    The socket listens before uvicorn starts, so early requests wait in the backlog instead of failing.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(512)
+    config = uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=2, access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def sandbox_env(sandbox: ThreadedFaultySandbox, **extra: str) -> dict[str, str]:
+    """This environment without the caller's DESSERT_* variables, wired to the sandbox."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")}
+    env |= {"DESSERT_API_KEY": sandbox.key, "DESSERT_API_BASE_URL": sandbox.url, "DESSERT_MCP_LOG_LEVEL": "WARNING"}
+    return env | extra
+
+
+@contextmanager
+def cli_server(args: list[str], env: Mapping[str, str], stderr_path: Path) -> Iterator[str]:
+    """`dessert-mcp <args> --port <free>` as a subprocess; yields its base URL once /healthz answers."""
+    with cli_process(args, env, stderr_path) as (url, _pid):
+        yield url
+
+
+@contextmanager
+def cli_process(args: list[str], env: Mapping[str, str], stderr_path: Path) -> Iterator[tuple[str, int]]:
+    """As `cli_server`, yielding the base URL and the server's process id."""
+    port = free_port()
+    with stderr_path.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dessert_mcp", *args, "--port", str(port)],
+            env=dict(env),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            while True:  # another process: nothing to await but its answer
+                assert proc.poll() is None, f"server exited early:\n{stderr_path.read_text()}"
+                assert time.monotonic() < deadline, f"server did not start:\n{stderr_path.read_text()}"
+                try:
+                    if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx2.TransportError:
+                    time.sleep(0.05)
+            yield url, proc.pid
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
