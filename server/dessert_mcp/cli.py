@@ -15,10 +15,11 @@ import anyio
 
 from dessert_mcp import __version__
 from dessert_mcp.config import DEFAULT_BASE_URL, TOOL_NAME_STYLES, ConfigError, Settings
-from dessert_mcp.hosts import HOSTS
+from dessert_mcp.hosts import HOSTS, LAUNCHES
 from dessert_mcp.redact import Redactor, configure_logging, install_excepthook
 
 if TYPE_CHECKING:
+    from dessert_mcp.hosts import Launch
     from dessert_mcp.transports import HTTPOptions
 
 logger = logging.getLogger("dessert_mcp")
@@ -60,8 +61,10 @@ CONFIG_HELP = (
     "hosts:\n"
     + "".join(f"  {name:<15} {what}\n" for name, what in HOSTS.items())
     + "\nThe configuration goes to stdout (redirect it to a file if you like), where to put it to stderr. It\n"
-    "launches this installation's dessert-mcp by its absolute path with underscore tool names, and never holds\n"
-    "your key: it names the DESSERT_API_KEY variable, a secret prompt or a placeholder instead.\n"
+    "asks for underscore tool names and never holds your key: it names the DESSERT_API_KEY variable, a secret\n"
+    "prompt or a placeholder instead. --launch path runs this installation by its absolute path (this machine\n"
+    "only; the default); --launch uvx runs `uvx dessert-mcp@<this version>`, the same everywhere (the default\n"
+    "when this copy was itself started by uvx).\n"
 )
 
 _KEY_FLAGS = ("--api-key", "--key", "--token", "--dessert-api-key")
@@ -106,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     config.add_argument("host", choices=list(HOSTS), metavar="HOST", help=f"one of: {', '.join(HOSTS)}")
+    config.add_argument("--launch", choices=LAUNCHES, help="how the entry starts the server: path or uvx (see below)")
     return parser
 
 
@@ -125,7 +129,7 @@ def _main(argv: Sequence[str] | None) -> None:
         sys.exit("dessert-mcp: error: the API key is read only from the DESSERT_API_KEY environment variable.")
     args = _parser().parse_args(args_list)
     if args.command == "config":
-        _print_host_config(args.host)
+        _print_host_config(args.host, args.launch)
         return
     try:
         settings = Settings.from_env(tool_names=args.tool_names, log_level=args.log_level)
@@ -238,11 +242,10 @@ def _serve_stdio(settings: Settings) -> None:
         anyio.run(server.run_stdio_async)
 
 
-def _print_host_config(host: str) -> None:
-    from dessert_mcp.hosts import host_config, server_command
+def _print_host_config(host: str, launch: Launch | None) -> None:
+    from dessert_mcp.hosts import config_for
 
-    command, command_args = server_command()
-    snippet = host_config(host, command, command_args)
+    snippet = config_for(host, launch)
     sys.stdout.write(snippet.text)
     sys.stderr.write(f"\n{snippet.notes}\n")
 
