@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format typecheck unit soak bench clean foreign-tools bundle lock
+.PHONY: install demo test lint format typecheck unit soak bench clean foreign-tools bundle lock dist
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("dessert-mcp needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
@@ -63,6 +63,13 @@ BUNDLE := dist/dessert-mcp.mcpb
 bundle: $(TOOLS_STAMP)
 	rm -f $(BUNDLE)
 	$(TOOLS)/node_modules/.bin/node $(TOOLS)/node_modules/.bin/mcpb pack . $(BUNDLE) </dev/null
+
+# The wheel and sdist for PyPI, built by uv (the sdist first, then the wheel from it, so the sdist is proven whole).
+DIST := dist
+
+dist: $(STAMP)
+	rm -f $(DIST)/dessert_mcp-*.whl $(DIST)/dessert_mcp-*.tar.gz
+	$(BIN)/uv build --out-dir $(DIST)
 
 # uv.lock pins what the bundle installs on the user's machine; refresh it after changing dependencies.
 lock: $(STAMP)
