@@ -60,9 +60,14 @@ bench: $(STAMP)
 # MCPB CLI. Double-click dist/dessert-mcp.mcpb, or drag it onto Claude Desktop's Settings > Extensions.
 BUNDLE := dist/dessert-mcp.mcpb
 
+# server.json (the MCP Registry entry) lists the bundle with its sha256, which changes with every pack: mcpb stamps
+# the pack time on each file. Publish the bundle this run made, with the server.json it wrote.
+SERVER_JSON := server.json
+
 bundle: $(TOOLS_STAMP)
 	rm -f $(BUNDLE)
 	$(TOOLS)/node_modules/.bin/node $(TOOLS)/node_modules/.bin/mcpb pack . $(BUNDLE) </dev/null
+	$(PYTHON) scripts/set_mcpb_sha256.py $(SERVER_JSON) $(BUNDLE)
 
 # The wheel and sdist for PyPI, built by uv (the sdist first, then the wheel from it, so the sdist is proven whole).
 DIST := dist
