@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format typecheck unit soak bench clean foreign-tools bundle lock
+.PHONY: install demo test lint format typecheck unit soak bench clean foreign-tools bundle lock dist
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("dessert-mcp needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
@@ -60,9 +60,21 @@ bench: $(STAMP)
 # MCPB CLI. Double-click dist/dessert-mcp.mcpb, or drag it onto Claude Desktop's Settings > Extensions.
 BUNDLE := dist/dessert-mcp.mcpb
 
+# server.json (the MCP Registry entry) lists the bundle with its sha256, which changes with every pack: mcpb stamps
+# the pack time on each file. Publish the bundle this run made, with the server.json it wrote.
+SERVER_JSON := server.json
+
 bundle: $(TOOLS_STAMP)
 	rm -f $(BUNDLE)
 	$(TOOLS)/node_modules/.bin/node $(TOOLS)/node_modules/.bin/mcpb pack . $(BUNDLE) </dev/null
+	$(PYTHON) scripts/set_mcpb_sha256.py $(SERVER_JSON) $(BUNDLE)
+
+# The wheel and sdist for PyPI, built by uv (the sdist first, then the wheel from it, so the sdist is proven whole).
+DIST := dist
+
+dist: $(STAMP)
+	rm -f $(DIST)/dessert_mcp-*.whl $(DIST)/dessert_mcp-*.tar.gz
+	$(BIN)/uv build --out-dir $(DIST)
 
 # uv.lock pins what the bundle installs on the user's machine; refresh it after changing dependencies.
 lock: $(STAMP)

@@ -5,59 +5,23 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 
-from dessert_mcp import config
-from dessert_mcp.cli.hosts import HOSTS, KEY_PLACEHOLDER, host_config
+from dessert_mcp import __version__, config
+from dessert_mcp.cli.hosts import HOSTS, KEY_PLACEHOLDER, host_config, in_uv_cache, uvx_command
 from tests.support import ROOT
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.faults import ThreadedFaultySandbox
+from tests.support.hosts import parse, print_config, resolve_as_the_host_would
 
 UNDERSCORE_NAMES = ["dessert_get_balance", "dessert_get_usage"]
 SETTINGS_READ = set(re.findall(r'"(DESSERT_[A-Z_]+)"', Path(config.__file__).read_text()))
-
-
-def print_config(host: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "dessert_mcp", "config", host],
-        env=base | env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def parse(host: str, text: str) -> dict[str, Any]:
-    """The server entry in the host's own format: {"command", "args", "env", ...}."""
-    if host == "codex":
-        entry: dict[str, Any] = tomllib.loads(text)["mcp_servers"]["dessert"]
-        return entry
-    if host == "claude-code":
-        argv = shlex.split(text)
-        assert argv[:5] == ["claude", "mcp", "add", "--scope", "user"], argv
-        split = argv.index("--")
-        options, launch = argv[5:split], argv[split + 1 :]
-        # The server name first: `--env` takes several values and would swallow a name that followed it.
-        assert options[0] == "dessert", options
-        env = dict(value.split("=", 1) for flag, value in zip(options[1::2], options[2::2], strict=True))
-        assert set(options[1::2]) == {"--env"}, options
-        return {"command": launch[0], "args": launch[1:], "env": env}
-    data = json.loads(text)
-    servers = data["servers"] if host == "vscode" else data["mcpServers"]
-    assert list(servers) == ["dessert"]
-    result: dict[str, Any] = servers["dessert"]
-    return result
 
 
 @pytest.mark.parametrize("host", list(HOSTS))
@@ -99,25 +63,6 @@ def test_no_snippet_holds_the_key_even_when_it_is_set(host: str) -> None:
             "description": "Dessert API key",
             "password": True,
         }
-
-
-def resolve_as_the_host_would(host: str, text: str, key: str) -> tuple[str, list[str], dict[str, str]]:
-    """The command, arguments and environment each host derives from its snippet, with the key it was given."""
-    if host == "claude-code":
-        # The user's shell runs the line: a `claude` function records the arguments it would receive.
-        shell = 'claude() { printf "%s\\0" "$@"; }\n' + text
-        argv = subprocess.run(
-            ["bash", "-c", shell], env={"DESSERT_API_KEY": key}, capture_output=True, check=True
-        ).stdout.decode()
-        text = shlex.join(["claude", *argv.split("\0")[:-1]])
-    entry = parse(host, text)
-    env: dict[str, str] = {}
-    for name, value in entry.get("env", {}).items():
-        value = value.replace("${env:DESSERT_API_KEY}", key).replace("${input:dessert-api-key}", key)
-        env[name] = key if value == KEY_PLACEHOLDER else value
-    for name in entry.get("env_vars", []):  # Codex forwards these from its own environment
-        env[name] = {"DESSERT_API_KEY": key}[name]
-    return entry["command"], entry["args"], env
 
 
 @pytest.mark.parametrize("host", list(HOSTS))
@@ -176,3 +121,54 @@ def test_the_readme_shows_what_config_prints() -> None:
     example = "/home/you/dessert-mcp/.venv/bin/dessert-mcp"
     for host in ("claude-code", "cursor"):
         assert host_config(host, example, platform="linux").text.strip() in readme, f"README's {host} example drifted"
+    command, args = uvx_command()
+    uvx_line = host_config("claude-code", command, args, platform="linux", launch="uvx").text.strip()
+    assert uvx_line in readme, "README's uvx line for Claude Code drifted (the version is in it)"
+
+
+@pytest.mark.parametrize("host", list(HOSTS))
+def test_each_uvx_snippet_runs_the_pinned_package_from_pypi_and_names_no_path(host: str) -> None:
+    result = print_config(host, "--launch", "uvx", DESSERT_API_KEY=CANARY_KEY)
+    assert result.returncode == 0, result.stderr
+    assert_no_secret(result.stdout + result.stderr)
+    entry = parse(host, result.stdout)
+    assert entry["command"] == "uvx"
+    assert entry["args"] == [f"dessert-mcp@{__version__}"]
+    assert entry["env"]["DESSERT_MCP_TOOL_NAMES"] == "underscore"
+    assert sys.prefix not in result.stdout, "the portable form must not mention this machine's installation"
+    assert "--launch path" in result.stderr, "the notes offer the other form"
+
+
+@pytest.mark.parametrize("host", list(HOSTS))
+def test_the_path_form_is_the_default_here_and_offers_the_uvx_form(host: str) -> None:
+    assert print_config(host).stdout == print_config(host, "--launch", "path").stdout
+    assert f"--launch uvx` prints the portable form (`uvx dessert-mcp@{__version__}`)" in print_config(host).stderr
+
+
+def test_only_the_uvx_vscode_file_is_said_to_be_committable_and_the_path_one_is_called_machine_specific() -> None:
+    uvx = print_config("vscode", "--launch", "uvx").stderr
+    path = print_config("vscode", "--launch", "path").stderr
+    assert "so it can be committed" in uvx
+    assert "so it can be committed" not in path
+    assert "machine-specific" in path
+
+
+def test_an_unknown_launch_is_refused_with_the_valid_ones() -> None:
+    result = print_config("cursor", "--launch", "docker")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "'uvx'" in result.stderr
+    assert "'path'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("prefix", "ephemeral"),
+    [
+        ("/home/you/.cache/uv/archive-v0/hCmZIctsVPqODWno", True),
+        ("/home/you/.local/share/uv/tools/dessert-mcp", False),
+        ("/home/you/.local/pipx/venvs/dessert-mcp", False),
+        ("/home/you/dessert-mcp/.venv", False),
+    ],
+)
+def test_only_an_environment_in_uvs_cache_counts_as_ephemeral(prefix: str, ephemeral: bool) -> None:
+    assert in_uv_cache(prefix) is ephemeral

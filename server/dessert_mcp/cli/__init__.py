@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 import anyio
 
 from dessert_mcp import __version__
-from dessert_mcp.cli.hosts import HOSTS
+from dessert_mcp.cli.hosts import HOSTS, LAUNCHES
 from dessert_mcp.config import DEFAULT_BASE_URL, TOOL_NAME_STYLES, ConfigError, Settings
 from dessert_mcp.redact import Redactor, configure_logging, install_excepthook
 
@@ -62,8 +62,10 @@ CONFIG_HELP = (
     "hosts:\n"
     + "".join(f"  {name:<15} {what}\n" for name, what in HOSTS.items())
     + "\nThe configuration goes to stdout (redirect it to a file if you like), where to put it to stderr. It\n"
-    "launches this installation's dessert-mcp by its absolute path with underscore tool names, and never holds\n"
-    "your key: it names the DESSERT_API_KEY variable, a secret prompt or a placeholder instead.\n"
+    "asks for underscore tool names and never holds your key: it names the DESSERT_API_KEY variable, a secret\n"
+    "prompt or a placeholder instead. --launch path runs this installation by its absolute path (this machine\n"
+    "only; the default); --launch uvx runs `uvx dessert-mcp@<this version>`, the same everywhere (the default\n"
+    "when this copy was itself started by uvx).\n"
 )
 
 _KEY_FLAGS = ("--api-key", "--key", "--token", "--dessert-api-key")
@@ -127,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     config.add_argument("host", choices=list(HOSTS), metavar="HOST", help=f"one of: {', '.join(HOSTS)}")
+    config.add_argument("--launch", choices=LAUNCHES, help="how the entry starts the server: path or uvx (see below)")
     return parser
 
 
@@ -150,7 +153,7 @@ def _main(argv: Sequence[str] | None) -> None:
             sys.exit("dessert-mcp: error: --sandbox does not apply to `config`; host entries use your own key.")
         from dessert_mcp.cli.hosts import print_host_config
 
-        print_host_config(args.host)
+        print_host_config(args.host, args.launch)
         return
     if args.command in ("sandbox", "demo") and args.sandbox:
         sys.exit(f"dessert-mcp: error: --sandbox does not apply to `{args.command}`, which always uses the sandbox.")

@@ -7,11 +7,19 @@ import shlex
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
+
+from dessert_mcp import __version__
 
 SERVER_NAME: Final = "dessert"
+PACKAGE: Final = "dessert-mcp"
+# How an entry starts the server: `path` runs this installation by its absolute path (works without anything on the
+# host's PATH, but only on this machine); `uvx` runs the published package pinned to this version (the same on every
+# machine, so a project's config file can be shared; needs uv's `uvx` on the host's PATH).
+Launch = Literal["path", "uvx"]
+LAUNCHES: Final[tuple[Launch, ...]] = get_args(Launch)
 KEY_VARIABLE: Final = "DESSERT_API_KEY"
 KEY_PLACEHOLDER: Final = "<your Dessert API key>"
 VSCODE_KEY_INPUT: Final = "dessert-api-key"
@@ -43,6 +51,29 @@ def server_command() -> tuple[str, list[str]]:
     return (str(Path(found).resolve()), []) if found else (sys.executable, ["-m", "dessert_mcp"])
 
 
+def uvx_command(version: str = __version__) -> tuple[str, list[str]]:
+    """`uvx dessert-mcp@<version>`: the package from PyPI, pinned, so an upgrade is a deliberate edit."""
+    return "uvx", [f"{PACKAGE}@{version}"]
+
+
+def in_uv_cache(prefix: str = sys.prefix) -> bool:
+    """Whether this interpreter is an environment `uvx` made in uv's cache (`<cache>/archive-v0/<id>/`).
+
+    uv may delete those at any time (`uv cache clean`, `uv cache prune`), so an entry naming a path into one would
+    break later. uv documents no marker for them; tests/packaging runs `uvx ... config` to pin this assumption.
+    """
+    return Path(prefix).parent.name.startswith("archive-v")
+
+
+def default_launch() -> Launch:
+    """`uvx` when this copy was started by `uvx` (its path is not worth keeping), else `path`."""
+    return "uvx" if in_uv_cache() else "path"
+
+
+def launch_command(launch: Launch) -> tuple[str, list[str]]:
+    return uvx_command() if launch == "uvx" else server_command()
+
+
 @dataclass(frozen=True, slots=True)
 class HostConfig:
     """What to paste (`text`) and where it goes (`notes`)."""
@@ -51,26 +82,56 @@ class HostConfig:
     notes: str
 
 
-def host_config(host: str, command: str, args: Sequence[str] = (), *, platform: str = sys.platform) -> HostConfig:
-    """The configuration for `host` that launches `command args` over stdio with underscore tool names."""
+def config_for(host: str, launch: Launch | None = None, *, platform: str = sys.platform) -> HostConfig:
+    """What `dessert-mcp config <host> [--launch ...]` prints."""
+    launch = launch or default_launch()
+    command, args = launch_command(launch)
+    return host_config(host, command, args, platform=platform, launch=launch)
+
+
+def host_config(
+    host: str, command: str, args: Sequence[str] = (), *, platform: str = sys.platform, launch: Launch = "path"
+) -> HostConfig:
+    """The configuration for `host` that launches `command args` over stdio with underscore tool names.
+
+    `launch` says which kind of command it is, for the notes: a machine's own path, or the portable `uvx` line.
+    """
     if host not in HOSTS:
         raise ValueError(f"unknown host {host!r}; choose one of: {', '.join(HOSTS)}")
     args = list(args)
     if host == "claude-desktop":
-        return _claude_desktop(command, args)
-    if host == "claude-code":
-        return _claude_code(command, args, platform)
-    if host == "cursor":
-        return _cursor(command, args)
-    if host == "vscode":
-        return _vscode(command, args)
-    return _codex(command, args)
+        snippet = _claude_desktop(command, args)
+    elif host == "claude-code":
+        snippet = _claude_code(command, args, platform)
+    elif host == "cursor":
+        snippet = _cursor(command, args)
+    elif host == "vscode":
+        snippet = _vscode(command, args, launch)
+    else:
+        snippet = _codex(command, args)
+    return replace(snippet, notes=f"{snippet.notes}\n{_launch_note(host, launch)}")
 
 
-def print_host_config(host: str) -> None:
-    """`dessert-mcp config HOST`: the entry on stdout, where it goes on stderr."""
-    command, command_args = server_command()
-    snippet = host_config(host, command, command_args)
+def _launch_note(host: str, launch: Launch) -> str:
+    if launch == "uvx":
+        return (
+            f"This entry runs `uvx {PACKAGE}@{__version__}`, the same on every machine: uv fetches that version\n"
+            "from PyPI on first start. The host must find `uvx` on its PATH (a GUI app started from the Dock or\n"
+            "Start menu may not see your shell's PATH); `dessert-mcp config "
+            f"{host} --launch path` prints an entry that needs none."
+        )
+    note = (
+        "This entry runs this installation by its absolute path, so it works only on this machine;\n"
+        f"`dessert-mcp config {host} --launch uvx` prints the portable form (`uvx {PACKAGE}@{__version__}`)."
+    )
+    if in_uv_cache():
+        note += "\nCareful: that path is inside uv's cache, which uv may delete; prefer the uvx form."
+    return note
+
+
+def print_host_config(host: str, launch: Launch | None) -> None:
+    """`dessert-mcp config HOST [--launch ...]`: the entry on stdout, where it goes on stderr."""
+    snippet = config_for(host, launch)
     sys.stdout.write(snippet.text)
     sys.stderr.write(f"\n{snippet.notes}\n")
 
@@ -88,7 +149,8 @@ def _claude_desktop(command: str, args: list[str]) -> HostConfig:
         f"  Windows  {CLAUDE_DESKTOP_CONFIG['win32']}\n"
         f"  Linux    no official app; community builds read {CLAUDE_DESKTOP_CONFIG['linux']}\n"
         "then replace the placeholder with your key and restart Claude (quit it from the menu bar or tray).\n"
-        "Simpler: install dist/dessert-mcp.mcpb (`make bundle`) instead; Claude then keeps the key in the OS keychain."
+        "Simpler: install dessert-mcp.mcpb (from the release, or `make bundle`) instead; Claude then keeps the key in\n"
+        "the OS keychain."
     )
     return HostConfig(_json({"mcpServers": {SERVER_NAME: entry}}), notes)
 
@@ -121,13 +183,19 @@ def _cursor(command: str, args: list[str]) -> HostConfig:
     return HostConfig(_json({"mcpServers": {SERVER_NAME: entry}}), notes)
 
 
-def _vscode(command: str, args: list[str]) -> HostConfig:
+def _vscode(command: str, args: list[str], launch: Launch) -> HostConfig:
     key_input = {"type": "promptString", "id": VSCODE_KEY_INPUT, "description": "Dessert API key", "password": True}
     entry = _stdio_entry(command, args, f"${{input:{VSCODE_KEY_INPUT}}}")
+    shared = (
+        "the file holds no secret and no machine's path, so it can be committed."
+        if launch == "uvx"
+        else "the file holds no secret, but its command is this machine's absolute path (machine-specific): keep it\n"
+        "out of the repository, or use --launch uvx for a file that can be committed."
+    )
     notes = (
         "VS Code: save this as .vscode/mcp.json (or merge it, `inputs` and `servers` both), then start the server\n"
         "from that file or the MCP: List Servers command. VS Code asks for the key once and keeps it in its secret\n"
-        "storage; the file holds no secret and can be committed."
+        f"storage; {shared}"
     )
     return HostConfig(_json({"inputs": [key_input], "servers": {SERVER_NAME: entry}}), notes)
 
