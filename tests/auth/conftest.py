@@ -88,7 +88,19 @@ def postgres() -> Iterator[Postgres]:
         run_as = ["runuser", "-u", "postgres", "--"]
     datadir = root / "data"
     subprocess.run(
-        [*run_as, str(bindir / "initdb"), "-D", str(datadir), "-U", "dessert", "-A", "trust", "-E", "UTF8", "--no-sync"],
+        [
+            *run_as,
+            str(bindir / "initdb"),
+            "-D",
+            str(datadir),
+            "-U",
+            "dessert",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
         check=True,
         capture_output=True,
         timeout=120,

@@ -66,7 +66,7 @@ async def test_migrations_bring_a_new_database_to_the_current_schema_once(databa
 async def test_a_linked_key_is_stored_sealed_and_opens_only_with_its_account_id(database_url: str) -> None:
     store, box = Store(database_url), KeyBox(generate_encryption_key())
     try:
-        account_id, code = await _link(store, box)
+        account_id, _code = await _link(store, box)
         [account] = await store.list_accounts()
         assert account.id == account_id
         assert_no_secret(account.key_sealed + account.key_masked + account.key_fingerprint)
@@ -78,7 +78,7 @@ async def test_a_linked_key_is_stored_sealed_and_opens_only_with_its_account_id(
         # Every text column of every table, as the database returns it: no key, no fragment of it.
         async with store.engine.connect() as conn:
             for table in ("accounts", "grants", "authorization_codes", "clients", "sign_ins"):
-                rows = (await conn.execute(sa.text(f"SELECT * FROM {table}"))).all()  # noqa: S608
+                rows = (await conn.execute(sa.text(f"SELECT * FROM {table}"))).all()
                 assert_no_secret(repr(rows))
     finally:
         await store.aclose()
@@ -91,10 +91,15 @@ async def test_the_sqlite_file_never_contains_the_key(tmp_path: Path) -> None:
         await _link(store, box)
     finally:
         await store.aclose()
-    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("auth.db"))
+    raw = _database_bytes(tmp_path)
     assert CANARY_KEY.encode() not in raw
     assert_no_secret(raw.decode("latin-1"))
     assert path.stat().st_mode & 0o077 == 0, "the database file must be private to its owner"
+
+
+def _database_bytes(folder: Path) -> bytes:
+    """The SQLite file and its journal/WAL companions, as the disk holds them."""
+    return b"".join(p.read_bytes() for p in folder.iterdir() if p.name.startswith("auth.db"))
 
 
 async def test_a_code_and_a_refresh_token_can_each_be_spent_only_once(database_url: str) -> None:
@@ -109,7 +114,8 @@ async def test_a_code_and_a_refresh_token_can_each_be_spent_only_once(database_u
         live = await store.get_access_token("a3")
         assert live is not None
         old = await store.get_refresh_token("r1")
-        assert old is not None and old.used
+        assert old is not None
+        assert old.used
         await store.revoke_grant(live.grant_id, "test")
         assert await store.get_access_token("a1") is None
         assert await store.get_access_token("a3") is None
@@ -137,7 +143,8 @@ async def test_sql_metacharacters_are_data_in_every_field(database_url: str) -> 
     try:
         await store.put_client(nasty, kind="dcr", info={"client_id": nasty, "client_name": nasty}, secret_sealed=None)
         found = await store.get_client(nasty)
-        assert found is not None and found[1]["client_name"] == nasty
+        assert found is not None
+        assert found[1]["client_name"] == nasty
         assert await store.get_client(nasty + "x") is None
         await _link(store, box, key="dsk_" + nasty.replace(" ", ""), client_id=nasty)
         assert await store.get_access_token(nasty) is None
@@ -168,15 +175,18 @@ async def test_operator_can_list_masked_accounts_and_revoke_one(database_url: st
         account_id, code = await _link(store, box)
         await store.redeem_code(code, access="a1", access_ttl_s=60, refresh="r1", refresh_ttl_s=600)
         [account] = await list_accounts(store)
-        assert account.active_grants == 1 and not account.revoked
+        assert account.active_grants == 1
+        assert not account.revoked
         table = format_accounts([account])
-        assert account_id in table and Secret(CANARY_KEY).masked() in table
+        assert account_id in table
+        assert Secret(CANARY_KEY).masked() in table
         assert_no_secret(table)
         assert await revoke_account(store, account_id)
         assert not await revoke_account(store, account_id)
         assert await store.get_access_token("a1") is None
         [account] = await list_accounts(store)
-        assert account.revoked and account.active_grants == 0
+        assert account.revoked
+        assert account.active_grants == 0
     finally:
         await store.aclose()
 

@@ -55,11 +55,23 @@ button{{padding:.5rem 1rem;font-size:1rem;margin-right:.5rem}} small{{color:#666
 </body></html>"""
 
 
-def _page(body: str, status: int = 200, *, csrf: str | None = None, secure: bool = True) -> HTMLResponse:
+def _cookie_name(sign_in: str) -> str:
+    # One cookie per sign-in, so two sign-ins open in two tabs do not overwrite each other's token.
+    return f"{CSRF_COOKIE}_{_hash(sign_in)[:16]}"
+
+
+def _page(body: str, status: int = 200, *, csrf: tuple[str, str] | None = None, secure: bool = True) -> HTMLResponse:
     response = HTMLResponse(_PAGE.format(body=body), status_code=status, headers=SECURITY_HEADERS)
     if csrf is not None:
+        sign_in, token = csrf
         response.set_cookie(
-            CSRF_COOKIE, csrf, path=SIGN_IN_PATH, httponly=True, samesite="strict", secure=secure, max_age=3600
+            _cookie_name(sign_in),
+            token,
+            path=SIGN_IN_PATH,
+            httponly=True,
+            samesite="strict",
+            secure=secure,
+            max_age=3600,
         )
     return response
 
@@ -135,7 +147,7 @@ class SignInPages:
             return self._gone()
         csrf = self.provider.csrf_for(sign_in)
         body = _client_line(row, await self._client_name(row.client_id)) + _key_form(sign_in, csrf)
-        return _page(body, csrf=csrf, secure=self._secure)
+        return _page(body, csrf=(sign_in, csrf), secure=self._secure)
 
     async def _form(self, request: Request) -> tuple[str, SignInRow, dict[str, str]] | Response:
         if int(request.headers.get("content-length") or 0) > _MAX_FORM_BYTES:
@@ -147,7 +159,7 @@ class SignInPages:
         if row is None:
             return self._gone()
         expected = self.provider.csrf_for(sign_in)
-        given, cookie = fields.get("csrf", ""), request.cookies.get(CSRF_COOKIE, "")
+        given, cookie = fields.get("csrf", ""), request.cookies.get(_cookie_name(sign_in), "")
         if not (
             hmac.compare_digest(given.encode(), expected.encode())
             and hmac.compare_digest(cookie.encode(), expected.encode())
@@ -165,28 +177,33 @@ class SignInPages:
         csrf = self.provider.csrf_for(sign_in)
         client_line = _client_line(row, await self._client_name(row.client_id))
         address = request.client.host if request.client else "unknown"
-        per_address = await self.store.throttle_hit(f"signin:{address}", window_s=self.config.sign_in_window_s)
-        per_sign_in = await self.store.throttle_hit(
-            f"signin-req:{_hash(sign_in)}", window_s=self.config.sign_in_window_s
-        )
-        if per_address > self.config.sign_in_attempts or per_sign_in > self.config.sign_in_attempts:
+        # Failed checks count, per client address and per sign-in; past the limit no key is even tried.
+        keys = (f"signin:{address}", f"signin-req:{_hash(sign_in)}")
+        window = self.config.sign_in_window_s
+        if any([await self.store.throttle_count(k, window_s=window) >= self.config.sign_in_attempts for k in keys]):
             response = _page('<p class="error">Too many attempts. Wait a few minutes and try again.</p>', 429)
-            response.headers["Retry-After"] = str(self.config.sign_in_window_s)
+            response.headers["Retry-After"] = str(window)
             return response
+
+        async def failed(message: str, status: int) -> Response:
+            for k in keys:
+                await self.store.throttle_hit(k, window_s=window)
+            return _page(client_line + _key_form(sign_in, csrf, message), status)
+
         key = Settings().with_key(fields.get("api_key", "").strip()).api_key
         if key is None:
-            return _page(client_line + _key_form(sign_in, csrf, "That does not look like a Dessert API key."), 400)
+            return await failed("That does not look like a Dessert API key.", 400)
         try:
             balance = await check_key(self.config.dessert_base_url, key)
         except DessertAPIError as exc:
-            if exc.code in ("auth_invalid", "forbidden"):
-                message = "Dessert did not accept that key. Check it and paste it again."
-                status = 400
-            else:
-                message = "Dessert could not be reached to check the key. Try again in a moment."
-                status = 502
             logger.info("sign-in key check failed: %s", exc.code)
-            return _page(client_line + _key_form(sign_in, csrf, message), status)
+            if exc.code in ("auth_invalid", "forbidden"):
+                return await failed("Dessert did not accept that key. Check it and paste it again.", 400)
+            return _page(
+                client_line
+                + _key_form(sign_in, csrf, "Dessert could not be reached to check the key. Try again in a moment."),
+                502,
+            )
         account = {
             "masked": key.masked(),
             "fingerprint": key.fingerprint(),

@@ -8,7 +8,6 @@ from typing import Any, Final
 
 from mcp.server.auth.routes import build_metadata, cors_middleware
 from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
-from pydantic import AnyHttpUrl
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -32,7 +31,7 @@ def dessert_key_server_kwargs(public_url: str = "http://127.0.0.1") -> dict[str,
     No authorization server is advertised (there is none); a request without a key gets 401.
     """
     return {
-        "auth": AuthSettings(issuer_url=AnyHttpUrl(public_url), resource_server_url=None, required_scopes=[SCOPE]),
+        "auth": AuthSettings(issuer_url=public_url, resource_server_url=None, required_scopes=[SCOPE]),
         "token_verifier": DessertKeyVerifier(),
     }
 
@@ -62,8 +61,9 @@ class OAuthWiring:
 
     def auth_settings(self) -> AuthSettings:
         return AuthSettings(
-            issuer_url=AnyHttpUrl(self.config.issuer),
-            resource_server_url=AnyHttpUrl(self.config.resource),
+            # Strings, so AuthSettings keeps a path-less issuer without a trailing slash (RFC 8414 compares exactly).
+            issuer_url=self.config.issuer,
+            resource_server_url=self.config.resource,
             required_scopes=[SCOPE],
             client_registration_options=self.registration,
             revocation_options=RevocationOptions(enabled=True),
@@ -76,9 +76,8 @@ class OAuthWiring:
 
     def metadata(self) -> dict[str, Any]:
         """RFC 8414 metadata: the SDK's document, plus what this server adds (CIMD, RFC 9207 `iss`)."""
-        metadata = build_metadata(
-            AnyHttpUrl(self.config.issuer), None, self.registration, RevocationOptions(enabled=True)
-        )
+        settings = self.auth_settings()
+        metadata = build_metadata(settings.issuer_url, None, self.registration, RevocationOptions(enabled=True))
         metadata.client_id_metadata_document_supported = self.config.cimd_enabled
         metadata.authorization_response_iss_parameter_supported = True
         # CIMD clients are public: they authenticate to /token with PKCE alone.
