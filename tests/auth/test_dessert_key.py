@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
+import anyio
 import httpx2
 import pytest
 
@@ -52,3 +54,21 @@ def test_the_operators_key_in_the_environment_refuses_to_start_with_a_reason() -
     with pytest.raises(ConfigError, match="never the operator's account"):
         refuse_operator_key({"DESSERT_API_KEY": CANARY_KEY})
     refuse_operator_key({"DESSERT_API_KEY": "  "})
+
+
+async def test_concurrent_callers_with_different_keys_each_get_only_their_own_answer(server: Running) -> None:
+    results: dict[int, Any] = {}
+
+    async def call(i: int) -> None:
+        results[i] = await my_balance(server.mcp_url, CANARY_KEY if i % 2 == 0 else OTHER_KEY)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(12):
+            tg.start_soon(call, i)
+    for i, result in results.items():
+        if i % 2 == 0:
+            assert not result.is_error
+            assert result.structured_content["key"] == "dsk_…1514"
+        else:
+            assert result.is_error
+            assert "auth_invalid" in result.content[0].text
