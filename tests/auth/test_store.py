@@ -137,6 +137,22 @@ async def test_an_access_token_stops_working_when_it_expires(database_url: str) 
         await store.aclose()
 
 
+async def test_pruning_removes_only_rows_past_their_expiry(database_url: str) -> None:
+    clock = Clock()
+    store, box = Store(database_url, clock=clock), KeyBox(generate_encryption_key())
+    try:
+        _, code = await _link(store, box)
+        await store.redeem_code(code, access="a1", access_ttl_s=60, refresh="r1", refresh_ttl_s=6000)
+        await store.throttle_hit("k", window_s=60)
+        assert await store.prune(grace_s=0) == 0
+        clock.now += 400
+        assert await store.prune(grace_s=0) == 3  # the access token, the code and the throttle window
+        assert await store.get_refresh_token("r1") is not None
+        assert len(await store.list_accounts()) == 1
+    finally:
+        await store.aclose()
+
+
 async def test_sql_metacharacters_are_data_in_every_field(database_url: str) -> None:
     store, box = Store(database_url), KeyBox(generate_encryption_key())
     nasty = NASTY.replace("\x00", "")  # PostgreSQL text cannot hold NUL; the HTTP layer never passes one through

@@ -743,6 +743,19 @@ class Store:
             count += 1
         return count
 
+    async def prune(self, *, grace_s: float = 3600) -> int:
+        """Delete rows past their expiry (plus `grace_s`); returns how many. Safe to run on any replica, any time.
+
+        Used refresh tokens stay until they expire, so a replay is still recognised (and revokes its family).
+        """
+        cutoff = self.clock() - grace_s
+        deleted = 0
+        async with self._tx() as conn:
+            for table in (_access, _refresh, _codes, _sign_ins):
+                deleted += (await conn.execute(table.delete().where(table.c.expires_at < cutoff))).rowcount
+            deleted += (await conn.execute(_throttle.delete().where(_throttle.c.window_start < cutoff))).rowcount
+        return deleted
+
     # -- throttles ----------------------------------------------------------------------------------------
 
     async def throttle_hit(self, key: str, *, window_s: float) -> int:
