@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format typecheck unit soak bench clean foreign-tools bundle lock dist
+.PHONY: install demo test lint format typecheck unit soak bench clean foreign-tools bundle lock dist system-deps
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("dessert-mcp needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
@@ -44,7 +44,17 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(TOOLS_STAMP)
+# tests/auth need Debian's PostgreSQL (each run starts its own throw-away cluster on 127.0.0.1) and chromium
+# (it fills in the sign-in page, driven by playwright with executable_path=/usr/bin/chromium). Idempotent.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian packages the tests run for real: PostgreSQL (the token store) and Chromium (pages in a real browser).
+system-deps:
+	@if [ -x /usr/bin/chromium ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql chromium; \
+	fi
+
+unit: $(STAMP) $(TOOLS_STAMP) system-deps
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -1,0 +1,150 @@
+"""Client ID Metadata Documents: a client_id that is an https URL names a JSON document about the client.
+
+The server fetches it (https only; never a private, loopback or link-local address outside the explicit
+test mode; a size and a time cap; no redirects; no proxies from the environment) and caches the result in
+the database, so every replica sees the same client.
+
+Known limit: the address is checked on resolution and httpx2 resolves again to connect, so a DNS
+rebinding race remains possible in principle; a proxy with an egress allow-list closes it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import ssl
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import anyio
+import httpx2
+from mcp.shared.auth import OAuthClientInformationFull
+from pydantic import ValidationError
+
+from dessert_mcp.auth.config import SCOPE, OAuthConfig
+from dessert_mcp.auth.redirects import check_redirect_uris
+
+_MAX_AGE: Final = re.compile(r"max-age=(\d+)")
+
+
+class ClientMetadataError(ValueError):
+    """The client_id URL or the document behind it is not acceptable; the message says why (no secrets in it)."""
+
+
+def is_metadata_url(client_id: str) -> bool:
+    return client_id.startswith("https://")
+
+
+def _address_ok(address: str, *, allow_loopback: bool) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if allow_loopback and ip.is_loopback:
+        return True
+    return ip.is_global and not ip.is_multicast
+
+
+async def check_url(url: str, *, allow_loopback: bool) -> None:
+    """Raise `ClientMetadataError` unless `url` is an https URL with a path whose host resolves to public addresses."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ClientMetadataError("a client_id URL must be https")
+    if parts.username or parts.password or parts.fragment:
+        raise ClientMetadataError("a client_id URL must not carry credentials or a fragment")
+    if parts.path in ("", "/"):
+        raise ClientMetadataError("a client_id URL must have a path")
+    port = parts.port or 443
+    try:
+        infos = await anyio.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except OSError:
+        raise ClientMetadataError("the client_id URL's host does not resolve") from None
+    addresses = {str(info[4][0]) for info in infos}
+    if not addresses or not all(_address_ok(a, allow_loopback=allow_loopback) for a in addresses):
+        raise ClientMetadataError("the client_id URL points at a private, loopback or reserved address")
+
+
+class MetadataFetcher:
+    """Fetches and validates client metadata documents; one pooled httpx2 client for all fetches."""
+
+    def __init__(self, config: OAuthConfig) -> None:
+        self._config = config
+        verify: ssl.SSLContext | bool = True
+        if config.cimd_ca_file:
+            verify = ssl.create_default_context(cafile=config.cimd_ca_file)
+        self._http = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(config.cimd_timeout_s),
+            follow_redirects=False,
+            trust_env=False,
+            verify=verify,
+            headers={"Accept": "application/json"},
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def fetch(self, url: str) -> tuple[OAuthClientInformationFull, int]:
+        """The client the document describes and how long to cache it (seconds)."""
+        await check_url(url, allow_loopback=self._config.cimd_allow_loopback)
+        body = bytearray()
+        try:
+            with anyio.fail_after(self._config.cimd_timeout_s):
+                async with self._http.stream("GET", url) as response:
+                    if response.status_code != 200:
+                        raise ClientMetadataError(f"the client metadata document answered HTTP {response.status_code}")
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > self._config.cimd_max_bytes:
+                            raise ClientMetadataError("the client metadata document is too large")
+                    cache_control = response.headers.get("cache-control", "")
+        except TimeoutError:
+            raise ClientMetadataError("the client metadata document took too long to fetch") from None
+        except httpx2.HTTPError as exc:
+            raise ClientMetadataError(
+                f"the client metadata document could not be fetched ({type(exc).__name__})"
+            ) from None
+        match = _MAX_AGE.search(cache_control)
+        ttl = int(match.group(1)) if match else self._config.cimd_cache_s
+        ttl = max(60, min(ttl, 24 * 3600))
+        return parse_document(url, bytes(body)), ttl
+
+
+def parse_document(url: str, body: bytes) -> OAuthClientInformationFull:
+    """Validate a document: it must name itself, be a public client (no secret), and list exact redirect URIs."""
+    try:
+        import json
+
+        data: Any = json.loads(body)
+    except ValueError:
+        raise ClientMetadataError("the client metadata document is not JSON") from None
+    if not isinstance(data, dict):
+        raise ClientMetadataError("the client metadata document is not a JSON object")
+    if data.get("client_id") != url:
+        raise ClientMetadataError("the client metadata document's client_id is not its own URL")
+    if "client_secret" in data or "client_secret_expires_at" in data:
+        raise ClientMetadataError("a client metadata document must not contain a client secret")
+    method = data.get("token_endpoint_auth_method") or "none"
+    if method != "none":
+        raise ClientMetadataError("a client metadata document client authenticates with 'none' (it has no secret)")
+    uris = data.get("redirect_uris")
+    if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
+        raise ClientMetadataError("the client metadata document needs redirect_uris")
+    try:
+        check_redirect_uris(uris)
+    except ValueError as exc:
+        raise ClientMetadataError(str(exc)) from None
+    fields = {
+        k: data[k] for k in ("client_name", "client_uri", "logo_uri", "grant_types", "response_types") if k in data
+    }
+    try:
+        return OAuthClientInformationFull.model_validate(
+            {
+                **fields,
+                "client_id": url,
+                "redirect_uris": uris,
+                "token_endpoint_auth_method": "none",
+                "scope": SCOPE,
+            }
+        )
+    except ValidationError:
+        raise ClientMetadataError("the client metadata document has invalid fields") from None

@@ -1,0 +1,238 @@
+"""The sign-in page `/authorize` leads to: paste a Dessert key, see which account it is, consent, go back.
+
+Two steps, each a POST with a CSRF token that must equal a SameSite=Strict cookie set with the page.
+The key is checked live (GET /v1/balance), kept encrypted in the pending sign-in between the steps,
+and never written back into a page. Every response forbids framing and caching.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import logging
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from mcp.server.auth.provider import construct_redirect_uri
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from dessert_mcp.auth._crypto import key_hash
+from dessert_mcp.auth._crypto import token_hash as _hash
+from dessert_mcp.auth._dessert import DessertAPIError, check_key
+from dessert_mcp.auth.provider import SIGN_IN_PATH, DessertOAuthProvider
+from dessert_mcp.auth.store import SignInRow
+from dessert_mcp.config import Secret, Settings
+
+logger = logging.getLogger("dessert_mcp.auth")
+
+CSRF_COOKIE: Final = "dmcp_csrf"
+SECURITY_HEADERS: Final = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+_MAX_FORM_BYTES: Final = 8 * 1024
+
+_PAGE: Final = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Connect your Dessert account</title>
+<style>
+body{{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;color:#222}}
+h1{{font-size:1.4rem}} .box{{border:1px solid #ddd;border-radius:8px;padding:1rem;margin:1rem 0}}
+.error{{color:#a40000}} input[type=password]{{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}}
+button{{padding:.5rem 1rem;font-size:1rem;margin-right:.5rem}} small{{color:#666}}
+</style></head><body>
+<h1>Connect your Dessert account</h1>
+{body}
+</body></html>"""
+
+
+def _cookie_name(sign_in: str) -> str:
+    # One cookie per sign-in, so two sign-ins open in two tabs do not overwrite each other's token.
+    return f"{CSRF_COOKIE}_{_hash(sign_in)[:16]}"
+
+
+def _page(body: str, status: int = 200, *, csrf: tuple[str, str] | None = None, secure: bool = True) -> HTMLResponse:
+    response = HTMLResponse(_PAGE.format(body=body), status_code=status, headers=SECURITY_HEADERS)
+    if csrf is not None:
+        sign_in, token = csrf
+        response.set_cookie(
+            _cookie_name(sign_in),
+            token,
+            path=SIGN_IN_PATH,
+            httponly=True,
+            samesite="strict",
+            secure=secure,
+            max_age=3600,
+        )
+    return response
+
+
+def _client_line(row: SignInRow, client_name: str | None) -> str:
+    redirect_host = urlsplit(str(row.params["redirect_uri"])).netloc or str(row.params["redirect_uri"])
+    name = html.escape(client_name or "An MCP client")
+    return (
+        f"<p><strong>{name}</strong> wants to read your Dessert credit balance and usage "
+        f"(scope <code>dessert:read</code>). You will be sent back to <code>{html.escape(redirect_host)}</code>.</p>"
+    )
+
+
+def _key_form(sign_in: str, csrf: str, error: str | None = None) -> str:
+    err = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
+    return f"""{err}
+<form method="post" action="{SIGN_IN_PATH}" autocomplete="off">
+<input type="hidden" name="request" value="{html.escape(sign_in)}">
+<input type="hidden" name="csrf" value="{html.escape(csrf)}">
+<label for="api_key">Your Dessert API key</label>
+<input type="password" id="api_key" name="api_key" required autofocus spellcheck="false">
+<p><small>It is checked with Dessert, then stored encrypted on this server. It is never shown again.</small></p>
+<button type="submit" id="check">Continue</button>
+</form>"""
+
+
+def _consent_form(sign_in: str, csrf: str, account: dict[str, Any]) -> str:
+    return f"""<div class="box" id="account">
+<p>Account: key <code>{html.escape(str(account["masked"]))}</code>
+(fingerprint <code>{html.escape(str(account["fingerprint"]))}</code>)</p>
+<p>Balance: <strong id="balance">{int(account["credits_balance"])}</strong> credits
+(about ${float(account["usd"]):.2f})</p></div>
+<form method="post" action="{SIGN_IN_PATH}/consent">
+<input type="hidden" name="request" value="{html.escape(sign_in)}">
+<input type="hidden" name="csrf" value="{html.escape(csrf)}">
+<button type="submit" name="decision" value="allow" id="allow">Allow</button>
+<button type="submit" name="decision" value="deny" id="deny">Deny</button>
+</form>"""
+
+
+class SignInPages:
+    """The sign-in routes; mount them with `routes`."""
+
+    def __init__(self, provider: DessertOAuthProvider) -> None:
+        self.provider = provider
+        self.config = provider.config
+        self.store = provider.store
+        self._secure = self.config.public_url.startswith("https://")
+
+    @property
+    def routes(self) -> list[Route]:
+        return [
+            Route(SIGN_IN_PATH, self.show, methods=["GET"]),
+            Route(SIGN_IN_PATH, self.check, methods=["POST"]),
+            Route(SIGN_IN_PATH + "/consent", self.consent, methods=["POST"]),
+        ]
+
+    def _gone(self) -> HTMLResponse:
+        return _page(
+            '<p class="error">This sign-in link has expired or was already used. '
+            "Go back to your app and connect again.</p>",
+            400,
+        )
+
+    async def _client_name(self, client_id: str) -> str | None:
+        client = await self.provider.get_client(client_id)
+        return client.client_name if client is not None else None
+
+    async def show(self, request: Request) -> Response:
+        sign_in = request.query_params.get("request", "")
+        row = await self.store.get_sign_in(sign_in) if sign_in else None
+        if row is None:
+            return self._gone()
+        csrf = self.provider.csrf_for(sign_in)
+        body = _client_line(row, await self._client_name(row.client_id)) + _key_form(sign_in, csrf)
+        return _page(body, csrf=(sign_in, csrf), secure=self._secure)
+
+    async def _form(self, request: Request) -> tuple[str, SignInRow, dict[str, str]] | Response:
+        if int(request.headers.get("content-length") or 0) > _MAX_FORM_BYTES:
+            return _page('<p class="error">The form was too large.</p>', 413)
+        form = await request.form()
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        sign_in = fields.get("request", "")
+        row = await self.store.get_sign_in(sign_in) if sign_in else None
+        if row is None:
+            return self._gone()
+        expected = self.provider.csrf_for(sign_in)
+        given, cookie = fields.get("csrf", ""), request.cookies.get(_cookie_name(sign_in), "")
+        if not (
+            hmac.compare_digest(given.encode(), expected.encode())
+            and hmac.compare_digest(cookie.encode(), expected.encode())
+            and hmac.compare_digest(row.csrf_hash.encode(), _hash(expected).encode())
+        ):
+            logger.warning("sign-in form refused: CSRF token missing or wrong")
+            return _page('<p class="error">This form could not be verified. Reload the page and try again.</p>', 403)
+        return sign_in, row, fields
+
+    async def check(self, request: Request) -> Response:
+        parsed = await self._form(request)
+        if isinstance(parsed, Response):
+            return parsed
+        sign_in, row, fields = parsed
+        csrf = self.provider.csrf_for(sign_in)
+        client_line = _client_line(row, await self._client_name(row.client_id))
+        address = request.client.host if request.client else "unknown"
+        # Failed checks count, per client address and per sign-in; past the limit no key is even tried.
+        keys = (f"signin:{address}", f"signin-req:{_hash(sign_in)}")
+        window = self.config.sign_in_window_s
+        if any([await self.store.throttle_count(k, window_s=window) >= self.config.sign_in_attempts for k in keys]):
+            response = _page('<p class="error">Too many attempts. Wait a few minutes and try again.</p>', 429)
+            response.headers["Retry-After"] = str(window)
+            return response
+
+        async def failed(message: str, status: int) -> Response:
+            for k in keys:
+                await self.store.throttle_hit(k, window_s=window)
+            return _page(client_line + _key_form(sign_in, csrf, message), status)
+
+        key = Settings().with_key(fields.get("api_key", "").strip()).api_key
+        if key is None:
+            return await failed("That does not look like a Dessert API key.", 400)
+        try:
+            balance = await check_key(self.config.dessert_base_url, key)
+        except DessertAPIError as exc:
+            logger.info("sign-in key check failed: %s", exc.code)
+            if exc.code in ("auth_invalid", "forbidden"):
+                return await failed("Dessert did not accept that key. Check it and paste it again.", 400)
+            return _page(
+                client_line
+                + _key_form(sign_in, csrf, "Dessert could not be reached to check the key. Try again in a moment."),
+                502,
+            )
+        account = {
+            "masked": key.masked(),
+            "fingerprint": key.fingerprint(),
+            "credits_balance": balance.credits_balance,
+            "usd": balance.credits_balance_usd_equivalent,
+        }
+        sealed = self.provider.box.seal(key.get(), aad="sign-in:" + _hash(sign_in))
+        await self.store.attach_key_to_sign_in(sign_in, key_sealed=sealed, account=account)
+        return _page(client_line + _consent_form(sign_in, csrf, account))
+
+    async def consent(self, request: Request) -> Response:
+        parsed = await self._form(request)
+        if isinstance(parsed, Response):
+            return parsed
+        sign_in, row, fields = parsed
+        if row.key_sealed is None:
+            return self._gone()
+        params = row.params
+        if not await self.store.finish_sign_in(sign_in):
+            return self._gone()
+        redirect_uri = str(params["redirect_uri"])
+        if fields.get("decision") != "allow":
+            target = construct_redirect_uri(
+                redirect_uri, error="access_denied", state=params.get("state"), iss=self.config.issuer
+            )
+            return RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
+        key = Secret(self.provider.box.open(row.key_sealed, aad="sign-in:" + _hash(sign_in)))
+        code = await self.provider.link_and_issue_code(
+            client_id=row.client_id, key=key, params=params, key_hash_value=key_hash(key.get())
+        )
+        target = construct_redirect_uri(redirect_uri, code=code, state=params.get("state"), iss=self.config.issuer)
+        return RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)

@@ -1,0 +1,168 @@
+"""How the core plugs the auth wing in: what to pass to `MCPServer` and what to add to its HTTP app."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Final
+
+from mcp.server.auth.routes import build_metadata, cors_middleware
+from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dessert_mcp.auth.caller import DessertKeyVerifier
+from dessert_mcp.auth.config import SCOPE, OAuthConfig
+from dessert_mcp.auth.provider import DessertOAuthProvider
+from dessert_mcp.auth.signin import SignInPages
+from dessert_mcp.auth.store import StorageUnavailable, Store, default_database_url
+
+logger = logging.getLogger("dessert_mcp.auth")
+
+AS_METADATA_PATH: Final = "/.well-known/oauth-authorization-server"
+
+
+def dessert_key_server_kwargs(public_url: str = "http://127.0.0.1") -> dict[str, Any]:
+    """`MCPServer(**dessert_key_server_kwargs())` for `--auth dessert-key`: a verifier and nothing stored.
+
+    No authorization server is advertised (there is none); a request without a key gets 401.
+    """
+    return {
+        "auth": AuthSettings(issuer_url=public_url, resource_server_url=None, required_scopes=[SCOPE]),
+        "token_verifier": DessertKeyVerifier(),
+    }
+
+
+class OAuthWiring:
+    """`--auth oauth`: the provider, its database and the routes the SDK does not make.
+
+    wiring = OAuthWiring(OAuthConfig.from_env())
+    mcp = MCPServer(..., **wiring.server_kwargs())
+    app = mcp.streamable_http_app(...)
+    wiring.install(app)          # sign-in page, metadata with CIMD, throttles, 503 on database loss
+    ...                          # serve app; at shutdown: await wiring.aclose()
+    """
+
+    def __init__(self, config: OAuthConfig, *, store: Store | None = None) -> None:
+        self.config = config
+        self.store = store or Store(config.database_url or default_database_url())
+        self.provider = DessertOAuthProvider(config, self.store)
+        self.pages = SignInPages(self.provider)
+
+    def __repr__(self) -> str:
+        return f"OAuthWiring({self.config.issuer!r}, {self.store!r})"
+
+    @property
+    def registration(self) -> ClientRegistrationOptions:
+        return ClientRegistrationOptions(enabled=True, valid_scopes=[SCOPE], default_scopes=[SCOPE])
+
+    def auth_settings(self) -> AuthSettings:
+        return AuthSettings(
+            # Strings, so AuthSettings keeps a path-less issuer without a trailing slash (RFC 8414 compares exactly).
+            issuer_url=self.config.issuer,
+            resource_server_url=self.config.resource,
+            required_scopes=[SCOPE],
+            client_registration_options=self.registration,
+            revocation_options=RevocationOptions(enabled=True),
+            # The SDK refuses any token whose AccessToken.resource is not this server's /mcp (RFC 8707).
+            validate_token_resource=True,
+        )
+
+    def server_kwargs(self) -> dict[str, Any]:
+        return {"auth": self.auth_settings(), "auth_server_provider": self.provider}
+
+    def metadata(self) -> dict[str, Any]:
+        """RFC 8414 metadata: the SDK's document, plus what this server adds (CIMD, RFC 9207 `iss`)."""
+        settings = self.auth_settings()
+        metadata = build_metadata(settings.issuer_url, None, self.registration, RevocationOptions(enabled=True))
+        metadata.client_id_metadata_document_supported = self.config.cimd_enabled
+        metadata.authorization_response_iss_parameter_supported = True
+        # CIMD clients are public: they authenticate to /token with PKCE alone.
+        metadata.token_endpoint_auth_methods_supported = ["client_secret_post", "client_secret_basic", "none"]
+        data: dict[str, Any] = json.loads(metadata.model_dump_json(exclude_none=True))
+        return data
+
+    async def _metadata(self, request: Request) -> Response:
+        return JSONResponse(self.metadata(), headers={"Cache-Control": "public, max-age=3600"})
+
+    def install(self, app: Starlette) -> None:
+        """Add the sign-in routes, our metadata document (ahead of the SDK's) and the guard middleware."""
+        app.router.routes.insert(
+            0,
+            Route(
+                AS_METADATA_PATH,
+                endpoint=cors_middleware(self._metadata, ["GET", "OPTIONS"]),
+                methods=["GET", "OPTIONS"],
+            ),
+        )
+        app.router.routes.extend(self.pages.routes)
+        app.add_middleware(AuthGuard, wiring=self)
+
+    async def aclose(self) -> None:
+        await self.provider.aclose()
+
+
+class AuthGuard:
+    """Outermost ASGI layer: throttles /token failures and /register, and turns a lost database into 503.
+
+    Pure ASGI (no response rewriting): it answers by itself or passes the request through untouched.
+    """
+
+    def __init__(self, app: ASGIApp, wiring: OAuthWiring) -> None:
+        self.app = app
+        self.wiring = wiring
+        self.config = wiring.config
+        self.store = wiring.store
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if path == "/token" and message["status"] in (400, 401):
+                    await self.store.throttle_hit(f"token:{address}", window_s=self.config.token_window_s)
+            await send(message)
+
+        try:
+            if scope.get("method") == "POST" and path == "/token":
+                failures = await self.store.throttle_count(f"token:{address}", window_s=self.config.token_window_s)
+                if failures >= self.config.token_failures:
+                    await _too_many(self.config.token_window_s)(scope, receive, send)
+                    return
+            if scope.get("method") == "POST" and path == "/register":
+                hits = await self.store.throttle_hit(f"register:{address}", window_s=self.config.registration_window_s)
+                if hits > self.config.registrations:
+                    await _too_many(self.config.registration_window_s)(scope, receive, send)
+                    return
+            await self.app(scope, receive, tracking_send)
+        except StorageUnavailable as exc:
+            logger.error("%s", exc)
+            if started:
+                raise
+            await JSONResponse(
+                {
+                    "error": "temporarily_unavailable",
+                    "error_description": "dessert-mcp cannot reach its token database right now; retry shortly.",
+                },
+                status_code=503,
+                headers={"Retry-After": "5", "Cache-Control": "no-store"},
+            )(scope, receive, send)
+
+
+def _too_many(retry_after_s: int) -> JSONResponse:
+    return JSONResponse(
+        {"error": "slow_down", "error_description": "Too many requests from this address; wait and retry."},
+        status_code=429,
+        headers={"Retry-After": str(retry_after_s), "Cache-Control": "no-store"},
+    )

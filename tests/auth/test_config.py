@@ -1,0 +1,42 @@
+"""The auth wing's settings: refused early, with the variable and the fix in the message."""
+
+from __future__ import annotations
+
+import pytest
+
+from dessert_mcp.auth import CallerToken, OAuthConfig, generate_encryption_key
+from dessert_mcp.config import ConfigError, Secret
+from tests.support.api import CANARY_KEY, assert_no_secret
+
+
+def test_oauth_needs_a_public_https_origin_and_an_encryption_key() -> None:
+    key = generate_encryption_key()
+    with pytest.raises(ConfigError, match="--public-url"):
+        OAuthConfig.from_env({"DESSERT_MCP_ENCRYPTION_KEY": key})
+    with pytest.raises(ConfigError, match="DESSERT_MCP_ENCRYPTION_KEY"):
+        OAuthConfig.from_env({"DESSERT_MCP_PUBLIC_URL": "https://mcp.example.com"})
+    for bad in ("http://mcp.example.com", "https://mcp.example.com/mcp", "ftp://x", "https://u:p@mcp.example.com"):
+        with pytest.raises(ConfigError):
+            OAuthConfig.from_env({"DESSERT_MCP_ENCRYPTION_KEY": key}, public_url=bad)
+    config = OAuthConfig.from_env(
+        {"DESSERT_MCP_ENCRYPTION_KEY": key, "DESSERT_MCP_DATABASE_URL": "postgresql://db/x"},
+        public_url="https://mcp.example.com/",
+    )
+    assert config.issuer == "https://mcp.example.com"
+    assert config.resource == "https://mcp.example.com/mcp"
+    assert config.database_url == "postgresql://db/x"
+    assert key not in repr(config)
+
+
+def test_the_access_token_lifetime_is_bounded() -> None:
+    env = {"DESSERT_MCP_ENCRYPTION_KEY": generate_encryption_key(), "DESSERT_MCP_PUBLIC_URL": "http://127.0.0.1:8000"}
+    assert OAuthConfig.from_env({**env, "DESSERT_MCP_ACCESS_TOKEN_TTL_S": "600"}).access_token_ttl_s == 600
+    for bad in ("5", "999999", "soon"):
+        with pytest.raises(ConfigError, match="DESSERT_MCP_ACCESS_TOKEN_TTL_S"):
+            OAuthConfig.from_env({**env, "DESSERT_MCP_ACCESS_TOKEN_TTL_S": bad})
+
+
+def test_a_caller_token_never_shows_or_dumps_the_key_it_carries() -> None:
+    token = CallerToken.carrying(Secret(CANARY_KEY), token="fp", client_id="c", scopes=["dessert:read"], subject="s")
+    assert token.key.get() == CANARY_KEY
+    assert_no_secret(repr(token) + str(token) + token.model_dump_json() + repr(token.model_dump()))

@@ -1,0 +1,120 @@
+"""Two replicas on one PostgreSQL: any replica honours any token, revocations hold everywhere at the next request,
+and losing the database is a clear 503 that heals by itself, with nothing lost."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+
+from dessert_mcp.auth import Store, list_accounts
+from tests.auth.conftest import Postgres
+from tests.support.api import CANARY_KEY, assert_no_secret
+from tests.support.auth import FlowClient, Running, my_balance, serve_auth
+from tests.support.faults import ThreadedFaultySandbox
+
+
+@pytest.fixture
+def replicas(
+    postgres: Postgres, canary_api: ThreadedFaultySandbox, encryption_key: str
+) -> Iterator[tuple[Running, Running, str]]:
+    url = postgres.database()
+    common = {"dessert_url": canary_api.url, "database_url": url, "encryption_key": encryption_key}
+    with serve_auth("oauth", **common) as a, serve_auth("oauth", public_url=a.url, **common) as b:
+        yield a, b, url
+
+
+@pytest.fixture(autouse=True)
+def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    caplog.set_level(logging.DEBUG)
+    yield caplog
+    assert_no_secret(caplog.text)
+
+
+async def test_a_token_issued_through_one_replica_works_on_the_other(replicas: tuple[Running, Running, str]) -> None:
+    a, b, _ = replicas
+    async with httpx2.AsyncClient(timeout=30) as http:
+        via_a, via_b = FlowClient(http, a.url), FlowClient(http, b.url)
+        client = await via_a.register()
+        tokens = await via_a.tokens_for(client, CANARY_KEY)
+        result = await my_balance(b.url + "/mcp", tokens["access_token"])
+        assert not result.is_error
+        assert result.structured_content["credits_balance"] == 205
+        # Refresh on B, then replay the old refresh token on A: the family dies on both.
+        rotated = await via_b.refresh(client, tokens["refresh_token"])
+        assert rotated.status_code == 200
+        assert (await via_a.refresh(client, tokens["refresh_token"])).json()["error"] == "invalid_grant"
+        assert (await via_a.call_tool(a.url + "/mcp", rotated.json()["access_token"])).status_code == 401
+
+
+async def test_a_revocation_on_one_replica_is_refused_on_the_other_at_its_next_request(
+    replicas: tuple[Running, Running, str],
+) -> None:
+    a, b, _ = replicas
+    async with httpx2.AsyncClient(timeout=30) as http:
+        via_a, via_b = FlowClient(http, a.url), FlowClient(http, b.url)
+        client = await via_a.register()
+        tokens = await via_a.tokens_for(client, CANARY_KEY)
+        assert (await via_a.call_tool(a.url + "/mcp", tokens["access_token"])).status_code == 200
+        assert (await via_b.revoke(client, tokens["access_token"])).status_code == 200
+        # The bound is zero requests: every request reads the database, nothing is cached per replica.
+        assert (await via_a.call_tool(a.url + "/mcp", tokens["access_token"])).status_code == 401
+
+
+async def test_an_operator_revoking_an_account_ends_its_sessions_on_every_replica(
+    replicas: tuple[Running, Running, str],
+) -> None:
+    a, b, url = replicas
+    async with httpx2.AsyncClient(timeout=30) as http:
+        via_a = FlowClient(http, a.url)
+        tokens = await via_a.tokens_for(await via_a.register(), CANARY_KEY)
+        store = Store(url)
+        try:
+            [account] = await list_accounts(store)
+            assert await store.revoke_account(account.id)
+        finally:
+            await store.aclose()
+        for replica in (a, b):
+            assert (await via_a.call_tool(replica.url + "/mcp", tokens["access_token"])).status_code == 401
+
+
+async def test_a_stopped_database_is_a_clear_503_and_service_resumes_with_nothing_lost(
+    postgres: Postgres, replicas: tuple[Running, Running, str]
+) -> None:
+    a, b, _ = replicas
+    async with httpx2.AsyncClient(timeout=30) as http:
+        via_a = FlowClient(http, a.url)
+        client = await via_a.register()
+        tokens = await via_a.tokens_for(client, CANARY_KEY)
+        postgres.stop()
+        try:
+            down = await via_a.call_tool(b.url + "/mcp", tokens["access_token"])
+            assert down.status_code == 503
+            assert down.json()["error"] == "temporarily_unavailable"
+            assert "token database" in down.json()["error_description"]
+            assert down.headers["retry-after"] == "5"
+            token_down = await via_a.refresh(client, tokens["refresh_token"])
+            assert token_down.status_code == 503
+        finally:
+            postgres.start()
+        assert (await via_a.call_tool(b.url + "/mcp", tokens["access_token"])).status_code == 200
+        assert (await via_a.refresh(client, tokens["refresh_token"])).status_code == 200
+    assert_no_secret("\n".join(via_a.seen))
+
+
+async def test_tokens_survive_a_server_restart(
+    postgres: Postgres, canary_api: ThreadedFaultySandbox, encryption_key: str
+) -> None:
+    url = postgres.database()
+    common = {"dessert_url": canary_api.url, "database_url": url, "encryption_key": encryption_key}
+    with serve_auth("oauth", **common) as first:
+        public = first.url
+        async with httpx2.AsyncClient(timeout=30) as http:
+            tokens = await FlowClient(http, first.url).tokens_for(
+                await FlowClient(http, first.url).register(), CANARY_KEY
+            )
+    with serve_auth("oauth", public_url=public, **common) as second:
+        result = await my_balance(second.url + "/mcp", tokens["access_token"])
+        assert not result.is_error

@@ -1,0 +1,268 @@
+"""An MCPServer built here with the auth wiring and one small tool, served by uvicorn on 127.0.0.1.
+
+The lead swaps in the real tools; this one only proves the key a tool sees is the caller's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+from dessert_mcp.auth import OAuthConfig, OAuthWiring, caller_identity, caller_key, dessert_key_server_kwargs
+from dessert_mcp.client import DessertAPIError, DessertClient
+from dessert_mcp.config import Secret
+
+STARTUP_TIMEOUT_S = 20.0
+
+
+def build_server(dessert_url: str, server_kwargs: dict[str, Any]) -> MCPServer[Any]:
+    mcp: MCPServer[Any] = MCPServer("dessert-auth-test", **server_kwargs)
+
+    @mcp.tool()
+    async def my_balance() -> dict[str, Any]:
+        """The calling account's credit balance, with its masked key."""
+        key = caller_key()
+        if key is None:
+            raise ToolError("no caller key")
+        try:
+            async with DessertClient(dessert_url, api_key=key, max_attempts=1) as client:
+                balance = await client.get_balance()
+        except DessertAPIError as exc:
+            raise ToolError(f"{exc.code}: {exc.message}") from None
+        return {"credits_balance": balance.credits_balance, "key": key.masked(), "who": caller_identity()}
+
+    return mcp
+
+
+@dataclass
+class Running:
+    url: str
+    wiring: OAuthWiring | None
+
+    @property
+    def mcp_url(self) -> str:
+        return self.url + "/mcp"
+
+
+@contextmanager
+def serve_auth(
+    mode: str,
+    *,
+    dessert_url: str,
+    database_url: str | None = None,
+    encryption_key: str | None = None,
+    public_url: str | None = None,
+    **config: Any,
+) -> Iterator[Running]:
+    """Serve dessert-mcp with `--auth <mode>` on a free port; `public_url` overrides the advertised origin."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    wiring: OAuthWiring | None = None
+    if mode == "oauth":
+        assert encryption_key is not None
+        wiring = OAuthWiring(
+            OAuthConfig(
+                public_url=public_url or url,
+                encryption_key=Secret(encryption_key),
+                database_url=database_url,
+                dessert_base_url=dessert_url,
+                **config,
+            )
+        )
+        kwargs = wiring.server_kwargs()
+    else:
+        kwargs = dessert_key_server_kwargs(url)
+    app = build_server(dessert_url, kwargs).streamable_http_app()
+    if wiring is not None:
+        wiring.install(app)
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=2, access_log=False)
+    )
+
+    async def main() -> None:
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            if wiring is not None:
+                await wiring.aclose()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not server.started:
+        assert thread.is_alive(), "uvicorn stopped during start-up"
+        assert time.monotonic() < deadline, "uvicorn did not start in time"
+        time.sleep(0.01)
+    try:
+        yield Running(url=url, wiring=wiring)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+# -- the OAuth flow over plain HTTP (what a browser and a client do, without either) -------------------------
+
+REDIRECT_URI = "http://127.0.0.1:9/callback"
+
+
+def pkce() -> tuple[str, str]:
+    import base64
+    import hashlib
+    import secrets
+
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    return verifier, challenge
+
+
+class FlowClient:
+    """Drives /register, /authorize, the sign-in page and /token with httpx2; keeps every response it saw."""
+
+    def __init__(self, http: Any, base: str) -> None:
+        self.http = http
+        self.base = base
+        self.seen: list[str] = []
+
+    def _keep(self, response: Any) -> Any:
+        self.seen.append(f"{response.status_code} {dict(response.headers)!r} {response.text}")
+        return response
+
+    async def register(self, redirect_uris: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+        body = {"client_name": "Test client", "redirect_uris": redirect_uris or [REDIRECT_URI], **extra}
+        response = self._keep(await self.http.post(self.base + "/register", json=body))
+        assert response.status_code == 201, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def authorize(self, client: dict[str, Any], challenge: str | None, **params: str) -> Any:
+        query = {
+            "response_type": "code",
+            "client_id": client["client_id"],
+            "redirect_uri": REDIRECT_URI,
+            "state": "st4te",
+            "scope": "dessert:read",
+            "resource": self.base + "/mcp",
+            **params,
+        }
+        if challenge is not None:
+            query.setdefault("code_challenge", challenge)
+            query.setdefault("code_challenge_method", "S256")
+        return self._keep(await self.http.get(self.base + "/authorize", params=query))
+
+    async def sign_in_page(self, authorize_response: Any) -> tuple[str, str]:
+        """Follow /authorize to the sign-in page; returns (request id, csrf) and leaves the CSRF cookie set."""
+        from urllib.parse import parse_qs, urlsplit
+
+        assert authorize_response.status_code == 302, authorize_response.text
+        location = authorize_response.headers["location"]
+        assert location.startswith(self.base + "/signin?request="), location
+        page = self._keep(await self.http.get(location))
+        assert page.status_code == 200
+        request_id = parse_qs(urlsplit(location).query)["request"][0]
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        return request_id, csrf
+
+    async def submit_key(self, request_id: str, csrf: str, key: str) -> Any:
+        return self._keep(
+            await self.http.post(self.base + "/signin", data={"request": request_id, "csrf": csrf, "api_key": key})
+        )
+
+    async def consent(self, request_id: str, csrf: str, decision: str = "allow") -> Any:
+        return self._keep(
+            await self.http.post(
+                self.base + "/signin/consent", data={"request": request_id, "csrf": csrf, "decision": decision}
+            )
+        )
+
+    async def code_for(self, client: dict[str, Any], key: str, challenge: str) -> str:
+        from urllib.parse import parse_qs, urlsplit
+
+        request_id, csrf = await self.sign_in_page(await self.authorize(client, challenge))
+        checked = await self.submit_key(request_id, csrf, key)
+        assert checked.status_code == 200, checked.text
+        assert 'id="allow"' in checked.text
+        done = await self.consent(request_id, csrf)
+        assert done.status_code == 303, done.text
+        query = parse_qs(urlsplit(done.headers["location"]).query)
+        assert query["state"] == ["st4te"]
+        assert query["iss"] == [self.base]
+        return query["code"][0]
+
+    async def token(self, client: dict[str, Any], **form: str) -> Any:
+        data = {"client_id": client["client_id"], **form}
+        if client.get("client_secret"):
+            data["client_secret"] = client["client_secret"]
+        return self._keep(await self.http.post(self.base + "/token", data=data))
+
+    async def exchange(self, client: dict[str, Any], code: str, verifier: str) -> Any:
+        return await self.token(
+            client,
+            grant_type="authorization_code",
+            code=code,
+            code_verifier=verifier,
+            redirect_uri=REDIRECT_URI,
+            resource=self.base + "/mcp",
+        )
+
+    async def tokens_for(self, client: dict[str, Any], key: str) -> dict[str, Any]:
+        verifier, challenge = pkce()
+        code = await self.code_for(client, key, challenge)
+        response = await self.exchange(client, code, verifier)
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def refresh(self, client: dict[str, Any], refresh_token: str) -> Any:
+        return await self.token(client, grant_type="refresh_token", refresh_token=refresh_token)
+
+    async def revoke(self, client: dict[str, Any], token: str) -> Any:
+        data = {"client_id": client["client_id"], "token": token}
+        if client.get("client_secret"):
+            data["client_secret"] = client["client_secret"]
+        return self._keep(await self.http.post(self.base + "/revoke", data=data))
+
+    async def call_tool(self, mcp_url: str, access_token: str) -> Any:
+        """initialize over streamable HTTP with the token; returns the HTTP response (200, 401, 503, ...)."""
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        }
+        return self._keep(
+            await self.http.post(
+                mcp_url,
+                json=body,
+                headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json, text/event-stream"},
+            )
+        )
+
+
+async def my_balance(mcp_url: str, bearer: str) -> Any:
+    """Call the test tool through a real MCP client with a fixed bearer; returns the CallToolResult."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {bearer}"}, timeout=30) as http,
+        Client(streamable_http_client(mcp_url, http_client=http)) as client,
+    ):
+        return await client.call_tool("my_balance", {})
