@@ -12,6 +12,7 @@ from typing import Annotated, Any, Final
 
 import anyio
 import httpx2
+from mcp.server.apps import Apps, ResourceCsp
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 from dessert_mcp import __version__
 from dessert_mcp.client import DessertAPIError, DessertClient
 from dessert_mcp.config import Settings, ToolNameStyle
+from dessert_mcp.dashboard import DASHBOARD_URI, dashboard_html
 from dessert_mcp.models import TRANSACTION_TYPES, Balance, BalanceReport, TransactionType, Usage, UsageReport
 from dessert_mcp.singleflight import SingleFlight
 
@@ -125,7 +127,13 @@ class DessertTool(Tool):
 
 def _make_tool(fn: Callable[..., Any], *, name: str, title: str, description: str) -> Tool:
     tool = DessertTool.from_function(
-        fn, name=name, title=title, description=description, annotations=_ANNOTATIONS, structured_output=True
+        fn,
+        name=name,
+        title=title,
+        description=description,
+        annotations=_ANNOTATIONS,
+        meta={"ui": {"resourceUri": DASHBOARD_URI}},
+        structured_output=True,
     )
     arg_model = tool.fn_metadata.arg_model
 
@@ -235,6 +243,15 @@ def build_server(settings: Settings, *, transport: httpx2.AsyncBaseTransport | N
     )
     # The portable spelling is the same tool under another name (schemas are built once).
     registered = [balance, usage, *(t.model_copy(update={"name": TOOL_NAMES[t.name]}) for t in (balance, usage))]
+    # Temporary wiring (the core rewrite redoes it): the dashboard page, for hosts that render MCP Apps.
+    apps = Apps()
+    apps.add_html_resource(
+        DASHBOARD_URI,
+        dashboard_html(),
+        title="Dessert credits dashboard",
+        csp=ResourceCsp(connect_domains=[], resource_domains=[]),
+        prefers_border=True,
+    )
     server: MCPServer[DessertTools] = MCPServer(
         "dessert-mcp",
         title="Dessert balance & usage",
@@ -245,6 +262,7 @@ def build_server(settings: Settings, *, transport: httpx2.AsyncBaseTransport | N
         lifespan=lambda _server: tools.running(),
         log_level=settings.log_level,  # type: ignore[arg-type]
         middleware=[_names_middleware(settings)],
+        extensions=[apps],
     )
     return server
 
