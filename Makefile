@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The dashboard's npm packages (ui/node_modules) and Debian's Chromium for the browser tests; see their targets below.
+UI_STAMP := ui/node_modules/.installed
+BROWSER := /usr/bin/chromium
 
-.PHONY: install demo test lint format typecheck unit soak bench clean foreign-tools bundle lock
+.PHONY: install demo test lint format typecheck unit soak bench clean foreign-tools bundle lock dashboard browser screenshots
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("dessert-mcp needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
@@ -44,7 +47,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(TOOLS_STAMP)
+unit: $(STAMP) $(TOOLS_STAMP) $(UI_STAMP) $(BROWSER)
 	$(BIN)/pytest
 
 test: lint typecheck unit
@@ -64,9 +67,31 @@ bundle: $(TOOLS_STAMP)
 	rm -f $(BUNDLE)
 	$(TOOLS)/node_modules/.bin/node $(TOOLS)/node_modules/.bin/mcpb pack . $(BUNDLE) </dev/null
 
+# The dashboard (an MCP App page): sources and build in ui/, pinned by ui/package-lock.json (node_modules git-ignored),
+# built into server/dessert_mcp/dashboard/dashboard.html, which is committed: the package ships it and needs no Node.
+# tests/dashboard rebuilds it and fails when the committed page is stale.
+$(UI_STAMP): ui/package.json ui/package-lock.json
+	cd ui && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+dashboard: $(UI_STAMP) $(TOOLS_STAMP)
+	$(TOOLS)/node_modules/.bin/node ui/build.mjs
+
+# Debian's Chromium for the browser tests (the MCP Inspector's web UI renders the dashboard in it); skipped when it is
+# already there. Playwright drives it; its own browser downloads are not used.
+$(BROWSER):
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-liberation fonts-dejavu-core
+
+browser: $(BROWSER)
+
+# docs/dashboard.png and docs/dashboard-dark.png, rendered by the MCP Inspector against `dessert-mcp --sandbox`.
+screenshots: $(STAMP) $(TOOLS_STAMP) $(BROWSER)
+	$(BIN)/python -m tests.dashboard.screenshots
+
 # uv.lock pins what the bundle installs on the user's machine; refresh it after changing dependencies.
 lock: $(STAMP)
 	$(BIN)/uv lock
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache dist build
+	rm -rf $(VENV) $(TOOLS) ui/node_modules .artifacts .pytest_cache .mypy_cache .ruff_cache dist build
