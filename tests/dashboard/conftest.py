@@ -55,8 +55,10 @@ def ledger_server(home: Path) -> Iterator[tuple[ThreadedSandbox, str]]:
             yield sandbox, url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Module scope, not session: Playwright's sync API keeps an event loop running on the main thread while it is
+    # open, which would break every async test collected after this module.
     with chromium() as running:
         yield running
 

@@ -82,9 +82,10 @@ def test_an_injected_description_renders_as_inert_text(
     sandbox.sandbox.account.ledger[-1]["description"] = INJECTION  # the newest transaction
 
     frame = open_app(page, inspector, url, "dessert.get_usage")
+    cell = frame.locator('[data-testid="tx-description"]').first
+    cell.scroll_into_view_if_needed()
     page.screenshot(path=artifact, full_page=True)
 
-    cell = frame.locator('[data-testid="tx-description"]').first
     assert cell.text_content() == INJECTION
     assert cell.locator("*").count() == 0  # text only: no element was parsed out of it
     assert frame.locator("img").count() == 0
