@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The dashboard's npm packages (ui/node_modules) and Debian's Chromium for the browser tests; see their targets below.
+UI_STAMP := ui/node_modules/.installed
+BROWSER := /usr/bin/chromium
 
-.PHONY: install demo test lint format typecheck unit soak bench clean foreign-tools bundle lock dist system-deps
+.PHONY: install demo test lint format typecheck unit soak bench clean foreign-tools bundle lock dist system-deps dashboard browser screenshots
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("dessert-mcp needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
@@ -44,17 +47,18 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# tests/auth need Debian's PostgreSQL (each run starts its own throw-away cluster on 127.0.0.1) and chromium
-# (it fills in the sign-in page, driven by playwright with executable_path=/usr/bin/chromium). Idempotent.
+# Debian packages the tests run for real: PostgreSQL (tests/auth start their own throw-away cluster on 127.0.0.1)
+# and Chromium with fonts (pages in a real browser, driven by playwright with executable_path=/usr/bin/chromium).
+# Idempotent: skipped when both are there.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Debian packages the tests run for real: PostgreSQL (the token store) and Chromium (pages in a real browser).
 system-deps:
-	@if [ -x /usr/bin/chromium ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql chromium; \
+	@if [ -x $(BROWSER) ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			postgresql chromium fonts-liberation fonts-dejavu-core; \
 	fi
 
-unit: $(STAMP) $(TOOLS_STAMP) system-deps
+unit: $(STAMP) $(TOOLS_STAMP) $(UI_STAMP) system-deps
 	$(BIN)/pytest
 
 test: lint typecheck unit
@@ -86,9 +90,25 @@ dist: $(STAMP)
 	rm -f $(DIST)/dessert_mcp-*.whl $(DIST)/dessert_mcp-*.tar.gz
 	$(BIN)/uv build --out-dir $(DIST)
 
+# The dashboard (an MCP App page): sources and build in ui/, pinned by ui/package-lock.json (node_modules git-ignored),
+# built into server/dessert_mcp/dashboard/dashboard.html, which is committed: the package ships it and needs no Node.
+# tests/dashboard rebuilds it and fails when the committed page is stale.
+$(UI_STAMP): ui/package.json ui/package-lock.json
+	cd ui && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+dashboard: $(UI_STAMP) $(TOOLS_STAMP)
+	$(TOOLS)/node_modules/.bin/node ui/build.mjs
+
+browser: system-deps
+
+# docs/dashboard.png and docs/dashboard-dark.png, rendered by the MCP Inspector against `dessert-mcp --sandbox`.
+screenshots: $(STAMP) $(TOOLS_STAMP) system-deps
+	$(BIN)/python -m tests.support.screenshots
+
 # uv.lock pins what the bundle installs on the user's machine; refresh it after changing dependencies.
 lock: $(STAMP)
 	$(BIN)/uv lock
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .cache .pytest_cache .mypy_cache .ruff_cache dist build
+	rm -rf $(VENV) $(TOOLS) .cache ui/node_modules .artifacts .pytest_cache .mypy_cache .ruff_cache dist build

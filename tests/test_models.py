@@ -145,3 +145,66 @@ def test_malformed_transactions_are_rejected(changes: dict[str, Any]) -> None:
 def test_usd_amount_may_be_omitted() -> None:
     row = {k: v for k, v in DOCS_USAGE["recent_transactions"][0].items() if k != "usd_amount"}
     assert _usage({"recent_transactions": [row]}).recent_transactions[0].usd_amount is None
+
+
+def _ledger(*rows: tuple[str, int, int, str]) -> Usage:
+    return Usage.model_validate(
+        {
+            "recent_transactions": [
+                {"type": t, "credits_delta": d, "balance_after": b, "usd_amount": None, "description": "x", "at": at}
+                for t, d, b, at in rows
+            ]
+        }
+    )
+
+
+def test_the_forecast_over_the_docs_feed_is_exact() -> None:
+    summary = UsageReport.build(Usage.model_validate(DOCS_USAGE)).summary
+    # 45 credits deducted between 2026-05-12T15:08:22Z and 2026-05-19T18:24:01Z: 616,539 s.
+    rate = 45 * 86400 / 616539
+    assert summary.forecast.burn_rate_credits_per_day == round(rate, 3) == 6.306
+    assert summary.forecast.latest_balance == 205
+    assert summary.forecast.days_until_empty == round(205 / rate, 2) == 32.51
+    assert summary.forecast.unavailable_reason is None
+
+
+def test_refunds_offset_deductions_and_purchases_do_not_count_in_the_burn_rate() -> None:
+    usage = _ledger(
+        ("Deduction", -100, 400, "2026-05-03T00:00:00Z"),
+        ("Refund", 20, 420, "2026-05-02T12:00:00Z"),
+        ("Purchase", 500, 500, "2026-05-02T00:00:00Z"),
+        ("Deduction", -20, 0, "2026-05-01T00:00:00Z"),
+    )
+    forecast = UsageReport.build(usage).summary.forecast
+    assert forecast.burn_rate_credits_per_day == 50.0  # (100 + 20 - 20) credits over 2 days
+    assert forecast.latest_balance == 400
+    assert forecast.days_until_empty == 8.0
+
+
+@pytest.mark.parametrize(
+    ("rows", "reason"),
+    [
+        ([], "fewer than two transactions"),
+        ([("Deduction", -5, 10, "2026-05-01T00:00:00Z")], "fewer than two transactions"),
+        (
+            [("Deduction", -5, 5, "2026-05-01T00:30:00Z"), ("Deduction", -5, 10, "2026-05-01T00:00:00Z")],
+            "the transactions span less than an hour",
+        ),
+        (
+            [("Bonus", 50, 60, "2026-05-02T00:00:00Z"), ("Purchase", 10, 10, "2026-05-01T00:00:00Z")],
+            "no net deductions in the window",
+        ),
+        (
+            [("Refund", 10, 20, "2026-05-02T00:00:00Z"), ("Deduction", -10, 10, "2026-05-01T00:00:00Z")],
+            "no net deductions in the window",
+        ),
+    ],
+)
+def test_the_forecast_is_null_with_a_reason_when_the_window_cannot_support_it(
+    rows: list[tuple[str, int, int, str]], reason: str
+) -> None:
+    forecast = UsageReport.build(_ledger(*rows)).summary.forecast
+    assert forecast.burn_rate_credits_per_day is None
+    assert forecast.days_until_empty is None
+    assert forecast.unavailable_reason == reason
+    assert forecast.latest_balance == (rows[0][2] if rows else None)

@@ -233,6 +233,18 @@ class UsageSummary(_Schema):
         )
 
 
+class UsageArguments(BaseModel):
+    """`dessert.get_usage`'s arguments: the published input schema's properties and their validation."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    limit: int | None = Field(default=None, ge=1, le=50, description="Return at most this many (1-50).")
+    types: list[TransactionType] | None = Field(default=None, min_length=1, description="Only these transaction types.")
+    since: datetime | None = Field(
+        default=None, description="Only transactions at or after this ISO 8601 time (UTC if no offset)."
+    )
+
+
 class UsageReport(_Schema):
     """Recent credit transactions, most recent first, with a summary."""
 

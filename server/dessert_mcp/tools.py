@@ -5,20 +5,23 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Annotated, Any, Final, TypeVar
 
 import anyio
 import httpx2
+from mcp.server import CacheHint
+from mcp.server.apps import Apps, ResourceCsp
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, ValidationError, WithJsonSchema
 
 from dessert_mcp import __version__
 from dessert_mcp.client import DessertAPIError, DessertClient
 from dessert_mcp.config import Settings
+from dessert_mcp.context import add_prompts, add_resources
+from dessert_mcp.dashboard import DASHBOARD_URI, dashboard_html
 from dessert_mcp.listing import TOOL_NAMES, list_names_for_client
-from dessert_mcp.models import TRANSACTION_TYPES, Balance, BalanceReport, TransactionType, Usage, UsageReport
+from dessert_mcp.models import TRANSACTION_TYPES, Balance, BalanceReport, Usage, UsageArguments, UsageReport
 from dessert_mcp.singleflight import SingleFlight
 
 INSTRUCTIONS: Final = (
@@ -38,6 +41,8 @@ USAGE_DESCRIPTION: Final = (
     "history_complete=false means older matching transactions may exist. Free: consumes no credits."
 )
 
+RESOURCE_TTL_MS: Final = 5000
+
 _ANNOTATIONS: Final = ToolAnnotations(
     read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
 )
@@ -46,36 +51,16 @@ _ANNOTATIONS: Final = ToolAnnotations(
 ArgsT = TypeVar("ArgsT", bound=BaseModel)
 
 
-class UsageArguments(BaseModel):
-    """`dessert.get_usage`'s arguments: the published input schema's properties and their validation."""
-
-    model_config = ConfigDict(extra="forbid", strict=False)
-
-    limit: int | None = Field(default=None, ge=1, le=50, description="Return at most this many (1-50).")
-    types: list[TransactionType] | None = Field(default=None, min_length=1, description="Only these transaction types.")
-    since: datetime | None = Field(
-        default=None, description="Only transactions at or after this ISO 8601 time (UTC if no offset)."
-    )
-
-
 class NoArguments(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 # The published schema of each argument: no null variants (omitting one is how a caller says "all") and no titles.
 # The SDK validates nothing beyond it; UsageArguments does, so failures read as this server's errors.
-_LIMIT: Final = {"type": "integer", "minimum": 1, "maximum": 50, "description": "Return at most this many (1-50)."}
-_TYPES: Final = {
-    "type": "array",
-    "items": {"enum": list(TRANSACTION_TYPES)},
-    "minItems": 1,
-    "description": "Only these transaction types.",
-}
-_SINCE: Final = {
-    "type": "string",
-    "format": "date-time",
-    "description": "Only transactions at or after this ISO 8601 time (UTC if no offset).",
-}
+_ARG: Final = {name: field.description for name, field in UsageArguments.model_fields.items()}
+_LIMIT: Final = {"type": "integer", "minimum": 1, "maximum": 50, "description": _ARG["limit"]}
+_TYPES: Final = {"type": "array", "items": {"enum": [*TRANSACTION_TYPES]}, "minItems": 1, "description": _ARG["types"]}
+_SINCE: Final = {"type": "string", "format": "date-time", "description": _ARG["since"]}
 
 
 def error_text(exc: DessertAPIError) -> str:
@@ -179,15 +164,15 @@ def build_server(
         async with service.running():
             yield service
 
-    server: MCPServer[DessertService] = MCPServer(
-        "dessert-mcp",
-        title="Dessert balance & usage",
-        version=__version__,
-        instructions=INSTRUCTIONS,
-        website_url="https://github.com/dessert-dev/dessert-mcp",
-        lifespan=lifespan,
-        log_level=settings.log_level,  # type: ignore[arg-type]
-        middleware=[list_names_for_client(settings.tool_names)],
+    # Hosts that render MCP Apps show the dashboard for either tool; every other host ignores it.
+    apps = Apps()
+    apps.add_html_resource(
+        DASHBOARD_URI,
+        dashboard_html(),
+        title="Dessert credits dashboard",
+        description="Balance, spend over time, the forecast and the transactions, from the tools' own results.",
+        csp=ResourceCsp(connect_domains=[], resource_domains=[]),
+        prefers_border=True,
     )
 
     async def get_balance(ctx: Context[DessertService]) -> Annotated[CallToolResult, BalanceReport]:
@@ -215,12 +200,28 @@ def build_server(
     ):
         # Both spellings are the same tool; listing.py decides which one each client is shown.
         for spelling in (name, TOOL_NAMES[name]):
-            server.add_tool(
-                fn,
+            apps.tool(
+                resource_uri=DASHBOARD_URI,
                 name=spelling,
                 title=title,
                 description=description,
                 annotations=_ANNOTATIONS,
                 structured_output=True,
-            )
+            )(fn)
+
+    server: MCPServer[DessertService] = MCPServer(
+        "dessert-mcp",
+        title="Dessert balance & usage",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        website_url="https://github.com/dessert-dev/dessert-mcp",
+        lifespan=lifespan,
+        log_level=settings.log_level,  # type: ignore[arg-type]
+        middleware=[list_names_for_client(settings.tool_names)],
+        extensions=[apps],
+        # Balance and usage change with every ad generated: a client may reuse a read for a few seconds, never share it.
+        cache_hints={"resources/read": CacheHint(ttl_ms=RESOURCE_TTL_MS, scope="private")},
+    )
+    add_resources(server, service)
+    add_prompts(server)
     return server

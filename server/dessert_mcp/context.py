@@ -1,0 +1,87 @@
+"""Context for hosts that attach it: the balance and usage as read-only resources, and two prompts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Final
+
+from mcp import MCPError
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError
+from mcp.types import INVALID_PARAMS
+from pydantic import Field
+
+from dessert_mcp.client import DessertAPIError
+from dessert_mcp.models import UsageArguments
+
+if TYPE_CHECKING:
+    from dessert_mcp.tools import DessertService
+
+BALANCE_URI: Final = "dessert://balance"
+USAGE_URI: Final = "dessert://usage"
+
+
+def add_resources(server: MCPServer[DessertService], service: DessertService) -> None:
+    """`dessert://balance` and `dessert://usage`: the tools' results (without arguments) as JSON."""
+
+    @server.resource(
+        BALANCE_URI,
+        name="balance",
+        title="Dessert credit balance",
+        description="The same JSON as dessert_get_balance: balance, auto-recharge, pricing, ads affordable.",
+        mime_type="application/json",
+    )
+    async def balance() -> str:
+        try:
+            return (await service.balance()).model_dump_json()
+        except DessertAPIError as exc:
+            raise ResourceError(f"{exc.message} ({exc.code})") from None
+
+    @server.resource(
+        USAGE_URI,
+        name="usage",
+        title="Dessert credit usage",
+        description="The same JSON as dessert_get_usage without filters: the last 50 transactions, totals, forecast.",
+        mime_type="application/json",
+    )
+    async def usage() -> str:
+        try:
+            return (await service.usage(UsageArguments())).model_dump_json()
+        except DessertAPIError as exc:
+            raise ResourceError(f"{exc.message} ({exc.code})") from None
+
+
+def add_prompts(server: MCPServer[DessertService]) -> None:
+    @server.prompt(
+        name="spend_report",
+        title="Dessert spend report",
+        description="A short report on recent Dessert credit spend, from the usage feed.",
+    )
+    def spend_report() -> str:
+        return (
+            "Call dessert_get_usage (no arguments) and write a short report on my Dessert credit spend: credits spent "
+            "and added, USD purchased, spend per day and per transaction type, the largest deductions, refunds, and "
+            "the forecast (burn rate and days until the balance runs out, or why there is no estimate). Say which "
+            "period the transactions cover and that the API returns only the last 50."
+        )
+
+    @server.prompt(
+        name="can_i_afford",
+        title="Can I afford these ads?",
+        description="Whether the current Dessert balance pays for a number of static and full ads.",
+    )
+    def can_i_afford(
+        static_ads: Annotated[str, Field(description="How many static ads (a whole number, 0 or more).")] = "0",
+        full_ads: Annotated[str, Field(description="How many full ads (a whole number, 0 or more).")] = "0",
+    ) -> str:
+        counts = {"static_ads": static_ads, "full_ads": full_ads}
+        for name, value in counts.items():
+            if not value.strip().isdigit():
+                # The caller's mistake: a protocol error the host shows, with the reason (the SDK hides others).
+                raise MCPError(code=INVALID_PARAMS, message=f"{name} must be a whole number, 0 or more; got {value!r}.")
+        static, full = int(static_ads), int(full_ads)
+        return (
+            f"Call dessert_get_balance and tell me whether my Dessert balance pays for {static} static and {full} full "
+            "ads: use pricing.static_ad_credits and pricing.full_ad_credits for the cost, compare it with "
+            "credits_balance, and say how many credits would be left (or missing), and whether auto-recharge would "
+            "fire on the way (auto_recharge_enabled, auto_recharge_threshold)."
+        )
