@@ -17,6 +17,8 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Final, Self
 
+from anyio.from_thread import start_blocking_portal
+
 from dessert_mcp.models import BALANCE_PATH, USAGE_FEED_SIZE, USAGE_PATH
 
 SANDBOX_KEY: Final = "dsk_sandbox_4f1c2e9a7b3d45e8a0c6b2f1d9e7a5c3"
@@ -223,8 +225,7 @@ class ThreadedSandbox:
 
     def __init__(self, sandbox: Sandbox | None = None, *, key: str = SANDBOX_KEY) -> None:
         self.sandbox = sandbox if sandbox is not None else Sandbox(key=key)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="dessert-sandbox", daemon=True)
+        self._running = contextlib.ExitStack()
 
     @property
     def url(self) -> str:
@@ -235,20 +236,13 @@ class ThreadedSandbox:
         return self.sandbox.key
 
     def start(self) -> Self:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.sandbox.start(), self._loop).result(timeout=10)
+        portal = self._running.enter_context(start_blocking_portal(name="dessert-sandbox"))
+        portal.call(self.sandbox.start)
+        self._running.callback(portal.call, self.sandbox.stop)
         return self
 
     def stop(self) -> None:
-        if not self._thread.is_alive():
-            return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self.sandbox.stop(), self._loop).result(timeout=10)
-        for task in asyncio.all_tasks(self._loop):
-            self._loop.call_soon_threadsafe(task.cancel)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
+        self._running.close()
 
     def __enter__(self) -> Self:
         return self.start()

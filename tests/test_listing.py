@@ -1,0 +1,67 @@
+"""The one module built on something the SDK does not offer publicly (dessert_mcp.listing): its assumptions pinned.
+
+If the SDK changes under it, these tests fail first and say so, naming the module, instead of every host quietly
+seeing four tools, dotted names or open argument objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import MCPServer
+from mcp.types import Implementation
+
+from dessert_mcp.config import Settings
+from dessert_mcp.listing import TOOL_NAMES, tool_names_for
+from dessert_mcp.tools import build_server
+from tests.support.api import FakeDessertAPI
+
+CHANGED = "the SDK changed under dessert_mcp.listing (see its docstring): "
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_the_sdk_still_hands_middleware_what_listing_relies_on(mode: str) -> None:
+    seen: dict[str, Any] = {}
+
+    async def spy(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        result = await call_next(ctx)
+        if ctx.method == "tools/list":
+            params = ctx.session.client_params
+            seen["client"] = params.client_info.name if params is not None else None
+            seen["result"] = result
+        return result
+
+    server: MCPServer[Any] = MCPServer("probe", middleware=[spy])
+
+    @server.tool(name="probe.tool")
+    async def probe(limit: int | None = None) -> str:
+        return "ok"
+
+    async with Client(server, mode=mode, client_info=Implementation(name="claude-code", version="1")) as client:
+        await client.list_tools()
+    result = seen.get("result")
+    assert isinstance(result, dict), CHANGED + f"middleware now gets {type(result).__name__}, not the wire dict"
+    tools = result.get("tools")
+    assert isinstance(tools, list), CHANGED + "the tools/list result has no 'tools' list"
+    assert tools, CHANGED + "no tools listed"
+    assert {"name", "inputSchema"} <= set(tools[0]), CHANGED + f"tool entries now look like {sorted(tools[0])}"
+    assert seen["client"] == "claude-code", CHANGED + "clientInfo.name is no longer on ctx.session.client_params"
+
+
+async def test_the_trimmed_list_is_what_a_client_receives(fake_api: FakeDessertAPI) -> None:
+    server = build_server(Settings.from_env({}), transport=fake_api.transport())
+    async with Client(server, client_info=Implementation(name="claude-ai", version="1")) as client:
+        listed = (await client.list_tools()).tools
+    assert [t.name for t in listed] == list(TOOL_NAMES.values()), CHANGED + "the trimmed list did not reach the client"
+    for tool in listed:
+        assert tool.input_schema.get("additionalProperties") is False
+        assert "title" not in tool.input_schema
+        assert all("title" not in p and "default" not in p for p in tool.input_schema["properties"].values())
+
+
+def test_every_spelling_has_a_strict_host_safe_twin() -> None:
+    assert tool_names_for("auto", "Claude Desktop") == tuple(TOOL_NAMES.values())
+    assert tool_names_for("auto", "some-agent") == tuple(TOOL_NAMES)
