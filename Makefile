@@ -48,14 +48,14 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Debian packages the tests run for real: PostgreSQL (tests/auth start their own throw-away cluster on 127.0.0.1)
-# and Chromium with fonts (pages in a real browser, driven by playwright with executable_path=/usr/bin/chromium).
-# Idempotent: skipped when both are there.
+# and Chromium with fonts (pages in a real browser, driven by playwright with executable_path=/usr/bin/chromium),
+# and tmux (a real terminal for the Ctrl+C test). Idempotent: skipped when all three are there.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 system-deps:
-	@if [ -x $(BROWSER) ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
+	@if [ -x $(BROWSER) ] && command -v tmux >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-			postgresql chromium fonts-liberation fonts-dejavu-core; \
+			postgresql chromium fonts-liberation fonts-dejavu-core tmux; \
 	fi
 
 unit: $(STAMP) $(TOOLS_STAMP) $(UI_STAMP) system-deps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -64,10 +65,55 @@ def test_check_fails_with_the_reason_when_the_key_is_rejected(canary_sandbox: Th
     assert_no_secret(result.stdout + result.stderr, wrong)
 
 
-def test_check_fails_when_the_key_is_missing() -> None:
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) ", re.MULTILINE)
+
+
+def test_check_without_a_key_says_where_a_key_comes_from_and_offers_the_sandbox() -> None:
     result = run("check")
     assert result.returncode == 1
     assert "DESSERT_API_KEY is not set" in result.stdout
+    assert "export DESSERT_API_KEY=" in result.stdout
+    assert "dessert-mcp check --sandbox" in result.stdout
+
+
+@pytest.mark.parametrize("args", [["check", "--sandbox"], ["--sandbox", "check"]], ids=["after", "before"])
+def test_sandbox_before_or_after_check_checks_the_embedded_sandbox(args: list[str]) -> None:
+    result = run(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "base URL : http://127.0.0.1:" in result.stdout
+    assert "OK: the key is accepted" in result.stdout
+
+
+@pytest.mark.parametrize("env", [{}, {"DESSERT_MCP_LOG_LEVEL": "DEBUG"}], ids=["default", "debug"])
+def test_the_check_report_holds_no_log_lines(env: dict[str, str]) -> None:
+    result = run("check", "--sandbox", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not LOG_LINE.search(result.stdout), result.stdout
+    if not env:
+        assert not LOG_LINE.search(result.stderr), result.stderr  # a terminal shows the report alone
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sandbox", "sandbox"], "--sandbox does not apply to `sandbox`"),
+        (["sandbox", "--sandbox"], "--sandbox does not apply to `sandbox`"),
+        (["--sandbox", "demo"], "--sandbox does not apply to `demo`"),
+        (["demo", "--sandbox"], "--sandbox does not apply to `demo`"),
+        (["--sandbox", "config", "vscode"], "--sandbox does not apply to `config`"),
+        (["config", "vscode", "--sandbox"], "--sandbox does not apply to `config`"),
+        (["--transport", "http", "check"], "--transport applies to serving, not to `check`"),
+        (["--transport", "sse", "demo"], "--transport applies to serving, not to `demo`"),
+        (["--transport", "http", "sandbox"], "--transport applies to serving, not to `sandbox`"),
+        (["--transport", "http", "config", "cursor"], "--transport applies to serving, not to `config`"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+def test_options_that_do_not_apply_to_a_command_are_refused_with_a_sentence(args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert result.stdout == ""
 
 
 def test_check_fails_when_the_api_cannot_be_reached() -> None:
