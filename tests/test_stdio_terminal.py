@@ -43,8 +43,8 @@ class Pane:
 
     def dead_status(self) -> int | None:
         shown = self.tmux("display-message", "-p", "-t", "t", "#{pane_dead} #{pane_dead_status}")
-        dead, _, status = shown.partition(" ")
-        return int(status) if dead == "1" else None
+        dead, _, status = shown.strip().partition(" ")
+        return int(status) if dead == "1" and status else None  # tmux may mark it dead before it has the status
 
     def wait_for(self, condition: str, check: Callable[[], bool]) -> None:
         """Poll the pane until `check()` is true: a terminal has no event to await."""
