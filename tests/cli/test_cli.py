@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -176,13 +177,33 @@ def test_the_sandbox_command_serves_the_api_and_prints_its_key() -> None:
             process.wait(timeout=10)
 
 
-def test_the_demo_runs_both_tools_and_prints_readable_tables() -> None:
+def test_the_demo_reads_like_the_product() -> None:
     result = run("demo", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "credits_balance                 205" in result.stdout
-    assert "affordable now                  41 static or 13 full ads" in result.stdout
-    assert "Deduction  -45" in result.stdout
-    assert "Demo finished" in result.stdout
+    out = result.stdout
+    assert max(len(line) for line in out.splitlines()) < 100
+    # The names hosts show, yes/no, dollars with cents, minutes in UTC, sentences rather than dicts.
+    assert "dessert_get_balance  Dessert credit balance  yes        yes         none" in out
+    assert "dessert.get_" not in out
+    assert not re.search(r"\b(True|False|None)\b", out)
+    assert re.findall(r"\$[\d,]+(?:\.\d+)?", out) == re.findall(r"\$[\d,]+\.\d\d\b", out)
+    assert ".000Z" not in out
+    assert "balance          205 credits ($20.50)" in out
+    assert "affordable now   41 static or 13 full ads" in out
+    assert "2026-05-19 18:23  Purchase      +250      250  $25.00  Auto-recharge" in out
+    assert "summary:  6 deductions, 1 purchase, 1 refund; 260 credits spent, 265 added, $25.00 purchased" in out
+    assert "forecast: 46.2 credits a day (net); the balance of 205 lasts about 4.4 days" in out
+    assert "count_by_type" not in out
+    # The JSON an agent receives for one call, as the structured content.
+    start = out.index("\n{\n") + 1
+    received = json.loads(out[start : out.index("\n}\n", start) + 2])
+    assert received["credits_balance"] == 205
+    assert received["below_auto_recharge_threshold"] is False
+    # One error case, as the agent gets it: the sentence to act on, then the code.
+    assert "  Dessert rejected the API key (HTTP 401: Invalid API key.). Check DESSERT_API_KEY.\n" in out
+    assert '  {"code": "auth_invalid", "retryable": false, "status": 401}\n' in out
+    assert out.endswith("Demo finished: both tools answered over a real stdio MCP session.\n")
+    assert not LOG_LINE.search(out)
 
 
 @pytest.mark.parametrize("args", [["config", "vscode"], ["demo"]])
