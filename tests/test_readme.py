@@ -155,5 +155,7 @@ def test_the_reliability_write_up_lists_every_probe_finding_and_its_limits() -> 
 def test_the_readme_names_the_module_that_holds_the_strict_host_list() -> None:
     from dessert_mcp import listing
 
-    assert "`STRICT_NAME_HOSTS` in `listing.py`" in README.read_text()
-    assert len(listing.STRICT_NAME_HOSTS) == len("Claude, Cursor, Copilot, VS Code, Codex, OpenAI".split(", "))
+    readme = README.read_text()
+    hosts = "(Claude, Cursor, Copilot, VS Code, Codex, OpenAI; "
+    assert hosts + "the list lives in `STRICT_NAME_HOSTS` in `listing.py`)" in readme
+    assert len(listing.STRICT_NAME_HOSTS) == 6, "the README names six hosts: update it with the list"
