@@ -7,10 +7,12 @@ STAMP := $(VENV)/.installed
 UI_STAMP := ui/node_modules/.installed
 BROWSER := /usr/bin/chromium
 
-.PHONY: install demo test lint format typecheck unit soak bench clean foreign-tools bundle lock dist system-deps dashboard browser screenshots
+.PHONY: install demo inspector test lint format typecheck unit soak bench clean foreign-tools bundle lock dist system-deps dashboard browser screenshots
+
+NEEDS_PY311 := $(PYTHON) -c 'import sys; sys.exit("dessert-mcp needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit("dessert-mcp needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
+	@$(NEEDS_PY311)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
@@ -33,8 +35,22 @@ $(TOOLS_STAMP): tests/foreign/package.json tests/foreign/package-lock.json
 
 foreign-tools: $(TOOLS_STAMP)
 
-demo: $(STAMP)
-	$(BIN)/dessert-mcp demo
+# The demo needs the package alone, not the development tools: its own environment, editable so it runs this tree.
+DEMO_VENV ?= .venv-demo
+DEMO_STAMP := $(DEMO_VENV)/.installed
+
+$(DEMO_STAMP): pyproject.toml
+	@$(NEEDS_PY311)
+	test -x $(DEMO_VENV)/bin/python || $(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+demo: $(DEMO_STAMP)
+	$(DEMO_VENV)/bin/dessert-mcp demo
+
+# The MCP Inspector's web UI (the pinned copy in .tools/, on its own Node 22) against `dessert-mcp --sandbox`.
+inspector: $(STAMP) $(TOOLS_STAMP)
+	$(TOOLS)/node_modules/.bin/node $(TOOLS)/node_modules/.bin/inspector $(abspath $(BIN))/dessert-mcp --sandbox
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -48,14 +64,14 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Debian packages the tests run for real: PostgreSQL (tests/auth start their own throw-away cluster on 127.0.0.1)
-# and Chromium with fonts (pages in a real browser, driven by playwright with executable_path=/usr/bin/chromium).
-# Idempotent: skipped when both are there.
+# and Chromium with fonts (pages in a real browser, driven by playwright with executable_path=/usr/bin/chromium),
+# and tmux (a real terminal for the Ctrl+C test). Idempotent: skipped when all three are there.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 system-deps:
-	@if [ -x $(BROWSER) ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
+	@if [ -x $(BROWSER) ] && command -v tmux >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-			postgresql chromium fonts-liberation fonts-dejavu-core; \
+			postgresql chromium fonts-liberation fonts-dejavu-core tmux; \
 	fi
 
 unit: $(STAMP) $(TOOLS_STAMP) $(UI_STAMP) system-deps
@@ -111,4 +127,4 @@ lock: $(STAMP)
 	$(BIN)/uv lock
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .cache ui/node_modules .artifacts .pytest_cache .mypy_cache .ruff_cache dist build
+	rm -rf $(VENV) $(DEMO_VENV) $(TOOLS) .cache ui/node_modules .artifacts .pytest_cache .mypy_cache .ruff_cache dist build

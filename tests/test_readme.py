@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 
+import pytest
 from mcp import Client
 
 from dessert_mcp import config
@@ -58,3 +59,103 @@ def test_every_setting_the_code_reads_is_documented() -> None:
 
 def test_ci_runs_the_readme_test_command() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+DOCS = ROOT / "docs"
+RELIABILITY = DOCS / "reliability.md"
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+def test_the_readme_links_the_write_ups_it_no_longer_holds_and_the_dashboard_picture() -> None:
+    readme = README.read_text()
+    for target in ("docs/reliability.md", "docs/performance.md", "docs/development.md", "docs/dashboard.png"):
+        assert f"]({target})" in readme, target
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves() -> None:
+    for page in [README, *sorted(DOCS.glob("*.md"))]:
+        for target in LINK.findall(page.read_text()):
+            if "://" not in target:
+                assert (page.parent / target).exists(), f"{page.name} links {target}, which does not exist"
+
+
+def test_every_make_target_the_docs_name_exists() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"(?m)^([a-z][\w-]*):", makefile))
+    for page in [README, *sorted(DOCS.glob("*.md"))]:
+        for target in re.findall(r"(?m)(?:`|^)make ([a-z][\w-]*)", page.read_text()):
+            assert target in targets, f"{page.name} names `make {target}`, which the Makefile lacks"
+
+
+def test_the_http_numbers_in_the_readme_are_the_codes() -> None:
+    from dessert_mcp.http import app
+
+    readme = README.read_text()
+    assert f"bounded to {app.STATEFUL_MAX_SESSIONS:,} sessions" in readme
+    assert f"each closed\n  after {app.STATEFUL_IDLE_TIMEOUT_S / 60:g} minutes idle" in readme
+    assert f"**Request bodies over {app.MAX_BODY_BYTES // 1024} KiB get 413**" in readme
+    assert f"with a {app.READY_TIMEOUT_S:g}-second deadline" in readme
+
+
+def test_the_readme_names_the_version_flag_and_what_it_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    from dessert_mcp import __version__
+    from dessert_mcp.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    printed = capsys.readouterr().out.strip()
+    readme = README.read_text()
+    assert f"| `dessert-mcp --version` | the installed version, e.g. `{printed}` |" in readme
+    assert printed == f"dessert-mcp {__version__}"
+    quick_start = readme.split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    assert "`dessert-mcp --version`" in quick_start
+
+
+def test_the_reliability_policy_states_the_default_settings() -> None:
+    text = RELIABILITY.read_text()
+    defaults = Settings()
+    assert f"`DESSERT_MAX_ATTEMPTS` = {defaults.max_attempts} attempts" in text
+    assert f"`DESSERT_BACKOFF_S` = {defaults.backoff_s:g} s" in text
+    assert f"`DESSERT_TIMEOUT_S` = {defaults.timeout_s:g} s" in text
+    assert defaults.max_body_bytes == 1024 * 1024
+    assert "`DESSERT_MAX_BODY_BYTES` = 1 MiB" in text
+
+
+def test_the_reliability_proof_counts_the_fault_matrix_as_it_is() -> None:
+    from tests.reliability.conftest import TRANSPORTS
+    from tests.reliability.test_fault_matrix import CASES
+
+    text = RELIABILITY.read_text()
+    assert f"a fault matrix of {len(CASES)} cases" in text
+    assert f"({len(CASES) * len(TRANSPORTS)} runs" in text
+
+
+def test_the_reliability_write_up_lists_every_probe_finding_and_its_limits() -> None:
+    from dessert_mcp.client import RETRY_AFTER_MAX_S
+    from dessert_mcp.models import LARGEST_NUMBER
+
+    probe = (ROOT / "tests" / "reliability" / "test_probe_findings.py").read_text()
+    sections = re.findall(r"(?m)^# (\d+)\. ", probe)
+    listed = re.findall(r"(?m)^(\d+)\. \*\*", RELIABILITY.read_text().split("**The hostile probe**", 1)[1])
+    assert listed == sections, "docs/reliability.md lists the probe findings one to one with the test's sections"
+    text = RELIABILITY.read_text()
+    assert "test_three_thousand_abandoned_sessions" in probe
+    assert "**3,000 abandoned sessions.**" in text
+    assert RETRY_AFTER_MAX_S == 24 * 3600
+    assert "capped at one\n   day" in text
+    assert LARGEST_NUMBER == 2**53 - 1
+    assert "±(2^53 \u2212 1)" in text
+    assert (
+        "test_uvicorn_keeps_the_connection_after_content_length_with_transfer_encoding"
+        in (ROOT / "tests" / "http" / "test_app_security.py").read_text()
+    )
+    assert "Content-Length` and `Transfer-Encoding`" in text
+
+
+def test_the_readme_names_the_module_that_holds_the_strict_host_list() -> None:
+    from dessert_mcp import listing
+
+    readme = README.read_text()
+    hosts = "(Claude, Cursor, Copilot, VS Code, Codex, OpenAI; "
+    assert hosts + "the list lives in `STRICT_NAME_HOSTS` in `listing.py`)" in readme
+    assert len(listing.STRICT_NAME_HOSTS) == 6, "the README names six hosts: update it with the list"

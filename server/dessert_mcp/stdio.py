@@ -28,8 +28,8 @@ from dessert_mcp.redact import Redactor, configure_logging
 logger = logging.getLogger("dessert_mcp")
 
 TTY_HINT: Final = (
-    "dessert-mcp is waiting for an MCP client on stdin (hosts such as Claude Desktop launch it themselves). "
-    "To try it by hand: `dessert-mcp demo`, or `dessert-mcp --sandbox` with the MCP Inspector. Ctrl+C quits."
+    "dessert-mcp: waiting for an MCP client on stdin; hosts such as Claude Desktop launch it for you. "
+    "To try it, run `dessert-mcp demo` or open `dessert-mcp --sandbox` in the MCP Inspector. Ctrl+C quits."
 )
 _CHUNK: Final = 64 * 1024
 

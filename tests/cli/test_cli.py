@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -64,10 +66,55 @@ def test_check_fails_with_the_reason_when_the_key_is_rejected(canary_sandbox: Th
     assert_no_secret(result.stdout + result.stderr, wrong)
 
 
-def test_check_fails_when_the_key_is_missing() -> None:
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) ", re.MULTILINE)
+
+
+def test_check_without_a_key_says_where_a_key_comes_from_and_offers_the_sandbox() -> None:
     result = run("check")
     assert result.returncode == 1
     assert "DESSERT_API_KEY is not set" in result.stdout
+    assert "export DESSERT_API_KEY=" in result.stdout
+    assert "dessert-mcp check --sandbox" in result.stdout
+
+
+@pytest.mark.parametrize("args", [["check", "--sandbox"], ["--sandbox", "check"]], ids=["after", "before"])
+def test_sandbox_before_or_after_check_checks_the_embedded_sandbox(args: list[str]) -> None:
+    result = run(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "base URL : http://127.0.0.1:" in result.stdout
+    assert "OK: the key is accepted" in result.stdout
+
+
+@pytest.mark.parametrize("env", [{}, {"DESSERT_MCP_LOG_LEVEL": "DEBUG"}], ids=["default", "debug"])
+def test_the_check_report_holds_no_log_lines(env: dict[str, str]) -> None:
+    result = run("check", "--sandbox", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not LOG_LINE.search(result.stdout), result.stdout
+    if not env:
+        assert not LOG_LINE.search(result.stderr), result.stderr  # a terminal shows the report alone
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sandbox", "sandbox"], "--sandbox does not apply to `sandbox`"),
+        (["sandbox", "--sandbox"], "--sandbox does not apply to `sandbox`"),
+        (["--sandbox", "demo"], "--sandbox does not apply to `demo`"),
+        (["demo", "--sandbox"], "--sandbox does not apply to `demo`"),
+        (["--sandbox", "config", "vscode"], "--sandbox does not apply to `config`"),
+        (["config", "vscode", "--sandbox"], "--sandbox does not apply to `config`"),
+        (["--transport", "http", "check"], "--transport applies to serving, not to `check`"),
+        (["--transport", "sse", "demo"], "--transport applies to serving, not to `demo`"),
+        (["--transport", "http", "sandbox"], "--transport applies to serving, not to `sandbox`"),
+        (["--transport", "http", "config", "cursor"], "--transport applies to serving, not to `config`"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+def test_options_that_do_not_apply_to_a_command_are_refused_with_a_sentence(args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert result.stdout == ""
 
 
 def test_check_fails_when_the_api_cannot_be_reached() -> None:
@@ -130,13 +177,33 @@ def test_the_sandbox_command_serves_the_api_and_prints_its_key() -> None:
             process.wait(timeout=10)
 
 
-def test_the_demo_runs_both_tools_and_prints_readable_tables() -> None:
+def test_the_demo_reads_like_the_product() -> None:
     result = run("demo", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "credits_balance                 205" in result.stdout
-    assert "affordable now                  41 static or 13 full ads" in result.stdout
-    assert "Deduction  -45" in result.stdout
-    assert "Demo finished" in result.stdout
+    out = result.stdout
+    assert max(len(line) for line in out.splitlines()) < 100
+    # The names hosts show, yes/no, dollars with cents, minutes in UTC, sentences rather than dicts.
+    assert "dessert_get_balance  Dessert credit balance  yes        yes         none" in out
+    assert "dessert.get_" not in out
+    assert not re.search(r"\b(True|False|None)\b", out)
+    assert re.findall(r"\$[\d,]+(?:\.\d+)?", out) == re.findall(r"\$[\d,]+\.\d\d\b", out)
+    assert ".000Z" not in out
+    assert "balance          205 credits ($20.50)" in out
+    assert "affordable now   41 static or 13 full ads" in out
+    assert "2026-05-19 18:23  Purchase      +250      250  $25.00  Auto-recharge" in out
+    assert "summary:  6 deductions, 1 purchase, 1 refund; 260 credits spent, 265 added, $25.00 purchased" in out
+    assert "forecast: 46.2 credits a day (net); the balance of 205 lasts about 4.4 days" in out
+    assert "count_by_type" not in out
+    # The JSON an agent receives for one call, as the structured content.
+    start = out.index("\n{\n") + 1
+    received = json.loads(out[start : out.index("\n}\n", start) + 2])
+    assert received["credits_balance"] == 205
+    assert received["below_auto_recharge_threshold"] is False
+    # One error case, as the agent gets it: the sentence to act on, then the code.
+    assert "  Dessert rejected the API key (HTTP 401: Invalid API key.). Check DESSERT_API_KEY.\n" in out
+    assert '  {"code": "auth_invalid", "retryable": false, "status": 401}\n' in out
+    assert out.endswith("Demo finished: both tools answered over a real stdio MCP session.\n")
+    assert not LOG_LINE.search(out)
 
 
 @pytest.mark.parametrize("args", [["config", "vscode"], ["demo"]])

@@ -126,6 +126,15 @@ def test_the_readme_shows_what_config_prints() -> None:
     assert uvx_line in readme, "README's uvx line for Claude Code drifted (the version is in it)"
 
 
+def test_the_readme_says_only_the_uvx_form_of_a_project_file_can_be_committed() -> None:
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    vscode = readme.split("### VS Code ", 1)[1].split("### ", 1)[0]
+    assert "With `--launch uvx` it holds no machine's path either and can be committed" in vscode
+    assert "the `--launch path` form names this machine's installation, so it is machine-specific" in vscode
+    assert "so a project's `.vscode/mcp.json` or `.cursor/mcp.json` can be committed" in readme
+    assert readme.count("can be committed") == 2
+
+
 @pytest.mark.parametrize("host", list(HOSTS))
 def test_each_uvx_snippet_runs_the_pinned_package_from_pypi_and_names_no_path(host: str) -> None:
     result = print_config(host, "--launch", "uvx", DESSERT_API_KEY=CANARY_KEY)

@@ -1,6 +1,11 @@
-"""The README's MCP Inspector lines, run as written (`npx @modelcontextprotocol/inspector` = the pinned install).
+"""The README's MCP Inspector lines, run as written: the machine's own `npx` and Node, the npm registry, a shell.
 
-The CLI lines run to completion. The web UI line is started headless on 127.0.0.1 (fixed free ports, no browser):
+Inspector 2 needs Node >= 22.19; the README's lines bring Node 22 along (`-p node@22`), so they are run with the
+Node the machine has (Debian's 20 here), from the directory a reader would be in: anywhere for bare `dessert-mcp`
+(on PATH, as after pipx), the clone for `.venv/bin/dessert-mcp`. npm's cache lives in .cache/npm, so only the first
+run downloads. `make inspector` runs too: the pinned copy in .tools/.
+
+The CLI lines run to completion. The web UI lines are started headless on 127.0.0.1 (fixed free ports, no browser):
 the test fetches the page the browser would load, checks the server the command line registered, and drives that
 server through the Inspector's own proxy API (`/api/mcp/connect`, `/send`, `/events`) with the requests the UI
 sends: initialize, tools/list, tools/call. What it cannot cover is the React app in a browser (rendering, clicks).
@@ -11,7 +16,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,44 +30,67 @@ import httpx2
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = ROOT / ".tools" / "node_modules" / ".bin"
-NPX_PREFIX = "npx @modelcontextprotocol/inspector "
-START_TIMEOUT_S = 60
+NPX = "npx -y -p node@22 -p @modelcontextprotocol/inspector@2 inspector "
+NPM_CACHE = ROOT / ".cache" / "npm"
+START_TIMEOUT_S = 240  # the first run downloads Node 22 and the Inspector
+VENV_COMMAND = ".venv/bin/dessert-mcp"
+
+
+def readme_section() -> str:
+    return (ROOT / "README.md").read_text().split("\n## MCP Inspector\n", 1)[1].split("\n## ", 1)[0]
 
 
 def readme_lines() -> list[str]:
-    section = (ROOT / "README.md").read_text().split("\n## MCP Inspector\n", 1)[1].split("\n## ", 1)[0]
-    return [line for line in section.splitlines() if line.startswith(NPX_PREFIX)]
+    return [line for line in readme_section().splitlines() if line.startswith((NPX, "make inspector"))]
 
 
-def inspector_argv(node: Path, line: str) -> list[str]:
-    return [str(node), str(BIN / "inspector"), *shlex.split(line.removeprefix(NPX_PREFIX))]
+def shell_env(home: Path) -> dict[str, str]:
+    """A login shell's environment, with dessert-mcp on PATH as after pipx; the Inspector's state under `home`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DESSERT_", "MCP_", "npm_"))}
+    path = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env | {
+        "PATH": path,
+        "HOME": str(home),
+        "npm_config_cache": str(NPM_CACHE),
+        "npm_config_update_notifier": "false",
+        "MCP_INSPECTOR_SECRET_STORE": "memory",
+        "NO_COLOR": "1",
+    }
 
 
-def inspector_env(home: Path) -> dict[str, str]:
-    """dessert-mcp and node on PATH as after `pip install` and `npx`; the Inspector's state under `home`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DESSERT_", "MCP_"))}
-    path = os.pathsep.join([str(Path(sys.executable).parent), str(BIN), env.get("PATH", "")])
-    return env | {"PATH": path, "HOME": str(home), "MCP_INSPECTOR_SECRET_STORE": "memory", "NO_COLOR": "1"}
+def cwd_for(line: str, home: Path) -> Path:
+    return ROOT if VENV_COMMAND in line or line.startswith("make ") else home
 
 
-def test_the_readme_has_the_ui_line_and_cli_lines() -> None:
+def test_the_readme_has_ui_and_cli_lines_for_an_installed_and_a_cloned_dessert_mcp() -> None:
     lines = readme_lines()
-    assert "npx @modelcontextprotocol/inspector dessert-mcp --sandbox" in lines
-    assert sum("--cli" in line for line in lines) == 2
+    assert f"{NPX}dessert-mcp --sandbox" in lines
+    assert sum("--cli" in line for line in lines) == 3
+    assert any(VENV_COMMAND in line for line in lines)
+    assert "make inspector" in lines
+    section = readme_section()
+    for needed in ("Node", "22", "PATH", "-y"):
+        assert needed in section, needed
+
+
+def test_the_machine_npx_is_the_one_the_readme_means() -> None:
+    npx = shutil.which("npx")
+    assert npx, "npx is missing: install Node.js and npm (apt-get install npm)"
+    version = subprocess.run(["node", "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.startswith("v"), version  # any Node: the lines bring Node 22 themselves
 
 
 @pytest.mark.parametrize(
-    "line", [pytest.param(line, id=line.split("--method ")[-1]) for line in readme_lines() if "--cli" in line]
+    "line", [pytest.param(line, id=line.removeprefix(NPX)) for line in readme_lines() if "--cli" in line]
 )
-def test_the_readme_cli_lines_work_against_the_sandbox(node: Path, tmp_path: Path, line: str) -> None:
+def test_the_readme_cli_lines_work_against_the_sandbox(tmp_path: Path, line: str) -> None:
     result = subprocess.run(
-        inspector_argv(node, line),
-        env=inspector_env(tmp_path),
-        cwd=tmp_path,
+        ["sh", "-c", line],
+        env=shell_env(tmp_path),
+        cwd=cwd_for(line, tmp_path),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=START_TIMEOUT_S,
         stdin=subprocess.DEVNULL,
         check=False,
     )
@@ -85,29 +114,32 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-@pytest.fixture
-def inspector_ui(node: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """The README's UI line, running; yields (base URL, session token) from what it prints."""
-    (line,) = [line for line in readme_lines() if "--cli" not in line]
+@pytest.fixture(params=[line for line in readme_lines() if "--cli" not in line])
+def inspector_ui(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """One README line that opens the web UI, running; yields (the line, base URL, session token) from its output."""
+    line: str = request.param
     ui_port, sandbox_port, app_port = free_ports(3)
-    env = inspector_env(tmp_path) | {
+    env = shell_env(tmp_path) | {
         "HOST": "127.0.0.1",
         "CLIENT_PORT": str(ui_port),
         "MCP_SANDBOX_PORT": str(sandbox_port),
         "MCP_APP_ORIGIN_PORT": str(app_port),
         "MCP_AUTO_OPEN_ENABLED": "false",
     }
+    # make: the stamps are up to date by construction here (pytest runs from .venv); never rebuild mid-test.
+    command = line.replace("make ", "make -s -o .venv/.installed -o .tools/.installed ", 1)
     proc = subprocess.Popen(
-        inspector_argv(node, line),
+        ["sh", "-c", command],
         env=env,
-        cwd=tmp_path,
+        cwd=cwd_for(line, tmp_path),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # so the whole tree (sh, make, npx, node) stops with it
     )
-    watchdog = threading.Timer(START_TIMEOUT_S, proc.kill)  # a start that never prints its token fails, not hangs
-    watchdog.start()
+    watchdog = threading.Timer(START_TIMEOUT_S, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    watchdog.start()  # a start that never prints its token fails, not hangs
     printed: list[str] = []
     token = None
     assert proc.stdout is not None
@@ -121,21 +153,21 @@ def inspector_ui(node: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
         assert token, "the Inspector printed no session token:\n" + "".join(printed)
         url = f"http://127.0.0.1:{ui_port}"
         assert f"{url}?MCP_INSPECTOR_API_TOKEN={token}" in "".join(printed)
-        yield url, token
+        yield line, url, token
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         proc.stdout.close()
 
 
-def test_the_readme_ui_line_serves_the_inspector_and_its_proxy_reaches_both_tools(
-    inspector_ui: tuple[str, str],
+def test_the_readme_ui_lines_serve_the_inspector_and_its_proxy_reaches_both_tools(
+    inspector_ui: tuple[str, str, str],
 ) -> None:
-    url, token = inspector_ui
+    line, url, token = inspector_ui
     headers = {"x-mcp-remote-auth": f"Bearer {token}", "origin": url}  # what the page's own requests carry
     with httpx2.Client(base_url=url, headers=headers, timeout=60) as http:
         page = http.get("/", params={"MCP_INSPECTOR_API_TOKEN": token})
@@ -145,7 +177,8 @@ def test_the_readme_ui_line_serves_the_inspector_and_its_proxy_reaches_both_tool
         assert http.get("/api/servers", headers={"x-mcp-remote-auth": "Bearer wrong"}).status_code == 401
         servers = http.get("/api/servers").json()["mcpServers"]
         (server,) = servers.values()
-        assert (server["command"], server["args"]) == ("dessert-mcp", ["--sandbox"])
+        expected = str(ROOT / ".venv" / "bin" / "dessert-mcp") if line.startswith("make ") else "dessert-mcp"
+        assert (server["command"], server["args"]) == (expected, ["--sandbox"])
         environment = http.get("/api/config").json()["defaultEnvironment"]
 
         connected = http.post("/api/mcp/connect", json={"config": server | {"env": environment}})

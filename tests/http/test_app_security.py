@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -199,3 +200,24 @@ def _secret(value: str) -> Any:
     from dessert_mcp.config import Secret
 
     return Secret(value)
+
+
+def test_uvicorn_keeps_the_connection_after_content_length_with_transfer_encoding(serve: Callable[..., str]) -> None:
+    """Pins the dependency behaviour behind the README's reverse-proxy advice (Deployment): RFC 9112 says to close
+    such a connection, uvicorn serves the next request on it. When an upgrade closes it, this fails: drop the note."""
+    port = int(serve().rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+
+        def answer() -> bytes:
+            received = b""
+            while b'{"status":"ok"}' not in received:
+                chunk = conn.recv(65536)
+                assert chunk, "closed: uvicorn now follows RFC 9112 here; update the README's Deployment note"
+                received += chunk
+            return received
+
+        both = b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + both + b"\r\n0\r\n\r\n")
+        assert answer().startswith(b"HTTP/1.1 200 ")
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert answer().startswith(b"HTTP/1.1 200 ")

@@ -66,6 +66,18 @@ def test_an_auth_token_that_is_the_dessert_key_is_refused(
     assert sandbox.key not in result.stderr
 
 
+@pytest.mark.parametrize("transport", ["http", "sse"])
+def test_serving_http_without_a_key_warns_at_start_and_still_serves(
+    server_env: Callable[..., dict[str, str]], tmp_path: Path, transport: str
+) -> None:
+    env = server_env(DESSERT_MCP_LOG_LEVEL="INFO")
+    del env["DESSERT_API_KEY"]
+    with cli_server(["--transport", transport], env, tmp_path / "stderr.log") as url:
+        assert httpx2.get(f"{url}/healthz").status_code == 200
+        assert httpx2.get(f"{url}/readyz").json() == {"status": "not ready", "reason": "not_configured"}
+    assert re.search(r"WARNING dessert_mcp: DESSERT_API_KEY is not set", (tmp_path / "stderr.log").read_text())
+
+
 def test_a_short_auth_token_is_refused() -> None:
     from dessert_mcp.http import read_auth_token
 

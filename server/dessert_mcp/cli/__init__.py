@@ -115,18 +115,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dessert-mcp {__version__}")
     _add_http_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="{sandbox,check,demo,config}", parser_class=_Parser)
-    sandbox = sub.add_parser("sandbox", help="run the sandbox API on 127.0.0.1")
+    # `sandbox`, `demo` and `config` refuse --sandbox with a sentence wherever it is written, not "unrecognized".
+    refuses_sandbox = _Parser(add_help=False)
+    refuses_sandbox.add_argument("--sandbox", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    sandbox = sub.add_parser("sandbox", help="run the sandbox API on 127.0.0.1", parents=[refuses_sandbox])
     sandbox.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0 picks one)")
     sub.add_parser(
         "check", help="verify configuration and connectivity, print the live balance", parents=[_common(top=False)]
     )
-    sub.add_parser("demo", help="run both tools through a real stdio MCP client against the sandbox")
+    sub.add_parser(
+        "demo", help="run both tools through a real stdio MCP client against the sandbox", parents=[refuses_sandbox]
+    )
     config = sub.add_parser(
         "config",
         help="print a ready-to-paste configuration for an MCP host",
         description="Print a ready-to-paste dessert-mcp configuration for an MCP host.",
         epilog=CONFIG_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[refuses_sandbox],
     )
     config.add_argument("host", choices=list(HOSTS), metavar="HOST", help=f"one of: {', '.join(HOSTS)}")
     config.add_argument("--launch", choices=LAUNCHES, help="how the entry starts the server: path or uvx (see below)")
@@ -148,6 +154,8 @@ def _main(argv: Sequence[str] | None) -> None:
     if any(a.split("=", 1)[0] in _KEY_FLAGS for a in args_list):
         sys.exit("dessert-mcp: error: the API key is read only from the DESSERT_API_KEY environment variable.")
     args = _parser().parse_args(args_list)
+    if args.command is not None and args.transport != "stdio":
+        sys.exit(f"dessert-mcp: error: --transport applies to serving, not to `{args.command}`.")
     if args.command == "config":
         if args.sandbox:
             sys.exit("dessert-mcp: error: --sandbox does not apply to `config`; host entries use your own key.")
@@ -157,10 +165,11 @@ def _main(argv: Sequence[str] | None) -> None:
         return
     if args.command in ("sandbox", "demo") and args.sandbox:
         sys.exit(f"dessert-mcp: error: --sandbox does not apply to `{args.command}`, which always uses the sandbox.")
-    if args.command is not None and args.transport != "stdio":
-        sys.exit(f"dessert-mcp: error: --transport applies to serving, not to `{args.command}`.")
+    log_level = args.log_level
+    if args.command == "check" and log_level is None and not os.environ.get("DESSERT_MCP_LOG_LEVEL"):
+        log_level = "WARNING"  # the report says what the INFO lines would; keep the terminal to the report
     try:
-        settings = Settings.from_env(tool_names=args.tool_names, log_level=args.log_level)
+        settings = Settings.from_env(tool_names=args.tool_names, log_level=log_level)
     except ConfigError as exc:
         sys.exit(f"dessert-mcp: configuration error: {exc}")
     redactor = Redactor(settings.api_key.get() if settings.api_key else None)

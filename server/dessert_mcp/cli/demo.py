@@ -1,13 +1,20 @@
-"""`dessert-mcp demo`: the sandbox, the server as a real stdio subprocess, and a real MCP client, end to end."""
+"""`dessert-mcp demo`: the sandbox, the server as a real stdio subprocess, and a real MCP client, end to end.
+
+The server is launched as hosts launch it (underscore tool names), and the output reads as the product would to a
+person: aligned columns within 100 characters, yes/no, dollars with cents, UTC times, sentences for the summary
+and the forecast, one error case, and the JSON an agent receives for one call.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Collection, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
@@ -16,23 +23,85 @@ from mcp.types import CallToolResult
 from dessert_mcp.cli.hosts import server_command
 from dessert_mcp.sandbox import ThreadedSandbox
 
+WIDTH: Final = 99
+WRONG_KEY: Final = "dsk_sandbox_not_the_right_key_000000"  # what the sandbox rejects (it is no secret)
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(h) for h in headers], *[["—" if c is None else str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+
+def table(
+    headers: Sequence[str] | None,
+    rows: Sequence[Sequence[object]],
+    *,
+    right: Collection[int] = (),
+    width: int = WIDTH,
+) -> str:
+    """Aligned columns (`right`: indexes of right-aligned ones); the last column is cut to keep within `width`."""
+    cells = [[str(h) for h in headers or rows[0]], *[["—" if c is None else str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    room = width - sum(widths[:-1]) - 2 * (len(widths) - 1)
+    if widths[-1] > room:
+        widths[-1] = room
+        cells = [[*row[:-1], row[-1] if len(row[-1]) <= room else row[-1][: room - 1] + "…"] for row in cells]
+
+    def line(row: Sequence[str]) -> str:
+        padded = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        return "  ".join(padded).rstrip()
+
+    head = [line(cells[0]), "  ".join("-" * w for w in widths)] if headers is not None else []
+    return "\n".join([*head, *(line(row) for row in cells[1:])])
+
+
+def yes_no(value: object) -> str:
+    return "yes" if value else "no"
+
+
+def usd(value: float | None) -> str | None:
+    return None if value is None else f"${value:,.2f}"
+
+
+def when(timestamp: str | None) -> str | None:
+    """`2026-05-19T18:24:01.000Z` as `2026-05-19 18:24` (UTC); anything unreadable as it came."""
+    if timestamp is None:
+        return None
+    try:
+        return datetime.fromisoformat(timestamp).astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return timestamp
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def summary_lines(summary: Mapping[str, Any]) -> list[str]:
+    counts = ", ".join(plural(n, kind.lower()) for kind, n in summary["count_by_type"].items() if n)
+    lines = [
+        f"summary:  {counts or 'no transactions'}; {summary['credits_spent']} credits spent, "
+        f"{summary['credits_added']} added, {usd(summary['usd_purchased'])} purchased",
+    ]
+    if summary["oldest_at"]:
+        lines.append(f"          from {when(summary['oldest_at'])} to {when(summary['newest_at'])} UTC")
+    forecast = summary["forecast"]
+    if forecast["days_until_empty"] is None:
+        lines.append(f"forecast: no estimate ({forecast['unavailable_reason']})")
+    else:
+        lines.append(
+            f"forecast: {forecast['burn_rate_credits_per_day']:.1f} credits a day (net); the balance of "
+            f"{forecast['latest_balance']} lasts about {forecast['days_until_empty']:.1f} days, before auto-recharge"
+        )
+    return lines
 
 
 class DemoFailed(Exception):
-    """A tool call in the demo returned an error."""
+    """A tool call in the demo did not answer as expected."""
+
+
+def _text(result: CallToolResult) -> str:
+    return "\n".join(getattr(block, "text", "") for block in result.content)
 
 
 def _structured(result: CallToolResult, name: str) -> dict[str, Any]:
     if result.is_error or result.structured_content is None:
-        text = " ".join(getattr(block, "text", "") for block in result.content)
-        raise DemoFailed(f"{name} failed: {text}")
+        raise DemoFailed(f"{name} failed: {_text(result)}")
     content: dict[str, Any] = result.structured_content
     return content
 
@@ -51,89 +120,92 @@ async def run_demo(out: TextIO = sys.stdout) -> int:
     return 0
 
 
+def _server(sandbox: ThreadedSandbox, key: str) -> StdioServerParameters:
+    command, args = server_command()
+    env = get_default_environment() | {
+        "DESSERT_API_KEY": key,
+        "DESSERT_API_BASE_URL": sandbox.url,
+        "DESSERT_MCP_TOOL_NAMES": "underscore",  # what every host entry asks for
+        "DESSERT_MCP_LOG_LEVEL": os.environ.get("DESSERT_MCP_LOG_LEVEL", "WARNING"),
+    }
+    return StdioServerParameters(command=command, args=args, env=env)
+
+
 async def _demo(out: TextIO) -> None:
     with ThreadedSandbox() as sandbox:
-        command, args = server_command()
-        env = get_default_environment() | {
-            "DESSERT_API_KEY": sandbox.key,
-            "DESSERT_API_BASE_URL": sandbox.url,
-            "DESSERT_MCP_LOG_LEVEL": os.environ.get("DESSERT_MCP_LOG_LEVEL", "WARNING"),
-        }
-        out.write(f"Sandbox API on {sandbox.url}; launching `{' '.join([Path(command).name, *args])}` over stdio.\n\n")
-        async with Client(StdioServerParameters(command=command, args=args, env=env)) as client:
+        server = _server(sandbox, sandbox.key)
+        launched = " ".join([Path(server.command).name, *server.args])
+        out.write(f"Sandbox API on {sandbox.url} (no account needed).\n")
+        out.write(f"Launching `{launched}` over stdio, as an MCP host does.\n\n")
+        async with Client(server) as client:
             listed = await client.list_tools()
-            out.write(
-                "Tools\n"
-                + table(
-                    ["name", "title", "read-only", "idempotent"],
-                    [
-                        [
-                            t.name,
-                            t.title,
-                            t.annotations and t.annotations.read_only_hint,
-                            t.annotations and t.annotations.idempotent_hint,
-                        ]
-                        for t in listed.tools
-                    ],
-                )
-                + "\n\n"
-            )
+            rows = []
+            for tool in listed.tools:
+                hints = tool.annotations
+                arguments = ", ".join(tool.input_schema.get("properties", {})) or "none"
+                read_only = yes_no(hints and hints.read_only_hint)
+                rows.append([tool.name, tool.title, read_only, yes_no(hints and hints.idempotent_hint), arguments])
+            out.write("Tools, as hosts show them\n")
+            out.write(table(["name", "title", "read-only", "idempotent", "arguments"], rows) + "\n\n")
 
             names = [t.name for t in listed.tools]
             balance_name = next(n for n in names if n.endswith("get_balance"))
             usage_name = next(n for n in names if n.endswith("get_usage"))
-            balance = _structured(await client.call_tool(balance_name, {}), balance_name)
+            balance_result = await client.call_tool(balance_name, {})
+            balance = _structured(balance_result, balance_name)
             pricing = balance["pricing"]
-            out.write(
-                f"Balance ({balance_name})\n"
-                + table(
-                    ["field", "value"],
-                    [
-                        ["credits_balance", balance["credits_balance"]],
-                        ["credits_balance_usd_equivalent", f"${balance['credits_balance_usd_equivalent']:.2f}"],
-                        ["credits_lifetime_purchased", balance["credits_lifetime_purchased"]],
-                        [
-                            "auto_recharge",
-                            f"{'on' if balance['auto_recharge_enabled'] else 'off'} below "
-                            f"{balance['auto_recharge_threshold']} credits, ${balance['auto_recharge_amount_usd']:.2f}",
-                        ],
-                        [
-                            "pricing",
-                            f"${pricing['credit_usd']:.2f}/credit; static ad {pricing['static_ad_credits']}, "
-                            f"full ad {pricing['full_ad_credits']} credits",
-                        ],
-                        [
-                            "affordable now",
-                            f"{balance['static_ads_affordable']} static or {balance['full_ads_affordable']} full ads",
-                        ],
-                        ["below_auto_recharge_threshold", balance["below_auto_recharge_threshold"]],
-                    ],
-                )
-                + "\n\n"
-            )
+            out.write(f"Balance ({balance_name})\n")
+            balance_rows = [
+                ["balance", f"{balance['credits_balance']} credits ({usd(balance['credits_balance_usd_equivalent'])})"],
+                ["bought in all", f"{balance['credits_lifetime_purchased']} credits"],
+                [
+                    "auto-recharge",
+                    f"{yes_no(balance['auto_recharge_enabled'])}: {usd(balance['auto_recharge_amount_usd'])} when "
+                    f"the balance drops below {balance['auto_recharge_threshold']} credits",
+                ],
+                ["below threshold", yes_no(balance["below_auto_recharge_threshold"])],
+                [
+                    "pricing",
+                    f"{usd(pricing['credit_usd'])} a credit; a static ad costs {pricing['static_ad_credits']} credits, "
+                    f"a full ad {pricing['full_ad_credits']}",
+                ],
+                [
+                    "affordable now",
+                    f"{balance['static_ads_affordable']} static or {balance['full_ads_affordable']} full ads",
+                ],
+            ]
+            out.write(table(None, balance_rows) + "\n\n")
 
             usage = _structured(await client.call_tool(usage_name, {"limit": 8}), usage_name)
+            out.write(f"Usage ({usage_name}, limit=8), newest first\n")
+            transactions = [
+                [
+                    when(t["at"]),
+                    t["type"],
+                    f"{t['credits_delta']:+d}",
+                    t["balance_after"],
+                    usd(t["usd_amount"]),
+                    t["description"],
+                ]
+                for t in usage["recent_transactions"]
+            ]
+            headers = ["at (UTC)", "type", "credits", "balance", "USD", "description"]
+            out.write(table(headers, transactions, right={2, 3, 4}) + "\n")
+            note = textwrap.wrap(usage["note"], WIDTH, initial_indent="note:     ", subsequent_indent=" " * 10)
+            out.write("\n".join([*summary_lines(usage["summary"]), *note]) + "\n\n")
+
             out.write(
-                f"Usage ({usage_name}, limit=8)\n"
-                + table(
-                    ["at", "type", "credits", "balance after", "usd", "description"],
-                    [
-                        [
-                            t["at"],
-                            t["type"],
-                            f"{t['credits_delta']:+d}",
-                            t["balance_after"],
-                            t["usd_amount"],
-                            t["description"],
-                        ]
-                        for t in usage["recent_transactions"]
-                    ],
-                )
-                + "\n"
+                f"What an agent receives from {balance_name}: this JSON as structuredContent, and compact in a\n"
+                "text block for clients that read only text\n"
             )
-            summary = usage["summary"]
-            out.write(
-                f"summary: spent {summary['credits_spent']} credits, added {summary['credits_added']}, "
-                f"purchased ${summary['usd_purchased']:.2f}; by type {json.dumps(summary['count_by_type'])}\n"
-                f"note: {usage['note']}\n"
-            )
+            out.write(json.dumps(balance, indent=2) + "\n\n")
+
+        async with Client(_server(sandbox, WRONG_KEY)) as client:
+            wrong = await client.call_tool(balance_name, {})
+        if not wrong.is_error:
+            raise DemoFailed(f"{balance_name} with a wrong key did not fail")
+        out.write(
+            f"With a wrong key, {balance_name} answers a tool error (isError: true): one sentence to act on,\n"
+            "then a code to match on\n"
+        )
+        out.write("".join(f"  {line}\n" for line in _text(wrong).splitlines()))

@@ -98,6 +98,39 @@ class TokenGuard:
 
 _UNAUTHORIZED: Final = f"Unauthorized: send Authorization: Bearer <the server's {AUTH_TOKEN_ENV}>."
 
+BROWSER_HINT: Final = (
+    "This is dessert-mcp's MCP endpoint (streamable HTTP), for MCP clients rather than browsers: "
+    "give this URL to an MCP host or client as a streamable HTTP server.\n"
+)
+_MCP_HEADERS: Final = frozenset({b"mcp-session-id", b"mcp-protocol-version", b"last-event-id"})
+
+
+class BrowserHint:
+    """ASGI wrapper: a browser opening the MCP endpoint gets one line instead of an endless event stream.
+
+    Only a GET that accepts text/html and not text/event-stream and carries no MCP header is answered here; an
+    MCP client's GET must accept text/event-stream (the spec's streamable HTTP transport), so it always passes.
+    """
+
+    def __init__(self, app: ASGIApp, path: str) -> None:
+        self._app = app
+        self._path = path
+
+    def _is_browser(self, scope: Scope) -> bool:
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != self._path:
+            return False
+        headers = dict(scope["headers"])
+        accept = headers.get(b"accept", b"").lower()
+        if b"text/html" not in accept or b"text/event-stream" in accept:
+            return False
+        return not _MCP_HEADERS.intersection(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._is_browser(scope):
+            await PlainTextResponse(BROWSER_HINT, headers={"Cache-Control": "no-store"})(scope, receive, send)
+            return
+        await self._app(scope, receive, send)
+
 
 class Readiness:
     """`/readyz`: ask Dessert for the balance with a short deadline; ready only if the key is accepted.
@@ -188,6 +221,6 @@ def build_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/", home, methods=["GET"]),
-        Mount("/", app=mcp_app),
+        Mount("/", app=BrowserHint(mcp_app, MCP_PATH) if options.transport == "http" else mcp_app),
     ]
     return TokenGuard(Starlette(routes=routes, lifespan=lifespan), options.auth_token)

@@ -1,0 +1,61 @@
+"""The demo's formatting, in process: what a person reads for values the sandbox never produces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dessert_mcp.cli.demo import WIDTH, summary_lines, table, usd, when
+
+
+def summary(**forecast: Any) -> dict[str, Any]:
+    return {
+        "credits_spent": 0,
+        "credits_added": 0,
+        "usd_purchased": 0.0,
+        "count_by_type": {"Deduction": 0, "Purchase": 0, "Bonus": 0, "Refund": 0},
+        "oldest_at": None,
+        "newest_at": None,
+        "forecast": forecast,
+    }
+
+
+def test_an_empty_window_says_so_and_why_there_is_no_forecast() -> None:
+    lines = summary_lines(
+        summary(
+            burn_rate_credits_per_day=None,
+            latest_balance=None,
+            days_until_empty=None,
+            unavailable_reason="fewer than two transactions",
+        )
+    )
+    assert lines == [
+        "summary:  no transactions; 0 credits spent, 0 added, $0.00 purchased",
+        "forecast: no estimate (fewer than two transactions)",
+    ]
+
+
+def test_money_always_has_cents_and_thousands_separators() -> None:
+    assert usd(25.0) == "$25.00"
+    assert usd(1234.5) == "$1,234.50"
+    assert usd(None) is None
+
+
+def test_timestamps_read_as_utc_minutes_whatever_their_offset() -> None:
+    assert when("2026-05-19T18:24:01.000Z") == "2026-05-19 18:24"
+    assert when("2026-05-19T20:24:01+02:00") == "2026-05-19 18:24"
+    assert when("not a time") == "not a time"
+
+
+def test_a_long_last_column_is_cut_to_the_width_with_an_ellipsis() -> None:
+    text = table(["a", "description"], [["x", "y" * 200], ["z", "short"]])
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) == WIDTH
+    assert lines[2].endswith("…")
+    assert lines[3] == "z  short"
+
+
+def test_numbers_align_right_and_missing_values_show_a_dash() -> None:
+    assert table(["n", "usd"], [[5, None], [250, "$25.00"]], right={0, 1}).splitlines()[2:] == [
+        "  5       —",
+        "250  $25.00",
+    ]
