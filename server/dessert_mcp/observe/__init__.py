@@ -1,9 +1,10 @@
 """Observability for operators, opt in: traces exported by OpenTelemetry, and Prometheus metrics at /metrics.
 
-The core never imports this package: it reports through `dessert_mcp.telemetry` (hooks and OpenTelemetry API
-spans, free when nobody listens). The serving code imports it when it starts, and the heavy halves load only when
-installed and asked for: `tracing` needs `dessert-mcp[otel]` and an `OTEL_*` variable that asks for an exporter,
-`metrics` needs `dessert-mcp[metrics]` and an HTTP transport. See docs/observability.md.
+The core (config, client, models, tools) never imports this package: it reports through `dessert_mcp.telemetry`
+(hooks, and OpenTelemetry API spans that are free when nobody listens). The serving code imports it as it starts,
+and the heavy halves load only when installed and asked for: `tracing` needs `dessert-mcp[otel]` and an `OTEL_*`
+variable that asks for an exporter, `metrics` needs `dessert-mcp[metrics]` and an HTTP transport. See
+docs/observability.md.
 """
 
 from __future__ import annotations
