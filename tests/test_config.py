@@ -107,3 +107,21 @@ def test_timeouts_must_be_positive_finite_numbers(value: str) -> None:
 def test_an_unknown_log_level_is_rejected() -> None:
     with pytest.raises(ConfigError, match="DESSERT_MCP_LOG_LEVEL"):
         Settings.from_env({"DESSERT_MCP_LOG_LEVEL": "verbose"})
+
+
+def test_the_log_format_is_text_unless_json_is_asked_for() -> None:
+    assert Settings.from_env({}).log_format == "text"
+    assert Settings.from_env({"DESSERT_MCP_LOG_FORMAT": "JSON"}).log_format == "json"
+    with pytest.raises(ConfigError, match="DESSERT_MCP_LOG_FORMAT"):
+        Settings.from_env({"DESSERT_MCP_LOG_FORMAT": "logfmt"})
+
+
+def test_the_answer_cache_is_off_unless_a_ttl_is_given() -> None:
+    assert Settings.from_env({}).cache_ttl_s == 0
+    assert Settings.from_env({"DESSERT_CACHE_TTL_S": "2.5"}).cache_ttl_s == 2.5
+
+
+@pytest.mark.parametrize("value", ["-1", "3601", "soon", "nan", "inf"])
+def test_an_unusable_cache_ttl_is_rejected_with_the_variable_named(value: str) -> None:
+    with pytest.raises(ConfigError, match="DESSERT_CACHE_TTL_S"):
+        Settings.from_env({"DESSERT_CACHE_TTL_S": value})

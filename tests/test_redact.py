@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from dessert_mcp.config import Secret, Settings
-from dessert_mcp.redact import MASK, RedactingFormatter, Redactor, install_excepthook
+from dessert_mcp.redact import MASK, RedactingFormatter, Redactor, configure_logging, install_excepthook
+from tests.support.api import assert_no_secret
 
 KEY = "dsk_live_0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -60,3 +64,82 @@ def test_reprs_show_no_key_and_the_fingerprint_is_shorter_than_a_redacted_fragme
     assert fingerprint.startswith("sha256:")
     assert len(fingerprint.removeprefix("sha256:")) < 8
     assert Redactor(KEY)(fingerprint) == fingerprint
+
+
+def _json_lines(emit: Callable[[logging.Logger], None], key: str = KEY) -> list[dict[str, Any]]:
+    """What `emit` logs through `configure_logging(fmt="json")`, one parsed object per line."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    configure_logging("INFO", Redactor(key), stream, fmt="json")
+    try:
+        emit(logging.getLogger("dessert_mcp"))
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+    text = stream.getvalue()
+    assert key not in text
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_json_logs_are_one_object_per_line_with_the_calls_fields() -> None:
+    (entry,) = _json_lines(
+        lambda log: log.warning(
+            "%s %s in %.1f ms",
+            "dessert.get_balance",
+            "rate_limited",
+            12.5,
+            extra={"tool": "dessert.get_balance", "code": "rate_limited", "duration_ms": 12.5, "request_id": "7"},
+        )
+    )
+    assert entry.pop("time").endswith("Z")
+    assert entry == {
+        "level": "WARNING",
+        "logger": "dessert_mcp",
+        "message": "dessert.get_balance rate_limited in 12.5 ms",
+        "tool": "dessert.get_balance",
+        "code": "rate_limited",
+        "duration_ms": 12.5,
+        "request_id": "7",
+    }
+
+
+def test_json_logs_redact_the_key_in_messages_fields_and_tracebacks_even_where_json_would_escape_it() -> None:
+    key = 'dsk_live_quote"and\\slash_0123456789'
+
+    def emit(log: logging.Logger) -> None:
+        try:
+            raise ValueError(f"upstream said {key}")
+        except ValueError:
+            log.exception("failed with %s", key, extra={"request_id": key[2:20]})
+
+    (entry,) = _json_lines(emit, key)
+    assert "Traceback" in entry["exception"]
+    assert MASK in entry["message"]
+    assert MASK in entry["exception"]
+    assert MASK in entry["request_id"]
+    assert_no_secret(" ".join(map(str, entry.values())), key)  # the decoded values: no escape hides a fragment
+
+
+def test_a_multi_line_message_stays_on_one_json_line() -> None:
+    entries = _json_lines(lambda log: log.info("first\nsecond"))
+    assert [e["message"] for e in entries] == ["first\nsecond"]
+
+
+def test_the_default_log_format_stays_human_readable() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    configure_logging("INFO", Redactor(KEY), stream)
+    try:
+        logging.getLogger("dessert_mcp").info("hello %s", KEY)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+    assert stream.getvalue().rstrip().endswith(f"INFO dessert_mcp: hello {MASK}")

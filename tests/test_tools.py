@@ -256,3 +256,21 @@ async def test_concurrent_identical_calls_make_at_most_two_upstream_requests(san
     assert results[0].structured_content is not None
     assert results[0].structured_content["credits_balance"] == 205
     assert sandbox.stats()["requests"]["/v1/balance"] <= 2
+
+
+async def test_each_call_logs_one_line_with_its_outcome_and_never_its_arguments(
+    fake_api: FakeDessertAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="dessert_mcp")
+    async with _client(fake_api) as client:
+        await client.call_tool("dessert.get_usage", {"types": ["Refund"], "since": "2026-05-01T00:00:00Z"})
+        await client.call_tool("dessert.get_usage", {"limit": 99})
+    calls = [r for r in caplog.records if getattr(r, "tool", None)]
+    assert [(r.tool, r.code, r.levelname) for r in calls] == [  # type: ignore[attr-defined]
+        ("dessert.get_usage", "ok", "INFO"),
+        ("dessert.get_usage", "invalid_argument", "INFO"),
+    ]
+    assert all(isinstance(r.duration_ms, float) and r.request_id for r in calls)  # type: ignore[attr-defined]
+    assert "Refund" not in caplog.text
+    assert "2026-05-01" not in caplog.text
+    assert "limit" not in caplog.text

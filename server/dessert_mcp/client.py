@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -27,6 +28,7 @@ from dessert_mcp.config import (
 )
 from dessert_mcp.models import BALANCE_PATH, REDACT, USAGE_PATH, Balance, Usage, clean_text
 from dessert_mcp.redact import Redactor
+from dessert_mcp.telemetry import NO_OBSERVER, Observer, UpstreamSpan
 
 ErrorCode = Literal[
     "auth_invalid",
@@ -91,6 +93,7 @@ class DessertClient:
     times with jittered exponential backoff or the API's Retry-After, all under one `timeout_s` deadline
     on anyio's clock. `sleep` and `clock` (default: anyio's) and `rng` let tests check the waits without waiting.
     Everything the client returns or raises has the key redacted from upstream text, after decoding.
+    Each attempt is an OpenTelemetry client span (a no-op unless tracing is set up) and an event for `observer`.
     """
 
     def __init__(
@@ -107,9 +110,14 @@ class DessertClient:
         sleep: Sleep = anyio.sleep,
         clock: Callable[[], float] = anyio.current_time,
         rng: random.Random | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
+        # Tells accounts apart for per-account state (the cache, single-flight); the full digest, so two keys never
+        # share an entry. Never shown anywhere: `fingerprint()` is the one for logs.
+        self.account = hashlib.sha256(api_key.get().encode()).hexdigest() if api_key is not None else ""
+        self._observer = observer
         self._key_problem = key_problem or MISSING_KEY
         self._redact = Redactor(api_key.get() if api_key is not None else None)
         self._timeout_s = timeout_s
@@ -130,9 +138,16 @@ class DessertClient:
         # The deadline below bounds the whole call; these only stop one phase from eating all of it.
         self._extensions = {"timeout": httpx2.Timeout(timeout_s, connect=min(timeout_s, 5.0)).as_dict()}
         self._urls = {path: httpx2.URL(self.base_url + path) for path in (BALANCE_PATH, USAGE_PATH)}
+        self._span_attributes = {path: _span_attributes(url, path) for path, url in self._urls.items()}
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None) -> Self:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        observer: Observer = NO_OBSERVER,
+    ) -> Self:
         """The client the settings describe: origin, key, deadline, retry policy and body cap."""
         return cls(
             settings.base_url,
@@ -143,6 +158,7 @@ class DessertClient:
             backoff_s=settings.backoff_s,
             max_body_bytes=settings.max_body_bytes,
             transport=transport,
+            observer=observer,
         )
 
     def __repr__(self) -> str:
@@ -194,11 +210,12 @@ class DessertClient:
                 while True:
                     attempt += 1
                     try:
-                        return await self._attempt(path, model)
+                        return await self._attempt(path, model, attempt, scope.deadline)
                     except DessertAPIError as exc:
                         wait = self._wait_before_retry(exc, attempt, scope.deadline - self._clock())
                         if wait is None:
                             raise
+                        self._observer.upstream_retry(path, exc.code)
                     await self._sleep(wait)
         except TimeoutError:
             tries = f" ({attempt} attempts)" if attempt > 1 else ""
@@ -219,16 +236,34 @@ class DessertClient:
         wait = ceiling / 2 + self._rng.uniform(0, ceiling / 2)
         return wait if wait < remaining else None
 
-    async def _attempt(self, path: str, model: type[ModelT]) -> ModelT:
-        status, headers, body = await self._fetch(path)
-        if status >= 300:
-            raise _status_error(path, status, headers, body, self.base_url)
+    async def _attempt(self, path: str, model: type[ModelT], attempt: int, deadline: float) -> ModelT:
+        span = UpstreamSpan("GET", path, self._span_attributes[path], attempt)
+        status: int | None = None
+        error: str | None = None
         try:
-            # A UTF-8 byte order mark is accepted on purpose: it says nothing but "UTF-8".
-            # The redactor runs on decoded, cleaned text inside the models (see models.REDACT).
-            return model.model_validate_json(body.removeprefix(_BOM), context={REDACT: self._redact})
-        except (ValidationError, ValueError, RecursionError) as exc:
-            raise _shape_error(path, status, headers, exc) from None
+            status, headers, body = await self._fetch(path)
+            if status >= 300:
+                raise _status_error(path, status, headers, body, self.base_url)
+            try:
+                # A UTF-8 byte order mark is accepted on purpose: it says nothing but "UTF-8".
+                # The redactor runs on decoded, cleaned text inside the models (see models.REDACT).
+                return model.model_validate_json(body.removeprefix(_BOM), context={REDACT: self._redact})
+            except (ValidationError, ValueError, RecursionError) as exc:
+                raise _shape_error(path, status, headers, exc) from None
+        except DessertAPIError as exc:
+            status = exc.status if status is None else status
+            error = exc.code
+            raise
+        except BaseException as exc:
+            # The call's deadline cancels the attempt in flight; anything else is the caller going away (or a bug).
+            if self._clock() >= deadline:
+                error = "timeout"
+            else:
+                error = type(exc).__name__ if isinstance(exc, Exception) else "cancelled"
+            raise
+        finally:
+            self._observer.upstream_request(path, str(status) if status is not None else error or "unknown")
+            span.end(status, error)
 
     async def _fetch(self, path: str) -> tuple[int, httpx2.Headers, bytes]:
         request = httpx2.Request("GET", self._urls[path], headers=self._headers, extensions=self._extensions)
@@ -277,6 +312,17 @@ class DessertClient:
                 code="upstream_unavailable",
                 retryable=True,
             ) from None
+
+
+def _span_attributes(url: httpx2.URL, path: str) -> dict[str, str | int]:
+    """What every span of a request to `url` says (HTTP client semantic conventions): no key, no account."""
+    return {
+        "http.request.method": "GET",
+        "url.template": path,
+        "url.full": str(url),
+        "server.address": url.host,
+        "server.port": url.port or (443 if url.scheme == "https" else 80),
+    }
 
 
 def _decoder(path: str, response: httpx2.Response) -> zlib._Decompress | None:

@@ -14,12 +14,17 @@ from urllib.parse import urlsplit
 
 ToolNameStyle = Literal["auto", "dotted", "underscore"]
 TOOL_NAME_STYLES: Final[tuple[ToolNameStyle, ...]] = get_args(ToolNameStyle)
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: Final[tuple[LogFormat, ...]] = get_args(LogFormat)
 
 DEFAULT_BASE_URL: Final = "https://api.dessert.dev"
 DEFAULT_TIMEOUT_S: Final = 25.0
 DEFAULT_MAX_ATTEMPTS: Final = 3
 DEFAULT_BACKOFF_S: Final = 0.5
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
+# Off by default: every call reads the live balance. An hour is the longest "recent" a balance can honestly be.
+DEFAULT_CACHE_TTL_S: Final = 0.0
+MAX_CACHE_TTL_S: Final = 3600.0
 
 # Hosts substitute `${user_config.api_key}` (or similar) verbatim when the user left a setting empty.
 _PLACEHOLDER = re.compile(r"^\$\{[^}]*\}$")
@@ -69,6 +74,9 @@ class Settings:
     backoff_s: float = DEFAULT_BACKOFF_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_level: str = "INFO"
+    log_format: LogFormat = "text"
+    # Seconds a successful answer is reused for the same account; 0 = every call asks Dessert.
+    cache_ttl_s: float = DEFAULT_CACHE_TTL_S
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -107,6 +115,8 @@ class Settings:
                 high=64 * 1024 * 1024,
             ),
             log_level=_log_level(get("DESSERT_MCP_LOG_LEVEL") or "INFO"),
+            log_format=_log_format(get("DESSERT_MCP_LOG_FORMAT") or "text"),
+            cache_ttl_s=_cache_ttl(get("DESSERT_CACHE_TTL_S")),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         if "tool_names" in given:
@@ -201,3 +211,17 @@ def _log_level(value: str) -> str:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"DESSERT_MCP_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL; got {value!r}.")
     return level
+
+
+def _log_format(value: str) -> LogFormat:
+    for fmt in LOG_FORMATS:
+        if value.lower() == fmt:
+            return fmt
+    raise ConfigError(f"DESSERT_MCP_LOG_FORMAT must be text or json; got {value!r}.")
+
+
+def _cache_ttl(value: str | None) -> float:
+    ttl = _positive_float(value, "DESSERT_CACHE_TTL_S", default=DEFAULT_CACHE_TTL_S, allow_zero=True)
+    if ttl > MAX_CACHE_TTL_S:
+        raise ConfigError(f"DESSERT_CACHE_TTL_S must be 0 (off) to {MAX_CACHE_TTL_S:g} seconds; got {value!r}.")
+    return ttl

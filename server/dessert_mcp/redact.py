@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import traceback
+from datetime import UTC, datetime
 from types import TracebackType
-from typing import Final, TextIO
+from typing import Any, Final, Literal, TextIO
 
 MASK: Final = "[REDACTED]"
+TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# What a call's log line carries besides its message (see tools._call_tool); copied into the JSON object when set.
+LOG_FIELDS: Final = ("tool", "code", "duration_ms", "request_id", "trace_id")
 # A fragment this long of the key is still too much of it to show.
 _FRAGMENT: Final = 8
 
@@ -44,10 +49,45 @@ class RedactingFormatter(logging.Formatter):
         return self._redact(super().format(record))
 
 
-def configure_logging(level: str, redactor: Redactor, stream: TextIO | None = None) -> None:
-    """Log to stderr only (stdout belongs to the protocol in stdio mode), with the key redacted."""
+class JSONFormatter(logging.Formatter):
+    """One JSON object per record, on one line: time, level, logger, message, the call's fields, the traceback.
+
+    Each string is redacted before it is encoded, so JSON escaping cannot hide the key from the redactor.
+    """
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self._redact = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, UTC)
+        entry: dict[str, Any] = {
+            "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": self._redact(record.getMessage()),
+        }
+        for name in LOG_FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                entry[name] = self._redact(value) if isinstance(value, str) else value
+        if record.exc_info:
+            entry["exception"] = self._redact(self.formatException(record.exc_info))
+        if record.stack_info:
+            entry["stack"] = self._redact(self.formatStack(record.stack_info))
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def configure_logging(
+    level: str, redactor: Redactor, stream: TextIO | None = None, *, fmt: Literal["text", "json"] = "text"
+) -> None:
+    """Log to stderr only (stdout belongs to the protocol in stdio mode), with the key redacted.
+
+    `fmt` "json" (DESSERT_MCP_LOG_FORMAT) writes one JSON object per line, for log collectors.
+    """
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(RedactingFormatter(redactor, "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    formatter = JSONFormatter(redactor) if fmt == "json" else RedactingFormatter(redactor, TEXT_FORMAT)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -31,12 +31,17 @@ class SingleFlight(Generic[T]):
         self._flights: dict[str, _Flight[T]] = {}
         self._shared_errors = shared_errors
 
-    async def run(self, key: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def run(
+        self, key: str, call: Callable[[], Awaitable[T]], *, on_shared: Callable[[], None] | None = None
+    ) -> T:
+        """`call()`'s outcome, or that of the identical call in flight; `on_shared` runs when it was the latter."""
         while True:
             flight = self._flights.get(key)
             if flight is None:
                 return await self._lead(key, call)
             await flight.done.wait()
+            if not flight.abandoned and on_shared is not None:
+                on_shared()
             if flight.error is not None:
                 raise flight.error
             if not flight.abandoned:

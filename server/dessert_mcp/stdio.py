@@ -36,11 +36,14 @@ _CHUNK: Final = 64 * 1024
 
 def serve_stdio(settings: Settings) -> None:
     """Serve until stdin closes (and every call read has been answered), SIGTERM or Ctrl+C."""
+    from dessert_mcp.observe.tracing import configure_tracing
     from dessert_mcp.tools import build_server
 
     server = build_server(settings)
     # After build_server: the SDK sets up logging of its own when a server is built; this replaces it.
-    configure_logging(settings.log_level, Redactor(settings.api_key.get() if settings.api_key else None))
+    key = settings.api_key.get() if settings.api_key else None
+    configure_logging(settings.log_level, Redactor(key), fmt=settings.log_format)
+    configure_tracing()
     if settings.api_key is not None:
         logger.info("Using the Dessert API at %s with key %s", settings.base_url, settings.api_key.fingerprint())
     elif (warning := settings.missing_key_warning()) is not None:

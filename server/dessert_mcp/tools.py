@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Final, TypeVar
 
@@ -16,13 +18,26 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, ValidationError, WithJsonSchema
 
 from dessert_mcp import __version__
+from dessert_mcp.cache import TTLCache
 from dessert_mcp.client import DessertAPIError, DessertClient
 from dessert_mcp.config import Settings
 from dessert_mcp.context import add_prompts, add_resources
 from dessert_mcp.dashboard import DASHBOARD_URI, dashboard_html
 from dessert_mcp.listing import TOOL_NAMES, list_names_for_client
-from dessert_mcp.models import TRANSACTION_TYPES, Balance, BalanceReport, Usage, UsageArguments, UsageReport
+from dessert_mcp.models import (
+    BALANCE_PATH,
+    TRANSACTION_TYPES,
+    USAGE_PATH,
+    Balance,
+    BalanceReport,
+    Usage,
+    UsageArguments,
+    UsageReport,
+)
 from dessert_mcp.singleflight import SingleFlight
+from dessert_mcp.telemetry import NO_OBSERVER, Observer, current_trace_id, mark_current_span
+
+logger = logging.getLogger("dessert_mcp")
 
 INSTRUCTIONS: Final = (
     "Read-only access to the user's Dessert account (an ad-generation API billed in credits): the credit "
@@ -41,6 +56,7 @@ USAGE_DESCRIPTION: Final = (
     "history_complete=false means older matching transactions may exist. Free: consumes no credits."
 )
 
+# How long a host may reuse a resource read when the server keeps no cache of its own (DESSERT_CACHE_TTL_S=0).
 RESOURCE_TTL_MS: Final = 5000
 
 _ANNOTATIONS: Final = ToolAnnotations(
@@ -49,6 +65,7 @@ _ANNOTATIONS: Final = ToolAnnotations(
 
 
 ArgsT = TypeVar("ArgsT", bound=BaseModel)
+AnswerT = TypeVar("AnswerT", bound=BaseModel)
 
 
 class NoArguments(BaseModel):
@@ -86,6 +103,46 @@ def _result(report: BaseModel) -> CallToolResult:
     )
 
 
+def resource_ttl_ms(settings: Settings) -> int:
+    """The resources' `ttlMs`: the server's own cache ttl when it keeps one, so both say the same freshness."""
+    return round(settings.cache_ttl_s * 1000) if settings.cache_ttl_s > 0 else RESOURCE_TTL_MS
+
+
+async def _call_tool(
+    tool: str, ctx: Context[DessertService], run: Callable[[DessertService], Awaitable[BaseModel]]
+) -> CallToolResult:
+    """Run one tool call: its result or its error result, counted, timed and logged (one line, no arguments)."""
+    service = ctx.request_context.lifespan_context
+    observer = service.observer
+    observer.call_started(tool)
+    started = time.perf_counter()
+    code = "internal_error"
+    try:
+        result = _result(await run(service))
+        code = "ok"
+        return result
+    except DessertAPIError as exc:
+        code = exc.code
+        return _error_result(exc)
+    except anyio.get_cancelled_exc_class():
+        code = "cancelled"
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        observer.call_finished(tool, code, elapsed)
+        level = logging.INFO if code in _UNREMARKABLE else logging.WARNING
+        if logger.isEnabledFor(level):
+            ms = round(elapsed * 1000, 1)
+            fields = {"tool": tool, "code": code, "duration_ms": ms, "request_id": ctx.request_id}
+            if (trace_id := current_trace_id()) is not None:
+                fields["trace_id"] = trace_id
+            logger.log(level, "%s %s in %.1f ms", tool, code, ms, extra=fields)
+
+
+# Outcomes that are no news to an operator: success, the caller's own mistake, the caller going away.
+_UNREMARKABLE: Final = frozenset({"ok", "invalid_argument", "cancelled"})
+
+
 def _arguments(tool: str, ctx: Context[Any, Any], model: type[ArgsT]) -> ArgsT:
     """The call's raw arguments validated by `model`; unknown ones are refused, not ignored."""
     params = ctx.request_context.params or {}
@@ -110,20 +167,31 @@ def _arguments(tool: str, ctx: Context[Any, Any], model: type[ArgsT]) -> ArgsT:
 class DessertService:
     """The tools' behaviour, and the one Dessert HTTP client they share for the life of the process."""
 
-    def __init__(self, settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        observer: Observer = NO_OBSERVER,
+    ) -> None:
         self.settings = settings
+        self.observer = observer
         self._transport = transport
         self._client: DessertClient | None = None
         self._users = 0
         # Identical GETs in flight at the same time share one upstream request (same key, same answer).
         self._balance_flights: SingleFlight[Balance] = SingleFlight((DessertAPIError,))
         self._usage_flights: SingleFlight[Usage] = SingleFlight((DessertAPIError,))
+        # Successful answers reused for a few seconds, per account, when DESSERT_CACHE_TTL_S asks for it.
+        ttl = settings.cache_ttl_s
+        self._balance_cache: TTLCache[Balance] | None = TTLCache(ttl) if ttl > 0 else None
+        self._usage_cache: TTLCache[Usage] | None = TTLCache(ttl) if ttl > 0 else None
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[DessertService]:
         """Open the HTTP client for the first user (the process, a session, a request) and close it after the last."""
         if self._users == 0:
-            self._client = DessertClient.from_settings(self.settings, transport=self._transport)
+            self._client = DessertClient.from_settings(self.settings, transport=self._transport, observer=self.observer)
         self._users += 1
         try:
             yield self
@@ -141,12 +209,41 @@ class DessertService:
         return self._client
 
     async def balance(self) -> BalanceReport:
-        balance = await self._balance_flights.run("balance", self.client.get_balance)
+        client = self.client
+        balance = await self._read(BALANCE_PATH, client, self._balance_flights, self._balance_cache, client.get_balance)
         return BalanceReport.from_balance(balance)
 
     async def usage(self, arguments: UsageArguments) -> UsageReport:
-        usage = await self._usage_flights.run("usage", self.client.get_usage)
+        client = self.client
+        usage = await self._read(USAGE_PATH, client, self._usage_flights, self._usage_cache, client.get_usage)
         return UsageReport.build(usage, limit=arguments.limit, types=arguments.types, since=arguments.since)
+
+    async def _read(
+        self,
+        route: str,
+        client: DessertClient,
+        flights: SingleFlight[AnswerT],
+        cache: TTLCache[AnswerT] | None,
+        call: Callable[[], Awaitable[AnswerT]],
+    ) -> AnswerT:
+        """`call`'s answer: from the cache, from an identical request in flight, or from Dessert (then cached)."""
+        key = (client.account, route)
+        if cache is not None and (cached := cache.get(key)) is not None:
+            self.observer.cache_hit(route)
+            mark_current_span("dessert.cache.hit")
+            return cached
+
+        async def ask() -> AnswerT:
+            answer = await call()
+            if cache is not None:
+                cache.put(key, answer)
+            return answer
+
+        def shared() -> None:
+            self.observer.shared(route)
+            mark_current_span("dessert.upstream.shared")
+
+        return await flights.run(f"{client.account} {route}", ask, on_shared=shared)
 
 
 def build_server(
@@ -176,11 +273,11 @@ def build_server(
     )
 
     async def get_balance(ctx: Context[DessertService]) -> Annotated[CallToolResult, BalanceReport]:
-        try:
+        async def run(service: DessertService) -> BaseModel:
             _arguments("dessert.get_balance", ctx, NoArguments)
-            return _result(await ctx.request_context.lifespan_context.balance())
-        except DessertAPIError as exc:
-            return _error_result(exc)
+            return await service.balance()
+
+        return await _call_tool("dessert.get_balance", ctx, run)
 
     async def get_usage(
         ctx: Context[DessertService],
@@ -188,11 +285,10 @@ def build_server(
         types: Annotated[Any, WithJsonSchema(_TYPES)] = None,
         since: Annotated[Any, WithJsonSchema(_SINCE)] = None,
     ) -> Annotated[CallToolResult, UsageReport]:
-        try:
-            arguments = _arguments("dessert.get_usage", ctx, UsageArguments)
-            return _result(await ctx.request_context.lifespan_context.usage(arguments))
-        except DessertAPIError as exc:
-            return _error_result(exc)
+        async def run(service: DessertService) -> BaseModel:
+            return await service.usage(_arguments("dessert.get_usage", ctx, UsageArguments))
+
+        return await _call_tool("dessert.get_usage", ctx, run)
 
     for fn, name, title, description in (
         (get_balance, "dessert.get_balance", "Dessert credit balance", BALANCE_DESCRIPTION),
@@ -220,7 +316,7 @@ def build_server(
         middleware=[list_names_for_client(settings.tool_names)],
         extensions=[apps],
         # Balance and usage change with every ad generated: a client may reuse a read for a few seconds, never share it.
-        cache_hints={"resources/read": CacheHint(ttl_ms=RESOURCE_TTL_MS, scope="private")},
+        cache_hints={"resources/read": CacheHint(ttl_ms=resource_ttl_ms(settings), scope="private")},
     )
     add_resources(server, service)
     add_prompts(server)

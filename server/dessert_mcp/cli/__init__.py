@@ -37,12 +37,18 @@ environment variables (the API key is read only from the environment, never from
                           Retry-After from the API is honoured instead when it fits in the deadline.
   DESSERT_MAX_BODY_BYTES  largest API answer read, after decompression (default 1048576).
   DESSERT_MCP_LOG_LEVEL   DEBUG, INFO (default), WARNING, ERROR or CRITICAL; logs go to stderr.
+  DESSERT_MCP_LOG_FORMAT  text (default) or json: one JSON object per line on stderr, for log collectors.
+  DESSERT_CACHE_TTL_S     seconds a successful answer is reused for the same key (default 0: off, every call
+                          asks Dessert); a balance can then be up to that many seconds old (0-3600).
   DESSERT_MCP_AUTH_TOKEN  HTTP transports only: the server's own bearer token (16+ characters). When set, MCP
                           requests without "Authorization: Bearer <token>" get 401. Never the Dessert API key.
+  OTEL_*                  traces, with dessert-mcp[otel]: OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER)
+                          turns the export on; the other standard OTEL_* variables apply as usual.
 A value left as a literal ${{user_config...}} placeholder counts as unset.
 
 HTTP transports (--transport http: streamable HTTP at /mcp; --transport sse: SSE at /sse, messages at /messages/):
   GET /healthz answers while the process is up; GET /readyz calls Dessert and answers 200 only if the key works.
+  GET /metrics: Prometheus metrics (with dessert-mcp[metrics]), behind DESSERT_MCP_AUTH_TOKEN when it is set.
   The Host and Origin headers are always checked (loopback names are allowed); listening on anything other than
   loopback needs --allowed-host and --allowed-origin. Request bodies over 256 KiB get 413.
   example: dessert-mcp --transport http --workers 4 --host 0.0.0.0
@@ -173,7 +179,7 @@ def _main(argv: Sequence[str] | None) -> None:
     except ConfigError as exc:
         sys.exit(f"dessert-mcp: configuration error: {exc}")
     redactor = Redactor(settings.api_key.get() if settings.api_key else None)
-    configure_logging(settings.log_level, redactor)
+    configure_logging(settings.log_level, redactor, fmt=settings.log_format)
     install_excepthook(redactor)
 
     if args.command == "sandbox":

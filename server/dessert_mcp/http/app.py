@@ -25,7 +25,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dessert_mcp.client import DessertAPIError
 from dessert_mcp.config import Secret, Settings
 from dessert_mcp.http.options import AUTH_TOKEN_ENV, HTTPOptions, parse_host, parse_origin
+from dessert_mcp.observe import metrics_installed
 from dessert_mcp.singleflight import SingleFlight
+from dessert_mcp.telemetry import NO_OBSERVER
 from dessert_mcp.tools import DessertService, build_server
 
 logger = logging.getLogger("dessert_mcp")
@@ -33,6 +35,7 @@ logger = logging.getLogger("dessert_mcp")
 MCP_PATH: Final = "/mcp"
 SSE_PATH: Final = "/sse"
 SSE_MESSAGE_PATH: Final = "/messages/"
+METRICS_PATH: Final = "/metrics"
 HEALTH_PATHS: Final = frozenset({"/healthz", "/readyz"})
 # The tools take a few tiny arguments; anything near this size is a mistake or an attack.
 MAX_BODY_BYTES: Final = 256 * 1024
@@ -169,7 +172,12 @@ def build_app(
 
     `transport` replaces the network to Dessert for tests, as in `build_server`.
     """
-    service = DessertService(settings, transport=transport)
+    metrics = None
+    if metrics_installed():
+        from dessert_mcp.observe.metrics import Metrics
+
+        metrics = Metrics()
+    service = DessertService(settings, transport=transport, observer=metrics or NO_OBSERVER)
     server = build_server(settings, service=service)
     readiness = Readiness(service)
     security = transport_security(options)
@@ -199,6 +207,12 @@ def build_app(
         status, body = await readiness.check()
         return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
+    async def metrics_page(request: Request) -> Response:
+        # Behind the token guard like everything but the probes: the figures describe the server's traffic.
+        if metrics is None:
+            return PlainTextResponse("Metrics are off: install dessert-mcp[metrics].\n", status_code=404)
+        return Response(metrics.render(), headers={"Content-Type": metrics.content_type, "Cache-Control": "no-store"})
+
     endpoint = MCP_PATH if options.transport == "http" else SSE_PATH
 
     async def home(request: Request) -> Response:
@@ -220,6 +234,7 @@ def build_app(
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route(METRICS_PATH, metrics_page, methods=["GET"]),
         Route("/", home, methods=["GET"]),
         Mount("/", app=BrowserHint(mcp_app, MCP_PATH) if options.transport == "http" else mcp_app),
     ]

@@ -15,11 +15,13 @@ import multiprocessing
 import multiprocessing.connection
 import signal
 import socket
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from dessert_mcp.config import Settings
 from dessert_mcp.http.options import HTTPOptions
+from dessert_mcp.observe import metrics_installed
 from dessert_mcp.redact import Redactor, configure_logging
 
 logger = logging.getLogger("dessert_mcp")
@@ -42,7 +44,7 @@ def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket
 def _configure(settings: Settings, options: HTTPOptions) -> None:
     key = settings.api_key.get() if settings.api_key else None
     token = options.auth_token.get() if options.auth_token else None
-    configure_logging(settings.log_level, Redactor(key, token))
+    configure_logging(settings.log_level, Redactor(key, token), fmt=settings.log_format)
 
 
 def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> None:
@@ -50,9 +52,11 @@ def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> Non
     import uvicorn
 
     from dessert_mcp.http.app import build_app
+    from dessert_mcp.observe.tracing import configure_tracing
 
     app = build_app(settings, options)
     _configure(settings, options)  # after build_app: building the server sets up the SDK's own logging
+    configure_tracing()  # in each worker: a tracer provider's export thread does not cross processes
     gc.freeze()  # the start-up heap lives as long as the process: keep full collections from walking it
     config = uvicorn.Config(
         app,
@@ -91,6 +95,27 @@ def serve_http(settings: Settings, options: HTTPOptions) -> None:
 def _supervise(settings: Settings, options: HTTPOptions, port: int) -> None:
     """Start the workers, restart any that dies, and stop them all on SIGINT or SIGTERM."""
     context = multiprocessing.get_context("spawn")
+    with contextlib.ExitStack() as stack:
+        # One metrics directory for all the workers, so that any worker's /metrics answers for every one.
+        worker_died: Callable[[int], None] = _ignore
+        if metrics_installed():
+            from dessert_mcp.observe.metrics import shared_by_workers
+
+            worker_died = stack.enter_context(shared_by_workers())
+        _run_workers(settings, options, port, context, worker_died)
+
+
+def _ignore(_pid: int) -> None:
+    pass
+
+
+def _run_workers(
+    settings: Settings,
+    options: HTTPOptions,
+    port: int,
+    context: multiprocessing.context.SpawnContext,
+    worker_died: Callable[[int], None],
+) -> None:
     stopping = False
 
     def start() -> BaseProcess:
@@ -110,6 +135,8 @@ def _supervise(settings: Settings, options: HTTPOptions, port: int) -> None:
             for i, worker in enumerate(workers):
                 if not worker.is_alive() and not stopping:
                     logger.error("Worker pid %s exited with %s; starting another", worker.pid, worker.exitcode)
+                    if worker.pid is not None:
+                        worker_died(worker.pid)
                     workers[i] = start()
     finally:
         for worker in workers:
