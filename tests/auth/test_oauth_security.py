@@ -14,6 +14,7 @@ import pytest
 
 from dessert_mcp.auth import OAuthConfig, OAuthWiring, Store
 from dessert_mcp.auth.cimd import ClientMetadataError, check_url, parse_document
+from dessert_mcp.auth.signin import redirect_uri_with
 from dessert_mcp.config import Secret
 from tests.auth.conftest import OTHER_KEY
 from tests.support.api import CANARY_KEY, assert_no_secret
@@ -385,3 +386,8 @@ def test_the_database_file_never_holds_the_key(server: Running, db_dir: Path) ->
     raw = b"".join(p.read_bytes() for p in db_dir.iterdir() if p.name.startswith("auth.db"))
     assert b"dsk_live_CANARY" not in raw
     assert_no_secret(raw.decode("latin-1"))
+
+
+def test_a_redirect_keeps_the_clients_own_query_and_encodes_ours() -> None:
+    target = redirect_uri_with("https://app.example/cb?x=1&y=", code="a b&c", state=None, iss="https://mcp.example")
+    assert target == "https://app.example/cb?x=1&y=&code=a+b%26c&iss=https%3A%2F%2Fmcp.example"

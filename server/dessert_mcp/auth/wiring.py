@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Final
 
-from mcp.server.auth.routes import build_metadata, cors_middleware
 from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dessert_mcp.auth.caller import DessertKeyVerifier
@@ -75,29 +74,39 @@ class OAuthWiring:
         return {"auth": self.auth_settings(), "auth_server_provider": self.provider}
 
     def metadata(self) -> dict[str, Any]:
-        """RFC 8414 metadata: the SDK's document, plus what this server adds (CIMD, RFC 9207 `iss`)."""
-        settings = self.auth_settings()
-        metadata = build_metadata(settings.issuer_url, None, self.registration, RevocationOptions(enabled=True))
-        metadata.client_id_metadata_document_supported = self.config.cimd_enabled
-        metadata.authorization_response_iss_parameter_supported = True
-        # CIMD clients are public: they authenticate to /token with PKCE alone.
-        metadata.token_endpoint_auth_methods_supported = ["client_secret_post", "client_secret_basic", "none"]
-        data: dict[str, Any] = json.loads(metadata.model_dump_json(exclude_none=True))
-        return data
+        """RFC 8414 metadata for the endpoints the SDK serves, plus what this server adds (CIMD, RFC 9207 `iss`)."""
+        issuer = self.config.issuer
+        client_auth = ["client_secret_post", "client_secret_basic"]
+        return {
+            "issuer": issuer,
+            "authorization_endpoint": issuer + "/authorize",
+            "token_endpoint": issuer + "/token",
+            "registration_endpoint": issuer + "/register",
+            "scopes_supported": [SCOPE],
+            "response_types_supported": ["code"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            # CIMD clients are public: they authenticate to /token with PKCE alone.
+            "token_endpoint_auth_methods_supported": [*client_auth, "none"],
+            "revocation_endpoint": issuer + "/revoke",
+            "revocation_endpoint_auth_methods_supported": client_auth,
+            "code_challenge_methods_supported": ["S256"],
+            "client_id_metadata_document_supported": self.config.cimd_enabled,
+            "authorization_response_iss_parameter_supported": True,
+        }
 
     async def _metadata(self, request: Request) -> Response:
         return JSONResponse(self.metadata(), headers={"Cache-Control": "public, max-age=3600"})
 
     def install(self, app: Starlette) -> None:
         """Add the sign-in routes, our metadata document (ahead of the SDK's) and the guard middleware."""
-        app.router.routes.insert(
-            0,
-            Route(
-                AS_METADATA_PATH,
-                endpoint=cors_middleware(self._metadata, ["GET", "OPTIONS"]),
-                methods=["GET", "OPTIONS"],
-            ),
+        # Browser-based clients read the metadata cross-origin, as they read the SDK's own documents.
+        metadata = CORSMiddleware(
+            request_response(self._metadata),
+            allow_origins=["*"],
+            allow_methods=["GET", "OPTIONS"],
+            allow_headers=["mcp-protocol-version"],
         )
+        app.router.routes.insert(0, Route(AS_METADATA_PATH, endpoint=metadata, methods=["GET", "OPTIONS"]))
         app.router.routes.extend(self.pages.routes)
         app.add_middleware(AuthGuard, wiring=self)
 
