@@ -20,6 +20,8 @@ DEFAULT_TIMEOUT_S: Final = 25.0
 DEFAULT_MAX_ATTEMPTS: Final = 3
 DEFAULT_BACKOFF_S: Final = 0.5
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
+# With --auth, upstream calls one account may have in flight at once; more wait their turn.
+DEFAULT_ACCOUNT_CONCURRENCY: Final = 4
 
 # Hosts substitute `${user_config.api_key}` (or similar) verbatim when the user left a setting empty.
 _PLACEHOLDER = re.compile(r"^\$\{[^}]*\}$")
@@ -68,6 +70,7 @@ class Settings:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     backoff_s: float = DEFAULT_BACKOFF_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    account_concurrency: int = DEFAULT_ACCOUNT_CONCURRENCY
     log_level: str = "INFO"
 
     @classmethod
@@ -105,6 +108,13 @@ class Settings:
                 default=DEFAULT_MAX_BODY_BYTES,
                 low=1024,
                 high=64 * 1024 * 1024,
+            ),
+            account_concurrency=_bounded_int(
+                get("DESSERT_MCP_ACCOUNT_CONCURRENCY"),
+                "DESSERT_MCP_ACCOUNT_CONCURRENCY",
+                default=DEFAULT_ACCOUNT_CONCURRENCY,
+                low=1,
+                high=64,
             ),
             log_level=_log_level(get("DESSERT_MCP_LOG_LEVEL") or "INFO"),
         )

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Final, TypeVar
 
 import anyio
@@ -16,13 +19,16 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, ValidationError, WithJsonSchema
 
 from dessert_mcp import __version__
+from dessert_mcp.auth.caller import caller_identity, caller_key
 from dessert_mcp.client import DessertAPIError, DessertClient
-from dessert_mcp.config import Settings
+from dessert_mcp.config import Secret, Settings
 from dessert_mcp.context import add_prompts, add_resources
 from dessert_mcp.dashboard import DASHBOARD_URI, dashboard_html
 from dessert_mcp.listing import TOOL_NAMES, list_names_for_client
 from dessert_mcp.models import TRANSACTION_TYPES, Balance, BalanceReport, Usage, UsageArguments, UsageReport
 from dessert_mcp.singleflight import SingleFlight
+
+logger = logging.getLogger("dessert_mcp")
 
 INSTRUCTIONS: Final = (
     "Read-only access to the user's Dessert account (an ad-generation API billed in credits): the credit "
@@ -42,6 +48,8 @@ USAGE_DESCRIPTION: Final = (
 )
 
 RESOURCE_TTL_MS: Final = 5000
+# With --auth: Dessert clients (each a connection pool) kept for the most recent callers.
+MAX_ACCOUNT_CLIENTS: Final = 1024
 
 _ANNOTATIONS: Final = ToolAnnotations(
     read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
@@ -49,6 +57,7 @@ _ANNOTATIONS: Final = ToolAnnotations(
 
 
 ArgsT = TypeVar("ArgsT", bound=BaseModel)
+T = TypeVar("T")
 
 
 class NoArguments(BaseModel):
@@ -107,13 +116,51 @@ def _arguments(tool: str, ctx: Context[Any, Any], model: type[ArgsT]) -> ArgsT:
         ) from None
 
 
-class DessertService:
-    """The tools' behaviour, and the one Dessert HTTP client they share for the life of the process."""
+class _Shared(httpx2.AsyncBaseTransport):
+    """A test's transport lent to every account's client: closing one client must not close it for the others."""
 
-    def __init__(self, settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None) -> None:
-        self.settings = settings
+    def __init__(self, transport: httpx2.AsyncBaseTransport) -> None:
         self._transport = transport
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        return await self._transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        pass
+
+
+@dataclass(eq=False)
+class _Account:
+    """One caller's Dessert client (its own connection pool) and its share of upstream concurrency."""
+
+    client: DessertClient
+    limiter: anyio.CapacityLimiter
+    users: int = 0
+
+
+class DessertService:
+    """The tools' behaviour and their Dessert clients, shared for the life of the process.
+
+    With one key (stdio, HTTP without --auth) there is one client, made from the settings. With `per_account`
+    (--auth) each request's caller brings their own key (`caller_key()`); each account gets its own client, kept
+    in a bounded LRU and closed when evicted, and at most `settings.account_concurrency` upstream calls at a
+    time. Identical calls in flight together share one upstream request only within one account.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        per_account: bool = False,
+        max_accounts: int = MAX_ACCOUNT_CLIENTS,
+    ) -> None:
+        self.settings = settings
+        self.per_account = per_account
+        self._transport = transport
+        self._max_accounts = max_accounts
         self._client: DessertClient | None = None
+        self._accounts: OrderedDict[str, _Account] = OrderedDict()
         self._users = 0
         # Identical GETs in flight at the same time share one upstream request (same key, same answer).
         self._balance_flights: SingleFlight[Balance] = SingleFlight((DessertAPIError,))
@@ -122,31 +169,96 @@ class DessertService:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[DessertService]:
         """Open the HTTP client for the first user (the process, a session, a request) and close it after the last."""
-        if self._users == 0:
+        if self._users == 0 and not self.per_account:
             self._client = DessertClient.from_settings(self.settings, transport=self._transport)
         self._users += 1
         try:
             yield self
         finally:
             self._users -= 1
-            if self._users == 0 and self._client is not None:
-                client, self._client = self._client, None
+            if self._users == 0:
+                clients = [a.client for a in self._accounts.values()]
+                if self._client is not None:
+                    clients.append(self._client)
+                self._client = None
+                self._accounts.clear()
                 with anyio.CancelScope(shield=True):
-                    await client.aclose()
+                    for client in clients:
+                        await client.aclose()
 
     @property
     def client(self) -> DessertClient:
+        """The one client of single-key mode."""
         if self._client is None:
             raise RuntimeError("the Dessert client is used outside the server's lifespan")
         return self._client
 
     async def balance(self) -> BalanceReport:
-        balance = await self._balance_flights.run("balance", self.client.get_balance)
+        balance = await self._call("balance", self._balance_flights, DessertClient.get_balance)
         return BalanceReport.from_balance(balance)
 
     async def usage(self, arguments: UsageArguments) -> UsageReport:
-        usage = await self._usage_flights.run("usage", self.client.get_usage)
+        usage = await self._call("usage", self._usage_flights, DessertClient.get_usage)
         return UsageReport.build(usage, limit=arguments.limit, types=arguments.types, since=arguments.since)
+
+    async def _call(self, name: str, flights: SingleFlight[T], get: Callable[[DessertClient], Awaitable[T]]) -> T:
+        if not self.per_account:
+            return await flights.run(name, lambda: get(self.client))
+        identity, key = _caller()
+        async with self._account(identity, key) as account:
+
+            async def limited() -> T:
+                if account.limiter.available_tokens == 0:
+                    logger.debug(
+                        "An account is at its limit of %d Dessert calls at once; this one waits",
+                        self.settings.account_concurrency,
+                    )
+                async with account.limiter:
+                    return await get(account.client)
+
+            return await flights.run(f"{identity} {name}", limited)
+
+    @asynccontextmanager
+    async def _account(self, identity: str, key: Secret) -> AsyncIterator[_Account]:
+        """The caller's client, made on first use; the least recently used idle ones beyond the bound are closed."""
+        if self._users == 0:
+            raise RuntimeError("the Dessert clients are used outside the server's lifespan")
+        account = self._accounts.get(identity)
+        if account is None:
+            transport = _Shared(self._transport) if self._transport is not None else None
+            client = DessertClient.from_settings(
+                replace(self.settings, api_key=key, api_key_problem=None), transport=transport
+            )
+            account = self._accounts[identity] = _Account(
+                client, anyio.CapacityLimiter(self.settings.account_concurrency)
+            )
+        self._accounts.move_to_end(identity)
+        account.users += 1
+        try:
+            await self._evict()
+            yield account
+        finally:
+            account.users -= 1
+
+    async def _evict(self) -> None:
+        # An account with a call in flight keeps its client (and its limiter); the bound holds again once it is idle.
+        excess = len(self._accounts) - self._max_accounts
+        if excess <= 0:
+            return
+        idle = [identity for identity, a in self._accounts.items() if a.users == 0]
+        for identity in idle[:excess]:
+            with anyio.CancelScope(shield=True):
+                await self._accounts.pop(identity).client.aclose()
+
+
+def _caller() -> tuple[str, Secret]:
+    """Who is calling, from the bearer token the SDK accepted for this request; never the operator's key."""
+    identity, key = caller_identity(), caller_key()
+    if identity is None or key is None:
+        raise DessertAPIError(
+            "This request carries no caller credential; send Authorization: Bearer <token>.", code="not_configured"
+        )
+    return identity, key
 
 
 def build_server(
@@ -154,10 +266,17 @@ def build_server(
     *,
     transport: httpx2.AsyncBaseTransport | None = None,
     service: DessertService | None = None,
+    auth: Mapping[str, Any] | None = None,
 ) -> MCPServer[DessertService]:
     """The dessert-mcp server. `transport` replaces the network for tests (e.g. `httpx2.MockTransport`);
-    `service` lets an HTTP host share (and hold open) the tools' state for its whole life."""
-    service = service or DessertService(settings, transport=transport)
+    `service` lets an HTTP host share (and hold open) the tools' state for its whole life.
+
+    `auth` holds the `MCPServer` arguments that check bearer tokens (`auth=` with `token_verifier=` or
+    `auth_server_provider=`, from the auth wing); with it every caller uses their own key, never the settings'.
+    """
+    service = service or DessertService(settings, transport=transport, per_account=auth is not None)
+    if (auth is not None) != service.per_account:
+        raise ValueError("a server with auth needs a per-account service, and only one with auth may have one")
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer[DessertService]) -> AsyncIterator[DessertService]:
@@ -221,6 +340,7 @@ def build_server(
         extensions=[apps],
         # Balance and usage change with every ad generated: a client may reuse a read for a few seconds, never share it.
         cache_hints={"resources/read": CacheHint(ttl_ms=RESOURCE_TTL_MS, scope="private")},
+        **(auth or {}),
     )
     add_resources(server, service)
     add_prompts(server)

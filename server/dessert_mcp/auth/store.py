@@ -383,6 +383,11 @@ class Store:
             self._ready = True
             return SCHEMA_VERSION
 
+    async def ping(self) -> None:
+        """One round trip to the database; raises StorageUnavailable when it does not answer."""
+        async with self._tx() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
     # -- clients ------------------------------------------------------------------------------------------
 
     async def put_client(

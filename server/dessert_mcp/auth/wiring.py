@@ -13,7 +13,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dessert_mcp.auth.caller import DessertKeyVerifier
 from dessert_mcp.auth.config import SCOPE, OAuthConfig
 from dessert_mcp.auth.provider import DessertOAuthProvider
 from dessert_mcp.auth.signin import SignInPages
@@ -22,17 +21,6 @@ from dessert_mcp.auth.store import StorageUnavailable, Store, default_database_u
 logger = logging.getLogger("dessert_mcp.auth")
 
 AS_METADATA_PATH: Final = "/.well-known/oauth-authorization-server"
-
-
-def dessert_key_server_kwargs(public_url: str = "http://127.0.0.1") -> dict[str, Any]:
-    """`MCPServer(**dessert_key_server_kwargs())` for `--auth dessert-key`: a verifier and nothing stored.
-
-    No authorization server is advertised (there is none); a request without a key gets 401.
-    """
-    return {
-        "auth": AuthSettings(issuer_url=public_url, resource_server_url=None, required_scopes=[SCOPE]),
-        "token_verifier": DessertKeyVerifier(),
-    }
 
 
 class OAuthWiring:
@@ -109,6 +97,22 @@ class OAuthWiring:
         app.router.routes.insert(0, Route(AS_METADATA_PATH, endpoint=metadata, methods=["GET", "OPTIONS"]))
         app.router.routes.extend(self.pages.routes)
         app.add_middleware(AuthGuard, wiring=self)
+
+    async def start(self) -> None:
+        """Bring the schema up to date. A database that is down now only delays that: requests get 503 meanwhile."""
+        try:
+            await self.store.migrate()
+        except StorageUnavailable as exc:
+            logger.error("%s Serving anyway; token requests answer 503 until it is back.", exc)
+
+    async def probe(self) -> str | None:
+        """/readyz: None when the token database answers, else the reason code."""
+        try:
+            await self.store.ping()
+        except StorageUnavailable as exc:
+            logger.warning("Not ready: %s", exc)
+            return "database_unavailable"
+        return None
 
     async def aclose(self) -> None:
         await self.provider.aclose()

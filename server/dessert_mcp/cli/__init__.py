@@ -159,6 +159,11 @@ def _main(argv: Sequence[str] | None) -> None:
         sys.exit(f"dessert-mcp: error: --sandbox does not apply to `{args.command}`, which always uses the sandbox.")
     if args.command is not None and args.transport != "stdio":
         sys.exit(f"dessert-mcp: error: --transport applies to serving, not to `{args.command}`.")
+    if (args.auth or args.public_url) and (args.command is not None or args.transport == "stdio"):
+        sys.exit(
+            "dessert-mcp: error: --auth and --public-url apply to --transport http only: over stdio the server "
+            "serves the one account in DESSERT_API_KEY."
+        )
     try:
         settings = Settings.from_env(tool_names=args.tool_names, log_level=args.log_level)
     except ConfigError as exc:
@@ -227,15 +232,29 @@ def _add_http_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ORIGIN",
         help="a browser Origin to accept besides loopback ones, e.g. https://app.example.com (repeatable)",
     )
+    http.add_argument(
+        "--auth",
+        choices=("dessert-key", "oauth"),
+        help="http only: each caller uses their own Dessert account, sent as a bearer key (dessert-key) or linked "
+        "by signing in through OAuth (oauth, for claude.ai and ChatGPT connectors); see docs/remote.md",
+    )
+    http.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="--auth oauth: the https origin people add as a connector (or DESSERT_MCP_PUBLIC_URL)",
+    )
 
 
 def _http_options(args: argparse.Namespace, settings: Settings) -> HTTPOptions:
     from dessert_mcp.http import HTTPOptions, read_auth_token
+    from dessert_mcp.http.options import oauth_config
 
     try:
         if args.stateful and args.stateless:
             raise ConfigError("--stateful and --stateless contradict each other; pass one.")
-        return HTTPOptions(
+        if args.public_url and args.auth != "oauth":
+            raise ConfigError("--public-url applies to --auth oauth only.")
+        options = HTTPOptions(
             transport=args.transport,
             host=args.host,
             port=args.http_port,
@@ -244,7 +263,13 @@ def _http_options(args: argparse.Namespace, settings: Settings) -> HTTPOptions:
             allowed_hosts=tuple(args.allowed_host),
             allowed_origins=tuple(args.allowed_origin),
             auth_token=read_auth_token(os.environ),
-        ).check(settings)
+            auth=args.auth,
+        )
+        if options.auth == "oauth":
+            # What the command line gets wrong is said first, before the auth settings are read and checked.
+            options.check_auth(settings)
+            options = replace(options, oauth=oauth_config(os.environ, public_url=args.public_url))
+        return options.check(settings)
     except ConfigError as exc:
         sys.exit(f"dessert-mcp: configuration error: {exc}")
 
