@@ -107,3 +107,11 @@ def test_timeouts_must_be_positive_finite_numbers(value: str) -> None:
 def test_an_unknown_log_level_is_rejected() -> None:
     with pytest.raises(ConfigError, match="DESSERT_MCP_LOG_LEVEL"):
         Settings.from_env({"DESSERT_MCP_LOG_LEVEL": "verbose"})
+
+
+def test_the_per_account_concurrency_limit_defaults_to_four_and_is_bounded() -> None:
+    assert Settings.from_env({}).account_concurrency == 4
+    assert Settings.from_env({"DESSERT_MCP_ACCOUNT_CONCURRENCY": "2"}).account_concurrency == 2
+    for bad in ("0", "65", "many"):
+        with pytest.raises(ConfigError, match="DESSERT_MCP_ACCOUNT_CONCURRENCY"):
+            Settings.from_env({"DESSERT_MCP_ACCOUNT_CONCURRENCY": bad})

@@ -334,6 +334,13 @@ class AccountsSandbox(FaultySandbox):
             data = account.balance() if path == BALANCE_PATH else account.usage()
         return json.dumps(data).encode()
 
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await super()._serve_connection(reader, writer)
+        finally:
+            with self.changed:  # `writers` and `accepted` changed
+                self.changed.notify_all()
+
     def _track(self, who: str, delta: int) -> None:
         with self.changed:
             self.in_flight[who] += delta
