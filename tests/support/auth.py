@@ -21,7 +21,8 @@ import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from dessert_mcp.auth import OAuthConfig
+from dessert_mcp.auth import SCOPE, DessertOAuthProvider, OAuthConfig
+from dessert_mcp.auth._crypto import key_hash, new_token
 from dessert_mcp.config import DEFAULT_ACCOUNT_CONCURRENCY, Secret, Settings
 from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
@@ -226,3 +227,26 @@ async def call_tool(mcp_url: str, bearer: str, tool: str = "dessert.get_balance"
         Client(streamable_http_client(mcp_url, http_client=http)) as client,
     ):
         return await client.call_tool(tool, arguments)
+
+
+async def link_directly(provider: DessertOAuthProvider, key: str, *, client_id: str = "linked-directly") -> str:
+    """Link `key` as an account straight through the provider and the store (no browser, no Dessert call);
+    returns an access token for it."""
+    code = await provider.link_and_issue_code(
+        client_id=client_id,
+        key=Secret(key),
+        params={
+            "scopes": [SCOPE],
+            "resource": provider.config.resource,
+            "code_challenge": pkce()[1],
+            "redirect_uri": REDIRECT_URI,
+            "redirect_uri_provided_explicitly": True,
+        },
+        key_hash_value=key_hash(key),
+    )
+    access = new_token("dmcp_at_")
+    redeemed = await provider.store.redeem_code(
+        code, access=access, access_ttl_s=3600, refresh=new_token("dmcp_rt_"), refresh_ttl_s=3600
+    )
+    assert redeemed
+    return access

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 import anyio
 
 from dessert_mcp import __version__
+from dessert_mcp.cli.accounts import add_accounts_parser
 from dessert_mcp.cli.hosts import HOSTS, LAUNCHES
 from dessert_mcp.config import DEFAULT_BASE_URL, TOOL_NAME_STYLES, ConfigError, Settings
 from dessert_mcp.redact import Redactor, configure_logging, install_excepthook
@@ -56,6 +57,7 @@ commands:
   dessert-mcp check           verify the configuration and connectivity; print the live balance
   dessert-mcp demo            start the sandbox, launch the server over stdio, call both tools
   dessert-mcp config HOST     print a ready-to-paste configuration for an MCP host (see `config --help`)
+  dessert-mcp accounts ...    list or revoke accounts linked through --auth oauth, manage its encryption key
 """
 
 CONFIG_HELP = (
@@ -114,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dessert-mcp {__version__}")
     _add_http_arguments(parser)
-    sub = parser.add_subparsers(dest="command", metavar="{sandbox,check,demo,config}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{sandbox,check,demo,config,accounts}", parser_class=_Parser)
     sandbox = sub.add_parser("sandbox", help="run the sandbox API on 127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0 picks one)")
     sub.add_parser(
@@ -130,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     config.add_argument("host", choices=list(HOSTS), metavar="HOST", help=f"one of: {', '.join(HOSTS)}")
     config.add_argument("--launch", choices=LAUNCHES, help="how the entry starts the server: path or uvx (see below)")
+    add_accounts_parser(sub)
     return parser
 
 
@@ -155,6 +158,10 @@ def _main(argv: Sequence[str] | None) -> None:
 
         print_host_config(args.host, args.launch)
         return
+    if args.command == "accounts":
+        from dessert_mcp.cli.accounts import run_accounts
+
+        sys.exit(run_accounts(args))
     if args.command in ("sandbox", "demo") and args.sandbox:
         sys.exit(f"dessert-mcp: error: --sandbox does not apply to `{args.command}`, which always uses the sandbox.")
     if args.command is not None and args.transport != "stdio":

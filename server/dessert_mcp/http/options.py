@@ -103,13 +103,12 @@ class HTTPOptions:
             raise ConfigError(OPERATOR_KEY_REFUSED)
 
 
-def require_remote_extra() -> None:
-    """--auth oauth stores tokens and encrypted keys: refuse at once, in one line, when its libraries are missing."""
+def require_remote_extra(what: str = "--auth oauth") -> None:
+    """The token store needs the `remote` extra: refuse at once, in one line, when its libraries are missing."""
     missing = [name for name in REMOTE_EXTRA if importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigError(
-            f"--auth oauth needs the remote extra ({', '.join(missing)} not installed): "
-            "pip install 'dessert-mcp[remote]'"
+            f"{what} needs the remote extra ({', '.join(missing)} not installed): pip install 'dessert-mcp[remote]'"
         )
 
 
