@@ -40,6 +40,16 @@ environment variables (the API key is read only from the environment, never from
   DESSERT_MCP_LOG_LEVEL   DEBUG, INFO (default), WARNING, ERROR or CRITICAL; logs go to stderr.
   DESSERT_MCP_AUTH_TOKEN  HTTP transports only: the server's own bearer token (16+ characters). When set, MCP
                           requests without "Authorization: Bearer <token>" get 401. Never the Dessert API key.
+  DESSERT_MCP_ACCOUNT_CONCURRENCY  HTTP transports only, with --auth: Dessert calls one account may have in
+                          flight at once (default 4; 1-64); more wait their turn, so no caller spends the others' rate.
+  DESSERT_MCP_PUBLIC_URL  HTTP transports only, --auth oauth: the https origin people add (same as --public-url).
+  DESSERT_MCP_ENCRYPTION_KEY  HTTP transports only, --auth oauth: 32 random bytes, base64url, that encrypt the
+                          linked Dessert keys at rest; make one with `dessert-mcp accounts new-key`.
+  DESSERT_MCP_ENCRYPTION_KEY_OLD  HTTP transports only, --auth oauth: the previous key while rotating (see
+                          `dessert-mcp accounts --help`).
+  DESSERT_MCP_DATABASE_URL  HTTP transports only, --auth oauth: where tokens and linked accounts live; default a
+                          SQLite file in $XDG_STATE_HOME/dessert-mcp/, postgresql://... for several replicas.
+  DESSERT_MCP_ACCESS_TOKEN_TTL_S  HTTP transports only, --auth oauth: access token lifetime (default 900; 60-86400).
 A value left as a literal ${{user_config...}} placeholder counts as unset.
 
 HTTP transports (--transport http: streamable HTTP at /mcp; --transport sse: SSE at /sse, messages at /messages/):
@@ -48,6 +58,10 @@ HTTP transports (--transport http: streamable HTTP at /mcp; --transport sse: SSE
   loopback needs --allowed-host and --allowed-origin. Request bodies over 256 KiB get 413.
   example: dessert-mcp --transport http --workers 4 --host 0.0.0.0
            --allowed-host mcp.example.com --allowed-origin https://mcp.example.com
+  --auth dessert-key: each request carries the caller's own Dessert key as its bearer token; nothing is stored.
+  --auth oauth --public-url https://mcp.example.com: people add https://mcp.example.com/mcp to claude.ai or
+  ChatGPT and sign in with their key on this server's page. With --auth, DESSERT_API_KEY must be unset.
+  See docs/remote.md.
 
 commands:
   dessert-mcp                 serve MCP over stdio (what hosts such as Claude Desktop launch)
