@@ -288,7 +288,8 @@ class Store:
         self.url = normalize_database_url(url)
         self.clock = clock
         self.is_sqlite = self.url.startswith("sqlite")
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        # A server connection can die between requests; a SQLite file cannot, so it skips the extra round trip.
+        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
         if self.is_sqlite:
             self._sqlite_path = self.url.split(":///", 1)[1] if ":///" in self.url else ""
             kwargs["connect_args"] = {"timeout": 15}
