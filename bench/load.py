@@ -3,6 +3,7 @@ client costs a few tens of microseconds per call and the server, not the load ge
 
 `python bench/load.py URL TOOL --concurrency 16 --seconds 5` prints one JSON line: calls, errors, seconds, rate.
 Every answer is checked: HTTP 200 and a JSON-RPC result without isError (anything else counts as an error).
+`--bearers FILE` sends `Authorization: Bearer <line n % lines>` on connection n (a file: tokens stay out of `ps`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 HANDSHAKE_ERA = ("2025-11-25", "2025-06-18", "2025-03-26")
 
 
-def _request(host: str, port: int, path: str, tool: str, protocol: str) -> bytes:
+def _request(host: str, port: int, path: str, tool: str, protocol: str, bearer: str | None = None) -> bytes:
     params: dict[str, object] = {"name": tool, "arguments": {}}
     if protocol not in HANDSHAKE_ERA:  # a self-contained request carries its envelope in _meta
         params["_meta"] = {
@@ -29,6 +30,7 @@ def _request(host: str, port: int, path: str, tool: str, protocol: str) -> bytes
         f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
         f"Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: {protocol}\r\n"
         + ("" if protocol in HANDSHAKE_ERA else f"Mcp-Method: tools/call\r\nMcp-Name: {tool}\r\n")
+        + ("" if bearer is None else f"Authorization: Bearer {bearer}\r\n")
         + f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
@@ -63,10 +65,12 @@ def _ok(status: int, body: bytes) -> bool:
     return "result" in message and not message["result"].get("isError")
 
 
-async def run(url: str, tool: str, concurrency: int, seconds: float, protocol: str) -> dict[str, float]:
+async def run(
+    url: str, tool: str, concurrency: int, seconds: float, protocol: str, bearers: list[str] | None = None
+) -> dict[str, float]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    request = _request(host, port, parts.path, tool, protocol)
+    requests = [_request(host, port, parts.path, tool, protocol, bearer) for bearer in bearers or [None]]
     calls = errors = 0
     warmup = min(1.0, seconds / 5)
     counted_from = time.perf_counter() + warmup
@@ -79,6 +83,7 @@ async def run(url: str, tool: str, concurrency: int, seconds: float, protocol: s
         # they share one listening socket and asyncio accepts every pending connection in one go).
         await asyncio.sleep(warmup / 2 * n / concurrency)
         reader, writer = await asyncio.open_connection(host, port)
+        request = requests[n % len(requests)]
         try:
             while (now := time.perf_counter()) < stop:
                 writer.write(request)
@@ -100,8 +105,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--protocol", default="2025-11-25")
+    parser.add_argument("--bearers", help="a file with one bearer token per line, used round-robin per connection")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.url, args.tool, args.concurrency, args.seconds, args.protocol))))
+    bearers = None
+    if args.bearers:
+        with open(args.bearers) as lines:
+            bearers = [line.strip() for line in lines if line.strip()]
+    print(json.dumps(asyncio.run(run(args.url, args.tool, args.concurrency, args.seconds, args.protocol, bearers))))
 
 
 if __name__ == "__main__":

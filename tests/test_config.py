@@ -125,3 +125,11 @@ def test_the_answer_cache_is_off_unless_a_ttl_is_given() -> None:
 def test_an_unusable_cache_ttl_is_rejected_with_the_variable_named(value: str) -> None:
     with pytest.raises(ConfigError, match="DESSERT_CACHE_TTL_S"):
         Settings.from_env({"DESSERT_CACHE_TTL_S": value})
+
+
+def test_the_per_account_concurrency_limit_defaults_to_four_and_is_bounded() -> None:
+    assert Settings.from_env({}).account_concurrency == 4
+    assert Settings.from_env({"DESSERT_MCP_ACCOUNT_CONCURRENCY": "2"}).account_concurrency == 2
+    for bad in ("0", "65", "many"):
+        with pytest.raises(ConfigError, match="DESSERT_MCP_ACCOUNT_CONCURRENCY"):
+            Settings.from_env({"DESSERT_MCP_ACCOUNT_CONCURRENCY": bad})

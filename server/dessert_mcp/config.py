@@ -25,6 +25,8 @@ DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
 # Off by default: every call reads the live balance. An hour is the longest "recent" a balance can honestly be.
 DEFAULT_CACHE_TTL_S: Final = 0.0
 MAX_CACHE_TTL_S: Final = 3600.0
+# With --auth, upstream calls one account may have in flight at once; more wait their turn.
+DEFAULT_ACCOUNT_CONCURRENCY: Final = 4
 
 # Hosts substitute `${user_config.api_key}` (or similar) verbatim when the user left a setting empty.
 _PLACEHOLDER = re.compile(r"^\$\{[^}]*\}$")
@@ -73,6 +75,7 @@ class Settings:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     backoff_s: float = DEFAULT_BACKOFF_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    account_concurrency: int = DEFAULT_ACCOUNT_CONCURRENCY
     log_level: str = "INFO"
     log_format: LogFormat = "text"
     # Seconds a successful answer is reused for the same account; 0 = every call asks Dessert.
@@ -113,6 +116,13 @@ class Settings:
                 default=DEFAULT_MAX_BODY_BYTES,
                 low=1024,
                 high=64 * 1024 * 1024,
+            ),
+            account_concurrency=_bounded_int(
+                get("DESSERT_MCP_ACCOUNT_CONCURRENCY"),
+                "DESSERT_MCP_ACCOUNT_CONCURRENCY",
+                default=DEFAULT_ACCOUNT_CONCURRENCY,
+                low=1,
+                high=64,
             ),
             log_level=_log_level(get("DESSERT_MCP_LOG_LEVEL") or "INFO"),
             log_format=_log_format(get("DESSERT_MCP_LOG_FORMAT") or "text"),

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Final, TypeVar
 
 import anyio
@@ -18,9 +20,10 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, ValidationError, WithJsonSchema
 
 from dessert_mcp import __version__
+from dessert_mcp.auth.caller import caller_identity, caller_key
 from dessert_mcp.cache import TTLCache
 from dessert_mcp.client import DessertAPIError, DessertClient
-from dessert_mcp.config import Settings
+from dessert_mcp.config import Secret, Settings
 from dessert_mcp.context import add_prompts, add_resources
 from dessert_mcp.dashboard import DASHBOARD_URI, dashboard_html
 from dessert_mcp.listing import TOOL_NAMES, list_names_for_client
@@ -58,6 +61,8 @@ USAGE_DESCRIPTION: Final = (
 
 # How long a host may reuse a resource read when the server keeps no cache of its own (DESSERT_CACHE_TTL_S=0).
 RESOURCE_TTL_MS: Final = 5000
+# With --auth: Dessert clients (each a connection pool) kept for the most recent callers.
+MAX_ACCOUNT_CLIENTS: Final = 1024
 
 _ANNOTATIONS: Final = ToolAnnotations(
     read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
@@ -164,8 +169,37 @@ def _arguments(tool: str, ctx: Context[Any, Any], model: type[ArgsT]) -> ArgsT:
         ) from None
 
 
+class _Shared(httpx2.AsyncBaseTransport):
+    """A test's transport lent to every account's client: closing one client must not close it for the others."""
+
+    def __init__(self, transport: httpx2.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        return await self._transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        pass
+
+
+@dataclass(eq=False)
+class _Account:
+    """One caller's Dessert client (its own connection pool) and its share of upstream concurrency."""
+
+    client: DessertClient
+    limiter: anyio.CapacityLimiter
+    users: int = 0
+
+
 class DessertService:
-    """The tools' behaviour, and the one Dessert HTTP client they share for the life of the process."""
+    """The tools' behaviour and their Dessert clients, shared for the life of the process.
+
+    With one key (stdio, HTTP without --auth) there is one client, made from the settings. With `per_account`
+    (--auth) each request's caller brings their own key (`caller_key()`); each account gets its own client, kept
+    in a bounded LRU and closed when evicted, and at most `settings.account_concurrency` upstream calls at a
+    time. Identical calls in flight together share one upstream request, and cached answers are reused, only
+    within one account.
+    """
 
     def __init__(
         self,
@@ -173,11 +207,16 @@ class DessertService:
         *,
         transport: httpx2.AsyncBaseTransport | None = None,
         observer: Observer = NO_OBSERVER,
+        per_account: bool = False,
+        max_accounts: int = MAX_ACCOUNT_CLIENTS,
     ) -> None:
         self.settings = settings
         self.observer = observer
+        self.per_account = per_account
         self._transport = transport
+        self._max_accounts = max_accounts
         self._client: DessertClient | None = None
+        self._accounts: OrderedDict[str, _Account] = OrderedDict()
         self._users = 0
         # Identical GETs in flight at the same time share one upstream request (same key, same answer).
         self._balance_flights: SingleFlight[Balance] = SingleFlight((DessertAPIError,))
@@ -190,35 +229,69 @@ class DessertService:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[DessertService]:
         """Open the HTTP client for the first user (the process, a session, a request) and close it after the last."""
-        if self._users == 0:
-            self._client = DessertClient.from_settings(self.settings, transport=self._transport, observer=self.observer)
+        if self._users == 0 and not self.per_account:
+            self._client = self._new_client(self.settings)
         self._users += 1
         try:
             yield self
         finally:
             self._users -= 1
-            if self._users == 0 and self._client is not None:
-                client, self._client = self._client, None
+            if self._users == 0:
+                clients = [a.client for a in self._accounts.values()]
+                if self._client is not None:
+                    clients.append(self._client)
+                self._client = None
+                self._accounts.clear()
                 with anyio.CancelScope(shield=True):
-                    await client.aclose()
+                    for client in clients:
+                        await client.aclose()
+
+    def _new_client(self, settings: Settings) -> DessertClient:
+        # A test's transport is lent to every account's client: closing one must not close it for the others.
+        transport = _Shared(self._transport) if self.per_account and self._transport is not None else self._transport
+        return DessertClient.from_settings(settings, transport=transport, observer=self.observer)
 
     @property
     def client(self) -> DessertClient:
+        """The one client of single-key mode."""
         if self._client is None:
             raise RuntimeError("the Dessert client is used outside the server's lifespan")
         return self._client
 
     async def balance(self) -> BalanceReport:
-        client = self.client
-        balance = await self._read(BALANCE_PATH, client, self._balance_flights, self._balance_cache, client.get_balance)
+        balance = await self._read(BALANCE_PATH, self._balance_flights, self._balance_cache, DessertClient.get_balance)
         return BalanceReport.from_balance(balance)
 
     async def usage(self, arguments: UsageArguments) -> UsageReport:
-        client = self.client
-        usage = await self._read(USAGE_PATH, client, self._usage_flights, self._usage_cache, client.get_usage)
+        usage = await self._read(USAGE_PATH, self._usage_flights, self._usage_cache, DessertClient.get_usage)
         return UsageReport.build(usage, limit=arguments.limit, types=arguments.types, since=arguments.since)
 
     async def _read(
+        self,
+        route: str,
+        flights: SingleFlight[AnswerT],
+        cache: TTLCache[AnswerT] | None,
+        get: Callable[[DessertClient], Awaitable[AnswerT]],
+    ) -> AnswerT:
+        """The caller's answer: from the cache, from an identical request in flight, or from Dessert (then cached)."""
+        if not self.per_account:
+            client = self.client
+            return await self._answer(route, client, flights, cache, lambda: get(client))
+        identity, key = _caller()
+        async with self._account(identity, key) as account:
+
+            async def limited() -> AnswerT:
+                if account.limiter.available_tokens == 0:
+                    logger.debug(
+                        "An account is at its limit of %d Dessert calls at once; this one waits",
+                        self.settings.account_concurrency,
+                    )
+                async with account.limiter:
+                    return await get(account.client)
+
+            return await self._answer(route, account.client, flights, cache, limited)
+
+    async def _answer(
         self,
         route: str,
         client: DessertClient,
@@ -226,7 +299,6 @@ class DessertService:
         cache: TTLCache[AnswerT] | None,
         call: Callable[[], Awaitable[AnswerT]],
     ) -> AnswerT:
-        """`call`'s answer: from the cache, from an identical request in flight, or from Dessert (then cached)."""
         key = (client.account, route)
         if cache is not None and (cached := cache.get(key)) is not None:
             self.observer.cache_hit(route)
@@ -245,16 +317,62 @@ class DessertService:
 
         return await flights.run(f"{client.account} {route}", ask, on_shared=shared)
 
+    @asynccontextmanager
+    async def _account(self, identity: str, key: Secret) -> AsyncIterator[_Account]:
+        """The caller's client, made on first use; the least recently used idle ones beyond the bound are closed."""
+        if self._users == 0:
+            raise RuntimeError("the Dessert clients are used outside the server's lifespan")
+        account = self._accounts.get(identity)
+        if account is None:
+            client = self._new_client(replace(self.settings, api_key=key, api_key_problem=None))
+            account = self._accounts[identity] = _Account(
+                client, anyio.CapacityLimiter(self.settings.account_concurrency)
+            )
+        self._accounts.move_to_end(identity)
+        account.users += 1
+        try:
+            await self._evict()
+            yield account
+        finally:
+            account.users -= 1
+
+    async def _evict(self) -> None:
+        # An account with a call in flight keeps its client (and its limiter); the bound holds again once it is idle.
+        excess = len(self._accounts) - self._max_accounts
+        if excess <= 0:
+            return
+        idle = [identity for identity, a in self._accounts.items() if a.users == 0]
+        for identity in idle[:excess]:
+            with anyio.CancelScope(shield=True):
+                await self._accounts.pop(identity).client.aclose()
+
+
+def _caller() -> tuple[str, Secret]:
+    """Who is calling, from the bearer token the SDK accepted for this request; never the operator's key."""
+    identity, key = caller_identity(), caller_key()
+    if identity is None or key is None:
+        raise DessertAPIError(
+            "This request carries no caller credential; send Authorization: Bearer <token>.", code="not_configured"
+        )
+    return identity, key
+
 
 def build_server(
     settings: Settings,
     *,
     transport: httpx2.AsyncBaseTransport | None = None,
     service: DessertService | None = None,
+    auth: Mapping[str, Any] | None = None,
 ) -> MCPServer[DessertService]:
     """The dessert-mcp server. `transport` replaces the network for tests (e.g. `httpx2.MockTransport`);
-    `service` lets an HTTP host share (and hold open) the tools' state for its whole life."""
-    service = service or DessertService(settings, transport=transport)
+    `service` lets an HTTP host share (and hold open) the tools' state for its whole life.
+
+    `auth` holds the `MCPServer` arguments that check bearer tokens (`auth=` with `token_verifier=` or
+    `auth_server_provider=`, from the auth wing); with it every caller uses their own key, never the settings'.
+    """
+    service = service or DessertService(settings, transport=transport, per_account=auth is not None)
+    if (auth is not None) != service.per_account:
+        raise ValueError("a server with auth needs a per-account service, and only one with auth may have one")
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer[DessertService]) -> AsyncIterator[DessertService]:
@@ -317,6 +435,7 @@ def build_server(
         extensions=[apps],
         # Balance and usage change with every ad generated: a client may reuse a read for a few seconds, never share it.
         cache_hints={"resources/read": CacheHint(ttl_ms=resource_ttl_ms(settings), scope="private")},
+        **(auth or {}),
     )
     add_resources(server, service)
     add_prompts(server)

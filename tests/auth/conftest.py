@@ -18,11 +18,32 @@ from pathlib import Path
 import pytest
 
 from dessert_mcp.auth._crypto import generate_encryption_key
+from dessert_mcp.sandbox import SandboxAccount
 from tests.support.api import CANARY_KEY
-from tests.support.faults import ThreadedFaultySandbox
+from tests.support.faults import ThreadedAccountsSandbox
 
-# A second key the canary sandbox refuses: "someone else's" key, or a typo.
+# A key the sandbox refuses: "someone else's" key, or a typo.
 OTHER_KEY = "dsk_live_OTHER_00112233445566778899aa"
+# A second account the sandbox knows, with its own balance and history (the canary's balance is 205).
+SECOND_KEY = "dsk_live_SECOND_a1b2c3d4e5f60718293a"
+SECOND_BALANCE = 1205
+
+
+def second_account() -> SandboxAccount:
+    account = SandboxAccount()
+    last = account.ledger[-1]
+    account.ledger.append(
+        {
+            "type": "Purchase",
+            "credits_delta": 1000,
+            "balance_after": last["balance_after"] + 1000,
+            "usd_amount": 100.0,
+            "description": "Credit purchase (second account)",
+            "at": "2026-05-20T08:00:00.000Z",
+        }
+    )
+    assert account.balance()["credits_balance"] == SECOND_BALANCE
+    return account
 
 
 def free_port() -> int:
@@ -131,7 +152,7 @@ def encryption_key() -> str:
 
 
 @pytest.fixture(scope="module")
-def canary_api() -> Iterator[ThreadedFaultySandbox]:
-    """The Dessert sandbox that accepts the canary key (and only it)."""
-    with ThreadedFaultySandbox(key=CANARY_KEY) as sb:
+def canary_api() -> Iterator[ThreadedAccountsSandbox]:
+    """The Dessert sandbox with two accounts: the canary key's (the default, balance 205) and SECOND_KEY's."""
+    with ThreadedAccountsSandbox({CANARY_KEY: SandboxAccount(), SECOND_KEY: second_account()}) as sb:
         yield sb

@@ -12,9 +12,9 @@ import pytest
 
 from dessert_mcp.auth import refuse_operator_key
 from dessert_mcp.config import ConfigError
-from tests.auth.conftest import OTHER_KEY
+from tests.auth.conftest import OTHER_KEY, SECOND_BALANCE, SECOND_KEY
 from tests.support.api import CANARY_KEY, assert_no_secret
-from tests.support.auth import Running, my_balance, serve_auth
+from tests.support.auth import Running, call_tool, serve_auth
 from tests.support.faults import ThreadedFaultySandbox
 
 
@@ -33,21 +33,22 @@ async def test_a_request_without_a_key_gets_401_and_never_the_operators_account(
         assert garbled.status_code == 401
 
 
-async def test_the_tool_uses_the_callers_key_for_that_request(
+async def test_the_tools_use_the_callers_key_for_that_request(
     server: Running, canary_api: ThreadedFaultySandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    result = await my_balance(server.mcp_url, CANARY_KEY)
-    assert not result.is_error
-    data = result.structured_content
-    assert data["credits_balance"] == canary_api.sandbox.account.balance()["credits_balance"]
-    assert data["key"] == "dsk_…1514"
-    assert data["who"].startswith("key:")
-    other = await my_balance(server.mcp_url, OTHER_KEY)
+    mine = await call_tool(server.mcp_url, CANARY_KEY)
+    assert not mine.is_error
+    assert mine.structured_content["credits_balance"] == 205
+    theirs = await call_tool(server.mcp_url, SECOND_KEY, "dessert.get_usage", limit=1)
+    assert not theirs.is_error
+    assert theirs.structured_content["recent_transactions"][0]["description"] == "Credit purchase (second account)"
+    other = await call_tool(server.mcp_url, OTHER_KEY)
     assert other.is_error
     assert "auth_invalid" in other.content[0].text
-    assert_no_secret(repr(result) + repr(other) + caplog.text)
-    assert_no_secret(repr(other), OTHER_KEY)
+    assert_no_secret(repr(mine) + repr(theirs) + repr(other) + caplog.text)
+    for key in (SECOND_KEY, OTHER_KEY):
+        assert_no_secret(repr(mine) + repr(theirs) + repr(other) + caplog.text, key)
 
 
 def test_the_operators_key_in_the_environment_refuses_to_start_with_a_reason() -> None:
@@ -57,18 +58,19 @@ def test_the_operators_key_in_the_environment_refuses_to_start_with_a_reason() -
 
 
 async def test_concurrent_callers_with_different_keys_each_get_only_their_own_answer(server: Running) -> None:
+    keys = [CANARY_KEY, SECOND_KEY, OTHER_KEY]
     results: dict[int, Any] = {}
 
     async def call(i: int) -> None:
-        results[i] = await my_balance(server.mcp_url, CANARY_KEY if i % 2 == 0 else OTHER_KEY)
+        results[i] = await call_tool(server.mcp_url, keys[i % 3])
 
     async with anyio.create_task_group() as tg:
         for i in range(12):
             tg.start_soon(call, i)
     for i, result in results.items():
-        if i % 2 == 0:
-            assert not result.is_error
-            assert result.structured_content["key"] == "dsk_…1514"
-        else:
+        if keys[i % 3] == OTHER_KEY:
             assert result.is_error
             assert "auth_invalid" in result.content[0].text
+        else:
+            assert not result.is_error
+            assert result.structured_content["credits_balance"] == (205 if i % 3 == 0 else SECOND_BALANCE)

@@ -8,6 +8,7 @@ import datetime
 import ipaddress
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -37,6 +38,7 @@ from starlette.routing import Route as StarletteRoute
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.auth import serve_auth
 from tests.support.faults import ThreadedFaultySandbox
+from tests.support.servers import cli_server, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -135,8 +137,9 @@ async def run_flow(mcp_url: str, person: BrowserSignIn, *, client_metadata_url: 
         Client(streamable_http_client(mcp_url, http_client=http)) as client,
     ):
         tools = await client.list_tools()
-        result = await client.call_tool("my_balance", {})
-    return tools, result, storage
+        balance = await client.call_tool("dessert.get_balance", {})
+        usage = await client.call_tool("dessert.get_usage", {"limit": 3})
+    return tools, balance, usage, storage
 
 
 @pytest.fixture(autouse=True)
@@ -146,18 +149,35 @@ def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]
     assert_no_secret(caplog.text)
 
 
-async def test_the_sdk_client_registers_signs_in_through_chromium_and_calls_the_tool(
+def oauth_env(sandbox: ThreadedFaultySandbox, **extra: str) -> dict[str, str]:
+    """`dessert-mcp --auth oauth`'s environment: the sandbox's origin and no DESSERT_API_KEY (it would be refused)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")}
+    return env | {"DESSERT_API_BASE_URL": sandbox.url, "DESSERT_MCP_TOOL_NAMES": "dotted", **extra}
+
+
+async def test_the_sdk_client_registers_signs_in_through_chromium_and_calls_both_tools_of_dessert_mcp(
     canary_api: ThreadedFaultySandbox, database_url: str, encryption_key: str, tmp_path: Path
 ) -> None:
     person = BrowserSignIn(CANARY_KEY, tmp_path)
-    with serve_auth(
-        "oauth", dessert_url=canary_api.url, database_url=database_url, encryption_key=encryption_key
-    ) as server:
-        tools, result, storage = await run_flow(server.mcp_url, person)
-    assert [t.name for t in tools.tools] == ["my_balance"]
+    port = free_port()
+    env = oauth_env(
+        canary_api,
+        DESSERT_MCP_ENCRYPTION_KEY=encryption_key,
+        DESSERT_MCP_DATABASE_URL=database_url,
+        DESSERT_MCP_LOG_LEVEL="DEBUG",
+    )
+    public = f"http://127.0.0.1:{port}"
+    args = ["--transport", "http", "--auth", "oauth", "--public-url", public]
+    with cli_server(args, env, tmp_path / "server.log", port=port) as url:
+        tools, result, usage, storage = await run_flow(url + "/mcp", person)
+    assert_no_secret((tmp_path / "server.log").read_text())
+    assert sorted(t.name for t in tools.tools) == ["dessert.get_balance", "dessert.get_usage"]
     assert not result.is_error, result
     expected = canary_api.sandbox.account.balance()["credits_balance"]
     assert result.structured_content["credits_balance"] == expected
+    assert not usage.is_error, usage
+    assert len(usage.structured_content["recent_transactions"]) == 3
+    assert usage.structured_content["recent_transactions"][0]["balance_after"] == expected
     assert person.shown_balance == str(expected)
     assert storage.client_info is not None
     assert storage.client_info.client_id  # registered dynamically (RFC 7591)
@@ -165,7 +185,7 @@ async def test_the_sdk_client_registers_signs_in_through_chromium_and_calls_the_
     assert "frame-ancestors 'none'" in person.headers["content-security-policy"]
     for page in person.pages:
         assert_no_secret(page)
-    assert_no_secret(repr(result) + repr(storage.tokens))
+    assert_no_secret(repr(result) + repr(usage) + repr(storage.tokens))
 
 
 # -- Client ID Metadata Documents: the client's document on an https server of its own (loopback, test mode) --
@@ -252,11 +272,12 @@ async def test_the_sdk_client_signs_in_with_a_client_id_metadata_document(
             cimd_ca_file=str(ca_file),
         ) as server,
     ):
-        _, result, storage = await run_flow(server.mcp_url, person, client_metadata_url=document_url)
+        _, result, usage, storage = await run_flow(server.mcp_url, person, client_metadata_url=document_url)
         async with httpx2.AsyncClient() as http:
             registered = await http.get(server.url + "/.well-known/oauth-authorization-server")
     assert registered.json()["client_id_metadata_document_supported"] is True
     assert not result.is_error, result
+    assert not usage.is_error, usage
     assert storage.client_info is not None
     assert storage.client_info.client_id == document_url  # no /register: the URL is the client_id
     assert len(fetched) == 1, "the document is fetched once and then served from the cache"

@@ -14,10 +14,11 @@ import pytest
 
 from dessert_mcp.auth import OAuthConfig, OAuthWiring, Store
 from dessert_mcp.auth.cimd import ClientMetadataError, check_url, parse_document
+from dessert_mcp.auth.signin import redirect_uri_with
 from dessert_mcp.config import Secret
 from tests.auth.conftest import OTHER_KEY
 from tests.support.api import CANARY_KEY, assert_no_secret
-from tests.support.auth import REDIRECT_URI, FlowClient, Running, my_balance, pkce, serve_auth
+from tests.support.auth import REDIRECT_URI, FlowClient, Running, call_tool, pkce, serve_auth
 from tests.support.faults import ThreadedFaultySandbox
 
 NASTY = "'; DROP TABLE grants; --\"<script>alert(1)</script>%00\\"
@@ -75,10 +76,9 @@ async def test_a_linked_account_calls_the_tool_with_its_own_key(flow: FlowClient
     tokens = await flow.tokens_for(client, CANARY_KEY)
     assert tokens["scope"] == "dessert:read"
     assert tokens["expires_in"] == 900
-    result = await my_balance(server.mcp_url, tokens["access_token"])
+    result = await call_tool(server.mcp_url, tokens["access_token"])
     assert not result.is_error, result
     assert result.structured_content["credits_balance"] == 205
-    assert result.structured_content["who"].startswith("acct:")
     assert_no_secret("\n".join(flow.seen) + repr(result))
 
 
@@ -385,3 +385,8 @@ def test_the_database_file_never_holds_the_key(server: Running, db_dir: Path) ->
     raw = b"".join(p.read_bytes() for p in db_dir.iterdir() if p.name.startswith("auth.db"))
     assert b"dsk_live_CANARY" not in raw
     assert_no_secret(raw.decode("latin-1"))
+
+
+def test_a_redirect_keeps_the_clients_own_query_and_encodes_ours() -> None:
+    target = redirect_uri_with("https://app.example/cb?x=1&y=", code="a b&c", state=None, iss="https://mcp.example")
+    assert target == "https://app.example/cb?x=1&y=&code=a+b%26c&iss=https%3A%2F%2Fmcp.example"

@@ -12,7 +12,7 @@ import pytest
 from dessert_mcp.auth import Store, list_accounts
 from tests.auth.conftest import Postgres
 from tests.support.api import CANARY_KEY, assert_no_secret
-from tests.support.auth import FlowClient, Running, my_balance, serve_auth
+from tests.support.auth import FlowClient, Running, call_tool, serve_auth
 from tests.support.faults import ThreadedFaultySandbox
 
 
@@ -39,7 +39,7 @@ async def test_a_token_issued_through_one_replica_works_on_the_other(replicas: t
         via_a, via_b = FlowClient(http, a.url), FlowClient(http, b.url)
         client = await via_a.register()
         tokens = await via_a.tokens_for(client, CANARY_KEY)
-        result = await my_balance(b.url + "/mcp", tokens["access_token"])
+        result = await call_tool(b.url + "/mcp", tokens["access_token"])
         assert not result.is_error
         assert result.structured_content["credits_balance"] == 205
         # Refresh on B, then replay the old refresh token on A: the family dies on both.
@@ -116,5 +116,5 @@ async def test_tokens_survive_a_server_restart(
                 await FlowClient(http, first.url).register(), CANARY_KEY
             )
     with serve_auth("oauth", public_url=public, **common) as second:
-        result = await my_balance(second.url + "/mcp", tokens["access_token"])
+        result = await call_tool(second.url + "/mcp", tokens["access_token"])
         assert not result.is_error

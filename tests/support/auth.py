@@ -1,53 +1,38 @@
-"""An MCPServer built here with the auth wiring and one small tool, served by uvicorn on 127.0.0.1.
-
-The lead swaps in the real tools; this one only proves the key a tool sees is the caller's own.
-"""
+"""dessert-mcp with `--auth dessert-key` or `--auth oauth`, built by the real `build_app` and served by uvicorn on
+127.0.0.1, and the OAuth flow driven over plain HTTP."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import secrets
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import httpx2
 import uvicorn
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
-from dessert_mcp.auth import OAuthConfig, OAuthWiring, caller_identity, caller_key, dessert_key_server_kwargs
-from dessert_mcp.client import DessertAPIError, DessertClient
-from dessert_mcp.config import Secret
+from dessert_mcp.auth import SCOPE, DessertOAuthProvider, OAuthConfig
+from dessert_mcp.auth._crypto import key_hash, new_token
+from dessert_mcp.config import DEFAULT_ACCOUNT_CONCURRENCY, Secret, Settings
+from dessert_mcp.http import HTTPOptions
+from dessert_mcp.http.app import build_app
 
 STARTUP_TIMEOUT_S = 20.0
-
-
-def build_server(dessert_url: str, server_kwargs: dict[str, Any]) -> MCPServer[Any]:
-    mcp: MCPServer[Any] = MCPServer("dessert-auth-test", **server_kwargs)
-
-    @mcp.tool()
-    async def my_balance() -> dict[str, Any]:
-        """The calling account's credit balance, with its masked key."""
-        key = caller_key()
-        if key is None:
-            raise ToolError("no caller key")
-        try:
-            async with DessertClient(dessert_url, api_key=key, max_attempts=1) as client:
-                balance = await client.get_balance()
-        except DessertAPIError as exc:
-            raise ToolError(f"{exc.code}: {exc.message}") from None
-        return {"credits_balance": balance.credits_balance, "key": key.masked(), "who": caller_identity()}
-
-    return mcp
 
 
 @dataclass
 class Running:
     url: str
-    wiring: OAuthWiring | None
 
     @property
     def mcp_url(self) -> str:
@@ -62,43 +47,31 @@ def serve_auth(
     database_url: str | None = None,
     encryption_key: str | None = None,
     public_url: str | None = None,
+    account_concurrency: int = DEFAULT_ACCOUNT_CONCURRENCY,
     **config: Any,
 ) -> Iterator[Running]:
-    """Serve dessert-mcp with `--auth <mode>` on a free port; `public_url` overrides the advertised origin."""
+    """Serve dessert-mcp with `--auth <mode>` on a free port; `public_url` overrides the advertised origin and
+    `config` sets OAuthConfig fields (throttles, CIMD test mode)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    wiring: OAuthWiring | None = None
+    settings = replace(
+        Settings.from_env({}, log_level="WARNING", tool_names="dotted"),
+        base_url=dessert_url,
+        account_concurrency=account_concurrency,
+    )
+    oauth = None
     if mode == "oauth":
         assert encryption_key is not None
-        wiring = OAuthWiring(
-            OAuthConfig(
-                public_url=public_url or url,
-                encryption_key=Secret(encryption_key),
-                database_url=database_url,
-                dessert_base_url=dessert_url,
-                **config,
-            )
+        oauth = OAuthConfig(
+            public_url=public_url or url, encryption_key=Secret(encryption_key), database_url=database_url, **config
         )
-        kwargs = wiring.server_kwargs()
-    else:
-        kwargs = dessert_key_server_kwargs(url)
-    app = build_server(dessert_url, kwargs).streamable_http_app()
-    if wiring is not None:
-        wiring.install(app)
+    app = build_app(settings, HTTPOptions(auth=mode, oauth=oauth).check(settings))  # type: ignore[arg-type]
     server = uvicorn.Server(
         uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=2, access_log=False)
     )
-
-    async def main() -> None:
-        try:
-            await server.serve(sockets=[sock])
-        finally:
-            if wiring is not None:
-                await wiring.aclose()
-
-    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),), daemon=True)
     thread.start()
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not server.started:
@@ -106,7 +79,7 @@ def serve_auth(
         assert time.monotonic() < deadline, "uvicorn did not start in time"
         time.sleep(0.01)
     try:
-        yield Running(url=url, wiring=wiring)
+        yield Running(url=url)
     finally:
         server.should_exit = True
         thread.join(timeout=15)
@@ -119,10 +92,6 @@ REDIRECT_URI = "http://127.0.0.1:9/callback"
 
 
 def pkce() -> tuple[str, str]:
-    import base64
-    import hashlib
-    import secrets
-
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
     return verifier, challenge
@@ -164,8 +133,6 @@ class FlowClient:
 
     async def sign_in_page(self, authorize_response: Any) -> tuple[str, str]:
         """Follow /authorize to the sign-in page; returns (request id, csrf) and leaves the CSRF cookie set."""
-        from urllib.parse import parse_qs, urlsplit
-
         assert authorize_response.status_code == 302, authorize_response.text
         location = authorize_response.headers["location"]
         assert location.startswith(self.base + "/signin?request="), location
@@ -188,8 +155,6 @@ class FlowClient:
         )
 
     async def code_for(self, client: dict[str, Any], key: str, challenge: str) -> str:
-        from urllib.parse import parse_qs, urlsplit
-
         request_id, csrf = await self.sign_in_page(await self.authorize(client, challenge))
         checked = await self.submit_key(request_id, csrf, key)
         assert checked.status_code == 200, checked.text
@@ -255,14 +220,33 @@ class FlowClient:
         )
 
 
-async def my_balance(mcp_url: str, bearer: str) -> Any:
-    """Call the test tool through a real MCP client with a fixed bearer; returns the CallToolResult."""
-    import httpx2
-    from mcp import Client
-    from mcp.client.streamable_http import streamable_http_client
-
+async def call_tool(mcp_url: str, bearer: str, tool: str = "dessert.get_balance", **arguments: Any) -> Any:
+    """Call a tool through a real MCP client with a fixed bearer; returns the CallToolResult."""
     async with (
         httpx2.AsyncClient(headers={"Authorization": f"Bearer {bearer}"}, timeout=30) as http,
         Client(streamable_http_client(mcp_url, http_client=http)) as client,
     ):
-        return await client.call_tool("my_balance", {})
+        return await client.call_tool(tool, arguments)
+
+
+async def link_directly(provider: DessertOAuthProvider, key: str, *, client_id: str = "linked-directly") -> str:
+    """Link `key` as an account straight through the provider and the store (no browser, no Dessert call);
+    returns an access token for it."""
+    code = await provider.link_and_issue_code(
+        client_id=client_id,
+        key=Secret(key),
+        params={
+            "scopes": [SCOPE],
+            "resource": provider.config.resource,
+            "code_challenge": pkce()[1],
+            "redirect_uri": REDIRECT_URI,
+            "redirect_uri_provided_explicitly": True,
+        },
+        key_hash_value=key_hash(key),
+    )
+    access = new_token("dmcp_at_")
+    redeemed = await provider.store.redeem_code(
+        code, access=access, access_ttl_s=3600, refresh=new_token("dmcp_rt_"), refresh_ttl_s=3600
+    )
+    assert redeemed
+    return access

@@ -12,19 +12,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import functools
 import gzip
 import json
 import random
 import socket
 import struct
+import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from http import HTTPStatus
 from typing import Any, Final
 
+from dessert_mcp.config import Secret
+from dessert_mcp.models import BALANCE_PATH
 from dessert_mcp.sandbox import (
+    API_PATHS,
     SANDBOX_KEY,
     Request,
     Sandbox,
@@ -283,6 +289,102 @@ class ThreadedFaultySandbox(ThreadedSandbox):
 
     def set_chaos(self, faults: list[Fault], *, rate: float, seed: int) -> None:
         self.faulty.set_chaos(faults, rate=rate, seed=seed)
+
+
+# The account the request being answered belongs to (each connection is served by its own task).
+_SERVING: ContextVar[SandboxAccount | None] = ContextVar("serving", default=None)
+
+
+class AccountsSandbox(FaultySandbox):
+    """A `FaultySandbox` that knows several keys, each with its own account; the first is `key` and `account`.
+
+    Faults apply to every key. `hold()` keeps API requests waiting until `release()`; `in_flight` and `peak` count,
+    per key fingerprint, the requests being answered now and at most, and `changed` is notified on every change.
+    """
+
+    def __init__(self, accounts: Mapping[str, SandboxAccount], *, port: int = 0) -> None:
+        self._initial = {key: copy.deepcopy(account) for key, account in accounts.items()}
+        self.changed = threading.Condition()
+        self.in_flight: Counter[str] = Counter()
+        self.peak: Counter[str] = Counter()
+        self._gate: asyncio.Event | None = None
+        super().__init__(key=next(iter(accounts)), port=port)
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        with self.lock:
+            self.accounts = {key: copy.deepcopy(account) for key, account in self._initial.items()}
+            self.account = self.accounts[self.key]
+        with self.changed:
+            self.in_flight.clear()
+            self.peak.clear()
+
+    def hold(self) -> None:
+        self._gate = asyncio.Event()
+
+    def release(self) -> None:  # on the sandbox's loop
+        if self._gate is not None:
+            self._gate.set()
+            self._gate = None
+
+    def answer(self, path: str) -> bytes:
+        account = _SERVING.get() or self.account
+        with self.lock:
+            data = account.balance() if path == BALANCE_PATH else account.usage()
+        return json.dumps(data).encode()
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await super()._serve_connection(reader, writer)
+        finally:
+            with self.changed:  # `writers` and `accepted` changed
+                self.changed.notify_all()
+
+    def _track(self, who: str, delta: int) -> None:
+        with self.changed:
+            self.in_flight[who] += delta
+            self.peak[who] = max(self.peak[who], self.in_flight[who])
+            self.changed.notify_all()
+
+    async def handle(self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        presented = request.headers.get("authorization", "").removeprefix("Bearer ")
+        account = self.accounts.get(presented)
+        if account is None or request.method != "GET" or request.path not in API_PATHS:
+            return await super().handle(request, reader, writer)  # unknown keys get the sandbox's own 401
+        who = Secret(presented).fingerprint()
+        self._track(who, +1)
+        token = _SERVING.set(account)
+        try:
+            if self._gate is not None:
+                await self._gate.wait()
+            fault = self._take_fault(request.path)
+            if fault is not None:
+                return await self._misbehave(fault, request.path, reader, writer, request.keep_alive)
+            await respond(writer, 200, self.answer(request.path), keep_alive=request.keep_alive)
+            return request.keep_alive
+        finally:
+            _SERVING.reset(token)
+            self._track(who, -1)
+
+
+class ThreadedAccountsSandbox(ThreadedFaultySandbox):
+    """An `AccountsSandbox` on its own thread: `ThreadedAccountsSandbox({key_a: account_a, key_b: account_b})`."""
+
+    def __init__(self, accounts: Mapping[str, SandboxAccount], *, port: int = 0) -> None:
+        self.faulty = self.multi = AccountsSandbox(accounts, port=port)
+        ThreadedSandbox.__init__(self, self.multi)
+
+    def hold(self) -> None:
+        self.multi.hold()
+
+    def release(self) -> None:
+        self.portal.call(self.multi.release)
+
+    def wait_until(self, condition: Callable[[AccountsSandbox], bool], timeout_s: float = 20) -> None:
+        """Block (a test thread, never the sandbox's loop) until `condition(sandbox)` holds after some change."""
+        with self.multi.changed:
+            assert self.multi.changed.wait_for(lambda: condition(self.multi), timeout_s), "the sandbox never got there"
 
 
 async def _serve(port: int) -> None:

@@ -64,16 +64,18 @@ def sandbox_env(sandbox: ThreadedFaultySandbox, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def cli_server(args: list[str], env: Mapping[str, str], stderr_path: Path) -> Iterator[str]:
-    """`dessert-mcp <args> --port <free>` as a subprocess; yields its base URL once /healthz answers."""
-    with cli_process(args, env, stderr_path) as (url, _pid):
+def cli_server(args: list[str], env: Mapping[str, str], stderr_path: Path, *, port: int | None = None) -> Iterator[str]:
+    """`dessert-mcp <args> --port <port or a free one>` as a subprocess; yields its base URL once /healthz answers."""
+    with cli_process(args, env, stderr_path, port=port) as (url, _pid):
         yield url
 
 
 @contextmanager
-def cli_process(args: list[str], env: Mapping[str, str], stderr_path: Path) -> Iterator[tuple[str, int]]:
+def cli_process(
+    args: list[str], env: Mapping[str, str], stderr_path: Path, *, port: int | None = None
+) -> Iterator[tuple[str, int]]:
     """As `cli_server`, yielding the base URL and the server's process id."""
-    port = free_port()
+    port = port or free_port()
     with stderr_path.open("wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dessert_mcp", *args, "--port", str(port)],

@@ -15,20 +15,59 @@ Integration (the core's HTTP serving):
     key = caller_key()        # Secret | None: the caller's Dessert key (never the operator's)
 """
 
-from dessert_mcp.auth._crypto import EncryptionKeyError, KeyBox, generate_encryption_key
-from dessert_mcp.auth.accounts import (
-    LinkedAccount,
-    format_accounts,
-    list_accounts,
-    revoke_account,
-    rotate_encryption_key,
-    store_from_env,
-)
-from dessert_mcp.auth.caller import CallerToken, DessertKeyVerifier, caller_identity, caller_key
-from dessert_mcp.auth.config import SCOPE, AuthMode, OAuthConfig, refuse_operator_key
-from dessert_mcp.auth.provider import DessertOAuthProvider
-from dessert_mcp.auth.store import StorageUnavailable, Store, default_database_url
-from dessert_mcp.auth.wiring import OAuthWiring, dessert_key_server_kwargs
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names load with their module on first use: `--auth dessert-key` needs none of the `remote` extra's libraries.
+if TYPE_CHECKING:
+    from dessert_mcp.auth._crypto import EncryptionKeyError, KeyBox, generate_encryption_key
+    from dessert_mcp.auth.accounts import (
+        LinkedAccount,
+        format_accounts,
+        list_accounts,
+        revoke_account,
+        rotate_encryption_key,
+        store_from_env,
+    )
+    from dessert_mcp.auth.caller import (
+        CallerToken,
+        DessertKeyVerifier,
+        caller_identity,
+        caller_key,
+        dessert_key_server_kwargs,
+    )
+    from dessert_mcp.auth.config import SCOPE, AuthMode, OAuthConfig, refuse_operator_key
+    from dessert_mcp.auth.provider import DessertOAuthProvider
+    from dessert_mcp.auth.store import StorageUnavailable, Store, default_database_url
+    from dessert_mcp.auth.wiring import OAuthWiring
+
+_MODULES = {
+    "AuthMode": "config",
+    "CallerToken": "caller",
+    "DessertKeyVerifier": "caller",
+    "DessertOAuthProvider": "provider",
+    "EncryptionKeyError": "_crypto",
+    "KeyBox": "_crypto",
+    "LinkedAccount": "accounts",
+    "OAuthConfig": "config",
+    "OAuthWiring": "wiring",
+    "SCOPE": "config",
+    "StorageUnavailable": "store",
+    "Store": "store",
+    "caller_identity": "caller",
+    "caller_key": "caller",
+    "default_database_url": "store",
+    "dessert_key_server_kwargs": "caller",
+    "format_accounts": "accounts",
+    "generate_encryption_key": "_crypto",
+    "list_accounts": "accounts",
+    "refuse_operator_key": "config",
+    "revoke_account": "accounts",
+    "rotate_encryption_key": "accounts",
+    "store_from_env": "accounts",
+}
 
 __all__ = [
     "SCOPE",
@@ -55,3 +94,10 @@ __all__ = [
     "rotate_encryption_key",
     "store_from_env",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

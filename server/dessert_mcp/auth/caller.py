@@ -8,10 +8,11 @@ context (`get_access_token()`), so a tool reads the key with `caller_key()` and 
 from __future__ import annotations
 
 import hashlib
-from typing import Final
+from typing import Any, Final
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
 from pydantic import PrivateAttr
 
 from dessert_mcp.auth.config import SCOPE
@@ -81,3 +82,14 @@ class DessertKeyVerifier:
             subject=f"key:{digest}",
             resource=self._resource,
         )
+
+
+def dessert_key_server_kwargs(public_url: str = "http://127.0.0.1") -> dict[str, Any]:
+    """`MCPServer(**dessert_key_server_kwargs())` for `--auth dessert-key`: a verifier and nothing stored.
+
+    No authorization server is advertised (there is none); a request without a key gets 401.
+    """
+    return {
+        "auth": AuthSettings(issuer_url=public_url, resource_server_url=None, required_scopes=[SCOPE]),
+        "token_verifier": DessertKeyVerifier(),
+    }

@@ -115,11 +115,14 @@ class OAuthConfig:
         return cls(**values)  # type: ignore[arg-type]
 
 
+OPERATOR_KEY_REFUSED: Final = (
+    "DESSERT_API_KEY is set, but with --auth each caller uses their own Dessert key; a caller without one "
+    "must get 401, never the operator's account. Unset DESSERT_API_KEY for this server."
+)
+
+
 def refuse_operator_key(environ: Mapping[str, str] | None = None) -> None:
     """In either remote mode the operator's DESSERT_API_KEY must not be set: callers bring their own."""
     env = os.environ if environ is None else environ
     if (env.get("DESSERT_API_KEY") or "").strip():
-        raise ConfigError(
-            "DESSERT_API_KEY is set, but with --auth each caller uses their own Dessert key; a caller without one "
-            "must get 401, never the operator's account. Unset DESSERT_API_KEY for this server."
-        )
+        raise ConfigError(OPERATOR_KEY_REFUSED)

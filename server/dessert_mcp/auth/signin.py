@@ -11,9 +11,8 @@ import hmac
 import html
 import logging
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from mcp.server.auth.provider import construct_redirect_uri
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -53,6 +52,14 @@ button{{padding:.5rem 1rem;font-size:1rem;margin-right:.5rem}} small{{color:#666
 <h1>Connect your Dessert account</h1>
 {body}
 </body></html>"""
+
+
+def redirect_uri_with(redirect_uri: str, **params: str | None) -> str:
+    """The client's registered redirect URI with `params` added to its own query (RFC 6749 §3.1.2)."""
+    parts = urlsplit(redirect_uri)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query += [(name, value) for name, value in params.items() if value is not None]
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def _cookie_name(sign_in: str) -> str:
@@ -226,7 +233,7 @@ class SignInPages:
             return self._gone()
         redirect_uri = str(params["redirect_uri"])
         if fields.get("decision") != "allow":
-            target = construct_redirect_uri(
+            target = redirect_uri_with(
                 redirect_uri, error="access_denied", state=params.get("state"), iss=self.config.issuer
             )
             return RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
@@ -234,5 +241,5 @@ class SignInPages:
         code = await self.provider.link_and_issue_code(
             client_id=row.client_id, key=key, params=params, key_hash_value=key_hash(key.get())
         )
-        target = construct_redirect_uri(redirect_uri, code=code, state=params.get("state"), iss=self.config.issuer)
+        target = redirect_uri_with(redirect_uri, code=code, state=params.get("state"), iss=self.config.issuer)
         return RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)

@@ -288,7 +288,8 @@ class Store:
         self.url = normalize_database_url(url)
         self.clock = clock
         self.is_sqlite = self.url.startswith("sqlite")
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        # A server connection can die between requests; a SQLite file cannot, so it skips the extra round trip.
+        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
         if self.is_sqlite:
             self._sqlite_path = self.url.split(":///", 1)[1] if ":///" in self.url else ""
             kwargs["connect_args"] = {"timeout": 15}
@@ -382,6 +383,11 @@ class Store:
                 ) from None
             self._ready = True
             return SCHEMA_VERSION
+
+    async def ping(self) -> None:
+        """One round trip to the database; raises StorageUnavailable when it does not answer."""
+        async with self._tx() as conn:
+            await conn.execute(sa.text("SELECT 1"))
 
     # -- clients ------------------------------------------------------------------------------------------
 

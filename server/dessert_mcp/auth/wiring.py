@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Final
 
-from mcp.server.auth.routes import build_metadata, cors_middleware
 from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dessert_mcp.auth.caller import DessertKeyVerifier
 from dessert_mcp.auth.config import SCOPE, OAuthConfig
 from dessert_mcp.auth.provider import DessertOAuthProvider
 from dessert_mcp.auth.signin import SignInPages
@@ -23,17 +21,6 @@ from dessert_mcp.auth.store import StorageUnavailable, Store, default_database_u
 logger = logging.getLogger("dessert_mcp.auth")
 
 AS_METADATA_PATH: Final = "/.well-known/oauth-authorization-server"
-
-
-def dessert_key_server_kwargs(public_url: str = "http://127.0.0.1") -> dict[str, Any]:
-    """`MCPServer(**dessert_key_server_kwargs())` for `--auth dessert-key`: a verifier and nothing stored.
-
-    No authorization server is advertised (there is none); a request without a key gets 401.
-    """
-    return {
-        "auth": AuthSettings(issuer_url=public_url, resource_server_url=None, required_scopes=[SCOPE]),
-        "token_verifier": DessertKeyVerifier(),
-    }
 
 
 class OAuthWiring:
@@ -75,31 +62,57 @@ class OAuthWiring:
         return {"auth": self.auth_settings(), "auth_server_provider": self.provider}
 
     def metadata(self) -> dict[str, Any]:
-        """RFC 8414 metadata: the SDK's document, plus what this server adds (CIMD, RFC 9207 `iss`)."""
-        settings = self.auth_settings()
-        metadata = build_metadata(settings.issuer_url, None, self.registration, RevocationOptions(enabled=True))
-        metadata.client_id_metadata_document_supported = self.config.cimd_enabled
-        metadata.authorization_response_iss_parameter_supported = True
-        # CIMD clients are public: they authenticate to /token with PKCE alone.
-        metadata.token_endpoint_auth_methods_supported = ["client_secret_post", "client_secret_basic", "none"]
-        data: dict[str, Any] = json.loads(metadata.model_dump_json(exclude_none=True))
-        return data
+        """RFC 8414 metadata for the endpoints the SDK serves, plus what this server adds (CIMD, RFC 9207 `iss`)."""
+        issuer = self.config.issuer
+        client_auth = ["client_secret_post", "client_secret_basic"]
+        return {
+            "issuer": issuer,
+            "authorization_endpoint": issuer + "/authorize",
+            "token_endpoint": issuer + "/token",
+            "registration_endpoint": issuer + "/register",
+            "scopes_supported": [SCOPE],
+            "response_types_supported": ["code"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            # CIMD clients are public: they authenticate to /token with PKCE alone.
+            "token_endpoint_auth_methods_supported": [*client_auth, "none"],
+            "revocation_endpoint": issuer + "/revoke",
+            "revocation_endpoint_auth_methods_supported": client_auth,
+            "code_challenge_methods_supported": ["S256"],
+            "client_id_metadata_document_supported": self.config.cimd_enabled,
+            "authorization_response_iss_parameter_supported": True,
+        }
 
     async def _metadata(self, request: Request) -> Response:
         return JSONResponse(self.metadata(), headers={"Cache-Control": "public, max-age=3600"})
 
     def install(self, app: Starlette) -> None:
         """Add the sign-in routes, our metadata document (ahead of the SDK's) and the guard middleware."""
-        app.router.routes.insert(
-            0,
-            Route(
-                AS_METADATA_PATH,
-                endpoint=cors_middleware(self._metadata, ["GET", "OPTIONS"]),
-                methods=["GET", "OPTIONS"],
-            ),
+        # Browser-based clients read the metadata cross-origin, as they read the SDK's own documents.
+        metadata = CORSMiddleware(
+            request_response(self._metadata),
+            allow_origins=["*"],
+            allow_methods=["GET", "OPTIONS"],
+            allow_headers=["mcp-protocol-version"],
         )
+        app.router.routes.insert(0, Route(AS_METADATA_PATH, endpoint=metadata, methods=["GET", "OPTIONS"]))
         app.router.routes.extend(self.pages.routes)
         app.add_middleware(AuthGuard, wiring=self)
+
+    async def start(self) -> None:
+        """Bring the schema up to date. A database that is down now only delays that: requests get 503 meanwhile."""
+        try:
+            await self.store.migrate()
+        except StorageUnavailable as exc:
+            logger.error("%s Serving anyway; token requests answer 503 until it is back.", exc)
+
+    async def probe(self) -> str | None:
+        """/readyz: None when the token database answers, else the reason code."""
+        try:
+            await self.store.ping()
+        except StorageUnavailable as exc:
+            logger.warning("Not ready: %s", exc)
+            return "database_unavailable"
+        return None
 
     async def aclose(self) -> None:
         await self.provider.aclose()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 import anyio
 
 from dessert_mcp import __version__
+from dessert_mcp.cli.accounts import add_accounts_parser
 from dessert_mcp.cli.hosts import HOSTS, LAUNCHES
 from dessert_mcp.config import DEFAULT_BASE_URL, TOOL_NAME_STYLES, ConfigError, Settings
 from dessert_mcp.redact import Redactor, configure_logging, install_excepthook
@@ -44,6 +45,16 @@ environment variables (the API key is read only from the environment, never from
                           requests without "Authorization: Bearer <token>" get 401. Never the Dessert API key.
   OTEL_*                  traces, with dessert-mcp[otel]: OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER)
                           turns the export on; the other standard OTEL_* variables apply as usual.
+  DESSERT_MCP_ACCOUNT_CONCURRENCY  HTTP transports only, with --auth: Dessert calls one account may have in
+                          flight at once (default 4; 1-64); more wait their turn, so no caller spends the others' rate.
+  DESSERT_MCP_PUBLIC_URL  HTTP transports only, --auth oauth: the https origin people add (same as --public-url).
+  DESSERT_MCP_ENCRYPTION_KEY  HTTP transports only, --auth oauth: 32 random bytes, base64url, that encrypt the
+                          linked Dessert keys at rest; make one with `dessert-mcp accounts new-key`.
+  DESSERT_MCP_ENCRYPTION_KEY_OLD  HTTP transports only, --auth oauth: the previous key while rotating (see
+                          `dessert-mcp accounts --help`).
+  DESSERT_MCP_DATABASE_URL  HTTP transports only, --auth oauth: where tokens and linked accounts live; default a
+                          SQLite file in $XDG_STATE_HOME/dessert-mcp/, postgresql://... for several replicas.
+  DESSERT_MCP_ACCESS_TOKEN_TTL_S  HTTP transports only, --auth oauth: access token lifetime (default 900; 60-86400).
 A value left as a literal ${{user_config...}} placeholder counts as unset.
 
 HTTP transports (--transport http: streamable HTTP at /mcp; --transport sse: SSE at /sse, messages at /messages/):
@@ -53,6 +64,10 @@ HTTP transports (--transport http: streamable HTTP at /mcp; --transport sse: SSE
   loopback needs --allowed-host and --allowed-origin. Request bodies over 256 KiB get 413.
   example: dessert-mcp --transport http --workers 4 --host 0.0.0.0
            --allowed-host mcp.example.com --allowed-origin https://mcp.example.com
+  --auth dessert-key: each request carries the caller's own Dessert key as its bearer token; nothing is stored.
+  --auth oauth --public-url https://mcp.example.com: people add https://mcp.example.com/mcp to claude.ai or
+  ChatGPT and sign in with their key on this server's page. With --auth, DESSERT_API_KEY must be unset.
+  See docs/remote.md.
 
 commands:
   dessert-mcp                 serve MCP over stdio (what hosts such as Claude Desktop launch)
@@ -62,6 +77,7 @@ commands:
   dessert-mcp check           verify the configuration and connectivity; print the live balance
   dessert-mcp demo            start the sandbox, launch the server over stdio, call both tools
   dessert-mcp config HOST     print a ready-to-paste configuration for an MCP host (see `config --help`)
+  dessert-mcp accounts ...    list or revoke accounts linked through --auth oauth, manage its encryption key
 """
 
 CONFIG_HELP = (
@@ -120,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dessert-mcp {__version__}")
     _add_http_arguments(parser)
-    sub = parser.add_subparsers(dest="command", metavar="{sandbox,check,demo,config}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{sandbox,check,demo,config,accounts}", parser_class=_Parser)
     # `sandbox`, `demo` and `config` refuse --sandbox with a sentence wherever it is written, not "unrecognized".
     refuses_sandbox = _Parser(add_help=False)
     refuses_sandbox.add_argument("--sandbox", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -142,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     config.add_argument("host", choices=list(HOSTS), metavar="HOST", help=f"one of: {', '.join(HOSTS)}")
     config.add_argument("--launch", choices=LAUNCHES, help="how the entry starts the server: path or uvx (see below)")
+    add_accounts_parser(sub)
     return parser
 
 
@@ -169,8 +186,17 @@ def _main(argv: Sequence[str] | None) -> None:
 
         print_host_config(args.host, args.launch)
         return
+    if args.command == "accounts":
+        from dessert_mcp.cli.accounts import run_accounts
+
+        sys.exit(run_accounts(args))
     if args.command in ("sandbox", "demo") and args.sandbox:
         sys.exit(f"dessert-mcp: error: --sandbox does not apply to `{args.command}`, which always uses the sandbox.")
+    if (args.auth or args.public_url) and (args.command is not None or args.transport == "stdio"):
+        sys.exit(
+            "dessert-mcp: error: --auth and --public-url apply to --transport http only: over stdio the server "
+            "serves the one account in DESSERT_API_KEY."
+        )
     log_level = args.log_level
     if args.command == "check" and log_level is None and not os.environ.get("DESSERT_MCP_LOG_LEVEL"):
         log_level = "WARNING"  # the report says what the INFO lines would; keep the terminal to the report
@@ -242,15 +268,29 @@ def _add_http_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ORIGIN",
         help="a browser Origin to accept besides loopback ones, e.g. https://app.example.com (repeatable)",
     )
+    http.add_argument(
+        "--auth",
+        choices=("dessert-key", "oauth"),
+        help="http only: each caller uses their own Dessert account, sent as a bearer key (dessert-key) or linked "
+        "by signing in through OAuth (oauth, for claude.ai and ChatGPT connectors); see docs/remote.md",
+    )
+    http.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="--auth oauth: the https origin people add as a connector (or DESSERT_MCP_PUBLIC_URL)",
+    )
 
 
 def _http_options(args: argparse.Namespace, settings: Settings) -> HTTPOptions:
     from dessert_mcp.http import HTTPOptions, read_auth_token
+    from dessert_mcp.http.options import oauth_config
 
     try:
         if args.stateful and args.stateless:
             raise ConfigError("--stateful and --stateless contradict each other; pass one.")
-        return HTTPOptions(
+        if args.public_url and args.auth != "oauth":
+            raise ConfigError("--public-url applies to --auth oauth only.")
+        options = HTTPOptions(
             transport=args.transport,
             host=args.host,
             port=args.http_port,
@@ -259,7 +299,13 @@ def _http_options(args: argparse.Namespace, settings: Settings) -> HTTPOptions:
             allowed_hosts=tuple(args.allowed_host),
             allowed_origins=tuple(args.allowed_origin),
             auth_token=read_auth_token(os.environ),
-        ).check(settings)
+            auth=args.auth,
+        )
+        if options.auth == "oauth":
+            # What the command line gets wrong is said first, before the auth settings are read and checked.
+            options.check_auth(settings)
+            options = replace(options, oauth=oauth_config(os.environ, public_url=args.public_url))
+        return options.check(settings)
     except ConfigError as exc:
         sys.exit(f"dessert-mcp: configuration error: {exc}")
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Final
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 import anyio
 import httpx2
@@ -29,6 +31,9 @@ from dessert_mcp.observe import metrics_installed
 from dessert_mcp.singleflight import SingleFlight
 from dessert_mcp.telemetry import NO_OBSERVER
 from dessert_mcp.tools import DessertService, build_server
+
+if TYPE_CHECKING:
+    from dessert_mcp.auth.wiring import OAuthWiring
 
 logger = logging.getLogger("dessert_mcp")
 
@@ -55,6 +60,9 @@ def transport_security(options: HTTPOptions) -> TransportSecuritySettings:
         hosts += [f"{name}:{port}"] if port else [name, f"{name}:*"]
     origins = [o for s in ("http", "https") for name in _LOOPBACK for o in (f"{s}://{name}", f"{s}://{name}:*")]
     origins += [parse_origin(o) for o in options.allowed_origins]
+    if options.public_url is not None:  # --auth oauth: the URL people add is where their clients arrive
+        hosts.append(urlsplit(options.public_url).netloc)
+        origins.append(options.public_url)
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
@@ -135,51 +143,100 @@ class BrowserHint:
         await self._app(scope, receive, send)
 
 
-class Readiness:
-    """`/readyz`: ask Dessert for the balance with a short deadline; ready only if the key is accepted.
+Probe = Callable[[], Awaitable[str | None]]
 
-    Probes arriving together share one upstream call. The answer names a reason code only: anyone can ask, so
-    the upstream detail goes to the log.
+
+class Readiness:
+    """`/readyz`: run the probe with a short deadline; ready only if it finds nothing wrong.
+
+    Probes arriving together share one run. The answer names a reason code only: anyone can ask, so
+    the detail goes to the log.
     """
 
-    def __init__(self, service: DessertService, *, timeout_s: float = READY_TIMEOUT_S) -> None:
-        self._service = service
+    def __init__(self, probe: Probe, *, timeout_s: float = READY_TIMEOUT_S) -> None:
+        self._probe = probe
         self._timeout_s = timeout_s
         self._probes: SingleFlight[tuple[int, dict[str, str]]] = SingleFlight(())
 
     async def check(self) -> tuple[int, dict[str, str]]:
-        return await self._probes.run("ready", self._probe)
+        return await self._probes.run("ready", self._run)
 
-    async def _probe(self) -> tuple[int, dict[str, str]]:
+    async def _run(self) -> tuple[int, dict[str, str]]:
         try:
             with anyio.fail_after(self._timeout_s):
-                await self._service.client.get_balance()
+                reason = await self._probe()
         except TimeoutError:
-            logger.warning("Not ready: Dessert did not answer within %g s", self._timeout_s)
-            return 503, {"status": "not ready", "reason": "timeout"}
-        except DessertAPIError as exc:
-            logger.warning("Not ready (%s): %s", exc.code, exc.message)
-            return 503, {"status": "not ready", "reason": exc.code}
-        except RuntimeError:  # the lifespan has not opened the client yet, or has closed it
-            return 503, {"status": "not ready", "reason": "starting"}
+            logger.warning("Not ready: no answer within %g s", self._timeout_s)
+            reason = "timeout"
+        if reason is not None:
+            return 503, {"status": "not ready", "reason": reason}
         return 200, {"status": "ready"}
 
 
+def dessert_probe(service: DessertService) -> Probe:
+    """Single-key mode: ask Dessert for the balance; ready only if the key is accepted."""
+
+    async def probe() -> str | None:
+        try:
+            await service.client.get_balance()
+        except DessertAPIError as exc:
+            logger.warning("Not ready (%s): %s", exc.code, exc.message)
+            return exc.code
+        except RuntimeError:  # the lifespan has not opened the client yet, or has closed it
+            return "starting"
+        return None
+
+    return probe
+
+
+async def _stateless_probe() -> str | None:
+    # --auth dessert-key keeps nothing of its own and has no key to try: up is ready.
+    return None
+
+
+def _auth(settings: Settings, options: HTTPOptions) -> tuple[dict[str, Any] | None, OAuthWiring | None]:
+    """The MCPServer auth arguments for `options.auth`, and the OAuth wiring (this process's own) when there is one."""
+    if options.auth == "dessert-key":
+        from dessert_mcp.auth.caller import dessert_key_server_kwargs
+
+        return dessert_key_server_kwargs(), None
+    if options.auth == "oauth":
+        assert options.oauth is not None  # HTTPOptions.check
+        from dessert_mcp.auth.wiring import OAuthWiring
+
+        # Keys pasted on the sign-in page are checked where the tools call: this server's Dessert origin.
+        wiring = OAuthWiring(replace(options.oauth, dessert_base_url=settings.base_url))
+        return wiring.server_kwargs(), wiring
+    return None, None
+
+
 def build_app(
-    settings: Settings, options: HTTPOptions, *, transport: httpx2.AsyncBaseTransport | None = None
+    settings: Settings,
+    options: HTTPOptions,
+    *,
+    transport: httpx2.AsyncBaseTransport | None = None,
+    service: DessertService | None = None,
 ) -> ASGIApp:
     """The ASGI app for `options.transport`, guarded, with `/healthz` and `/readyz`.
 
-    `transport` replaces the network to Dessert for tests, as in `build_server`.
+    `transport` replaces the network to Dessert for tests, and `service` the tools' state, as in `build_server`.
+    With `options.auth` every caller brings their own credential: the SDK answers 401 without one, and the tools
+    use the caller's key.
     """
+    auth, wiring = _auth(settings, options)
     metrics = None
     if metrics_installed():
         from dessert_mcp.observe.metrics import Metrics
 
         metrics = Metrics()
-    service = DessertService(settings, transport=transport, observer=metrics or NO_OBSERVER)
-    server = build_server(settings, service=service)
-    readiness = Readiness(service)
+    service = service or DessertService(
+        settings, transport=transport, per_account=auth is not None, observer=metrics or NO_OBSERVER
+    )
+    server = build_server(settings, service=service, auth=auth)
+    if wiring is not None:
+        readiness = Readiness(wiring.probe)
+    else:
+        readiness = Readiness(_stateless_probe if options.auth else dessert_probe(service))
     security = transport_security(options)
     if options.transport == "http":
         mcp_app = server.streamable_http_app(
@@ -191,6 +248,8 @@ def build_app(
             transport_security=security,
             host=options.host,
         )
+        if wiring is not None:
+            wiring.install(mcp_app)
     else:
         mcp_app = server.sse_app(
             sse_path=SSE_PATH,
@@ -226,6 +285,9 @@ def build_app(
         # The host app owns the lifespan (a mounted app's own never runs): the Dessert client stays open for
         # the life of the process, however often the SDK enters the server's lifespan per session or request.
         async with AsyncExitStack() as stack:
+            if wiring is not None:
+                stack.push_async_callback(wiring.aclose)
+                await wiring.start()
             await stack.enter_async_context(service.running())
             if options.transport == "http":
                 await stack.enter_async_context(server.session_manager.run())

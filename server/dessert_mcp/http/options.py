@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import hmac
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import urlsplit
 
+from dessert_mcp.auth.config import OPERATOR_KEY_REFUSED, AuthMode
 from dessert_mcp.config import PRINTABLE_TOKEN, ConfigError, Secret, Settings, is_loopback
 
+if TYPE_CHECKING:  # the rest of the auth wing loads only for --auth oauth (it needs the `remote` extra)
+    from dessert_mcp.auth.config import OAuthConfig
+
 HTTPTransport = Literal["sse", "http"]
+REMOTE_EXTRA: Final = ("sqlalchemy", "aiosqlite", "asyncpg", "cryptography")
 
 DEFAULT_PORT: Final = 8000
 MIN_TOKEN_CHARS: Final = 16
@@ -33,6 +39,14 @@ class HTTPOptions:
     allowed_origins: tuple[str, ...] = ()
     # The server's own bearer token (DESSERT_MCP_AUTH_TOKEN).
     auth_token: Secret | None = field(default=None, repr=False)
+    # --auth: every caller brings their own credential and the operator's key is never used. None: one account.
+    auth: AuthMode | None = None
+    # --auth oauth: the public URL, the encryption keys and the database (see `oauth_config`).
+    oauth: OAuthConfig | None = field(default=None, repr=False)
+
+    @property
+    def public_url(self) -> str | None:
+        return self.oauth.public_url if self.oauth is not None else None
 
     def check(self, settings: Settings | None = None) -> HTTPOptions:
         """Refuse combinations that would be unsafe or broken, with a message that says what to do."""
@@ -51,7 +65,15 @@ class HTTPOptions:
             parse_host(host)
         for origin in self.allowed_origins:
             parse_origin(origin)
-        if not is_loopback(self.host) and not (self.allowed_hosts and self.allowed_origins):
+        if self.auth is not None:
+            self.check_auth(settings)
+        if self.auth == "oauth" and self.oauth is None:
+            raise ConfigError("--auth oauth needs --public-url (or DESSERT_MCP_PUBLIC_URL): the origin users add.")
+        if self.auth != "oauth" and self.oauth is not None:
+            raise ConfigError("--public-url applies to --auth oauth only.")
+        # With --auth oauth the public URL names the host and origin clients use: an allow-list of one.
+        public = self.public_url is not None
+        if not is_loopback(self.host) and not public and not (self.allowed_hosts and self.allowed_origins):
             raise ConfigError(
                 f"refusing to listen on {self.host}, which is reachable from other machines, without an explicit "
                 "allow-list: pass --allowed-host with the host name(s) clients use to reach this server and "
@@ -65,6 +87,37 @@ class HTTPOptions:
                 f"Generate a separate token (e.g. {_TOKEN_HINT})."
             )
         return self
+
+    def check_auth(self, settings: Settings | None) -> None:
+        """What --auth refuses, whatever the auth settings: other transports, a server token, the operator's key."""
+        if self.transport != "http":
+            raise ConfigError(
+                "--auth applies to --transport http only: OAuth clients and key-sending agents use streamable HTTP."
+            )
+        if self.auth_token is not None:
+            raise ConfigError(
+                f"{AUTH_TOKEN_ENV} is set, but with --auth the bearer token is each caller's own credential; "
+                f"unset {AUTH_TOKEN_ENV}."
+            )
+        if settings is not None and (settings.api_key is not None or settings.api_key_problem is not None):
+            raise ConfigError(OPERATOR_KEY_REFUSED)
+
+
+def require_remote_extra(what: str = "--auth oauth") -> None:
+    """The token store needs the `remote` extra: refuse at once, in one line, when its libraries are missing."""
+    missing = [name for name in REMOTE_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"{what} needs the remote extra ({', '.join(missing)} not installed): pip install 'dessert-mcp[remote]'"
+        )
+
+
+def oauth_config(environ: Mapping[str, str], *, public_url: str | None = None) -> OAuthConfig:
+    """--auth oauth's settings: --public-url (or DESSERT_MCP_PUBLIC_URL) and the DESSERT_MCP_* auth variables."""
+    require_remote_extra()
+    from dessert_mcp.auth.config import OAuthConfig
+
+    return OAuthConfig.from_env(environ, public_url=public_url)
 
 
 def same_secret(a: Secret, b: Secret) -> bool:

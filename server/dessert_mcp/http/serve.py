@@ -81,8 +81,12 @@ def serve_http(settings: Settings, options: HTTPOptions) -> None:
     kind = "streamable HTTP" if options.transport == "http" else "SSE"
     plural = "" if options.workers == 1 else "s"
     token = "; bearer token required" if options.auth_token else ""
+    if options.auth is not None:
+        token = f"; --auth {options.auth}: each caller uses their own Dessert account"
     logger.info("Serving MCP over %s at %s (%d worker%s)%s", kind, where, options.workers, plural, token)
-    if (warning := settings.missing_key_warning()) is not None:
+    if options.public_url is not None:
+        logger.info("Connector URL for claude.ai and ChatGPT: %s/mcp", options.public_url)
+    if options.auth is None and (warning := settings.missing_key_warning()) is not None:
         logger.warning(warning)
     if options.workers == 1:
         _serve(settings, options, listening_socket(options.host, options.port, reuse_port=False))

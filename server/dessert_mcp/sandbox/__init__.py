@@ -236,9 +236,9 @@ class ThreadedSandbox:
         return self.sandbox.key
 
     def start(self) -> Self:
-        portal = self._running.enter_context(start_blocking_portal(name="dessert-sandbox"))
-        portal.call(self.sandbox.start)
-        self._running.callback(portal.call, self.sandbox.stop)
+        self.portal = self._running.enter_context(start_blocking_portal(name="dessert-sandbox"))
+        self.portal.call(self.sandbox.start)
+        self._running.callback(self.portal.call, self.sandbox.stop)
         return self
 
     def stop(self) -> None:

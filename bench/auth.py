@@ -1,0 +1,279 @@
+"""What `--auth` costs: calls/s over streamable HTTP with `--auth oauth` (10,000 linked accounts in the SQLite
+database) and with `--auth dessert-key`, each side by side with the same set-up without auth, and the token check.
+
+Run with `.venv/bin/python bench/auth.py`. Every server is `dessert-mcp --transport http` in its own process (one
+worker), the load generator is bench/load.py (its own process, concurrency 16, every answer checked), and the
+Dessert API is a sandbox in a third process that knows all 10,000 keys. The rounds alternate the set-ups, and each
+figure is the median of its rounds. Prints one table with targets and pass/fail; exits 1 if a target fails.
+
+Two load shapes per mode: all 16 connections as one account (the same upstream traffic as the no-auth baseline, so
+the ratio is what auth itself costs), and 16 accounts at once (each account gets its own upstream call: tenancy
+costs Dessert requests that one shared account would coalesce; reported, with the same target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+HERE = Path(__file__).parent
+PY = sys.executable
+ACCOUNTS = 10_000
+CONCURRENCY = 16
+TOOL = "dessert.get_balance"
+TARGET_RATIO = 0.9
+TARGET_P99_MS = {"oauth": 5.0, "dessert-key": 0.1}
+
+
+def bench_key(i: int) -> str:
+    return f"dsk_bench_{i:05d}_{'0123456789abcdef' * 2}"
+
+
+# -- the sandbox: dessert_mcp.sandbox.Sandbox answering every key in a file (its own process) ------------------
+
+
+def serve_sandbox(keys_file: str) -> None:
+    from dessert_mcp.sandbox import Request, Sandbox
+
+    keys = set(Path(keys_file).read_text().split())
+
+    class ManyKeys(Sandbox):
+        async def handle(self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+            if request.headers.get("authorization", "").removeprefix("Bearer ") in keys:
+                request = replace(request, headers={**request.headers, "authorization": f"Bearer {self.key}"})
+            return await super().handle(request, reader, writer)
+
+    async def main() -> None:
+        sandbox = ManyKeys()
+        await sandbox.start()
+        print(sandbox.url, flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+@contextmanager
+def sandbox_process(keys_file: Path) -> Iterator[str]:
+    proc = subprocess.Popen([PY, __file__, "--serve-sandbox", str(keys_file)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+# -- the database: 10,000 linked accounts, each with a live grant and access token, made through the store --------
+
+
+async def link_accounts(database_url: str, encryption_key: str, public_url: str) -> list[str]:
+    """Returns every account's access token, in key order."""
+    from dessert_mcp.auth import SCOPE, DessertOAuthProvider, OAuthConfig, Store
+    from dessert_mcp.auth._crypto import key_hash, new_token
+    from dessert_mcp.config import Secret
+
+    config = OAuthConfig(public_url=public_url, encryption_key=Secret(encryption_key), database_url=database_url)
+    provider = DessertOAuthProvider(config, Store(database_url))
+    params = {
+        "scopes": [SCOPE],
+        "resource": config.resource,
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "redirect_uri": "http://127.0.0.1:9/callback",
+        "redirect_uri_provided_explicitly": True,
+    }
+    tokens = []
+    try:
+        for i in range(ACCOUNTS):
+            key = bench_key(i)
+            code = await provider.link_and_issue_code(
+                client_id="bench", key=Secret(key), params=params, key_hash_value=key_hash(key)
+            )
+            access = new_token("dmcp_at_")
+            await provider.store.redeem_code(
+                code, access=access, access_ttl_s=86400, refresh=new_token("dmcp_rt_"), refresh_ttl_s=86400
+            )
+            tokens.append(access)
+    finally:
+        await provider.aclose()
+    return tokens
+
+
+async def token_check_ms(
+    database_url: str, encryption_key: str, public_url: str, tokens: list[str]
+) -> dict[str, float]:
+    """p50/p99 of one token check, in this process: oauth (one indexed query and an AES-GCM open per request,
+    as the SDK's middleware calls it) and dessert-key (a syntax check and a hash)."""
+    from dessert_mcp.auth import DessertKeyVerifier, DessertOAuthProvider, OAuthConfig, Store
+    from dessert_mcp.config import Secret
+
+    config = OAuthConfig(public_url=public_url, encryption_key=Secret(encryption_key), database_url=database_url)
+    provider = DessertOAuthProvider(config, Store(database_url))
+    verifier = DessertKeyVerifier()
+    sample = random.Random(7).choices(range(ACCOUNTS), k=3000)
+    timings: dict[str, list[float]] = {"oauth": [], "dessert-key": []}
+    try:
+        for i in sample:
+            started = time.perf_counter()
+            assert await provider.load_access_token(tokens[i]) is not None
+            timings["oauth"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            assert await verifier.verify_token(bench_key(i)) is not None
+            timings["dessert-key"].append(time.perf_counter() - started)
+    finally:
+        await provider.aclose()
+    result = {}
+    for mode, values in timings.items():
+        values = sorted(values[200:])  # after warm-up
+        result[f"{mode} p50"] = 1000 * values[len(values) // 2]
+        result[f"{mode} p99"] = 1000 * values[int(len(values) * 0.99)]
+    return result
+
+
+# -- servers and load --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def server(args: list[str], env: dict[str, str], port: int) -> Iterator[str]:
+    with tempfile.TemporaryFile() as log:
+        argv = [PY, "-m", "dessert_mcp", "--transport", "http", *args, "--port", str(port)]
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"{args} exited with {proc.returncode}: {log.read()[-2000:].decode()}")
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            yield f"http://127.0.0.1:{port}/mcp"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+
+
+def load(url: str, seconds: float, bearers: Path | None) -> float:
+    argv = [PY, str(HERE / "load.py"), url, TOOL, "--concurrency", str(CONCURRENCY), "--seconds", str(seconds)]
+    if bearers is not None:
+        argv += ["--bearers", str(bearers)]
+    result = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    if result["errors"]:
+        raise RuntimeError(f"{result['errors']} of {result['calls']} calls at {url} failed")
+    rate: float = result["rate"]
+    return rate
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of one load run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--serve-sandbox", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_sandbox:
+        serve_sandbox(args.serve_sandbox)
+        return 0
+
+    work = Path(tempfile.mkdtemp(prefix="dessert-auth-bench-"))
+    try:
+        return run(work, args.seconds, args.rounds)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work: Path, seconds: float, rounds: int) -> int:
+    from dessert_mcp.auth import generate_encryption_key
+
+    os.chmod(work, 0o700)
+    keys_file = work / "keys"
+    keys_file.write_text("\n".join(bench_key(i) for i in range(ACCOUNTS)))
+    database_url = f"sqlite:///{work / 'auth.db'}"
+    encryption_key = generate_encryption_key()
+    oauth_port = free_port()
+    public_url = f"http://127.0.0.1:{oauth_port}"
+
+    print(f"Linking {ACCOUNTS} accounts through the store ...", flush=True)
+    started = time.perf_counter()
+    tokens = asyncio.run(link_accounts(database_url, encryption_key, public_url))
+    print(f"  done in {time.perf_counter() - started:.0f} s", flush=True)
+
+    active = random.Random(1).sample(range(ACCOUNTS), CONCURRENCY)  # the accounts calling, out of 10,000
+    files = {
+        "dessert-key, 1 account": [bench_key(active[0])],
+        "dessert-key, 16 accounts": [bench_key(i) for i in active],
+        "oauth, 1 account": [tokens[active[0]]],
+        "oauth, 16 accounts": [tokens[i] for i in active],
+    }
+    bearer_files = {}
+    for name, lines in files.items():
+        path = work / f"bearers-{len(bearer_files)}"
+        path.write_text("\n".join(lines))
+        bearer_files[name] = path
+
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")}
+    base_env["DESSERT_MCP_LOG_LEVEL"] = "WARNING"
+    rates: dict[str, list[float]] = {"no auth": [], **{name: [] for name in files}}
+    with sandbox_process(keys_file) as sandbox_url:
+        env = base_env | {"DESSERT_API_BASE_URL": sandbox_url}
+        oauth_env = env | {"DESSERT_MCP_ENCRYPTION_KEY": encryption_key, "DESSERT_MCP_DATABASE_URL": database_url}
+        with (
+            server([], env | {"DESSERT_API_KEY": bench_key(active[0])}, free_port()) as plain,
+            server(["--auth", "dessert-key"], env, free_port()) as dessert_key,
+            server(["--auth", "oauth", "--public-url", public_url], oauth_env, oauth_port) as oauth,
+        ):
+            urls = {"no auth": plain, **{name: dessert_key if name.startswith("d") else oauth for name in files}}
+            for name, url in urls.items():  # warm up: first connections, per-account clients, caches
+                load(url, 1.0, bearer_files.get(name))
+            for n in range(rounds):
+                print(f"Round {n + 1} of {rounds}", flush=True)
+                for name, url in urls.items():
+                    rates[name].append(load(url, seconds, bearer_files.get(name)))
+                    print(f"  {name}: {rates[name][-1]:.0f} calls/s", flush=True)
+
+    checks = asyncio.run(token_check_ms(database_url, encryption_key, public_url, tokens))
+    baseline = statistics.median(rates["no auth"])
+    table: list[tuple[str, str, str, bool | None]] = [("no auth (baseline)", f"{baseline:.0f} calls/s", "", None)]
+    for name in files:
+        ratio = statistics.median(rates[name]) / baseline
+        measured = f"{statistics.median(rates[name]):.0f} calls/s = {ratio:.2f}x"
+        table.append((f"--auth {name}", measured, f">= {TARGET_RATIO}x", ratio >= TARGET_RATIO))
+    for mode, target in TARGET_P99_MS.items():
+        p50, p99 = checks[f"{mode} p50"], checks[f"{mode} p99"]
+        table.append((f"token check, {mode} (p50 {p50:.3f} ms)", f"p99 {p99:.3f} ms", f"<= {target} ms", p99 <= target))
+    print(
+        f"\ndessert-mcp --auth bench: streamable HTTP, 1 worker, concurrency {CONCURRENCY}, {TOOL}, "
+        f"{ACCOUNTS} linked accounts (SQLite), median of {rounds} rounds of {seconds:g} s"
+    )
+    width = max(len(r[0]) for r in table)
+    for what, measured, target, ok in table:
+        flag = "" if ok is None else ("PASS" if ok else "FAIL")
+        print(f"  {what:<{width}}  {measured:<24}  {target:<10}  {flag}")
+    return 0 if all(ok is not False for *_, ok in table) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
