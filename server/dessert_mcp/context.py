@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Final
+from typing import Annotated, Any, Final, Protocol
 
 from mcp import MCPError
 from mcp.server.mcpserver import MCPServer
@@ -11,16 +11,21 @@ from mcp.types import INVALID_PARAMS
 from pydantic import Field
 
 from dessert_mcp.client import DessertAPIError
-from dessert_mcp.models import UsageArguments
+from dessert_mcp.models import BalanceReport, UsageArguments, UsageReport
 
-if TYPE_CHECKING:
-    from dessert_mcp.tools import DessertService
+
+class Reads(Protocol):
+    """What the resources read through: the tools' service (tools.DessertService)."""
+
+    async def balance(self) -> BalanceReport: ...
+
+    async def usage(self, arguments: UsageArguments) -> UsageReport: ...
 
 BALANCE_URI: Final = "dessert://balance"
 USAGE_URI: Final = "dessert://usage"
 
 
-def add_resources(server: MCPServer[DessertService], service: DessertService) -> None:
+def add_resources(server: MCPServer[Any], service: Reads) -> None:
     """`dessert://balance` and `dessert://usage`: the tools' results (without arguments) as JSON."""
 
     @server.resource(
@@ -50,7 +55,7 @@ def add_resources(server: MCPServer[DessertService], service: DessertService) ->
             raise ResourceError(f"{exc.message} ({exc.code})") from None
 
 
-def add_prompts(server: MCPServer[DessertService]) -> None:
+def add_prompts(server: MCPServer[Any]) -> None:
     @server.prompt(
         name="spend_report",
         title="Dessert spend report",
