@@ -21,6 +21,7 @@ class Reads(Protocol):
 
     async def usage(self, arguments: UsageArguments) -> UsageReport: ...
 
+
 BALANCE_URI: Final = "dessert://balance"
 USAGE_URI: Final = "dessert://usage"
 

@@ -114,10 +114,12 @@ def resource_ttl_ms(settings: Settings) -> int:
 
 
 async def _call_tool(
-    tool: str, ctx: Context[DessertService], run: Callable[[DessertService], Awaitable[BaseModel]]
+    tool: str,
+    service: DessertService,
+    ctx: Context[DessertService],
+    run: Callable[[DessertService], Awaitable[BaseModel]],
 ) -> CallToolResult:
     """Run one tool call: its result or its error result, counted, timed and logged (one line, no arguments)."""
-    service = ctx.request_context.lifespan_context
     observer = service.observer
     observer.call_started(tool)
     started = time.perf_counter()
@@ -395,7 +397,7 @@ def build_server(
             _arguments("dessert.get_balance", ctx, NoArguments)
             return await service.balance()
 
-        return await _call_tool("dessert.get_balance", ctx, run)
+        return await _call_tool("dessert.get_balance", service, ctx, run)
 
     async def get_usage(
         ctx: Context[DessertService],
@@ -406,7 +408,7 @@ def build_server(
         async def run(service: DessertService) -> BaseModel:
             return await service.usage(_arguments("dessert.get_usage", ctx, UsageArguments))
 
-        return await _call_tool("dessert.get_usage", ctx, run)
+        return await _call_tool("dessert.get_usage", service, ctx, run)
 
     for fn, name, title, description in (
         (get_balance, "dessert.get_balance", "Dessert credit balance", BALANCE_DESCRIPTION),
