@@ -9,12 +9,14 @@ middleware signature, `ctx.method`, `ctx.session.client_params`, and the result 
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any, Final
 
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 
 from dessert_mcp.config import ToolNameStyle
+from dessert_mcp.models import compact_schema
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +47,14 @@ def tool_names_for(style: ToolNameStyle, client_name: str | None) -> tuple[str, 
 
 
 def _closed(schema: dict[str, Any]) -> dict[str, Any]:
-    """The tools reject unknown arguments, so their schema says so; generated titles and null defaults say nothing
-    a model needs (omitting an argument is how a caller says "all") and cost tokens in every conversation."""
-    properties = {
-        name: {k: v for k, v in prop.items() if k != "title" and not (k == "default" and v is None)}
-        for name, prop in schema.get("properties", {}).items()
-    }
-    tidy = {k: v for k, v in schema.items() if k != "title"}
-    return {**tidy, "properties": properties, "additionalProperties": False}
+    """The tools reject unknown arguments, so their schema says so; null defaults say nothing a model needs
+    (omitting an argument is how a caller says "all"), and neither do the titles the SDK generates."""
+    closed = copy.deepcopy(schema)
+    compact_schema(closed)
+    for prop in closed.get("properties", {}).values():
+        if prop.get("default", ...) is None:
+            del prop["default"]
+    return {**closed, "additionalProperties": False}
 
 
 def list_names_for_client(style: ToolNameStyle) -> ServerMiddleware[Any]:

@@ -35,8 +35,8 @@ def clean_text(text: str) -> str:
     return _UNSAFE_CHARS.sub("", text)
 
 
-def _compact_schema(schema: dict[str, Any]) -> None:
-    # Titles repeat the class and property names; dropping them keeps tools/list small for the model.
+def compact_schema(schema: dict[str, Any]) -> None:
+    """Drop the titles pydantic adds: they repeat class and property names, and tools/list costs tokens."""
     schema.pop("title", None)
     for prop in schema.get("properties", {}).values():
         if isinstance(prop, dict):
@@ -44,13 +44,13 @@ def _compact_schema(schema: dict[str, Any]) -> None:
 
 
 class _Schema(BaseModel):
-    model_config = ConfigDict(json_schema_extra=_compact_schema)
+    model_config = ConfigDict(json_schema_extra=compact_schema)
 
 
 class _APIModel(_Schema):
     # strict: a number sent as a string is a contract break, not something to guess about.
     # extra="ignore": the API may grow new fields without breaking us.
-    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False, json_schema_extra=_compact_schema)
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False, json_schema_extra=compact_schema)
 
     @field_validator("*", mode="after")
     @classmethod

@@ -130,7 +130,7 @@ class FaultySandbox(Sandbox):
             status, payload = self._control(request.method, request.path, request.body)
             await respond(writer, status, json.dumps(payload).encode(), keep_alive=keep_alive)
             return keep_alive
-        if request.method == "GET" and request.path in ("/v1/balance", "/v1/usage"):
+        if request.method == "GET" and request.path in API_PATHS:
             fault = self._take_fault(request.path)
             if fault is not None:
                 return await self._misbehave(fault, request.path, reader, writer, keep_alive)
