@@ -46,7 +46,7 @@ def server_connection() -> StdioConnection:
     if shutil.which(command) is None:
         sys.exit(f"{command}: not found. Install dessert-mcp, or point DESSERT_MCP_COMMAND at it.")
     # Model APIs reject dots in tool names, so ask for the underscore spelling.
-    env = {"DESSERT_MCP_TOOL_NAMES": "underscore", "DESSERT_MCP_LOG_LEVEL": "WARNING"}
+    env = {"DESSERT_MCP_TOOL_NAMES": "underscore", "DESSERT_MCP_LOG_LEVEL": "ERROR"}
     if os.environ.get("DESSERT_API_KEY"):
         env |= {k: os.environ[k] for k in ("DESSERT_API_KEY", "DESSERT_API_BASE_URL") if k in os.environ}
     else:

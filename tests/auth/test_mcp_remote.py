@@ -21,8 +21,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from playwright.async_api import async_playwright
 
-from tests.auth.test_oauth_flow import CHROMIUM, CHROMIUM_FLAGS, oauth_env
 from tests.support.api import CANARY_KEY, assert_no_secret
+from tests.support.auth import CHROMIUM, CHROMIUM_FLAGS, oauth_env
 from tests.support.faults import ThreadedFaultySandbox
 from tests.support.servers import cli_server, free_port
 

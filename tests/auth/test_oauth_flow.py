@@ -8,7 +8,6 @@ import datetime
 import ipaddress
 import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -36,20 +35,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route as StarletteRoute
 
 from tests.support.api import CANARY_KEY, assert_no_secret
-from tests.support.auth import serve_auth
+from tests.support.auth import CHROMIUM, CHROMIUM_FLAGS, oauth_env, serve_auth
 from tests.support.faults import ThreadedFaultySandbox
 from tests.support.servers import cli_server, free_port
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CALLBACK = "http://127.0.0.1:9/oauth/callback"  # never listened on: the browser's request to it is intercepted
 
 
@@ -147,12 +136,6 @@ def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]
     caplog.set_level(logging.DEBUG)
     yield caplog
     assert_no_secret(caplog.text)
-
-
-def oauth_env(sandbox: ThreadedFaultySandbox, **extra: str) -> dict[str, str]:
-    """`dessert-mcp --auth oauth`'s environment: the sandbox's origin and no DESSERT_API_KEY (it would be refused)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")}
-    return env | {"DESSERT_API_BASE_URL": sandbox.url, "DESSERT_MCP_TOOL_NAMES": "dotted", **extra}
 
 
 async def test_the_sdk_client_registers_signs_in_through_chromium_and_calls_both_tools_of_dessert_mcp(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import os
 import secrets
 import socket
 import threading
@@ -26,6 +27,7 @@ from dessert_mcp.auth._crypto import key_hash, new_token
 from dessert_mcp.config import DEFAULT_ACCOUNT_CONCURRENCY, Secret, Settings
 from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
+from tests.support.faults import ThreadedFaultySandbox
 
 STARTUP_TIMEOUT_S = 20.0
 
@@ -250,3 +252,21 @@ async def link_directly(provider: DessertOAuthProvider, key: str, *, client_id: 
     )
     assert redeemed
     return access
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def oauth_env(sandbox: ThreadedFaultySandbox, **extra: str) -> dict[str, str]:
+    """`dessert-mcp --auth oauth`'s environment: the sandbox's origin and no DESSERT_API_KEY (it would be refused)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")}
+    return env | {"DESSERT_API_BASE_URL": sandbox.url, "DESSERT_MCP_TOOL_NAMES": "dotted", **extra}
