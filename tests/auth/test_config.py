@@ -36,6 +36,16 @@ def test_the_access_token_lifetime_is_bounded() -> None:
             OAuthConfig.from_env({**env, "DESSERT_MCP_ACCESS_TOKEN_TTL_S": bad})
 
 
+def test_the_token_cache_is_two_seconds_by_default_zero_turns_it_off_and_it_is_bounded() -> None:
+    env = {"DESSERT_MCP_ENCRYPTION_KEY": generate_encryption_key(), "DESSERT_MCP_PUBLIC_URL": "http://127.0.0.1:8000"}
+    assert OAuthConfig.from_env(env).token_cache_s == 2.0
+    assert OAuthConfig.from_env({**env, "DESSERT_MCP_TOKEN_CACHE_S": "0"}).token_cache_s == 0
+    assert OAuthConfig.from_env({**env, "DESSERT_MCP_TOKEN_CACHE_S": "0.5"}).token_cache_s == 0.5
+    for bad in ("-1", "31", "nan", "inf", "soon"):
+        with pytest.raises(ConfigError, match="DESSERT_MCP_TOKEN_CACHE_S"):
+            OAuthConfig.from_env({**env, "DESSERT_MCP_TOKEN_CACHE_S": bad})
+
+
 def test_a_caller_token_never_shows_or_dumps_the_key_it_carries() -> None:
     token = CallerToken.carrying(Secret(CANARY_KEY), token="fp", client_id="c", scopes=["dessert:read"], subject="s")
     assert token.key.get() == CANARY_KEY

@@ -11,7 +11,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -32,6 +32,20 @@ from tests.support.faults import ThreadedFaultySandbox
 STARTUP_TIMEOUT_S = 20.0
 
 
+class Clock:
+    """A clock for the token database that moves only when a test says so (starts at the real time, so tokens
+    also pass the SDK's own wall-clock expiry check)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @dataclass
 class Running:
     url: str
@@ -50,10 +64,12 @@ def serve_auth(
     encryption_key: str | None = None,
     public_url: str | None = None,
     account_concurrency: int = DEFAULT_ACCOUNT_CONCURRENCY,
+    clock: Callable[[], float] | None = None,
     **config: Any,
 ) -> Iterator[Running]:
-    """Serve dessert-mcp with `--auth <mode>` on a free port; `public_url` overrides the advertised origin and
-    `config` sets OAuthConfig fields (throttles, CIMD test mode)."""
+    """Serve dessert-mcp with `--auth <mode>` on a free port; `public_url` overrides the advertised origin,
+    `clock` drives the token database's time (see `Clock`) and `config` sets OAuthConfig fields (throttles, CIMD
+    test mode, the token cache)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -69,7 +85,7 @@ def serve_auth(
         oauth = OAuthConfig(
             public_url=public_url or url, encryption_key=Secret(encryption_key), database_url=database_url, **config
         )
-    app = build_app(settings, HTTPOptions(auth=mode, oauth=oauth).check(settings))  # type: ignore[arg-type]
+    app = build_app(settings, HTTPOptions(auth=mode, oauth=oauth).check(settings), auth_clock=clock)  # type: ignore[arg-type]
     server = uvicorn.Server(
         uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=2, access_log=False)
     )

@@ -57,7 +57,10 @@ def format_accounts(accounts: list[LinkedAccount]) -> str:
 
 
 async def revoke_account(store: Store, account_id: str) -> bool:
-    """Unlink the account: its tokens stop working on every replica at their next request. False if unknown."""
+    """Unlink the account: its tokens stop working on every replica within their DESSERT_MCP_TOKEN_CACHE_S.
+
+    False if unknown.
+    """
     return await store.revoke_account(account_id)
 
 

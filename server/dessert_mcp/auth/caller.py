@@ -68,15 +68,16 @@ class DessertKeyVerifier:
 
     def __init__(self, resource: str | None = None) -> None:
         self._resource = resource
+        self._settings = Settings()  # only its key check is used, once per request
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        checked = Settings().with_key(token.strip())
-        if checked.api_key is None:
+        key = self._settings.with_key(token.strip()).api_key
+        if key is None:
             return None
-        digest = hashlib.sha256(checked.api_key.get().encode()).hexdigest()
+        digest = hashlib.sha256(key.get().encode()).hexdigest()
         return CallerToken.carrying(
-            checked.api_key,
-            token=checked.api_key.fingerprint(),
+            key,
+            token=key.fingerprint(),
             client_id=DESSERT_KEY_CLIENT,
             scopes=[SCOPE],
             subject=f"key:{digest}",

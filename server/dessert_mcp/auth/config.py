@@ -17,6 +17,10 @@ DEFAULT_ACCESS_TOKEN_TTL_S: Final = 900
 DEFAULT_REFRESH_TOKEN_TTL_S: Final = 30 * 24 * 3600
 DEFAULT_CODE_TTL_S: Final = 300
 DEFAULT_SIGN_IN_TTL_S: Final = 900
+# How long a process trusts an access token it checked without asking the database again (auth/tokencache.py):
+# a revocation through another replica is honoured within this many seconds; through this one, at once.
+DEFAULT_TOKEN_CACHE_S: Final = 2.0
+MAX_TOKEN_CACHE_S: Final = 30.0
 
 
 def _loopback(host: str) -> bool:
@@ -49,6 +53,7 @@ class OAuthConfig:
     refresh_token_ttl_s: int = DEFAULT_REFRESH_TOKEN_TTL_S
     code_ttl_s: int = DEFAULT_CODE_TTL_S
     sign_in_ttl_s: int = DEFAULT_SIGN_IN_TTL_S
+    token_cache_s: float = DEFAULT_TOKEN_CACHE_S
     # Sign-in form: this many key checks per client address per window, then 429.
     sign_in_attempts: int = 10
     sign_in_window_s: int = 600
@@ -111,6 +116,18 @@ class OAuthConfig:
             if not 60 <= seconds <= 86400:
                 raise ConfigError("DESSERT_MCP_ACCESS_TOKEN_TTL_S must be a whole number of seconds from 60 to 86400.")
             values["access_token_ttl_s"] = seconds
+        cache = get("DESSERT_MCP_TOKEN_CACHE_S")
+        if cache is not None:
+            try:
+                cache_s = float(cache)
+            except ValueError:
+                cache_s = -1.0
+            if not 0 <= cache_s <= MAX_TOKEN_CACHE_S:
+                raise ConfigError(
+                    f"DESSERT_MCP_TOKEN_CACHE_S must be 0 (check every request against the database) to "
+                    f"{MAX_TOKEN_CACHE_S:g} seconds; got {cache!r}."
+                )
+            values["token_cache_s"] = cache_s
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 

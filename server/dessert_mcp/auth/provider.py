@@ -27,12 +27,13 @@ from mcp.server.auth.provider import (
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import AnyUrl
 
-from dessert_mcp.auth._crypto import KeyBox, new_token
+from dessert_mcp.auth._crypto import KeyBox, new_token, token_hash
 from dessert_mcp.auth.caller import CallerToken
 from dessert_mcp.auth.cimd import ClientMetadataError, MetadataFetcher, is_metadata_url
 from dessert_mcp.auth.config import SCOPE, OAuthConfig
 from dessert_mcp.auth.redirects import check_redirect_uris
 from dessert_mcp.auth.store import Store
+from dessert_mcp.auth.tokencache import TokenCache, VerifiedToken
 from dessert_mcp.config import Secret
 
 logger = logging.getLogger("dessert_mcp.auth")
@@ -67,6 +68,9 @@ class DessertOAuthProvider:
             config.encryption_key.get(), config.encryption_key_old.get() if config.encryption_key_old else None
         )
         self.metadata = MetadataFetcher(config)
+        # Verified access tokens for a few seconds; revocations through this store evict them at once.
+        self.tokens = TokenCache(config.token_cache_s, clock=store.clock)
+        store.on_revocation(self.tokens.evict)
         self._csrf_key = hashlib.sha256(b"dessert-mcp csrf\x00" + config.encryption_key.get().encode()).digest()
 
     def __repr__(self) -> str:
@@ -265,19 +269,33 @@ class DessertOAuthProvider:
     # -- every MCP request --------------------------------------------------------------------------------
 
     async def load_access_token(self, token: str) -> DessertAccessToken | None:
-        row = await self.store.get_access_token(token)
-        if row is None:
-            return None
-        key = Secret(self.box.open(row.key_sealed, aad="account:" + row.account_id))
+        """The live access token, from this process's token cache or else the database (then cached)."""
+        digest = token_hash(token)
+        verified = self.tokens.get(digest)
+        if verified is None:
+            generation = self.tokens.generation()
+            row = await self.store.get_access_token(token)
+            if row is None:
+                return None
+            verified = VerifiedToken(
+                grant_id=row.grant_id,
+                account_id=row.account_id,
+                client_id=row.client_id,
+                scopes=tuple(row.scopes),
+                resource=row.resource,
+                expires_at=row.expires_at,
+                key=Secret(self.box.open(row.key_sealed, aad="account:" + row.account_id)),
+            )
+            self.tokens.put(digest, verified, generation=generation)
         return DessertAccessToken.carrying(  # type: ignore[return-value]
-            key,
+            verified.key,
             token=token,
-            client_id=row.client_id,
-            scopes=row.scopes,
-            expires_at=int(row.expires_at),
-            resource=row.resource,
-            subject=f"acct:{row.account_id}",
-            grant_id=row.grant_id,
+            client_id=verified.client_id,
+            scopes=list(verified.scopes),
+            expires_at=int(verified.expires_at),
+            resource=verified.resource,
+            subject=f"acct:{verified.account_id}",
+            grant_id=verified.grant_id,
         )
 
     # -- /revoke (RFC 7009) -------------------------------------------------------------------------------

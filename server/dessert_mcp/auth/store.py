@@ -1,7 +1,8 @@
 """The auth wing's database: clients, pending sign-ins, codes, token families, linked accounts, throttles.
 
 SQLAlchemy 2 Core over asyncio: a SQLite file by default (aiosqlite), PostgreSQL for replicas (asyncpg).
-Everything a second replica needs lives here; the process keeps nothing but the connection pool.
+Everything a second replica needs lives here; the process keeps only the connection pool and, in the provider,
+a seconds-long cache of verified access tokens (auth/tokencache.py) that revocations through this store evict.
 
 Migrations are an ordered list of portable DDL in `_MIGRATIONS`, recorded in `schema_version`. The
 server applies what is missing when it starts, under an advisory lock on PostgreSQL so replicas that
@@ -18,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 import anyio
@@ -29,6 +30,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from dessert_mcp.auth._crypto import token_hash
 
 Clock = Callable[[], float]
+
+
+class RevocationListener(Protocol):
+    def __call__(self, *, grant_id: str | None, account_id: str | None) -> None: ...
+
 
 # Each entry: (version, statements). Types are the common subset of SQLite and PostgreSQL: TEXT, BIGINT,
 # DOUBLE PRECISION. Ciphertexts are base64 text, so no BLOB/BYTEA split either.
@@ -192,6 +198,36 @@ _throttle = sa.Table(
 )
 
 
+def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
+    # Write-ahead logging: readers (every token check) never wait for a writer (a sign-in, a refresh), nor it for
+    # them. Durability stays at SQLite's default (synchronous=FULL): a committed revocation survives a power cut.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+# Every MCP request's check (when not in the token cache): built once; SQLAlchemy reuses its compiled form.
+_ACCESS_CHECK: Final = (
+    sa.select(
+        _access.c.grant_id,
+        _access.c.expires_at,
+        _grants.c.client_id,
+        _grants.c.account_id,
+        _grants.c.scopes,
+        _grants.c.resource,
+        _accounts.c.key_sealed,
+    )
+    .join(_grants, _grants.c.id == _access.c.grant_id)
+    .join(_accounts, _accounts.c.id == _grants.c.account_id)
+    .where(
+        _access.c.token_hash == sa.bindparam("token_hash"),
+        _access.c.expires_at > sa.bindparam("now"),
+        _grants.c.revoked_at.is_(None),
+        _accounts.c.revoked_at.is_(None),
+    )
+)
+
+
 class StorageUnavailable(Exception):
     """The database could not be reached or answered with a connection-level failure; try again shortly."""
 
@@ -304,6 +340,7 @@ class Store:
         self._engine: AsyncEngine | None = None
         self._ready = False
         self._lock: anyio.Lock | None = None
+        self._revocation_listeners: list[RevocationListener] = []
 
     def __repr__(self) -> str:
         return f"Store({describe_database_url(self.url)!r})"
@@ -317,7 +354,18 @@ class Store:
                 if not path.exists():
                     path.touch(mode=0o600)
             self._engine = create_async_engine(self.url, **self._engine_kwargs)
+            if self._sqlite_path and self._sqlite_path != ":memory:":
+                sa.event.listen(self._engine.sync_engine, "connect", _sqlite_wal)
         return self._engine
+
+    def on_revocation(self, listener: RevocationListener) -> None:
+        """Call `listener(grant_id=..., account_id=...)` after every revocation made through this store (and if it
+        fails: forgetting too much is harmless), so caches of this process forget the revoked tokens at once."""
+        self._revocation_listeners.append(listener)
+
+    def _revoked(self, *, grant_id: str | None = None, account_id: str | None = None) -> None:
+        for listener in self._revocation_listeners:
+            listener(grant_id=grant_id, account_id=account_id)
 
     async def aclose(self) -> None:
         if self._engine is not None:
@@ -326,12 +374,20 @@ class Store:
         self._ready = False
 
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+    async def _tx(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
+        """One transaction; or, `read_only`, one connection for a single SELECT (atomic by itself): on PostgreSQL in
+        autocommit, which spares the BEGIN and COMMIT round trips."""
         if not self._ready:
             await self.migrate()
         try:
-            async with self.engine.begin() as conn:
-                yield conn
+            if read_only:
+                async with self.engine.connect() as conn:
+                    if not self.is_sqlite:
+                        await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    yield conn
+            else:
+                async with self.engine.begin() as conn:
+                    yield conn
         except _CONNECTION_ERRORS as exc:
             raise StorageUnavailable(
                 f"The token database ({describe_database_url(self.url)}) is unreachable: {type(exc).__name__}."
@@ -386,7 +442,7 @@ class Store:
 
     async def ping(self) -> None:
         """One round trip to the database; raises StorageUnavailable when it does not answer."""
-        async with self._tx() as conn:
+        async with self._tx(read_only=True) as conn:
             await conn.execute(sa.text("SELECT 1"))
 
     # -- clients ------------------------------------------------------------------------------------------
@@ -414,7 +470,7 @@ class Store:
 
     async def get_client(self, client_id: str) -> tuple[str, dict[str, Any], str | None, float | None] | None:
         """(kind, info, sealed secret, expires_at) or None."""
-        async with self._tx() as conn:
+        async with self._tx(read_only=True) as conn:
             row = (
                 await conn.execute(
                     sa.select(
@@ -445,7 +501,7 @@ class Store:
             )
 
     async def get_sign_in(self, sign_in_id: str) -> SignInRow | None:
-        async with self._tx() as conn:
+        async with self._tx(read_only=True) as conn:
             row = (
                 await conn.execute(
                     sa.select(_sign_ins).where(
@@ -556,7 +612,7 @@ class Store:
         return account_id
 
     async def get_code(self, code: str) -> CodeRow | None:
-        async with self._tx() as conn:
+        async with self._tx(read_only=True) as conn:
             row = (
                 await conn.execute(
                     sa.select(_codes, _grants.c.account_id, _grants.c.scopes, _grants.c.resource)
@@ -652,11 +708,9 @@ class Store:
         )
 
     async def get_access_token(self, token: str) -> TokenRow | None:
-        """The live access token (not expired, family and account not revoked), or None. One query."""
-        async with self._tx() as conn:
-            row = (
-                await conn.execute(self._token_query(_access, token).where(_access.c.expires_at > self.clock()))
-            ).first()
+        """The live access token (not expired, family and account not revoked), or None. One query, no transaction."""
+        async with self._tx(read_only=True) as conn:
+            row = (await conn.execute(_ACCESS_CHECK, {"token_hash": token_hash(token), "now": self.clock()})).first()
         if row is None:
             return None
         return TokenRow(
@@ -671,7 +725,7 @@ class Store:
 
     async def get_refresh_token(self, token: str) -> TokenRow | None:
         """The refresh token if its family is live (expiry is checked by the caller); `used` marks a replay."""
-        async with self._tx() as conn:
+        async with self._tx(read_only=True) as conn:
             row = (await conn.execute(self._token_query(_refresh, token))).first()
         if row is None:
             return None
@@ -687,12 +741,15 @@ class Store:
         )
 
     async def revoke_grant(self, grant_id: str, reason: str) -> None:
-        async with self._tx() as conn:
-            await conn.execute(
-                _grants.update()
-                .where(_grants.c.id == grant_id, _grants.c.revoked_at.is_(None))
-                .values(revoked_at=self.clock(), revoked_reason=reason)
-            )
+        try:
+            async with self._tx() as conn:
+                await conn.execute(
+                    _grants.update()
+                    .where(_grants.c.id == grant_id, _grants.c.revoked_at.is_(None))
+                    .values(revoked_at=self.clock(), revoked_reason=reason)
+                )
+        finally:
+            self._revoked(grant_id=grant_id)
 
     # -- operator commands --------------------------------------------------------------------------------
 
@@ -703,7 +760,7 @@ class Store:
             .where(_grants.c.account_id == _accounts.c.id, _grants.c.revoked_at.is_(None))
             .scalar_subquery()
         )
-        async with self._tx() as conn:
+        async with self._tx(read_only=True) as conn:
             rows = (
                 await conn.execute(sa.select(_accounts, live.label("active")).order_by(_accounts.c.created_at))
             ).all()
@@ -722,19 +779,23 @@ class Store:
         ]
 
     async def revoke_account(self, account_id: str) -> bool:
-        """Unlink an account: every token of it stops working at once. False if no such live account."""
+        """Unlink an account: every token of it stops working, in this process at once and in the others within
+        their token cache's bound (`DESSERT_MCP_TOKEN_CACHE_S`). False if no such live account."""
         now = self.clock()
-        async with self._tx() as conn:
-            result = await conn.execute(
-                _accounts.update()
-                .where(_accounts.c.id == account_id, _accounts.c.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
-            await conn.execute(
-                _grants.update()
-                .where(_grants.c.account_id == account_id, _grants.c.revoked_at.is_(None))
-                .values(revoked_at=now, revoked_reason="account revoked by the operator")
-            )
+        try:
+            async with self._tx() as conn:
+                result = await conn.execute(
+                    _accounts.update()
+                    .where(_accounts.c.id == account_id, _accounts.c.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
+                await conn.execute(
+                    _grants.update()
+                    .where(_grants.c.account_id == account_id, _grants.c.revoked_at.is_(None))
+                    .values(revoked_at=now, revoked_reason="account revoked by the operator")
+                )
+        finally:
+            self._revoked(account_id=account_id)
         return bool(result.rowcount == 1)
 
     async def reseal_accounts(self, reseal: Callable[[str, str], str | None]) -> int:
@@ -781,7 +842,7 @@ class Store:
             return int(result.scalar_one())
 
     async def throttle_count(self, key: str, *, window_s: float) -> int:
-        async with self._tx() as conn:
+        async with self._tx(read_only=True) as conn:
             row = (
                 await conn.execute(
                     sa.select(_throttle.c.hits).where(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Final
 
 from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
@@ -33,9 +34,14 @@ class OAuthWiring:
     ...                          # serve app; at shutdown: await wiring.aclose()
     """
 
-    def __init__(self, config: OAuthConfig, *, store: Store | None = None) -> None:
+    def __init__(
+        self, config: OAuthConfig, *, store: Store | None = None, clock: Callable[[], float] | None = None
+    ) -> None:
         self.config = config
-        self.store = store or Store(config.database_url or default_database_url())
+        if store is None:
+            url = config.database_url or default_database_url()
+            store = Store(url) if clock is None else Store(url, clock=clock)
+        self.store = store
         self.provider = DessertOAuthProvider(config, self.store)
         self.pages = SignInPages(self.provider)
 

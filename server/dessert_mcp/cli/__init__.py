@@ -55,6 +55,8 @@ environment variables (the API key is read only from the environment, never from
   DESSERT_MCP_DATABASE_URL  HTTP transports only, --auth oauth: where tokens and linked accounts live; default a
                           SQLite file in $XDG_STATE_HOME/dessert-mcp/, postgresql://... for several replicas.
   DESSERT_MCP_ACCESS_TOKEN_TTL_S  HTTP transports only, --auth oauth: access token lifetime (default 900; 60-86400).
+  DESSERT_MCP_TOKEN_CACHE_S  HTTP transports only, --auth oauth: seconds a process trusts a checked access token
+                          (default 2; 0-30): a revocation through another replica is refused within this bound.
 A value left as a literal ${{user_config...}} placeholder counts as unset.
 
 HTTP transports (--transport http: streamable HTTP at /mcp; --transport sse: SSE at /sse, messages at /messages/):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
+from dessert_mcp.auth.config import DEFAULT_TOKEN_CACHE_S
 from dessert_mcp.config import ConfigError
 from dessert_mcp.http.options import require_remote_extra
 
@@ -25,7 +26,7 @@ T = TypeVar("T")
 HELP = """\
 actions:
   list          linked accounts: id, masked key, fingerprint, when linked, live grants, state
-  revoke ID     unlink an account: its tokens stop working on every replica at their next request
+  revoke ID     unlink an account: its tokens stop working on every replica within DESSERT_MCP_TOKEN_CACHE_S
   new-key       print a fresh value for DESSERT_MCP_ENCRYPTION_KEY (32 random bytes, base64url)
   rotate-key    re-encrypt every linked key under DESSERT_MCP_ENCRYPTION_KEY; set the previous key as
                 DESSERT_MCP_ENCRYPTION_KEY_OLD first (servers accept both meanwhile), then drop it
@@ -69,7 +70,10 @@ def run_accounts(args: argparse.Namespace) -> int:
         if not _with_store(lambda store: revoke_account(store, args.account_id)):
             print(f"No linked account {args.account_id!r} (or it was revoked already).", file=sys.stderr)
             return 1
-        print(f"Revoked {args.account_id}: its tokens stop working at their next request, on every replica.")
+        print(
+            f"Revoked {args.account_id}: its tokens stop working on every replica within their "
+            f"DESSERT_MCP_TOKEN_CACHE_S ({DEFAULT_TOKEN_CACHE_S:g} s by default)."
+        )
         return 0
     return _rotate()
 

@@ -194,7 +194,9 @@ async def _stateless_probe() -> str | None:
     return None
 
 
-def _auth(settings: Settings, options: HTTPOptions) -> tuple[dict[str, Any] | None, OAuthWiring | None]:
+def _auth(
+    settings: Settings, options: HTTPOptions, clock: Callable[[], float] | None = None
+) -> tuple[dict[str, Any] | None, OAuthWiring | None]:
     """The MCPServer auth arguments for `options.auth`, and the OAuth wiring (this process's own) when there is one."""
     if options.auth == "dessert-key":
         from dessert_mcp.auth.caller import dessert_key_server_kwargs
@@ -205,7 +207,8 @@ def _auth(settings: Settings, options: HTTPOptions) -> tuple[dict[str, Any] | No
         from dessert_mcp.auth.wiring import OAuthWiring
 
         # Keys pasted on the sign-in page are checked where the tools call: this server's Dessert origin.
-        wiring = OAuthWiring(replace(options.oauth, dessert_base_url=settings.base_url))
+        config = replace(options.oauth, dessert_base_url=settings.base_url)
+        wiring = OAuthWiring(config, clock=clock)
         return wiring.server_kwargs(), wiring
     return None, None
 
@@ -216,14 +219,15 @@ def build_app(
     *,
     transport: httpx2.AsyncBaseTransport | None = None,
     service: DessertService | None = None,
+    auth_clock: Callable[[], float] | None = None,
 ) -> ASGIApp:
     """The ASGI app for `options.transport`, guarded, with `/healthz` and `/readyz`.
 
     `transport` replaces the network to Dessert for tests, and `service` the tools' state, as in `build_server`.
     With `options.auth` every caller brings their own credential: the SDK answers 401 without one, and the tools
-    use the caller's key.
+    use the caller's key. `auth_clock` replaces the token database's clock for tests (expiries, the token cache).
     """
-    auth, wiring = _auth(settings, options)
+    auth, wiring = _auth(settings, options, auth_clock)
     metrics = None
     if metrics_installed():
         from dessert_mcp.observe.metrics import Metrics

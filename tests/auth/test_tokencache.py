@@ -1,0 +1,178 @@
+"""The token cache: a checked access token is trusted for a bounded few seconds without the database, never past
+its expiry; a revocation through the same process holds at once, through another within the bound."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+
+from dessert_mcp.auth import DessertOAuthProvider, OAuthConfig, Store
+from dessert_mcp.auth._crypto import token_hash
+from dessert_mcp.auth.config import DEFAULT_TOKEN_CACHE_S
+from dessert_mcp.auth.tokencache import TokenCache, VerifiedToken
+from dessert_mcp.config import Secret
+from tests.support.api import CANARY_KEY
+from tests.support.auth import Clock, link_directly
+
+BOUND = DEFAULT_TOKEN_CACHE_S
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def config(database_url: str, encryption_key: str) -> OAuthConfig:
+    return OAuthConfig(
+        public_url="http://127.0.0.1:1", encryption_key=Secret(encryption_key), database_url=database_url
+    )
+
+
+@pytest.fixture
+async def replicas(
+    config: OAuthConfig, clock: Clock
+) -> AsyncIterator[tuple[DessertOAuthProvider, DessertOAuthProvider]]:
+    """Two processes' providers on one database (each its own store and cache), on one test clock."""
+    assert config.database_url is not None
+    a = DessertOAuthProvider(config, Store(config.database_url, clock=clock))
+    b = DessertOAuthProvider(config, Store(config.database_url, clock=clock))
+    try:
+        yield a, b
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_a_token_revoked_through_another_process_is_refused_here_within_the_bound(
+    replicas: tuple[DessertOAuthProvider, DessertOAuthProvider], clock: Clock
+) -> None:
+    a, b = replicas
+    token = await link_directly(a, CANARY_KEY)
+    checked = await a.load_access_token(token)
+    assert checked is not None
+    assert checked.key.get() == CANARY_KEY
+    found = await b.load_access_token(token)
+    assert found is not None
+    await b.revoke_token(found)
+    assert await b.load_access_token(token) is None  # the revoking process: at once
+    clock.advance(BOUND / 2)
+    still = await a.load_access_token(token)  # the other: from its cache, within the bound
+    assert still is not None
+    assert (still.client_id, still.scopes, still.resource, still.subject) == (
+        checked.client_id,
+        checked.scopes,
+        checked.resource,
+        checked.subject,
+    )
+    clock.advance(BOUND / 2)
+    assert await a.load_access_token(token) is None
+
+
+async def test_a_revocation_through_this_process_is_refused_at_once(
+    replicas: tuple[DessertOAuthProvider, DessertOAuthProvider],
+) -> None:
+    a, _ = replicas
+    token = await link_directly(a, CANARY_KEY)
+    checked = await a.load_access_token(token)
+    assert checked is not None
+    await a.revoke_token(checked)
+    assert await a.load_access_token(token) is None
+
+
+async def test_an_account_revoked_through_this_process_is_refused_at_once_with_all_its_tokens(
+    replicas: tuple[DessertOAuthProvider, DessertOAuthProvider],
+) -> None:
+    a, _ = replicas
+    first, second = await link_directly(a, CANARY_KEY), await link_directly(a, CANARY_KEY, client_id="another")
+    checked = [await a.load_access_token(t) for t in (first, second)]
+    assert all(c is not None for c in checked)
+    assert await a.store.revoke_account(checked[0].subject.removeprefix("acct:"))  # type: ignore[union-attr]
+    assert await a.load_access_token(first) is None
+    assert await a.load_access_token(second) is None
+
+
+async def test_a_cached_token_never_outlives_its_own_expiry(
+    replicas: tuple[DessertOAuthProvider, DessertOAuthProvider], clock: Clock
+) -> None:
+    a, _ = replicas
+    expires_at = clock.now + 3600  # link_directly's access tokens live an hour
+    token = await link_directly(a, CANARY_KEY)
+    clock.now = expires_at - BOUND / 4  # checked again here: cached until the expiry, not BOUND from now
+    assert await a.load_access_token(token) is not None
+    clock.now = expires_at
+    assert await a.load_access_token(token) is None
+
+
+async def test_with_the_cache_off_every_request_reads_the_database(
+    config: OAuthConfig, clock: Clock, replicas: tuple[DessertOAuthProvider, DessertOAuthProvider]
+) -> None:
+    _, b = replicas
+    assert config.database_url is not None
+    uncached = DessertOAuthProvider(replace(config, token_cache_s=0), Store(config.database_url, clock=clock))
+    try:
+        token = await link_directly(uncached, CANARY_KEY)
+        assert await uncached.load_access_token(token) is not None
+        found = await b.load_access_token(token)
+        assert found is not None
+        await b.revoke_token(found)
+        assert await uncached.load_access_token(token) is None
+    finally:
+        await uncached.aclose()
+
+
+async def test_unknown_and_wrong_tokens_are_refused_and_never_cached(
+    replicas: tuple[DessertOAuthProvider, DessertOAuthProvider],
+) -> None:
+    a, _ = replicas
+    token = await link_directly(a, CANARY_KEY)
+    for wrong in ("", "dmcp_at_nope", token + "x", token[:-1]):
+        assert await a.load_access_token(wrong) is None
+    assert len(a.tokens) == 0
+
+
+def _verified(grant_id: str = "g1", account_id: str = "a1", expires_at: float = 1e12) -> VerifiedToken:
+    return VerifiedToken(
+        grant_id=grant_id,
+        account_id=account_id,
+        client_id="c",
+        scopes=("dessert:read",),
+        resource="http://127.0.0.1:1/mcp",
+        expires_at=expires_at,
+        key=Secret(CANARY_KEY),
+    )
+
+
+def test_a_check_that_raced_a_revocation_is_not_kept() -> None:
+    cache = TokenCache(BOUND, clock=Clock())
+    seen = cache.generation()  # the database read starts ...
+    cache.evict(grant_id="g1")  # ... a revocation lands meanwhile ...
+    cache.put(token_hash("t"), _verified(), generation=seen)  # ... and the read's answer comes back
+    assert cache.get(token_hash("t")) is None
+
+
+def test_the_cache_holds_at_most_its_bound_forgetting_the_least_recently_used() -> None:
+    cache = TokenCache(BOUND, clock=Clock(), max_entries=2)
+    for name in ("t1", "t2"):
+        cache.put(token_hash(name), _verified(grant_id=name), generation=cache.generation())
+    assert cache.get(token_hash("t1")) is not None  # t2 is now the least recently used
+    cache.put(token_hash("t3"), _verified(grant_id="t3"), generation=cache.generation())
+    assert len(cache) == 2
+    assert cache.get(token_hash("t2")) is None
+    assert cache.get(token_hash("t1")) is not None
+    assert cache.get(token_hash("t3")) is not None
+
+
+def test_evicting_a_grant_or_an_account_forgets_only_their_tokens() -> None:
+    cache = TokenCache(BOUND, clock=Clock())
+    tokens = {"t1": _verified("g1", "a1"), "t2": _verified("g2", "a1"), "t3": _verified("g3", "a2")}
+    for name, verified in tokens.items():
+        cache.put(token_hash(name), verified, generation=cache.generation())
+    cache.evict(grant_id="g1")
+    assert [n for n in tokens if cache.get(token_hash(n))] == ["t2", "t3"]
+    cache.evict(account_id="a1")
+    assert [n for n in tokens if cache.get(token_hash(n))] == ["t3"]
+    cache.evict()
+    assert len(cache) == 0
