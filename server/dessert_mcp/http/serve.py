@@ -68,10 +68,17 @@ def serve_app(app: ASGIApp, sock: socket.socket, *, log_level: str) -> None:
 
 def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> None:
     """Build the app in this process and serve it on `sock` until told to stop."""
-    from dessert_mcp.http.app import build_app
+    # Importing the SDK and building the app makes most of the objects this process will hold, for its whole life:
+    # collecting while they are made only costs start-up time. Collection resumes once they are frozen.
+    gc.disable()
+    try:
+        from dessert_mcp.http.app import build_app
 
-    app = build_app(settings, options)
-    _configure(settings, options)  # after build_app: building the server sets up the SDK's own logging
+        app = build_app(settings, options)
+        _configure(settings, options)  # after build_app: building the server sets up the SDK's own logging
+        gc.freeze()
+    finally:
+        gc.enable()
     serve_app(app, sock, log_level=settings.log_level)
 
 
