@@ -73,7 +73,12 @@ def test_check_fails_when_the_key_is_missing() -> None:
 def test_check_fails_when_the_api_cannot_be_reached() -> None:
     result = run(
         "check",
-        env={"DESSERT_API_KEY": CANARY_KEY, "DESSERT_API_BASE_URL": "http://127.0.0.1:9", "DESSERT_TIMEOUT_S": "5"},
+        env={
+            "DESSERT_API_KEY": CANARY_KEY,
+            "DESSERT_API_BASE_URL": "http://127.0.0.1:9",
+            "DESSERT_TIMEOUT_S": "5",
+            "DESSERT_BACKOFF_S": "0.01",  # the retries' waits are not what this checks
+        },
     )
     assert result.returncode == 1
     assert "FAILED (upstream_unavailable): Could not reach Dessert at http://127.0.0.1:9" in result.stdout
