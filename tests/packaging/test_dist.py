@@ -64,19 +64,20 @@ def test_neither_archive_holds_tests_caches_or_compiled_files(dist: Dist) -> Non
 
 
 def test_a_data_file_added_to_the_package_is_shipped_and_a_cache_beside_it_is_not(tmp_path: Path) -> None:
-    """What the dashboard page (or any other non-Python file) will rely on, proven on a copy of the project."""
+    """What the dashboard page (and any other non-Python file) relies on, proven on a copy of the project."""
     copy = tmp_path / "project"
     copy.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE", ".gitignore", "Makefile"):
         shutil.copy2(ROOT / name, copy / name)
     shutil.copytree(ROOT / PACKAGE, copy / PACKAGE, ignore=shutil.ignore_patterns("__pycache__"))
-    (copy / PACKAGE / "dashboard").mkdir()
-    (copy / PACKAGE / "dashboard" / "dashboard.html").write_text("<!doctype html><title>probe</title>\n")
+    (copy / PACKAGE / "probe").mkdir()
+    (copy / PACKAGE / "probe" / "probe.html").write_text("<!doctype html><title>probe</title>\n")
     (copy / PACKAGE / "__pycache__").mkdir()
     (copy / PACKAGE / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"\0")
     (copy / PACKAGE / "scratch.pyc").write_bytes(b"\0")
 
     names = build(tmp_path / "dist", cwd=copy).wheel_names()
+    assert "dessert_mcp/probe/probe.html" in names
     assert "dessert_mcp/dashboard/dashboard.html" in names
     assert "dessert_mcp/py.typed" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
