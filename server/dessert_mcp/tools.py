@@ -21,7 +21,7 @@ from dessert_mcp.config import Settings
 from dessert_mcp.context import add_prompts, add_resources
 from dessert_mcp.dashboard import DASHBOARD_URI, dashboard_html
 from dessert_mcp.listing import TOOL_NAMES, list_names_for_client
-from dessert_mcp.models import TRANSACTION_TYPES, Balance, BalanceReport, Usage, UsageArguments, UsageReport
+from dessert_mcp.models import TRANSACTION_TYPES, BalanceReport, Usage, UsageArguments, UsageReport
 from dessert_mcp.singleflight import SingleFlight
 
 INSTRUCTIONS: Final = (
@@ -116,7 +116,7 @@ class DessertService:
         self._client: DessertClient | None = None
         self._users = 0
         # Identical GETs in flight at the same time share one upstream request (same key, same answer).
-        self._balance_flights: SingleFlight[Balance] = SingleFlight((DessertAPIError,))
+        self._balance_flights: SingleFlight[BalanceReport] = SingleFlight((DessertAPIError,))
         self._usage_flights: SingleFlight[Usage] = SingleFlight((DessertAPIError,))
 
     @asynccontextmanager
@@ -141,8 +141,11 @@ class DessertService:
         return self._client
 
     async def balance(self) -> BalanceReport:
-        balance = await self._balance_flights.run("balance", self.client.get_balance)
-        return BalanceReport.from_balance(balance)
+        # Callers that join a flight share its report as well as its GET.
+        return await self._balance_flights.run("balance", self._balance_report)
+
+    async def _balance_report(self) -> BalanceReport:
+        return BalanceReport.from_balance(await self.client.get_balance())
 
     async def usage(self, arguments: UsageArguments) -> UsageReport:
         usage = await self._usage_flights.run("usage", self.client.get_usage)
