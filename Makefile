@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 UI_STAMP := ui/node_modules/.installed
 BROWSER := /usr/bin/chromium
 
-.PHONY: install demo inspector test lint format typecheck unit soak bench clean foreign-tools bundle lock dist system-deps dashboard browser screenshots
+.PHONY: install demo inspector test test-lowest lint format typecheck unit soak bench clean foreign-tools bundle lock dist system-deps dashboard browser screenshots
 
 NEEDS_PY311 := $(PYTHON) -c 'import sys; sys.exit("dessert-mcp needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
 
@@ -74,10 +74,26 @@ system-deps:
 			postgresql chromium fonts-liberation fonts-dejavu-core tmux; \
 	fi
 
+# Two workers (`--dist loadgroup`: tests/conftest.py keeps each family with a heavy session fixture on one worker),
+# with branch coverage of server/dessert_mcp printed and gated ([tool.coverage.*] in pyproject.toml).
+PYTEST_ARGS ?= -n 2 --dist loadgroup --cov --cov-report=term
+
 unit: $(STAMP) $(TOOLS_STAMP) $(UI_STAMP) system-deps
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+# The same suite against the LOWEST versions pyproject.toml allows for each direct dependency, in its own venv
+# (.venv-lowest, git-ignored), so a lower bound is tested rather than hoped. CI runs it beside `make test`.
+LOWEST := .venv-lowest
+
+$(LOWEST)/.installed: pyproject.toml $(STAMP)
+	$(BIN)/uv venv --quiet --allow-existing --python $(PYTHON) $(LOWEST)
+	$(BIN)/uv pip install --quiet --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[dev]'
+	touch $@
+
+test-lowest: $(LOWEST)/.installed
+	$(MAKE) --no-print-directory unit VENV=$(LOWEST)
 
 # ≥10,000 calls over streamable HTTP with ~40 % upstream faults (about two minutes); prints its figures.
 soak: $(STAMP)
@@ -127,4 +143,4 @@ lock: $(STAMP)
 	$(BIN)/uv lock
 
 clean:
-	rm -rf $(VENV) $(DEMO_VENV) $(TOOLS) .cache ui/node_modules .artifacts .pytest_cache .mypy_cache .ruff_cache dist build
+	rm -rf $(VENV) $(DEMO_VENV) $(LOWEST) $(TOOLS) .cache ui/node_modules .artifacts .pytest_cache .mypy_cache .ruff_cache dist build

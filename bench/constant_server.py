@@ -1,15 +1,25 @@
-"""The throughput ceiling: the same SDK and uvicorn set-up as `dessert-mcp --transport http --stateless`, serving
-one trivial constant tool (async, so it runs on the event loop like ours; a sync tool would pay a thread hop).
-Run as `uvicorn --app-dir bench --factory constant_server:create_app`."""
+"""The throughput ceiling: one trivial constant tool on the same SDK, served by the same machinery as
+`dessert-mcp --transport http` (dessert_mcp.http.serve: our TCP sockets, one SO_REUSEPORT socket per worker, the
+start-up heap frozen). The tool is async, so it runs on the event loop like ours; a sync tool would pay a thread hop.
+
+`python bench/constant_server.py --port N [--workers W]` serves it; `create_app` is also the factory for
+`uvicorn --factory constant_server:create_app`, to show what uvicorn's own serving gives.
+"""
 
 from __future__ import annotations
+
+import argparse
+import socket
 
 from mcp.server.mcpserver import MCPServer
 from starlette.types import ASGIApp
 
+from dessert_mcp.http.serve import serve_app, serve_workers
+
 
 def create_app() -> ASGIApp:
-    server = MCPServer("constant")
+    # WARNING, as the bench runs dessert-mcp: the SDK logs every stateless request at INFO.
+    server = MCPServer("constant", log_level="WARNING")
 
     @server.tool(name="constant")
     async def constant() -> str:
@@ -19,10 +29,14 @@ def create_app() -> ASGIApp:
     return server.streamable_http_app(stateless_http=True)
 
 
-def create_frozen_app() -> ASGIApp:
-    """The same, with its start-up heap frozen as dessert-mcp freezes its own (`freeze_heap`)."""
-    import gc
+def _serve(sock: socket.socket) -> None:
+    serve_app(create_app(), sock, log_level="WARNING")
 
-    app = create_app()
-    gc.freeze()
-    return app
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="The constant-tool MCP server, served as dessert-mcp serves.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    serve_workers(_serve, (), args.host, args.port, workers=args.workers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -15,6 +16,25 @@ from dessert_mcp.http.app import build_app
 from tests.support.api import CANARY_KEY, FAKE_BASE_URL, FakeDessertAPI
 from tests.support.faults import ThreadedFaultySandbox
 from tests.support.servers import sandbox_settings, serve_app
+
+TESTS = Path(__file__).parent
+# Families whose session or module fixtures are heavy (a PostgreSQL cluster, the built wheel and bundle, the MCP
+# Inspector and a browser), longest first: under `pytest -n N --dist loadgroup` (make test) each family runs on one
+# worker, which builds them once, and starts first, so the short tests fill in around them instead of waiting on
+# the last one. Every other test goes to whichever worker is free (the examples' environments are cached on disk).
+ONE_WORKER_FAMILIES = ("packaging", "dashboard", "auth", "bundle")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def family(item: pytest.Item) -> str:
+        return item.path.relative_to(TESTS).parts[0]
+
+    for item in items:
+        if family(item) in ONE_WORKER_FAMILIES:
+            item.add_marker(pytest.mark.xdist_group(family(item)))
+    if getattr(config.option, "numprocesses", None):
+        rank = {name: i for i, name in enumerate(ONE_WORKER_FAMILIES)}
+        items.sort(key=lambda item: rank.get(family(item), len(rank)))
 
 
 @pytest.fixture

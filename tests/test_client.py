@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import anyio.lowlevel
 import httpx2
 import pytest
 
@@ -9,8 +10,14 @@ from dessert_mcp.config import Secret
 from tests.support.api import CANARY_KEY, DOCS_BALANCE, FAKE_BASE_URL, FakeDessertAPI, assert_no_secret
 
 
+async def _no_wait(seconds: float) -> None:
+    """Retries happen at once: these tests check what a failure becomes (test_client_reliability checks the waits)."""
+    await anyio.lowlevel.checkpoint()
+
+
 def _client(api: FakeDessertAPI, key: str | None = CANARY_KEY) -> DessertClient:
-    return DessertClient(FAKE_BASE_URL, api_key=Secret(key) if key else None, transport=api.transport())
+    key_secret = Secret(key) if key else None
+    return DessertClient(FAKE_BASE_URL, api_key=key_secret, transport=api.transport(), sleep=_no_wait)
 
 
 async def test_balance_is_fetched_with_bearer_accept_and_user_agent_headers(fake_api: FakeDessertAPI) -> None:
@@ -117,7 +124,7 @@ async def test_connection_failures_are_upstream_unavailable() -> None:
         raise httpx2.ConnectError("connection refused", request=request)
 
     async with DessertClient(
-        FAKE_BASE_URL, api_key=Secret(CANARY_KEY), transport=httpx2.MockTransport(refuse)
+        FAKE_BASE_URL, api_key=Secret(CANARY_KEY), transport=httpx2.MockTransport(refuse), sleep=_no_wait
     ) as client:
         with pytest.raises(DessertAPIError) as info:
             await client.get_balance()

@@ -175,7 +175,7 @@ async def test_a_rejected_key_is_an_actionable_tool_error(caplog: pytest.LogCapt
 
 async def test_upstream_failures_keep_their_status_and_detail(caplog: pytest.LogCaptureFixture) -> None:
     api = FakeDessertAPI({"/v1/usage": lambda r: httpx2.Response(503, json={"message": "maintenance"})})
-    async with _client(api) as client:
+    async with _client(api, _settings(DESSERT_BACKOFF_S="0.001")) as client:  # the retries' waits are not the point
         result = await client.call_tool("dessert.get_usage", {})
     assert result.is_error is True
     assert "Dessert is unavailable right now (HTTP 503: maintenance)." in _text(result)

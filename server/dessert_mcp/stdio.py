@@ -36,6 +36,9 @@ _CHUNK: Final = 64 * 1024
 
 def serve_stdio(settings: Settings) -> None:
     """Serve until stdin closes (and every call read has been answered), SIGTERM or Ctrl+C."""
+    # Importing the SDK and building the server makes most of the objects this process will hold, for its whole life:
+    # collecting while they are made only costs start-up time. Collection resumes below, with them frozen.
+    gc.disable()
     from dessert_mcp.observe.tracing import configure_tracing
     from dessert_mcp.tools import build_server
 
@@ -53,6 +56,7 @@ def serve_stdio(settings: Settings) -> None:
     # Ctrl+C ends the process now, as SIGTERM does; the SDK's blocking stdin read would otherwise swallow it.
     signal.signal(signal.SIGINT, lambda _signum, _frame: os._exit(130))
     gc.freeze()  # the start-up heap lives as long as the process: keep full collections from walking it
+    gc.enable()
     with _relay(settings.timeout_s + 5.0):
         anyio.run(server.run_stdio_async)
 

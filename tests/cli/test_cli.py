@@ -120,7 +120,12 @@ def test_options_that_do_not_apply_to_a_command_are_refused_with_a_sentence(args
 def test_check_fails_when_the_api_cannot_be_reached() -> None:
     result = run(
         "check",
-        env={"DESSERT_API_KEY": CANARY_KEY, "DESSERT_API_BASE_URL": "http://127.0.0.1:9", "DESSERT_TIMEOUT_S": "5"},
+        env={
+            "DESSERT_API_KEY": CANARY_KEY,
+            "DESSERT_API_BASE_URL": "http://127.0.0.1:9",
+            "DESSERT_TIMEOUT_S": "5",
+            "DESSERT_BACKOFF_S": "0.01",  # the retries' waits are not what this checks
+        },
     )
     assert result.returncode == 1
     assert "FAILED (upstream_unavailable): Could not reach Dessert at http://127.0.0.1:9" in result.stdout

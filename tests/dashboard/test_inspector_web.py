@@ -146,7 +146,15 @@ def test_the_dashboard_reads_at_320_pixels_without_sideways_scrolling(
 ) -> None:
     frame = open_app(page, inspector, sandbox_server, "dessert.get_balance")
     page.locator("iframe").first.evaluate("el => { el.style.minWidth = '0'; el.style.width = '320px'; }")
-    frame.wait_for_function("document.documentElement.clientWidth <= 320")
+    # Awaited frame by frame in one evaluate: wait_for_function polls by evaluating a string, which the page's CSP
+    # (no 'unsafe-eval') refuses whenever the first check comes before the resize.
+    narrowed = """() => new Promise(done => {
+        let frames = 0;
+        const check = () => document.documentElement.clientWidth <= 320 ? done(true)
+            : ++frames > 600 ? done(false) : requestAnimationFrame(check);
+        check();
+    })"""
+    assert frame.evaluate(narrowed), "the app frame never narrowed to 320 px"
     frame.evaluate("new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
     page.locator("iframe").first.screenshot(path=artifact)
 

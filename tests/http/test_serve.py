@@ -130,6 +130,7 @@ def test_a_serving_process_freezes_its_start_up_heap(monkeypatch: pytest.MonkeyP
     try:
         serve._serve(Settings(log_level="WARNING"), HTTPOptions(port=0), sock)
         assert gc.get_freeze_count() > 10_000
+        assert gc.isenabled()  # collection is off only while the app is built
     finally:
         gc.unfreeze()
         sock.close()

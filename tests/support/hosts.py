@@ -2,27 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shlex
 import subprocess
-import sys
 import tomllib
 from typing import Any
 
+from dessert_mcp.cli import main
 from dessert_mcp.cli.hosts import KEY_PLACEHOLDER
 
 
 def print_config(host: str, *options: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "dessert_mcp", "config", host, *options],
-        env=base | env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """`dessert-mcp config HOST [options]` with these DESSERT_* variables, as its exit code, stdout and stderr.
+
+    Run in this process: `config` reads only its arguments, the environment and this interpreter's paths, so a
+    subprocess proves nothing more (tests/cli/test_cli.py runs the real command).
+    """
+    argv = ["config", host, *options]
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update({k: v for k, v in saved.items() if not k.startswith("DESSERT_")} | env)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(argv)
+                code = 0
+            except SystemExit as exc:  # as the interpreter reports it: a message goes to stderr with status 1
+                if isinstance(exc.code, str):
+                    err.write(exc.code + "\n")
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(["dessert-mcp", *argv], code, out.getvalue(), err.getvalue())
 
 
 def parse(host: str, text: str) -> dict[str, Any]:

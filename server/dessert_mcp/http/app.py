@@ -304,4 +304,13 @@ def build_app(
         Route("/", home, methods=["GET"]),
         Mount("/", app=BrowserHint(mcp_app, MCP_PATH) if options.transport == "http" else mcp_app),
     ]
-    return TokenGuard(Starlette(routes=routes, lifespan=lifespan), options.auth_token)
+    host = Starlette(routes=routes, lifespan=lifespan)
+    if options.transport != "http":
+        return TokenGuard(host, options.auth_token)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        # Calls to the MCP endpoint skip the host app's error and routing layers: the SDK's app has its own.
+        target = mcp_app if scope["type"] == "http" and scope["path"] == MCP_PATH else host
+        await target(scope, receive, send)
+
+    return TokenGuard(app, options.auth_token)

@@ -17,12 +17,15 @@ import signal
 import socket
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dessert_mcp.config import Settings
 from dessert_mcp.http.options import HTTPOptions
 from dessert_mcp.observe import metrics_installed
 from dessert_mcp.redact import Redactor, configure_logging
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
 logger = logging.getLogger("dessert_mcp")
 
@@ -47,21 +50,15 @@ def _configure(settings: Settings, options: HTTPOptions) -> None:
     configure_logging(settings.log_level, Redactor(key, token), fmt=settings.log_format)
 
 
-def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> None:
-    """Build the app in this process and serve it on `sock` until told to stop."""
+def serve_app(app: ASGIApp, sock: socket.socket, *, log_level: str) -> None:
+    """Serve an ASGI app on `sock` with uvicorn until told to stop, its start-up heap frozen first."""
     import uvicorn
 
-    from dessert_mcp.http.app import build_app
-    from dessert_mcp.observe.tracing import configure_tracing
-
-    app = build_app(settings, options)
-    _configure(settings, options)  # after build_app: building the server sets up the SDK's own logging
-    configure_tracing()  # in each worker: a tracer provider's export thread does not cross processes
     gc.freeze()  # the start-up heap lives as long as the process: keep full collections from walking it
     config = uvicorn.Config(
         app,
         log_config=None,  # keep our stderr logging, with the key and token redacted
-        log_level=settings.log_level.lower(),
+        log_level=log_level.lower(),
         server_header=False,
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
@@ -70,8 +67,22 @@ def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> Non
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def _worker(settings: Settings, options: HTTPOptions, port: int) -> None:
-    _serve(settings, options, listening_socket(options.host, port, reuse_port=True))
+def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> None:
+    """Build the app in this process and serve it on `sock` until told to stop."""
+    # Importing the SDK and building the app makes most of the objects this process will hold, for its whole life:
+    # collecting while they are made only costs start-up time. Collection resumes once they are frozen.
+    gc.disable()
+    try:
+        from dessert_mcp.http.app import build_app
+        from dessert_mcp.observe.tracing import configure_tracing
+
+        app = build_app(settings, options)
+        _configure(settings, options)  # after build_app: building the server sets up the SDK's own logging
+        configure_tracing()  # in each worker: a tracer provider's export thread does not cross processes
+        gc.freeze()
+    finally:
+        gc.enable()
+    serve_app(app, sock, log_level=settings.log_level)
 
 
 def serve_http(settings: Settings, options: HTTPOptions) -> None:
@@ -88,15 +99,26 @@ def serve_http(settings: Settings, options: HTTPOptions) -> None:
         logger.info("Connector URL for claude.ai and ChatGPT: %s/mcp", options.public_url)
     if options.auth is None and (warning := settings.missing_key_warning()) is not None:
         logger.warning(warning)
-    if options.workers == 1:
-        _serve(settings, options, listening_socket(options.host, options.port, reuse_port=False))
+    serve_workers(_serve, (settings, options), options.host, options.port, workers=options.workers)
+
+
+def serve_workers(target: Callable[..., None], args: tuple[Any, ...], host: str, port: int, *, workers: int) -> None:
+    """Run `target(*args, sock)` on a socket bound to (host, port): in this process for one worker, or in
+    `workers` spawned processes, each with its own `SO_REUSEPORT` socket on that port. `target` and `args` must
+    pickle (a module-level function)."""
+    if workers == 1:
+        target(*args, listening_socket(host, port, reuse_port=False))
         return
     # This socket holds the port (and picks it, for port 0) without listening, so it takes no connections.
-    with listening_socket(options.host, options.port, reuse_port=True) as holder:
-        _supervise(settings, options, holder.getsockname()[1])
+    with listening_socket(host, port, reuse_port=True) as holder:
+        _supervise(target, args, host, holder.getsockname()[1], workers)
 
 
-def _supervise(settings: Settings, options: HTTPOptions, port: int) -> None:
+def _worker(target: Callable[..., None], args: tuple[Any, ...], host: str, port: int) -> None:
+    target(*args, listening_socket(host, port, reuse_port=True))
+
+
+def _supervise(target: Callable[..., None], args: tuple[Any, ...], host: str, port: int, count: int) -> None:
     """Start the workers, restart any that dies, and stop them all on SIGINT or SIGTERM."""
     context = multiprocessing.get_context("spawn")
     with contextlib.ExitStack() as stack:
@@ -106,7 +128,7 @@ def _supervise(settings: Settings, options: HTTPOptions, port: int) -> None:
             from dessert_mcp.observe.metrics import shared_by_workers
 
             worker_died = stack.enter_context(shared_by_workers())
-        _run_workers(settings, options, port, context, worker_died)
+        _run_workers(target, args, host, port, count, context, worker_died)
 
 
 def _ignore(_pid: int) -> None:
@@ -114,16 +136,18 @@ def _ignore(_pid: int) -> None:
 
 
 def _run_workers(
-    settings: Settings,
-    options: HTTPOptions,
+    target: Callable[..., None],
+    args: tuple[Any, ...],
+    host: str,
     port: int,
+    count: int,
     context: multiprocessing.context.SpawnContext,
     worker_died: Callable[[int], None],
 ) -> None:
     stopping = False
 
     def start() -> BaseProcess:
-        process = context.Process(target=_worker, args=(settings, options, port), name="dessert-mcp-worker")
+        process = context.Process(target=_worker, args=(target, args, host, port), name="dessert-mcp-worker")
         process.start()
         return process
 
@@ -132,7 +156,7 @@ def _run_workers(
         stopping = True
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    workers = [start() for _ in range(options.workers)]
+    workers = [start() for _ in range(count)]
     try:
         while not stopping:
             multiprocessing.connection.wait([w.sentinel for w in workers], timeout=0.5)
