@@ -41,10 +41,14 @@ class Pane:
         # -J joins wrapped lines, so a long line reads as one.
         return self.tmux("capture-pane", "-p", "-J", "-t", "t")
 
+    def dead(self) -> bool:
+        return self.tmux("display-message", "-p", "-t", "t", "#{pane_dead}").strip() == "1"
+
     def dead_status(self) -> int | None:
+        """The exit status, once tmux has it: tmux 3.3 marks some panes dead without ever recording one."""
         shown = self.tmux("display-message", "-p", "-t", "t", "#{pane_dead} #{pane_dead_status}")
         dead, _, status = shown.strip().partition(" ")
-        return int(status) if dead == "1" and status else None  # tmux may mark it dead before it has the status
+        return int(status) if dead == "1" and status else None
 
     def wait_for(self, condition: str, check: Callable[[], bool]) -> None:
         """Poll the pane until `check()` is true: a terminal has no event to await."""
@@ -64,7 +68,8 @@ def terminal(tmp_path: Path) -> Iterator[Pane]:
 
 def start(pane: Pane, env: dict[str, str], *args: str) -> None:
     """Start the private tmux server with `env` (its panes inherit it) and the command in pane `t`."""
-    command = shlex.join([sys.executable, "-m", "dessert_mcp", *args])
+    # `exec`: the pane's process is the server itself, not a shell waiting on it (which SIGINT would kill first).
+    command = "exec " + shlex.join([sys.executable, "-m", "dessert_mcp", *args])
     size = ["-x", "200", "-y", "50"]
     assert TMUX is not None
     keep = [";", "set-option", "-t", "t", "remain-on-exit", "on"]
@@ -82,8 +87,9 @@ def test_started_in_a_terminal_it_says_what_it_waits_for_and_ctrl_c_ends_it(term
     terminal.wait_for("the hint", lambda: "Ctrl+C quits." in terminal.text())
     assert TTY_HINT in terminal.text().replace("\n", "")
     terminal.tmux("send-keys", "-t", "t", "C-c")
-    terminal.wait_for("the exit", lambda: terminal.dead_status() is not None)
-    assert terminal.dead_status() == 128 + signal.SIGINT
+    terminal.wait_for("the exit", terminal.dead)
+    # The exact status is pinned by the piped-process test below; here tmux reports it only some of the time.
+    assert terminal.dead_status() in (None, 128 + signal.SIGINT)
     shown = terminal.text()
     assert "Traceback" not in shown
     assert "KeyboardInterrupt" not in shown

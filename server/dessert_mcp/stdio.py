@@ -36,6 +36,7 @@ _CHUNK: Final = 64 * 1024
 
 def serve_stdio(settings: Settings) -> None:
     """Serve until stdin closes (and every call read has been answered), SIGTERM or Ctrl+C."""
+    exit_on_ctrl_c()
     # Importing the SDK and building the server makes most of the objects this process will hold, for its whole life:
     # collecting while they are made only costs start-up time. Collection resumes below, with them frozen.
     gc.disable()
@@ -53,12 +54,29 @@ def serve_stdio(settings: Settings) -> None:
         logger.warning(warning)
     if sys.stdin.isatty():
         sys.stderr.write(TTY_HINT + "\n")
-    # Ctrl+C ends the process now, as SIGTERM does; the SDK's blocking stdin read would otherwise swallow it.
-    signal.signal(signal.SIGINT, lambda _signum, _frame: os._exit(130))
     gc.freeze()  # the start-up heap lives as long as the process: keep full collections from walking it
     gc.enable()
     with _relay(settings.timeout_s + 5.0):
         anyio.run(server.run_stdio_async)
+
+
+def exit_on_ctrl_c() -> None:
+    """Make Ctrl+C end the process at once (exit 130), as SIGTERM does, whichever thread the kernel hands it to.
+
+    A Python-level handler runs only in the main thread, which sits in the event loop's wait while another thread
+    (the SDK's stdin reader, the relay, the sandbox) may take the signal: the Ctrl+C would then be lost. So every
+    thread started after this blocks SIGINT, and one thread waits for it. Call it before starting any thread.
+    """
+    if getattr(exit_on_ctrl_c, "armed", False):
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    def wait() -> None:
+        signal.sigwait({signal.SIGINT})
+        os._exit(130)
+
+    threading.Thread(target=wait, name="dessert-mcp-ctrl-c", daemon=True).start()
+    exit_on_ctrl_c.armed = True  # type: ignore[attr-defined]
 
 
 class _Pending:

@@ -226,8 +226,9 @@ def _main(argv: Sequence[str] | None) -> None:
         with _maybe_sandbox(settings, args.sandbox) as checked:
             sys.exit(anyio.run(check, checked))
     if args.transport == "stdio":
-        from dessert_mcp.stdio import serve_stdio
+        from dessert_mcp.stdio import exit_on_ctrl_c, serve_stdio
 
+        exit_on_ctrl_c()  # before the sandbox's thread starts, so no thread but one takes the signal
         with _maybe_sandbox(settings, args.sandbox) as served:
             serve_stdio(served)
         return

@@ -297,12 +297,13 @@ def build_app(
                 await stack.enter_async_context(server.session_manager.run())
             yield
 
+    endpoint_app = BrowserHint(mcp_app, MCP_PATH) if options.transport == "http" else mcp_app
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route(METRICS_PATH, metrics_page, methods=["GET"]),
         Route("/", home, methods=["GET"]),
-        Mount("/", app=BrowserHint(mcp_app, MCP_PATH) if options.transport == "http" else mcp_app),
+        Mount("/", app=endpoint_app),
     ]
     host = Starlette(routes=routes, lifespan=lifespan)
     if options.transport != "http":
@@ -310,7 +311,7 @@ def build_app(
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         # Calls to the MCP endpoint skip the host app's error and routing layers: the SDK's app has its own.
-        target = mcp_app if scope["type"] == "http" and scope["path"] == MCP_PATH else host
+        target = endpoint_app if scope["type"] == "http" and scope["path"] == MCP_PATH else host
         await target(scope, receive, send)
 
     return TokenGuard(app, options.auth_token)
