@@ -148,16 +148,22 @@ async def test_with_two_workers_any_workers_metrics_count_every_workers_calls(
 ) -> None:
     env = sandbox_env(sandbox, DESSERT_MCP_LOG_LEVEL="DEBUG")
     stderr = tmp_path / "server.log"
-    calls = 12
+    calls = 0
+    pids: set[str] = set()
     with cli_server(["--transport", "http", "--workers", "2"], env, stderr) as base:
         limits = httpx2.Limits(max_keepalive_connections=0)  # a connection per request, spread by the kernel
         async with (
             httpx2.AsyncClient(limits=limits, timeout=30) as http,
             Client(streamable_http_client(base + "/mcp", http_client=http), mode="legacy") as client,
         ):
-            for _ in range(calls):
-                assert not (await client.call_tool("dessert.get_balance", {})).is_error
-        pids = set(re.findall(r"POST /mcp answered 200 by worker pid (\d+)", stderr.read_text()))
+            # The first worker may serve alone until the second is up: rounds of calls (bounded) until both have.
+            for _ in range(20):
+                for _ in range(6):
+                    assert not (await client.call_tool("dessert.get_balance", {})).is_error
+                    calls += 1
+                pids = set(re.findall(r"POST /mcp answered 200 by worker pid (\d+)", stderr.read_text()))
+                if len(pids) == 2:
+                    break
         totals = {value(scrape(base)[1], "dessert_mcp_tool_calls_total", tool="dessert.get_balance", code="ok")}
         for _ in range(5):
             totals.add(value(scrape(base)[1], "dessert_mcp_tool_calls_total", tool="dessert.get_balance", code="ok"))
