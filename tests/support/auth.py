@@ -28,6 +28,8 @@ from dessert_mcp.config import DEFAULT_ACCOUNT_CONCURRENCY, Secret, Settings
 from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
 from tests.support.faults import ThreadedFaultySandbox
+from tests.support.inspector import CHROMIUM as INSPECTOR_CHROMIUM
+from tests.support.inspector import CHROMIUM_ARGS
 
 STARTUP_TIMEOUT_S = 20.0
 
@@ -270,16 +272,9 @@ async def link_directly(provider: DessertOAuthProvider, key: str, *, client_id: 
     return access
 
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+# Debian's Chromium as the dashboard tests launch it; Playwright's `headless=True` adds the headless flag itself.
+CHROMIUM = str(INSPECTOR_CHROMIUM)
+CHROMIUM_FLAGS = [flag for flag in CHROMIUM_ARGS if flag != "--headless"]
 
 
 def oauth_env(sandbox: ThreadedFaultySandbox, **extra: str) -> dict[str, str]:
