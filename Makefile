@@ -92,8 +92,8 @@ $(LOWEST)/.installed: pyproject.toml $(STAMP)
 	$(BIN)/uv pip install --quiet --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[dev]'
 	touch $@
 
-test-lowest: $(LOWEST)/.installed
-	$(MAKE) --no-print-directory unit VENV=$(LOWEST)
+test-lowest: $(LOWEST)/.installed $(TOOLS_STAMP) $(UI_STAMP) system-deps
+	$(LOWEST)/bin/pytest $(PYTEST_ARGS)
 
 # ≥10,000 calls over streamable HTTP with ~40 % upstream faults (about two minutes); prints its figures.
 soak: $(STAMP)

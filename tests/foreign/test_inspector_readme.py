@@ -34,6 +34,8 @@ NPX = "npx -y -p node@22 -p @modelcontextprotocol/inspector@2 inspector "
 NPM_CACHE = ROOT / ".cache" / "npm"
 START_TIMEOUT_S = 240  # the first run downloads Node 22 and the Inspector
 VENV_COMMAND = ".venv/bin/dessert-mcp"
+# The venv running these tests: .venv for `make test`, .venv-lowest for `make test-lowest`.
+TEST_VENV = Path(sys.prefix).relative_to(ROOT) if Path(sys.prefix).is_relative_to(ROOT) else Path(".venv")
 
 
 def readme_section() -> str:
@@ -126,8 +128,8 @@ def inspector_ui(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tup
         "MCP_APP_ORIGIN_PORT": str(app_port),
         "MCP_AUTO_OPEN_ENABLED": "false",
     }
-    # make: the stamps are up to date by construction here (pytest runs from .venv); never rebuild mid-test.
-    command = line.replace("make ", "make -s -o .venv/.installed -o .tools/.installed ", 1)
+    # make: the stamps are up to date by construction here (pytest runs from that venv); never rebuild mid-test.
+    command = line.replace("make ", f"make -s VENV={TEST_VENV} -o {TEST_VENV}/.installed -o .tools/.installed ", 1)
     proc = subprocess.Popen(
         ["sh", "-c", command],
         env=env,
@@ -177,7 +179,7 @@ def test_the_readme_ui_lines_serve_the_inspector_and_its_proxy_reaches_both_tool
         assert http.get("/api/servers", headers={"x-mcp-remote-auth": "Bearer wrong"}).status_code == 401
         servers = http.get("/api/servers").json()["mcpServers"]
         (server,) = servers.values()
-        expected = str(ROOT / ".venv" / "bin" / "dessert-mcp") if line.startswith("make ") else "dessert-mcp"
+        expected = str(ROOT / TEST_VENV / "bin" / "dessert-mcp") if line.startswith("make ") else "dessert-mcp"
         assert (server["command"], server["args"]) == (expected, ["--sandbox"])
         environment = http.get("/api/config").json()["defaultEnvironment"]
 
