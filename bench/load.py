@@ -70,7 +70,8 @@ async def run(
 ) -> dict[str, float]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    requests = [_request(host, port, parts.path, tool, protocol, bearer) for bearer in bearers or [None]]
+    each: list[str | None] = [*bearers] if bearers else [None]
+    requests = [_request(host, port, parts.path, tool, protocol, bearer) for bearer in each]
     calls = errors = 0
     warmup = min(1.0, seconds / 5)
     counted_from = time.perf_counter() + warmup

@@ -54,7 +54,8 @@ def worker(config: str, calls: int, rounds: int) -> None:
     from mcp import Client
 
     from dessert_mcp.config import Settings
-    from dessert_mcp.tools import DessertService, build_server
+    from dessert_mcp.service import DessertService
+    from dessert_mcp.tools import build_server
 
     body = json.dumps(
         {
@@ -77,7 +78,7 @@ def worker(config: str, calls: int, rounds: int) -> None:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
         class Drop(SpanExporter):
-            def export(self, spans: Sequence[object]) -> SpanExportResult:  # type: ignore[override]
+            def export(self, spans: Sequence[object]) -> SpanExportResult:
                 return SpanExportResult.SUCCESS
 
         provider = TracerProvider()
@@ -142,7 +143,7 @@ def hooks() -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
     class Drop(SpanExporter):
-        def export(self, spans: Sequence[object]) -> SpanExportResult:  # type: ignore[override]
+        def export(self, spans: Sequence[object]) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
     provider = TracerProvider()

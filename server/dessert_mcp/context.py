@@ -15,7 +15,7 @@ from dessert_mcp.models import BalanceReport, UsageArguments, UsageReport
 
 
 class Reads(Protocol):
-    """What the resources read through: the tools' service (tools.DessertService)."""
+    """What the resources read through: the tools' service (service.DessertService)."""
 
     async def balance(self) -> BalanceReport: ...
 

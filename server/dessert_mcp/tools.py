@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
 from typing import Annotated, Any, Final, TypeVar
 
 import anyio
@@ -20,25 +18,14 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, ValidationError, WithJsonSchema
 
 from dessert_mcp import __version__
-from dessert_mcp.auth.caller import caller_identity, caller_key
-from dessert_mcp.cache import TTLCache
-from dessert_mcp.client import DessertAPIError, DessertClient
-from dessert_mcp.config import Secret, Settings
+from dessert_mcp.client import DessertAPIError
+from dessert_mcp.config import Settings
 from dessert_mcp.context import add_prompts, add_resources
 from dessert_mcp.dashboard import DASHBOARD_URI, dashboard_html
 from dessert_mcp.listing import TOOL_NAMES, list_names_for_client
-from dessert_mcp.models import (
-    BALANCE_PATH,
-    TRANSACTION_TYPES,
-    USAGE_PATH,
-    Balance,
-    BalanceReport,
-    Usage,
-    UsageArguments,
-    UsageReport,
-)
-from dessert_mcp.singleflight import SingleFlight
-from dessert_mcp.telemetry import NO_OBSERVER, Observer, current_trace_id, mark_current_span
+from dessert_mcp.models import TRANSACTION_TYPES, BalanceReport, UsageArguments, UsageReport
+from dessert_mcp.service import DessertService
+from dessert_mcp.telemetry import current_trace_id
 
 logger = logging.getLogger("dessert_mcp")
 
@@ -61,8 +48,6 @@ USAGE_DESCRIPTION: Final = (
 
 # How long a host may reuse a resource read when the server keeps no cache of its own (DESSERT_CACHE_TTL_S=0).
 RESOURCE_TTL_MS: Final = 5000
-# With --auth: Dessert clients (each a connection pool) kept for the most recent callers.
-MAX_ACCOUNT_CLIENTS: Final = 1024
 
 _ANNOTATIONS: Final = ToolAnnotations(
     read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
@@ -70,7 +55,6 @@ _ANNOTATIONS: Final = ToolAnnotations(
 
 
 ArgsT = TypeVar("ArgsT", bound=BaseModel)
-AnswerT = TypeVar("AnswerT", bound=BaseModel)
 
 
 class NoArguments(BaseModel):
@@ -99,13 +83,25 @@ def _error_result(exc: DessertAPIError) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=error_text(exc))], is_error=True)
 
 
-def _result(report: BaseModel) -> CallToolResult:
-    # The text block carries the same JSON as structuredContent, compact: fewer tokens for hosts that show the
-    # model the text. The SDK checks structuredContent against the output schema the annotation declares.
-    return CallToolResult(
-        content=[TextContent(type="text", text=report.model_dump_json())],
-        structured_content=report.model_dump(mode="json"),
-    )
+class _Results:
+    """Each report's tool result, built once: calls that shared an answer (one upstream request, or the cache) get
+    the very same report back (see DessertService.balance), and so the very same finished result."""
+
+    def __init__(self) -> None:
+        self._last: tuple[BaseModel, CallToolResult] | None = None
+
+    def __call__(self, report: BaseModel) -> CallToolResult:
+        last = self._last
+        if last is not None and last[0] is report:
+            return last[1]
+        # The text block carries the same JSON as structuredContent, compact: fewer tokens for hosts that show
+        # the model the text. The SDK checks structuredContent against the output schema the annotation declares.
+        result = CallToolResult(
+            content=[TextContent(type="text", text=report.model_dump_json())],
+            structured_content=report.model_dump(mode="json"),
+        )
+        self._last = (report, result)
+        return result
 
 
 def resource_ttl_ms(settings: Settings) -> int:
@@ -116,6 +112,7 @@ def resource_ttl_ms(settings: Settings) -> int:
 async def _call_tool(
     tool: str,
     service: DessertService,
+    results: _Results,
     ctx: Context[DessertService],
     run: Callable[[DessertService], Awaitable[BaseModel]],
 ) -> CallToolResult:
@@ -125,7 +122,7 @@ async def _call_tool(
     started = time.perf_counter()
     code = "internal_error"
     try:
-        result = _result(await run(service))
+        result = results(await run(service))
         code = "ok"
         return result
     except DessertAPIError as exc:
@@ -171,194 +168,6 @@ def _arguments(tool: str, ctx: Context[Any, Any], model: type[ArgsT]) -> ArgsT:
         ) from None
 
 
-class _Shared(httpx2.AsyncBaseTransport):
-    """A test's transport lent to every account's client: closing one client must not close it for the others."""
-
-    def __init__(self, transport: httpx2.AsyncBaseTransport) -> None:
-        self._transport = transport
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        return await self._transport.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        pass
-
-
-@dataclass(eq=False)
-class _Account:
-    """One caller's Dessert client (its own connection pool) and its share of upstream concurrency."""
-
-    client: DessertClient
-    limiter: anyio.CapacityLimiter
-    users: int = 0
-
-
-class DessertService:
-    """The tools' behaviour and their Dessert clients, shared for the life of the process.
-
-    With one key (stdio, HTTP without --auth) there is one client, made from the settings. With `per_account`
-    (--auth) each request's caller brings their own key (`caller_key()`); each account gets its own client, kept
-    in a bounded LRU and closed when evicted, and at most `settings.account_concurrency` upstream calls at a
-    time. Identical calls in flight together share one upstream request, and cached answers are reused, only
-    within one account.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        transport: httpx2.AsyncBaseTransport | None = None,
-        observer: Observer = NO_OBSERVER,
-        per_account: bool = False,
-        max_accounts: int = MAX_ACCOUNT_CLIENTS,
-    ) -> None:
-        self.settings = settings
-        self.observer = observer
-        self.per_account = per_account
-        self._transport = transport
-        self._max_accounts = max_accounts
-        self._client: DessertClient | None = None
-        self._accounts: OrderedDict[str, _Account] = OrderedDict()
-        self._users = 0
-        # Identical GETs in flight at the same time share one upstream request (same key, same answer).
-        self._balance_flights: SingleFlight[Balance] = SingleFlight((DessertAPIError,))
-        self._usage_flights: SingleFlight[Usage] = SingleFlight((DessertAPIError,))
-        # Successful answers reused for a few seconds, per account, when DESSERT_CACHE_TTL_S asks for it.
-        ttl = settings.cache_ttl_s
-        self._balance_cache: TTLCache[Balance] | None = TTLCache(ttl) if ttl > 0 else None
-        self._usage_cache: TTLCache[Usage] | None = TTLCache(ttl) if ttl > 0 else None
-
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[DessertService]:
-        """Open the HTTP client for the first user (the process, a session, a request) and close it after the last."""
-        if self._users == 0 and not self.per_account:
-            self._client = self._new_client(self.settings)
-        self._users += 1
-        try:
-            yield self
-        finally:
-            self._users -= 1
-            if self._users == 0:
-                clients = [a.client for a in self._accounts.values()]
-                if self._client is not None:
-                    clients.append(self._client)
-                self._client = None
-                self._accounts.clear()
-                with anyio.CancelScope(shield=True):
-                    for client in clients:
-                        await client.aclose()
-
-    def _new_client(self, settings: Settings) -> DessertClient:
-        # A test's transport is lent to every account's client: closing one must not close it for the others.
-        transport = _Shared(self._transport) if self.per_account and self._transport is not None else self._transport
-        return DessertClient.from_settings(settings, transport=transport, observer=self.observer)
-
-    @property
-    def client(self) -> DessertClient:
-        """The one client of single-key mode."""
-        if self._client is None:
-            raise RuntimeError("the Dessert client is used outside the server's lifespan")
-        return self._client
-
-    async def balance(self) -> BalanceReport:
-        balance = await self._read(BALANCE_PATH, self._balance_flights, self._balance_cache, DessertClient.get_balance)
-        return BalanceReport.from_balance(balance)
-
-    async def usage(self, arguments: UsageArguments) -> UsageReport:
-        usage = await self._read(USAGE_PATH, self._usage_flights, self._usage_cache, DessertClient.get_usage)
-        return UsageReport.build(usage, limit=arguments.limit, types=arguments.types, since=arguments.since)
-
-    async def _read(
-        self,
-        route: str,
-        flights: SingleFlight[AnswerT],
-        cache: TTLCache[AnswerT] | None,
-        get: Callable[[DessertClient], Awaitable[AnswerT]],
-    ) -> AnswerT:
-        """The caller's answer: from the cache, from an identical request in flight, or from Dessert (then cached)."""
-        if not self.per_account:
-            client = self.client
-            return await self._answer(route, client, flights, cache, lambda: get(client))
-        identity, key = _caller()
-        async with self._account(identity, key) as account:
-
-            async def limited() -> AnswerT:
-                if account.limiter.available_tokens == 0:
-                    logger.debug(
-                        "An account is at its limit of %d Dessert calls at once; this one waits",
-                        self.settings.account_concurrency,
-                    )
-                async with account.limiter:
-                    return await get(account.client)
-
-            return await self._answer(route, account.client, flights, cache, limited)
-
-    async def _answer(
-        self,
-        route: str,
-        client: DessertClient,
-        flights: SingleFlight[AnswerT],
-        cache: TTLCache[AnswerT] | None,
-        call: Callable[[], Awaitable[AnswerT]],
-    ) -> AnswerT:
-        key = (client.account, route)
-        if cache is not None and (cached := cache.get(key)) is not None:
-            self.observer.cache_hit(route)
-            mark_current_span("dessert.cache.hit")
-            return cached
-
-        async def ask() -> AnswerT:
-            answer = await call()
-            if cache is not None:
-                cache.put(key, answer)
-            return answer
-
-        def shared() -> None:
-            self.observer.shared(route)
-            mark_current_span("dessert.upstream.shared")
-
-        return await flights.run(f"{client.account} {route}", ask, on_shared=shared)
-
-    @asynccontextmanager
-    async def _account(self, identity: str, key: Secret) -> AsyncIterator[_Account]:
-        """The caller's client, made on first use; the least recently used idle ones beyond the bound are closed."""
-        if self._users == 0:
-            raise RuntimeError("the Dessert clients are used outside the server's lifespan")
-        account = self._accounts.get(identity)
-        if account is None:
-            client = self._new_client(replace(self.settings, api_key=key, api_key_problem=None))
-            account = self._accounts[identity] = _Account(
-                client, anyio.CapacityLimiter(self.settings.account_concurrency)
-            )
-        self._accounts.move_to_end(identity)
-        account.users += 1
-        try:
-            await self._evict()
-            yield account
-        finally:
-            account.users -= 1
-
-    async def _evict(self) -> None:
-        # An account with a call in flight keeps its client (and its limiter); the bound holds again once it is idle.
-        excess = len(self._accounts) - self._max_accounts
-        if excess <= 0:
-            return
-        idle = [identity for identity, a in self._accounts.items() if a.users == 0]
-        for identity in idle[:excess]:
-            with anyio.CancelScope(shield=True):
-                await self._accounts.pop(identity).client.aclose()
-
-
-def _caller() -> tuple[str, Secret]:
-    """Who is calling, from the bearer token the SDK accepted for this request; never the operator's key."""
-    identity, key = caller_identity(), caller_key()
-    if identity is None or key is None:
-        raise DessertAPIError(
-            "This request carries no caller credential; send Authorization: Bearer <token>.", code="not_configured"
-        )
-    return identity, key
-
-
 def build_server(
     settings: Settings,
     *,
@@ -381,6 +190,7 @@ def build_server(
         async with service.running():
             yield service
 
+    results = _Results()
     # Hosts that render MCP Apps show the dashboard for either tool; every other host ignores it.
     apps = Apps()
     apps.add_html_resource(
@@ -397,7 +207,7 @@ def build_server(
             _arguments("dessert.get_balance", ctx, NoArguments)
             return await service.balance()
 
-        return await _call_tool("dessert.get_balance", service, ctx, run)
+        return await _call_tool("dessert.get_balance", service, results, ctx, run)
 
     async def get_usage(
         ctx: Context[DessertService],
@@ -408,7 +218,7 @@ def build_server(
         async def run(service: DessertService) -> BaseModel:
             return await service.usage(_arguments("dessert.get_usage", ctx, UsageArguments))
 
-        return await _call_tool("dessert.get_usage", service, ctx, run)
+        return await _call_tool("dessert.get_usage", service, results, ctx, run)
 
     for fn, name, title, description in (
         (get_balance, "dessert.get_balance", "Dessert credit balance", BALANCE_DESCRIPTION),

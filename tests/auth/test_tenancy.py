@@ -19,7 +19,8 @@ from dessert_mcp.config import Secret, Settings
 from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
 from dessert_mcp.sandbox import SandboxAccount
-from dessert_mcp.tools import DessertService, build_server
+from dessert_mcp.service import DessertService
+from dessert_mcp.tools import build_server
 from tests.auth.conftest import SECOND_BALANCE, SECOND_KEY, second_account
 from tests.support.api import CANARY_KEY
 from tests.support.auth import FlowClient, Running, call_tool, serve_auth

@@ -28,9 +28,10 @@ from dessert_mcp.client import DessertAPIError
 from dessert_mcp.config import Secret, Settings
 from dessert_mcp.http.options import AUTH_TOKEN_ENV, HTTPOptions, parse_host, parse_origin
 from dessert_mcp.observe import metrics_installed
+from dessert_mcp.service import DessertService
 from dessert_mcp.singleflight import SingleFlight
 from dessert_mcp.telemetry import NO_OBSERVER
-from dessert_mcp.tools import DessertService, build_server
+from dessert_mcp.tools import build_server
 
 if TYPE_CHECKING:
     from dessert_mcp.auth.wiring import OAuthWiring
