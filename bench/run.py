@@ -587,7 +587,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     runs, calls, mem_calls = (3, 200, 1500) if args.quick else (15, 2000, 10_000)
-    rounds, seconds = (1, 2.0) if args.quick else (3, 4.0)
+    rounds, seconds = (1, 2.0) if args.quick else (5, 3.0)
     chosen = set(args.only or range(1, 7))
     with sandbox_process() as url:
         print(f"sandbox API at {url} (own process); machine: {os.cpu_count()} cores", flush=True)
