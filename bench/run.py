@@ -413,12 +413,22 @@ def _worker_cpu(served: Served) -> dict[int, int]:
     return ticks
 
 
-def _measure(served: Served, tool: str, seconds: float, protocol: str) -> tuple[float, float]:
-    """Calls per second, and the busiest worker's share of the workers' CPU during the run (1.0 for one process)."""
-    before = _worker_cpu(served)
+def _ticks(pid: int | str) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _measure(served: Served, tool: str, seconds: float, protocol: str) -> tuple[float, float, float]:
+    """Calls per second; the busiest worker's share of the workers' CPU during the run (1.0 for one process); and
+    the server's CPU seconds per call (its own process and its workers), which the other load on a shared machine
+    disturbs far less than the rate."""
+    before, own = _worker_cpu(served), _ticks(served.pid)
     rate = _load(served.url, tool, seconds, protocol)
-    used = {pid: ticks - before.get(pid, 0) for pid, ticks in _worker_cpu(served).items()}
-    return rate, (max(used.values()) / max(sum(used.values()), 1) if used else 1.0)
+    after = _worker_cpu(served)
+    used = {pid: ticks - before.get(pid, 0) for pid, ticks in after.items()}
+    total = sum(used.values()) + _ticks(served.pid) - own
+    cpu_per_call = total / os.sysconf("SC_CLK_TCK") / max(rate * seconds, 1)
+    return rate, (max(used.values()) / max(sum(used.values()), 1) if used else 1.0), cpu_per_call
 
 
 def bench_throughput(url: str, rounds: int, seconds: float) -> None:
@@ -431,23 +441,29 @@ def bench_throughput(url: str, rounds: int, seconds: float) -> None:
                 mine: list[float] = []
                 floor: list[float] = []
                 busiest: list[float] = []
+                cpu: dict[str, list[float]] = {"ours": [], "ceiling": []}
                 upstream = calls = 0
-                for _ in range(rounds):  # alternate, so drift on the shared machine hits both sides alike
-                    rate, share = _measure(ceil, "constant", seconds, protocol)
-                    floor.append(rate)
-                    busiest.append(share)
-                    before = _upstream_requests(url)
-                    rate, share = _measure(ours, "dessert_get_balance", seconds, protocol)
-                    mine.append(rate)
-                    busiest.append(share)
-                    upstream += _upstream_requests(url) - before
-                    calls += int(rate * seconds)
+                for n in range(rounds):  # alternate, so drift on the shared machine hits both sides alike
+                    for side in ("ceiling", "ours") if n % 2 == 0 else ("ours", "ceiling"):
+                        if side == "ceiling":
+                            rate, share, per_call = _measure(ceil, "constant", seconds, protocol)
+                            floor.append(rate)
+                        else:
+                            before = _upstream_requests(url)
+                            rate, share, per_call = _measure(ours, "dessert_get_balance", seconds, protocol)
+                            mine.append(rate)
+                            upstream += _upstream_requests(url) - before
+                            calls += int(rate * seconds)
+                        busiest.append(share)
+                        cpu[side].append(per_call)
                 a, b = statistics.median(mine), statistics.median(floor)
                 spread = f"{min(mine):.0f}-{max(mine):.0f} vs {min(floor):.0f}-{max(floor):.0f}"
                 split = f"; busiest worker <= {100 * max(busiest):.0f} % of CPU" if workers > 1 else ""
+                ours_ms, ceiling_ms = (1000 * statistics.median(cpu[side]) for side in ("ours", "ceiling"))
                 row(
                     f"get_balance calls/s, {workers} worker{'s' if workers > 1 else ''}, {era} "
-                    f"(median of {rounds}: {spread}; {upstream / max(calls, 1):.2f} upstream GETs per call{split})",
+                    f"(median of {rounds}: {spread}; {upstream / max(calls, 1):.2f} upstream GETs per call{split}; "
+                    f"server CPU per call {ours_ms:.2f} vs {ceiling_ms:.2f} ms = {ceiling_ms / ours_ms:.2f}x)",
                     f"{a:.0f}/s",
                     f"constant tool {b:.0f}/s",
                     f"{a / b:.2f}x",
