@@ -19,22 +19,40 @@ from tests.support.servers import sandbox_settings, serve_app
 
 TESTS = Path(__file__).parent
 # Families whose session or module fixtures are heavy (a PostgreSQL cluster, the built wheel and bundle, the MCP
-# Inspector and a browser), longest first: under `pytest -n N --dist loadgroup` (make test) each family runs on one
-# worker, which builds them once, and starts first, so the short tests fill in around them instead of waiting on
-# the last one. Every other test goes to whichever worker is free (the examples' environments are cached on disk).
+# Inspector and a browser): under `pytest -n N --dist loadgroup` (make test) each family runs on one worker, which
+# builds them once; the families have the most tests, so xdist hands them out first and the short tests fill in
+# around them. Every other test goes to whichever worker is free (the examples' environments are cached on disk).
 ONE_WORKER_FAMILIES = ("packaging", "dashboard", "auth", "bundle")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def family(item: pytest.Item) -> str:
-        return item.path.relative_to(TESTS).parts[0]
+def _family(nodeid: str) -> str | None:
+    """`tests/<family>/...::test` -> the family, when it is one of ONE_WORKER_FAMILIES."""
+    parts = nodeid.split("::", 1)[0].split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == TESTS.name and parts[1] in ONE_WORKER_FAMILIES else None
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if family(item) in ONE_WORKER_FAMILIES:
-            item.add_marker(pytest.mark.xdist_group(family(item)))
-    if getattr(config.option, "numprocesses", None):
-        rank = {name: i for i, name in enumerate(ONE_WORKER_FAMILIES)}
-        items.sort(key=lambda item: rank.get(family(item), len(rank)))
+        family = _family(item.nodeid)
+        if family is not None:
+            item.add_marker(pytest.mark.xdist_group(family))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup` grouping the families by their path, not by the xdist_group marks alone: pytest-xdist
+    carries a mark to the scheduler by renaming the test (`nodeid@group`), which pytest 9.2 no longer lets it do,
+    and which it does before a conftest's marks are added; both left every family split over the workers."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class FamilyScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            family = _family(nodeid)
+            return family if family is not None else super()._split_scope(nodeid)
+
+    return FamilyScheduling(config, log)
 
 
 @pytest.fixture
