@@ -15,7 +15,7 @@ from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
 from tests.support.api import CANARY_KEY, FAKE_BASE_URL, FakeDessertAPI
 from tests.support.faults import ThreadedFaultySandbox
-from tests.support.servers import sandbox_settings, serve_app
+from tests.support.servers import ServedApp, sandbox_settings, serve_app
 
 TESTS = Path(__file__).parent
 # Families whose session or module fixtures are heavy (a PostgreSQL cluster, the built wheel and bundle, the MCP
@@ -91,15 +91,23 @@ class _SessionServers:
     """dessert-mcp over HTTP, one server per distinct (options, key), kept for the whole session."""
 
     def __init__(self) -> None:
-        self.stack = ExitStack()
-        self.urls: dict[tuple[HTTPOptions, str | None], str] = {}
+        self.served: dict[tuple[HTTPOptions, str | None], ServedApp] = {}
+
+    def stop_all(self) -> None:
+        # Told to stop together, then waited for together: each takes a few uvicorn ticks to wind down.
+        for served in self.served.values():
+            served.request_stop()
+        for served in self.served.values():
+            served.join()
 
 
 @pytest.fixture(scope="session")
 def _session_servers(sandbox_server: ThreadedFaultySandbox) -> Iterator[_SessionServers]:
     servers = _SessionServers()
-    with servers.stack:
+    try:
         yield servers
+    finally:
+        servers.stop_all()
 
 
 @pytest.fixture
@@ -110,14 +118,13 @@ def serve(sandbox: ThreadedFaultySandbox, _session_servers: _SessionServers) -> 
 
         def start(*, key: str | None = None, transport_seam: httpx2.AsyncBaseTransport | None = None, **kw: Any) -> str:
             options = HTTPOptions(**kw).check()
-            if transport_seam is None and (options, key) in _session_servers.urls:
-                return _session_servers.urls[(options, key)]
+            if transport_seam is None and (options, key) in _session_servers.served:
+                return _session_servers.served[(options, key)].url
             app = build_app(sandbox_settings(sandbox, key=key), options, transport=transport_seam)
             if transport_seam is not None:
                 url: str = own.enter_context(serve_app(app))
                 return url
-            url = _session_servers.stack.enter_context(serve_app(app))
-            _session_servers.urls[(options, key)] = url
-            return url
+            served = _session_servers.served[(options, key)] = ServedApp(app)
+            return served.url
 
         yield start
