@@ -157,6 +157,33 @@ async def test_the_server_exits_promptly_when_stdin_closes(canary_sandbox: Threa
     assert server.process.returncode == 0
 
 
+async def test_an_open_listen_stream_does_not_keep_the_server_alive_after_stdin_closes(
+    canary_sandbox: ThreadedFaultySandbox,
+) -> None:
+    # A 2026-07-28 client (the MCP Inspector's CLI, for one) opens subscriptions/listen before its call; the stream
+    # is answered only when the server stops, so waiting for it held the process for the whole drain deadline.
+    server = await _start_raw(_env(canary_sandbox))
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    await server.send(
+        {
+            "jsonrpc": "2.0",
+            "id": "listen",
+            "method": "subscriptions/listen",
+            "params": {"_meta": meta, "notifications": {"tools_list_changed": True}},
+        }
+    )
+    listed = await server.request("tools/list", {"_meta": meta})
+    assert [t["name"] for t in listed["result"]["tools"]] == ["dessert.get_balance", "dessert.get_usage"]
+    assert server.process.stdin is not None
+    server.process.stdin.close()
+    await asyncio.wait_for(server.process.wait(), timeout=5)  # the drain deadline is 30 s
+    assert server.process.returncode == 0
+
+
 async def test_a_missing_key_is_warned_about_on_stderr_at_start(canary_sandbox: ThreadedFaultySandbox) -> None:
     env = _env(canary_sandbox)
     del env["DESSERT_API_KEY"]

@@ -3,7 +3,8 @@
 The SDK ends its stdio session as soon as stdin closes, dropping calls still in flight; scripts that write their
 requests and close stdin would lose answers. So stdin and stdout are relayed through pipes here: the relay notes
 each request id it forwards and each response id the server writes, and holds the server's stdin open after the
-real EOF until every forwarded request has been answered (or the call deadline has passed).
+real EOF until every forwarded request has been answered (or the call deadline has passed). A modern client's
+`subscriptions/listen` stream is not waited for: it stays open until the server stops.
 """
 
 from __future__ import annotations
@@ -79,8 +80,12 @@ def exit_on_ctrl_c() -> None:
     exit_on_ctrl_c.armed = True  # type: ignore[attr-defined]
 
 
+# A 2026-07-28 client's notification stream: answered only when the server tears it down, so never a call to wait for.
+_STREAM_METHODS: Final = frozenset({"subscriptions/listen"})
+
+
 class _Pending:
-    """Request ids forwarded to the server and not yet answered."""
+    """Request ids forwarded to the server and not yet answered (notification streams aside)."""
 
     def __init__(self) -> None:
         self._ids: set[str] = set()
@@ -97,7 +102,8 @@ class _Pending:
             key = json.dumps(item["id"])
             with self._changed:
                 if request and "method" in item:
-                    self._ids.add(key)
+                    if item["method"] not in _STREAM_METHODS:
+                        self._ids.add(key)
                 elif not request and ("result" in item or "error" in item):
                     self._ids.discard(key)
                     self._changed.notify_all()
