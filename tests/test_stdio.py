@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from mcp import Client, StdioServerParameters
@@ -182,6 +183,37 @@ async def test_an_open_listen_stream_does_not_keep_the_server_alive_after_stdin_
     server.process.stdin.close()
     await asyncio.wait_for(server.process.wait(), timeout=5)  # the drain deadline is 30 s
     assert server.process.returncode == 0
+
+
+async def test_a_cancelled_call_does_not_keep_the_server_alive_after_stdin_closes(
+    canary_sandbox: ThreadedFaultySandbox,
+) -> None:
+    # A cancelled request gets no answer: waiting for one held the process for the whole drain deadline.
+    server = await _start_raw(_env(canary_sandbox))
+    await server.request(
+        "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    )
+    await server.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    seen = canary_sandbox.stats()["requests"].get("/v1/balance", 0)
+    canary_sandbox.add_fault(path="/v1/balance", hang=True)
+    await server.send(
+        {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "dessert.get_balance", "arguments": {}}}
+    )
+    async with asyncio.timeout(10):
+        await _until(lambda: canary_sandbox.stats()["requests"].get("/v1/balance", 0) > seen)  # in flight upstream
+    await server.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}})
+    assert server.process.stdin is not None
+    server.process.stdin.close()
+    await asyncio.wait_for(server.process.wait(), timeout=5)  # the drain deadline is 30 s
+    assert server.process.returncode == 0
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Poll state in another thread (the sandbox) until it holds; callers bound it with a timeout."""
+    while True:
+        if condition():
+            return
+        await asyncio.sleep(0.01)
 
 
 async def test_a_missing_key_is_warned_about_on_stderr_at_start(canary_sandbox: ThreadedFaultySandbox) -> None:

@@ -3,8 +3,9 @@
 The SDK ends its stdio session as soon as stdin closes, dropping calls still in flight; scripts that write their
 requests and close stdin would lose answers. So stdin and stdout are relayed through pipes here: the relay notes
 each request id it forwards and each response id the server writes, and holds the server's stdin open after the
-real EOF until every forwarded request has been answered (or the call deadline has passed). A modern client's
-`subscriptions/listen` stream is not waited for: it stays open until the server stops.
+real EOF until every forwarded request has been answered (or the call deadline has passed). A request the client
+cancelled is not waited for (it gets no answer), nor a modern client's `subscriptions/listen` stream (it stays open
+until the server stops).
 """
 
 from __future__ import annotations
@@ -97,6 +98,9 @@ class _Pending:
         except ValueError:
             return
         for item in message if isinstance(message, list) else [message]:
+            if request and isinstance(item, dict) and item.get("method") == "notifications/cancelled":
+                self._cancelled(item.get("params"))
+                continue
             if not isinstance(item, dict) or "id" not in item:
                 continue
             key = json.dumps(item["id"])
@@ -107,6 +111,13 @@ class _Pending:
                 elif not request and ("result" in item or "error" in item):
                     self._ids.discard(key)
                     self._changed.notify_all()
+
+    def _cancelled(self, params: object) -> None:
+        """The client gave up on a request: the server sends it no answer, so it is no longer waited for."""
+        if isinstance(params, dict) and "requestId" in params:
+            with self._changed:
+                self._ids.discard(json.dumps(params["requestId"]))
+                self._changed.notify_all()
 
     def wait_empty(self, timeout_s: float) -> None:
         with self._changed:
