@@ -12,6 +12,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.types import Implementation, TextContent
 
+from dessert_mcp.stdio import _Pending
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.faults import ThreadedFaultySandbox
 
@@ -228,3 +229,26 @@ async def test_a_missing_key_is_warned_about_on_stderr_at_start(canary_sandbox: 
     _, stderr = await asyncio.wait_for(server.process.communicate(), timeout=10)
     assert "WARNING" in stderr.decode()
     assert "DESSERT_API_KEY is not set" in stderr.decode()
+
+
+def _line(message: dict[str, Any]) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", **message}).encode() + b"\n"
+
+
+def test_after_eof_the_relay_waits_for_each_call_until_answered_or_cancelled_and_never_for_a_listen_stream() -> None:
+    pending = _Pending()
+    pending.note(_line({"id": 1, "method": "tools/call", "params": {}}), request=True)
+    pending.note(_line({"id": "two", "method": "tools/call", "params": {}}), request=True)
+    pending.note(_line({"id": "listen", "method": "subscriptions/listen", "params": {}}), request=True)
+    pending.note(_line({"method": "notifications/initialized"}), request=True)
+    assert not pending.wait_empty(0)
+
+    pending.note(_line({"id": 1, "result": {}}), request=False)
+    assert not pending.wait_empty(0)  # "two" is still in flight
+    pending.note(_line({"method": "notifications/cancelled", "params": {"requestId": "two"}}), request=True)
+    assert pending.wait_empty(0)  # nothing left: the cancelled call gets no answer, the listen stream never ends
+
+    pending.note(_line({"method": "notifications/cancelled", "params": {"requestId": 99}}), request=True)
+    pending.note(_line({"method": "notifications/cancelled"}), request=True)  # malformed: ignored
+    pending.note(b"not json\n", request=True)
+    assert pending.wait_empty(0)

@@ -119,9 +119,10 @@ class _Pending:
                 self._ids.discard(json.dumps(params["requestId"]))
                 self._changed.notify_all()
 
-    def wait_empty(self, timeout_s: float) -> None:
+    def wait_empty(self, timeout_s: float) -> bool:
+        """Wait until every request is answered, for `timeout_s` at most; whether they all were."""
         with self._changed:
-            self._changed.wait_for(lambda: not self._ids, timeout=timeout_s)
+            return self._changed.wait_for(lambda: not self._ids, timeout=timeout_s)
 
 
 def _lines(fd: int) -> Iterator[bytes]:
