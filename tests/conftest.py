@@ -15,26 +15,44 @@ from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
 from tests.support.api import CANARY_KEY, FAKE_BASE_URL, FakeDessertAPI
 from tests.support.faults import ThreadedFaultySandbox
-from tests.support.servers import sandbox_settings, serve_app
+from tests.support.servers import ServedApp, sandbox_settings, serve_app
 
 TESTS = Path(__file__).parent
 # Families whose session or module fixtures are heavy (a PostgreSQL cluster, the built wheel and bundle, the MCP
-# Inspector and a browser), longest first: under `pytest -n N --dist loadgroup` (make test) each family runs on one
-# worker, which builds them once, and starts first, so the short tests fill in around them instead of waiting on
-# the last one. Every other test goes to whichever worker is free (the examples' environments are cached on disk).
+# Inspector and a browser): under `pytest -n N --dist loadgroup` (make test) each family runs on one worker, which
+# builds them once; the families have the most tests, so xdist hands them out first and the short tests fill in
+# around them. Every other test goes to whichever worker is free (the examples' environments are cached on disk).
 ONE_WORKER_FAMILIES = ("packaging", "dashboard", "auth", "bundle")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def family(item: pytest.Item) -> str:
-        return item.path.relative_to(TESTS).parts[0]
+def _family(nodeid: str) -> str | None:
+    """`tests/<family>/...::test` -> the family, when it is one of ONE_WORKER_FAMILIES."""
+    parts = nodeid.split("::", 1)[0].split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == TESTS.name and parts[1] in ONE_WORKER_FAMILIES else None
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if family(item) in ONE_WORKER_FAMILIES:
-            item.add_marker(pytest.mark.xdist_group(family(item)))
-    if getattr(config.option, "numprocesses", None):
-        rank = {name: i for i, name in enumerate(ONE_WORKER_FAMILIES)}
-        items.sort(key=lambda item: rank.get(family(item), len(rank)))
+        family = _family(item.nodeid)
+        if family is not None:
+            item.add_marker(pytest.mark.xdist_group(family))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup` grouping the families by their path, not by the xdist_group marks alone: pytest-xdist
+    carries a mark to the scheduler by renaming the test (`nodeid@group`), which pytest 9.2 no longer lets it do,
+    and which it does before a conftest's marks are added; both left every family split over the workers."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class FamilyScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            family = _family(nodeid)
+            return family if family is not None else super()._split_scope(nodeid)
+
+    return FamilyScheduling(config, log)
 
 
 @pytest.fixture
@@ -73,15 +91,23 @@ class _SessionServers:
     """dessert-mcp over HTTP, one server per distinct (options, key), kept for the whole session."""
 
     def __init__(self) -> None:
-        self.stack = ExitStack()
-        self.urls: dict[tuple[HTTPOptions, str | None], str] = {}
+        self.served: dict[tuple[HTTPOptions, str | None], ServedApp] = {}
+
+    def stop_all(self) -> None:
+        # Told to stop together, then waited for together: each takes a few uvicorn ticks to wind down.
+        for served in self.served.values():
+            served.request_stop()
+        for served in self.served.values():
+            served.join()
 
 
 @pytest.fixture(scope="session")
 def _session_servers(sandbox_server: ThreadedFaultySandbox) -> Iterator[_SessionServers]:
     servers = _SessionServers()
-    with servers.stack:
+    try:
         yield servers
+    finally:
+        servers.stop_all()
 
 
 @pytest.fixture
@@ -92,14 +118,13 @@ def serve(sandbox: ThreadedFaultySandbox, _session_servers: _SessionServers) -> 
 
         def start(*, key: str | None = None, transport_seam: httpx2.AsyncBaseTransport | None = None, **kw: Any) -> str:
             options = HTTPOptions(**kw).check()
-            if transport_seam is None and (options, key) in _session_servers.urls:
-                return _session_servers.urls[(options, key)]
+            if transport_seam is None and (options, key) in _session_servers.served:
+                return _session_servers.served[(options, key)].url
             app = build_app(sandbox_settings(sandbox, key=key), options, transport=transport_seam)
             if transport_seam is not None:
                 url: str = own.enter_context(serve_app(app))
                 return url
-            url = _session_servers.stack.enter_context(serve_app(app))
-            _session_servers.urls[(options, key)] = url
-            return url
+            served = _session_servers.served[(options, key)] = ServedApp(app)
+            return served.url
 
         yield start

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.types import Implementation, TextContent
 
+from dessert_mcp.stdio import _Pending
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.faults import ThreadedFaultySandbox
 
@@ -157,6 +159,64 @@ async def test_the_server_exits_promptly_when_stdin_closes(canary_sandbox: Threa
     assert server.process.returncode == 0
 
 
+async def test_an_open_listen_stream_does_not_keep_the_server_alive_after_stdin_closes(
+    canary_sandbox: ThreadedFaultySandbox,
+) -> None:
+    # A 2026-07-28 client (the MCP Inspector's CLI, for one) opens subscriptions/listen before its call; the stream
+    # is answered only when the server stops, so waiting for it held the process for the whole drain deadline.
+    server = await _start_raw(_env(canary_sandbox))
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    await server.send(
+        {
+            "jsonrpc": "2.0",
+            "id": "listen",
+            "method": "subscriptions/listen",
+            "params": {"_meta": meta, "notifications": {"tools_list_changed": True}},
+        }
+    )
+    listed = await server.request("tools/list", {"_meta": meta})
+    assert [t["name"] for t in listed["result"]["tools"]] == ["dessert.get_balance", "dessert.get_usage"]
+    assert server.process.stdin is not None
+    server.process.stdin.close()
+    await asyncio.wait_for(server.process.wait(), timeout=5)  # the drain deadline is 30 s
+    assert server.process.returncode == 0
+
+
+async def test_a_cancelled_call_does_not_keep_the_server_alive_after_stdin_closes(
+    canary_sandbox: ThreadedFaultySandbox,
+) -> None:
+    # A cancelled request gets no answer: waiting for one held the process for the whole drain deadline.
+    server = await _start_raw(_env(canary_sandbox))
+    await server.request(
+        "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    )
+    await server.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    seen = canary_sandbox.stats()["requests"].get("/v1/balance", 0)
+    canary_sandbox.add_fault(path="/v1/balance", hang=True)
+    await server.send(
+        {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "dessert.get_balance", "arguments": {}}}
+    )
+    async with asyncio.timeout(10):
+        await _until(lambda: canary_sandbox.stats()["requests"].get("/v1/balance", 0) > seen)  # in flight upstream
+    await server.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}})
+    assert server.process.stdin is not None
+    server.process.stdin.close()
+    await asyncio.wait_for(server.process.wait(), timeout=5)  # the drain deadline is 30 s
+    assert server.process.returncode == 0
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Poll state in another thread (the sandbox) until it holds; callers bound it with a timeout."""
+    while True:
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+
+
 async def test_a_missing_key_is_warned_about_on_stderr_at_start(canary_sandbox: ThreadedFaultySandbox) -> None:
     env = _env(canary_sandbox)
     del env["DESSERT_API_KEY"]
@@ -169,3 +229,26 @@ async def test_a_missing_key_is_warned_about_on_stderr_at_start(canary_sandbox: 
     _, stderr = await asyncio.wait_for(server.process.communicate(), timeout=10)
     assert "WARNING" in stderr.decode()
     assert "DESSERT_API_KEY is not set" in stderr.decode()
+
+
+def _line(message: dict[str, Any]) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", **message}).encode() + b"\n"
+
+
+def test_after_eof_the_relay_waits_for_each_call_until_answered_or_cancelled_and_never_for_a_listen_stream() -> None:
+    pending = _Pending()
+    pending.note(_line({"id": 1, "method": "tools/call", "params": {}}), request=True)
+    pending.note(_line({"id": "two", "method": "tools/call", "params": {}}), request=True)
+    pending.note(_line({"id": "listen", "method": "subscriptions/listen", "params": {}}), request=True)
+    pending.note(_line({"method": "notifications/initialized"}), request=True)
+    assert not pending.wait_empty(0)
+
+    pending.note(_line({"id": 1, "result": {}}), request=False)
+    assert not pending.wait_empty(0)  # "two" is still in flight
+    pending.note(_line({"method": "notifications/cancelled", "params": {"requestId": "two"}}), request=True)
+    assert pending.wait_empty(0)  # nothing left: the cancelled call gets no answer, the listen stream never ends
+
+    pending.note(_line({"method": "notifications/cancelled", "params": {"requestId": 99}}), request=True)
+    pending.note(_line({"method": "notifications/cancelled"}), request=True)  # malformed: ignored
+    pending.note(b"not json\n", request=True)
+    assert pending.wait_empty(0)

@@ -3,7 +3,9 @@
 The SDK ends its stdio session as soon as stdin closes, dropping calls still in flight; scripts that write their
 requests and close stdin would lose answers. So stdin and stdout are relayed through pipes here: the relay notes
 each request id it forwards and each response id the server writes, and holds the server's stdin open after the
-real EOF until every forwarded request has been answered (or the call deadline has passed).
+real EOF until every forwarded request has been answered (or the call deadline has passed). A request the client
+cancelled is not waited for (it gets no answer), nor a modern client's `subscriptions/listen` stream (it stays open
+until the server stops).
 """
 
 from __future__ import annotations
@@ -79,8 +81,12 @@ def exit_on_ctrl_c() -> None:
     exit_on_ctrl_c.armed = True  # type: ignore[attr-defined]
 
 
+# A 2026-07-28 client's notification stream: answered only when the server tears it down, so never a call to wait for.
+_STREAM_METHODS: Final = frozenset({"subscriptions/listen"})
+
+
 class _Pending:
-    """Request ids forwarded to the server and not yet answered."""
+    """Request ids forwarded to the server and not yet answered (notification streams aside)."""
 
     def __init__(self) -> None:
         self._ids: set[str] = set()
@@ -92,19 +98,31 @@ class _Pending:
         except ValueError:
             return
         for item in message if isinstance(message, list) else [message]:
+            if request and isinstance(item, dict) and item.get("method") == "notifications/cancelled":
+                self._cancelled(item.get("params"))
+                continue
             if not isinstance(item, dict) or "id" not in item:
                 continue
             key = json.dumps(item["id"])
             with self._changed:
                 if request and "method" in item:
-                    self._ids.add(key)
+                    if item["method"] not in _STREAM_METHODS:
+                        self._ids.add(key)
                 elif not request and ("result" in item or "error" in item):
                     self._ids.discard(key)
                     self._changed.notify_all()
 
-    def wait_empty(self, timeout_s: float) -> None:
+    def _cancelled(self, params: object) -> None:
+        """The client gave up on a request: the server sends it no answer, so it is no longer waited for."""
+        if isinstance(params, dict) and "requestId" in params:
+            with self._changed:
+                self._ids.discard(json.dumps(params["requestId"]))
+                self._changed.notify_all()
+
+    def wait_empty(self, timeout_s: float) -> bool:
+        """Wait until every request is answered, for `timeout_s` at most; whether they all were."""
         with self._changed:
-            self._changed.wait_for(lambda: not self._ids, timeout=timeout_s)
+            return self._changed.wait_for(lambda: not self._ids, timeout=timeout_s)
 
 
 def _lines(fd: int) -> Iterator[bytes]:

@@ -46,13 +46,23 @@ def sandbox_server(home: Path) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def ledger_server(home: Path) -> Iterator[tuple[ThreadedFaultySandbox, str]]:
-    """dessert-mcp against a sandbox this test may change (its ledger is `sandbox.sandbox.account.ledger`)."""
+@pytest.fixture(scope="module")
+def _ledger_server(home: Path) -> Iterator[tuple[ThreadedFaultySandbox, str]]:
     with ThreadedFaultySandbox() as sandbox:
         env = {"DESSERT_API_BASE_URL": sandbox.url, "DESSERT_API_KEY": sandbox.key}
         with dessert_mcp_http(home, env=env) as url:
             yield sandbox, url
+
+
+@pytest.fixture
+def ledger_server(_ledger_server: tuple[ThreadedFaultySandbox, str]) -> Iterator[tuple[ThreadedFaultySandbox, str]]:
+    """dessert-mcp against a sandbox this test may change (its ledger is `sandbox.sandbox.account.ledger`): one
+    server for the module, its sandbox reset to the initial account with counts at zero before and after the test
+    (dessert-mcp caches nothing by default, so it answers from the reset account)."""
+    sandbox, _ = _ledger_server
+    sandbox.reset()
+    yield _ledger_server
+    sandbox.reset()
 
 
 @pytest.fixture(scope="module")

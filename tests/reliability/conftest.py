@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import json
 import secrets
+import shutil
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -79,6 +82,57 @@ class HTTPServer:
         self._sock.close()
 
 
+class StdioServer:
+    """`dessert-mcp` over stdio, as a host launches it, kept for every call made with the same settings.
+
+    A process start (Python, then the SDK's imports) costs more than most cases: the process is started once, and
+    its MCP client session lives on a thread of its own, with its own event loop, which any test's loop calls into.
+    Its stderr goes to one file, which every case that used it checks.
+    """
+
+    def __init__(self, settings: Settings, errlog: Path) -> None:
+        self.errlog = errlog
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._stop = asyncio.Event()
+        ready: concurrent.futures.Future[Client] = concurrent.futures.Future()
+        self._held = asyncio.run_coroutine_threadsafe(self._hold(settings, ready), self._loop)
+        self._client = ready.result(timeout=60)
+
+    async def _hold(self, settings: Settings, ready: concurrent.futures.Future[Client]) -> None:
+        command, args = server_command()
+        params = StdioServerParameters(command=command, args=args, env=settings_env(settings))
+        try:
+            with self.errlog.open("a") as log:
+                async with Client(stdio_client(params, errlog=log)) as client:
+                    ready.set_result(client)
+                    await self._stop.wait()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            raise
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> CallToolResult:
+        """The call, made by the session's own loop; cancelling the caller cancels the call there too."""
+        return await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(self._client.call_tool(name, arguments), self._loop)
+        )
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        try:
+            self._held.result(timeout=30)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
+
+
+def _server_key(settings: Settings) -> tuple[str, float]:
+    return settings.base_url, settings.timeout_s
+
+
 @dataclass
 class Upstreams:
     """The sandbox (keyed with a canary), plus loopback origins that refuse or never answer connections."""
@@ -87,41 +141,63 @@ class Upstreams:
     refused: str
     unanswered: str
     key: str
-    _http: dict[str, HTTPServer] = field(default_factory=dict)
+    logs: Path
+    _http: dict[tuple[str, float], HTTPServer] = field(default_factory=dict)
+    _stdio: dict[tuple[str, float], StdioServer] = field(default_factory=dict)
 
     def url(self, upstream: str) -> str:
         return {"sandbox": self.sandbox.url, "refused": self.refused, "unanswered": self.unanswered}[upstream]
 
     def http_url(self, settings: Settings) -> str:
-        if settings.base_url not in self._http:
-            self._http[settings.base_url] = HTTPServer(settings).start()
-        return self._http[settings.base_url].url
+        if _server_key(settings) not in self._http:
+            self._http[_server_key(settings)] = HTTPServer(settings).start()
+        return self._http[_server_key(settings)].url
+
+    def stdio(self, settings: Settings) -> StdioServer:
+        if _server_key(settings) not in self._stdio:
+            errlog = self.logs / f"stdio-{len(self._stdio)}.log"
+            self._stdio[_server_key(settings)] = StdioServer(settings, errlog)
+        return self._stdio[_server_key(settings)]
 
 
 @pytest.fixture(scope="module")
-def upstreams() -> Iterator[Upstreams]:
+def upstreams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstreams]:
     key = canary_key()
+    logs = tmp_path_factory.mktemp("stdio-logs")
     with ThreadedFaultySandbox(key=key) as sandbox, unanswered_port() as unanswered:
-        up = Upstreams(sandbox=sandbox, refused=refused_port(), unanswered=unanswered, key=key)
+        up = Upstreams(sandbox=sandbox, refused=refused_port(), unanswered=unanswered, key=key, logs=logs)
         try:
             yield up
         finally:
+            for stdio in up._stdio.values():
+                stdio.stop()
             for server in up._http.values():
                 server.stop()
 
 
 @contextlib.asynccontextmanager
-async def connect(transport: str, settings: Settings, upstreams: Upstreams, errlog: Path) -> AsyncIterator[Client]:
-    """A real MCP client on the server built from `settings`, over `transport`."""
+async def connect(
+    transport: str, settings: Settings, upstreams: Upstreams, errlog: Path, *, own_process: bool = False
+) -> AsyncIterator[Any]:
+    """A real MCP client on the server built from `settings`, over `transport`: a fresh server in memory; over stdio
+    the module's process for these settings (its whole stderr so far is copied to `errlog` afterwards), or with
+    `own_process` one started for this block alone (its stderr in `errlog`), for a test that needs no other
+    process holding connections to the sandbox; the module's server for these settings over streamable HTTP."""
     if transport == "memory":
         async with Client(build_server(settings)) as client:
             yield client
-    elif transport == "stdio":
+    elif transport == "stdio" and own_process:
         command, args = server_command()
         params = StdioServerParameters(command=command, args=args, env=settings_env(settings))
         with errlog.open("a") as log:
             async with Client(stdio_client(params, errlog=log)) as client:
                 yield client
+    elif transport == "stdio":
+        stdio = upstreams.stdio(settings)
+        try:
+            yield stdio
+        finally:
+            shutil.copyfile(stdio.errlog, errlog)
     else:
         async with Client(upstreams.http_url(settings)) as client:
             yield client

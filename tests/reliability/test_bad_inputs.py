@@ -52,7 +52,8 @@ async def test_a_cancelled_call_aborts_the_upstream_request(
     sandbox = upstreams.sandbox
     sandbox.reset()
     settings = matrix_settings(sandbox.url, upstreams.key)
-    async with connect(transport, settings, upstreams, tmp_path / "err") as client:
+    # Its own stdio process: the sandbox's open connections are counted, and a shared process keeps one alive.
+    async with connect(transport, settings, upstreams, tmp_path / "err", own_process=True) as client:
         sandbox.add_fault(Fault(hang=True))
         with anyio.move_on_after(10) as scope, anyio.fail_after(5):
             async with anyio.create_task_group() as tg:

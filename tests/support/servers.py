@@ -28,25 +28,40 @@ def sandbox_settings(sandbox: ThreadedFaultySandbox, *, key: str | None = None, 
     return replace(settings, base_url=sandbox.url, **overrides).with_key(key or sandbox.key)
 
 
+class ServedApp:
+    """An ASGI app under uvicorn on a free 127.0.0.1 port in a thread, serving from construction until `join()`.
+
+    The socket listens before uvicorn starts, so early requests wait in the backlog instead of failing. Stopping is
+    two steps, so that many servers can be told to stop first and then waited for together.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(512)
+        config = uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=2, access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def request_stop(self) -> None:
+        self._server.should_exit = True
+
+    def join(self) -> None:
+        self.request_stop()
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+
 @contextmanager
 def serve_app(app: Any) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn on a free 127.0.0.1 port in a thread; yields its base URL at once.
-
-    The socket listens before uvicorn starts, so early requests wait in the backlog instead of failing.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(512)
-    config = uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=2, access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
+    """Serve an ASGI app with uvicorn on a free 127.0.0.1 port in a thread; yields its base URL at once."""
+    served = ServedApp(app)
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield served.url
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+        served.join()
 
 
 def free_port() -> int:
