@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
+import anyio
 import pytest
 
 from dessert_mcp.auth import DessertOAuthProvider, OAuthConfig, Store
@@ -176,3 +177,66 @@ def test_evicting_a_grant_or_an_account_forgets_only_their_tokens() -> None:
     assert [n for n in tokens if cache.get(token_hash(n))] == ["t3"]
     cache.evict()
     assert len(cache) == 0
+
+
+async def test_requests_that_miss_the_cache_together_share_one_database_read(
+    replicas: tuple[DessertOAuthProvider, DessertOAuthProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _ = replicas
+    token = await link_directly(a, CANARY_KEY)
+    reads = 0
+    read = a.store.get_access_token
+
+    async def counted(value: str):  # type: ignore[no-untyped-def]
+        nonlocal reads
+        reads += 1
+        return await read(value)
+
+    monkeypatch.setattr(a.store, "get_access_token", counted)
+    async with anyio.create_task_group() as tg:
+        found: list[object] = []
+
+        async def check() -> None:
+            found.append(await a.load_access_token(token))
+
+        for _ in range(16):
+            tg.start_soon(check)
+    assert reads == 1
+    assert len(found) == 16
+    assert all(f is not None for f in found)
+    assert {f.subject for f in found if f is not None} == {found[0].subject}  # type: ignore[attr-defined]
+
+
+async def test_a_request_after_a_revocation_here_never_joins_a_read_from_before_it(
+    replicas: tuple[DessertOAuthProvider, DessertOAuthProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _ = replicas
+    token = await link_directly(a, CANARY_KEY)
+    checked = await a.load_access_token(token)
+    assert checked is not None
+    a.tokens.evict()  # the entry gone: the next check reads the database
+    read = a.store.get_access_token
+    raced, release = anyio.Event(), anyio.Event()
+
+    async def raced_read(value: str):  # type: ignore[no-untyped-def]
+        row = await read(value)  # read before the revocation, answered after it
+        monkeypatch.setattr(a.store, "get_access_token", read)
+        raced.set()
+        await release.wait()
+        return row
+
+    monkeypatch.setattr(a.store, "get_access_token", raced_read)
+    results: dict[str, object] = {}
+
+    async def check(when: str) -> None:
+        results[when] = await a.load_access_token(token)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(check, "before")
+        await raced.wait()
+        await a.revoke_token(checked)
+        tg.start_soon(check, "after")
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+    assert results["after"] is None  # its own read, after the revocation: refused
+    assert await a.load_access_token(token) is None  # and the raced read was not cached

@@ -32,9 +32,10 @@ from dessert_mcp.auth.caller import CallerToken
 from dessert_mcp.auth.cimd import ClientMetadataError, MetadataFetcher, is_metadata_url
 from dessert_mcp.auth.config import SCOPE, OAuthConfig
 from dessert_mcp.auth.redirects import check_redirect_uris
-from dessert_mcp.auth.store import Store
+from dessert_mcp.auth.store import StorageUnavailable, Store
 from dessert_mcp.auth.tokencache import TokenCache, VerifiedToken
 from dessert_mcp.config import Secret
+from dessert_mcp.singleflight import SingleFlight
 
 logger = logging.getLogger("dessert_mcp.auth")
 
@@ -71,6 +72,8 @@ class DessertOAuthProvider:
         # Verified access tokens for a few seconds; revocations through this store evict them at once.
         self.tokens = TokenCache(config.token_cache_s, clock=store.clock)
         store.on_revocation(self.tokens.evict)
+        # Requests that miss the token cache together (a burst as an entry expires) share one database read.
+        self._token_reads: SingleFlight[VerifiedToken | None] = SingleFlight((StorageUnavailable,))
         self._csrf_key = hashlib.sha256(b"dessert-mcp csrf\x00" + config.encryption_key.get().encode()).digest()
 
     def __repr__(self) -> str:
@@ -273,20 +276,13 @@ class DessertOAuthProvider:
         digest = token_hash(token)
         verified = self.tokens.get(digest)
         if verified is None:
+            # Keyed by the cache's generation too: a request after a revocation here never joins a read from before.
             generation = self.tokens.generation()
-            row = await self.store.get_access_token(token)
-            if row is None:
-                return None
-            verified = VerifiedToken(
-                grant_id=row.grant_id,
-                account_id=row.account_id,
-                client_id=row.client_id,
-                scopes=tuple(row.scopes),
-                resource=row.resource,
-                expires_at=row.expires_at,
-                key=Secret(self.box.open(row.key_sealed, aad="account:" + row.account_id)),
+            verified = await self._token_reads.run(
+                f"{generation} {digest}", lambda: self._read_access_token(token, digest, generation)
             )
-            self.tokens.put(digest, verified, generation=generation)
+            if verified is None:
+                return None
         return DessertAccessToken.carrying(  # type: ignore[return-value]
             verified.key,
             token=token,
@@ -297,6 +293,22 @@ class DessertOAuthProvider:
             subject=f"acct:{verified.account_id}",
             grant_id=verified.grant_id,
         )
+
+    async def _read_access_token(self, token: str, digest: str, generation: int) -> VerifiedToken | None:
+        row = await self.store.get_access_token(token)
+        if row is None:
+            return None
+        verified = VerifiedToken(
+            grant_id=row.grant_id,
+            account_id=row.account_id,
+            client_id=row.client_id,
+            scopes=tuple(row.scopes),
+            resource=row.resource,
+            expires_at=row.expires_at,
+            key=Secret(self.box.open(row.key_sealed, aad="account:" + row.account_id)),
+        )
+        self.tokens.put(digest, verified, generation=generation)
+        return verified
 
     # -- /revoke (RFC 7009) -------------------------------------------------------------------------------
 
