@@ -3,8 +3,9 @@ database) and with `--auth dessert-key`, each side by side with the same set-up 
 
 Run with `.venv/bin/python bench/auth.py`. Every server is `dessert-mcp --transport http` in its own process (one
 worker), the load generator is bench/load.py (its own process, concurrency 16, every answer checked), and the
-Dessert API is a sandbox in a third process that knows all 10,000 keys. The rounds alternate the set-ups, and each
-figure is the median of its rounds. Each row also shows the server's CPU time per call and its ratio to the
+Dessert API is a sandbox in a third process that knows all 10,000 keys. The rounds alternate the set-ups; each
+rate the median of its rounds; each ratio is the median of the rounds' own ratios (a set-up's run over the
+baseline's run in the same round). Each row also shows the server's CPU time per call and its ratio to the
 baseline's, which the rest of a shared machine disturbs far less than calls/s. Prints one table with targets and
 pass/fail; exits 1 if a target fails.
 
@@ -217,7 +218,7 @@ def load(url: str, seconds: float, bearers: Path | None) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one load run")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--serve-sandbox", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_sandbox:
@@ -321,8 +322,11 @@ def run(work: Path, seconds: float, rounds: int) -> int:
                 )
             )
             continue
-        ratio = rate / statistics.median(rates["no auth", 1, cached])
-        cpu_ratio = 1000 * statistics.median(cpu["no auth", 1, cached]) / per_call
+        # Paired: each round's ratio to the baseline's run in the same round, then the median of those ratios, so
+        # that the machine getting faster or slower from one round to the next cancels out.
+        base = ("no auth", 1, cached)
+        ratio = statistics.median(r / b for r, b in zip(rates[mode, accounts, cached], rates[base], strict=True))
+        cpu_ratio = statistics.median(b / c for c, b in zip(cpu[mode, accounts, cached], cpu[base], strict=True))
         # 16 accounts without the cache: each account's calls go to Dessert, where one shared account's identical
         # calls in flight together coalesce into one request. That is tenancy working, not what auth costs: reported.
         target = accounts == 1 or cached
