@@ -8,7 +8,7 @@ import httpx2
 import pytest
 from mcp import Client
 
-from dessert_mcp.cache import TTLCache
+from dessert_mcp.cache import LastBuilt, TTLCache
 from dessert_mcp.client import DessertClient
 from dessert_mcp.config import Secret, Settings
 from dessert_mcp.tools import RESOURCE_TTL_MS, build_server
@@ -107,3 +107,19 @@ async def test_the_resources_cache_hint_says_the_servers_own_freshness(
         result = await client.read_resource("dessert://balance")
     assert result.ttl_ms == ttl_ms
     assert result.cache_scope == "private"
+
+
+def test_what_is_built_from_an_answer_is_reused_for_that_very_answer_and_never_for_an_equal_other() -> None:
+    built: list[list[int]] = []
+
+    def build(answer: list[int]) -> list[int]:
+        built.append(answer)
+        return [*answer]
+
+    last = LastBuilt(build)
+    answer = [205]
+    assert last(answer) is last(answer)  # the same object back: built once
+    other = [205]  # equal, but another call's (or another account's) answer
+    assert last(other) == [205]
+    assert len(built) == 2
+    assert built[1] is other

@@ -58,3 +58,26 @@ class TTLCache(Generic[T]):
             while len(self._entries) >= self._max_entries:
                 del self._entries[next(iter(self._entries))]
         self._entries[key] = (now + self.ttl_s, value)
+
+
+K = TypeVar("K")
+
+
+class LastBuilt(Generic[K, T]):
+    """`build(key)` for the most recent key, reused while that very object comes back (identity, not equality).
+
+    Calls that shared one answer (one upstream request, or the cache above) get the same object, so they share
+    what is built from it. One account's answers are distinct objects, so nothing built crosses accounts.
+    """
+
+    def __init__(self, build: Callable[[K], T]) -> None:
+        self._build = build
+        self._last: tuple[K, T] | None = None
+
+    def __call__(self, key: K) -> T:
+        last = self._last
+        if last is not None and last[0] is key:
+            return last[1]
+        value = self._build(key)
+        self._last = (key, value)
+        return value

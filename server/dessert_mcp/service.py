@@ -14,7 +14,7 @@ import httpx2
 from pydantic import BaseModel
 
 from dessert_mcp.auth.caller import caller_identity, caller_key
-from dessert_mcp.cache import TTLCache
+from dessert_mcp.cache import LastBuilt, TTLCache
 from dessert_mcp.client import DessertAPIError, DessertClient
 from dessert_mcp.config import Secret, Settings
 from dessert_mcp.models import BALANCE_PATH, USAGE_PATH, Balance, BalanceReport, Usage, UsageArguments, UsageReport
@@ -85,10 +85,8 @@ class DessertService:
         ttl = settings.cache_ttl_s
         self._balance_cache: TTLCache[Balance] | None = TTLCache(ttl) if ttl > 0 else None
         self._usage_cache: TTLCache[Usage] | None = TTLCache(ttl) if ttl > 0 else None
-        # The last balance answer's report: calls that shared an upstream request (or a cached answer) get the very
-        # same answer object, so they share its report too. Identity, not equality: each account's answers are
-        # distinct objects, so a report is never handed to another account.
-        self._balance_report: tuple[Balance, BalanceReport] | None = None
+        # Calls that shared one balance answer share its report too.
+        self._balance_report: LastBuilt[Balance, BalanceReport] = LastBuilt(BalanceReport.from_balance)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[DessertService]:
@@ -124,12 +122,7 @@ class DessertService:
 
     async def balance(self) -> BalanceReport:
         balance = await self._read(BALANCE_PATH, self._balance_flights, self._balance_cache, DessertClient.get_balance)
-        last = self._balance_report
-        if last is not None and last[0] is balance:
-            return last[1]
-        report = BalanceReport.from_balance(balance)
-        self._balance_report = (balance, report)
-        return report
+        return self._balance_report(balance)
 
     async def usage(self, arguments: UsageArguments) -> UsageReport:
         usage = await self._read(USAGE_PATH, self._usage_flights, self._usage_cache, DessertClient.get_usage)

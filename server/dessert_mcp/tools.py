@@ -18,6 +18,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, ValidationError, WithJsonSchema
 
 from dessert_mcp import __version__
+from dessert_mcp.cache import LastBuilt
 from dessert_mcp.client import DessertAPIError
 from dessert_mcp.config import Settings
 from dessert_mcp.context import add_prompts, add_resources
@@ -83,25 +84,13 @@ def _error_result(exc: DessertAPIError) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=error_text(exc))], is_error=True)
 
 
-class _Results:
-    """Each report's tool result, built once: calls that shared an answer (one upstream request, or the cache) get
-    the very same report back (see DessertService.balance), and so the very same finished result."""
-
-    def __init__(self) -> None:
-        self._last: tuple[BaseModel, CallToolResult] | None = None
-
-    def __call__(self, report: BaseModel) -> CallToolResult:
-        last = self._last
-        if last is not None and last[0] is report:
-            return last[1]
-        # The text block carries the same JSON as structuredContent, compact: fewer tokens for hosts that show
-        # the model the text. The SDK checks structuredContent against the output schema the annotation declares.
-        result = CallToolResult(
-            content=[TextContent(type="text", text=report.model_dump_json())],
-            structured_content=report.model_dump(mode="json"),
-        )
-        self._last = (report, result)
-        return result
+def _result(report: BaseModel) -> CallToolResult:
+    # The text block carries the same JSON as structuredContent, compact: fewer tokens for hosts that show the
+    # model the text. The SDK checks structuredContent against the output schema the annotation declares.
+    return CallToolResult(
+        content=[TextContent(type="text", text=report.model_dump_json())],
+        structured_content=report.model_dump(mode="json"),
+    )
 
 
 def resource_ttl_ms(settings: Settings) -> int:
@@ -112,7 +101,7 @@ def resource_ttl_ms(settings: Settings) -> int:
 async def _call_tool(
     tool: str,
     service: DessertService,
-    results: _Results,
+    results: LastBuilt[BaseModel, CallToolResult],
     ctx: Context[DessertService],
     run: Callable[[DessertService], Awaitable[BaseModel]],
 ) -> CallToolResult:
@@ -190,7 +179,8 @@ def build_server(
         async with service.running():
             yield service
 
-    results = _Results()
+    # Calls that shared one report (see DessertService.balance) share its finished result too.
+    results: LastBuilt[BaseModel, CallToolResult] = LastBuilt(_result)
     # Hosts that render MCP Apps show the dashboard for either tool; every other host ignores it.
     apps = Apps()
     apps.add_html_resource(
