@@ -8,7 +8,7 @@ import httpx2
 import pytest
 from mcp import Client
 
-from dessert_mcp.cache import LastBuilt, TTLCache
+from dessert_mcp.cache import BuiltFrom, TTLCache
 from dessert_mcp.client import DessertClient
 from dessert_mcp.config import Secret, Settings
 from dessert_mcp.tools import RESOURCE_TTL_MS, build_server
@@ -116,10 +116,32 @@ def test_what_is_built_from_an_answer_is_reused_for_that_very_answer_and_never_f
         built.append(answer)
         return [*answer]
 
-    last = LastBuilt(build)
+    last = BuiltFrom(build)
     answer = [205]
     assert last(answer) is last(answer)  # the same object back: built once
     other = [205]  # equal, but another call's (or another account's) answer
     assert last(other) == [205]
     assert len(built) == 2
     assert built[1] is other
+
+
+def test_accounts_calling_in_turn_each_reuse_what_was_built_from_their_own_answer() -> None:
+    built: list[list[int]] = []
+
+    def build(answer: list[int]) -> list[int]:
+        built.append(answer)
+        return [*answer]
+
+    memo = BuiltFrom(build, max_entries=3)
+    answers = [[205], [205], [40]]  # three accounts' current answers, two of them equal
+    firsts = [memo(a) for a in answers]
+    for _ in range(5):  # interleaved calls, as 3 accounts polling at once make them
+        assert [memo(a) for a in answers] == firsts
+        assert all(memo(a) is first for a, first in zip(answers, firsts, strict=True))
+    assert len(built) == 3
+    fourth = [7]
+    memo(fourth)  # beyond the bound the oldest entry makes room
+    assert len(memo) == 3
+    memo(answers[0])
+    assert len(built) == 5
+    assert built[-1] is answers[0]

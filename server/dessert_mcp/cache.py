@@ -62,22 +62,35 @@ class TTLCache(Generic[T]):
 
 K = TypeVar("K")
 
+# Answers whose built result is kept: one per account calling at once is the point; the bound caps the memory that
+# answers no longer in use hold (with the cache off every upstream answer is a new object) at a few hundred KB.
+DEFAULT_MAX_BUILT: Final = 256
 
-class LastBuilt(Generic[K, T]):
-    """`build(key)` for the most recent key, reused while that very object comes back (identity, not equality).
+
+class BuiltFrom(Generic[K, T]):
+    """`build(key)`, reused while that very object comes back (identity, not equality), for the most recent keys.
 
     Calls that shared one answer (one upstream request, or the cache above) get the same object, so they share
-    what is built from it. One account's answers are distinct objects, so nothing built crosses accounts.
+    what is built from it; with many accounts calling at once, each account's current answer keeps its own entry.
+    Equal answers of two accounts are distinct objects, so nothing built ever crosses accounts.
     """
 
-    def __init__(self, build: Callable[[K], T]) -> None:
+    def __init__(self, build: Callable[[K], T], *, max_entries: int = DEFAULT_MAX_BUILT) -> None:
         self._build = build
-        self._last: tuple[K, T] | None = None
+        self._max_entries = max_entries
+        # By id(key); each entry holds its key, so that id cannot be reused by another object while it is here.
+        self._built: dict[int, tuple[K, T]] = {}
+
+    def __len__(self) -> int:
+        return len(self._built)
 
     def __call__(self, key: K) -> T:
-        last = self._last
-        if last is not None and last[0] is key:
-            return last[1]
+        entry = self._built.get(id(key))
+        if entry is not None and entry[0] is key:
+            return entry[1]
         value = self._build(key)
-        self._last = (key, value)
+        self._built.pop(id(key), None)  # re-inserted last: dicts keep insertion order, oldest first
+        if len(self._built) >= self._max_entries:
+            del self._built[next(iter(self._built))]
+        self._built[id(key)] = (key, value)
         return value

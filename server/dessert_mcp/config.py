@@ -54,12 +54,17 @@ class Secret:
 
     def fingerprint(self) -> str:
         """A short hash that tells keys apart in logs; shorter than any fragment the redactor hides."""
-        return "sha256:" + hashlib.sha256(self._value.encode()).hexdigest()[:6]
+        return fingerprint(hashlib.sha256(self._value.encode()).hexdigest())
 
     def __repr__(self) -> str:
         return "Secret('**********')"
 
     __str__ = __repr__
+
+
+def fingerprint(sha256_hex: str) -> str:
+    """`Secret.fingerprint` from the value's SHA-256 (hex), for a caller that has hashed it already."""
+    return "sha256:" + sha256_hex[:6]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +102,7 @@ class Settings:
             value = raw.strip()
             return None if not value or _PLACEHOLDER.match(value) else value
 
-        key, problem = _read_key(get("DESSERT_API_KEY"))
+        key, problem = read_key(get("DESSERT_API_KEY"))
         settings = cls(
             api_key=key,
             api_key_problem=problem,
@@ -146,11 +151,12 @@ class Settings:
 
     def with_key(self, key: str) -> Settings:
         """A copy using `key` (the sandbox wiring uses this)."""
-        secret, problem = _read_key(key)
+        secret, problem = read_key(key)
         return replace(self, api_key=secret, api_key_problem=problem)
 
 
-def _read_key(value: str | None) -> tuple[Secret | None, str | None]:
+def read_key(value: str | None) -> tuple[Secret | None, str | None]:
+    """A Dessert key as a Secret, or None with what is wrong with it (None, None when there is none)."""
     if value is None:
         return None, None
     if not PRINTABLE_TOKEN.match(value):

@@ -13,8 +13,8 @@ import anyio
 import httpx2
 from pydantic import BaseModel
 
-from dessert_mcp.auth.caller import caller_identity, caller_key
-from dessert_mcp.cache import LastBuilt, TTLCache
+from dessert_mcp.auth.caller import caller_token
+from dessert_mcp.cache import BuiltFrom, TTLCache
 from dessert_mcp.client import DessertAPIError, DessertClient
 from dessert_mcp.config import Secret, Settings
 from dessert_mcp.models import BALANCE_PATH, USAGE_PATH, Balance, BalanceReport, Usage, UsageArguments, UsageReport
@@ -55,7 +55,7 @@ class DessertService:
     """The tools' behaviour and their Dessert clients, shared for the life of the process.
 
     With one key (stdio, HTTP without --auth) there is one client, made from the settings. With `per_account`
-    (--auth) each request's caller brings their own key (`caller_key()`); each account gets its own client, kept
+    (--auth) each request's caller brings their own key (`caller_token()`); each account gets its own client, kept
     in a bounded LRU and closed when evicted, and at most `settings.account_concurrency` upstream calls at a
     time. Identical calls in flight together share one upstream request, and cached answers are reused, only
     within one account.
@@ -86,7 +86,7 @@ class DessertService:
         self._balance_cache: TTLCache[Balance] | None = TTLCache(ttl) if ttl > 0 else None
         self._usage_cache: TTLCache[Usage] | None = TTLCache(ttl) if ttl > 0 else None
         # Calls that shared one balance answer share its report too.
-        self._balance_report: LastBuilt[Balance, BalanceReport] = LastBuilt(BalanceReport.from_balance)
+        self._balance_report: BuiltFrom[Balance, BalanceReport] = BuiltFrom(BalanceReport.from_balance)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[DessertService]:
@@ -140,7 +140,11 @@ class DessertService:
             client = self.client
             return await self._answer(route, client, flights, cache, lambda: get(client))
         identity, key = _caller()
-        async with self._account(identity, key) as account:
+        account = self._account(identity, key)
+        account.users += 1
+        try:
+            if len(self._accounts) > self._max_accounts:
+                await self._evict()
 
             async def limited() -> AnswerT:
                 if account.limiter.available_tokens == 0:
@@ -152,6 +156,8 @@ class DessertService:
                     return await get(account.client)
 
             return await self._answer(route, account.client, flights, cache, limited)
+        finally:
+            account.users -= 1
 
     async def _answer(
         self,
@@ -179,9 +185,8 @@ class DessertService:
 
         return await flights.run(f"{client.account} {route}", ask, on_shared=shared)
 
-    @asynccontextmanager
-    async def _account(self, identity: str, key: Secret) -> AsyncIterator[_Account]:
-        """The caller's client, made on first use; the least recently used idle ones beyond the bound are closed."""
+    def _account(self, identity: str, key: Secret) -> _Account:
+        """The caller's client, made on first use and moved to the recent end of the LRU (see `_evict`)."""
         if self._users == 0:
             raise RuntimeError("the Dessert clients are used outside the server's lifespan")
         account = self._accounts.get(identity)
@@ -191,18 +196,12 @@ class DessertService:
                 client, anyio.CapacityLimiter(self.settings.account_concurrency)
             )
         self._accounts.move_to_end(identity)
-        account.users += 1
-        try:
-            await self._evict()
-            yield account
-        finally:
-            account.users -= 1
+        return account
 
     async def _evict(self) -> None:
-        # An account with a call in flight keeps its client (and its limiter); the bound holds again once it is idle.
+        """Close the least recently used idle clients beyond the bound. An account with a call in flight keeps its
+        client (and its limiter); the bound holds again once it is idle."""
         excess = len(self._accounts) - self._max_accounts
-        if excess <= 0:
-            return
         idle = [identity for identity, a in self._accounts.items() if a.users == 0]
         for identity in idle[:excess]:
             with anyio.CancelScope(shield=True):
@@ -211,9 +210,9 @@ class DessertService:
 
 def _caller() -> tuple[str, Secret]:
     """Who is calling, from the bearer token the SDK accepted for this request; never the operator's key."""
-    identity, key = caller_identity(), caller_key()
-    if identity is None or key is None:
+    token = caller_token()
+    if token is None or token.subject is None:
         raise DessertAPIError(
             "This request carries no caller credential; send Authorization: Bearer <token>.", code="not_configured"
         )
-    return identity, key
+    return token.subject, token.key

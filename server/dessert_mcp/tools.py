@@ -18,7 +18,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, ValidationError, WithJsonSchema
 
 from dessert_mcp import __version__
-from dessert_mcp.cache import LastBuilt
+from dessert_mcp.cache import BuiltFrom
 from dessert_mcp.client import DessertAPIError
 from dessert_mcp.config import Settings
 from dessert_mcp.context import add_prompts, add_resources
@@ -101,7 +101,7 @@ def resource_ttl_ms(settings: Settings) -> int:
 async def _call_tool(
     tool: str,
     service: DessertService,
-    results: LastBuilt[BaseModel, CallToolResult],
+    results: BuiltFrom[BaseModel, CallToolResult],
     ctx: Context[DessertService],
     run: Callable[[DessertService], Awaitable[BaseModel]],
 ) -> CallToolResult:
@@ -180,7 +180,7 @@ def build_server(
             yield service
 
     # Calls that shared one report (see DessertService.balance) share its finished result too.
-    results: LastBuilt[BaseModel, CallToolResult] = LastBuilt(_result)
+    results: BuiltFrom[BaseModel, CallToolResult] = BuiltFrom(_result)
     # Hosts that render MCP Apps show the dashboard for either tool; every other host ignores it.
     apps = Apps()
     apps.add_html_resource(

@@ -3,16 +3,20 @@ its expiry; a revocation through the same process holds at once, through another
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 import anyio
 import pytest
+import sqlalchemy as sa
 
 from dessert_mcp.auth import DessertOAuthProvider, OAuthConfig, Store
 from dessert_mcp.auth._crypto import token_hash
 from dessert_mcp.auth.config import DEFAULT_TOKEN_CACHE_S
-from dessert_mcp.auth.tokencache import TokenCache, VerifiedToken
+from dessert_mcp.auth.store import SQLITE_POOL_SIZE
+from dessert_mcp.auth.tokencache import EXPIRY_SPREAD, TokenCache, VerifiedToken
 from dessert_mcp.config import Secret
 from tests.support.api import CANARY_KEY
 from tests.support.auth import Clock, link_directly
@@ -240,3 +244,43 @@ async def test_a_request_after_a_revocation_here_never_joins_a_read_from_before_
         release.set()
     assert results["after"] is None  # its own read, after the revocation: refused
     assert await a.load_access_token(token) is None  # and the raced read was not cached
+
+
+def test_tokens_first_seen_together_expire_spread_over_the_last_quarter_of_the_bound_never_past_it() -> None:
+    clock = Clock()
+    cache = TokenCache(BOUND, clock=clock)
+    names = [f"t{i}" for i in range(200)]
+    for name in names:
+        cache.put(token_hash(name), _verified(grant_id=name), generation=cache.generation())
+    clock.advance(BOUND * (1 - EXPIRY_SPREAD) - 1e-6)
+    assert all(cache.get(token_hash(n)) is not None for n in names)  # none before three quarters of the bound
+    clock.advance(BOUND * EXPIRY_SPREAD / 2)
+    left = [n for n in names if cache.get(token_hash(n)) is not None]
+    assert 0 < len(left) < len(names)  # some re-read by now, some not yet: not all in one instant
+    clock.advance(BOUND * EXPIRY_SPREAD / 2)
+    assert all(cache.get(token_hash(n)) is None for n in names)  # and every one by the bound
+
+
+async def test_bursts_of_token_checks_on_sqlite_reuse_a_fixed_pool_instead_of_opening_connections(
+    encryption_key: str, tmp_path: Path
+) -> None:
+    # Each aiosqlite connection is a thread: a pool that opened and closed connections per burst would start and
+    # stop threads (and reopen the file) every DESSERT_MCP_TOKEN_CACHE_S under load.
+    config = OAuthConfig(
+        public_url="http://127.0.0.1:1",
+        encryption_key=Secret(encryption_key),
+        database_url=f"sqlite:///{tmp_path / 'auth.db'}",
+        token_cache_s=0,
+    )
+    assert config.database_url is not None
+    provider = DessertOAuthProvider(config, Store(config.database_url))
+    try:
+        tokens = [await link_directly(provider, CANARY_KEY, client_id=f"c{i}") for i in range(3 * SQLITE_POOL_SIZE)]
+        opened: list[object] = []
+        sa.event.listen(provider.store.engine.sync_engine, "connect", lambda conn, record: opened.append(conn))
+        for _ in range(3):  # three bursts, every check at once
+            checked = await asyncio.gather(*(provider.load_access_token(t) for t in tokens))
+            assert all(c is not None for c in checked)
+        assert len(opened) <= SQLITE_POOL_SIZE
+    finally:
+        await provider.aclose()

@@ -2,7 +2,7 @@
 
 Integration (the core's HTTP serving):
 
-    from dessert_mcp.auth import OAuthConfig, OAuthWiring, dessert_key_server_kwargs, caller_key
+    from dessert_mcp.auth import OAuthConfig, OAuthWiring, dessert_key_server_kwargs, caller_token
 
     # --auth dessert-key
     mcp = MCPServer(..., **dessert_key_server_kwargs())
@@ -12,7 +12,7 @@ Integration (the core's HTTP serving):
     app = mcp.streamable_http_app(...); wiring.install(app)   # then serve; await wiring.aclose() at exit
 
     # in a tool, per request:
-    key = caller_key()        # Secret | None: the caller's Dessert key (never the operator's)
+    token = caller_token()    # CallerToken | None: .key is the caller's Dessert key (never the operator's)
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ if TYPE_CHECKING:
     from dessert_mcp.auth.caller import (
         CallerToken,
         DessertKeyVerifier,
-        caller_identity,
-        caller_key,
+        caller_token,
         dessert_key_server_kwargs,
     )
     from dessert_mcp.auth.config import SCOPE, AuthMode, OAuthConfig, refuse_operator_key
@@ -56,8 +55,7 @@ _MODULES = {
     "SCOPE": "config",
     "StorageUnavailable": "store",
     "Store": "store",
-    "caller_identity": "caller",
-    "caller_key": "caller",
+    "caller_token": "caller",
     "default_database_url": "store",
     "dessert_key_server_kwargs": "caller",
     "format_accounts": "accounts",
@@ -82,8 +80,7 @@ __all__ = [
     "OAuthWiring",
     "StorageUnavailable",
     "Store",
-    "caller_identity",
-    "caller_key",
+    "caller_token",
     "default_database_url",
     "dessert_key_server_kwargs",
     "format_accounts",

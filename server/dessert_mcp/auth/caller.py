@@ -2,13 +2,13 @@
 
 In both modes the verifier returns a `CallerToken`, an `AccessToken` that also carries the caller's
 Dessert key (never serialized: a pydantic private attribute). The SDK keeps it in its per-request
-context (`get_access_token()`), so a tool reads the key with `caller_key()` and nothing is stored.
+context (`get_access_token()`), so a tool reads the key with `caller_token()` and nothing is stored.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Final
+from typing import Any, Final, Self, cast
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
@@ -16,7 +16,7 @@ from mcp.server.auth.settings import AuthSettings
 from pydantic import PrivateAttr
 
 from dessert_mcp.auth.config import SCOPE
-from dessert_mcp.config import Secret, Settings
+from dessert_mcp.config import Secret, fingerprint, read_key
 
 DESSERT_KEY_CLIENT: Final = "dessert-key"
 
@@ -27,10 +27,11 @@ class CallerToken(AccessToken):
     _key: Secret = PrivateAttr()
 
     @classmethod
-    def carrying(cls, key: Secret, **fields: object) -> CallerToken:
-        token = cls.model_validate(fields)
+    def carrying(cls, key: Secret, **fields: Any) -> Self:
+        """Built on every MCP request from what the verifier already checked, so not validated again."""
+        token = cls.model_construct(**fields)
         token._key = key
-        return token
+        return cast(Self, token)  # pydantic's mypy plugin types model_construct as the class it is defined on
 
     @property
     def key(self) -> Secret:
@@ -41,22 +42,15 @@ class CallerToken(AccessToken):
         return [("client_id", self.client_id), ("subject", self.subject)]
 
 
-def caller_key() -> Secret | None:
-    """The current HTTP request's Dessert key, in either auth mode; None outside an authenticated request.
+def caller_token() -> CallerToken | None:
+    """The current HTTP request's accepted token, in either auth mode; None outside an authenticated request.
 
-    Tools call this per request and build their Dessert client with it (never the operator's key).
-    """
-    token = get_access_token()
-    return token.key if isinstance(token, CallerToken) else None
-
-
-def caller_identity() -> str | None:
-    """A stable, non-secret id of the calling account, to key per-account state (single-flight, limits, caches).
-
+    Its `key` is the caller's Dessert key: tools build their Dessert client with it (never the operator's key). Its
+    `subject` is a stable, non-secret id of the account, to key per-account state (single-flight, limits, caches):
     `acct:<uuid>` for a linked account (oauth), `key:<sha256>` for a bearer Dessert key.
     """
     token = get_access_token()
-    return token.subject if isinstance(token, CallerToken) else None
+    return token if isinstance(token, CallerToken) else None
 
 
 class DessertKeyVerifier:
@@ -68,16 +62,15 @@ class DessertKeyVerifier:
 
     def __init__(self, resource: str | None = None) -> None:
         self._resource = resource
-        self._settings = Settings()  # only its key check is used, once per request
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        key = self._settings.with_key(token.strip()).api_key
+        key, _problem = read_key(token.strip())
         if key is None:
             return None
         digest = hashlib.sha256(key.get().encode()).hexdigest()
         return CallerToken.carrying(
             key,
-            token=key.fingerprint(),
+            token=fingerprint(digest),
             client_id=DESSERT_KEY_CLIENT,
             scopes=[SCOPE],
             subject=f"key:{digest}",

@@ -283,7 +283,7 @@ class DessertOAuthProvider:
             )
             if verified is None:
                 return None
-        return DessertAccessToken.carrying(  # type: ignore[return-value]
+        return DessertAccessToken.carrying(
             verified.key,
             token=token,
             client_id=verified.client_id,

@@ -22,7 +22,7 @@ from dessert_mcp.auth._crypto import token_hash as _hash
 from dessert_mcp.auth._dessert import DessertAPIError, check_key
 from dessert_mcp.auth.provider import SIGN_IN_PATH, DessertOAuthProvider
 from dessert_mcp.auth.store import SignInRow
-from dessert_mcp.config import Secret, Settings
+from dessert_mcp.config import Secret, read_key
 
 logger = logging.getLogger("dessert_mcp.auth")
 
@@ -197,7 +197,7 @@ class SignInPages:
                 await self.store.throttle_hit(k, window_s=window)
             return _page(client_line + _key_form(sign_in, csrf, message), status)
 
-        key = Settings().with_key(fields.get("api_key", "").strip()).api_key
+        key, _problem = read_key(fields.get("api_key", "").strip())
         if key is None:
             return await failed("That does not look like a Dessert API key.", 400)
         try:

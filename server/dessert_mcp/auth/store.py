@@ -31,6 +31,9 @@ from dessert_mcp.auth._crypto import token_hash
 
 Clock = Callable[[], float]
 
+# Connections (and so aiosqlite threads) to a SQLite file; readers run side by side in WAL mode.
+SQLITE_POOL_SIZE: Final = 5
+
 
 class RevocationListener(Protocol):
     def __call__(self, *, grant_id: str | None, account_id: str | None) -> None: ...
@@ -329,6 +332,11 @@ class Store:
         if self.is_sqlite:
             self._sqlite_path = self.url.split(":///", 1)[1] if ":///" in self.url else ""
             kwargs["connect_args"] = {"timeout": 15}
+            # Each aiosqlite connection is a thread of its own. Overflow connections are closed as soon as they are
+            # returned, so a burst of token checks would start and stop threads (and reopen the file) every time;
+            # a fixed pool keeps five, and a burst queues for them (each read takes about a millisecond).
+            kwargs["pool_size"] = SQLITE_POOL_SIZE
+            kwargs["max_overflow"] = 0
         else:
             self._sqlite_path = ""
             # A stopped database must fail a request in seconds, not after asyncpg's 60 s default.

@@ -2,7 +2,9 @@
 
 Every MCP request carries an access token. Without this cache each one is a database round trip and an
 AES-GCM open of the linked key, about as much as the rest of the call. With it, a token is read from the
-database at most once per `ttl_s` per process (`DESSERT_MCP_TOKEN_CACHE_S`, default 2 s), and never past its own expiry.
+database at most once per `ttl_s` per process (`DESSERT_MCP_TOKEN_CACHE_S`, default 2 s; each entry a random
+three quarters to all of it, so that tokens first seen together are not all read again together), and never past
+its own expiry.
 
 The bound it costs: a revocation made through *another* process (a second replica, `dessert-mcp accounts
 revoke`) is honoured here within `ttl_s` seconds. A revocation through this process (its /revoke, a replayed
@@ -13,6 +15,7 @@ expiry, and the linked Dessert key, which this process already holds in that acc
 
 from __future__ import annotations
 
+import random
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +25,8 @@ from dessert_mcp.config import Secret
 
 # Tokens in use at once on one process; beyond it the least recently used make room.
 DEFAULT_MAX_TOKENS: Final = 10_000
+# The share of `ttl_s` by which an entry's life is shortened at random (never lengthened: ttl_s stays the bound).
+EXPIRY_SPREAD: Final = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +79,10 @@ class TokenCache:
     def put(self, digest: str, token: VerifiedToken, *, generation: int) -> None:
         if self.ttl_s <= 0 or generation != self._generation:
             return
-        until = min(self._clock() + self.ttl_s, token.expires_at)
+        # Each entry lives between (1 - EXPIRY_SPREAD) * ttl_s and ttl_s: tokens first seen together (agents
+        # starting at once, a process starting under load) would otherwise all be read again in the same instant.
+        lifetime = self.ttl_s * (1 - EXPIRY_SPREAD * random.random())  # a spread, not a secret
+        until = min(self._clock() + lifetime, token.expires_at)
         self._entries[digest] = (until, token)
         self._entries.move_to_end(digest)
         while len(self._entries) > self._max_entries:

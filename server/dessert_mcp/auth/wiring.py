@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dessert_mcp.auth.config import SCOPE, OAuthConfig
+from dessert_mcp.auth.config import MCP_PATH, SCOPE, OAuthConfig
 from dessert_mcp.auth.provider import DessertOAuthProvider
 from dessert_mcp.auth.signin import SignInPages
 from dessert_mcp.auth.store import StorageUnavailable, Store, default_database_url
@@ -141,6 +141,14 @@ class AuthGuard:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
+        if path == MCP_PATH:
+            # Every MCP request: its one database access is the token check, made before any answer starts.
+            try:
+                await self.app(scope, receive, send)
+            except StorageUnavailable as exc:
+                logger.error("%s", exc)
+                await _unavailable(scope, receive, send)
+            return
         client = scope.get("client")
         address = client[0] if client else "unknown"
         started = False
@@ -169,14 +177,18 @@ class AuthGuard:
             logger.error("%s", exc)
             if started:
                 raise
-            await JSONResponse(
-                {
-                    "error": "temporarily_unavailable",
-                    "error_description": "dessert-mcp cannot reach its token database right now; retry shortly.",
-                },
-                status_code=503,
-                headers={"Retry-After": "5", "Cache-Control": "no-store"},
-            )(scope, receive, send)
+            await _unavailable(scope, receive, send)
+
+
+async def _unavailable(scope: Scope, receive: Receive, send: Send) -> None:
+    await JSONResponse(
+        {
+            "error": "temporarily_unavailable",
+            "error_description": "dessert-mcp cannot reach its token database right now; retry shortly.",
+        },
+        status_code=503,
+        headers={"Retry-After": "5", "Cache-Control": "no-store"},
+    )(scope, receive, send)
 
 
 def _too_many(retry_after_s: int) -> JSONResponse:
