@@ -2,20 +2,20 @@
 database) and with `--auth dessert-key`, each side by side with the same set-up without auth, and the token check.
 
 Run with `.venv/bin/python bench/auth.py`. Every server is `dessert-mcp --transport http` in its own process (one
-worker), the load generator is bench/load.py (its own process, concurrency 16, every answer checked), and the
-Dessert API is a sandbox in a third process that knows all 10,000 keys. The rounds alternate the set-ups; each
-rate the median of its rounds; each ratio is the median of the rounds' own ratios (a set-up's run over the
-baseline's run in the same round). Each row also shows the server's CPU time per call and its ratio to the
-baseline's, which the rest of a shared machine disturbs far less than calls/s. Prints one table with targets and
-pass/fail; exits 1 if a target fails.
+worker); the Dessert API is a sandbox in another process that knows all 10,000 keys. Each set-up is measured side by
+side with the no-auth server: one bench/load.py process (concurrency 16, every answer checked) loads the two in
+alternating turns of 0.2 s over connections kept open to both, so whatever the rest of a shared machine does falls on
+both sides alike (two separate runs of a few seconds each differ by tens of per cent here). A round does this for
+every set-up, in reversed order every other round; each ratio is the median of the rounds' ratios. Each row also
+shows the server's CPU time per call and its ratio to the baseline's. A control row puts a second no-auth server in
+the other seat: its ratio shows how far the method itself spreads.
 
 Two load shapes per mode: all 16 connections as one account, and 16 accounts at once. Each runs twice: on servers
-without the answer cache (the default) and on servers with DESSERT_CACHE_TTL_S=2. Every ratio is against the no-auth
-server with the same cache setting. One account makes the same upstream traffic as the no-auth baseline, so its
-ratio is what auth costs. Sixteen accounts without the cache cost Dessert one request per account where one shared
-account's identical calls in flight coalesce into one: that is tenancy working, so it is reported without a target.
-With the cache, upstream traffic is a few requests a second either way, and the ratio is what auth and per-account
-state cost; it has the target.
+without the answer cache (the default) and on servers with DESSERT_CACHE_TTL_S=2, against the no-auth server with the
+same cache setting. One account makes the same Dessert traffic as the no-auth baseline, so its ratio is what auth
+costs: it has the target. Sixteen accounts also pay for tenancy, which a server without auth does not have: each
+account its own Dessert client, cache entries and requests (without the cache, one account's identical calls in
+flight share one request; sixteen accounts' calls cannot): reported.
 
 The token check is timed three ways: oauth from the database (what a token costs once per DESSERT_MCP_TOKEN_CACHE_S
 per process), oauth from the token cache (every other request), and dessert-key; reported as p50 and p99.
@@ -204,21 +204,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def load(url: str, seconds: float, bearers: Path | None) -> float:
-    argv = [PY, str(HERE / "load.py"), url, TOOL, "--concurrency", str(CONCURRENCY), "--seconds", str(seconds)]
-    if bearers is not None:
-        argv += ["--bearers", str(bearers)]
+def side_by_side(
+    baseline: tuple[str, int], other: tuple[str, int], seconds: float, bearers: Path | None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The no-auth baseline and another server loaded in alternating turns by one bench/load.py process (one account:
+    `bearers` for the other side); for each side its calls/s over its own turns and its CPU seconds per call."""
+    argv = [PY, str(HERE / "load.py"), baseline[0], TOOL, "--concurrency", str(CONCURRENCY), "--seconds", str(seconds)]
+    argv += ["--versus", other[0]] + (["--versus-bearers", str(bearers)] if bearers is not None else [])
+    before = {pid: cpu_seconds(pid) for _, pid in (baseline, other)}
     result = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
-    if result["errors"]:
-        raise RuntimeError(f"{result['errors']} of {result['calls']} calls at {url} failed")
-    rate: float = result["rate"]
-    return rate
+    sides = []
+    for name, (url, pid) in zip("ab", (baseline, other), strict=True):
+        side = result[name]
+        if side["errors"]:
+            raise RuntimeError(f"{side['errors']} of {side['calls']} calls at {url} failed")
+        # The warm-up turn's calls are not counted; its CPU is, on both sides alike.
+        sides.append({"rate": side["rate"], "cpu": (cpu_seconds(pid) - before[pid]) / max(side["calls"], 1)})
+    return sides[0], sides[1]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=3.0, help="length of one load run")
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds of load on each side of a comparison")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--serve-sandbox", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_sandbox:
@@ -264,16 +272,20 @@ def run(work: Path, seconds: float, rounds: int) -> int:
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")}
     base_env["DESSERT_MCP_LOG_LEVEL"] = "WARNING"
-    # Set-ups: (mode, accounts calling, answer cache on). Each is compared with "no auth" under the same cache setting.
+    # Set-ups: (mode, accounts calling, answer cache on), each run side by side with "no auth" under the same cache
+    # setting; "no auth (control)" is a second no-auth server, which shows how far the method itself spreads.
     setups = [
         (mode, accounts, cached)
         for cached in (False, True)
-        for mode in ("no auth", "dessert-key", "oauth")
-        for accounts in ((1,) if mode == "no auth" else (1, CONCURRENCY))
+        for mode in ("no auth (control)", "dessert-key", "oauth")
+        for accounts in ((1,) if mode == "no auth (control)" else (1, CONCURRENCY))
     ]
+    ratios: dict[tuple[str, int, bool], list[float]] = {setup: [] for setup in setups}
+    cpu_ratios: dict[tuple[str, int, bool], list[float]] = {setup: [] for setup in setups}
     rates: dict[tuple[str, int, bool], list[float]] = {setup: [] for setup in setups}
-    # The server's CPU seconds per call in each run (the load's warm-up second included: the same for every set-up).
     cpu: dict[tuple[str, int, bool], list[float]] = {setup: [] for setup in setups}
+    baseline_rates: dict[bool, list[float]] = {False: [], True: []}
+    baseline_cpu: dict[bool, list[float]] = {False: [], True: []}
     with sandbox_process(keys_file) as sandbox_url, ExitStack() as stack:
         env = base_env | {"DESSERT_API_BASE_URL": sandbox_url}
         urls: dict[tuple[str, bool], tuple[str, int]] = {}
@@ -283,67 +295,67 @@ def run(work: Path, seconds: float, rounds: int) -> int:
                 "DESSERT_MCP_ENCRYPTION_KEY": encryption_key,
                 "DESSERT_MCP_DATABASE_URL": database_url,
             }
-            urls["no auth", cached] = stack.enter_context(
-                server([], cache_env | {"DESSERT_API_KEY": bench_key(active[0])}, free_port())
-            )
+            for mode in ("no auth", "no auth (control)"):
+                urls[mode, cached] = stack.enter_context(
+                    server([], cache_env | {"DESSERT_API_KEY": bench_key(active[0])}, free_port())
+                )
             urls["dessert-key", cached] = stack.enter_context(server(["--auth", "dessert-key"], cache_env, free_port()))
             urls["oauth", cached] = stack.enter_context(
                 server(
                     ["--auth", "oauth", "--public-url", public_url], oauth_env, free_port() if cached else oauth_port
                 )
             )
-        for mode, accounts, cached in setups:  # warm up: first connections, per-account clients, caches
-            load(urls[mode, cached][0], 1.0, bearer_files.get((mode, accounts)))
         for n in range(rounds):
             print(f"Round {n + 1} of {rounds}", flush=True)
-            # Alternate the order too, so that drift on the shared machine does not always favour one side.
+            # Reversed every other round, so that drift on the shared machine does not always favour one set-up.
             for mode, accounts, cached in setups if n % 2 == 0 else setups[::-1]:
-                url, pid = urls[mode, cached]
-                before = cpu_seconds(pid)
-                rate = load(url, seconds, bearer_files.get((mode, accounts)))
-                rates[mode, accounts, cached].append(rate)
-                cpu[mode, accounts, cached].append((cpu_seconds(pid) - before) / max(rate * seconds, 1))
+                base, other = side_by_side(
+                    urls["no auth", cached], urls[mode, cached], seconds, bearer_files.get((mode, accounts))
+                )
+                setup = (mode, accounts, cached)
+                ratios[setup].append(other["rate"] / base["rate"])
+                cpu_ratios[setup].append(base["cpu"] / other["cpu"])
+                rates[setup].append(other["rate"])
+                cpu[setup].append(other["cpu"])
+                baseline_rates[cached].append(base["rate"])
+                baseline_cpu[cached].append(base["cpu"])
                 print(
-                    f"  {describe(mode, accounts, cached)}: {rates[mode, accounts, cached][-1]:.0f} calls/s", flush=True
+                    f"  {describe(mode, accounts, cached)}: {other['rate']:.0f} calls/s beside no auth's "
+                    f"{base['rate']:.0f} = {ratios[setup][-1]:.2f}x",
+                    flush=True,
                 )
 
     checks = asyncio.run(token_check_ms(database_url, encryption_key, public_url, tokens))
     table: list[tuple[str, str, str, bool | None]] = []
-    for mode, accounts, cached in setups:
-        rate = statistics.median(rates[mode, accounts, cached])
-        per_call = 1000 * statistics.median(cpu[mode, accounts, cached])
-        if mode == "no auth":
+    for cached in (False, True):
+        rate, per_call = statistics.median(baseline_rates[cached]), 1000 * statistics.median(baseline_cpu[cached])
+        what = f"{describe('no auth', 1, cached)} (baseline)"
+        table.append((what, f"{rate:.0f} calls/s, {per_call:.2f} ms CPU", "", None))
+        for mode, accounts, in_cache in setups:
+            if in_cache != cached:
+                continue
+            setup = (mode, accounts, cached)
+            ratio, cpu_ratio = statistics.median(ratios[setup]), statistics.median(cpu_ratios[setup])
+            rate, per_call = statistics.median(rates[setup]), 1000 * statistics.median(cpu[setup])
+            # One account makes the same Dessert traffic as the no-auth baseline: its ratio is what auth costs.
+            # Sixteen accounts also pay for tenancy (each account's own client, cache entries and Dessert requests,
+            # where one account's identical calls share them), which no server without auth has: reported.
+            target = accounts == 1 and mode != "no auth (control)"
             table.append(
                 (
-                    f"{describe(mode, accounts, cached)} (baseline)",
-                    f"{rate:.0f} calls/s, {per_call:.2f} ms CPU",
-                    "",
-                    None,
+                    f"{'' if mode.startswith('no auth') else '--auth '}{describe(mode, accounts, cached)}",
+                    f"{rate:.0f} calls/s = {ratio:.2f}x, {per_call:.2f} ms CPU = {cpu_ratio:.2f}x",
+                    f">= {TARGET_RATIO}x" if target else "report",
+                    ratio >= TARGET_RATIO if target else None,
                 )
             )
-            continue
-        # Paired: each round's ratio to the baseline's run in the same round, then the median of those ratios, so
-        # that the machine getting faster or slower from one round to the next cancels out.
-        base = ("no auth", 1, cached)
-        ratio = statistics.median(r / b for r, b in zip(rates[mode, accounts, cached], rates[base], strict=True))
-        cpu_ratio = statistics.median(b / c for c, b in zip(cpu[mode, accounts, cached], cpu[base], strict=True))
-        # 16 accounts without the cache: each account's calls go to Dessert, where one shared account's identical
-        # calls in flight together coalesce into one request. That is tenancy working, not what auth costs: reported.
-        target = accounts == 1 or cached
-        table.append(
-            (
-                f"--auth {describe(mode, accounts, cached)}",
-                f"{rate:.0f} calls/s = {ratio:.2f}x, {per_call:.2f} ms CPU = {cpu_ratio:.2f}x",
-                f">= {TARGET_RATIO}x" if target else "report",
-                ratio >= TARGET_RATIO if target else None,
-            )
-        )
     for mode in TOKEN_CHECKS:
         p50, p99 = checks[f"{mode} p50"], checks[f"{mode} p99"]
         table.append((f"token check, {mode} (p50 {p50:.3f} ms)", f"p99 {p99:.3f} ms", "report", None))
     print(
         f"\ndessert-mcp --auth bench: streamable HTTP, 1 worker per server, concurrency {CONCURRENCY}, {TOOL}, "
-        f"{ACCOUNTS} linked accounts (SQLite), median of {rounds} rounds of {seconds:g} s"
+        f"{ACCOUNTS} linked accounts (SQLite), each set-up side by side with no auth in turns of 0.2 s, "
+        f"{seconds:g} s a side, median of {rounds} rounds"
     )
     width = max(len(r[0]) for r in table)
     for what, measured, target_text, ok in table:

@@ -4,6 +4,12 @@ client costs a few tens of microseconds per call and the server, not the load ge
 `python bench/load.py URL TOOL --concurrency 16 --seconds 5` prints one JSON line: calls, errors, seconds, rate.
 Every answer is checked: HTTP 200 and a JSON-RPC result without isError (anything else counts as an error).
 `--bearers FILE` sends `Authorization: Bearer <line n % lines>` on connection n (a file: tokens stay out of `ps`).
+
+Side by side: `--versus URL2 [--versus-tool T] [--versus-bearers FILE]` loads the two servers in turns of
+`--slice` seconds (0.2 by default), `--seconds` each in all, over connections kept open to both, and prints
+`{"a": {...}, "b": {...}}`: each side's calls and rate over its own turns only. Whatever the rest of a shared machine
+does for more than a few turns then falls on both sides alike, so their ratio holds where two separate runs of a few
+seconds each differ by tens of per cent.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import argparse
 import asyncio
 import json
 import time
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 HANDSHAKE_ERA = ("2025-11-25", "2025-06-18", "2025-03-26")
@@ -99,6 +106,76 @@ async def run(
     return {"calls": calls, "errors": errors, "seconds": seconds, "rate": calls / seconds}
 
 
+@dataclass
+class Side:
+    """One server of a side-by-side run: its connections, and the calls it answered in its own turns."""
+
+    url: str
+    tool: str
+    bearers: list[str] | None
+    connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]] = field(default_factory=list)
+    calls: int = 0
+    errors: int = 0
+    busy_s: float = 0.0
+
+    async def open(self, concurrency: int, protocol: str) -> None:
+        parts = urlsplit(self.url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        each: list[str | None] = [*self.bearers] if self.bearers else [None]
+        requests = [_request(host, port, parts.path, self.tool, protocol, bearer) for bearer in each]
+        for n in range(concurrency):
+            reader, writer = await asyncio.open_connection(host, port)
+            self.connections.append((reader, writer, requests[n % len(requests)]))
+
+    async def turn(self, seconds: float, *, counted: bool = True) -> None:
+        """Every connection calls until `seconds` have passed; the calls in flight then finish (and count)."""
+        started = time.perf_counter()
+        until = started + seconds
+
+        async def caller(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> None:
+            while time.perf_counter() < until:
+                writer.write(request)
+                status, body = await _read_response(reader)
+                if counted:
+                    self.calls += 1
+                    self.errors += not _ok(status, body)
+
+        await asyncio.gather(*(caller(*connection) for connection in self.connections))
+        if counted:
+            self.busy_s += time.perf_counter() - started
+
+    def close(self) -> None:
+        for _, writer, _ in self.connections:
+            writer.close()
+
+    def result(self) -> dict[str, float]:
+        return {"calls": self.calls, "errors": self.errors, "seconds": self.busy_s, "rate": self.calls / self.busy_s}
+
+
+async def versus(
+    a: Side, b: Side, *, concurrency: int, seconds: float, slice_s: float, protocol: str
+) -> dict[str, dict[str, float]]:
+    """Load `a` and `b` in alternating turns (b first every other turn); each side's rate over its own turns."""
+    for side in (a, b):
+        await side.open(concurrency, protocol)
+        await side.turn(min(1.0, seconds / 5), counted=False)  # warm-up: first calls, caches, per-account state
+    try:
+        for n in range(max(1, round(seconds / slice_s))):
+            for side in (a, b) if n % 2 == 0 else (b, a):
+                await side.turn(slice_s)
+    finally:
+        a.close()
+        b.close()
+    return {"a": a.result(), "b": b.result()}
+
+
+def _bearers(path: str | None) -> list[str] | None:
+    if not path:
+        return None
+    with open(path) as lines:
+        return [line.strip() for line in lines if line.strip()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("url")
@@ -107,11 +184,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--protocol", default="2025-11-25")
     parser.add_argument("--bearers", help="a file with one bearer token per line, used round-robin per connection")
+    parser.add_argument("--versus", help="a second server's URL: load both side by side, in alternating turns")
+    parser.add_argument("--versus-tool", help="the tool to call on the second server (default: TOOL)")
+    parser.add_argument("--versus-bearers", help="--bearers for the second server")
+    parser.add_argument("--slice", type=float, default=0.2, help="seconds of one turn, with --versus")
     args = parser.parse_args()
-    bearers = None
-    if args.bearers:
-        with open(args.bearers) as lines:
-            bearers = [line.strip() for line in lines if line.strip()]
+    bearers = _bearers(args.bearers)
+    if args.versus:
+        a = Side(args.url, args.tool, bearers)
+        b = Side(args.versus, args.versus_tool or args.tool, _bearers(args.versus_bearers))
+        turns = versus(
+            a, b, concurrency=args.concurrency, seconds=args.seconds, slice_s=args.slice, protocol=args.protocol
+        )
+        print(json.dumps(asyncio.run(turns)))
+        return
     print(json.dumps(asyncio.run(run(args.url, args.tool, args.concurrency, args.seconds, args.protocol, bearers))))
 
 
