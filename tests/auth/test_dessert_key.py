@@ -10,7 +10,7 @@ import anyio
 import httpx2
 import pytest
 
-from dessert_mcp.auth import refuse_operator_key
+from dessert_mcp.auth import DessertKeyVerifier, refuse_operator_key
 from dessert_mcp.config import ConfigError
 from tests.auth.conftest import OTHER_KEY, SECOND_BALANCE, SECOND_KEY
 from tests.support.api import CANARY_KEY, assert_no_secret
@@ -74,3 +74,20 @@ async def test_concurrent_callers_with_different_keys_each_get_only_their_own_an
         else:
             assert not result.is_error
             assert result.structured_content["credits_balance"] == (205 if i % 3 == 0 else SECOND_BALANCE)
+
+
+async def test_a_key_calling_again_reuses_its_verified_token_and_the_verifier_keeps_only_recent_keys() -> None:
+    verifier = DessertKeyVerifier(max_kept=2)
+    first = await verifier.verify_token(CANARY_KEY)
+    assert first is not None
+    assert await verifier.verify_token(f"  {CANARY_KEY} ") is first  # the same key, the work done once
+    other = await verifier.verify_token(OTHER_KEY)
+    assert other is not None
+    assert other.subject != first.subject
+    assert CANARY_KEY not in first.token  # what the SDK keeps per request is a fingerprint, not the key
+    assert await verifier.verify_token("not a key") is None
+    await verifier.verify_token(SECOND_KEY)  # a third key: the least recently used one makes room
+    again = await verifier.verify_token(CANARY_KEY)
+    assert again is not first
+    assert again is not None
+    assert again.subject == first.subject

@@ -142,6 +142,7 @@ def _verified(grant_id: str = "g1", account_id: str = "a1", expires_at: float = 
     return VerifiedToken(
         grant_id=grant_id,
         account_id=account_id,
+        fingerprint="sha256:000000",
         client_id="c",
         scopes=("dessert:read",),
         resource="http://127.0.0.1:1/mcp",
@@ -284,3 +285,17 @@ async def test_bursts_of_token_checks_on_sqlite_reuse_a_fixed_pool_instead_of_op
         assert len(opened) <= SQLITE_POOL_SIZE
     finally:
         await provider.aclose()
+
+
+async def test_a_cached_token_gives_the_same_access_token_which_holds_a_fingerprint_and_never_the_token(
+    replicas: tuple[DessertOAuthProvider, DessertOAuthProvider],
+) -> None:
+    a, _ = replicas
+    token = await link_directly(a, CANARY_KEY)
+    checked = await a.load_access_token(token)
+    assert checked is not None
+    assert await a.load_access_token(token) is checked  # built once per cache entry
+    assert token not in checked.token
+    assert checked.token.startswith("sha256:")
+    await a.revoke_token(checked)
+    assert await a.load_access_token(token) is None  # and gone with the entry

@@ -8,6 +8,7 @@ context (`get_access_token()`), so a tool reads the key with `caller_token()` an
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from typing import Any, Final, Self, cast
 
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -19,6 +20,8 @@ from dessert_mcp.auth.config import SCOPE
 from dessert_mcp.config import Secret, fingerprint, read_key
 
 DESSERT_KEY_CLIENT: Final = "dessert-key"
+# Verified keys kept (with --auth dessert-key, the process holds each calling key in its Dessert client anyway).
+KEY_TOKENS_KEPT: Final = 1024
 
 
 class CallerToken(AccessToken):
@@ -54,21 +57,30 @@ def caller_token() -> CallerToken | None:
 
 
 class DessertKeyVerifier:
-    """`--auth dessert-key`: `Authorization: Bearer <Dessert API key>` on every request; nothing stored.
+    """`--auth dessert-key`: `Authorization: Bearer <Dessert API key>` on every request; nothing stored (the
+    tokens of recent keys are kept in memory only, as their Dessert clients are).
 
     The key is not checked against Dessert here (that would cost an upstream call per HTTP request);
     a wrong key surfaces as the tool's `auth_invalid` error. Malformed keys are refused with 401.
     """
 
-    def __init__(self, resource: str | None = None) -> None:
+    def __init__(self, resource: str | None = None, *, max_kept: int = KEY_TOKENS_KEPT) -> None:
         self._resource = resource
+        # The tokens of the keys calling most recently, by the key's SHA-256: a request repeats no work.
+        self._kept: OrderedDict[str, CallerToken] = OrderedDict()
+        self._max_kept = max_kept
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        key, _problem = read_key(token.strip())
+        value = token.strip()
+        digest = hashlib.sha256(value.encode()).hexdigest()
+        kept = self._kept.get(digest)
+        if kept is not None:
+            self._kept.move_to_end(digest)
+            return kept
+        key, _problem = read_key(value)
         if key is None:
             return None
-        digest = hashlib.sha256(key.get().encode()).hexdigest()
-        return CallerToken.carrying(
+        caller = CallerToken.carrying(
             key,
             token=fingerprint(digest),
             client_id=DESSERT_KEY_CLIENT,
@@ -76,6 +88,10 @@ class DessertKeyVerifier:
             subject=f"key:{digest}",
             resource=self._resource,
         )
+        self._kept[digest] = caller
+        if len(self._kept) > self._max_kept:
+            self._kept.popitem(last=False)
+        return caller
 
 
 def dessert_key_server_kwargs(public_url: str = "http://127.0.0.1") -> dict[str, Any]:

@@ -13,7 +13,7 @@ import hmac
 import logging
 import secrets
 import uuid
-from typing import Any
+from typing import Any, Final
 
 from mcp.server.auth.provider import (
     AccessToken,
@@ -34,7 +34,8 @@ from dessert_mcp.auth.config import SCOPE, OAuthConfig
 from dessert_mcp.auth.redirects import check_redirect_uris
 from dessert_mcp.auth.store import StorageUnavailable, Store
 from dessert_mcp.auth.tokencache import TokenCache, VerifiedToken
-from dessert_mcp.config import Secret
+from dessert_mcp.cache import BuiltFrom
+from dessert_mcp.config import Secret, fingerprint
 from dessert_mcp.singleflight import SingleFlight
 
 logger = logging.getLogger("dessert_mcp.auth")
@@ -52,6 +53,10 @@ class DessertRefreshToken(RefreshToken):
 
 class DessertAccessToken(CallerToken):
     grant_id: str
+
+
+# AccessTokens kept built for the tokens calling most recently; beyond it one is built per request, as before.
+ACCESS_TOKENS_KEPT: Final = 1024
 
 
 def same_resource(a: str, b: str) -> bool:
@@ -74,6 +79,10 @@ class DessertOAuthProvider:
         store.on_revocation(self.tokens.evict)
         # Requests that miss the token cache together (a burst as an entry expires) share one database read.
         self._token_reads: SingleFlight[VerifiedToken | None] = SingleFlight((StorageUnavailable,))
+        # Requests with a cached token share the AccessToken built from its entry (a new entry: a new one).
+        self._access_tokens: BuiltFrom[VerifiedToken, DessertAccessToken] = BuiltFrom(
+            self._access_token, max_entries=ACCESS_TOKENS_KEPT
+        )
         self._csrf_key = hashlib.sha256(b"dessert-mcp csrf\x00" + config.encryption_key.get().encode()).digest()
 
     def __repr__(self) -> str:
@@ -283,9 +292,13 @@ class DessertOAuthProvider:
             )
             if verified is None:
                 return None
+        return self._access_tokens(verified)
+
+    @staticmethod
+    def _access_token(verified: VerifiedToken) -> DessertAccessToken:
         return DessertAccessToken.carrying(
             verified.key,
-            token=token,
+            token=verified.fingerprint,
             client_id=verified.client_id,
             scopes=list(verified.scopes),
             expires_at=int(verified.expires_at),
@@ -301,6 +314,7 @@ class DessertOAuthProvider:
         verified = VerifiedToken(
             grant_id=row.grant_id,
             account_id=row.account_id,
+            fingerprint=fingerprint(digest),
             client_id=row.client_id,
             scopes=tuple(row.scopes),
             resource=row.resource,

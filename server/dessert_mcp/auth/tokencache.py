@@ -35,6 +35,8 @@ class VerifiedToken:
 
     grant_id: str
     account_id: str
+    # Tells tokens apart in what the SDK keeps per request (AccessToken.token) without being the token.
+    fingerprint: str
     client_id: str
     scopes: tuple[str, ...]
     resource: str
