@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Final, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -37,6 +37,9 @@ MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 DURATION_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0)
 
 
+MetricT = TypeVar("MetricT", Counter, Histogram)
+
+
 class Metrics(Observer):
     """The `Observer` that counts into Prometheus metrics; `render()` is the /metrics body."""
 
@@ -44,6 +47,7 @@ class Metrics(Observer):
 
     def __init__(self) -> None:
         self._shared_dir = os.environ.get(MULTIPROC_ENV) or None
+        self._children: dict[tuple[int, tuple[str, ...]], object] = {}
         # Each instance has its own registry (tests build many apps in one process); in multiprocess mode the
         # values live in the directory's files and the registry only names them.
         self.registry = CollectorRegistry(auto_describe=True)
@@ -108,20 +112,28 @@ class Metrics(Observer):
 
     def call_finished(self, tool: str, code: str, duration_s: float) -> None:
         self._in_flight.dec()
-        self._calls.labels(tool, code).inc()
-        self._duration.labels(tool).observe(duration_s)
+        self._child(self._calls, tool, code).inc()
+        self._child(self._duration, tool).observe(duration_s)
 
     def upstream_request(self, route: str, outcome: str) -> None:
-        self._upstream.labels(route, outcome).inc()
+        self._child(self._upstream, route, outcome).inc()
 
     def upstream_retry(self, route: str, code: str) -> None:
-        self._retries.labels(route, code).inc()
+        self._child(self._retries, route, code).inc()
 
     def shared(self, route: str) -> None:
-        self._shared.labels(route).inc()
+        self._child(self._shared, route).inc()
 
     def cache_hit(self, route: str) -> None:
-        self._cache_hits.labels(route).inc()
+        self._child(self._cache_hits, route).inc()
+
+    def _child(self, metric: MetricT, *labels: str) -> MetricT:
+        """`metric.labels(*labels)`, kept: every call reports a few, and the label values are a handful each."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child  # type: ignore[return-value]  # a labelled child is of its metric's type
 
 
 @contextlib.contextmanager
