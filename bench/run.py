@@ -403,14 +403,13 @@ def _upstream_requests(url: str) -> int:
     return total
 
 
-def _worker_cpu(served: Served) -> dict[int, int]:
-    """CPU ticks used so far by each worker process (uvicorn's children, its resource tracker left out)."""
-    ticks: dict[int, int] = {}
-    for pid in Path(f"/proc/{served.pid}/task/{served.pid}/children").read_text().split():
-        if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks[int(pid)] = int(fields[11]) + int(fields[12])  # utime + stime
-    return ticks
+def _server_cpu(served: Served) -> dict[int, float]:
+    """CPU seconds used so far by the server: its own process and each worker (uvicorn's children, its resource
+    tracker left out), by pid."""
+    pids = [served.pid]
+    children = Path(f"/proc/{served.pid}/task/{served.pid}/children").read_text().split()
+    pids += [int(pid) for pid in children if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    return {pid: _ticks(pid) / os.sysconf("SC_CLK_TCK") for pid in pids}
 
 
 def _ticks(pid: int | str) -> int:
@@ -418,57 +417,67 @@ def _ticks(pid: int | str) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def _measure(served: Served, tool: str, seconds: float, protocol: str) -> tuple[float, float, float]:
-    """Calls per second; the busiest worker's share of the workers' CPU during the run (1.0 for one process); and
-    the server's CPU seconds per call (its own process and its workers), which the other load on a shared machine
-    disturbs far less than the rate."""
-    before, own = _worker_cpu(served), _ticks(served.pid)
-    rate = _load(served.url, tool, seconds, protocol)
-    after = _worker_cpu(served)
-    used = {pid: ticks - before.get(pid, 0) for pid, ticks in after.items()}
-    total = sum(used.values()) + _ticks(served.pid) - own
-    cpu_per_call = total / os.sysconf("SC_CLK_TCK") / max(rate * seconds, 1)
-    return rate, (max(used.values()) / max(sum(used.values()), 1) if used else 1.0), cpu_per_call
+@dataclass
+class SideBySide:
+    """One side-by-side run: each side's calls/s over its own turns and its server's CPU seconds per call."""
+
+    rate: dict[str, float]
+    cpu_per_call: dict[str, float]
+    calls: dict[str, int]
+    busiest: float  # ours: the busiest worker's share of the workers' CPU (1.0 for one process)
+
+
+def _side_by_side(ceiling: Served, ours: Served, seconds: float, protocol: str) -> SideBySide:
+    """The constant tool and get_balance loaded by one bench/load.py process in alternating turns of 0.2 s, over
+    connections kept open to both (concurrency 16 each), so the rest of the shared machine weighs on both alike."""
+    argv = [PY, str(HERE / "load.py"), ceiling.url, "constant", "--concurrency", "16", "--seconds", str(seconds)]
+    argv += ["--protocol", protocol, "--versus", ours.url, "--versus-tool", "dessert_get_balance"]
+    before = {side: _server_cpu(served) for side, served in (("ceiling", ceiling), ("ours", ours))}
+    result = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    after = {side: _server_cpu(served) for side, served in (("ceiling", ceiling), ("ours", ours))}
+    rate, cpu_per_call, calls = {}, {}, {}
+    for side, key in (("ceiling", "a"), ("ours", "b")):
+        if result[key]["errors"]:
+            raise RuntimeError(f"{result[key]['errors']} of {result[key]['calls']} calls ({side}) failed")
+        used = sum(after[side][pid] - before[side].get(pid, 0.0) for pid in after[side])
+        rate[side], calls[side] = result[key]["rate"], result[key]["calls"]
+        cpu_per_call[side] = used / max(calls[side], 1)  # the warm-up turn's CPU too, on both sides alike
+    workers = {pid: after["ours"][pid] - before["ours"].get(pid, 0.0) for pid in after["ours"] if pid != ours.pid}
+    busiest = max(workers.values()) / max(sum(workers.values()), 1e-9) if workers else 1.0
+    return SideBySide(rate, cpu_per_call, calls, busiest)
 
 
 def bench_throughput(url: str, rounds: int, seconds: float) -> None:
-    print("3. throughput over streamable HTTP, stateless, concurrency 16 (load generator: own process)", flush=True)
+    print("3. throughput over streamable HTTP, stateless, concurrency 16, side by side (load generator: own process)")
     env = server_env(url)
     eras = {"2025-11-25": "handshake era", "2026-07-28": "2026-07-28 era"}
     for workers in (1, 2):
         with http_server(ours_http_argv(workers), env) as ours, http_server(constant_http_argv(workers), env) as ceil:
             for protocol, era in eras.items():
-                mine: list[float] = []
-                floor: list[float] = []
-                busiest: list[float] = []
-                cpu: dict[str, list[float]] = {"ours": [], "ceiling": []}
-                upstream = calls = 0
-                for n in range(rounds):  # alternate, so drift on the shared machine hits both sides alike
-                    for side in ("ceiling", "ours") if n % 2 == 0 else ("ours", "ceiling"):
-                        if side == "ceiling":
-                            rate, share, per_call = _measure(ceil, "constant", seconds, protocol)
-                            floor.append(rate)
-                        else:
-                            before = _upstream_requests(url)
-                            rate, share, per_call = _measure(ours, "dessert_get_balance", seconds, protocol)
-                            mine.append(rate)
-                            upstream += _upstream_requests(url) - before
-                            calls += int(rate * seconds)
-                        busiest.append(share)
-                        cpu[side].append(per_call)
-                a, b = statistics.median(mine), statistics.median(floor)
-                spread = f"{min(mine):.0f}-{max(mine):.0f} vs {min(floor):.0f}-{max(floor):.0f}"
-                split = f"; busiest worker <= {100 * max(busiest):.0f} % of CPU" if workers > 1 else ""
-                ours_ms, ceiling_ms = (1000 * statistics.median(cpu[side]) for side in ("ours", "ceiling"))
+                runs: list[SideBySide] = []
+                upstream = 0
+                for _ in range(rounds):
+                    before = _upstream_requests(url)
+                    runs.append(_side_by_side(ceil, ours, seconds, protocol))
+                    upstream += _upstream_requests(url) - before
+                ratios = [r.rate["ours"] / r.rate["ceiling"] for r in runs]
+                ratio = statistics.median(ratios)
+                mine, floor = (statistics.median(r.rate[side] for r in runs) for side in ("ours", "ceiling"))
+                ours_ms, ceiling_ms = (
+                    1000 * statistics.median(r.cpu_per_call[side] for r in runs) for side in ("ours", "ceiling")
+                )
+                calls = sum(r.calls["ours"] for r in runs)
+                split = f"; busiest worker <= {100 * max(r.busiest for r in runs):.0f} % of CPU" if workers > 1 else ""
                 row(
                     f"get_balance calls/s, {workers} worker{'s' if workers > 1 else ''}, {era} "
-                    f"(median of {rounds}: {spread}; {upstream / max(calls, 1):.2f} upstream GETs per call{split}; "
+                    f"(median of {rounds} side-by-side runs, ratios {min(ratios):.2f}-{max(ratios):.2f}; "
+                    f"{upstream / max(calls, 1):.2f} upstream GETs per call (warm-up included){split}; "
                     f"server CPU per call {ours_ms:.2f} vs {ceiling_ms:.2f} ms = {ceiling_ms / ours_ms:.2f}x)",
-                    f"{a:.0f}/s",
-                    f"constant tool {b:.0f}/s",
-                    f"{a / b:.2f}x",
+                    f"{mine:.0f}/s",
+                    f"constant tool {floor:.0f}/s",
+                    f"{ratio:.2f}x",
                     ">= 0.80x",
-                    a / b >= 0.80,
+                    ratio >= 0.80,
                 )
     # What uvicorn's own serving would give the same ceiling: one process as it comes (no frozen heap), and
     # `--workers 2`, whose shared socket leaves Nagle's algorithm on (uvicorn #3149).
