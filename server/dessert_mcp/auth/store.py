@@ -26,6 +26,7 @@ import anyio
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from dessert_mcp.auth._crypto import token_hash
 
@@ -332,11 +333,14 @@ class Store:
         if self.is_sqlite:
             self._sqlite_path = self.url.split(":///", 1)[1] if ":///" in self.url else ""
             kwargs["connect_args"] = {"timeout": 15}
-            # Each aiosqlite connection is a thread of its own. Overflow connections are closed as soon as they are
-            # returned, so a burst of token checks would start and stop threads (and reopen the file) every time;
-            # a fixed pool keeps five, and a burst queues for them (each read takes about a millisecond).
-            kwargs["pool_size"] = SQLITE_POOL_SIZE
-            kwargs["max_overflow"] = 0
+            if self._sqlite_path not in ("", ":memory:"):
+                # Each aiosqlite connection is a thread of its own. SQLAlchemy 2.0 gives a file a NullPool (a new
+                # connection per use) and 2.1 a pool whose overflow connections close as soon as they are returned:
+                # either way a burst of token checks starts and stops threads and reopens the file. A fixed pool
+                # keeps five, and a burst queues for them (a read takes about a millisecond).
+                kwargs["poolclass"] = AsyncAdaptedQueuePool
+                kwargs["pool_size"] = SQLITE_POOL_SIZE
+                kwargs["max_overflow"] = 0
         else:
             self._sqlite_path = ""
             # A stopped database must fail a request in seconds, not after asyncpg's 60 s default.
