@@ -89,8 +89,7 @@ class BuiltFrom(Generic[K, T]):
         if entry is not None and entry[0] is key:
             return entry[1]
         value = self._build(key)
-        self._built.pop(id(key), None)  # re-inserted last: dicts keep insertion order, oldest first
         if len(self._built) >= self._max_entries:
-            del self._built[next(iter(self._built))]
+            del self._built[next(iter(self._built))]  # dicts keep insertion order: the oldest goes
         self._built[id(key)] = (key, value)
         return value

@@ -7,8 +7,8 @@ context (`get_access_token()`), so a tool reads the key with `caller_token()` an
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections import OrderedDict
 from typing import Any, Final, Self, cast
 
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -66,21 +66,18 @@ class DessertKeyVerifier:
 
     def __init__(self, resource: str | None = None, *, max_kept: int = KEY_TOKENS_KEPT) -> None:
         self._resource = resource
-        # The tokens of the keys calling most recently, by the key's SHA-256: a request repeats no work.
-        self._kept: OrderedDict[str, CallerToken] = OrderedDict()
-        self._max_kept = max_kept
+        # The tokens of the keys calling most recently (and the refusals of malformed ones): a repeat does no work.
+        self._verified = functools.lru_cache(maxsize=max_kept)(self._verify)
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        value = token.strip()
-        digest = hashlib.sha256(value.encode()).hexdigest()
-        kept = self._kept.get(digest)
-        if kept is not None:
-            self._kept.move_to_end(digest)
-            return kept
+        return self._verified(token.strip())
+
+    def _verify(self, value: str) -> CallerToken | None:
         key, _problem = read_key(value)
         if key is None:
             return None
-        caller = CallerToken.carrying(
+        digest = hashlib.sha256(value.encode()).hexdigest()
+        return CallerToken.carrying(
             key,
             token=fingerprint(digest),
             client_id=DESSERT_KEY_CLIENT,
@@ -88,10 +85,6 @@ class DessertKeyVerifier:
             subject=f"key:{digest}",
             resource=self._resource,
         )
-        self._kept[digest] = caller
-        if len(self._kept) > self._max_kept:
-            self._kept.popitem(last=False)
-        return caller
 
 
 def dessert_key_server_kwargs(public_url: str = "http://127.0.0.1") -> dict[str, Any]:
