@@ -116,10 +116,11 @@ class DessertClient:
         self._api_key = api_key
         # Tells accounts apart for per-account state (the cache, single-flight); the full digest, so two keys never
         # share an entry. Never shown anywhere: `fingerprint()` is the one for logs.
-        self.account = hashlib.sha256(api_key.get().encode()).hexdigest() if api_key is not None else ""
+        key = api_key.get() if api_key is not None else None
+        self.account = hashlib.sha256(key.encode()).hexdigest() if key is not None else ""
         self._observer = observer
         self._key_problem = key_problem or MISSING_KEY
-        self._redact = Redactor(api_key.get() if api_key is not None else None)
+        self._redact = Redactor(key)
         self._timeout_s = timeout_s
         self._max_attempts = max(1, max_attempts)
         self._backoff_s = backoff_s
@@ -128,8 +129,8 @@ class DessertClient:
         self._clock = clock
         self._rng = rng or random.Random()
         headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate", "User-Agent": USER_AGENT}
-        if api_key is not None:
-            headers["Authorization"] = f"Bearer {api_key.get()}"
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
         # Requests go straight to the transport (the connection pool): this client needs none of what
         # httpx2.AsyncClient adds per request (URL and header merging, cookies, auth flows, redirects, hooks).
         # Redirects are therefore never followed: the key must never travel to another origin.
@@ -194,15 +195,6 @@ class DessertClient:
     async def _get(self, path: str, model: type[ModelT]) -> ModelT:
         if self._api_key is None:
             raise DessertAPIError(self._key_problem, code="not_configured")
-        try:
-            return await self._get_with_retries(path, model)
-        except DessertAPIError as exc:
-            # Upstream text inside the message (an error body echoing the key) leaves redacted, by value.
-            exc.message = self._redact(exc.message)
-            exc.args = (exc.message,)
-            raise
-
-    async def _get_with_retries(self, path: str, model: type[ModelT]) -> ModelT:
         attempt = 0
         try:
             # One deadline for every attempt and wait: per-read timeouts never fire on a trickling body.
@@ -224,6 +216,11 @@ class DessertClient:
                 code="timeout",
                 retryable=True,
             ) from None
+        except DessertAPIError as exc:
+            # Upstream text inside the message (an error body echoing the key) leaves redacted, by value.
+            exc.message = self._redact(exc.message)
+            exc.args = (exc.message,)
+            raise
 
     def _wait_before_retry(self, exc: DessertAPIError, attempt: int, remaining: float) -> float | None:
         """Seconds to wait before the next attempt, or None to give up with `exc` now."""
@@ -343,14 +340,12 @@ def _decoder(path: str, response: httpx2.Response) -> zlib._Decompress | None:
 def retry_after(headers: httpx2.Headers, *, now: datetime | None = None) -> float | None:
     """The wait the API asks for, from `retry-after-ms` or `Retry-After` (seconds or HTTP date), capped at a day;
     None if absent or unreadable. Garbage is ignored rather than trusted: a bad header must not stall or crash."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            value = float(millis)
-        except ValueError:
-            value = math.nan
-        if math.isfinite(value) and value >= 0:
-            return min(round(value / 1000, 3), RETRY_AFTER_MAX_S)
+    try:
+        millis = float(headers.get("retry-after-ms", "nan"))
+    except ValueError:
+        millis = math.nan
+    if math.isfinite(millis) and millis >= 0:
+        return min(round(millis / 1000, 3), RETRY_AFTER_MAX_S)
     raw = headers.get("retry-after")
     if raw is None:
         return None
@@ -419,25 +414,16 @@ def _status_error(path: str, status: int, headers: httpx2.Headers, body: bytes, 
             code="not_found",
             status=status,
         )
-    wait = retry_after(headers)
-    if status == 429:
-        when = f"Wait {wait:g} s" if wait is not None else "Wait a little"
-        return DessertAPIError(
-            f"Dessert is rate-limiting this API key (HTTP 429{said}). {when} and try again.",
-            code="rate_limited",
-            status=status,
-            retryable=True,
-            retry_after_s=wait,
-        )
     if status in RETRY_STATUSES:
-        when = f"Try again in {wait:g} s" if wait is not None else "Try again in a minute"
-        return DessertAPIError(
-            f"Dessert is unavailable right now (HTTP {status}{said}). {when}.",
-            code="upstream_unavailable",
-            status=status,
-            retryable=True,
-            retry_after_s=wait,
-        )
+        wait = retry_after(headers)
+        code: ErrorCode = "rate_limited" if status == 429 else "upstream_unavailable"
+        if status == 429:
+            when = f"Wait {wait:g} s" if wait is not None else "Wait a little"
+            message = f"Dessert is rate-limiting this API key (HTTP 429{said}). {when} and try again."
+        else:
+            when = f"Try again in {wait:g} s" if wait is not None else "Try again in a minute"
+            message = f"Dessert is unavailable right now (HTTP {status}{said}). {when}."
+        return DessertAPIError(message, code=code, status=status, retryable=True, retry_after_s=wait)
     return DessertAPIError(
         f"Dessert answered GET {path} with HTTP {status}{said}, which this server does not expect. "
         "Check DESSERT_API_BASE_URL; if it persists, contact Dessert.",
@@ -452,14 +438,12 @@ def _shape_error(
     errors = exc.errors(include_input=False, include_url=False) if isinstance(exc, ValidationError) else []
     if isinstance(exc, RecursionError):
         what = "JSON nested too deeply"
-    elif not isinstance(exc, ValidationError) or (errors and errors[0]["type"] == "json_invalid"):
+    elif not errors or errors[0]["type"] == "json_invalid":
         kind = sanitize(headers.get("content-type", "") or "no content type", 60)
         what = f"something that is not JSON ({kind})"
     else:
-        first = errors[0] if errors else None
-        where = ".".join(str(p) for p in first["loc"]) if first else "?"
-        reason = sanitize(first["msg"], 80) if first else ""
-        what = f"JSON that does not match the documented shape ({sanitize(where, 60)}: {reason})"
+        where = sanitize(".".join(str(p) for p in errors[0]["loc"]), 60)
+        what = f"JSON that does not match the documented shape ({where}: {sanitize(errors[0]['msg'], 80)})"
     return DessertAPIError(
         f"Dessert answered GET {path} (HTTP {status}) with {what}. If it persists, contact Dessert.",
         code="bad_upstream_response",

@@ -94,44 +94,24 @@ class Settings:
         cannot work; a missing or malformed API key is not an error here (see `api_key_problem`).
         """
         env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            raw = env.get(name)
-            if raw is None:
-                return None
-            value = raw.strip()
-            return None if not value or _PLACEHOLDER.match(value) else value
-
-        key, problem = read_key(get("DESSERT_API_KEY"))
+        key, problem = read_key(_read(env, "DESSERT_API_KEY"))
         settings = cls(
             api_key=key,
             api_key_problem=problem,
-            base_url=_base_url(get("DESSERT_API_BASE_URL") or DEFAULT_BASE_URL),
-            tool_names=_tool_names(get("DESSERT_MCP_TOOL_NAMES") or "auto", "DESSERT_MCP_TOOL_NAMES"),
-            timeout_s=_positive_float(get("DESSERT_TIMEOUT_S"), "DESSERT_TIMEOUT_S", default=DEFAULT_TIMEOUT_S),
-            max_attempts=_bounded_int(
-                get("DESSERT_MAX_ATTEMPTS"), "DESSERT_MAX_ATTEMPTS", default=DEFAULT_MAX_ATTEMPTS, low=1, high=10
-            ),
-            backoff_s=_positive_float(
-                get("DESSERT_BACKOFF_S"), "DESSERT_BACKOFF_S", default=DEFAULT_BACKOFF_S, allow_zero=True
-            ),
+            base_url=_base_url(_read(env, "DESSERT_API_BASE_URL") or DEFAULT_BASE_URL),
+            tool_names=_tool_names(_read(env, "DESSERT_MCP_TOOL_NAMES") or "auto", "DESSERT_MCP_TOOL_NAMES"),
+            timeout_s=_positive_float(env, "DESSERT_TIMEOUT_S", DEFAULT_TIMEOUT_S),
+            max_attempts=_bounded_int(env, "DESSERT_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, low=1, high=10),
+            backoff_s=_positive_float(env, "DESSERT_BACKOFF_S", DEFAULT_BACKOFF_S, allow_zero=True),
             max_body_bytes=_bounded_int(
-                get("DESSERT_MAX_BODY_BYTES"),
-                "DESSERT_MAX_BODY_BYTES",
-                default=DEFAULT_MAX_BODY_BYTES,
-                low=1024,
-                high=64 * 1024 * 1024,
+                env, "DESSERT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, low=1024, high=64 * 1024 * 1024
             ),
             account_concurrency=_bounded_int(
-                get("DESSERT_MCP_ACCOUNT_CONCURRENCY"),
-                "DESSERT_MCP_ACCOUNT_CONCURRENCY",
-                default=DEFAULT_ACCOUNT_CONCURRENCY,
-                low=1,
-                high=64,
+                env, "DESSERT_MCP_ACCOUNT_CONCURRENCY", DEFAULT_ACCOUNT_CONCURRENCY, low=1, high=64
             ),
-            log_level=_log_level(get("DESSERT_MCP_LOG_LEVEL") or "INFO"),
-            log_format=_log_format(get("DESSERT_MCP_LOG_FORMAT") or "text"),
-            cache_ttl_s=_cache_ttl(get("DESSERT_CACHE_TTL_S")),
+            log_level=_log_level(_read(env, "DESSERT_MCP_LOG_LEVEL") or "INFO"),
+            log_format=_log_format(_read(env, "DESSERT_MCP_LOG_FORMAT") or "text"),
+            cache_ttl_s=_cache_ttl(env),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         if "tool_names" in given:
@@ -153,6 +133,12 @@ class Settings:
         """A copy using `key` (the sandbox wiring uses this)."""
         secret, problem = read_key(key)
         return replace(self, api_key=secret, api_key_problem=problem)
+
+
+def _read(env: Mapping[str, str], name: str) -> str | None:
+    """`env[name]` without surrounding space; None when unset, empty or a host's unfilled placeholder."""
+    value = env.get(name, "").strip()
+    return None if not value or _PLACEHOLDER.match(value) else value
 
 
 def read_key(value: str | None) -> tuple[Secret | None, str | None]:
@@ -197,7 +183,8 @@ def _tool_names(value: str, source: str) -> ToolNameStyle:
     raise ConfigError(f"{source} must be one of {', '.join(TOOL_NAME_STYLES)}; got {value!r}.")
 
 
-def _positive_float(value: str | None, name: str, *, default: float, allow_zero: bool = False) -> float:
+def _positive_float(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
+    value = _read(env, name)
     if value is None:
         return default
     try:
@@ -210,7 +197,8 @@ def _positive_float(value: str | None, name: str, *, default: float, allow_zero:
     return number
 
 
-def _bounded_int(value: str | None, name: str, *, default: int, low: int, high: int) -> int:
+def _bounded_int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    value = _read(env, name)
     if value is None:
         return default
     try:
@@ -236,8 +224,9 @@ def _log_format(value: str) -> LogFormat:
     raise ConfigError(f"DESSERT_MCP_LOG_FORMAT must be text or json; got {value!r}.")
 
 
-def _cache_ttl(value: str | None) -> float:
-    ttl = _positive_float(value, "DESSERT_CACHE_TTL_S", default=DEFAULT_CACHE_TTL_S, allow_zero=True)
+def _cache_ttl(env: Mapping[str, str]) -> float:
+    ttl = _positive_float(env, "DESSERT_CACHE_TTL_S", DEFAULT_CACHE_TTL_S, allow_zero=True)
     if ttl > MAX_CACHE_TTL_S:
+        value = _read(env, "DESSERT_CACHE_TTL_S")
         raise ConfigError(f"DESSERT_CACHE_TTL_S must be 0 (off) to {MAX_CACHE_TTL_S:g} seconds; got {value!r}.")
     return ttl

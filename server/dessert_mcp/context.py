@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Protocol
+from typing import Annotated, Any, Protocol
 
 from mcp import MCPError
 from mcp.server.mcpserver import MCPServer
@@ -22,15 +22,11 @@ class Reads(Protocol):
     async def usage(self, arguments: UsageArguments) -> UsageReport: ...
 
 
-BALANCE_URI: Final = "dessert://balance"
-USAGE_URI: Final = "dessert://usage"
-
-
 def add_resources(server: MCPServer[Any], service: Reads) -> None:
     """`dessert://balance` and `dessert://usage`: the tools' results (without arguments) as JSON."""
 
     @server.resource(
-        BALANCE_URI,
+        "dessert://balance",
         name="balance",
         title="Dessert credit balance",
         description="The same JSON as dessert_get_balance: balance, auto-recharge, pricing, ads affordable.",
@@ -43,7 +39,7 @@ def add_resources(server: MCPServer[Any], service: Reads) -> None:
             raise ResourceError(f"{exc.message} ({exc.code})") from None
 
     @server.resource(
-        USAGE_URI,
+        "dessert://usage",
         name="usage",
         title="Dessert credit usage",
         description="The same JSON as dessert_get_usage without filters: the last 50 transactions, totals, forecast.",
@@ -79,8 +75,7 @@ def add_prompts(server: MCPServer[Any]) -> None:
         static_ads: Annotated[str, Field(description="How many static ads (a whole number, 0 or more).")] = "0",
         full_ads: Annotated[str, Field(description="How many full ads (a whole number, 0 or more).")] = "0",
     ) -> str:
-        counts = {"static_ads": static_ads, "full_ads": full_ads}
-        for name, value in counts.items():
+        for name, value in (("static_ads", static_ads), ("full_ads", full_ads)):
             if not value.strip().isdigit():
                 # The caller's mistake: a protocol error the host shows, with the reason (the SDK hides others).
                 raise MCPError(code=INVALID_PARAMS, message=f"{name} must be a whole number, 0 or more; got {value!r}.")

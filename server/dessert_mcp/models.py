@@ -9,9 +9,10 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 BALANCE_PATH: Final = "/v1/balance"
 USAGE_PATH: Final = "/v1/usage"
@@ -50,7 +51,7 @@ class _Schema(BaseModel):
 class _APIModel(_Schema):
     # strict: a number sent as a string is a contract break, not something to guess about.
     # extra="ignore": the API may grow new fields without breaking us.
-    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False, json_schema_extra=compact_schema)
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
 
     @field_validator("*", mode="after")
     @classmethod
@@ -96,7 +97,6 @@ class Transaction(_APIModel):
     usd_amount: float | None = Field(default=None, description="USD amount, when real money was involved.")
     description: str = Field(description="Human-readable note.")
     at: str = Field(description="ISO 8601 timestamp.")
-    _at: datetime = PrivateAttr()
 
     @field_validator("description")
     @classmethod
@@ -113,12 +113,9 @@ class Transaction(_APIModel):
         parse_timestamp(value)  # raises ValueError, which pydantic reports as a validation error
         return value
 
-    def model_post_init(self, context: Any, /) -> None:
-        self._at = parse_timestamp(self.at)
-
-    @property
+    @cached_property
     def timestamp(self) -> datetime:
-        return self._at
+        return parse_timestamp(self.at)
 
 
 class Usage(_APIModel):
