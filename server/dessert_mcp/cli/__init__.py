@@ -214,7 +214,7 @@ def _main(argv: Sequence[str] | None) -> None:
         from dessert_mcp.sandbox import run_sandbox
 
         with contextlib.suppress(KeyboardInterrupt):
-            anyio.run(lambda: run_sandbox(port=args.port))
+            anyio.run(run_sandbox, args.port)
         return
     if args.command == "demo":
         from dessert_mcp.cli.demo import run_demo

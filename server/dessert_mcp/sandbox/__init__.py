@@ -49,16 +49,8 @@ def _initial_ledger() -> list[dict[str, Any]]:
     balance = 0
     for kind, delta, usd, description, at in _HISTORY:
         balance += delta
-        ledger.append(
-            {
-                "type": kind,
-                "credits_delta": delta,
-                "balance_after": balance,
-                "usd_amount": usd,
-                "description": description,
-                "at": at,
-            }
-        )
+        row = {"type": kind, "credits_delta": delta, "balance_after": balance, "usd_amount": usd}
+        ledger.append(row | {"description": description, "at": at})
     return ledger
 
 
@@ -106,9 +98,9 @@ class Request:
 class Sandbox:
     """The emulated API on an asyncio event loop. `ThreadedSandbox` runs one on a background thread."""
 
-    def __init__(self, *, key: str = SANDBOX_KEY, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, *, key: str = SANDBOX_KEY, port: int = 0) -> None:
         self.key = key
-        self.host = host
+        self.host = "127.0.0.1"
         self._port = port
         self.account = SandboxAccount()
         self.lock = threading.Lock()  # the account may be changed from another thread
@@ -223,8 +215,8 @@ async def respond(
 class ThreadedSandbox:
     """A `Sandbox` on its own thread and event loop: `with ThreadedSandbox() as sb: sb.url`."""
 
-    def __init__(self, sandbox: Sandbox | None = None, *, key: str = SANDBOX_KEY) -> None:
-        self.sandbox = sandbox if sandbox is not None else Sandbox(key=key)
+    def __init__(self, sandbox: Sandbox | None = None) -> None:
+        self.sandbox = sandbox or Sandbox()
         self._running = contextlib.ExitStack()
 
     @property
@@ -235,25 +227,19 @@ class ThreadedSandbox:
     def key(self) -> str:
         return self.sandbox.key
 
-    def start(self) -> Self:
+    def __enter__(self) -> Self:
         self.portal = self._running.enter_context(start_blocking_portal(name="dessert-sandbox"))
         self.portal.call(self.sandbox.start)
         self._running.callback(self.portal.call, self.sandbox.stop)
         return self
 
-    def stop(self) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._running.close()
 
-    def __enter__(self) -> Self:
-        return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-async def run_sandbox(*, port: int, key: str = SANDBOX_KEY) -> None:
+async def run_sandbox(port: int) -> None:
     """`dessert-mcp sandbox`: serve until interrupted, after printing how to use it."""
-    sandbox = Sandbox(key=key, port=port)
+    sandbox = Sandbox(port=port)
     await sandbox.start()
     print(
         f"Dessert sandbox listening on {sandbox.url}\n"
