@@ -109,15 +109,10 @@ class Sandbox:
         self.accepted = 0
 
     @property
-    def port(self) -> int:
+    def url(self) -> str:
         if self._server is None:
             raise RuntimeError("the sandbox is not started")
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{self.host}:{self._server.sockets[0].getsockname()[1]}"
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
