@@ -150,14 +150,11 @@ class Sandbox:
         self.accepted += 1
         try:
             while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-                    return
+                head = await reader.readuntil(b"\r\n\r\n")
                 request = await self._read_request(head, reader, writer)
                 if request is None or not await self.handle(request, reader, writer):
                     return
-        except (ConnectionError, asyncio.CancelledError):
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, asyncio.CancelledError):
             return
         finally:
             self.writers.discard(writer)
