@@ -25,6 +25,7 @@ SANDBOX_KEY: Final = "dsk_sandbox_4f1c2e9a7b3d45e8a0c6b2f1d9e7a5c3"
 API_PATHS: Final = (BALANCE_PATH, USAGE_PATH)
 _MAX_HEADER_BYTES: Final = 64 * 1024
 _MAX_REQUEST_BODY: Final = 1024 * 1024
+_CREDIT_USD: Final = 0.10
 
 # (type, credits_delta, usd_amount, description, at), oldest first; the last three are the docs' example.
 _HISTORY: Final = [
@@ -56,30 +57,20 @@ def _initial_ledger() -> list[dict[str, Any]]:
 
 @dataclass
 class SandboxAccount:
-    """The emulated account; the balance endpoint is derived from the ledger."""
+    """The emulated account; the balance endpoint is derived from the ledger, with the docs' example settings."""
 
     ledger: list[dict[str, Any]] = field(default_factory=_initial_ledger)
-    auto_recharge_enabled: bool = True
-    auto_recharge_threshold: int = 20
-    auto_recharge_amount_usd: float = 25.0
-    credit_usd: float = 0.10
-    static_ad_credits: int = 5
-    full_ad_credits: int = 15
 
     def balance(self) -> dict[str, Any]:
         credits = self.ledger[-1]["balance_after"] if self.ledger else 0
         return {
             "credits_balance": credits,
-            "credits_balance_usd_equivalent": round(credits * self.credit_usd, 2),
+            "credits_balance_usd_equivalent": round(credits * _CREDIT_USD, 2),
             "credits_lifetime_purchased": sum(r["credits_delta"] for r in self.ledger if r["type"] == "Purchase"),
-            "auto_recharge_enabled": self.auto_recharge_enabled,
-            "auto_recharge_threshold": self.auto_recharge_threshold,
-            "auto_recharge_amount_usd": self.auto_recharge_amount_usd,
-            "pricing": {
-                "credit_usd": self.credit_usd,
-                "static_ad_credits": self.static_ad_credits,
-                "full_ad_credits": self.full_ad_credits,
-            },
+            "auto_recharge_enabled": True,
+            "auto_recharge_threshold": 20,
+            "auto_recharge_amount_usd": 25.0,
+            "pricing": {"credit_usd": _CREDIT_USD, "static_ad_credits": 5, "full_ad_credits": 15},
         }
 
     def usage(self) -> dict[str, Any]:
