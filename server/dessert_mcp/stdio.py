@@ -11,6 +11,7 @@ until the server stops).
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -33,7 +34,6 @@ TTY_HINT: Final = (
     "dessert-mcp: waiting for an MCP client on stdin; hosts such as Claude Desktop launch it for you. "
     "To try it, run `dessert-mcp demo` or open `dessert-mcp --sandbox` in the MCP Inspector. Ctrl+C quits."
 )
-_CHUNK: Final = 64 * 1024
 
 
 def serve_stdio(settings: Settings) -> None:
@@ -62,6 +62,7 @@ def serve_stdio(settings: Settings) -> None:
         anyio.run(server.run_stdio_async)
 
 
+@functools.cache  # once per process
 def exit_on_ctrl_c() -> None:
     """Make Ctrl+C end the process at once (exit 130), as SIGTERM does, whichever thread the kernel hands it to.
 
@@ -69,8 +70,6 @@ def exit_on_ctrl_c() -> None:
     (the SDK's stdin reader, the relay, the sandbox) may take the signal: the Ctrl+C would then be lost. So every
     thread started after this blocks SIGINT, and one thread waits for it. Call it before starting any thread.
     """
-    if getattr(exit_on_ctrl_c, "armed", False):
-        return
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
     def wait() -> None:
@@ -78,11 +77,10 @@ def exit_on_ctrl_c() -> None:
         os._exit(130)
 
     threading.Thread(target=wait, name="dessert-mcp-ctrl-c", daemon=True).start()
-    exit_on_ctrl_c.armed = True  # type: ignore[attr-defined]
 
 
 # A 2026-07-28 client's notification stream: answered only when the server tears it down, so never a call to wait for.
-_STREAM_METHODS: Final = frozenset({"subscriptions/listen"})
+_STREAM_METHOD: Final = "subscriptions/listen"
 
 
 class _Pending:
@@ -98,26 +96,23 @@ class _Pending:
         except ValueError:
             return
         for item in message if isinstance(message, list) else [message]:
-            if request and isinstance(item, dict) and item.get("method") == "notifications/cancelled":
-                self._cancelled(item.get("params"))
+            if not isinstance(item, dict):
                 continue
-            if not isinstance(item, dict) or "id" not in item:
-                continue
-            key = json.dumps(item["id"])
-            with self._changed:
-                if request and "method" in item:
-                    if item["method"] not in _STREAM_METHODS:
-                        self._ids.add(key)
-                elif not request and ("result" in item or "error" in item):
-                    self._ids.discard(key)
-                    self._changed.notify_all()
+            if request and item.get("method") == "notifications/cancelled":
+                # The client gave up on a request: the server sends it no answer, so it is no longer waited for.
+                params = item.get("params")
+                if isinstance(params, dict) and "requestId" in params:
+                    self._answered(params["requestId"])
+            elif request and "id" in item and "method" in item and item["method"] != _STREAM_METHOD:
+                with self._changed:
+                    self._ids.add(json.dumps(item["id"]))
+            elif not request and "id" in item and ("result" in item or "error" in item):
+                self._answered(item["id"])
 
-    def _cancelled(self, params: object) -> None:
-        """The client gave up on a request: the server sends it no answer, so it is no longer waited for."""
-        if isinstance(params, dict) and "requestId" in params:
-            with self._changed:
-                self._ids.discard(json.dumps(params["requestId"]))
-                self._changed.notify_all()
+    def _answered(self, request_id: object) -> None:
+        with self._changed:
+            self._ids.discard(json.dumps(request_id))
+            self._changed.notify_all()
 
     def wait_empty(self, timeout_s: float) -> bool:
         """Wait until every request is answered, for `timeout_s` at most; whether they all were."""
@@ -127,20 +122,8 @@ class _Pending:
 
 def _lines(fd: int) -> Iterator[bytes]:
     """Complete lines read from `fd` (and a final unterminated one), until EOF or an error."""
-    buffer = b""
-    while True:
-        try:
-            chunk = os.read(fd, _CHUNK)
-        except OSError:
-            chunk = b""
-        if not chunk:
-            if buffer:
-                yield buffer
-            return
-        buffer += chunk
-        *complete, buffer = buffer.split(b"\n")
-        for line in complete:
-            yield line + b"\n"
+    with open(fd, "rb", closefd=False) as stream, contextlib.suppress(OSError):
+        yield from stream
 
 
 def _write_all(fd: int, data: bytes) -> bool:

@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("dessert_mcp")
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
 ENVIRONMENT_HELP = f"""\
 environment variables (the API key is read only from the environment, never from the command line):
   DESSERT_API_KEY         Dessert API key, sent as a Bearer token. Without it the server still starts and lists
@@ -120,7 +118,7 @@ def _common(*, top: bool) -> _Parser:
     )
     common.add_argument(
         "--log-level",
-        choices=LOG_LEVELS,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
         type=str.upper,
         default=default,
         help="stderr log level (default INFO, or DESSERT_MCP_LOG_LEVEL)",
@@ -214,7 +212,7 @@ def _main(argv: Sequence[str] | None) -> None:
         from dessert_mcp.sandbox import run_sandbox
 
         with contextlib.suppress(KeyboardInterrupt):
-            anyio.run(lambda: run_sandbox(port=args.port))
+            anyio.run(run_sandbox, args.port)
         return
     if args.command == "demo":
         from dessert_mcp.cli.demo import run_demo

@@ -107,17 +107,15 @@ def _structured(result: CallToolResult, name: str) -> dict[str, Any]:
 
 
 async def run_demo(out: TextIO = sys.stdout) -> int:
-    failures: list[Exception] = []
+    status = 0
     try:
         await _demo(out)
-    except* DemoFailed as group:
-        failures.extend(group.exceptions)
-    for exc in failures:
-        sys.stderr.write(f"demo: {exc}\n")
-    if failures:
-        return 1
-    out.write("\nDemo finished: both tools answered over a real stdio MCP session.\n")
-    return 0
+    except* DemoFailed as group:  # one raised inside `async with Client(...)` arrives in an exception group
+        sys.stderr.writelines(f"demo: {exc}\n" for exc in group.exceptions)
+        status = 1
+    else:
+        out.write("\nDemo finished: both tools answered over a real stdio MCP session.\n")
+    return status
 
 
 def _server(sandbox: ThreadedSandbox, key: str) -> StdioServerParameters:
@@ -151,8 +149,7 @@ async def _demo(out: TextIO) -> None:
             names = [t.name for t in listed.tools]
             balance_name = next(n for n in names if n.endswith("get_balance"))
             usage_name = next(n for n in names if n.endswith("get_usage"))
-            balance_result = await client.call_tool(balance_name, {})
-            balance = _structured(balance_result, balance_name)
+            balance = _structured(await client.call_tool(balance_name, {}), balance_name)
             pricing = balance["pricing"]
             out.write(f"Balance ({balance_name})\n")
             balance_rows = [

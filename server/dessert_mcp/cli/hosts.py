@@ -26,12 +26,6 @@ VSCODE_KEY_INPUT: Final = "dessert-api-key"
 # Every host below forwards tool names to a model API that rejects dots; saying so beats relying on `auto`.
 STRICT_NAMES: Final = {"DESSERT_MCP_TOOL_NAMES": "underscore"}
 
-CLAUDE_DESKTOP_CONFIG: Final = {
-    "darwin": "~/Library/Application Support/Claude/claude_desktop_config.json",
-    "win32": r"%APPDATA%\Claude\claude_desktop_config.json",
-    "linux": "~/.config/Claude/claude_desktop_config.json",
-}
-
 HOSTS: Final = {
     "claude-desktop": "Claude Desktop (claude_desktop_config.json; the .mcpb bundle is simpler)",
     "claude-code": "Claude Code (a `claude mcp add` command line)",
@@ -51,9 +45,9 @@ def server_command() -> tuple[str, list[str]]:
     return (str(Path(found).resolve()), []) if found else (sys.executable, ["-m", "dessert_mcp"])
 
 
-def uvx_command(version: str = __version__) -> tuple[str, list[str]]:
-    """`uvx dessert-mcp@<version>`: the package from PyPI, pinned, so an upgrade is a deliberate edit."""
-    return "uvx", [f"{PACKAGE}@{version}"]
+def uvx_command() -> tuple[str, list[str]]:
+    """`uvx dessert-mcp@<this version>`: the package from PyPI, pinned, so an upgrade is a deliberate edit."""
+    return "uvx", [f"{PACKAGE}@{__version__}"]
 
 
 def in_uv_cache(prefix: str = sys.prefix) -> bool:
@@ -65,28 +59,12 @@ def in_uv_cache(prefix: str = sys.prefix) -> bool:
     return Path(prefix).parent.name.startswith("archive-v")
 
 
-def default_launch() -> Launch:
-    """`uvx` when this copy was started by `uvx` (its path is not worth keeping), else `path`."""
-    return "uvx" if in_uv_cache() else "path"
-
-
-def launch_command(launch: Launch) -> tuple[str, list[str]]:
-    return uvx_command() if launch == "uvx" else server_command()
-
-
 @dataclass(frozen=True, slots=True)
 class HostConfig:
     """What to paste (`text`) and where it goes (`notes`)."""
 
     text: str
     notes: str
-
-
-def config_for(host: str, launch: Launch | None = None, *, platform: str = sys.platform) -> HostConfig:
-    """What `dessert-mcp config <host> [--launch ...]` prints."""
-    launch = launch or default_launch()
-    command, args = launch_command(launch)
-    return host_config(host, command, args, platform=platform, launch=launch)
 
 
 def host_config(
@@ -131,7 +109,10 @@ def _launch_note(host: str, launch: Launch) -> str:
 
 def print_host_config(host: str, launch: Launch | None) -> None:
     """`dessert-mcp config HOST [--launch ...]`: the entry on stdout, where it goes on stderr."""
-    snippet = config_for(host, launch)
+    # By default `uvx` when this copy was itself started by `uvx` (its path is not worth keeping), else `path`.
+    launch = launch or ("uvx" if in_uv_cache() else "path")
+    command, args = uvx_command() if launch == "uvx" else server_command()
+    snippet = host_config(host, command, args, launch=launch)
     sys.stdout.write(snippet.text)
     sys.stderr.write(f"\n{snippet.notes}\n")
 
@@ -145,9 +126,9 @@ def _claude_desktop(command: str, args: list[str]) -> HostConfig:
     entry = {"command": command, "args": args, "env": {KEY_VARIABLE: KEY_PLACEHOLDER, **STRICT_NAMES}}
     notes = (
         "Claude Desktop: merge this into claude_desktop_config.json (Settings > Developer > Edit Config opens it):\n"
-        f"  macOS    {CLAUDE_DESKTOP_CONFIG['darwin']}\n"
-        f"  Windows  {CLAUDE_DESKTOP_CONFIG['win32']}\n"
-        f"  Linux    no official app; community builds read {CLAUDE_DESKTOP_CONFIG['linux']}\n"
+        "  macOS    ~/Library/Application Support/Claude/claude_desktop_config.json\n"
+        "  Windows  %APPDATA%\\Claude\\claude_desktop_config.json\n"
+        "  Linux    no official app; community builds read ~/.config/Claude/claude_desktop_config.json\n"
         "then replace the placeholder with your key and restart Claude (quit it from the menu bar or tray).\n"
         "Simpler: install dessert-mcp.mcpb (from the release, or `make bundle`) instead; Claude then keeps the key in\n"
         "the OS keychain."
@@ -201,8 +182,7 @@ def _vscode(command: str, args: list[str], launch: Launch) -> HostConfig:
 
 
 def _codex(command: str, args: list[str]) -> HostConfig:
-    def toml_str(value: str) -> str:
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    toml_str = json.dumps  # a JSON string is a valid TOML basic string
 
     lines = [
         f"[mcp_servers.{SERVER_NAME}]",

@@ -25,6 +25,7 @@ SANDBOX_KEY: Final = "dsk_sandbox_4f1c2e9a7b3d45e8a0c6b2f1d9e7a5c3"
 API_PATHS: Final = (BALANCE_PATH, USAGE_PATH)
 _MAX_HEADER_BYTES: Final = 64 * 1024
 _MAX_REQUEST_BODY: Final = 1024 * 1024
+_CREDIT_USD: Final = 0.10
 
 # (type, credits_delta, usd_amount, description, at), oldest first; the last three are the docs' example.
 _HISTORY: Final = [
@@ -49,45 +50,27 @@ def _initial_ledger() -> list[dict[str, Any]]:
     balance = 0
     for kind, delta, usd, description, at in _HISTORY:
         balance += delta
-        ledger.append(
-            {
-                "type": kind,
-                "credits_delta": delta,
-                "balance_after": balance,
-                "usd_amount": usd,
-                "description": description,
-                "at": at,
-            }
-        )
+        row = {"type": kind, "credits_delta": delta, "balance_after": balance, "usd_amount": usd}
+        ledger.append(row | {"description": description, "at": at})
     return ledger
 
 
 @dataclass
 class SandboxAccount:
-    """The emulated account; the balance endpoint is derived from the ledger."""
+    """The emulated account; the balance endpoint is derived from the ledger, with the docs' example settings."""
 
     ledger: list[dict[str, Any]] = field(default_factory=_initial_ledger)
-    auto_recharge_enabled: bool = True
-    auto_recharge_threshold: int = 20
-    auto_recharge_amount_usd: float = 25.0
-    credit_usd: float = 0.10
-    static_ad_credits: int = 5
-    full_ad_credits: int = 15
 
     def balance(self) -> dict[str, Any]:
         credits = self.ledger[-1]["balance_after"] if self.ledger else 0
         return {
             "credits_balance": credits,
-            "credits_balance_usd_equivalent": round(credits * self.credit_usd, 2),
+            "credits_balance_usd_equivalent": round(credits * _CREDIT_USD, 2),
             "credits_lifetime_purchased": sum(r["credits_delta"] for r in self.ledger if r["type"] == "Purchase"),
-            "auto_recharge_enabled": self.auto_recharge_enabled,
-            "auto_recharge_threshold": self.auto_recharge_threshold,
-            "auto_recharge_amount_usd": self.auto_recharge_amount_usd,
-            "pricing": {
-                "credit_usd": self.credit_usd,
-                "static_ad_credits": self.static_ad_credits,
-                "full_ad_credits": self.full_ad_credits,
-            },
+            "auto_recharge_enabled": True,
+            "auto_recharge_threshold": 20,
+            "auto_recharge_amount_usd": 25.0,
+            "pricing": {"credit_usd": _CREDIT_USD, "static_ad_credits": 5, "full_ad_credits": 15},
         }
 
     def usage(self) -> dict[str, Any]:
@@ -106,9 +89,9 @@ class Request:
 class Sandbox:
     """The emulated API on an asyncio event loop. `ThreadedSandbox` runs one on a background thread."""
 
-    def __init__(self, *, key: str = SANDBOX_KEY, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, *, key: str = SANDBOX_KEY, port: int = 0) -> None:
         self.key = key
-        self.host = host
+        self.host = "127.0.0.1"
         self._port = port
         self.account = SandboxAccount()
         self.lock = threading.Lock()  # the account may be changed from another thread
@@ -117,15 +100,10 @@ class Sandbox:
         self.accepted = 0
 
     @property
-    def port(self) -> int:
+    def url(self) -> str:
         if self._server is None:
             raise RuntimeError("the sandbox is not started")
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{self.host}:{self._server.sockets[0].getsockname()[1]}"
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -163,14 +141,11 @@ class Sandbox:
         self.accepted += 1
         try:
             while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-                    return
+                head = await reader.readuntil(b"\r\n\r\n")
                 request = await self._read_request(head, reader, writer)
                 if request is None or not await self.handle(request, reader, writer):
                     return
-        except (ConnectionError, asyncio.CancelledError):
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, asyncio.CancelledError):
             return
         finally:
             self.writers.discard(writer)
@@ -223,8 +198,8 @@ async def respond(
 class ThreadedSandbox:
     """A `Sandbox` on its own thread and event loop: `with ThreadedSandbox() as sb: sb.url`."""
 
-    def __init__(self, sandbox: Sandbox | None = None, *, key: str = SANDBOX_KEY) -> None:
-        self.sandbox = sandbox if sandbox is not None else Sandbox(key=key)
+    def __init__(self, sandbox: Sandbox | None = None) -> None:
+        self.sandbox = sandbox or Sandbox()
         self._running = contextlib.ExitStack()
 
     @property
@@ -235,25 +210,19 @@ class ThreadedSandbox:
     def key(self) -> str:
         return self.sandbox.key
 
-    def start(self) -> Self:
+    def __enter__(self) -> Self:
         self.portal = self._running.enter_context(start_blocking_portal(name="dessert-sandbox"))
         self.portal.call(self.sandbox.start)
         self._running.callback(self.portal.call, self.sandbox.stop)
         return self
 
-    def stop(self) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._running.close()
 
-    def __enter__(self) -> Self:
-        return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-async def run_sandbox(*, port: int, key: str = SANDBOX_KEY) -> None:
+async def run_sandbox(port: int) -> None:
     """`dessert-mcp sandbox`: serve until interrupted, after printing how to use it."""
-    sandbox = Sandbox(key=key, port=port)
+    sandbox = Sandbox(port=port)
     await sandbox.start()
     print(
         f"Dessert sandbox listening on {sandbox.url}\n"
