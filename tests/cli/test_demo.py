@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import io
+import json
 from typing import Any
 
+import pytest
+
+from dessert_mcp.cli import demo
 from dessert_mcp.cli.demo import WIDTH, summary_lines, table, usd, when
 
 
@@ -59,3 +65,19 @@ def test_numbers_align_right_and_missing_values_show_a_dash() -> None:
         "  5       —",
         "250  $25.00",
     ]
+
+
+async def test_a_failing_call_is_reported_by_its_own_sentence_not_a_task_group_summary(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every server the demo launches gets the wrong key, so its first call fails inside `async with Client(...)`.
+    serve_with_wrong_key = functools.partial(demo._server, key=demo.WRONG_KEY)
+    monkeypatch.setattr(demo, "_server", lambda sandbox, key: serve_with_wrong_key(sandbox))
+
+    status = await demo.run_demo(io.StringIO())
+
+    errors = capsys.readouterr().err.splitlines()
+    assert status == 1
+    assert errors[0].startswith("demo: dessert_get_balance failed: Dessert rejected the API key (HTTP 401")
+    assert json.loads(errors[1])["code"] == "auth_invalid"  # the tool error's second line, as an agent gets it
+    assert len(errors) == 2

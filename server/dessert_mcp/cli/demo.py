@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import textwrap
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -106,12 +106,21 @@ def _structured(result: CallToolResult, name: str) -> dict[str, Any]:
     return content
 
 
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions inside `exc`, however deeply nested task groups wrapped them."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
 async def run_demo(out: TextIO = sys.stdout) -> int:
     status = 0
     try:
         await _demo(out)
     except* DemoFailed as group:  # one raised inside `async with Client(...)` arrives in an exception group
-        sys.stderr.writelines(f"demo: {exc}\n" for exc in group.exceptions)
+        sys.stderr.writelines(f"demo: {exc}\n" for exc in _leaves(group))
         status = 1
     else:
         out.write("\nDemo finished: both tools answered over a real stdio MCP session.\n")
