@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from dessert_mcp.auth.caller import caller_token
 from dessert_mcp.cache import BuiltFrom, TTLCache
 from dessert_mcp.client import DessertAPIError, DessertClient
-from dessert_mcp.config import Secret, Settings
+from dessert_mcp.config import Settings
 from dessert_mcp.models import BALANCE_PATH, USAGE_PATH, Balance, BalanceReport, Usage, UsageArguments, UsageReport
 from dessert_mcp.singleflight import SingleFlight
 from dessert_mcp.telemetry import NO_OBSERVER, Observer, mark_current_span
@@ -109,7 +109,6 @@ class DessertService:
                         await client.aclose()
 
     def _new_client(self, settings: Settings) -> DessertClient:
-        # A test's transport is lent to every account's client: closing one must not close it for the others.
         transport = _Shared(self._transport) if self.per_account and self._transport is not None else self._transport
         return DessertClient.from_settings(settings, transport=transport, observer=self.observer)
 
@@ -139,8 +138,7 @@ class DessertService:
         if not self.per_account:
             client = self.client
             return await self._answer(route, client, flights, cache, lambda: get(client))
-        identity, key = _caller()
-        account = self._account(identity, key)
+        account = self._account()
         account.users += 1
         try:
             if len(self._accounts) > self._max_accounts:
@@ -185,17 +183,25 @@ class DessertService:
 
         return await flights.run(f"{client.account} {route}", ask, on_shared=shared)
 
-    def _account(self, identity: str, key: Secret) -> _Account:
-        """The caller's client, made on first use and moved to the recent end of the LRU (see `_evict`)."""
+    def _account(self) -> _Account:
+        """The caller's client, made on first use and moved to the recent end of the LRU (see `_evict`).
+
+        Who is calling comes from the bearer token the SDK accepted for this request; never the operator's key.
+        """
+        token = caller_token()
+        if token is None or token.subject is None:
+            raise DessertAPIError(
+                "This request carries no caller credential; send Authorization: Bearer <token>.", code="not_configured"
+            )
         if self._users == 0:
             raise RuntimeError("the Dessert clients are used outside the server's lifespan")
-        account = self._accounts.get(identity)
+        account = self._accounts.get(token.subject)
         if account is None:
-            client = self._new_client(replace(self.settings, api_key=key, api_key_problem=None))
-            account = self._accounts[identity] = _Account(
+            client = self._new_client(replace(self.settings, api_key=token.key, api_key_problem=None))
+            account = self._accounts[token.subject] = _Account(
                 client, anyio.CapacityLimiter(self.settings.account_concurrency)
             )
-        self._accounts.move_to_end(identity)
+        self._accounts.move_to_end(token.subject)
         return account
 
     async def _evict(self) -> None:
@@ -206,13 +212,3 @@ class DessertService:
         for identity in idle[:excess]:
             with anyio.CancelScope(shield=True):
                 await self._accounts.pop(identity).client.aclose()
-
-
-def _caller() -> tuple[str, Secret]:
-    """Who is calling, from the bearer token the SDK accepted for this request; never the operator's key."""
-    token = caller_token()
-    if token is None or token.subject is None:
-        raise DessertAPIError(
-            "This request carries no caller credential; send Authorization: Bearer <token>.", code="not_configured"
-        )
-    return token.subject, token.key

@@ -70,18 +70,15 @@ _TYPES: Final = {"type": "array", "items": {"enum": [*TRANSACTION_TYPES]}, "minI
 _SINCE: Final = {"type": "string", "format": "date-time", "description": _ARG["since"]}
 
 
-def error_text(exc: DessertAPIError) -> str:
+def _error_result(exc: DessertAPIError) -> CallToolResult:
     """One actionable sentence, then a small JSON object agents and scripts can match on."""
     info: dict[str, Any] = {"code": exc.code, "retryable": exc.retryable}
     if exc.retry_after_s is not None:
         info["retry_after_s"] = exc.retry_after_s
     if exc.status is not None:
         info["status"] = exc.status
-    return f"{exc.message}\n{json.dumps(info)}"
-
-
-def _error_result(exc: DessertAPIError) -> CallToolResult:
-    return CallToolResult(content=[TextContent(type="text", text=error_text(exc))], is_error=True)
+    text = f"{exc.message}\n{json.dumps(info)}"
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
 def _result(report: BaseModel) -> CallToolResult:
@@ -93,17 +90,13 @@ def _result(report: BaseModel) -> CallToolResult:
     )
 
 
-def resource_ttl_ms(settings: Settings) -> int:
-    """The resources' `ttlMs`: the server's own cache ttl when it keeps one, so both say the same freshness."""
-    return round(settings.cache_ttl_s * 1000) if settings.cache_ttl_s > 0 else RESOURCE_TTL_MS
-
-
 async def _call_tool(
     tool: str,
     service: DessertService,
     results: BuiltFrom[BaseModel, CallToolResult],
     ctx: Context[DessertService],
-    run: Callable[[DessertService], Awaitable[BaseModel]],
+    model: type[ArgsT],
+    run: Callable[[ArgsT], Awaitable[BaseModel]],
 ) -> CallToolResult:
     """Run one tool call: its result or its error result, counted, timed and logged (one line, no arguments)."""
     observer = service.observer
@@ -111,7 +104,7 @@ async def _call_tool(
     started = time.perf_counter()
     code = "internal_error"
     try:
-        result = results(await run(service))
+        result = results(await run(_arguments(tool, ctx, model)))
         code = "ok"
         return result
     except DessertAPIError as exc:
@@ -193,11 +186,7 @@ def build_server(
     )
 
     async def get_balance(ctx: Context[DessertService]) -> Annotated[CallToolResult, BalanceReport]:
-        async def run(service: DessertService) -> BaseModel:
-            _arguments("dessert.get_balance", ctx, NoArguments)
-            return await service.balance()
-
-        return await _call_tool("dessert.get_balance", service, results, ctx, run)
+        return await _call_tool("dessert.get_balance", service, results, ctx, NoArguments, lambda _: service.balance())
 
     async def get_usage(
         ctx: Context[DessertService],
@@ -205,10 +194,7 @@ def build_server(
         types: Annotated[Any, WithJsonSchema(_TYPES)] = None,
         since: Annotated[Any, WithJsonSchema(_SINCE)] = None,
     ) -> Annotated[CallToolResult, UsageReport]:
-        async def run(service: DessertService) -> BaseModel:
-            return await service.usage(_arguments("dessert.get_usage", ctx, UsageArguments))
-
-        return await _call_tool("dessert.get_usage", service, results, ctx, run)
+        return await _call_tool("dessert.get_usage", service, results, ctx, UsageArguments, service.usage)
 
     for fn, name, title, description in (
         (get_balance, "dessert.get_balance", "Dessert credit balance", BALANCE_DESCRIPTION),
@@ -225,6 +211,8 @@ def build_server(
                 structured_output=True,
             )(fn)
 
+    # The resources' `ttlMs`: the server's own cache ttl when it keeps one, so both say the same freshness.
+    ttl_ms = round(settings.cache_ttl_s * 1000) if settings.cache_ttl_s > 0 else RESOURCE_TTL_MS
     server: MCPServer[DessertService] = MCPServer(
         "dessert-mcp",
         title="Dessert balance & usage",
@@ -236,7 +224,7 @@ def build_server(
         middleware=[list_names_for_client(settings.tool_names)],
         extensions=[apps],
         # Balance and usage change with every ad generated: a client may reuse a read for a few seconds, never share it.
-        cache_hints={"resources/read": CacheHint(ttl_ms=resource_ttl_ms(settings), scope="private")},
+        cache_hints={"resources/read": CacheHint(ttl_ms=ttl_ms, scope="private")},
         **(auth or {}),
     )
     add_resources(server, service)

@@ -12,6 +12,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
@@ -117,77 +118,49 @@ BROWSER_HINT: Final = (
 _MCP_HEADERS: Final = frozenset({b"mcp-session-id", b"mcp-protocol-version", b"last-event-id"})
 
 
-class BrowserHint:
-    """ASGI wrapper: a browser opening the MCP endpoint gets one line instead of an endless event stream.
+def _is_browser(scope: Scope) -> bool:
+    """A browser opening the MCP endpoint: a GET that accepts text/html and not text/event-stream, with no MCP header.
 
-    Only a GET that accepts text/html and not text/event-stream and carries no MCP header is answered here; an
-    MCP client's GET must accept text/event-stream (the spec's streamable HTTP transport), so it always passes.
+    An MCP client's GET must accept text/event-stream (the spec's streamable HTTP transport), so it always passes.
     """
-
-    def __init__(self, app: ASGIApp, path: str) -> None:
-        self._app = app
-        self._path = path
-
-    def _is_browser(self, scope: Scope) -> bool:
-        if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != self._path:
-            return False
-        headers = dict(scope["headers"])
-        accept = headers.get(b"accept", b"").lower()
-        if b"text/html" not in accept or b"text/event-stream" in accept:
-            return False
-        return not _MCP_HEADERS.intersection(headers)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._is_browser(scope):
-            await PlainTextResponse(BROWSER_HINT, headers={"Cache-Control": "no-store"})(scope, receive, send)
-            return
-        await self._app(scope, receive, send)
+    if scope["method"] != "GET":
+        return False
+    headers = dict(scope["headers"])
+    accept = headers.get(b"accept", b"").lower()
+    if b"text/html" not in accept or b"text/event-stream" in accept:
+        return False
+    return not _MCP_HEADERS.intersection(headers)
 
 
 Probe = Callable[[], Awaitable[str | None]]
 
 
-class Readiness:
+async def _ready(probe: Probe) -> tuple[int, dict[str, str]]:
     """`/readyz`: run the probe with a short deadline; ready only if it finds nothing wrong.
 
-    Probes arriving together share one run. The answer names a reason code only: anyone can ask, so
-    the detail goes to the log.
+    The answer names a reason code only: anyone can ask, so the detail goes to the log.
     """
-
-    def __init__(self, probe: Probe, *, timeout_s: float = READY_TIMEOUT_S) -> None:
-        self._probe = probe
-        self._timeout_s = timeout_s
-        self._probes: SingleFlight[tuple[int, dict[str, str]]] = SingleFlight(())
-
-    async def check(self) -> tuple[int, dict[str, str]]:
-        return await self._probes.run("ready", self._run)
-
-    async def _run(self) -> tuple[int, dict[str, str]]:
-        try:
-            with anyio.fail_after(self._timeout_s):
-                reason = await self._probe()
-        except TimeoutError:
-            logger.warning("Not ready: no answer within %g s", self._timeout_s)
-            reason = "timeout"
-        if reason is not None:
-            return 503, {"status": "not ready", "reason": reason}
-        return 200, {"status": "ready"}
+    try:
+        with anyio.fail_after(READY_TIMEOUT_S):
+            reason = await probe()
+    except TimeoutError:
+        logger.warning("Not ready: no answer within %g s", READY_TIMEOUT_S)
+        reason = "timeout"
+    if reason is not None:
+        return 503, {"status": "not ready", "reason": reason}
+    return 200, {"status": "ready"}
 
 
-def dessert_probe(service: DessertService) -> Probe:
+async def _dessert_probe(service: DessertService) -> str | None:
     """Single-key mode: ask Dessert for the balance; ready only if the key is accepted."""
-
-    async def probe() -> str | None:
-        try:
-            await service.client.get_balance()
-        except DessertAPIError as exc:
-            logger.warning("Not ready (%s): %s", exc.code, exc.message)
-            return exc.code
-        except RuntimeError:  # the lifespan has not opened the client yet, or has closed it
-            return "starting"
-        return None
-
-    return probe
+    try:
+        await service.client.get_balance()
+    except DessertAPIError as exc:
+        logger.warning("Not ready (%s): %s", exc.code, exc.message)
+        return exc.code
+    except RuntimeError:  # the lifespan has not opened the client yet, or has closed it
+        return "starting"
+    return None
 
 
 async def _stateless_probe() -> str | None:
@@ -239,9 +212,11 @@ def build_app(
     )
     server = build_server(settings, service=service, auth=auth)
     if wiring is not None:
-        readiness = Readiness(wiring.probe)
+        probe: Probe = wiring.probe
     else:
-        readiness = Readiness(_stateless_probe if options.auth else dessert_probe(service))
+        probe = _stateless_probe if options.auth else partial(_dessert_probe, service)
+    ready = partial(_ready, probe)
+    readiness: SingleFlight[tuple[int, dict[str, str]]] = SingleFlight(())  # probes arriving together share one run
     security = transport_security(options)
     if options.transport == "http":
         mcp_app = server.streamable_http_app(
@@ -255,6 +230,7 @@ def build_app(
         )
         if wiring is not None:
             wiring.install(mcp_app)
+        endpoint, kind = MCP_PATH, "streamable HTTP"
     else:
         mcp_app = server.sse_app(
             sse_path=SSE_PATH,
@@ -263,12 +239,13 @@ def build_app(
             transport_security=security,
             host=options.host,
         )
+        endpoint, kind = SSE_PATH, "SSE"
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
 
     async def readyz(request: Request) -> Response:
-        status, body = await readiness.check()
+        status, body = await readiness.run("ready", ready)
         return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
     async def metrics_page(request: Request) -> Response:
@@ -277,12 +254,10 @@ def build_app(
             return PlainTextResponse("Metrics are off: install dessert-mcp[metrics].\n", status_code=404)
         return Response(metrics.render(), headers={"Content-Type": metrics.content_type, "Cache-Control": "no-store"})
 
-    endpoint = MCP_PATH if options.transport == "http" else SSE_PATH
-
     async def home(request: Request) -> Response:
         return PlainTextResponse(
-            f"This is dessert-mcp, an MCP server. MCP clients connect to {endpoint} on this host "
-            f"({'streamable HTTP' if options.transport == 'http' else 'SSE'}); see `dessert-mcp --help`.\n"
+            f"This is dessert-mcp, an MCP server. MCP clients connect to {endpoint} on this host ({kind}); "
+            "see `dessert-mcp --help`.\n"
         )
 
     @asynccontextmanager
@@ -298,21 +273,25 @@ def build_app(
                 await stack.enter_async_context(server.session_manager.run())
             yield
 
-    endpoint_app = BrowserHint(mcp_app, MCP_PATH) if options.transport == "http" else mcp_app
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route(METRICS_PATH, metrics_page, methods=["GET"]),
         Route("/", home, methods=["GET"]),
-        Mount("/", app=endpoint_app),
+        Mount("/", app=mcp_app),
     ]
     host = Starlette(routes=routes, lifespan=lifespan)
     if options.transport != "http":
         return TokenGuard(host, options.auth_token)
+    hint = PlainTextResponse(BROWSER_HINT, headers={"Cache-Control": "no-store"})
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         # Calls to the MCP endpoint skip the host app's error and routing layers: the SDK's app has its own.
-        target = endpoint_app if scope["type"] == "http" and scope["path"] == MCP_PATH else host
-        await target(scope, receive, send)
+        if scope["type"] != "http" or scope["path"] != MCP_PATH:
+            await host(scope, receive, send)
+        elif _is_browser(scope):  # one line instead of an endless event stream
+            await hint(scope, receive, send)
+        else:
+            await mcp_app(scope, receive, send)
 
     return TokenGuard(app, options.auth_token)

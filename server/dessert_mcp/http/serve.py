@@ -121,29 +121,6 @@ def _worker(target: Callable[..., None], args: tuple[Any, ...], host: str, port:
 def _supervise(target: Callable[..., None], args: tuple[Any, ...], host: str, port: int, count: int) -> None:
     """Start the workers, restart any that dies, and stop them all on SIGINT or SIGTERM."""
     context = multiprocessing.get_context("spawn")
-    with contextlib.ExitStack() as stack:
-        # One metrics directory for all the workers, so that any worker's /metrics answers for every one.
-        worker_died: Callable[[int], None] = _ignore
-        if metrics_installed():
-            from dessert_mcp.observe.metrics import shared_by_workers
-
-            worker_died = stack.enter_context(shared_by_workers())
-        _run_workers(target, args, host, port, count, context, worker_died)
-
-
-def _ignore(_pid: int) -> None:
-    pass
-
-
-def _run_workers(
-    target: Callable[..., None],
-    args: tuple[Any, ...],
-    host: str,
-    port: int,
-    count: int,
-    context: multiprocessing.context.SpawnContext,
-    worker_died: Callable[[int], None],
-) -> None:
     stopping = False
 
     def start() -> BaseProcess:
@@ -155,24 +132,31 @@ def _run_workers(
         nonlocal stopping
         stopping = True
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    workers = [start() for _ in range(count)]
-    try:
-        while not stopping:
-            multiprocessing.connection.wait([w.sentinel for w in workers], timeout=0.5)
-            for i, worker in enumerate(workers):
-                if not worker.is_alive() and not stopping:
-                    logger.error("Worker pid %s exited with %s; starting another", worker.pid, worker.exitcode)
-                    if worker.pid is not None:
-                        worker_died(worker.pid)
-                    workers[i] = start()
-    finally:
-        for worker in workers:
-            worker.terminate()  # SIGTERM: uvicorn finishes what is in flight, within GRACEFUL_SHUTDOWN_S
-        for worker in workers:
-            worker.join(GRACEFUL_SHUTDOWN_S + 5)
-            if worker.is_alive():
-                worker.kill()
-        for sig, handler in previous.items():
-            with contextlib.suppress(ValueError, TypeError):
-                signal.signal(sig, handler)
+    # One metrics directory for all the workers, so that any worker's /metrics answers for every one.
+    shared: contextlib.AbstractContextManager[Callable[[int], None] | None] = contextlib.nullcontext()
+    if metrics_installed():
+        from dessert_mcp.observe.metrics import shared_by_workers
+
+        shared = shared_by_workers()
+    with shared as worker_died:
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        workers = [start() for _ in range(count)]
+        try:
+            while not stopping:
+                multiprocessing.connection.wait([w.sentinel for w in workers], timeout=0.5)
+                for i, worker in enumerate(workers):
+                    if not worker.is_alive() and not stopping:
+                        logger.error("Worker pid %s exited with %s; starting another", worker.pid, worker.exitcode)
+                        if worker_died is not None and worker.pid is not None:
+                            worker_died(worker.pid)
+                        workers[i] = start()
+        finally:
+            for worker in workers:
+                worker.terminate()  # SIGTERM: uvicorn finishes what is in flight, within GRACEFUL_SHUTDOWN_S
+            for worker in workers:
+                worker.join(GRACEFUL_SHUTDOWN_S + 5)
+                if worker.is_alive():
+                    worker.kill()
+            for sig, handler in previous.items():
+                with contextlib.suppress(ValueError, TypeError):
+                    signal.signal(sig, handler)
