@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
 import sys
+import threading
+import tty
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +16,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.types import Implementation, TextContent
 
-from dessert_mcp.stdio import _Pending
+from dessert_mcp.stdio import _lines, _Pending
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.faults import ThreadedFaultySandbox
 
@@ -252,3 +256,30 @@ def test_after_eof_the_relay_waits_for_each_call_until_answered_or_cancelled_and
     pending.note(_line({"method": "notifications/cancelled"}), request=True)  # malformed: ignored
     pending.note(b"not json\n", request=True)
     assert pending.wait_empty(0)
+
+
+def test_on_a_terminal_one_ctrl_d_after_an_unterminated_line_ends_the_input() -> None:
+    controller, terminal = pty.openpty()  # canonical mode: Ctrl+D ends a partial line, then (alone) the input
+    lines: list[bytes] = []
+    reader = threading.Thread(target=lambda: lines.extend(_lines(terminal)), daemon=True)
+    try:
+        os.write(controller, b'{"id": 1}\n{"id": 2}\x04\x04')
+        reader.start()
+        reader.join(timeout=10)
+        assert not reader.is_alive(), "the reader waited for another Ctrl+D"
+        assert lines == [b'{"id": 1}\n', b'{"id": 2}']
+    finally:
+        os.write(controller, b"\x04")  # lets a stuck reader go
+        os.close(controller)
+        os.close(terminal)
+
+
+def test_a_read_error_still_hands_on_the_bytes_read_before_it() -> None:
+    controller, terminal = pty.openpty()
+    tty.setraw(terminal)
+    os.write(terminal, b"complete\npartial")
+    os.close(terminal)  # the controller's next read after the buffered bytes fails with EIO
+    try:
+        assert list(_lines(controller)) == [b"complete\n", b"partial"]
+    finally:
+        os.close(controller)

@@ -30,6 +30,8 @@ from dessert_mcp.redact import Redactor, configure_logging
 
 logger = logging.getLogger("dessert_mcp")
 
+_CHUNK: Final = 64 * 1024
+
 TTY_HINT: Final = (
     "dessert-mcp: waiting for an MCP client on stdin; hosts such as Claude Desktop launch it for you. "
     "To try it, run `dessert-mcp demo` or open `dessert-mcp --sandbox` in the MCP Inspector. Ctrl+C quits."
@@ -121,9 +123,25 @@ class _Pending:
 
 
 def _lines(fd: int) -> Iterator[bytes]:
-    """Complete lines read from `fd` (and a final unterminated one), until EOF or an error."""
-    with open(fd, "rb", closefd=False) as stream, contextlib.suppress(OSError):
-        yield from stream
+    """Complete lines read from `fd` (and a final unterminated one), until EOF or an error.
+
+    Plain `os.read`, not a buffered file: on a terminal a buffered reader reads again after the EOF that ended an
+    unterminated last line (another Ctrl+D), and a read error would drop the bytes it had buffered.
+    """
+    buffer = b""
+    while True:
+        try:
+            chunk = os.read(fd, _CHUNK)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            if buffer:
+                yield buffer
+            return
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        for line in complete:
+            yield line + b"\n"
 
 
 def _write_all(fd: int, data: bytes) -> bool:
