@@ -16,7 +16,7 @@ import anyio
 from dessert_mcp import __version__
 from dessert_mcp.cli.accounts import add_accounts_parser
 from dessert_mcp.cli.hosts import HOSTS, LAUNCHES
-from dessert_mcp.config import DEFAULT_BASE_URL, TOOL_NAME_STYLES, ConfigError, Settings
+from dessert_mcp.config import DEFAULT_BASE_URL, LOG_LEVELS, TOOL_NAME_STYLES, ConfigError, Settings
 from dessert_mcp.redact import Redactor, configure_logging, install_excepthook
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def _common(*, top: bool) -> _Parser:
     )
     common.add_argument(
         "--log-level",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        choices=LOG_LEVELS,
         type=str.upper,
         default=default,
         help="stderr log level (default INFO, or DESSERT_MCP_LOG_LEVEL)",
