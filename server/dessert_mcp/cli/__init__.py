@@ -17,7 +17,7 @@ from dessert_mcp import __version__
 from dessert_mcp.cli.accounts import add_accounts_parser
 from dessert_mcp.cli.hosts import HOSTS, LAUNCHES
 from dessert_mcp.config import DEFAULT_BASE_URL, LOG_LEVELS, TOOL_NAME_STYLES, ConfigError, Settings
-from dessert_mcp.redact import Redactor, configure_logging, install_excepthook
+from dessert_mcp.redact import Redactor, configure_logging_for, install_excepthook
 
 if TYPE_CHECKING:
     from dessert_mcp.http import HTTPOptions
@@ -204,9 +204,7 @@ def _main(argv: Sequence[str] | None) -> None:
         settings = Settings.from_env(tool_names=args.tool_names, log_level=log_level)
     except ConfigError as exc:
         sys.exit(f"dessert-mcp: configuration error: {exc}")
-    redactor = Redactor(settings.api_key.get() if settings.api_key else None)
-    configure_logging(settings.log_level, redactor, fmt=settings.log_format)
-    install_excepthook(redactor)
+    install_excepthook(configure_logging_for(settings))
 
     if args.command == "sandbox":
         from dessert_mcp.sandbox import run_sandbox
