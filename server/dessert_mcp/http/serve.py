@@ -19,6 +19,7 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
+from dessert_mcp.auth.config import MCP_PATH
 from dessert_mcp.config import Settings
 from dessert_mcp.http.options import HTTPOptions
 from dessert_mcp.observe import metrics_installed
@@ -83,15 +84,15 @@ def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> Non
 def serve_http(settings: Settings, options: HTTPOptions) -> None:
     """Serve until interrupted: in this process, or as `options.workers` worker processes."""
     configure_logging_for(settings, options.auth_token)
-    where = f"http://{options.host}:{options.port}{'/mcp' if options.transport == 'http' else '/sse'}"
+    where = f"http://{options.host}:{options.port}{MCP_PATH if options.transport == 'http' else '/sse'}"
     kind = "streamable HTTP" if options.transport == "http" else "SSE"
     plural = "" if options.workers == 1 else "s"
     token = "; bearer token required" if options.auth_token else ""
     if options.auth is not None:
         token = f"; --auth {options.auth}: each caller uses their own Dessert account"
     logger.info("Serving MCP over %s at %s (%d worker%s)%s", kind, where, options.workers, plural, token)
-    if options.public_url is not None:
-        logger.info("Connector URL for claude.ai and ChatGPT: %s/mcp", options.public_url)
+    if options.oauth is not None:
+        logger.info("Connector URL for claude.ai and ChatGPT: %s", options.oauth.resource)
     if options.auth is None and (warning := settings.missing_key_warning()) is not None:
         logger.warning(warning)
     serve_workers(_serve, (settings, options), options.host, options.port, workers=options.workers)
