@@ -281,8 +281,7 @@ def _add_http_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _http_options(args: argparse.Namespace, settings: Settings) -> HTTPOptions:
-    from dessert_mcp.http import HTTPOptions, read_auth_token
-    from dessert_mcp.http.options import oauth_config
+    from dessert_mcp.http.options import HTTPOptions, oauth_config, read_auth_token
 
     try:
         if args.stateful and args.stateless:
