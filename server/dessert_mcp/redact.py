@@ -8,10 +8,10 @@ import sys
 import traceback
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 if TYPE_CHECKING:
-    from dessert_mcp.config import Secret, Settings
+    from dessert_mcp.config import LogFormat, Secret, Settings
 
 MASK: Final = "[REDACTED]"
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -81,9 +81,7 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure_logging(
-    level: str, redactor: Redactor, stream: TextIO | None = None, *, fmt: Literal["text", "json"] = "text"
-) -> None:
+def configure_logging(level: str, redactor: Redactor, stream: TextIO | None = None, *, fmt: LogFormat = "text") -> None:
     """Log to stderr only (stdout belongs to the protocol in stdio mode), with the key redacted.
 
     `fmt` "json" (DESSERT_MCP_LOG_FORMAT) writes one JSON object per line, for log collectors.
