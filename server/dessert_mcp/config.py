@@ -93,8 +93,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Read `DESSERT_*` variables from `environ` (default: the process environment).
 
-        `overrides` (CLI options) win over the environment. Raises `ConfigError` for values that
-        cannot work; a missing or malformed API key is not an error here (see `api_key_problem`).
+        `overrides` (CLI options, already checked by argparse) win over the environment. Raises `ConfigError` for
+        values that cannot work; a missing or malformed API key is not an error here (see `api_key_problem`).
         """
         env = os.environ if environ is None else environ
         key, problem = read_key(_read(env, "DESSERT_API_KEY"))
@@ -102,7 +102,7 @@ class Settings:
             api_key=key,
             api_key_problem=problem,
             base_url=_base_url(_read(env, "DESSERT_API_BASE_URL") or DEFAULT_BASE_URL),
-            tool_names=_tool_names(_read(env, "DESSERT_MCP_TOOL_NAMES") or "auto", "DESSERT_MCP_TOOL_NAMES"),
+            tool_names=_tool_names(_read(env, "DESSERT_MCP_TOOL_NAMES") or "auto"),
             timeout_s=_positive_float(env, "DESSERT_TIMEOUT_S", DEFAULT_TIMEOUT_S),
             max_attempts=_bounded_int(env, "DESSERT_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, low=1, high=10),
             backoff_s=_positive_float(env, "DESSERT_BACKOFF_S", DEFAULT_BACKOFF_S, allow_zero=True),
@@ -116,12 +116,7 @@ class Settings:
             log_format=_choice(_read(env, "DESSERT_MCP_LOG_FORMAT") or "text", LOG_FORMATS, "DESSERT_MCP_LOG_FORMAT"),
             cache_ttl_s=_cache_ttl(env),
         )
-        given = {k: v for k, v in overrides.items() if v is not None}
-        if "tool_names" in given:
-            given["tool_names"] = _tool_names(str(given["tool_names"]), "--tool-names")
-        if "base_url" in given:
-            given["base_url"] = _base_url(str(given["base_url"]))
-        return replace(settings, **given)  # type: ignore[arg-type]
+        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
     def missing_key_warning(self) -> str | None:
         """The start-up warning when calls cannot work for want of a key; None when a key is set."""
@@ -191,8 +186,8 @@ def _choice(value: str, choices: tuple[ChoiceT, ...], source: str, expected: str
     raise ConfigError(f"{source} must be {expected}; got {value!r}.")
 
 
-def _tool_names(value: str, source: str) -> ToolNameStyle:
-    return _choice(value, TOOL_NAME_STYLES, source, "one of " + ", ".join(TOOL_NAME_STYLES))
+def _tool_names(value: str) -> ToolNameStyle:
+    return _choice(value, TOOL_NAME_STYLES, "DESSERT_MCP_TOOL_NAMES", "one of " + ", ".join(TOOL_NAME_STYLES))
 
 
 def _positive_float(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
