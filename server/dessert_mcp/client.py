@@ -56,7 +56,6 @@ RETRY_AFTER_MAX_S: Final = 86400.0
 _ZLIB_WBITS: Final = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 _BOM: Final = b"\xef\xbb\xbf"
 
-Sleep = Callable[[float], Awaitable[None]]
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
@@ -107,7 +106,7 @@ class DessertClient:
         backoff_s: float = DEFAULT_BACKOFF_S,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         transport: httpx2.AsyncBaseTransport | None = None,
-        sleep: Sleep = anyio.sleep,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], float] = anyio.current_time,
         rng: random.Random | None = None,
         observer: Observer = NO_OBSERVER,

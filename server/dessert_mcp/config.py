@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import math
@@ -9,13 +10,15 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Final, Literal, get_args
+from typing import Final, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 ToolNameStyle = Literal["auto", "dotted", "underscore"]
 TOOL_NAME_STYLES: Final[tuple[ToolNameStyle, ...]] = get_args(ToolNameStyle)
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: Final[tuple[LogFormat, ...]] = get_args(LogFormat)
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LOG_LEVELS: Final[tuple[LogLevel, ...]] = get_args(LogLevel)
 
 DEFAULT_BASE_URL: Final = "https://api.dessert.dev"
 DEFAULT_TIMEOUT_S: Final = 25.0
@@ -81,7 +84,7 @@ class Settings:
     backoff_s: float = DEFAULT_BACKOFF_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     account_concurrency: int = DEFAULT_ACCOUNT_CONCURRENCY
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"
     # Seconds a successful answer is reused for the same account; 0 = every call asks Dessert.
     cache_ttl_s: float = DEFAULT_CACHE_TTL_S
@@ -90,8 +93,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Read `DESSERT_*` variables from `environ` (default: the process environment).
 
-        `overrides` (CLI options) win over the environment. Raises `ConfigError` for values that
-        cannot work; a missing or malformed API key is not an error here (see `api_key_problem`).
+        `overrides` (CLI options, already checked by argparse) win over the environment. Raises `ConfigError` for
+        values that cannot work; a missing or malformed API key is not an error here (see `api_key_problem`).
         """
         env = os.environ if environ is None else environ
         key, problem = read_key(_read(env, "DESSERT_API_KEY"))
@@ -99,7 +102,7 @@ class Settings:
             api_key=key,
             api_key_problem=problem,
             base_url=_base_url(_read(env, "DESSERT_API_BASE_URL") or DEFAULT_BASE_URL),
-            tool_names=_tool_names(_read(env, "DESSERT_MCP_TOOL_NAMES") or "auto", "DESSERT_MCP_TOOL_NAMES"),
+            tool_names=_tool_names(_read(env, "DESSERT_MCP_TOOL_NAMES") or "auto"),
             timeout_s=_positive_float(env, "DESSERT_TIMEOUT_S", DEFAULT_TIMEOUT_S),
             max_attempts=_bounded_int(env, "DESSERT_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, low=1, high=10),
             backoff_s=_positive_float(env, "DESSERT_BACKOFF_S", DEFAULT_BACKOFF_S, allow_zero=True),
@@ -109,16 +112,11 @@ class Settings:
             account_concurrency=_bounded_int(
                 env, "DESSERT_MCP_ACCOUNT_CONCURRENCY", DEFAULT_ACCOUNT_CONCURRENCY, low=1, high=64
             ),
-            log_level=_log_level(_read(env, "DESSERT_MCP_LOG_LEVEL") or "INFO"),
-            log_format=_log_format(_read(env, "DESSERT_MCP_LOG_FORMAT") or "text"),
+            log_level=_choice(_read(env, "DESSERT_MCP_LOG_LEVEL") or "INFO", LOG_LEVELS, "DESSERT_MCP_LOG_LEVEL"),
+            log_format=_choice(_read(env, "DESSERT_MCP_LOG_FORMAT") or "text", LOG_FORMATS, "DESSERT_MCP_LOG_FORMAT"),
             cache_ttl_s=_cache_ttl(env),
         )
-        given = {k: v for k, v in overrides.items() if v is not None}
-        if "tool_names" in given:
-            given["tool_names"] = _tool_names(str(given["tool_names"]), "--tool-names")
-        if "base_url" in given:
-            given["base_url"] = _base_url(str(given["base_url"]))
-        return replace(settings, **given)  # type: ignore[arg-type]
+        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
     def missing_key_warning(self) -> str | None:
         """The start-up warning when calls cannot work for want of a key; None when a key is set."""
@@ -176,11 +174,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _tool_names(value: str, source: str) -> ToolNameStyle:
-    for style in TOOL_NAME_STYLES:
-        if value.lower() == style:
-            return style
-    raise ConfigError(f"{source} must be one of {', '.join(TOOL_NAME_STYLES)}; got {value!r}.")
+ChoiceT = TypeVar("ChoiceT", bound=str)
+
+
+def _choice(value: str, choices: tuple[ChoiceT, ...], source: str, expected: str = "") -> ChoiceT:
+    """The choice `value` names in any case (each choice is all one case); else a ConfigError naming `source`."""
+    for choice in choices:
+        if choice in (value.lower(), value.upper()):
+            return choice
+    expected = expected or f"{', '.join(choices[:-1])} or {choices[-1]}"
+    raise ConfigError(f"{source} must be {expected}; got {value!r}.")
+
+
+def _tool_names(value: str) -> ToolNameStyle:
+    return _choice(value, TOOL_NAME_STYLES, "DESSERT_MCP_TOOL_NAMES", "one of " + ", ".join(TOOL_NAME_STYLES))
 
 
 def _positive_float(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
@@ -201,27 +208,11 @@ def _bounded_int(env: Mapping[str, str], name: str, default: int, *, low: int, h
     value = _read(env, name)
     if value is None:
         return default
-    try:
+    with contextlib.suppress(ValueError):
         number = int(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number from {low} to {high}; got {value!r}.") from None
-    if not low <= number <= high:
-        raise ConfigError(f"{name} must be a whole number from {low} to {high}; got {value!r}.")
-    return number
-
-
-def _log_level(value: str) -> str:
-    level = value.upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ConfigError(f"DESSERT_MCP_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL; got {value!r}.")
-    return level
-
-
-def _log_format(value: str) -> LogFormat:
-    for fmt in LOG_FORMATS:
-        if value.lower() == fmt:
-            return fmt
-    raise ConfigError(f"DESSERT_MCP_LOG_FORMAT must be text or json; got {value!r}.")
+        if low <= number <= high:
+            return number
+    raise ConfigError(f"{name} must be a whole number from {low} to {high}; got {value!r}.")
 
 
 def _cache_ttl(env: Mapping[str, str]) -> float:

@@ -8,7 +8,10 @@ import sys
 import traceback
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Final, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
+
+if TYPE_CHECKING:
+    from dessert_mcp.config import LogFormat, Secret, Settings
 
 MASK: Final = "[REDACTED]"
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -78,9 +81,7 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure_logging(
-    level: str, redactor: Redactor, stream: TextIO | None = None, *, fmt: Literal["text", "json"] = "text"
-) -> None:
+def configure_logging(level: str, redactor: Redactor, stream: TextIO | None = None, *, fmt: LogFormat = "text") -> None:
     """Log to stderr only (stdout belongs to the protocol in stdio mode), with the key redacted.
 
     `fmt` "json" (DESSERT_MCP_LOG_FORMAT) writes one JSON object per line, for log collectors.
@@ -96,6 +97,13 @@ def configure_logging(
     # Request lines from the HTTP client name URLs only, but they are noise at INFO.
     for name in ("httpx2", "httpcore", "httpcore2"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def configure_logging_for(settings: Settings, *secrets: Secret | None) -> Redactor:
+    """`configure_logging` at the settings' level and format, hiding their key and `secrets`; returns the redactor."""
+    redactor = Redactor(*(s.get() for s in (settings.api_key, *secrets) if s is not None))
+    configure_logging(settings.log_level, redactor, fmt=settings.log_format)
+    return redactor
 
 
 def install_excepthook(redactor: Redactor, stream: TextIO | None = None) -> None:

@@ -26,7 +26,7 @@ from typing import Final
 import anyio
 
 from dessert_mcp.config import Settings
-from dessert_mcp.redact import Redactor, configure_logging
+from dessert_mcp.redact import configure_logging_for
 
 logger = logging.getLogger("dessert_mcp")
 
@@ -49,8 +49,7 @@ def serve_stdio(settings: Settings) -> None:
 
     server = build_server(settings)
     # After build_server: the SDK sets up logging of its own when a server is built; this replaces it.
-    key = settings.api_key.get() if settings.api_key else None
-    configure_logging(settings.log_level, Redactor(key), fmt=settings.log_format)
+    configure_logging_for(settings)
     configure_tracing()
     if settings.api_key is not None:
         logger.info("Using the Dessert API at %s with key %s", settings.base_url, settings.api_key.fingerprint())

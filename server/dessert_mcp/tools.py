@@ -220,7 +220,7 @@ def build_server(
         instructions=INSTRUCTIONS,
         website_url="https://github.com/dessert-dev/dessert-mcp",
         lifespan=lifespan,
-        log_level=settings.log_level,  # type: ignore[arg-type]
+        log_level=settings.log_level,
         middleware=[list_names_for_client(settings.tool_names)],
         extensions=[apps],
         # Balance and usage change with every ad generated: a client may reuse a read for a few seconds, never share it.

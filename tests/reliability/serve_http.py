@@ -11,13 +11,13 @@ import sys
 import uvicorn
 
 from dessert_mcp.config import Settings
-from dessert_mcp.redact import Redactor, configure_logging
+from dessert_mcp.redact import configure_logging_for
 from dessert_mcp.tools import build_server
 
 
 def main() -> None:
     settings = Settings.from_env()
-    configure_logging(settings.log_level, Redactor(settings.api_key.get() if settings.api_key else None))
+    configure_logging_for(settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

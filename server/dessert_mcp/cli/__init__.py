@@ -16,8 +16,8 @@ import anyio
 from dessert_mcp import __version__
 from dessert_mcp.cli.accounts import add_accounts_parser
 from dessert_mcp.cli.hosts import HOSTS, LAUNCHES
-from dessert_mcp.config import DEFAULT_BASE_URL, TOOL_NAME_STYLES, ConfigError, Settings
-from dessert_mcp.redact import Redactor, configure_logging, install_excepthook
+from dessert_mcp.config import DEFAULT_BASE_URL, LOG_LEVELS, TOOL_NAME_STYLES, ConfigError, Settings
+from dessert_mcp.redact import Redactor, configure_logging_for, install_excepthook
 
 if TYPE_CHECKING:
     from dessert_mcp.http import HTTPOptions
@@ -118,7 +118,7 @@ def _common(*, top: bool) -> _Parser:
     )
     common.add_argument(
         "--log-level",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        choices=LOG_LEVELS,
         type=str.upper,
         default=default,
         help="stderr log level (default INFO, or DESSERT_MCP_LOG_LEVEL)",
@@ -204,9 +204,7 @@ def _main(argv: Sequence[str] | None) -> None:
         settings = Settings.from_env(tool_names=args.tool_names, log_level=log_level)
     except ConfigError as exc:
         sys.exit(f"dessert-mcp: configuration error: {exc}")
-    redactor = Redactor(settings.api_key.get() if settings.api_key else None)
-    configure_logging(settings.log_level, redactor, fmt=settings.log_format)
-    install_excepthook(redactor)
+    install_excepthook(configure_logging_for(settings))
 
     if args.command == "sandbox":
         from dessert_mcp.sandbox import run_sandbox
@@ -283,8 +281,7 @@ def _add_http_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _http_options(args: argparse.Namespace, settings: Settings) -> HTTPOptions:
-    from dessert_mcp.http import HTTPOptions, read_auth_token
-    from dessert_mcp.http.options import oauth_config
+    from dessert_mcp.http.options import HTTPOptions, oauth_config, read_auth_token
 
     try:
         if args.stateful and args.stateless:

@@ -27,17 +27,11 @@ WIDTH: Final = 99
 WRONG_KEY: Final = "dsk_sandbox_not_the_right_key_000000"  # what the sandbox rejects (it is no secret)
 
 
-def table(
-    headers: Sequence[str] | None,
-    rows: Sequence[Sequence[object]],
-    *,
-    right: Collection[int] = (),
-    width: int = WIDTH,
-) -> str:
-    """Aligned columns (`right`: indexes of right-aligned ones); the last column is cut to keep within `width`."""
+def table(headers: Sequence[str] | None, rows: Sequence[Sequence[object]], *, right: Collection[int] = ()) -> str:
+    """Aligned columns (`right`: indexes of right-aligned ones); the last column is cut to keep within `WIDTH`."""
     cells = [[str(h) for h in headers or rows[0]], *[["—" if c is None else str(c) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    room = width - sum(widths[:-1]) - 2 * (len(widths) - 1)
+    room = WIDTH - sum(widths[:-1]) - 2 * (len(widths) - 1)
     if widths[-1] > room:
         widths[-1] = room
         cells = [[*row[:-1], row[-1] if len(row[-1]) <= room else row[-1][: room - 1] + "…"] for row in cells]

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dessert_mcp.auth.config import MCP_PATH
 from dessert_mcp.client import DessertAPIError
 from dessert_mcp.config import Secret, Settings
 from dessert_mcp.http.options import AUTH_TOKEN_ENV, HTTPOptions, parse_host, parse_origin
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("dessert_mcp")
 
-MCP_PATH: Final = "/mcp"
 SSE_PATH: Final = "/sse"
 SSE_MESSAGE_PATH: Final = "/messages/"
 METRICS_PATH: Final = "/metrics"

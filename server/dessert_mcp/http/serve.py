@@ -19,10 +19,11 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
+from dessert_mcp.auth.config import MCP_PATH
 from dessert_mcp.config import Settings
 from dessert_mcp.http.options import HTTPOptions
 from dessert_mcp.observe import metrics_installed
-from dessert_mcp.redact import Redactor, configure_logging
+from dessert_mcp.redact import configure_logging_for
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -42,12 +43,6 @@ def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host.strip("[]"), port))
     return sock
-
-
-def _configure(settings: Settings, options: HTTPOptions) -> None:
-    key = settings.api_key.get() if settings.api_key else None
-    token = options.auth_token.get() if options.auth_token else None
-    configure_logging(settings.log_level, Redactor(key, token), fmt=settings.log_format)
 
 
 def serve_app(app: ASGIApp, sock: socket.socket, *, log_level: str) -> None:
@@ -77,7 +72,8 @@ def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> Non
         from dessert_mcp.observe.tracing import configure_tracing
 
         app = build_app(settings, options)
-        _configure(settings, options)  # after build_app: building the server sets up the SDK's own logging
+        # After build_app: building the server sets up the SDK's own logging.
+        configure_logging_for(settings, options.auth_token)
         configure_tracing()  # in each worker: a tracer provider's export thread does not cross processes
         gc.freeze()
     finally:
@@ -87,16 +83,16 @@ def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> Non
 
 def serve_http(settings: Settings, options: HTTPOptions) -> None:
     """Serve until interrupted: in this process, or as `options.workers` worker processes."""
-    _configure(settings, options)
-    where = f"http://{options.host}:{options.port}{'/mcp' if options.transport == 'http' else '/sse'}"
+    configure_logging_for(settings, options.auth_token)
+    where = f"http://{options.host}:{options.port}{MCP_PATH if options.transport == 'http' else '/sse'}"
     kind = "streamable HTTP" if options.transport == "http" else "SSE"
     plural = "" if options.workers == 1 else "s"
     token = "; bearer token required" if options.auth_token else ""
     if options.auth is not None:
         token = f"; --auth {options.auth}: each caller uses their own Dessert account"
     logger.info("Serving MCP over %s at %s (%d worker%s)%s", kind, where, options.workers, plural, token)
-    if options.public_url is not None:
-        logger.info("Connector URL for claude.ai and ChatGPT: %s/mcp", options.public_url)
+    if options.oauth is not None:
+        logger.info("Connector URL for claude.ai and ChatGPT: %s", options.oauth.resource)
     if options.auth is None and (warning := settings.missing_key_warning()) is not None:
         logger.warning(warning)
     serve_workers(_serve, (settings, options), options.host, options.port, workers=options.workers)
