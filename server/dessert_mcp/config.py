@@ -97,12 +97,12 @@ class Settings:
         values that cannot work; a missing or malformed API key is not an error here (see `api_key_problem`).
         """
         env = os.environ if environ is None else environ
-        key, problem = read_key(_read(env, "DESSERT_API_KEY"))
+        key, problem = read_key(env_value(env, "DESSERT_API_KEY"))
         settings = cls(
             api_key=key,
             api_key_problem=problem,
-            base_url=_base_url(_read(env, "DESSERT_API_BASE_URL") or DEFAULT_BASE_URL),
-            tool_names=_tool_names(_read(env, "DESSERT_MCP_TOOL_NAMES") or "auto"),
+            base_url=_base_url(env_value(env, "DESSERT_API_BASE_URL") or DEFAULT_BASE_URL),
+            tool_names=_tool_names(env_value(env, "DESSERT_MCP_TOOL_NAMES") or "auto"),
             timeout_s=_positive_float(env, "DESSERT_TIMEOUT_S", DEFAULT_TIMEOUT_S),
             max_attempts=_bounded_int(env, "DESSERT_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, low=1, high=10),
             backoff_s=_positive_float(env, "DESSERT_BACKOFF_S", DEFAULT_BACKOFF_S, allow_zero=True),
@@ -112,8 +112,10 @@ class Settings:
             account_concurrency=_bounded_int(
                 env, "DESSERT_MCP_ACCOUNT_CONCURRENCY", DEFAULT_ACCOUNT_CONCURRENCY, low=1, high=64
             ),
-            log_level=_choice(_read(env, "DESSERT_MCP_LOG_LEVEL") or "INFO", LOG_LEVELS, "DESSERT_MCP_LOG_LEVEL"),
-            log_format=_choice(_read(env, "DESSERT_MCP_LOG_FORMAT") or "text", LOG_FORMATS, "DESSERT_MCP_LOG_FORMAT"),
+            log_level=_choice(env_value(env, "DESSERT_MCP_LOG_LEVEL") or "INFO", LOG_LEVELS, "DESSERT_MCP_LOG_LEVEL"),
+            log_format=_choice(
+                env_value(env, "DESSERT_MCP_LOG_FORMAT") or "text", LOG_FORMATS, "DESSERT_MCP_LOG_FORMAT"
+            ),
             cache_ttl_s=_cache_ttl(env),
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
@@ -133,7 +135,7 @@ class Settings:
         return replace(self, api_key=secret, api_key_problem=problem)
 
 
-def _read(env: Mapping[str, str], name: str) -> str | None:
+def env_value(env: Mapping[str, str], name: str) -> str | None:
     """`env[name]` without surrounding space; None when unset, empty or a host's unfilled placeholder."""
     value = env.get(name, "").strip()
     return None if not value or _PLACEHOLDER.match(value) else value
@@ -191,7 +193,7 @@ def _tool_names(value: str) -> ToolNameStyle:
 
 
 def _positive_float(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
-    value = _read(env, name)
+    value = env_value(env, name)
     if value is None:
         return default
     try:
@@ -205,7 +207,7 @@ def _positive_float(env: Mapping[str, str], name: str, default: float, *, allow_
 
 
 def _bounded_int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
-    value = _read(env, name)
+    value = env_value(env, name)
     if value is None:
         return default
     with contextlib.suppress(ValueError):
@@ -218,6 +220,6 @@ def _bounded_int(env: Mapping[str, str], name: str, default: int, *, low: int, h
 def _cache_ttl(env: Mapping[str, str]) -> float:
     ttl = _positive_float(env, "DESSERT_CACHE_TTL_S", DEFAULT_CACHE_TTL_S, allow_zero=True)
     if ttl > MAX_CACHE_TTL_S:
-        value = _read(env, "DESSERT_CACHE_TTL_S")
+        value = env_value(env, "DESSERT_CACHE_TTL_S")
         raise ConfigError(f"DESSERT_CACHE_TTL_S must be 0 (off) to {MAX_CACHE_TTL_S:g} seconds; got {value!r}.")
     return ttl

@@ -28,6 +28,12 @@ def test_oauth_needs_a_public_https_origin_and_an_encryption_key() -> None:
     assert key not in repr(config)
 
 
+def test_an_unfilled_host_placeholder_counts_as_unset() -> None:
+    key = generate_encryption_key()
+    with pytest.raises(ConfigError, match="needs --public-url"):
+        OAuthConfig.from_env({"DESSERT_MCP_ENCRYPTION_KEY": key, "DESSERT_MCP_PUBLIC_URL": "${user_config.url}"})
+
+
 def test_the_access_token_lifetime_is_bounded() -> None:
     env = {"DESSERT_MCP_ENCRYPTION_KEY": generate_encryption_key(), "DESSERT_MCP_PUBLIC_URL": "http://127.0.0.1:8000"}
     assert OAuthConfig.from_env({**env, "DESSERT_MCP_ACCESS_TOKEN_TTL_S": "600"}).access_token_ttl_s == 600

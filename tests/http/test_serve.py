@@ -85,6 +85,13 @@ def test_a_short_auth_token_is_refused() -> None:
         read_auth_token({"DESSERT_MCP_AUTH_TOKEN": "short"})
 
 
+def test_an_unfilled_host_placeholder_for_the_auth_token_counts_as_unset_as_the_help_says() -> None:
+    from dessert_mcp.http import read_auth_token
+
+    assert read_auth_token({"DESSERT_MCP_AUTH_TOKEN": "${user_config.auth_token}"}) is None
+    assert read_auth_token({"DESSERT_MCP_AUTH_TOKEN": "  "}) is None
+
+
 def test_a_non_loopback_bind_with_both_allow_lists_is_accepted() -> None:
     options = HTTPOptions(
         host="0.0.0.0", allowed_hosts=("mcp.example.com:443",), allowed_origins=("https://mcp.example.com",)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
-from dessert_mcp.config import ConfigError, Secret
+from dessert_mcp.config import ConfigError, Secret, env_value
 
 AuthMode = Literal["dessert-key", "oauth"]
 SCOPE: Final = "dessert:read"
@@ -85,8 +85,7 @@ class OAuthConfig:
         env = os.environ if environ is None else environ
 
         def get(name: str) -> str | None:
-            value = (env.get(name) or "").strip()
-            return value or None
+            return env_value(env, name)
 
         url = overrides.pop("public_url", None) or get("DESSERT_MCP_PUBLIC_URL")
         if not url:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import urlsplit
 
 from dessert_mcp.auth.config import OPERATOR_KEY_REFUSED, AuthMode
-from dessert_mcp.config import PRINTABLE_TOKEN, ConfigError, Secret, Settings, is_loopback
+from dessert_mcp.config import PRINTABLE_TOKEN, ConfigError, Secret, Settings, env_value, is_loopback
 
 if TYPE_CHECKING:  # the rest of the auth wing loads only for --auth oauth (it needs the `remote` extra)
     from dessert_mcp.auth.config import OAuthConfig
@@ -127,8 +127,8 @@ def same_secret(a: Secret, b: Secret) -> bool:
 
 def read_auth_token(environ: Mapping[str, str]) -> Secret | None:
     """DESSERT_MCP_AUTH_TOKEN, the bearer token HTTP clients must send; None when unset."""
-    value = environ.get(AUTH_TOKEN_ENV, "").strip()
-    if not value:
+    value = env_value(environ, AUTH_TOKEN_ENV)
+    if value is None:
         return None
     if not PRINTABLE_TOKEN.match(value) or len(value) < MIN_TOKEN_CHARS:
         raise ConfigError(
