@@ -8,10 +8,12 @@ after the expected number of upstream requests; the server serves the next call;
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
 from dessert_mcp.sandbox import SandboxAccount
@@ -163,3 +165,26 @@ def _check_shown(shown: str, key: str) -> None:
         assert key[start : start + 8] not in shown
     for bad in ("\\u001b", "\\u0000", "\\u202e", "\\u200b", "\\u0007"):
         assert bad not in shown
+
+
+def test_the_gzip_bomb_is_valid_gzip_inflating_to_its_whole_size_in_zeros(upstreams: Upstreams) -> None:
+    """The bomb case is refused for its size, not for a broken body: what the sandbox sends is one complete gzip
+    stream (its CRC and length checked) that inflates to every byte it claims."""
+    (bomb,) = CASES["a gzip bomb is refused"].faults
+    assert bomb.gzip_bomb is not None
+    sandbox = upstreams.sandbox
+    sandbox.reset()
+    sandbox.add_fault(bomb)
+    inflate = zlib.decompressobj(wbits=31)  # gzip framing only
+    inflated = zeros = 0
+    headers = {"Authorization": f"Bearer {upstreams.key}", "Accept-Encoding": "gzip"}
+    with httpx2.stream("GET", upstreams.sandbox.url + "/v1/balance", headers=headers, timeout=30) as response:
+        assert response.headers["content-encoding"] == "gzip"
+        for chunk in response.iter_raw():
+            out = inflate.decompress(chunk)
+            inflated += len(out)
+            zeros += out.count(0)
+    sandbox.reset()
+    assert inflate.eof
+    assert not inflate.unused_data
+    assert inflated == zeros == bomb.gzip_bomb
