@@ -208,6 +208,8 @@ class DessertService:
         """Close the least recently used idle clients beyond the bound. An account with a call in flight keeps its
         client (and its limiter); the bound holds again once it is idle."""
         excess = len(self._accounts) - self._max_accounts
+        if excess <= 0:  # also what keeps idle[:excess] below from taking all but the last few
+            return
         idle = [identity for identity, a in self._accounts.items() if a.users == 0]
         for identity in idle[:excess]:
             with anyio.CancelScope(shield=True):
