@@ -82,15 +82,11 @@ class FaultySandbox(Sandbox):
         self._chaos: tuple[list[Fault], float, random.Random] | None = None
 
     def add_fault(self, fault: Fault | None = None, /, **kwargs: Any) -> None:
-        fault = fault if fault is not None else Fault(**kwargs)
-        _prepare(fault)
         with self.lock:
-            self._faults.append(fault)
+            self._faults.append(fault if fault is not None else Fault(**kwargs))
 
     def set_chaos(self, faults: list[Fault], *, rate: float, seed: int) -> None:
         """From now on, each API request without a queued fault gets one of `faults` with probability `rate`."""
-        for fault in faults:
-            _prepare(fault)
         with self.lock:
             self._chaos = (list(faults), rate, random.Random(seed))
 
@@ -213,12 +209,6 @@ class FaultySandbox(Sandbox):
         return keep_alive
 
 
-def _prepare(fault: Fault) -> None:
-    """Build what a fault sends ahead of time, so the request it answers is not also timing the build."""
-    if fault.gzip_bomb is not None:
-        _gzip_zeros(fault.gzip_bomb)
-
-
 _MIB: Final = 1024 * 1024
 _GZIP_HEADER: Final = b"\x1f\x8b\x08\0\0\0\0\0\x02\xff"  # deflate, no name, no time, best compression, any OS
 
@@ -229,9 +219,9 @@ def _gzip_zeros(size: int) -> bytes:
     flush (byte-aligned, no reference back), repeated, then the rest as the final block. Deflating all of 200 MB
     took a second of CPU, on the sandbox's loop, while a client with a 2 s timeout waited for the answer."""
     whole, rest = divmod(size, _MIB)
-    crc = 0
+    crc, zeros = 0, bytes(_MIB)
     for _ in range(whole):
-        crc = zlib.crc32(bytes(_MIB), crc)
+        crc = zlib.crc32(zeros, crc)
     crc = zlib.crc32(bytes(rest), crc)
     blocks = _deflated_zeros(_MIB, zlib.Z_FULL_FLUSH) * whole + _deflated_zeros(rest, zlib.Z_FINISH)
     return _GZIP_HEADER + blocks + struct.pack("<II", crc, size & 0xFFFFFFFF)
