@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,19 +37,24 @@ def config(database_url: str, encryption_key: str) -> OAuthConfig:
     )
 
 
+@asynccontextmanager
+async def opened(config: OAuthConfig, clock: Clock) -> AsyncIterator[DessertOAuthProvider]:
+    """One process's provider on `config`'s database (its own store and cache), closed at the end."""
+    assert config.database_url is not None
+    provider = DessertOAuthProvider(config, Store(config.database_url, clock=clock))
+    try:
+        yield provider
+    finally:
+        await provider.aclose()
+
+
 @pytest.fixture
 async def replicas(
     config: OAuthConfig, clock: Clock
 ) -> AsyncIterator[tuple[DessertOAuthProvider, DessertOAuthProvider]]:
     """Two processes' providers on one database (each its own store and cache), on one test clock."""
-    assert config.database_url is not None
-    a = DessertOAuthProvider(config, Store(config.database_url, clock=clock))
-    b = DessertOAuthProvider(config, Store(config.database_url, clock=clock))
-    try:
+    async with opened(config, clock) as a, opened(config, clock) as b:
         yield a, b
-    finally:
-        await a.aclose()
-        await b.aclose()
 
 
 async def test_a_token_revoked_through_another_process_is_refused_here_within_the_bound(
@@ -115,17 +121,13 @@ async def test_with_the_cache_off_every_request_reads_the_database(
     config: OAuthConfig, clock: Clock, replicas: tuple[DessertOAuthProvider, DessertOAuthProvider]
 ) -> None:
     _, b = replicas
-    assert config.database_url is not None
-    uncached = DessertOAuthProvider(replace(config, token_cache_s=0), Store(config.database_url, clock=clock))
-    try:
+    async with opened(replace(config, token_cache_s=0), clock) as uncached:
         token = await link_directly(uncached, CANARY_KEY)
         assert await uncached.load_access_token(token) is not None
         found = await b.load_access_token(token)
         assert found is not None
         await b.revoke_token(found)
         assert await uncached.load_access_token(token) is None
-    finally:
-        await uncached.aclose()
 
 
 async def test_unknown_and_wrong_tokens_are_refused_and_never_cached(
@@ -273,18 +275,14 @@ async def test_bursts_of_token_checks_on_sqlite_reuse_a_fixed_pool_instead_of_op
         database_url=f"sqlite:///{tmp_path / 'auth.db'}",
         token_cache_s=0,
     )
-    assert config.database_url is not None
-    provider = DessertOAuthProvider(config, Store(config.database_url))
-    try:
+    async with opened(config, Clock()) as provider:
         tokens = [await link_directly(provider, CANARY_KEY, client_id=f"c{i}") for i in range(3 * SQLITE_POOL_SIZE)]
-        opened: list[object] = []
-        sa.event.listen(provider.store.engine.sync_engine, "connect", lambda conn, record: opened.append(conn))
+        connected: list[object] = []
+        sa.event.listen(provider.store.engine.sync_engine, "connect", lambda conn, record: connected.append(conn))
         for _ in range(3):  # three bursts, every check at once
             checked = await asyncio.gather(*(provider.load_access_token(t) for t in tokens))
             assert all(c is not None for c in checked)
-        assert len(opened) <= SQLITE_POOL_SIZE
-    finally:
-        await provider.aclose()
+        assert len(connected) <= SQLITE_POOL_SIZE
 
 
 async def test_a_cached_token_gives_the_same_access_token_which_holds_a_fingerprint_and_never_the_token(
