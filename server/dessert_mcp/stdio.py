@@ -30,12 +30,11 @@ from dessert_mcp.redact import configure_logging_for
 
 logger = logging.getLogger("dessert_mcp")
 
-_CHUNK: Final = 64 * 1024
-
 TTY_HINT: Final = (
     "dessert-mcp: waiting for an MCP client on stdin; hosts such as Claude Desktop launch it for you. "
     "To try it, run `dessert-mcp demo` or open `dessert-mcp --sandbox` in the MCP Inspector. Ctrl+C quits."
 )
+_CHUNK: Final = 64 * 1024
 
 
 def serve_stdio(settings: Settings) -> None:
