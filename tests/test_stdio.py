@@ -213,6 +213,38 @@ async def test_a_cancelled_call_does_not_keep_the_server_alive_after_stdin_close
     assert server.process.returncode == 0
 
 
+# What the SDK drops without an answer: a batch, ids that are floats, objects, booleans or null, a method that is not
+# a string, params that are not an object, no "jsonrpc": "2.0".
+UNANSWERED = [
+    [{"jsonrpc": "2.0", "id": 1, "method": "ping"}],
+    {"jsonrpc": "2.0", "id": 1.5, "method": "ping"},
+    {"jsonrpc": "2.0", "id": {"a": 1}, "method": "tools/list"},
+    {"jsonrpc": "2.0", "id": True, "method": "ping"},
+    {"jsonrpc": "2.0", "id": None, "method": "ping"},
+    {"jsonrpc": "2.0", "id": 2, "method": ["tools/list"]},
+    {"jsonrpc": "2.0", "id": 3, "method": "ping", "params": 5},
+    {"id": 4, "method": "ping"},
+]
+
+
+async def test_requests_the_sdk_never_answers_do_not_keep_the_server_alive_after_stdin_closes(
+    canary_sandbox: ThreadedFaultySandbox,
+) -> None:
+    # The relay waited for each of these until the drain deadline (35 s), for an answer the SDK never sends.
+    server = await _start_raw(_env(canary_sandbox))
+    for message in UNANSWERED:
+        assert server.process.stdin is not None
+        server.process.stdin.write(json.dumps(message).encode() + b"\n")
+    assert (await server.request("ping"))["result"] == {}
+    assert server.process.stdin is not None
+    server.process.stdin.close()
+    _, stderr = await asyncio.wait_for(server.process.communicate(), timeout=5)
+    assert server.process.returncode == 0
+    # A tools/list with an object id reads as a notification: no answer, and not the SDK-changed alarm of listing.py.
+    assert b"ERROR" not in stderr, stderr.decode()
+    assert all(json.loads(line)["id"] == 1 for line in server.stdout_lines)
+
+
 async def _until(condition: Callable[[], bool]) -> None:
     """Poll state in another thread (the sandbox) until it holds; callers bound it with a timeout."""
     while True:
@@ -255,6 +287,8 @@ def test_after_eof_the_relay_waits_for_each_call_until_answered_or_cancelled_and
     pending.note(_line({"method": "notifications/cancelled", "params": {"requestId": 99}}), request=True)
     pending.note(_line({"method": "notifications/cancelled"}), request=True)  # malformed: ignored
     pending.note(b"not json\n", request=True)
+    for message in UNANSWERED:
+        pending.note(json.dumps(message).encode() + b"\n", request=True)
     assert pending.wait_empty(0)
 
 

@@ -60,7 +60,7 @@ def _closed(schema: dict[str, Any]) -> dict[str, Any]:
 def list_names_for_client(style: ToolNameStyle) -> ServerMiddleware[Any]:
     async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         result = await call_next(ctx)
-        if ctx.method != "tools/list":
+        if ctx.method != "tools/list" or result is None:  # None: sent as a notification (no valid id), not answered
             return result
         tools = result.get("tools") if isinstance(result, dict) else None
         if not isinstance(result, dict) or not isinstance(tools, list):

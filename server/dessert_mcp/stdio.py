@@ -91,23 +91,25 @@ class _Pending:
         self._changed = threading.Condition()
 
     def note(self, line: bytes, *, request: bool) -> None:
+        # Read by the SDK's own rule (what its stdio reader does with a line): it drops whatever is not one valid
+        # JSON-RPC message without a word (a batch, a float or object id, a number for a method), so none of that
+        # is waited for. An object id even reads as a notification.
+        from mcp.types import JSONRPCNotification, JSONRPCRequest, jsonrpc_message_adapter
+
         try:
-            message = json.loads(line)
+            message = jsonrpc_message_adapter.validate_json(line, by_name=False)
         except ValueError:
             return
-        for item in message if isinstance(message, list) else [message]:
-            if not isinstance(item, dict):
-                continue
-            if request and item.get("method") == "notifications/cancelled":
-                # The client gave up on a request: the server sends it no answer, so it is no longer waited for.
-                params = item.get("params")
-                if isinstance(params, dict) and "requestId" in params:
-                    self._answered(params["requestId"])
-            elif request and "id" in item and "method" in item and item["method"] != _STREAM_METHOD:
+        if isinstance(message, JSONRPCRequest):
+            if request and message.method != _STREAM_METHOD:
                 with self._changed:
-                    self._ids.add(json.dumps(item["id"]))
-            elif not request and "id" in item and ("result" in item or "error" in item):
-                self._answered(item["id"])
+                    self._ids.add(json.dumps(message.id))
+        elif isinstance(message, JSONRPCNotification):
+            # The client gave up on a request: the server sends it no answer, so it is no longer waited for.
+            if request and message.method == "notifications/cancelled" and "requestId" in (message.params or {}):
+                self._answered((message.params or {})["requestId"])
+        elif not request:
+            self._answered(message.id)
 
     def _answered(self, request_id: object) -> None:
         with self._changed:
