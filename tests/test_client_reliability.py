@@ -205,6 +205,17 @@ async def test_a_gzip_bomb_is_refused_after_the_decoded_cap() -> None:
     assert "larger than 1024 KiB" in error.message
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_is_not_in_its_declared_encoding_is_a_bad_upstream_response(encoding: str) -> None:
+    body = b'{"credits_balance": 205}'  # plain JSON, labelled compressed
+    api = FakeDessertAPI(httpx2.Response(200, stream=httpx2.ByteStream(body), headers={"Content-Encoding": encoding}))
+    error = await balance_error(api)
+    assert (error.code, error.retryable, len(api.requests)) == ("bad_upstream_response", False, 1)
+    assert error.message == (
+        "Dessert's answer to GET /v1/balance could not be decoded. Try again; if it persists, contact Dessert."
+    )
+
+
 async def test_a_redirect_is_not_followed_and_the_key_goes_nowhere_else() -> None:
     api = FakeDessertAPI(httpx2.Response(302, headers={"Location": "https://evil.example/steal"}))
     error = await balance_error(api)
