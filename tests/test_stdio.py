@@ -292,6 +292,28 @@ def test_after_eof_the_relay_waits_for_each_call_until_answered_or_cancelled_and
     assert pending.wait_empty(0)
 
 
+def test_the_relay_matches_ids_and_lines_as_the_sdk_does() -> None:
+    pending = _Pending()
+    pending.note(_line({"id": 7, "method": "tools/call", "params": {}}), request=True)
+    pending.note(_line({"method": "notifications/cancelled", "params": {"requestId": "7"}}), request=True)
+    assert pending.wait_empty(0)  # "7" and 7 are one id to the SDK
+
+    pending.note(_line({"id": 1, "method": "ping"}) * 2, request=True)  # one id twice: two answers to wait for
+    pending.note(_line({"id": 1, "result": {}}), request=False)
+    assert not pending.wait_empty(0)
+    pending.note(_line({"id": 1, "result": {}}), request=False)
+    assert pending.wait_empty(0)
+
+    pending.note(
+        _line({"id": 2, "method": "ping"}).replace(b"\n", b"\r") + _line({"id": 3, "method": "ping"}), request=True
+    )
+    pending.note(_line({"id": 2, "result": {}}), request=False)
+    assert not pending.wait_empty(0)  # a bare \r ends a line for the SDK: 3 is a request of its own
+    pending.note(_line({"id": 3, "result": {}}), request=False)
+    pending.note(_line({"method": "notifications/cancelled", "params": {"requestId": {"x": 1}}}), request=True)
+    assert pending.wait_empty(0)
+
+
 def test_on_a_terminal_one_ctrl_d_after_an_unterminated_line_ends_the_input() -> None:
     controller, terminal = pty.openpty()  # canonical mode: Ctrl+D ends a partial line, then (alone) the input
     lines: list[bytes] = []

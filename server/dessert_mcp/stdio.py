@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import json
+import io
 import logging
 import os
 import secrets
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from typing import Final
 
@@ -87,33 +88,44 @@ class _Pending:
     """Request ids forwarded to the server and not yet answered (notification streams aside)."""
 
     def __init__(self) -> None:
-        self._ids: set[str] = set()
+        # By the SDK's correlation key ("7" and 7 are one id), counted: an id sent twice is answered twice.
+        self._ids: Counter[int | str] = Counter()
         self._changed = threading.Condition()
 
     def note(self, line: bytes, *, request: bool) -> None:
-        # Read by the SDK's own rule (what its stdio reader does with a line): it drops whatever is not one valid
-        # JSON-RPC message without a word (a batch, a float or object id, a number for a method), so none of that
-        # is waited for. An object id even reads as a notification.
+        # Read by the SDK's own rule for stdin: UTF-8 text with bad bytes replaced, a line ending at \r, \n or \r\n,
+        # each validated as one JSON-RPC message. It drops what fails without a word (a batch, a float or object id,
+        # a method that is not a string), so none of that is waited for; an object id even reads as a notification.
+        from mcp.shared.dispatcher import coerce_request_id
         from mcp.types import JSONRPCNotification, JSONRPCRequest, jsonrpc_message_adapter
 
-        try:
-            message = jsonrpc_message_adapter.validate_json(line, by_name=False)
-        except ValueError:
-            return
-        if isinstance(message, JSONRPCRequest):
-            if request and message.method != _STREAM_METHOD:
-                with self._changed:
-                    self._ids.add(json.dumps(message.id))
-        elif isinstance(message, JSONRPCNotification):
-            # The client gave up on a request: the server sends it no answer, so it is no longer waited for.
-            if request and message.method == "notifications/cancelled" and "requestId" in (message.params or {}):
-                self._answered((message.params or {})["requestId"])
-        elif not request:
-            self._answered(message.id)
+        for text in io.StringIO(line.decode("utf-8", "replace"), newline=None):
+            try:
+                message = jsonrpc_message_adapter.validate_json(text, by_name=False)
+            except ValueError:
+                continue
+            if isinstance(message, JSONRPCRequest):
+                if request and message.method != _STREAM_METHOD:
+                    with self._changed:
+                        self._ids[coerce_request_id(message.id)] += 1
+            elif isinstance(message, JSONRPCNotification):
+                # The client gave up on a request: the server sends it no answer, so it is no longer waited for.
+                params = message.params or {}
+                if request and message.method == "notifications/cancelled" and "requestId" in params:
+                    self._answered(params["requestId"])
+            elif not request:
+                self._answered(message.id)
 
     def _answered(self, request_id: object) -> None:
+        if not isinstance(request_id, int | str) or isinstance(request_id, bool):
+            return
+        from mcp.shared.dispatcher import coerce_request_id
+
+        key = coerce_request_id(request_id)
         with self._changed:
-            self._ids.discard(json.dumps(request_id))
+            self._ids[key] -= 1
+            if self._ids[key] <= 0:
+                del self._ids[key]
             self._changed.notify_all()
 
     def wait_empty(self, timeout_s: float) -> bool:

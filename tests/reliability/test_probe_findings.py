@@ -123,6 +123,46 @@ def test_calls_written_before_stdin_closes_are_all_answered(calls: int, upstream
     assert result.returncode == 0
 
 
+def _call(i: int, note: str = "") -> bytes:
+    params = {"name": BALANCE, "arguments": {}, "_meta": {"note": note}}
+    return json.dumps({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": params}).encode()
+
+
+# The SDK reads stdin as UTF-8 text, bad bytes replaced, with a line ending at \r, \n or \r\n: the relay must wait
+# for what it reads that way, not for what the bytes split at \n would say.
+@pytest.mark.parametrize(
+    "calls",
+    [
+        pytest.param(_call(1, "cafX").replace(b"cafX", b"caf\xe9") + b"\n", id="latin-1-byte"),
+        pytest.param(_call(1) + b"\r" + _call(2) + b"\n", id="two-calls-on-one-line-split-by-a-bare-cr"),
+        pytest.param(_call(1) + b"\r\n" + _call(2) + b"\r\n", id="crlf"),
+    ],
+)
+def test_calls_the_sdk_reads_as_text_are_all_answered_after_stdin_closes(calls: bytes, upstreams: Upstreams) -> None:
+    upstreams.sandbox.reset()
+    upstreams.sandbox.add_fault(path="/v1/balance", delay_s=0.2, times=2)  # still in flight when stdin closes
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {"protocolVersion": LATEST_HANDSHAKE_VERSION, "capabilities": {}, "clientInfo": {"name": "s"}},
+    }
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    command, args = server_command()
+    result = subprocess.run(
+        [command, *args],
+        input=b"".join(json.dumps(m).encode() + b"\n" for m in (initialize, initialized)) + calls,
+        env=settings_env(matrix_settings(upstreams.sandbox.url, upstreams.key)),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    expected = {1, 2} if calls.count(b"tools/call") == 2 else {1}
+    assert {a["id"] for a in answers if "result" in a and a.get("id")} == expected, result.stderr[-2000:]
+    assert result.returncode == 0
+
+
 # 3. Abandoned handshakes cost nothing and never lock a new client out ------------------------------------------
 
 
