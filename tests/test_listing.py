@@ -32,6 +32,7 @@ async def test_the_sdk_still_hands_middleware_what_listing_relies_on(mode: str) 
             params = ctx.session.client_params
             seen["client"] = params.client_info.name if params is not None else None
             seen["result"] = result
+            seen["request_id"] = ctx.request_id
         return result
 
     server: MCPServer[Any] = MCPServer("probe", middleware=[spy])
@@ -49,6 +50,7 @@ async def test_the_sdk_still_hands_middleware_what_listing_relies_on(mode: str) 
     assert tools, CHANGED + "no tools listed"
     assert {"name", "inputSchema"} <= set(tools[0]), CHANGED + f"tool entries now look like {sorted(tools[0])}"
     assert seen["client"] == "claude-code", CHANGED + "clientInfo.name is no longer on ctx.session.client_params"
+    assert seen["request_id"] is not None, CHANGED + "a tools/list request has no ctx.request_id"
 
 
 async def test_the_trimmed_list_is_what_a_client_receives(fake_api: FakeDessertAPI) -> None:

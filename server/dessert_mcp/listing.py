@@ -4,7 +4,8 @@ This is the one place dessert-mcp builds on something the SDK does not offer pub
 tool listing and no way to declare a tool's arguments closed (`additionalProperties: false`), so a middleware
 (a provisional API: "observe and refuse") trims the finished `tools/list` result. Everything else stands on
 documented API. `tests/test_listing.py` fails, naming this module, if the SDK changes what this relies on: the
-middleware signature, `ctx.method`, `ctx.session.client_params`, and the result handed back as a wire-form dict.
+middleware signature, `ctx.method`, `ctx.request_id`, `ctx.session.client_params`, and the result handed back as a
+wire-form dict.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def _closed(schema: dict[str, Any]) -> dict[str, Any]:
 def list_names_for_client(style: ToolNameStyle) -> ServerMiddleware[Any]:
     async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         result = await call_next(ctx)
-        if ctx.method != "tools/list" or result is None:  # None: sent as a notification (no valid id), not answered
+        if ctx.method != "tools/list" or ctx.request_id is None:  # a notification (no valid id) gets no answer
             return result
         tools = result.get("tools") if isinstance(result, dict) else None
         if not isinstance(result, dict) or not isinstance(tools, list):
