@@ -174,9 +174,10 @@ def chromium() -> Iterator[Browser]:
 def app_frame(page: Page) -> Frame:
     """The dashboard's document: the srcdoc frame inside the Inspector's sandbox proxy."""
     page.wait_for_selector('[data-testid="apps-form"][data-app-status="ready"]', timeout=UI_TIMEOUT_MS)
-    # "ready" can be dispatched before the srcdoc frame's navigation: then it is the next frame event.
-    while not (frames := [f for f in page.frames if f.url == "about:srcdoc"]):
-        page.wait_for_event("framenavigated", timeout=UI_TIMEOUT_MS)
+    frames = [f for f in page.frames if f.url == "about:srcdoc"]
+    if not frames:  # "ready" can be dispatched before the srcdoc frame's navigation
+        srcdoc = page.wait_for_event("framenavigated", lambda f: f.url == "about:srcdoc", timeout=UI_TIMEOUT_MS)
+        frames = [srcdoc]
     (frame,) = frames
     return frame
 
