@@ -96,7 +96,6 @@ class _Pending:
         # Read by the SDK's own rule for stdin: UTF-8 text with bad bytes replaced, a line ending at \r, \n or \r\n,
         # each validated as one JSON-RPC message. It drops what fails without a word (a batch, a float or object id,
         # a method that is not a string), so none of that is waited for; an object id even reads as a notification.
-        from mcp.shared.dispatcher import coerce_request_id
         from mcp.types import JSONRPCNotification, JSONRPCRequest, jsonrpc_message_adapter
 
         for text in io.StringIO(line.decode("utf-8", "replace"), newline=None):
@@ -107,7 +106,7 @@ class _Pending:
             if isinstance(message, JSONRPCRequest):
                 if request and message.method != _STREAM_METHOD:
                     with self._changed:
-                        self._ids[coerce_request_id(message.id)] += 1
+                        self._ids[_correlation_key(message.id)] += 1
             elif isinstance(message, JSONRPCNotification):
                 # The client gave up on a request: the server sends it no answer, so it is no longer waited for.
                 params = message.params or {}
@@ -119,9 +118,7 @@ class _Pending:
     def _answered(self, request_id: object) -> None:
         if not isinstance(request_id, int | str) or isinstance(request_id, bool):
             return
-        from mcp.shared.dispatcher import coerce_request_id
-
-        key = coerce_request_id(request_id)
+        key = _correlation_key(request_id)
         with self._changed:
             self._ids[key] -= 1
             if self._ids[key] <= 0:
@@ -132,6 +129,14 @@ class _Pending:
         """Wait until every request is answered, for `timeout_s` at most; whether they all were."""
         with self._changed:
             return self._changed.wait_for(lambda: not self._ids, timeout=timeout_s)
+
+
+def _correlation_key(request_id: int | str) -> int | str:
+    """The SDK correlates "7" and 7 as one id, as the TypeScript SDK does: a string that reads as an int is that int."""
+    try:
+        return int(request_id)
+    except ValueError:
+        return request_id
 
 
 def _lines(fd: int) -> Iterator[bytes]:
