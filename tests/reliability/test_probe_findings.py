@@ -85,10 +85,14 @@ async def test_a_key_echoed_in_disguise_in_an_error_body_is_redacted_too() -> No
 # 2. Closing stdin after writing the calls loses no answers -----------------------------------------------------
 
 
-@pytest.mark.parametrize("calls", [1, 10, 200])
-def test_calls_written_before_stdin_closes_are_all_answered(calls: int, upstreams: Upstreams) -> None:
-    upstreams.sandbox.reset()
-    lines = [
+def _call(i: int, note: str = "") -> bytes:
+    params = {"name": BALANCE, "arguments": {}} | ({"_meta": {"note": note}} if note else {})
+    return json.dumps({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": params}).encode()
+
+
+def _script(calls: bytes, upstreams: Upstreams) -> tuple[list[dict[str, Any]], subprocess.CompletedProcess[bytes]]:
+    """A handshake, then `calls`, written to stdio `dessert-mcp` and stdin closed: its answers with ids, and the run."""
+    handshake = [
         {
             "jsonrpc": "2.0",
             "id": 0,
@@ -100,32 +104,28 @@ def test_calls_written_before_stdin_closes_are_all_answered(calls: int, upstream
             },
         },
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        *(
-            {"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": BALANCE, "arguments": {}}}
-            for i in range(1, calls + 1)
-        ),
     ]
     command, args = server_command()
-    settings = matrix_settings(upstreams.sandbox.url, upstreams.key)
     result = subprocess.run(
         [command, *args],
-        input="".join(json.dumps(line) + "\n" for line in lines),
-        env=settings_env(settings),
+        input=b"".join(json.dumps(line).encode() + b"\n" for line in handshake) + calls,
+        env=settings_env(matrix_settings(upstreams.sandbox.url, upstreams.key)),
         capture_output=True,
-        text=True,
         timeout=60,
         check=False,
     )
     answers = [json.loads(line) for line in result.stdout.splitlines()]
-    answered = {a["id"] for a in answers if "result" in a and a.get("id")}
+    return [a for a in answers if a.get("id")], result
+
+
+@pytest.mark.parametrize("calls", [1, 10, 200])
+def test_calls_written_before_stdin_closes_are_all_answered(calls: int, upstreams: Upstreams) -> None:
+    upstreams.sandbox.reset()
+    answers, result = _script(b"".join(_call(i) + b"\n" for i in range(1, calls + 1)), upstreams)
+    answered = {a["id"] for a in answers if "result" in a}
     assert answered == set(range(1, calls + 1)), result.stderr[-2000:]
-    assert all(not a["result"].get("isError") for a in answers if a.get("id"))
+    assert all(not a["result"].get("isError") for a in answers)
     assert result.returncode == 0
-
-
-def _call(i: int, note: str = "") -> bytes:
-    params = {"name": BALANCE, "arguments": {}, "_meta": {"note": note}}
-    return json.dumps({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": params}).encode()
 
 
 # The SDK reads stdin as UTF-8 text, bad bytes replaced, with a line ending at \r, \n or \r\n: the relay must wait
@@ -141,25 +141,9 @@ def _call(i: int, note: str = "") -> bytes:
 def test_calls_the_sdk_reads_as_text_are_all_answered_after_stdin_closes(calls: bytes, upstreams: Upstreams) -> None:
     upstreams.sandbox.reset()
     upstreams.sandbox.add_fault(path="/v1/balance", delay_s=0.2, times=2)  # still in flight when stdin closes
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {"protocolVersion": LATEST_HANDSHAKE_VERSION, "capabilities": {}, "clientInfo": {"name": "s"}},
-    }
-    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-    command, args = server_command()
-    result = subprocess.run(
-        [command, *args],
-        input=b"".join(json.dumps(m).encode() + b"\n" for m in (initialize, initialized)) + calls,
-        env=settings_env(matrix_settings(upstreams.sandbox.url, upstreams.key)),
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    answers, result = _script(calls, upstreams)
     expected = {1, 2} if calls.count(b"tools/call") == 2 else {1}
-    assert {a["id"] for a in answers if "result" in a and a.get("id")} == expected, result.stderr[-2000:]
+    assert {a["id"] for a in answers if "result" in a} == expected, result.stderr[-2000:]
     assert result.returncode == 0
 
 
