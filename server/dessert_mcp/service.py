@@ -13,7 +13,7 @@ import anyio
 import httpx2
 from pydantic import BaseModel
 
-from dessert_mcp.auth.caller import caller_token
+from dessert_mcp.auth.caller import CallerToken, caller_token
 from dessert_mcp.cache import BuiltFrom, TTLCache
 from dessert_mcp.client import DessertAPIError, DessertClient
 from dessert_mcp.config import Settings
@@ -138,7 +138,7 @@ class DessertService:
         if not self.per_account:
             client = self.client
             return await self._answer(route, client, flights, cache, lambda: get(client))
-        account = self._account()
+        account, token = self._account()
         account.users += 1
         try:
             if len(self._accounts) > self._max_accounts:
@@ -153,7 +153,14 @@ class DessertService:
                 async with account.limiter:
                     return await get(account.client)
 
-            return await self._answer(route, account.client, flights, cache, limited)
+            try:
+                answer = await self._answer(route, account.client, flights, cache, limited)
+            except DessertAPIError as exc:
+                if exc.code == "auth_invalid":
+                    token.dessert_said(accepted=False)
+                raise
+            token.dessert_said(accepted=True)
+            return answer
         finally:
             account.users -= 1
 
@@ -183,7 +190,7 @@ class DessertService:
 
         return await flights.run(f"{client.account} {route}", ask, on_shared=shared)
 
-    def _account(self) -> _Account:
+    def _account(self) -> tuple[_Account, CallerToken]:
         """The caller's client, made on first use and moved to the recent end of the LRU (see `_evict`).
 
         Who is calling comes from the bearer token the SDK accepted for this request; never the operator's key.
@@ -202,7 +209,7 @@ class DessertService:
                 client, anyio.CapacityLimiter(self.settings.account_concurrency)
             )
         self._accounts.move_to_end(token.subject)
-        return account
+        return account, token
 
     async def _evict(self) -> None:
         """Close the least recently used idle clients beyond the bound. An account with a call in flight keeps its

@@ -27,11 +27,12 @@ from dessert_mcp.auth._crypto import key_hash, new_token
 from dessert_mcp.config import DEFAULT_ACCOUNT_CONCURRENCY, Secret, Settings
 from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
+from dessert_mcp.http.serve import forwarded_headers
 from tests.support.faults import ThreadedFaultySandbox
 from tests.support.inspector import CHROMIUM as INSPECTOR_CHROMIUM
 from tests.support.inspector import CHROMIUM_ARGS
 
-STARTUP_TIMEOUT_S = 20.0
+STARTUP_TIMEOUT_S = 60.0  # a busy 2-core machine starts slowly
 
 
 class Clock:
@@ -67,11 +68,13 @@ def serve_auth(
     public_url: str | None = None,
     account_concurrency: int = DEFAULT_ACCOUNT_CONCURRENCY,
     clock: Callable[[], float] | None = None,
+    trusted_proxies: tuple[str, ...] = (),
     **config: Any,
 ) -> Iterator[Running]:
     """Serve dessert-mcp with `--auth <mode>` on a free port; `public_url` overrides the advertised origin,
-    `clock` drives the token database's time (see `Clock`) and `config` sets OAuthConfig fields (throttles, CIMD
-    test mode, the token cache)."""
+    `clock` drives the token database's time (see `Clock`), `trusted_proxies` names the proxies whose
+    X-Forwarded-For is believed (none, as by default) and `config` sets OAuthConfig fields (throttles, CIMD test
+    mode, the token cache)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -89,7 +92,14 @@ def serve_auth(
         )
     app = build_app(settings, HTTPOptions(auth=mode, oauth=oauth).check(settings), auth_clock=clock)  # type: ignore[arg-type]
     server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=2, access_log=False)
+        uvicorn.Config(
+            app,
+            log_config=None,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+            access_log=False,
+            **forwarded_headers(trusted_proxies),  # as `dessert-mcp --transport http` serves it
+        )
     )
     thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),), daemon=True)
     thread.start()

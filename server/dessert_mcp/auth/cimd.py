@@ -11,9 +11,11 @@ rebinding race remains possible in principle; a proxy with an egress allow-list 
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -23,9 +25,14 @@ from mcp.shared.auth import OAuthClientInformationFull
 from pydantic import ValidationError
 
 from dessert_mcp.auth.config import SCOPE, OAuthConfig
-from dessert_mcp.auth.redirects import check_redirect_uris
+from dessert_mcp.auth.redirects import MAX_FIELD_CHARS, check_client_size, check_redirect_uris
+from dessert_mcp.cache import TTLCache
 
 _MAX_AGE: Final = re.compile(r"max-age=(\d+)")
+_JSON_TYPE: Final = re.compile(r"\s*application/([a-z0-9.+-]+\+)?json\s*(;|$)", re.IGNORECASE)
+# A URL whose document could not be used is not fetched again for this long (per process).
+FAILURE_CACHE_S: Final = 60.0
+FAILURES_KEPT: Final = 4096
 
 
 class ClientMetadataError(ValueError):
@@ -36,16 +43,50 @@ def is_metadata_url(client_id: str) -> bool:
     return client_id.startswith("https://")
 
 
+# NAT64 (RFC 6052 well-known prefix) carries an IPv4 address in its last 32 bits; the local-use prefix (RFC 8215)
+# and Teredo (RFC 4380) are refused outright, like anything else that tunnels to where we cannot see.
+_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
+_REFUSED_V6: Final = (
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv6Network("2001::/32"),  # Teredo
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated)
+)
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+def _unwrapped(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IPv4 address an IPv6 one carries (IPv4-mapped, NAT64, 6to4), the address itself, or None to refuse."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ip
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.teredo is not None or any(ip in net for net in _REFUSED_V6):
+        return None
+    return ip
+
+
 def _address_ok(address: str, *, allow_loopback: bool) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    ip = _unwrapped(ipaddress.ip_address(address.split("%", 1)[0]))
+    if ip is None:
+        return False
     if allow_loopback and ip.is_loopback:
         return True
     return ip.is_global and not ip.is_multicast
 
 
-async def check_url(url: str, *, allow_loopback: bool) -> None:
+async def check_url(url: str, *, allow_loopback: bool, resolve: Resolver = system_resolver) -> None:
     """Raise `ClientMetadataError` unless `url` is an https URL with a path whose host resolves to public addresses."""
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
@@ -54,12 +95,13 @@ async def check_url(url: str, *, allow_loopback: bool) -> None:
         raise ClientMetadataError("a client_id URL must not carry credentials or a fragment")
     if parts.path in ("", "/"):
         raise ClientMetadataError("a client_id URL must have a path")
+    if len(url) > MAX_FIELD_CHARS:
+        raise ClientMetadataError(f"a client_id URL is limited to {MAX_FIELD_CHARS} characters")
     port = parts.port or 443
     try:
-        infos = await anyio.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+        addresses = set(await resolve(parts.hostname, port))
     except OSError:
         raise ClientMetadataError("the client_id URL's host does not resolve") from None
-    addresses = {str(info[4][0]) for info in infos}
     if not addresses or not all(_address_ok(a, allow_loopback=allow_loopback) for a in addresses):
         raise ClientMetadataError("the client_id URL points at a private, loopback or reserved address")
 
@@ -67,8 +109,17 @@ async def check_url(url: str, *, allow_loopback: bool) -> None:
 class MetadataFetcher:
     """Fetches and validates client metadata documents; one pooled httpx2 client for all fetches."""
 
-    def __init__(self, config: OAuthConfig) -> None:
+    def __init__(
+        self,
+        config: OAuthConfig,
+        *,
+        resolve: Resolver = system_resolver,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
         self._config = config
+        self._resolve = resolve
+        # URLs whose fetch failed lately, and why: asked again within FAILURE_CACHE_S, they fail without a fetch.
+        self._failed: TTLCache[str] = TTLCache(FAILURE_CACHE_S, max_entries=FAILURES_KEPT)
         verify: ssl.SSLContext | bool = True
         if config.cimd_ca_file:
             verify = ssl.create_default_context(cafile=config.cimd_ca_file)
@@ -78,6 +129,7 @@ class MetadataFetcher:
             trust_env=False,
             verify=verify,
             headers={"Accept": "application/json"},
+            transport=transport,
         )
 
     async def aclose(self) -> None:
@@ -85,13 +137,25 @@ class MetadataFetcher:
 
     async def fetch(self, url: str) -> tuple[OAuthClientInformationFull, int]:
         """The client the document describes and how long to cache it (seconds)."""
-        await check_url(url, allow_loopback=self._config.cimd_allow_loopback)
+        failed = self._failed.get(("cimd", url))
+        if failed is not None:
+            raise ClientMetadataError(failed)
+        try:
+            return await self._fetch(url)
+        except ClientMetadataError as exc:
+            self._failed.put(("cimd", url), str(exc))
+            raise
+
+    async def _fetch(self, url: str) -> tuple[OAuthClientInformationFull, int]:
+        await check_url(url, allow_loopback=self._config.cimd_allow_loopback, resolve=self._resolve)
         body = bytearray()
         try:
             with anyio.fail_after(self._config.cimd_timeout_s):
                 async with self._http.stream("GET", url) as response:
                     if response.status_code != 200:
                         raise ClientMetadataError(f"the client metadata document answered HTTP {response.status_code}")
+                    if not _JSON_TYPE.match(response.headers.get("content-type", "")):
+                        raise ClientMetadataError("the client metadata document is not served as application/json")
                     async for chunk in response.aiter_bytes():
                         body += chunk
                         if len(body) > self._config.cimd_max_bytes:
@@ -112,10 +176,8 @@ class MetadataFetcher:
 def parse_document(url: str, body: bytes) -> OAuthClientInformationFull:
     """Validate a document: it must name itself, be a public client (no secret), and list exact redirect URIs."""
     try:
-        import json
-
         data: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise ClientMetadataError("the client metadata document is not JSON") from None
     if not isinstance(data, dict):
         raise ClientMetadataError("the client metadata document is not a JSON object")
@@ -126,16 +188,19 @@ def parse_document(url: str, body: bytes) -> OAuthClientInformationFull:
     method = data.get("token_endpoint_auth_method") or "none"
     if method != "none":
         raise ClientMetadataError("a client metadata document client authenticates with 'none' (it has no secret)")
+    if not isinstance(data.get("client_name"), str) or not data["client_name"].strip():
+        raise ClientMetadataError("the client metadata document needs a client_name (the consent page shows it)")
     uris = data.get("redirect_uris")
     if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
         raise ClientMetadataError("the client metadata document needs redirect_uris")
-    try:
-        check_redirect_uris(uris)
-    except ValueError as exc:
-        raise ClientMetadataError(str(exc)) from None
     fields = {
         k: data[k] for k in ("client_name", "client_uri", "logo_uri", "grant_types", "response_types") if k in data
     }
+    try:
+        check_redirect_uris(uris)
+        check_client_size({**fields, "redirect_uris": uris})
+    except ValueError as exc:
+        raise ClientMetadataError(str(exc)) from None
     try:
         return OAuthClientInformationFull.model_validate(
             {

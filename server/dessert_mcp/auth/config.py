@@ -54,9 +54,14 @@ class OAuthConfig:
     code_ttl_s: int = DEFAULT_CODE_TTL_S
     sign_in_ttl_s: int = DEFAULT_SIGN_IN_TTL_S
     token_cache_s: float = DEFAULT_TOKEN_CACHE_S
-    # Sign-in form: this many key checks per client address per window, then 429.
+    # Sign-in form: this many failed key checks per sign-in, and per client address (an IPv6 /64), per window;
+    # then 429. The address allows more, so that people behind one shared address do not lock each other out.
     sign_in_attempts: int = 10
+    sign_in_attempts_per_address: int = 50
     sign_in_window_s: int = 600
+    # /authorize: this many per client address per window (each one stores a pending sign-in), then 429.
+    authorizations: int = 60
+    authorization_window_s: int = 600
     # /token: this many failed requests per client address per window, then 429.
     token_failures: int = 30
     token_window_s: int = 300

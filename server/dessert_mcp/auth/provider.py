@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import uuid
 from typing import Any, Final
@@ -31,7 +32,7 @@ from dessert_mcp.auth._crypto import KeyBox, new_token, token_hash
 from dessert_mcp.auth.caller import CallerToken
 from dessert_mcp.auth.cimd import ClientMetadataError, MetadataFetcher, is_metadata_url
 from dessert_mcp.auth.config import SCOPE, OAuthConfig
-from dessert_mcp.auth.redirects import check_redirect_uris
+from dessert_mcp.auth.redirects import MAX_FIELD_CHARS, check_client_size, check_redirect_uris
 from dessert_mcp.auth.store import StorageUnavailable, Store
 from dessert_mcp.auth.tokencache import TokenCache, VerifiedToken
 from dessert_mcp.cache import BuiltFrom
@@ -41,6 +42,7 @@ from dessert_mcp.singleflight import SingleFlight
 logger = logging.getLogger("dessert_mcp.auth")
 
 SIGN_IN_PATH = "/signin"
+_S256_CHALLENGE: Final = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 class DessertAuthorizationCode(AuthorizationCode):
@@ -127,6 +129,10 @@ class DessertOAuthProvider:
         if is_metadata_url(client_info.client_id):  # the SDK mints uuids; never let one shadow a CIMD URL
             raise RegistrationError("invalid_client_metadata", "unexpected client_id")
         info = client_info.model_dump(mode="json", exclude_none=True)
+        try:
+            check_client_size(info)
+        except ValueError as exc:
+            raise RegistrationError("invalid_client_metadata", str(exc)) from None
         secret = info.pop("client_secret", None)
         sealed = self.box.seal(secret, aad="client:" + client_info.client_id) if secret else None
         await self.store.put_client(client_info.client_id, kind="dcr", info=info, secret_sealed=sealed)
@@ -139,6 +145,14 @@ class DessertOAuthProvider:
         scopes = params.scopes or [SCOPE]
         if any(s != SCOPE for s in scopes):
             raise AuthorizeError("invalid_scope", f"the only scope is {SCOPE}")
+        if not _S256_CHALLENGE.fullmatch(params.code_challenge):
+            # RFC 7636 §4.2: an S256 challenge is the base64url SHA-256 of the verifier, 43 characters.
+            raise AuthorizeError("invalid_request", "code_challenge must be a base64url SHA-256 (43 characters)")
+        if len(params.state or "") > MAX_FIELD_CHARS or len(str(params.redirect_uri)) > MAX_FIELD_CHARS:
+            # Everything here is stored with the pending sign-in: bounded, like every stored field.
+            raise AuthorizeError(
+                "invalid_request", f"state and redirect_uri are limited to {MAX_FIELD_CHARS} characters"
+            )
         sign_in = secrets.token_urlsafe(32)
         await self.store.create_sign_in(
             sign_in,

@@ -13,14 +13,18 @@ import logging
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from starlette.datastructures import MutableHeaders, QueryParams
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import Message, Scope, Send
 
 from dessert_mcp.auth._crypto import key_hash
 from dessert_mcp.auth._crypto import token_hash as _hash
 from dessert_mcp.auth._dessert import DessertAPIError, check_key
+from dessert_mcp.auth.limits import Limit, refund, reserve, scope_bucket
 from dessert_mcp.auth.provider import SIGN_IN_PATH, DessertOAuthProvider
+from dessert_mcp.auth.redirects import is_loopback_redirect, trusted_for_errors
 from dessert_mcp.auth.store import SignInRow
 from dessert_mcp.config import Secret, read_key
 
@@ -38,7 +42,6 @@ SECURITY_HEADERS: Final = {
     "X-Content-Type-Options": "nosniff",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
-_MAX_FORM_BYTES: Final = 8 * 1024
 
 _PAGE: Final = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -46,7 +49,8 @@ _PAGE: Final = """<!doctype html>
 <style>
 body{{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;color:#222}}
 h1{{font-size:1.4rem}} .box{{border:1px solid #ddd;border-radius:8px;padding:1rem;margin:1rem 0}}
-.error{{color:#a40000}} input[type=password]{{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}}
+.error{{color:#a40000}} .warning{{color:#7a4d00}}
+input[type=password]{{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}}
 button{{padding:.5rem 1rem;font-size:1rem;margin-right:.5rem}} small{{color:#666}}
 </style></head><body>
 <h1>Connect your Dessert account</h1>
@@ -60,6 +64,10 @@ def redirect_uri_with(redirect_uri: str, **params: str | None) -> str:
     query = parse_qsl(parts.query, keep_blank_values=True)
     query += [(name, value) for name, value in params.items() if value is not None]
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def _cookie_name(sign_in: str) -> str:
@@ -84,11 +92,31 @@ def _page(body: str, status: int = 200, *, csrf: tuple[str, str] | None = None, 
 
 
 def _client_line(row: SignInRow, client_name: str | None) -> str:
-    redirect_host = urlsplit(str(row.params["redirect_uri"])).netloc or str(row.params["redirect_uri"])
+    redirect_uri = str(row.params["redirect_uri"])
+    redirect_host = urlsplit(redirect_uri).netloc or redirect_uri
     name = html.escape(client_name or "An MCP client")
-    return (
+    line = (
         f"<p><strong>{name}</strong> wants to read your Dessert credit balance and usage "
         f"(scope <code>dessert:read</code>). You will be sent back to <code>{html.escape(redirect_host)}</code>.</p>"
+    )
+    if is_loopback_redirect(redirect_uri):
+        # MCP authorization, security considerations: any program on the machine can receive a loopback redirect.
+        line += (
+            '<p class="warning" id="loopback-warning">This app receives the sign-in on your own computer '
+            f"(<code>{html.escape(redirect_host)}</code>), so any program running there could pose as it. "
+            "Continue only if you started this sign-in from an app on this computer.</p>"
+        )
+    return line
+
+
+def error_page(error: str, description: str | None) -> HTMLResponse:
+    """An /authorize error, shown here instead of being sent to a return address we cannot vouch for."""
+    detail = f": {html.escape(description)}" if description else ""
+    return _page(
+        f'<p class="error" id="authorize-error">The app that sent you here made a request this server cannot accept '
+        f"(<code>{html.escape(error)}</code>{detail}). Nothing was shared. Go back to the app and try again, or "
+        "tell its makers.</p>",
+        400,
     )
 
 
@@ -143,6 +171,28 @@ class SignInPages:
             400,
         )
 
+    def errors_on_our_page(self, scope: Scope, send: Send) -> Send:
+        """Wraps /authorize's `send`: an error redirect to a return address not trusted for errors (see
+        `trusted_for_errors`) becomes our own error page; every other answer passes untouched."""
+        client_id = QueryParams(scope.get("query_string", b"").decode("latin-1")).get("client_id", "")
+        replaced = False
+
+        async def guarded(message: Message) -> None:
+            nonlocal replaced
+            if replaced:
+                return  # the redirect's own body
+            if message["type"] == "http.response.start" and 300 <= message["status"] < 400:
+                location = MutableHeaders(raw=list(message.get("headers", []))).get("location", "")
+                query = dict(parse_qsl(urlsplit(location).query))
+                if "error" in query and not trusted_for_errors(location, client_id):
+                    replaced = True
+                    logger.info("authorize error %s shown on our page, not sent to the client", query["error"])
+                    await error_page(query["error"], query.get("error_description"))(scope, _no_body, send)
+                    return
+            await send(message)
+
+        return guarded
+
     async def _client_name(self, client_id: str) -> str | None:
         client = await self.provider.get_client(client_id)
         return client.client_name if client is not None else None
@@ -157,8 +207,7 @@ class SignInPages:
         return _page(body, csrf=(sign_in, csrf), secure=self._secure)
 
     async def _form(self, request: Request) -> tuple[str, SignInRow, dict[str, str]] | Response:
-        if int(request.headers.get("content-length") or 0) > _MAX_FORM_BYTES:
-            return _page('<p class="error">The form was too large.</p>', 413)
+        # The body is capped as it is read, by the auth wing's guard (limits.CappedBody); no file fields either.
         form = await request.form()
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
         sign_in = fields.get("request", "")
@@ -183,34 +232,33 @@ class SignInPages:
         sign_in, row, fields = parsed
         csrf = self.provider.csrf_for(sign_in)
         client_line = _client_line(row, await self._client_name(row.client_id))
-        address = request.client.host if request.client else "unknown"
-        # Failed checks count, per client address and per sign-in; past the limit no key is even tried.
-        keys = (f"signin:{address}", f"signin-req:{_hash(sign_in)}")
+        # Every key check is counted before Dessert is asked (per sign-in and per client address, atomically in the
+        # database), so parallel attempts cannot all get through; a key Dessert accepts gives its place back.
+        limits = [
+            Limit(f"signin-req:{_hash(sign_in)}", self.config.sign_in_attempts),
+            Limit(f"signin:{scope_bucket(request.scope)}", self.config.sign_in_attempts_per_address),
+        ]
         window = self.config.sign_in_window_s
-        if any([await self.store.throttle_count(k, window_s=window) >= self.config.sign_in_attempts for k in keys]):
+        if not await reserve(self.store, limits, window_s=window):
             response = _page('<p class="error">Too many attempts. Wait a few minutes and try again.</p>', 429)
             response.headers["Retry-After"] = str(window)
             return response
 
-        async def failed(message: str, status: int) -> Response:
-            for k in keys:
-                await self.store.throttle_hit(k, window_s=window)
+        def failed(message: str, status: int) -> Response:
             return _page(client_line + _key_form(sign_in, csrf, message), status)
 
         key, _problem = read_key(fields.get("api_key", "").strip())
         if key is None:
-            return await failed("That does not look like a Dessert API key.", 400)
+            return failed("That does not look like a Dessert API key.", 400)
         try:
             balance = await check_key(self.config.dessert_base_url, key)
         except DessertAPIError as exc:
             logger.info("sign-in key check failed: %s", exc.code)
             if exc.code in ("auth_invalid", "forbidden"):
-                return await failed("Dessert did not accept that key. Check it and paste it again.", 400)
-            return _page(
-                client_line
-                + _key_form(sign_in, csrf, "Dessert could not be reached to check the key. Try again in a moment."),
-                502,
-            )
+                return failed("Dessert did not accept that key. Check it and paste it again.", 400)
+            await refund(self.store, limits)  # not the person's fault
+            return failed("Dessert could not be reached to check the key. Try again in a moment.", 502)
+        await refund(self.store, limits)
         account = {
             "masked": key.masked(),
             "fingerprint": key.fingerprint(),

@@ -232,6 +232,14 @@ _ACCESS_CHECK: Final = (
 )
 
 
+# Expired metadata-document clients stay this long (a sign-in in progress may still read one), then go.
+_CIMD_GRACE_S: Final = 3600
+
+
+def _expired_cimd_clients(cutoff: float) -> sa.Delete:
+    return _clients.delete().where(_clients.c.kind == "cimd", _clients.c.expires_at < cutoff)
+
+
 class StorageUnavailable(Exception):
     """The database could not be reached or answered with a connection-level failure; try again shortly."""
 
@@ -476,6 +484,8 @@ class Store:
             "expires_at": expires_at,
         }
         async with self._tx() as conn:
+            # A metadata-document client is a cache entry, never a permanent row: expired ones go as new ones come.
+            await conn.execute(_expired_cimd_clients(self.clock() - _CIMD_GRACE_S))
             updated = await conn.execute(_clients.update().where(_clients.c.client_id == client_id).values(**values))
             if updated.rowcount == 0:
                 await conn.execute(_clients.insert().values(client_id=client_id, **values))
@@ -833,6 +843,7 @@ class Store:
             for table in (_access, _refresh, _codes, _sign_ins):
                 deleted += (await conn.execute(table.delete().where(table.c.expires_at < cutoff))).rowcount
             deleted += (await conn.execute(_throttle.delete().where(_throttle.c.window_start < cutoff))).rowcount
+            deleted += (await conn.execute(_expired_cimd_clients(cutoff))).rowcount
         return deleted
 
     # -- throttles ----------------------------------------------------------------------------------------
@@ -852,6 +863,13 @@ class Store:
                 {"k": key, "now": now, "cutoff": now - window_s},
             )
             return int(result.scalar_one())
+
+    async def throttle_refund(self, key: str) -> None:
+        """Take back one event counted by `throttle_hit` (the attempt it reserved turned out not to count)."""
+        async with self._tx() as conn:
+            await conn.execute(
+                _throttle.update().where(_throttle.c.key == key, _throttle.c.hits > 0).values(hits=_throttle.c.hits - 1)
+            )
 
     async def throttle_count(self, key: str, *, window_s: float) -> int:
         async with self._tx(read_only=True) as conn:

@@ -14,8 +14,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dessert_mcp.auth.caller import has_bearer, unauthenticated
 from dessert_mcp.auth.config import MCP_PATH, SCOPE, OAuthConfig
-from dessert_mcp.auth.provider import DessertOAuthProvider
+from dessert_mcp.auth.limits import MAX_QUERY_BYTES, CappedBody, Limit, answer, refund, reserve, scope_bucket
+from dessert_mcp.auth.provider import SIGN_IN_PATH, DessertOAuthProvider
 from dessert_mcp.auth.signin import SignInPages
 from dessert_mcp.auth.store import StorageUnavailable, Store, default_database_url
 
@@ -82,11 +84,16 @@ class OAuthWiring:
             # CIMD clients are public: they authenticate to /token with PKCE alone.
             "token_endpoint_auth_methods_supported": [*client_auth, "none"],
             "revocation_endpoint": issuer + "/revoke",
-            "revocation_endpoint_auth_methods_supported": client_auth,
+            "revocation_endpoint_auth_methods_supported": [*client_auth, "none"],
             "code_challenge_methods_supported": ["S256"],
             "client_id_metadata_document_supported": self.config.cimd_enabled,
             "authorization_response_iss_parameter_supported": True,
         }
+
+    @property
+    def resource_metadata_url(self) -> str:
+        """The RFC 9728 document a 401 points at (served by the SDK)."""
+        return self.config.issuer + "/.well-known/oauth-protected-resource" + MCP_PATH
 
     async def _metadata(self, request: Request) -> Response:
         return JSONResponse(self.metadata(), headers={"Cache-Control": "public, max-age=3600"})
@@ -124,10 +131,21 @@ class OAuthWiring:
         await self.provider.aclose()
 
 
-class AuthGuard:
-    """Outermost ASGI layer: throttles /token failures and /register, and turns a lost database into 503.
+# The routes the auth wing adds (the SDK's OAuth endpoints and the sign-in pages): bodies capped, callers counted.
+AUTH_ROUTES: Final = frozenset(
+    {"/authorize", "/token", "/register", "/revoke", SIGN_IN_PATH, SIGN_IN_PATH + "/consent"}
+)
 
-    Pure ASGI (no response rewriting): it answers by itself or passes the request through untouched.
+
+class AuthGuard:
+    """Outermost ASGI layer of `--auth oauth`: caps the auth routes' bodies as they are read, throttles /authorize,
+    /token and /register (counting first), answers a credential-less /mcp request itself (RFC 6750 §3.1), and
+    turns a lost database into 503.
+
+    It answers by itself or passes the request through, with two exceptions on the SDK's answers, both for a
+    standard the SDK's handlers miss: an error redirect from /authorize to a return address we do not trust is
+    shown on our own page instead (RFC 9700 §4.11.2), and a 401 to a client that authenticated with HTTP Basic
+    gets its `WWW-Authenticate: Basic` (RFC 6749 §5.2).
     """
 
     def __init__(self, app: ASGIApp, wiring: OAuthWiring) -> None:
@@ -142,6 +160,9 @@ class AuthGuard:
             return
         path: str = scope.get("path", "")
         if path == MCP_PATH:
+            if scope.get("method") != "OPTIONS" and not has_bearer(scope):
+                await unauthenticated(send, self.wiring.resource_metadata_url)
+                return
             # Every MCP request: its one database access is the token check, made before any answer starts.
             try:
                 await self.app(scope, receive, send)
@@ -149,35 +170,88 @@ class AuthGuard:
                 logger.error("%s", exc)
                 await _unavailable(scope, receive, send)
             return
-        client = scope.get("client")
-        address = client[0] if client else "unknown"
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                if path == "/token" and message["status"] in (400, 401):
-                    await self.store.throttle_hit(f"token:{address}", window_s=self.config.token_window_s)
-            await send(message)
-
+        if path not in AUTH_ROUTES:
+            await self.app(scope, receive, send)
+            return
+        body = CappedBody(receive, send)
+        if CappedBody.declared_too_large(scope):
+            await body.refuse()
+            return
+        if len(scope.get("query_string", b"")) > MAX_QUERY_BYTES:
+            await answer(send, 414, {"error": "invalid_request", "error_description": "The query string is too long."})
+            return
         try:
-            if scope.get("method") == "POST" and path == "/token":
-                failures = await self.store.throttle_count(f"token:{address}", window_s=self.config.token_window_s)
-                if failures >= self.config.token_failures:
-                    await _too_many(self.config.token_window_s)(scope, receive, send)
-                    return
-            if scope.get("method") == "POST" and path == "/register":
-                hits = await self.store.throttle_hit(f"register:{address}", window_s=self.config.registration_window_s)
-                if hits > self.config.registrations:
-                    await _too_many(self.config.registration_window_s)(scope, receive, send)
-                    return
-            await self.app(scope, receive, tracking_send)
+            await self._auth_route(scope, body)
         except StorageUnavailable as exc:
             logger.error("%s", exc)
-            if started:
+            if body.started:
                 raise
             await _unavailable(scope, receive, send)
+        except Exception:
+            if not body.refused:
+                raise
+            # The app gave up reading a body we cut off; the 413 has been sent.
+
+    async def _auth_route(self, scope: Scope, body: CappedBody) -> None:
+        path: str = scope["path"]
+        post = scope.get("method") == "POST"
+        bucket = scope_bucket(scope)
+        config = self.config
+        counted: list[Limit] = []
+        window = 0
+        if post and path == "/token":
+            counted, window = [Limit(f"token:{bucket}", config.token_failures)], config.token_window_s
+        elif post and path == "/register":
+            counted, window = [Limit(f"register:{bucket}", config.registrations)], config.registration_window_s
+        elif path == "/authorize":
+            # Each /authorize stores a pending sign-in: count them all.
+            counted, window = [Limit(f"authorize:{bucket}", config.authorizations)], config.authorization_window_s
+        if counted and not await reserve(self.store, counted, window_s=window):
+            await answer(
+                body.send,
+                429,
+                {"error": "slow_down", "error_description": "Too many requests from this address; wait and retry."},
+                {"Retry-After": str(window)},
+            )
+            return
+        send: Send = body.send
+        if path == "/authorize":
+            send = self.pages.errors_on_our_page(scope, send)
+        elif path in ("/token", "/revoke") and _authorization_scheme(scope) == "basic":
+            send = _basic_challenge(send)
+        status = 0
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, body.receive, tracking_send)
+        if path == "/token" and counted and status not in (400, 401, 413):
+            # /token counts failures only: a good exchange gives its place back.
+            await refund(self.store, counted)
+
+    @property
+    def pages(self) -> SignInPages:
+        return self.wiring.pages
+
+
+def _authorization_scheme(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            return str(value.split(b" ", 1)[0].decode("latin-1").lower())
+    return ""
+
+
+def _basic_challenge(send: Send) -> Send:
+    async def challenged(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 401:
+            headers = [h for h in message.get("headers", []) if h[0].lower() != b"www-authenticate"]
+            message = {**message, "headers": [*headers, (b"www-authenticate", b'Basic realm="dessert-mcp"')]}
+        await send(message)
+
+    return challenged
 
 
 async def _unavailable(scope: Scope, receive: Receive, send: Send) -> None:
@@ -189,11 +263,3 @@ async def _unavailable(scope: Scope, receive: Receive, send: Send) -> None:
         status_code=503,
         headers={"Retry-After": "5", "Cache-Control": "no-store"},
     )(scope, receive, send)
-
-
-def _too_many(retry_after_s: int) -> JSONResponse:
-    return JSONResponse(
-        {"error": "slow_down", "error_description": "Too many requests from this address; wait and retry."},
-        status_code=429,
-        headers={"Retry-After": str(retry_after_s), "Cache-Control": "no-store"},
-    )

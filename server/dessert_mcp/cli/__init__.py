@@ -41,6 +41,8 @@ environment variables (the API key is read only from the environment, never from
                           asks Dessert); a balance can then be up to that many seconds old (0-3600).
   DESSERT_MCP_AUTH_TOKEN  HTTP transports only: the server's own bearer token (16+ characters). When set, MCP
                           requests without "Authorization: Bearer <token>" get 401. Never the Dessert API key.
+  DESSERT_MCP_TRUSTED_PROXIES  HTTP transports only: comma-separated addresses or networks of reverse proxies
+                          whose X-Forwarded-For is believed (same as --trusted-proxy); default none.
   OTEL_*                  traces, with dessert-mcp[otel]: OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER)
                           turns the export on; the other standard OTEL_* variables apply as usual.
   DESSERT_MCP_ACCOUNT_CONCURRENCY  HTTP transports only, with --auth: Dessert calls one account may have in
@@ -268,6 +270,14 @@ def _add_http_arguments(parser: argparse.ArgumentParser) -> None:
         help="a browser Origin to accept besides loopback ones, e.g. https://app.example.com (repeatable)",
     )
     http.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDRESS[/BITS]",
+        help="a reverse proxy whose X-Forwarded-For names the client (repeatable; or DESSERT_MCP_TRUSTED_PROXIES); "
+        "default none: the address the connection comes from is the client, for every per-address limit",
+    )
+    http.add_argument(
         "--auth",
         choices=("dessert-key", "oauth"),
         help="http only: each caller uses their own Dessert account, sent as a bearer key (dessert-key) or linked "
@@ -281,7 +291,7 @@ def _add_http_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _http_options(args: argparse.Namespace, settings: Settings) -> HTTPOptions:
-    from dessert_mcp.http.options import HTTPOptions, oauth_config, read_auth_token
+    from dessert_mcp.http.options import HTTPOptions, oauth_config, read_auth_token, read_trusted_proxies
 
     try:
         if args.stateful and args.stateless:
@@ -298,6 +308,7 @@ def _http_options(args: argparse.Namespace, settings: Settings) -> HTTPOptions:
             allowed_origins=tuple(args.allowed_origin),
             auth_token=read_auth_token(os.environ),
             auth=args.auth,
+            trusted_proxies=read_trusted_proxies(os.environ, tuple(args.trusted_proxy)),
         )
         if options.auth == "oauth":
             # What the command line gets wrong is said first, before the auth settings are read and checked.

@@ -294,4 +294,9 @@ def build_app(
         else:
             await mcp_app(scope, receive, send)
 
-    return TokenGuard(app, options.auth_token)
+    served: ASGIApp = app
+    if auth is not None and options.auth == "dessert-key":
+        from dessert_mcp.auth.keygate import DessertKeyGate
+
+        served = DessertKeyGate(app, auth["token_verifier"].verdicts)  # keys not yet seen to work are throttled
+    return TokenGuard(served, options.auth_token)

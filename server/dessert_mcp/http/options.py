@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import importlib.util
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
@@ -43,6 +44,9 @@ class HTTPOptions:
     auth: AuthMode | None = None
     # --auth oauth: the public URL, the encryption keys and the database (see `oauth_config`).
     oauth: OAuthConfig | None = field(default=None, repr=False)
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or networks). None by default: any
+    # process that can reach the port could otherwise name any client address and reset per-address throttles.
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def public_url(self) -> str | None:
@@ -65,6 +69,8 @@ class HTTPOptions:
             parse_host(host)
         for origin in self.allowed_origins:
             parse_origin(origin)
+        for proxy in self.trusted_proxies:
+            parse_proxy(proxy)
         if self.auth is not None:
             self.check_auth(settings)
         if self.auth == "oauth" and self.oauth is None:
@@ -153,6 +159,28 @@ def parse_host(value: str) -> tuple[str, str | None]:
     if bad or not name or (port is not None and not port.isdigit()) or "*" in name or "/" in name:
         raise ConfigError(f"--allowed-host must look like example.com or example.com:8443; got {value!r}.")
     return name, port
+
+
+TRUSTED_PROXIES_ENV: Final = "DESSERT_MCP_TRUSTED_PROXIES"
+
+
+def read_trusted_proxies(environ: Mapping[str, str], given: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """--trusted-proxy values, else DESSERT_MCP_TRUSTED_PROXIES (comma-separated); none when neither is set."""
+    if given:
+        return given
+    value = env_value(environ, TRUSTED_PROXIES_ENV) or ""
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def parse_proxy(value: str) -> str:
+    """An address or a network (CIDR) of a proxy to trust."""
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ConfigError(
+            f"--trusted-proxy ({TRUSTED_PROXIES_ENV}) takes addresses or networks like 10.0.0.5 or 10.0.0.0/24; "
+            f"got {value!r}."
+        ) from None
 
 
 def parse_origin(value: str) -> str:

@@ -45,7 +45,13 @@ def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket
     return sock
 
 
-def serve_app(app: ASGIApp, sock: socket.socket, *, log_level: str) -> None:
+def forwarded_headers(trusted_proxies: tuple[str, ...]) -> dict[str, Any]:
+    """uvicorn's proxy settings: X-Forwarded-For is believed from the named proxies only, and from nobody by
+    default (uvicorn's own default believes 127.0.0.1, so any co-located process could pose as any client)."""
+    return {"proxy_headers": bool(trusted_proxies), "forwarded_allow_ips": list(trusted_proxies) or ""}
+
+
+def serve_app(app: ASGIApp, sock: socket.socket, *, log_level: str, trusted_proxies: tuple[str, ...] = ()) -> None:
     """Serve an ASGI app on `sock` with uvicorn until told to stop, its start-up heap frozen first."""
     import uvicorn
 
@@ -57,6 +63,7 @@ def serve_app(app: ASGIApp, sock: socket.socket, *, log_level: str) -> None:
         server_header=False,
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        **forwarded_headers(trusted_proxies),
     )
     sock.listen(2048)
     uvicorn.Server(config).run(sockets=[sock])
@@ -78,7 +85,7 @@ def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> Non
         gc.freeze()
     finally:
         gc.enable()
-    serve_app(app, sock, log_level=settings.log_level)
+    serve_app(app, sock, log_level=settings.log_level, trusted_proxies=options.trusted_proxies)
 
 
 def serve_http(settings: Settings, options: HTTPOptions) -> None:
