@@ -11,15 +11,17 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx2
 import pytest
 
 from dessert_mcp.auth._crypto import generate_encryption_key
 from dessert_mcp.sandbox import SandboxAccount
 from tests.support.api import CANARY_KEY
+from tests.support.auth import FlowClient, Running, serve_auth
 from tests.support.faults import ThreadedAccountsSandbox
 
 # A key the sandbox refuses: "someone else's" key, or a typo.
@@ -156,3 +158,24 @@ def canary_api() -> Iterator[ThreadedAccountsSandbox]:
     """The Dessert sandbox with two accounts: the canary key's (the default, balance 205) and SECOND_KEY's."""
     with ThreadedAccountsSandbox({CANARY_KEY: SandboxAccount(), SECOND_KEY: second_account()}) as sb:
         yield sb
+
+
+@pytest.fixture(scope="module")
+def oauth_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The SQLite file behind `oauth_server`."""
+    return tmp_path_factory.mktemp("oauth") / "auth.db"
+
+
+@pytest.fixture(scope="module")
+def oauth_server(canary_api: ThreadedAccountsSandbox, oauth_db: Path, encryption_key: str) -> Iterator[Running]:
+    """One `--auth oauth` server for a test module, on `oauth_db`, with `canary_api` as Dessert."""
+    with serve_auth(
+        "oauth", dessert_url=canary_api.url, database_url=f"sqlite:///{oauth_db}", encryption_key=encryption_key
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+async def oauth_flow(oauth_server: Running) -> AsyncIterator[FlowClient]:
+    async with httpx2.AsyncClient(timeout=60) as http:
+        yield FlowClient(http, oauth_server.url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -25,25 +25,18 @@ NASTY = "'; DROP TABLE grants; --\"<script>alert(1)</script>%00\\"
 
 
 @pytest.fixture(scope="module")
-def db_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("oauth-db")
+def db_dir(oauth_db: Path) -> Path:
+    return oauth_db.parent
 
 
 @pytest.fixture(scope="module")
-def server(canary_api: ThreadedFaultySandbox, db_dir: Path, encryption_key: str) -> Iterator[Running]:
-    with serve_auth(
-        "oauth",
-        dessert_url=canary_api.url,
-        database_url=f"sqlite:///{db_dir / 'auth.db'}",
-        encryption_key=encryption_key,
-    ) as running:
-        yield running
+def server(oauth_server: Running) -> Running:
+    return oauth_server
 
 
 @pytest.fixture
-async def flow(server: Running) -> AsyncIterator[FlowClient]:
-    async with httpx2.AsyncClient(timeout=30) as http:
-        yield FlowClient(http, server.url)
+def flow(oauth_flow: FlowClient) -> FlowClient:
+    return oauth_flow
 
 
 @pytest.fixture(autouse=True)

@@ -5,85 +5,69 @@ metadata we advertise, the schemes a client may register and the consent page's 
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
 
-from tests.support.auth import REDIRECT_URI, FlowClient, Running, pkce, serve_auth
+from tests.support.auth import REDIRECT_URI, FlowClient, pkce, serve_auth
 from tests.support.faults import ThreadedFaultySandbox
 
 PHISH = "https://phish.example/login"
 
 
-@pytest.fixture(scope="module")
-def server(
-    canary_api: ThreadedFaultySandbox, tmp_path_factory: pytest.TempPathFactory, encryption_key: str
-) -> Iterator[Running]:
-    database = tmp_path_factory.mktemp("standards") / "auth.db"
-    with serve_auth(
-        "oauth", dessert_url=canary_api.url, database_url=f"sqlite:///{database}", encryption_key=encryption_key
-    ) as running:
-        yield running
-
-
-@pytest.fixture
-async def flow(server: Running) -> AsyncIterator[FlowClient]:
-    async with httpx2.AsyncClient(timeout=60) as http:
-        yield FlowClient(http, server.url)
-
-
-async def test_an_error_before_consent_is_not_redirected_to_an_untrusted_registered_address(flow: FlowClient) -> None:
-    client = await flow.register([PHISH])
+async def test_an_error_before_consent_is_not_redirected_to_an_untrusted_registered_address(
+    oauth_flow: FlowClient,
+) -> None:
+    client = await oauth_flow.register([PHISH])
     for params in ({"scope": "admin"}, {"code_challenge": "short"}, {"resource": "https://other.example/mcp"}):
-        response = await flow.authorize(client, pkce()[1], redirect_uri=PHISH, **params)
+        response = await oauth_flow.authorize(client, pkce()[1], redirect_uri=PHISH, **params)
         assert response.status_code == 400, params
         assert "location" not in response.headers
         assert 'id="authorize-error"' in response.text
         assert response.headers["x-frame-options"] == "DENY"
-    missing_pkce = await flow.authorize(client, None, redirect_uri=PHISH)
+    missing_pkce = await oauth_flow.authorize(client, None, redirect_uri=PHISH)
     assert missing_pkce.status_code == 400
     assert "location" not in missing_pkce.headers
     # A good request still goes on to the sign-in page.
     assert (
-        (await flow.authorize(client, pkce()[1], redirect_uri=PHISH))
+        (await oauth_flow.authorize(client, pkce()[1], redirect_uri=PHISH))
         .headers["location"]
-        .startswith(flow.base + "/signin?")
+        .startswith(oauth_flow.base + "/signin?")
     )
 
 
-async def test_an_error_before_consent_still_goes_back_to_a_loopback_client(flow: FlowClient) -> None:
-    response = await flow.authorize(await flow.register(), pkce()[1], scope="admin")
+async def test_an_error_before_consent_still_goes_back_to_a_loopback_client(oauth_flow: FlowClient) -> None:
+    response = await oauth_flow.authorize(await oauth_flow.register(), pkce()[1], scope="admin")
     assert response.status_code == 302
     location = response.headers["location"]
     assert location.startswith(REDIRECT_URI)
     assert parse_qs(urlsplit(location).query)["error"] == ["invalid_scope"]
 
 
-async def test_a_pkce_challenge_must_be_a_sha256_in_base64url(flow: FlowClient) -> None:
-    client = await flow.register()
+async def test_a_pkce_challenge_must_be_a_sha256_in_base64url(oauth_flow: FlowClient) -> None:
+    client = await oauth_flow.register()
     for challenge in ("a", "a" * 42, "a" * 44, "+" * 43, "a" * 128):
-        response = await flow.authorize(client, challenge)
+        response = await oauth_flow.authorize(client, challenge)
         assert parse_qs(urlsplit(response.headers["location"]).query)["error"] == ["invalid_request"], challenge
 
 
-async def test_the_metadata_says_public_clients_may_revoke_without_a_secret(flow: FlowClient) -> None:
-    meta = (await flow.http.get(flow.base + "/.well-known/oauth-authorization-server")).json()
+async def test_the_metadata_says_public_clients_may_revoke_without_a_secret(oauth_flow: FlowClient) -> None:
+    meta = (await oauth_flow.http.get(oauth_flow.base + "/.well-known/oauth-authorization-server")).json()
     assert "none" in meta["revocation_endpoint_auth_methods_supported"]
 
 
 async def test_a_request_without_credentials_gets_a_challenge_with_the_scope_and_no_error_code(
-    flow: FlowClient,
+    oauth_flow: FlowClient,
 ) -> None:
-    response = await flow.http.post(flow.base + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    response = await oauth_flow.http.post(oauth_flow.base + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
     assert response.status_code == 401
     challenge = response.headers["www-authenticate"]
     assert challenge.startswith("Bearer ")
     assert "error=" not in challenge
     assert 'scope="dessert:read"' in challenge
-    assert f'resource_metadata="{flow.base}/.well-known/oauth-protected-resource/mcp"' in challenge
-    wrong = await flow.call_tool(flow.base + "/mcp", "dmcp_at_not-a-token")
+    assert f'resource_metadata="{oauth_flow.base}/.well-known/oauth-protected-resource/mcp"' in challenge
+    wrong = await oauth_flow.call_tool(oauth_flow.base + "/mcp", "dmcp_at_not-a-token")
     assert wrong.status_code == 401
     assert 'error="invalid_token"' in wrong.headers["www-authenticate"]
 
@@ -98,12 +82,12 @@ async def test_dessert_key_mode_challenges_a_request_without_credentials_the_sam
     assert response.headers["www-authenticate"] == 'Bearer scope="dessert:read"'
 
 
-async def test_a_basic_auth_client_that_fails_gets_a_basic_challenge(flow: FlowClient) -> None:
-    client = await flow.register(token_endpoint_auth_method="client_secret_basic")
+async def test_a_basic_auth_client_that_fails_gets_a_basic_challenge(oauth_flow: FlowClient) -> None:
+    client = await oauth_flow.register(token_endpoint_auth_method="client_secret_basic")
     wrong = base64.b64encode(f"{client['client_id']}:wrong-secret".encode()).decode()
     for path in ("/token", "/revoke"):
-        response = await flow.http.post(
-            flow.base + path,
+        response = await oauth_flow.http.post(
+            oauth_flow.base + path,
             data={"client_id": client["client_id"], "grant_type": "refresh_token", "refresh_token": "x", "token": "x"},
             headers={"Authorization": f"Basic {wrong}"},
         )
@@ -114,24 +98,26 @@ async def test_a_basic_auth_client_that_fails_gets_a_basic_challenge(flow: FlowC
 @pytest.mark.parametrize(
     "uri", ["ftp://files.example/cb", "gopher://g.example/cb", "ssh://host.example/cb", "telnet://h.example/"]
 )
-async def test_network_schemes_are_refused_as_redirect_uris(flow: FlowClient, uri: str) -> None:
-    response = await flow.http.post(flow.base + "/register", json={"redirect_uris": [uri]})
+async def test_network_schemes_are_refused_as_redirect_uris(oauth_flow: FlowClient, uri: str) -> None:
+    response = await oauth_flow.http.post(oauth_flow.base + "/register", json={"redirect_uris": [uri]})
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_redirect_uri"
 
 
-async def test_app_schemes_stay_allowed_as_redirect_uris(flow: FlowClient) -> None:
+async def test_app_schemes_stay_allowed_as_redirect_uris(oauth_flow: FlowClient) -> None:
     for uri in ("cursor://anysphere.cursor-mcp/oauth/callback", "com.example.app:/oauth2redirect"):
-        assert (await flow.http.post(flow.base + "/register", json={"redirect_uris": [uri]})).status_code == 201
+        assert (
+            await oauth_flow.http.post(oauth_flow.base + "/register", json={"redirect_uris": [uri]})
+        ).status_code == 201
 
 
-async def test_the_consent_page_warns_when_the_app_returns_to_loopback(flow: FlowClient) -> None:
-    local = await flow.authorize(await flow.register(), pkce()[1])
-    page = await flow.http.get(local.headers["location"])
+async def test_the_consent_page_warns_when_the_app_returns_to_loopback(oauth_flow: FlowClient) -> None:
+    local = await oauth_flow.authorize(await oauth_flow.register(), pkce()[1])
+    page = await oauth_flow.http.get(local.headers["location"])
     assert 'id="loopback-warning"' in page.text
-    remote = await flow.authorize(
-        await flow.register(["https://app.example/cb"]), pkce()[1], redirect_uri="https://app.example/cb"
+    remote = await oauth_flow.authorize(
+        await oauth_flow.register(["https://app.example/cb"]), pkce()[1], redirect_uri="https://app.example/cb"
     )
-    page = await flow.http.get(remote.headers["location"])
+    page = await oauth_flow.http.get(remote.headers["location"])
     assert page.status_code == 200
     assert 'id="loopback-warning"' not in page.text

@@ -4,37 +4,16 @@ clients that expire instead of staying forever."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx2
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from dessert_mcp.auth import Store
 from dessert_mcp.auth.limits import MAX_BODY_BYTES
 from dessert_mcp.auth.wiring import AUTH_ROUTES, AuthGuard
-from tests.support.auth import Clock, FlowClient, Running, pkce, serve_auth
-from tests.support.faults import ThreadedFaultySandbox
-
-
-@pytest.fixture(scope="module")
-def db_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("caps") / "auth.db"
-
-
-@pytest.fixture(scope="module")
-def server(canary_api: ThreadedFaultySandbox, db_path: Path, encryption_key: str) -> Iterator[Running]:
-    with serve_auth(
-        "oauth", dessert_url=canary_api.url, database_url=f"sqlite:///{db_path}", encryption_key=encryption_key
-    ) as running:
-        yield running
-
-
-@pytest.fixture
-async def flow(server: Running) -> AsyncIterator[FlowClient]:
-    async with httpx2.AsyncClient(timeout=60) as http:
-        yield FlowClient(http, server.url)
+from tests.support.auth import Clock, FlowClient, pkce
 
 
 def rows(db_path: Path, table: str) -> int:
@@ -44,22 +23,24 @@ def rows(db_path: Path, table: str) -> int:
 
 
 async def test_a_chunked_upload_without_content_length_to_the_sign_in_form_is_cut_off_at_the_cap(
-    flow: FlowClient,
+    oauth_flow: FlowClient,
 ) -> None:
     async def body() -> AsyncIterator[bytes]:
         # Chunked, so no Content-Length for a header check to see. Past the cap, yet one small write: it arrives
         # whole before the server answers and closes, so this client reads the answer rather than a reset.
         yield b'--x\r\nContent-Disposition: form-data; name="f"; filename="f"\r\n\r\n' + b"A" * 3 * MAX_BODY_BYTES
 
-    response = await flow.http.post(
-        flow.base + "/signin", content=body(), headers={"Content-Type": "multipart/form-data; boundary=x"}
+    response = await oauth_flow.http.post(
+        oauth_flow.base + "/signin", content=body(), headers={"Content-Type": "multipart/form-data; boundary=x"}
     )
     assert response.status_code == 413
     assert "content-length" not in response.request.headers
 
 
-async def test_a_declared_oversize_body_is_refused_before_it_is_read(flow: FlowClient) -> None:
-    response = await flow.http.post(flow.base + "/register", content=b"{" + b" " * (MAX_BODY_BYTES + 1) + b"}")
+async def test_a_declared_oversize_body_is_refused_before_it_is_read(oauth_flow: FlowClient) -> None:
+    response = await oauth_flow.http.post(
+        oauth_flow.base + "/register", content=b"{" + b" " * (MAX_BODY_BYTES + 1) + b"}"
+    )
     assert response.status_code == 413
 
 
@@ -121,25 +102,25 @@ async def test_every_auth_route_reads_no_more_than_the_cap_whatever_the_framing(
     assert b"read it all" not in b"".join(m.get("body", b"") for m in sent)
 
 
-async def test_a_huge_state_on_authorize_is_refused_and_stores_nothing(flow: FlowClient, db_path: Path) -> None:
-    client = await flow.register()
-    before = rows(db_path, "sign_ins")
-    huge = await flow.authorize(client, pkce()[1], state="s" * 60_000)
+async def test_a_huge_state_on_authorize_is_refused_and_stores_nothing(oauth_flow: FlowClient, oauth_db: Path) -> None:
+    client = await oauth_flow.register()
+    before = rows(oauth_db, "sign_ins")
+    huge = await oauth_flow.authorize(client, pkce()[1], state="s" * 60_000)
     assert huge.status_code in (400, 414)  # the HTTP parser may refuse so long a request line before we see it
-    large = await flow.authorize(client, pkce()[1], state="s" * 3000)
+    large = await oauth_flow.authorize(client, pkce()[1], state="s" * 3000)
     assert large.status_code in (302, 400)
     assert "/signin" not in large.headers.get("location", "")
-    assert rows(db_path, "sign_ins") == before
+    assert rows(oauth_db, "sign_ins") == before
 
 
-async def test_registration_fields_are_bounded(flow: FlowClient) -> None:
+async def test_registration_fields_are_bounded(oauth_flow: FlowClient) -> None:
     for metadata in (
         {"client_name": "n" * 5000, "redirect_uris": ["http://127.0.0.1:9/cb"]},
         {"redirect_uris": [f"http://127.0.0.1:9/cb{i}" for i in range(50)]},
         {"redirect_uris": ["https://app.example/" + "p" * 5000]},
         {"redirect_uris": ["http://127.0.0.1:9/cb"], "client_uri": "https://app.example/" + "u" * 5000},
     ):
-        response = await flow.http.post(flow.base + "/register", json=metadata)
+        response = await oauth_flow.http.post(oauth_flow.base + "/register", json=metadata)
         assert response.status_code == 400, metadata
         assert response.json()["error"] in ("invalid_client_metadata", "invalid_redirect_uri")
 

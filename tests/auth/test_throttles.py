@@ -5,9 +5,10 @@ out. The concurrent cases send real parallel requests to a real server with the 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -20,7 +21,7 @@ from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
 from dessert_mcp.sandbox import SandboxAccount
 from tests.support.api import CANARY_KEY
-from tests.support.auth import FlowClient, call_tool, pkce, serve_auth
+from tests.support.auth import FlowClient, Running, call_tool, pkce, serve_auth
 from tests.support.faults import ThreadedAccountsSandbox
 
 
@@ -49,6 +50,36 @@ async def gather(count: int, request: object) -> list[int]:
     async with anyio.create_task_group() as tg:
         for _ in range(count):
             tg.start_soon(one)
+    return statuses
+
+
+Serve = Callable[..., AbstractContextManager[Running]]
+
+
+@pytest.fixture
+def oauth(dessert: ThreadedAccountsSandbox, tmp_path: Path, encryption_key: str) -> Serve:
+    """`oauth(**config)`: a server with `--auth oauth` on its own SQLite file, `config` setting OAuthConfig fields."""
+
+    def serve(**config: Any) -> AbstractContextManager[Running]:
+        database_url = f"sqlite:///{tmp_path / 'auth.db'}"
+        return serve_auth(
+            "oauth", dessert_url=dessert.url, database_url=database_url, encryption_key=encryption_key, **config
+        )
+
+    return serve
+
+
+async def token_failures_from_five_addresses(s: Running, http: httpx2.AsyncClient) -> list[int]:
+    """A failing /token request claiming (X-Forwarded-For) to come from each of five addresses; the statuses."""
+    client = await FlowClient(http, s.url).register()
+    statuses = []
+    for i in range(5):
+        response = await http.post(
+            s.url + "/token",
+            data={"client_id": client["client_id"], "client_secret": client["client_secret"], "code": "x"},
+            headers={"X-Forwarded-For": f"198.51.100.{i}"},
+        )
+        statuses.append(response.status_code)
     return statuses
 
 
@@ -88,15 +119,9 @@ async def test_parallel_bad_token_requests_are_processed_no_more_often_than_the_
 
 
 async def test_a_good_exchange_does_not_use_up_the_token_endpoints_failure_budget(
-    dessert: ThreadedAccountsSandbox, tmp_path: Path, encryption_key: str, http: httpx2.AsyncClient
+    oauth: Serve, http: httpx2.AsyncClient
 ) -> None:
-    with serve_auth(
-        "oauth",
-        dessert_url=dessert.url,
-        database_url=f"sqlite:///{tmp_path / 'auth.db'}",
-        encryption_key=encryption_key,
-        token_failures=2,
-    ) as s:
+    with oauth(token_failures=2) as s:
         flow = FlowClient(http, s.url)
         client = await flow.register()
         tokens = await flow.tokens_for(client, CANARY_KEY)
@@ -106,16 +131,8 @@ async def test_a_good_exchange_does_not_use_up_the_token_endpoints_failure_budge
             tokens = refreshed.json()
 
 
-async def test_authorize_is_throttled_per_address(
-    dessert: ThreadedAccountsSandbox, tmp_path: Path, encryption_key: str, http: httpx2.AsyncClient
-) -> None:
-    with serve_auth(
-        "oauth",
-        dessert_url=dessert.url,
-        database_url=f"sqlite:///{tmp_path / 'auth.db'}",
-        encryption_key=encryption_key,
-        authorizations=5,
-    ) as s:
+async def test_authorize_is_throttled_per_address(oauth: Serve, http: httpx2.AsyncClient) -> None:
+    with oauth(authorizations=5) as s:
         flow = FlowClient(http, s.url)
         client = await flow.register()
         statuses = [(await flow.authorize(client, pkce()[1])).status_code for _ in range(7)]
@@ -123,14 +140,9 @@ async def test_authorize_is_throttled_per_address(
 
 
 async def test_one_sign_in_used_up_does_not_lock_out_another_person_at_the_same_address(
-    dessert: ThreadedAccountsSandbox, tmp_path: Path, encryption_key: str, http: httpx2.AsyncClient
+    oauth: Serve, http: httpx2.AsyncClient
 ) -> None:
-    with serve_auth(
-        "oauth",
-        dessert_url=dessert.url,
-        database_url=f"sqlite:///{tmp_path / 'auth.db'}",
-        encryption_key=encryption_key,
-    ) as s:
+    with oauth() as s:
         flow = FlowClient(http, s.url)
         client = await flow.register()
         mistyped, csrf = await flow.sign_in_page(await flow.authorize(client, pkce()[1]))
@@ -142,49 +154,16 @@ async def test_one_sign_in_used_up_does_not_lock_out_another_person_at_the_same_
 
 
 async def test_a_forwarded_for_header_from_an_untrusted_peer_does_not_reset_the_throttle(
-    dessert: ThreadedAccountsSandbox, tmp_path: Path, encryption_key: str, http: httpx2.AsyncClient
+    oauth: Serve, http: httpx2.AsyncClient
 ) -> None:
-    with serve_auth(
-        "oauth",
-        dessert_url=dessert.url,
-        database_url=f"sqlite:///{tmp_path / 'auth.db'}",
-        encryption_key=encryption_key,
-        token_failures=3,
-    ) as s:
-        flow = FlowClient(http, s.url)
-        client = await flow.register()
-        statuses = []
-        for i in range(5):
-            response = await http.post(
-                s.url + "/token",
-                data={"client_id": client["client_id"], "client_secret": client["client_secret"], "code": "x"},
-                headers={"X-Forwarded-For": f"198.51.100.{i}"},
-            )
-            statuses.append(response.status_code)
+    with oauth(token_failures=3) as s:
+        statuses = await token_failures_from_five_addresses(s, http)
     assert statuses == [400] * 3 + [429, 429]
 
 
-async def test_a_named_trusted_proxy_has_its_forwarded_for_believed(
-    dessert: ThreadedAccountsSandbox, tmp_path: Path, encryption_key: str, http: httpx2.AsyncClient
-) -> None:
-    with serve_auth(
-        "oauth",
-        dessert_url=dessert.url,
-        database_url=f"sqlite:///{tmp_path / 'auth.db'}",
-        encryption_key=encryption_key,
-        token_failures=3,
-        trusted_proxies=("127.0.0.1",),
-    ) as s:
-        flow = FlowClient(http, s.url)
-        client = await flow.register()
-        statuses = []
-        for i in range(5):
-            response = await http.post(
-                s.url + "/token",
-                data={"client_id": client["client_id"], "client_secret": client["client_secret"], "code": "x"},
-                headers={"X-Forwarded-For": f"198.51.100.{i}"},
-            )
-            statuses.append(response.status_code)
+async def test_a_named_trusted_proxy_has_its_forwarded_for_believed(oauth: Serve, http: httpx2.AsyncClient) -> None:
+    with oauth(token_failures=3, trusted_proxies=("127.0.0.1",)) as s:
+        statuses = await token_failures_from_five_addresses(s, http)
     assert statuses == [400] * 5  # five different clients behind the proxy, one failure each
 
 
