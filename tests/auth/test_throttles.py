@@ -242,10 +242,3 @@ async def test_dessert_key_mode_asks_dessert_about_a_refused_key_once(
             again = await http.post(s.mcp_url, json={}, headers={"Authorization": f"Bearer {refused}"})
             assert again.status_code == 401
         assert upstream_calls(dessert) == calls
-
-
-def test_the_server_names_no_trusted_proxy_unless_told() -> None:
-    from dessert_mcp.http.serve import forwarded_headers
-
-    assert forwarded_headers(())["proxy_headers"] is False
-    assert forwarded_headers(("10.0.0.5",)) == {"proxy_headers": True, "forwarded_allow_ips": ["10.0.0.5"]}

@@ -23,7 +23,8 @@ from starlette.types import Receive, Scope, Send
 
 from dessert_mcp.config import ConfigError, Secret, Settings
 from dessert_mcp.http import HTTPOptions, serve
-from dessert_mcp.http.serve import listening_socket
+from dessert_mcp.http.options import read_trusted_proxies
+from dessert_mcp.http.serve import forwarded_headers, listening_socket
 from tests.support.faults import ThreadedFaultySandbox
 from tests.support.servers import cli_server
 
@@ -180,3 +181,18 @@ def test_the_transport_module_leaves_uvicorn_and_starlette_unimported_until_serv
     code = "import sys, dessert_mcp.cli, dessert_mcp.http\nprint(sorted({'uvicorn', 'starlette'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert result.stdout.strip() == "[]"
+
+
+def test_no_forwarded_header_is_believed_unless_a_proxy_is_named() -> None:
+    # uvicorn's own default believes X-Forwarded-For from 127.0.0.1: anything co-located could pose as any client.
+    assert forwarded_headers(())["proxy_headers"] is False
+    assert forwarded_headers(("10.0.0.5",)) == {"proxy_headers": True, "forwarded_allow_ips": ["10.0.0.5"]}
+
+
+def test_trusted_proxies_come_from_the_flag_or_the_variable_and_must_be_addresses() -> None:
+    assert read_trusted_proxies({}) == ()
+    both = {"DESSERT_MCP_TRUSTED_PROXIES": "10.0.0.5, 10.1.0.0/16"}
+    assert read_trusted_proxies(both) == ("10.0.0.5", "10.1.0.0/16")
+    assert read_trusted_proxies(both, ("192.0.2.1",)) == ("192.0.2.1",)
+    with pytest.raises(ConfigError, match="--trusted-proxy"):
+        HTTPOptions(trusted_proxies=("proxy.internal",)).check()
