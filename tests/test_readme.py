@@ -152,10 +152,17 @@ def test_the_reliability_write_up_lists_every_probe_finding_and_its_limits() -> 
     assert "Content-Length` and `Transfer-Encoding`" in text
 
 
-def test_the_readme_names_the_module_that_holds_the_strict_host_list() -> None:
-    from dessert_mcp import listing
+def test_the_readme_lists_what_each_tool_name_setting_shows_and_which_hosts_reject_dots() -> None:
+    from dessert_mcp.config import TOOL_NAME_STYLES
+    from dessert_mcp.listing import tool_names_for
 
-    readme = README.read_text()
-    hosts = "(Claude, Cursor, Copilot, VS Code, Codex, OpenAI; "
-    assert hosts + "the list lives in `STRICT_NAME_HOSTS` in `listing.py`)" in readme
-    assert len(listing.STRICT_NAME_HOSTS) == 6, "the README names six hosts: update it with the list"
+    readme = " ".join(README.read_text().split())
+    for style in TOOL_NAME_STYLES:
+        row = re.search(rf"\| `{style}`[^|]* \| ([^|]*) \|", readme)
+        assert row is not None, f"the README's table has no row for {style}"
+        assert tuple(re.findall(r"`(dessert[._]get_[a-z]+)`", row.group(1))) == tool_names_for(style), style
+    # As measured (issue #23): these reject dotted names, Claude Code 2.1 accepts them.
+    rejecters = "Claude Desktop, the Anthropic and OpenAI tool APIs, Cursor and GitHub Copilot reject any tool name"
+    assert rejecters in readme
+    assert readme.count("Claude Code 2.1 accepts") == 2  # Portable tool names and Troubleshooting
+    assert "Claude Code fail" not in readme

@@ -23,7 +23,7 @@ from dessert_mcp.client import DessertAPIError
 from dessert_mcp.config import Settings
 from dessert_mcp.context import add_prompts, add_resources
 from dessert_mcp.dashboard import DASHBOARD_URI, dashboard_html
-from dessert_mcp.listing import TOOL_NAMES, list_names_for_client
+from dessert_mcp.listing import TOOL_NAMES, list_names, shown_names
 from dessert_mcp.models import TRANSACTION_TYPES, BalanceReport, UsageArguments, UsageReport
 from dessert_mcp.service import DessertService
 from dessert_mcp.telemetry import current_trace_id
@@ -221,12 +221,13 @@ def build_server(
         website_url="https://github.com/dessert-dev/dessert-mcp",
         lifespan=lifespan,
         log_level=settings.log_level,
-        middleware=[list_names_for_client(settings.tool_names)],
+        middleware=[list_names(settings.tool_names)],
         extensions=[apps],
         # Balance and usage change with every ad generated: a client may reuse a read for a few seconds, never share it.
         cache_hints={"resources/read": CacheHint(ttl_ms=ttl_ms, scope="private")},
         **(auth or {}),
     )
-    add_resources(server, service)
-    add_prompts(server)
+    names = shown_names(settings.tool_names)
+    add_resources(server, service, names)
+    add_prompts(server, names)
     return server

@@ -29,7 +29,8 @@ environment variables (the API key is read only from the environment, never from
   DESSERT_API_KEY         Dessert API key, sent as a Bearer token. Without it the server still starts and lists
                           its tools; every call then answers with an error naming this variable.
   DESSERT_API_BASE_URL    API origin (default {DEFAULT_BASE_URL}); plain http only for loopback hosts.
-  DESSERT_MCP_TOOL_NAMES  auto (default), dotted or underscore; same as --tool-names.
+  DESSERT_MCP_TOOL_NAMES  auto (default: underscore names for every client), dotted or underscore; same as
+                          --tool-names.
   DESSERT_TIMEOUT_S       deadline in seconds for one tool call, all attempts and waits included (default 25).
   DESSERT_MAX_ATTEMPTS    attempts per call on connection errors, 408, 409, 429 and 5xx (default 3; 1-10).
   DESSERT_BACKOFF_S       first retry wait in seconds, doubled per attempt, with jitter (default 0.5); a
@@ -114,7 +115,7 @@ def _common(*, top: bool) -> _Parser:
         "--tool-names",
         choices=TOOL_NAME_STYLES,
         default=default,
-        help="tool name spelling in tools/list: auto (underscore for hosts that reject dots), dotted or underscore",
+        help="tool name spelling in tools/list: auto (underscore, for every client), dotted or underscore",
     )
     common.add_argument(
         "--log-level",
