@@ -10,7 +10,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.shared.exceptions import MCPError
-from mcp.types import TextContent, TextResourceContents
+from mcp.types import INVALID_PARAMS, TextContent, TextResourceContents
 
 from dessert_mcp.cli.hosts import server_command
 from dessert_mcp.config import Settings
@@ -128,3 +128,15 @@ async def test_resources_and_prompts_work_over_stdio(canary_sandbox: ThreadedFau
     (page,) = dashboard
     assert page.mime_type == "text/html;profile=mcp-app"
     assert prompt.messages
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_unknown_prompt_is_refused_as_invalid_params_naming_the_prompts(
+    fake_api: FakeDessertAPI, mode: str
+) -> None:
+    async with _memory(fake_api, mode=mode) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.get_prompt("spend_repot")
+    assert caught.value.error.code == INVALID_PARAMS
+    assert "'spend_repot'" in caught.value.error.message
+    assert "spend_report, can_i_afford" in caught.value.error.message

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from mcp import Client
+from mcp import Client, MCPError
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
+from mcp.types import INVALID_PARAMS
 
 from dessert_mcp.config import Settings
 from dessert_mcp.listing import TOOL_NAMES, tool_names_for
@@ -63,3 +64,31 @@ async def test_the_trimmed_list_is_what_a_client_receives(fake_api: FakeDessertA
 def test_auto_and_underscore_list_the_portable_twins_and_dotted_the_documented_names() -> None:
     assert tool_names_for("auto") == tool_names_for("underscore") == tuple(TOOL_NAMES.values())
     assert tool_names_for("dotted") == tuple(TOOL_NAMES)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_an_mcp_error_raised_in_middleware_reaches_the_client_as_raised(mode: str) -> None:
+    seen: dict[str, Any] = {}
+
+    async def refuse(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method == "prompts/get":
+            seen["params"] = dict(ctx.params or {})
+            raise MCPError(code=INVALID_PARAMS, message="refused")
+        return await call_next(ctx)
+
+    server: MCPServer[Any] = MCPServer("probe", middleware=[refuse])
+    async with Client(server, mode=mode) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.get_prompt("anything")
+    assert seen["params"].get("name") == "anything", CHANGED + "prompts/get params are no longer on ctx.params"
+    assert (caught.value.error.code, caught.value.error.message) == (INVALID_PARAMS, "refused"), CHANGED + (
+        "an MCPError raised in middleware no longer reaches the client unchanged"
+    )
+
+
+async def test_the_sdk_still_answers_an_unknown_prompt_with_its_compatibility_code() -> None:
+    # When this fails the SDK answers -32602 itself: refuse_unknown_prompts can go.
+    async with Client(MCPServer("probe")) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.get_prompt("missing")
+    assert caught.value.error.code != INVALID_PARAMS

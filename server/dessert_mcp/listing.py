@@ -1,20 +1,25 @@
-"""What `tools/list` shows: one spelling of each tool name, the same to every client, and closed argument objects.
+"""What clients are shown: one spelling of each tool name, closed argument objects, and no prompt that is not there.
 
 This is the one place dessert-mcp builds on something the SDK does not offer publicly. The SDK has no way to list
 one spelling of a tool registered under two names and no way to declare a tool's arguments closed
 (`additionalProperties: false`), so a middleware (a provisional API: "observe and refuse") trims the finished
-`tools/list` result. Everything else stands on documented API. `tests/test_listing.py` fails, naming this module, if
-the SDK changes what this relies on: the middleware signature, `ctx.method`, `ctx.request_id`, and the result
-handed back as a wire-form dict.
+`tools/list` result. And it answers `prompts/get` for an unknown name with the SDK's compatibility code 0, where the
+spec says -32602, so a second middleware refuses those before the SDK sees them. Everything else stands on
+documented API. `tests/test_listing.py` fails, naming this module, if the SDK changes what this relies on: the
+middleware signature, `ctx.method`, `ctx.params`, `ctx.request_id`, the result handed back as a wire-form dict, and
+an `MCPError` raised in a middleware reaching the client as it was raised.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
+from mcp import MCPError
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
+from mcp.types import INVALID_PARAMS, Prompt
 
 from dessert_mcp.config import ToolNameStyle
 from dessert_mcp.models import compact_schema
@@ -67,5 +72,21 @@ def list_names(style: ToolNameStyle) -> ServerMiddleware[Any]:
             return result
         listed = [{**t, "inputSchema": _closed(t["inputSchema"])} for t in tools if t.get("name") in shown]
         return {**result, "tools": listed}
+
+    return middleware
+
+
+def refuse_unknown_prompts(known: Callable[[], Awaitable[Iterable[Prompt]]]) -> ServerMiddleware[Any]:
+    """`prompts/get` for a name `known()` does not list is the caller's mistake: -32602, as the spec says."""
+
+    async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method == "prompts/get":
+            name = (ctx.params or {}).get("name")
+            names = [prompt.name for prompt in await known()]
+            if name not in names:
+                raise MCPError(
+                    code=INVALID_PARAMS, message=f"Unknown prompt {name!r}; this server's prompts: {', '.join(names)}."
+                )
+        return await call_next(ctx)
 
     return middleware

@@ -23,7 +23,7 @@ from dessert_mcp.client import DessertAPIError
 from dessert_mcp.config import Settings
 from dessert_mcp.context import add_prompts, add_resources
 from dessert_mcp.dashboard import DASHBOARD_URI, dashboard_html
-from dessert_mcp.listing import TOOL_NAMES, list_names, shown_names
+from dessert_mcp.listing import TOOL_NAMES, list_names, refuse_unknown_prompts, shown_names
 from dessert_mcp.models import TRANSACTION_TYPES, BalanceReport, UsageArguments, UsageReport
 from dessert_mcp.service import DessertService
 from dessert_mcp.telemetry import current_trace_id
@@ -221,7 +221,8 @@ def build_server(
         website_url="https://github.com/dessert-dev/dessert-mcp",
         lifespan=lifespan,
         log_level=settings.log_level,
-        middleware=[list_names(settings.tool_names)],
+        # `server` is bound by the time a request arrives: the prompts are the ones add_prompts registers below.
+        middleware=[list_names(settings.tool_names), refuse_unknown_prompts(lambda: server.list_prompts())],
         extensions=[apps],
         # Balance and usage change with every ad generated: a client may reuse a read for a few seconds, never share it.
         cache_hints={"resources/read": CacheHint(ttl_ms=ttl_ms, scope="private")},
