@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import base64
 import json
 import re
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
+from xml.etree import ElementTree
 
 import anyio
 import httpx2
@@ -18,7 +20,7 @@ from dessert_mcp.config import Settings
 from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
 from dessert_mcp.listing import TOOL_NAMES, tool_names_for
-from dessert_mcp.tools import build_server
+from dessert_mcp.tools import build_server, icons
 from tests.support.api import CANARY_KEY, DOCS_BALANCE, DOCS_USAGE, FAKE_BASE_URL, FakeDessertAPI, assert_no_secret
 from tests.support.faults import ThreadedFaultySandbox
 from tests.support.servers import sandbox_env, sandbox_settings, serve_app
@@ -258,6 +260,27 @@ async def test_both_tools_are_read_only_idempotent_open_world_and_titled(fake_ap
         assert tool.description is not None
         assert "consumes no credits" in tool.description
         assert tool.input_schema.get("additionalProperties") is False
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_server_and_both_tools_show_the_same_inline_icon(fake_api: FakeDessertAPI, mode: str) -> None:
+    async with _client(fake_api, mode=mode) as client:
+        tools = (await client.list_tools()).tools
+        server_info = client.server_info
+    assert server_info is not None
+    assert server_info.icons == icons()
+    assert [t.icons for t in tools] == [icons(), icons()]
+
+
+def test_the_icon_is_a_base64_svg_with_nothing_but_shapes() -> None:
+    (icon,) = icons()
+    assert icon.mime_type == "image/svg+xml"
+    prefix = "data:image/svg+xml;base64,"
+    assert icon.src.startswith(prefix)
+    svg = ElementTree.fromstring(base64.b64decode(icon.src.removeprefix(prefix), validate=True))
+    ns = "{http://www.w3.org/2000/svg}"
+    assert {element.tag.removeprefix(ns) for element in svg.iter()} <= {"svg", "circle", "path"}  # no script, no text
+    assert not [v for element in svg.iter() for v in element.attrib.values() if ":" in v or "url(" in v]
 
 
 async def test_output_schemas_come_from_the_models_with_the_docs_descriptions(fake_api: FakeDessertAPI) -> None:
