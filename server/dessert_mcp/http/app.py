@@ -116,6 +116,22 @@ BROWSER_HINT: Final = (
     "give this URL to an MCP host or client as a streamable HTTP server.\n"
 )
 _MCP_HEADERS: Final = frozenset({b"mcp-session-id", b"mcp-protocol-version", b"last-event-id"})
+NO_STREAM: Final = (
+    "This stateless MCP endpoint has no server-to-client event stream: send MCP requests with POST (the streams "
+    "come with --stateful).\n"
+)
+
+
+def _has_no_stream(scope: Scope, *, stateful: bool, caller_auth: bool) -> bool:
+    """A GET for the server-to-client stream of a stateless endpoint, where nothing could ever be sent on it.
+
+    The spec lets a server without that stream answer 405; held open, it only made every client keep an idle
+    connection, and probes that wait for an answer (Codex's login check) wait out their own timeout. With caller
+    auth, a GET without credentials still goes to the SDK: its 401 is how clients learn that they must sign in.
+    """
+    if stateful or scope["method"] != "GET":
+        return False
+    return not caller_auth or any(name == b"authorization" for name, _ in scope["headers"])
 
 
 def _is_browser(scope: Scope) -> bool:
@@ -284,6 +300,8 @@ def build_app(
     if options.transport != "http":
         return TokenGuard(host, options.auth_token)
     hint = PlainTextResponse(BROWSER_HINT, headers={"Cache-Control": "no-store"})
+    no_stream = PlainTextResponse(NO_STREAM, status_code=405, headers={"Allow": "POST", "Cache-Control": "no-store"})
+    no_stream_for = partial(_has_no_stream, stateful=options.stateful, caller_auth=auth is not None)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         # Calls to the MCP endpoint skip the host app's error and routing layers: the SDK's app has its own.
@@ -291,6 +309,8 @@ def build_app(
             await host(scope, receive, send)
         elif _is_browser(scope):  # one line instead of an endless event stream
             await hint(scope, receive, send)
+        elif no_stream_for(scope):
+            await no_stream(scope, receive, send)
         else:
             await mcp_app(scope, receive, send)
 
