@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -14,6 +17,7 @@ import pytest
 from dessert_mcp.sandbox import SANDBOX_KEY
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.faults import ThreadedFaultySandbox
+from tests.support.servers import STARTUP_TIMEOUT_S, cli_server
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -77,6 +81,14 @@ def test_check_without_a_key_says_where_a_key_comes_from_and_offers_the_sandbox(
     assert "dessert-mcp check --sandbox" in result.stdout
 
 
+def test_check_with_a_key_that_is_set_but_unusable_says_so_rather_than_missing() -> None:
+    result = run("check", env={"DESSERT_API_KEY": "paste your key here"})
+    assert result.returncode == 1
+    assert "API key  : set, but unusable\n" in result.stdout
+    assert "missing" not in result.stdout
+    assert "DESSERT_API_KEY contains spaces or non-printable characters" in result.stdout
+
+
 @pytest.mark.parametrize("args", [["check", "--sandbox"], ["--sandbox", "check"]], ids=["after", "before"])
 def test_sandbox_before_or_after_check_checks_the_embedded_sandbox(args: list[str]) -> None:
     result = run(*args)
@@ -107,6 +119,11 @@ def test_the_check_report_holds_no_log_lines(env: dict[str, str]) -> None:
         (["--transport", "sse", "demo"], "--transport applies to serving, not to `demo`"),
         (["--transport", "http", "sandbox"], "--transport applies to serving, not to `sandbox`"),
         (["--transport", "http", "config", "cursor"], "--transport applies to serving, not to `config`"),
+        (["--stateful"], "--stateful applies to the HTTP transports only"),
+        (["--port", "9000"], "--port applies to the HTTP transports only"),
+        (["--workers", "2", "--host", "0.0.0.0"], "--host, --workers apply to the HTTP transports only"),
+        (["--auth", "dessert-key"], "--auth applies to the HTTP transports only"),
+        (["--port", "9000", "check"], "--port applies to serving over HTTP, not to `check`"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else "",
 )
@@ -231,3 +248,84 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly(args: list[str
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "BrokenPipeError" not in result.stderr
+
+
+def _one_line(stderr: str) -> str:
+    """The stderr of a run that must end with one line: that line (a traceback or a second line fails)."""
+    lines = [line for line in stderr.splitlines() if "Using the embedded sandbox API" not in line]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--transport", "http"], ["--transport", "sse"], ["--transport", "http", "--workers", "2"], ["sandbox"]],
+    ids=["http", "sse", "two workers", "sandbox"],
+)
+def test_a_port_already_in_use_is_one_line_and_nothing_claims_to_be_serving(args: list[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = run(*args, "--port", port, env={"DESSERT_MCP_LOG_LEVEL": "INFO"})
+    assert result.returncode == 1
+    assert _one_line(result.stderr) == (
+        f"dessert-mcp: error: cannot listen on 127.0.0.1:{port}: it is already in use; pick another with --port."
+    )
+    assert result.stdout == ""
+
+
+def test_a_malformed_encryption_key_is_one_line_naming_the_command_that_makes_one() -> None:
+    env = {"DESSERT_MCP_ENCRYPTION_KEY": "not-32-bytes", "DESSERT_MCP_PUBLIC_URL": "http://127.0.0.1:1"}
+    result = run("--transport", "http", "--auth", "oauth", "--port", "0", env=env)
+    assert result.returncode == 1
+    line = _one_line(result.stderr)
+    assert line.startswith("dessert-mcp: configuration error: DESSERT_MCP_ENCRYPTION_KEY must be 32 random bytes")
+    assert line.endswith("make one with `dessert-mcp accounts new-key`.")
+
+
+@pytest.mark.parametrize(
+    ("args", "ready"),
+    [
+        (["--transport", "http", "--sandbox"], "Application startup complete."),
+        (["--transport", "sse", "--sandbox"], "Application startup complete."),
+        (["--transport", "http", "--workers", "2", "--sandbox"], "Application startup complete."),
+        (["sandbox"], "Press Ctrl+C to stop."),
+    ],
+    ids=["http", "sse", "two workers", "sandbox"],
+)
+def test_ctrl_c_stops_a_server_quietly(args: list[str], ready: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")} | {"DESSERT_MCP_LOG_LEVEL": "INFO"}
+    with subprocess.Popen(
+        [sys.executable, "-m", "dessert_mcp", *args, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    ) as process:
+        assert process.stdout is not None
+        seen = []
+        for line in process.stdout:  # the event: the server says it is up (the read ends if it exits instead)
+            seen.append(line)
+            if ready in line:
+                break
+        assert ready in "".join(seen), "".join(seen)
+        process.send_signal(signal.SIGINT)  # what Ctrl+C sends
+        rest = process.communicate(timeout=STARTUP_TIMEOUT_S)[0]
+    assert "Traceback" not in rest
+    assert "KeyboardInterrupt" not in rest
+    assert process.returncode in (0, 130), rest
+
+
+def test_streamable_http_the_specs_own_name_is_a_transport_alias(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")} | {"DESSERT_MCP_LOG_LEVEL": "INFO"}
+    with cli_server(["--transport", "streamable-http", "--sandbox"], env, tmp_path / "server.log") as url:
+        listed = httpx2.post(
+            url + "/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
+            headers={"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18"},
+        )
+    assert listed.status_code == 200, listed.text
+    assert "dessert" in listed.text
+    assert "Serving MCP over streamable HTTP" in (tmp_path / "server.log").read_text()
