@@ -9,8 +9,6 @@ import ipaddress
 import json
 import logging
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +17,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -37,7 +34,7 @@ from starlette.routing import Route as StarletteRoute
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.auth import CHROMIUM, CHROMIUM_FLAGS, oauth_env, serve_auth
 from tests.support.faults import ThreadedFaultySandbox
-from tests.support.servers import cli_server, free_port
+from tests.support.servers import ServedApp, cli_server, free_port
 
 CALLBACK = "http://127.0.0.1:9/oauth/callback"  # never listened on: the browser's request to it is intercepted
 
@@ -222,22 +219,11 @@ def client_document_server(tmp_path: Path) -> Iterator[tuple[str, Path, list[str
         )
 
     app = Starlette(routes=[StarletteRoute("/oauth/client.json", document)])
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, ssl_certfile=str(cert), ssl_keyfile=str(key), access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    served = ServedApp(app, sock, ssl_certfile=str(cert), ssl_keyfile=str(key))  # the backlog holds early requests
     try:
         yield url, cert, fetched
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+        served.join()
 
 
 async def test_the_sdk_client_signs_in_with_a_client_id_metadata_document(
