@@ -13,11 +13,14 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from mcp import Client
 
 from dessert_mcp.sandbox import SANDBOX_KEY
+from dessert_mcp.tools import build_server
+from tests.support import ROOT
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.faults import ThreadedFaultySandbox
-from tests.support.servers import STARTUP_TIMEOUT_S, cli_server
+from tests.support.servers import STARTUP_TIMEOUT_S, cli_server, sandbox_settings
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -203,18 +206,21 @@ def test_the_demo_reads_like_the_product() -> None:
     result = run("demo", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert max(len(line) for line in out.splitlines()) < 100
+    assert max(len(line) for line in out.splitlines()) <= 80  # a terminal's width
+    assert result.stderr == ""  # no server log line lands inside the demo
     # The names hosts show, yes/no, dollars with cents, minutes in UTC, sentences rather than dicts.
-    assert "dessert_get_balance  Dessert credit balance  yes        yes         none" in out
+    assert "dessert_get_balance  Dessert credit balance  yes        none" in out
     assert "dessert.get_" not in out
     assert not re.search(r"\b(True|False|None)\b", out)
     assert re.findall(r"\$[\d,]+(?:\.\d+)?", out) == re.findall(r"\$[\d,]+\.\d\d\b", out)
     assert ".000Z" not in out
     assert "balance          205 credits ($20.50)" in out
     assert "affordable now   41 static or 13 full ads" in out
-    assert "2026-05-19 18:23  Purchase      +250      250  $25.00  Auto-recharge" in out
-    assert "summary:  6 deductions, 1 purchase, 1 refund; 260 credits spent, 265 added, $25.00 purchased" in out
-    assert "forecast: 46.2 credits a day (net); the balance of 205 lasts about 4.4 days" in out
+    assert "2026-05-19 18:23     +250      250  Auto-recharge ($25.00)" in out
+    flat = " ".join(out.split())
+    assert (
+        "summary: 9 deductions, 2 purchases, 1 bonus, 1 refund; 360 credits spent, 565 added, $50.00 purchased" in flat
+    )
     assert "count_by_type" not in out
     # The JSON an agent receives for one call, as the structured content.
     start = out.index("\n{\n") + 1
@@ -222,10 +228,29 @@ def test_the_demo_reads_like_the_product() -> None:
     assert received["credits_balance"] == 205
     assert received["below_auto_recharge_threshold"] is False
     # One error case, as the agent gets it: the sentence to act on, then the code.
-    assert "  Dessert rejected the API key (HTTP 401: Invalid API key.). Check DESSERT_API_KEY.\n" in out
+    assert "Dessert rejected the API key (HTTP 401: Invalid API key.). Check DESSERT_API_KEY." in flat
     assert '  {"code": "auth_invalid", "retryable": false, "status": 401}\n' in out
     assert out.endswith("Demo finished: both tools answered over a real stdio MCP session.\n")
     assert not LOG_LINE.search(out)
+
+
+async def test_the_demo_and_the_dashboard_give_one_forecast_over_one_named_window(
+    canary_sandbox: ThreadedFaultySandbox,
+) -> None:
+    """The dashboard calls get_usage with no arguments (ui/src/main.ts) and shows the forecast it returns; the demo
+    must print the same numbers and name the same window."""
+    assert "arguments: {}" in (ROOT / "ui" / "src" / "main.ts").read_text()
+    canary_sandbox.reset()
+    async with Client(build_server(sandbox_settings(canary_sandbox))) as client:
+        usage = (await client.call_tool("dessert.get_usage", {})).structured_content
+    assert usage is not None
+    forecast = usage["summary"]["forecast"]
+    returned = len(usage["recent_transactions"])
+    flat = " ".join(run("demo", timeout=120).stdout.split())
+    assert (
+        f"forecast: over the {returned} transactions returned, {forecast['burn_rate_credits_per_day']:.1f} credits a "
+        f"day (net); the balance of {forecast['latest_balance']} lasts about {forecast['days_until_empty']:.1f} days"
+    ) in flat
 
 
 @pytest.mark.parametrize("args", [["config", "vscode"], ["demo"]])
