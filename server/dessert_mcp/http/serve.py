@@ -32,6 +32,8 @@ logger = logging.getLogger("dessert_mcp")
 
 # Open SSE streams would otherwise hold shutdown forever.
 GRACEFUL_SHUTDOWN_S = 5
+# Connections the kernel holds for a worker that has not accepted them yet (start-up included).
+BACKLOG = 2048
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -62,7 +64,7 @@ def serve_app(app: ASGIApp, sock: socket.socket, *, log_level: str) -> None:
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
-    sock.listen(2048)
+    sock.listen(BACKLOG)
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -90,6 +92,8 @@ def serve_http(settings: Settings, options: HTTPOptions) -> None:
     configure_logging_for(settings, options.auth_token)
     # Bound before "Serving" is said: a port already taken is one line, and the line names the port in use.
     sock = listening_socket(options.host, options.port, reuse_port=options.workers > 1)
+    if options.workers == 1:
+        sock.listen(BACKLOG)  # from "Serving" on, a connection waits in the backlog for start-up, never refused
     where = f"http://{options.host}:{sock.getsockname()[1]}{MCP_PATH if options.transport == 'http' else '/sse'}"
     kind = "streamable HTTP" if options.transport == "http" else "SSE"
     plural = "" if options.workers == 1 else "s"
