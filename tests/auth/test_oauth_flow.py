@@ -21,10 +21,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from examples.oauth_sign_in import MemoryStorage  # the token store the shipped example client keeps
 from mcp import Client
 from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import OAuthClientMetadata
 from playwright.async_api import Route, async_playwright
 from pydantic import AnyUrl
 from starlette.applications import Starlette
@@ -37,24 +38,6 @@ from tests.support.faults import ThreadedFaultySandbox
 from tests.support.servers import ServedApp, cli_server, free_port
 
 CALLBACK = "http://127.0.0.1:9/oauth/callback"  # never listened on: the browser's request to it is intercepted
-
-
-class MemoryStorage:
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
 
 
 class BrowserSignIn:
