@@ -107,13 +107,15 @@ bench: $(STAMP)
 BUNDLE := dist/dessert-mcp.mcpb
 
 # server.json (the MCP Registry entry) lists the bundle with its sha256, which changes with every pack: mcpb stamps
-# the pack time on each file. Publish the bundle this run made, with the server.json it wrote.
+# the pack time on each file. So the stamped copy goes beside the bundle and the tracked file is left alone (a build
+# leaves `git status` clean): publish the bundle this run made with the server.json it wrote.
 SERVER_JSON := server.json
+SERVER_JSON_OUT := dist/server.json
 
 bundle: $(TOOLS_STAMP)
 	rm -f $(BUNDLE)
 	$(TOOLS)/node_modules/.bin/node $(TOOLS)/node_modules/.bin/mcpb pack . $(BUNDLE) </dev/null
-	$(PYTHON) scripts/set_mcpb_sha256.py $(SERVER_JSON) $(BUNDLE)
+	$(PYTHON) scripts/set_mcpb_sha256.py $(SERVER_JSON) $(BUNDLE) $(SERVER_JSON_OUT)
 
 # The wheel and sdist for PyPI, built by uv (the sdist first, then the wheel from it, so the sdist is proven whole).
 DIST := dist
@@ -134,9 +136,12 @@ dashboard: $(UI_STAMP) $(TOOLS_STAMP)
 
 browser: system-deps
 
-# docs/dashboard.png and docs/dashboard-dark.png, rendered by the MCP Inspector against `dessert-mcp --sandbox`.
+# dashboard.png and dashboard-dark.png, rendered by the MCP Inspector against `dessert-mcp --sandbox`, into a
+# git-ignored directory: copy them over docs/ when the README's pictures should change.
+SCREENSHOTS := build/screenshots
+
 screenshots: $(STAMP) $(TOOLS_STAMP) system-deps
-	$(BIN)/python -m tests.support.screenshots
+	$(BIN)/python -m tests.support.screenshots $(SCREENSHOTS)
 
 # uv.lock pins what the bundle installs on the user's machine; refresh it after changing dependencies.
 lock: $(STAMP)

@@ -14,7 +14,7 @@ import socket
 from mcp.server.mcpserver import MCPServer
 from starlette.types import ASGIApp
 
-from dessert_mcp.http.serve import serve_app, serve_workers
+from dessert_mcp.http.serve import listening_socket, serve_app, serve_workers
 
 
 def create_app() -> ASGIApp:
@@ -39,4 +39,5 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    serve_workers(_serve, (), args.host, args.port, workers=args.workers)
+    sock = listening_socket(args.host, args.port, reuse_port=args.workers > 1)
+    serve_workers(_serve, (), sock, workers=args.workers)

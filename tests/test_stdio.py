@@ -17,6 +17,7 @@ from mcp.client.stdio import get_default_environment
 from mcp.types import Implementation, TextContent
 
 from dessert_mcp.stdio import _lines, _Pending
+from tests.support import STARTUP_TIMEOUT_S
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.faults import ThreadedFaultySandbox
 
@@ -96,7 +97,9 @@ class RawStdioServer:
         await self.send({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params or {}})
         assert self.process.stdout is not None
         while True:
-            line = await asyncio.wait_for(self.process.stdout.readline(), timeout=20)
+            line = await asyncio.wait_for(
+                self.process.stdout.readline(), timeout=STARTUP_TIMEOUT_S
+            )  # the first: start-up
             assert line, "the server closed stdout"
             self.stdout_lines.append(line)
             message: dict[str, Any] = json.loads(line)

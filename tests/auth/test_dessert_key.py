@@ -64,6 +64,16 @@ async def test_the_tools_use_the_callers_key_for_that_request(
         assert_no_secret(repr(mine) + repr(theirs) + repr(other) + caplog.text, key)
 
 
+async def test_a_rejected_caller_key_is_called_the_callers_bearer_key_not_a_variable_this_mode_forbids(
+    server: Running,
+) -> None:
+    refused = await call_tool(server.mcp_url, OTHER_KEY)
+    assert refused.is_error
+    sentence = refused.content[0].text.splitlines()[0]
+    assert "DESSERT_API_KEY" not in sentence
+    assert sentence.endswith("Check the Dessert API key this request sends as its bearer token.")
+
+
 def test_the_operators_key_in_the_environment_refuses_to_start_with_a_reason() -> None:
     with pytest.raises(ConfigError, match="never the operator's account"):
         refuse_operator_key({"DESSERT_API_KEY": CANARY_KEY})

@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import os
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +16,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
-import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -30,8 +27,7 @@ from dessert_mcp.http.app import build_app
 from tests.support.faults import ThreadedFaultySandbox
 from tests.support.inspector import CHROMIUM as INSPECTOR_CHROMIUM
 from tests.support.inspector import CHROMIUM_ARGS
-
-STARTUP_TIMEOUT_S = 20.0
+from tests.support.servers import ServedApp
 
 
 class Clock:
@@ -88,22 +84,11 @@ def serve_auth(
             public_url=public_url or url, encryption_key=Secret(encryption_key), database_url=database_url, **config
         )
     app = build_app(settings, HTTPOptions(auth=mode, oauth=oauth).check(settings), auth_clock=clock)  # type: ignore[arg-type]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=2, access_log=False)
-    )
-    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start in time"
-        time.sleep(0.01)
+    served = ServedApp(app, sock)  # listening already: the first request waits in the backlog for start-up to end
     try:
         yield Running(url=url)
     finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+        served.join()
 
 
 # -- the OAuth flow over plain HTTP (what a browser and a client do, without either) -------------------------
