@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from dessert_mcp.config import Secret, Settings
-from dessert_mcp.redact import MASK, RedactingFormatter, Redactor, configure_logging, install_excepthook
+from dessert_mcp.redact import (
+    MASK,
+    QueryFilter,
+    RedactingFormatter,
+    Redactor,
+    configure_logging,
+    install_excepthook,
+    mask_query,
+)
 from tests.support.api import assert_no_secret
 
 KEY = "dsk_live_0123456789abcdefghijklmnopqrstuvwxyz"
@@ -143,3 +151,18 @@ def test_the_default_log_format_stays_human_readable() -> None:
             root.addHandler(handler)
         root.setLevel(saved[1])
     assert stream.getvalue().rstrip().endswith(f"INFO dessert_mcp: hello {MASK}")
+
+
+def test_query_values_in_a_logged_request_target_are_masked_and_their_names_kept() -> None:
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/signin?request=abc123&x&y=", "1.1", 200),
+        None,
+    )
+    assert QueryFilter().filter(record)
+    assert record.getMessage() == f'127.0.0.1:5 - "GET /signin?request={MASK}&x&y={MASK} HTTP/1.1" 200'
+    assert mask_query("/healthz") == "/healthz"

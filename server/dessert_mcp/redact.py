@@ -19,6 +19,8 @@ TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_FIELDS: Final = ("tool", "code", "duration_ms", "request_id", "trace_id")
 # A fragment this long of the key is still too much of it to show.
 _FRAGMENT: Final = 8
+# At DEBUG these print every statement with its parameters (sealed keys, key and token hashes): never shown.
+_DATABASE_LOGGERS: Final = ("sqlalchemy", "aiosqlite", "asyncpg")
 
 
 class Redactor:
@@ -50,6 +52,29 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return self._redact(super().format(record))
+
+
+def mask_query(target: str) -> str:
+    """A request target with every query value masked, the names kept: `/signin?request=[REDACTED]`."""
+    path, sep, query = target.partition("?")
+    if not sep:
+        return target
+    pairs = (name + (f"={MASK}" if eq else "") for name, eq, _ in (p.partition("=") for p in query.split("&")))
+    return f"{path}?{'&'.join(pairs)}"
+
+
+class QueryFilter(logging.Filter):
+    """Masks query values in a record's arguments. The access log quotes each request target, and some carry a
+    capability in the query (the sign-in page's `request` id lets whoever holds it finish that sign-in)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(_is_target(a) for a in record.args):
+            record.args = tuple(mask_query(a) if _is_target(a) else a for a in record.args)
+        return True
+
+
+def _is_target(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("/") and "?" in value
 
 
 class JSONFormatter(logging.Formatter):
@@ -89,6 +114,7 @@ def configure_logging(level: str, redactor: Redactor, stream: TextIO | None = No
     handler = logging.StreamHandler(stream or sys.stderr)
     formatter = JSONFormatter(redactor) if fmt == "json" else RedactingFormatter(redactor, TEXT_FORMAT)
     handler.setFormatter(formatter)
+    handler.addFilter(QueryFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -97,6 +123,8 @@ def configure_logging(level: str, redactor: Redactor, stream: TextIO | None = No
     # Request lines from the HTTP client name URLs only, but they are noise at INFO.
     for name in ("httpx2", "httpcore", "httpcore2"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    for name in _DATABASE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def configure_logging_for(settings: Settings, *secrets: Secret | None) -> Redactor:

@@ -329,7 +329,8 @@ class Store:
         self.clock = clock
         self.is_sqlite = self.url.startswith("sqlite")
         # A server connection can die between requests; a SQLite file cannot, so it skips the extra round trip.
-        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
+        # Parameters (sealed keys, token hashes) stay out of SQLAlchemy's statement logs and error messages.
+        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite, "hide_parameters": True}
         if self.is_sqlite:
             self._sqlite_path = self.url.split(":///", 1)[1] if ":///" in self.url else ""
             kwargs["connect_args"] = {"timeout": 15}
