@@ -115,6 +115,17 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             )""",
         ),
     ),
+    (
+        2,
+        (
+            # Background work that one replica does for all (pruning): who holds it, and until when.
+            """CREATE TABLE leases (
+                name TEXT PRIMARY KEY,
+                holder TEXT NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL
+            )""",
+        ),
+    ),
 )
 SCHEMA_VERSION: Final = _MIGRATIONS[-1][0]
 _PG_MIGRATION_LOCK: Final = 0x64657373  # "dess": one advisory lock id for this schema
@@ -200,6 +211,17 @@ _throttle = sa.Table(
     sa.Column("window_start", sa.Float),
     sa.Column("hits", sa.BigInteger),
 )
+
+_leases = sa.Table(
+    "leases",
+    _md,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("holder", sa.Text),
+    sa.Column("expires_at", sa.Float),
+)
+# A registered client that no grant has used for this long is abandoned (a sign-in takes minutes; a refresh token
+# lives 30 days by default), and goes at the next prune.
+ABANDONED_CLIENT_S: Final = 30 * 24 * 3600
 
 
 def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
@@ -826,15 +848,44 @@ class Store:
     async def prune(self, *, grace_s: float = 3600) -> int:
         """Delete rows past their expiry (plus `grace_s`); returns how many. Safe to run on any replica, any time.
 
-        Used refresh tokens stay until they expire, so a replay is still recognised (and revokes its family).
+        Used refresh tokens stay until they expire, so a replay is still recognised (and revokes its family). A grant
+        goes once no token or code of it is left; a cached client document once it expires; a registered client once
+        no grant uses it and it registered more than `ABANDONED_CLIENT_S` ago. Linked accounts stay (the operator's
+        `accounts list`).
         """
-        cutoff = self.clock() - grace_s
+        now = self.clock()
+        cutoff = now - grace_s
         deleted = 0
         async with self._tx() as conn:
             for table in (_access, _refresh, _codes, _sign_ins):
                 deleted += (await conn.execute(table.delete().where(table.c.expires_at < cutoff))).rowcount
             deleted += (await conn.execute(_throttle.delete().where(_throttle.c.window_start < cutoff))).rowcount
+            used = [sa.exists().where(t.c.grant_id == _grants.c.id) for t in (_access, _refresh, _codes)]
+            dead = _grants.delete().where(_grants.c.created_at < cutoff, *(sa.not_(u) for u in used))
+            deleted += (await conn.execute(dead)).rowcount
+            expired = _clients.c.expires_at.is_not(None) & (_clients.c.expires_at < cutoff)
+            granted = sa.exists().where(_grants.c.client_id == _clients.c.client_id)
+            abandoned = _clients.c.created_at < now - ABANDONED_CLIENT_S
+            deleted += (await conn.execute(_clients.delete().where(expired | (abandoned & sa.not_(granted))))).rowcount
         return deleted
+
+    async def take_lease(self, name: str, holder: str, *, ttl_s: float) -> bool:
+        """Take the lease `name` for `ttl_s` seconds if nobody holds it (or theirs has run out); True if taken.
+
+        One statement, so two replicas asking at once cannot both get it. It is not released: it runs out, so the
+        work it guards happens at most once per `ttl_s` across all the replicas sharing the database.
+        """
+        now = self.clock()
+        async with self._tx() as conn:
+            result = await conn.execute(
+                sa.text(
+                    "INSERT INTO leases (name, holder, expires_at) VALUES (:name, :holder, :until) "
+                    "ON CONFLICT (name) DO UPDATE SET holder = :holder, expires_at = :until "
+                    "WHERE leases.expires_at <= :now RETURNING holder"
+                ),
+                {"name": name, "holder": holder, "until": now + ttl_s, "now": now},
+            )
+            return result.first() is not None
 
     # -- throttles ----------------------------------------------------------------------------------------
 
