@@ -8,7 +8,7 @@ import sys
 import traceback
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO, TypeGuard
 
 if TYPE_CHECKING:
     from dessert_mcp.config import LogFormat, Secret, Settings
@@ -73,7 +73,7 @@ class QueryFilter(logging.Filter):
         return True
 
 
-def _is_target(value: object) -> bool:
+def _is_target(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and value.startswith("/") and "?" in value
 
 
