@@ -20,7 +20,7 @@ import uvicorn
 from dessert_mcp.config import Settings
 from tests.support.faults import ThreadedFaultySandbox
 
-STARTUP_TIMEOUT_S = 20.0
+STARTUP_TIMEOUT_S = 60.0  # a busy 2-core machine can take this long to import and build the app
 
 
 def sandbox_settings(sandbox: ThreadedFaultySandbox, *, key: str | None = None, **overrides: Any) -> Settings:

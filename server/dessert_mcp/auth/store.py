@@ -13,6 +13,7 @@ statements; the day the schema needs data migrations or autogenerate, switch to 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -32,8 +33,12 @@ from dessert_mcp.auth._crypto import token_hash
 
 Clock = Callable[[], float]
 
+logger = logging.getLogger("dessert_mcp.auth")
+
 # Connections (and so aiosqlite threads) to a SQLite file; readers run side by side in WAL mode.
 SQLITE_POOL_SIZE: Final = 5
+# How long a SQLite write waits for another writer (another worker, `accounts revoke`) before failing.
+SQLITE_BUSY_TIMEOUT_S = 15.0
 
 
 class RevocationListener(Protocol):
@@ -254,8 +259,25 @@ _ACCESS_CHECK: Final = (
 )
 
 
+_FILE_ADVICE: Final = {
+    "database_read_only": "Make the files writable again; service resumes by itself.",
+    "database_file_gone": (
+        "Grants written since it was opened are only in the deleted copy: stop the server, put a backup back in "
+        "place (or let it start afresh, and everyone signs in again), then start it."
+    ),
+}
+
+
 class StorageUnavailable(Exception):
-    """The database could not be reached or answered with a connection-level failure; try again shortly."""
+    """The database could not be reached or answered with a connection-level failure; try again shortly.
+
+    `reason` is the code `/readyz` gives: `database_unavailable`, or for a SQLite file `database_read_only` (it
+    cannot be written) or `database_file_gone` (deleted or replaced under the running server).
+    """
+
+    def __init__(self, message: str, reason: str = "database_unavailable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def default_database_url() -> str:
@@ -355,7 +377,7 @@ class Store:
         kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite, "hide_parameters": True}
         if self.is_sqlite:
             self._sqlite_path = self.url.split(":///", 1)[1] if ":///" in self.url else ""
-            kwargs["connect_args"] = {"timeout": 15}
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
             if self._sqlite_path not in ("", ":memory:"):
                 # Each aiosqlite connection is a thread of its own. SQLAlchemy 2.0 gives a file a NullPool (a new
                 # connection per use) and 2.1 a pool whose overflow connections close as soon as they are returned:
@@ -373,6 +395,10 @@ class Store:
             kwargs["pool_timeout"] = 10
         self._engine_kwargs = kwargs
         self._engine: AsyncEngine | None = None
+        # The SQLite file's (device, inode) when the engine opened it, to tell when it is deleted or replaced.
+        self._file_id: tuple[int, int] | None = None
+        self._file_problem: str | None = None  # what was last said about it, so it is said once
+        self._writes_failing = False
         self._ready = False
         self._lock: anyio.Lock | None = None
         self._revocation_listeners: list[RevocationListener] = []
@@ -391,7 +417,44 @@ class Store:
             self._engine = create_async_engine(self.url, **self._engine_kwargs)
             if self._sqlite_path and self._sqlite_path != ":memory:":
                 sa.event.listen(self._engine.sync_engine, "connect", _sqlite_wal)
+                found = os.stat(self._sqlite_path)
+                self._file_id = (found.st_dev, found.st_ino)
         return self._engine
+
+    def _check_file(self) -> None:
+        """Refuse to touch a SQLite file that was deleted, replaced or made unwritable since it was opened.
+
+        SQLite maps `auth.db-shm` into memory and writes to it on every transaction, reads included: once the
+        file is immutable (`chattr +i`) or on a read-only mount, that write kills the process with SIGBUS. And a
+        deleted file keeps working into its unlinked inode, so everything written after is lost at the next
+        restart. Both are caught here, before SQLite runs, and answered like a database that is down.
+        """
+        path = self._sqlite_path
+        if path in ("", ":memory:"):
+            return
+        problem, reason = None, "database_read_only"
+        try:
+            found = os.stat(path)
+        except FileNotFoundError:
+            found = None  # not opened yet: opening creates it
+        if self._file_id is not None and (found is None or (found.st_dev, found.st_ino) != self._file_id):
+            problem, reason = f"{path} was deleted or replaced while in use", "database_file_gone"
+        elif found is not None:
+            unwritable = [p for p in (path, path + "-wal", path + "-shm") if not os.access(p, os.W_OK)]
+            if any(os.path.exists(p) for p in unwritable):
+                problem = f"{', '.join(unwritable)} cannot be written (immutable, read-only mount or permissions)"
+        if problem != self._file_problem:
+            self._file_problem = problem
+            if problem is not None:
+                logger.error(
+                    "The token database %s: refusing to use it (requests answer 503, /readyz is not ready). %s",
+                    problem,
+                    _FILE_ADVICE[reason],
+                )
+            else:
+                logger.warning("The token database file %s is usable again.", path)
+        if problem is not None:
+            raise StorageUnavailable(f"The token database {problem}.", reason)
 
     def on_revocation(self, listener: RevocationListener) -> None:
         """Call `listener(grant_id=..., account_id=...)` after every revocation made through this store (and if it
@@ -404,14 +467,23 @@ class Store:
 
     async def aclose(self) -> None:
         if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+            try:
+                self._check_file()
+            except StorageUnavailable as exc:
+                # Closing checkpoints the WAL through the mapped -shm: on an unwritable file, SIGBUS. The process is
+                # ending; the kernel closes the files.
+                if exc.reason == "database_read_only":
+                    self._engine = None
+            if self._engine is not None:
+                await self._engine.dispose()
+                self._engine = None
         self._ready = False
 
     @asynccontextmanager
     async def _tx(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
         """One transaction; or, `read_only`, one connection for a single SELECT (atomic by itself): on PostgreSQL in
         autocommit, which spares the BEGIN and COMMIT round trips."""
+        self._check_file()
         if not self._ready:
             await self.migrate()
         try:
@@ -423,7 +495,9 @@ class Store:
             else:
                 async with self.engine.begin() as conn:
                     yield conn
+                self._writes_failing = False
         except _CONNECTION_ERRORS as exc:
+            self._writes_failing = self._writes_failing or not read_only
             raise StorageUnavailable(
                 f"The token database ({describe_database_url(self.url)}) is unreachable: {type(exc).__name__}."
             ) from None
@@ -443,6 +517,7 @@ class Store:
         async with self._lock:
             if self._ready:
                 return SCHEMA_VERSION
+            self._check_file()
             try:
                 async with self.engine.begin() as conn:
                     if not self.is_sqlite:
@@ -476,9 +551,15 @@ class Store:
             return SCHEMA_VERSION
 
     async def ping(self) -> None:
-        """One round trip to the database; raises StorageUnavailable when it does not answer."""
+        """One round trip to the database; raises StorageUnavailable when it does not answer, or when the last
+        write failed and a write still fails (reads can go on working on a full disk or a read-only file)."""
         async with self._tx(read_only=True) as conn:
             await conn.execute(sa.text("SELECT 1"))
+        if self._writes_failing:
+            try:
+                await self.take_lease("readyz", "readyz", ttl_s=0)
+            except StorageUnavailable as exc:
+                raise StorageUnavailable(str(exc), "database_read_only") from None
 
     # -- clients ------------------------------------------------------------------------------------------
 

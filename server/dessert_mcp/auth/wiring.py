@@ -155,7 +155,7 @@ class OAuthWiring:
             await self.store.ping()
         except StorageUnavailable as exc:
             logger.warning("Not ready: %s", exc)
-            return "database_unavailable"
+            return exc.reason
         return None
 
     async def aclose(self) -> None:
