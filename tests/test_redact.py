@@ -166,3 +166,18 @@ def test_query_values_in_a_logged_request_target_are_masked_and_their_names_kept
     assert QueryFilter().filter(record)
     assert record.getMessage() == f'127.0.0.1:5 - "GET /signin?request={MASK}&x&y={MASK} HTTP/1.1" 200'
     assert mask_query("/healthz") == "/healthz"
+
+
+def test_a_flood_of_failed_accepts_is_logged_once_a_minute_and_other_asyncio_errors_as_they_come() -> None:
+    def emit(_logger: logging.Logger) -> None:
+        for _ in range(1000):  # what asyncio logs for each accept() at the open-files limit
+            logging.getLogger("asyncio").error(
+                "socket.accept() out of system resource\nexception: [Errno 24] Too many open files"
+            )
+        logging.getLogger("asyncio").error("Task exception was never retrieved")
+
+    lines = _json_lines(emit)
+    assert [line["message"].split("\n")[0] for line in lines] == [
+        "socket.accept() out of system resource",
+        "Task exception was never retrieved",
+    ]

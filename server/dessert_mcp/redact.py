@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
+import time
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TextIO, TypeGuard
@@ -19,6 +22,7 @@ TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_FIELDS: Final = ("tool", "code", "duration_ms", "request_id", "trace_id")
 # A fragment this long of the key is still too much of it to show.
 _FRAGMENT: Final = 8
+_ACCEPT_FAILED: Final = "socket.accept() out of system resource"
 # At DEBUG these print every statement with its parameters (sealed keys, key and token hashes): never shown.
 _DATABASE_LOGGERS: Final = ("sqlalchemy", "aiosqlite", "asyncpg")
 
@@ -77,6 +81,34 @@ def _is_target(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and value.startswith("/") and "?" in value
 
 
+class AcceptFailureFilter(logging.Filter):
+    """Lets through one of asyncio's "socket.accept() out of system resource" errors per `every_s`.
+
+    asyncio logs each failed accept() with its traceback; at the open-files limit (connections held open by slow
+    clients) that was megabytes a minute, which says nothing the first line did not.
+    """
+
+    def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._every_s = every_s
+        self._clock = clock
+        self._next = -math.inf
+        self._dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "asyncio" or not str(record.msg).startswith(_ACCEPT_FAILED):
+            return True
+        now = self._clock()
+        if now < self._next:
+            self._dropped += 1
+            return False
+        self._next = now + self._every_s
+        if self._dropped:
+            record.msg = f"{record.msg}\n({self._dropped} more like it since the last one were not logged)"
+            self._dropped = 0
+        return True
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per record, on one line: time, level, logger, message, the call's fields, the traceback.
 
@@ -115,6 +147,7 @@ def configure_logging(level: str, redactor: Redactor, stream: TextIO | None = No
     formatter = JSONFormatter(redactor) if fmt == "json" else RedactingFormatter(redactor, TEXT_FORMAT)
     handler.setFormatter(formatter)
     handler.addFilter(QueryFilter())
+    handler.addFilter(AcceptFailureFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
