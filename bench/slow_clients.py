@@ -1,11 +1,15 @@
-"""Slow clients against three ASGI servers, side by side: `/healthz` while 1,100 idle connections are held open,
-and get_balance throughput, for dessert-mcp's own serving (uvicorn), uvicorn as it served before (asyncio + h11,
-the open-files limit as inherited), Granian and Hypercorn, each serving the same app (bench/asgi_app.py).
+"""Slow clients against three ASGI servers: `/healthz` while 1,100 connections that never finish a request are held
+open, and get_balance throughput, for dessert-mcp's own serving (uvicorn), uvicorn as it served before (asyncio +
+h11, the open-files limit as inherited), Granian and Hypercorn, each serving the same app (bench/asgi_app.py).
+Throughput is measured side by side with dessert-mcp's serving (one bench/load.py --versus process loads both in
+alternating turns), so the column is a ratio.
 
 `python bench/slow_clients.py [--quick] [--only NAME]` prints one table. Every server starts with the usual soft
 limit of 1024 open files (what a shell or a plain systemd unit gives), the condition the attack exploited; a
 server may raise it to its hard limit itself, as dessert-mcp now does. Loopback only; every connection is closed
 before the script ends. Figures are measurements on a shared machine, not targets: read them as ratios.
+
+Granian and Hypercorn are not dependencies: `pip install granian hypercorn` into the venv first.
 
 Attacks:
 - idle: connect and send nothing (the connection never starts a request);
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import resource
 import socket
@@ -28,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from run import PY, _load, free_port, pct, sandbox_process, server_env
+from run import PY, free_port, pct, sandbox_process, server_env
 
 HERE = Path(__file__).parent
 SOFT_OPEN_FILES = 1024
@@ -166,6 +171,23 @@ def attack(running: Running, kind: str, seconds: float) -> Attack:
     return Attack(len(latencies), probes, latencies, len(grown), grown.count(b"\n"))
 
 
+def _versus_ours(candidate: Candidate, env: dict[str, str], seconds: float, rounds: int) -> list[float]:
+    """get_balance calls/s of `candidate` over dessert-mcp's own serving, side by side: one bench/load.py process
+    loads both in alternating turns of 0.2 s (concurrency 16 each), `rounds` times; each round's ratio."""
+    ratios = []
+    with start(CANDIDATES[0], env) as ours, start(candidate, env) as theirs:
+        for _ in range(rounds):
+            argv = [PY, str(HERE / "load.py"), f"http://127.0.0.1:{ours.port}/mcp", "dessert_get_balance"]
+            argv += ["--concurrency", "16", "--seconds", str(seconds), "--protocol", "2026-07-28"]
+            argv += ["--versus", f"http://127.0.0.1:{theirs.port}/mcp"]
+            result = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+            if result["a"]["errors"] or result["b"]["errors"]:
+                raise RuntimeError(f"calls failed: {result}")
+            ratios.append(result["b"]["rate"] / result["a"]["rate"])
+    print(f"  {candidate.name}: calls/s over dessert-mcp's, per round: {', '.join(f'{r:.2f}' for r in ratios)}")
+    return ratios
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter attacks and loads")
@@ -173,7 +195,7 @@ def main() -> int:
     args = parser.parse_args()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this process holds the HELD connections
-    seconds, load_s, rounds = (12.0, 2.0, 1) if args.quick else (40.0, 4.0, 3)
+    seconds, load_s, rounds = (12.0, 2.0, 1) if args.quick else (40.0, 3.0, 5)
     chosen = [c for c in CANDIDATES if not args.only or any(c.name.startswith(o) for o in args.only)]
     rows: list[tuple[str, ...]] = []
     with sandbox_process() as url:
@@ -182,13 +204,7 @@ def main() -> int:
             f"sandbox API at {url}; {os.cpu_count()} cores; servers start with a soft limit of {SOFT_OPEN_FILES} "
             f"open files (hard {hard}); {HELD} connections held for {seconds:.0f} s, /healthz probed once a second"
         )
-        rates: dict[str, list[float]] = {c.name: [] for c in chosen}
-        for _ in range(rounds):  # alternate the servers, so the shared machine weighs on each alike
-            for candidate in chosen:
-                with start(candidate, env) as running:
-                    rates[candidate.name].append(
-                        _load(f"http://127.0.0.1:{running.port}/mcp", "dessert_get_balance", load_s, "2026-07-28")
-                    )
+        ratios = {c.name: _versus_ours(c, env, load_s, rounds) for c in chosen if c is not CANDIDATES[0]}
         for candidate in chosen:
             for kind in ("idle", "partial"):
                 with start(candidate, env) as running:
@@ -196,6 +212,7 @@ def main() -> int:
                 lat = result.latencies
                 p50 = f"{1000 * statistics.median(lat):.1f}" if lat else "-"
                 p99 = f"{1000 * pct(lat, 0.99):.1f}" if lat else "-"
+                ratio = ratios.get(candidate.name)
                 rows.append(
                     (
                         candidate.name,
@@ -204,11 +221,11 @@ def main() -> int:
                         p50,
                         p99,
                         f"{result.log_lines} lines / {result.log_bytes} B",
-                        f"{statistics.median(rates[candidate.name]):.0f}",
+                        "1 (reference)" if ratio is None else f"{statistics.median(ratio):.2f}x",
                     )
                 )
                 print("  " + " | ".join(rows[-1]), flush=True)
-    header = ("server", "attack", "/healthz answered", "p50 ms", "p99 ms", "log growth", "get_balance calls/s")
+    header = ("server", "attack", "/healthz answered", "p50 ms", "p99 ms", "log growth", "calls/s vs dessert-mcp")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print()
     for r in [header, *rows]:

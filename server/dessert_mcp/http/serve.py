@@ -96,7 +96,7 @@ def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> Non
 
         app = build_app(settings, options)
         # After build_app: building the server sets up the SDK's own logging.
-        configure_logging_for(settings, options.auth_token)
+        configure_logging_for(settings, options.auth_token, options.metrics_token)
         configure_tracing()  # in each worker: a tracer provider's export thread does not cross processes
         gc.freeze()
     finally:
@@ -106,7 +106,7 @@ def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> Non
 
 def serve_http(settings: Settings, options: HTTPOptions) -> None:
     """Serve until interrupted: in this process, or as `options.workers` worker processes."""
-    configure_logging_for(settings, options.auth_token)
+    configure_logging_for(settings, options.auth_token, options.metrics_token)
     where = f"http://{options.host}:{options.port}{MCP_PATH if options.transport == 'http' else '/sse'}"
     kind = "streamable HTTP" if options.transport == "http" else "SSE"
     plural = "" if options.workers == 1 else "s"
