@@ -63,6 +63,7 @@ def serve_auth(
     public_url: str | None = None,
     account_concurrency: int = DEFAULT_ACCOUNT_CONCURRENCY,
     clock: Callable[[], float] | None = None,
+    metrics_token: str | None = None,
     **config: Any,
 ) -> Iterator[Running]:
     """Serve dessert-mcp with `--auth <mode>` on a free port; `public_url` overrides the advertised origin,
@@ -83,7 +84,9 @@ def serve_auth(
         oauth = OAuthConfig(
             public_url=public_url or url, encryption_key=Secret(encryption_key), database_url=database_url, **config
         )
-    app = build_app(settings, HTTPOptions(auth=mode, oauth=oauth).check(settings), auth_clock=clock)  # type: ignore[arg-type]
+    scraper = Secret(metrics_token) if metrics_token is not None else None
+    options = HTTPOptions(auth=mode, oauth=oauth, metrics_token=scraper).check(settings)  # type: ignore[arg-type]
+    app = build_app(settings, options, auth_clock=clock)
     served = ServedApp(app, sock)  # listening already: the first request waits in the backlog for start-up to end
     try:
         yield Running(url=url)

@@ -60,7 +60,8 @@ A value left as a literal ${{user_config...}} placeholder counts as unset.
 
 HTTP transports (--transport http: streamable HTTP at /mcp; --transport sse: SSE at /sse, messages at /messages/):
   GET /healthz answers while the process is up; GET /readyz calls Dessert and answers 200 only if the key works.
-  GET /metrics: Prometheus metrics (with dessert-mcp[metrics]), behind DESSERT_MCP_AUTH_TOKEN when it is set.
+  GET /metrics: Prometheus metrics (with dessert-mcp[metrics]), behind DESSERT_MCP_AUTH_TOKEN when it is set;
+  with --auth, behind DESSERT_MCP_METRICS_TOKEN (16+ characters), and off without it.
   The Host and Origin headers are always checked (loopback names are allowed); listening on anything other than
   loopback needs --allowed-host and --allowed-origin. Request bodies over 256 KiB get 413.
   example: dessert-mcp --transport http --workers 4 --host 0.0.0.0
@@ -311,7 +312,7 @@ def _add_http_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action
 
 
 def _http_options(args: argparse.Namespace, settings: Settings) -> HTTPOptions:
-    from dessert_mcp.http.options import HTTPOptions, oauth_config, read_auth_token
+    from dessert_mcp.http.options import METRICS_TOKEN_ENV, HTTPOptions, oauth_config, read_auth_token
 
     try:
         if args.stateful and args.stateless:
@@ -328,6 +329,7 @@ def _http_options(args: argparse.Namespace, settings: Settings) -> HTTPOptions:
             allowed_origins=tuple(args.allowed_origin),
             auth_token=read_auth_token(os.environ),
             auth=args.auth,
+            metrics_token=read_auth_token(os.environ, METRICS_TOKEN_ENV),
         )
         if options.auth == "oauth":
             # What the command line gets wrong is said first, before the auth settings are read and checked.

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dessert_mcp.auth.config import MCP_PATH
 from dessert_mcp.client import DessertAPIError
 from dessert_mcp.config import Secret, Settings
-from dessert_mcp.http.options import AUTH_TOKEN_ENV, HTTPOptions, parse_host, parse_origin
+from dessert_mcp.http.options import AUTH_TOKEN_ENV, METRICS_TOKEN_ENV, HTTPOptions, parse_host, parse_origin
 from dessert_mcp.observe import metrics_installed
 from dessert_mcp.service import DessertService
 from dessert_mcp.singleflight import SingleFlight
@@ -68,6 +68,15 @@ def transport_security(options: HTTPOptions) -> TransportSecuritySettings:
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
+def bearer_matches(scope: Scope, token: bytes) -> bool:
+    """The request carries `Authorization: Bearer <token>`, compared in constant time."""
+    header = next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1")
+    scheme, _, credentials = header.partition(" ")
+    # Compare even when the scheme is wrong, so the answer takes the same time either way.
+    matches = hmac.compare_digest(credentials.strip().encode("latin-1", "replace"), token)
+    return scheme.lower() == "bearer" and matches
+
+
 class TokenGuard:
     """ASGI middleware: every request except the health checks carries `Authorization: Bearer <token>`."""
 
@@ -77,11 +86,7 @@ class TokenGuard:
 
     def _authorized(self, scope: Scope) -> bool:
         assert self._token is not None
-        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1")
-        scheme, _, credentials = header.partition(" ")
-        # Compare even when the scheme is wrong, so the answer takes the same time either way.
-        matches = hmac.compare_digest(credentials.strip().encode("latin-1", "replace"), self._token)
-        return scheme.lower() == "bearer" and matches
+        return bearer_matches(scope, self._token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in HEALTH_PATHS:
@@ -264,8 +269,19 @@ def build_app(
         status, body = await readiness.run("ready", ready)
         return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
+    metrics_token = options.metrics_token.get().encode() if options.metrics_token is not None else None
+
     async def metrics_page(request: Request) -> Response:
-        # Behind the token guard like everything but the probes: the figures describe the server's traffic.
+        # Behind the token guard like everything but the probes: the figures describe the server's traffic. With
+        # --auth there is no server token (every caller brings their own), so the scraper has a token of its own.
+        if options.auth is not None and metrics_token is None:
+            return PlainTextResponse(f"With --auth, /metrics needs {METRICS_TOKEN_ENV}.\n", status_code=403)
+        if metrics_token is not None and not bearer_matches(request.scope, metrics_token):
+            return PlainTextResponse(
+                f"Send Authorization: Bearer <{METRICS_TOKEN_ENV}>.\n",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="dessert-mcp metrics"'},
+            )
         if metrics is None:
             return PlainTextResponse("Metrics are off: install dessert-mcp[metrics].\n", status_code=404)
         return Response(metrics.render(), headers={"Content-Type": metrics.content_type, "Cache-Control": "no-store"})

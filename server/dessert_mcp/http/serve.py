@@ -13,6 +13,7 @@ import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
+import resource
 import signal
 import socket
 from collections.abc import Callable
@@ -34,6 +35,8 @@ logger = logging.getLogger("dessert_mcp")
 GRACEFUL_SHUTDOWN_S = 5
 # Connections the kernel holds for a worker that has not accepted them yet (start-up included).
 BACKLOG = 2048
+# Where the open-files limit goes when the hard limit is unlimited (the kernel refuses "unlimited" as a soft limit).
+_OPEN_FILES_CEILING = 1 << 20
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -51,10 +54,30 @@ def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket
     return sock
 
 
+def raise_open_files_limit() -> int:
+    """Lift this process's soft limit on open files to its hard limit; returns the limit now in force.
+
+    Every connection holds a file descriptor, idle ones included (uvicorn has no timeout for a connection that
+    never sends a request), and the usual soft default of 1024 let a thousand idle connections lock every other
+    client out: accept() failed with EMFILE, /healthz included, and each failure was logged. The hard limit
+    (typically 524288 under systemd, 1048576 in containers) is what the operator allows; it is ours to use.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = _OPEN_FILES_CEILING if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):  # a ceiling above the kernel's nr_open: keep what we have
+            return soft
+        return target
+    return soft
+
+
 def serve_app(app: ASGIApp, sock: socket.socket, *, log_level: str) -> None:
     """Serve an ASGI app on `sock` with uvicorn until told to stop, its start-up heap frozen first."""
     import uvicorn
 
+    raise_open_files_limit()
     gc.freeze()  # the start-up heap lives as long as the process: keep full collections from walking it
     config = uvicorn.Config(
         app,
@@ -79,7 +102,7 @@ def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> Non
 
         app = build_app(settings, options)
         # After build_app: building the server sets up the SDK's own logging.
-        configure_logging_for(settings, options.auth_token)
+        configure_logging_for(settings, options.auth_token, options.metrics_token)
         configure_tracing()  # in each worker: a tracer provider's export thread does not cross processes
         gc.freeze()
     finally:
@@ -89,7 +112,7 @@ def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> Non
 
 def serve_http(settings: Settings, options: HTTPOptions) -> None:
     """Serve until interrupted: in this process, or as `options.workers` worker processes."""
-    configure_logging_for(settings, options.auth_token)
+    configure_logging_for(settings, options.auth_token, options.metrics_token)
     # Bound before "Serving" is said: a port already taken is one line, and the line names the port in use.
     sock = listening_socket(options.host, options.port, reuse_port=options.workers > 1)
     if options.workers == 1:
