@@ -438,7 +438,10 @@ def _side_by_side(
     for other, other_tool in others:
         argv += ["--versus", other.url, "--versus-tool", other_tool]
     before = {side: _server_cpu(served) for side, (served, _) in sides.items()}
-    result = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    loaded = subprocess.run(argv, capture_output=True, text=True)
+    if loaded.returncode:
+        raise RuntimeError(f"bench/load.py failed: {loaded.stderr.strip().splitlines()[-1:]}")
+    result = json.loads(loaded.stdout)
     after = {side: _server_cpu(served) for side, (served, _) in sides.items()}
     rate, cpu_per_call, calls = {}, {}, {}
     for i, side in enumerate(sides):
@@ -543,6 +546,16 @@ def _medians(runs: list[SideBySide], field: str) -> dict[str, float]:
     return {side: statistics.median(getattr(r, field)[side] for r in runs) for side in runs[0].rate}
 
 
+def _peer_run(sides: dict[str, tuple[Served, str]], seconds: float, concurrency: int) -> SideBySide:
+    """One side-by-side run, repeated once if it fails: uvicorn on h11 (the bare SDK's serving) now and then
+    answers a keep-alive request 400 "Invalid HTTP request received" and closes the connection."""
+    try:
+        return _side_by_side(sides, seconds, PEER_ERA, concurrency)
+    except RuntimeError as exc:
+        print(f"  one run failed and was repeated: {exc}", flush=True)
+        return _side_by_side(sides, seconds, PEER_ERA, concurrency)
+
+
 def bench_peer(url: str, rounds: int, seconds: float) -> None:
     print(
         "3b. get_balance vs the same job on the official TypeScript SDK (node:http) and on the bare Python SDK: "
@@ -559,41 +572,34 @@ def bench_peer(url: str, rounds: int, seconds: float) -> None:
     ):
         sides = {"ours": (ours, "dessert_get_balance"), "ts": (ts, "dessert_get_balance"), "sdk": (sdk, "plain")}
         for concurrency in (1, 16):
-            runs = [_side_by_side(sides, seconds, PEER_ERA, concurrency) for _ in range(rounds)]
+            runs = [_peer_run(sides, seconds, concurrency) for _ in range(rounds)]
             rate = _medians(runs, "rate")
             ms = {side: 1000 * cpu for side, cpu in _medians(runs, "cpu_per_call").items()}
             vs_ts = _median(runs, lambda r: r.rate["ours"] / r.rate["ts"])
             vs_sdk = _median(runs, lambda r: r.rate["ours"] / r.rate["sdk"])
             cpu_vs_ts = _median(runs, lambda r: r.cpu_per_call["ours"] / r.cpu_per_call["ts"])
-            targeted = concurrency == 16
             where = f"c={concurrency}, 1 worker, median of {rounds} side-by-side runs"
-            row(
-                f"get_balance calls/s vs the TypeScript SDK, {where}",
-                f"{rate['ours']:.0f}/s",
-                f"TypeScript SDK {rate['ts']:.0f}/s",
-                f"{vs_ts:.2f}x",
-                ">= 1.00x" if targeted else "report",
-                vs_ts >= 1.0 if targeted else None,
-            )
-            row(
-                f"get_balance calls/s vs the bare Python SDK's same job, {where}",
-                f"{rate['ours']:.0f}/s",
-                f"bare SDK {rate['sdk']:.0f}/s",
-                f"{vs_sdk:.2f}x",
-                ">= 2.50x" if targeted else "report",
-                vs_sdk >= 2.5 if targeted else None,
-            )
-            row(
-                f"server CPU per call vs the TypeScript SDK, {where} (bare SDK {ms['sdk']:.2f} ms)",
-                f"{ms['ours']:.2f} ms",
-                f"TypeScript SDK {ms['ts']:.2f} ms",
-                f"{cpu_vs_ts:.2f}x",
-                "<= 1.00x" if targeted else "report",
-                cpu_vs_ts <= 1.0 if targeted else None,
-            )
+            cpu_label = f"server CPU per call vs the TypeScript SDK (bare SDK {ms['sdk']:.2f} ms)"
+            compared = [
+                ("get_balance calls/s vs the TypeScript SDK", "rate", "ts", vs_ts, ">=", 1.0),
+                ("get_balance calls/s vs the bare Python SDK's same job", "rate", "sdk", vs_sdk, ">=", 2.5),
+                (cpu_label, "cpu", "ts", cpu_vs_ts, "<=", 1.0),
+            ]
+            for what, unit, other, ratio, op, limit in compared:
+                shown = {side: f"{rate[side]:.0f}/s" if unit == "rate" else f"{ms[side]:.2f} ms" for side in sides}
+                ok = ratio >= limit if op == ">=" else ratio <= limit
+                targeted = concurrency == 16  # the targets are for c=16; c=1 is reported
+                row(
+                    f"{what}, {where}",
+                    shown["ours"],
+                    f"{'TypeScript' if other == 'ts' else 'bare'} SDK {shown[other]}",
+                    f"{ratio:.2f}x",
+                    f"{op} {limit:.2f}x" if targeted else "report",
+                    ok if targeted else None,
+                )
     with http_server(ours_http_argv(2), env) as ours, http_server(ts_peer_argv(), env) as ts:
         sides = {"ours": (ours, "dessert_get_balance"), "ts": (ts, "dessert_get_balance")}
-        runs = [_side_by_side(sides, seconds, PEER_ERA) for _ in range(rounds)]
+        runs = [_peer_run(sides, seconds, 16) for _ in range(rounds)]
         rate, cpu = _medians(runs, "rate"), _medians(runs, "cpu_per_call")
         row(
             f"get_balance calls/s, --workers 2, vs the TypeScript SDK's one process, c=16 (median of {rounds} runs; "
