@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -115,6 +116,7 @@ class Side:
     tool: str
     bearers: list[str] | None
     connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]] = field(default_factory=list)
+    address: tuple[str, int] = ("127.0.0.1", 80)
     calls: int = 0
     errors: int = 0
     busy_s: float = 0.0
@@ -124,6 +126,7 @@ class Side:
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         each: list[str | None] = [*self.bearers] if self.bearers else [None]
         requests = [_request(host, port, parts.path, self.tool, protocol, bearer) for bearer in each]
+        self.address = (host, port)
         for n in range(concurrency):
             reader, writer = await asyncio.open_connection(host, port)
             self.connections.append((reader, writer, requests[n % len(requests)]))
@@ -133,15 +136,27 @@ class Side:
         started = time.perf_counter()
         until = started + seconds
 
-        async def caller(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> None:
+        async def caller(n: int) -> None:
             while time.perf_counter() < until:
-                writer.write(request)
-                status, body = await _read_response(reader)
+                reader, writer, request = self.connections[n]
+                try:
+                    writer.write(request)
+                    status, body = await _read_response(reader)
+                except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                    # The server closed the connection: an error, named once on stderr; the caller goes on anew.
+                    if not self.errors:
+                        print(f"{self.url}: {exc!r}", file=sys.stderr)
+                    self.calls += counted
+                    self.errors += 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(*self.address)
+                    self.connections[n] = (reader, writer, request)
+                    continue
                 if counted:
                     self.calls += 1
                     self.errors += not _ok(status, body)
 
-        await asyncio.gather(*(caller(*connection) for connection in self.connections))
+        await asyncio.gather(*(caller(n) for n in range(len(self.connections))))
         if counted:
             self.busy_s += time.perf_counter() - started
 
