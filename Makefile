@@ -99,7 +99,15 @@ test-lowest: $(LOWEST)/.installed $(TOOLS_STAMP) $(UI_STAMP) system-deps
 soak: $(STAMP)
 	$(BIN)/pytest -m soak -s tests/reliability/test_soak.py
 
-bench: $(STAMP)
+# The bench's peer: the same job on the official TypeScript SDK (bench/ts-peer/server.mjs), pinned by its
+# package-lock.json (node_modules git-ignored) and run on the Node 22 of .tools/.
+TS_PEER_STAMP := bench/ts-peer/node_modules/.installed
+
+$(TS_PEER_STAMP): bench/ts-peer/package.json bench/ts-peer/package-lock.json $(TOOLS_STAMP)
+	cd bench/ts-peer && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+bench: $(STAMP) $(TS_PEER_STAMP)
 	$(BIN)/python bench/run.py
 
 # The Claude Desktop bundle: manifest.json + what .mcpbignore lets through, packed (and validated) by the official
@@ -148,4 +156,4 @@ lock: $(STAMP)
 	$(BIN)/uv lock
 
 clean:
-	rm -rf $(VENV) $(DEMO_VENV) $(LOWEST) $(TOOLS) .cache ui/node_modules .artifacts .pytest_cache .mypy_cache .ruff_cache dist build
+	rm -rf $(VENV) $(DEMO_VENV) $(LOWEST) $(TOOLS) .cache ui/node_modules bench/ts-peer/node_modules .artifacts .pytest_cache .mypy_cache .ruff_cache dist build

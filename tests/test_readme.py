@@ -152,7 +152,7 @@ def test_the_reliability_write_up_lists_every_probe_finding_and_its_limits() -> 
     assert LARGEST_NUMBER == 2**53 - 1
     assert "±(2^53 \u2212 1)" in text
     assert (
-        "test_uvicorn_keeps_the_connection_after_content_length_with_transfer_encoding"
+        "test_a_request_with_both_content_length_and_transfer_encoding_is_refused_and_its_connection_closed"
         in (ROOT / "tests" / "http" / "test_app_security.py").read_text()
     )
     assert "Content-Length` and `Transfer-Encoding`" in text

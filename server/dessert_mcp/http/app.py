@@ -243,6 +243,10 @@ def build_app(
         mcp_app = server.streamable_http_app(
             streamable_http_path=MCP_PATH,
             stateless_http=not options.stateful,
+            # Stateless requests have no server-to-client stream to keep and the tools send nothing before their
+            # result, so each answer is one JSON body rather than an SSE stream per POST. The SDK still streams what
+            # must stream (2026-07-28 `subscriptions/listen`); --stateful keeps its streams.
+            json_response=not options.stateful,
             max_request_body_size=MAX_BODY_BYTES,
             session_idle_timeout=STATEFUL_IDLE_TIMEOUT_S,
             max_sessions=STATEFUL_MAX_SESSIONS,
