@@ -99,7 +99,15 @@ test-lowest: $(LOWEST)/.installed $(TOOLS_STAMP) $(UI_STAMP) system-deps
 soak: $(STAMP)
 	$(BIN)/pytest -m soak -s tests/reliability/test_soak.py
 
-bench: $(STAMP)
+# The bench's peer: the same job on the official TypeScript SDK (bench/ts-peer/server.mjs), pinned by its
+# package-lock.json (node_modules git-ignored) and run on the Node 22 of .tools/.
+TS_PEER_STAMP := bench/ts-peer/node_modules/.installed
+
+$(TS_PEER_STAMP): bench/ts-peer/package.json bench/ts-peer/package-lock.json $(TOOLS_STAMP)
+	cd bench/ts-peer && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+bench: $(STAMP) $(TS_PEER_STAMP)
 	$(BIN)/python bench/run.py
 
 # The Claude Desktop bundle: manifest.json + what .mcpbignore lets through, packed (and validated) by the official
@@ -107,13 +115,15 @@ bench: $(STAMP)
 BUNDLE := dist/dessert-mcp.mcpb
 
 # server.json (the MCP Registry entry) lists the bundle with its sha256, which changes with every pack: mcpb stamps
-# the pack time on each file. Publish the bundle this run made, with the server.json it wrote.
+# the pack time on each file. So the stamped copy goes beside the bundle and the tracked file is left alone (a build
+# leaves `git status` clean): publish the bundle this run made with the server.json it wrote.
 SERVER_JSON := server.json
+SERVER_JSON_OUT := dist/server.json
 
 bundle: $(TOOLS_STAMP)
 	rm -f $(BUNDLE)
 	$(TOOLS)/node_modules/.bin/node $(TOOLS)/node_modules/.bin/mcpb pack . $(BUNDLE) </dev/null
-	$(PYTHON) scripts/set_mcpb_sha256.py $(SERVER_JSON) $(BUNDLE)
+	$(PYTHON) scripts/set_mcpb_sha256.py $(SERVER_JSON) $(BUNDLE) $(SERVER_JSON_OUT)
 
 # The wheel and sdist for PyPI, built by uv (the sdist first, then the wheel from it, so the sdist is proven whole).
 DIST := dist
@@ -134,13 +144,16 @@ dashboard: $(UI_STAMP) $(TOOLS_STAMP)
 
 browser: system-deps
 
-# docs/dashboard.png and docs/dashboard-dark.png, rendered by the MCP Inspector against `dessert-mcp --sandbox`.
+# dashboard.png and dashboard-dark.png, rendered by the MCP Inspector against `dessert-mcp --sandbox`, into a
+# git-ignored directory: copy them over docs/ when the README's pictures should change.
+SCREENSHOTS := build/screenshots
+
 screenshots: $(STAMP) $(TOOLS_STAMP) system-deps
-	$(BIN)/python -m tests.support.screenshots
+	$(BIN)/python -m tests.support.screenshots $(SCREENSHOTS)
 
 # uv.lock pins what the bundle installs on the user's machine; refresh it after changing dependencies.
 lock: $(STAMP)
 	$(BIN)/uv lock
 
 clean:
-	rm -rf $(VENV) $(DEMO_VENV) $(LOWEST) $(TOOLS) .cache ui/node_modules .artifacts .pytest_cache .mypy_cache .ruff_cache dist build
+	rm -rf $(VENV) $(DEMO_VENV) $(LOWEST) $(TOOLS) .cache ui/node_modules bench/ts-peer/node_modules .artifacts .pytest_cache .mypy_cache .ruff_cache dist build

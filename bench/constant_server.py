@@ -1,6 +1,7 @@
-"""The throughput ceiling: one trivial constant tool on the same SDK, served by the same machinery as
-`dessert-mcp --transport http` (dessert_mcp.http.serve: our TCP sockets, one SO_REUSEPORT socket per worker, the
-start-up heap frozen). The tool is async, so it runs on the event loop like ours; a sync tool would pay a thread hop.
+"""The throughput ceiling: one trivial constant tool on the same SDK, answered as `dessert-mcp --transport http`
+answers (JSON bodies) and served by the same machinery (dessert_mcp.http.serve: our TCP sockets, one SO_REUSEPORT
+socket per worker, the start-up heap frozen). The tool is async, so it runs on the event loop like ours; a sync tool
+would pay a thread hop.
 
 `python bench/constant_server.py --port N [--workers W]` serves it; `create_app` is also the factory for
 `uvicorn --factory constant_server:create_app`, to show what uvicorn's own serving gives.
@@ -14,7 +15,7 @@ import socket
 from mcp.server.mcpserver import MCPServer
 from starlette.types import ASGIApp
 
-from dessert_mcp.http.serve import serve_app, serve_workers
+from dessert_mcp.http.serve import listening_socket, serve_app, serve_workers
 
 
 def create_app() -> ASGIApp:
@@ -26,7 +27,7 @@ def create_app() -> ASGIApp:
         """A constant answer: no upstream call."""
         return "205"
 
-    return server.streamable_http_app(stateless_http=True)
+    return server.streamable_http_app(stateless_http=True, json_response=True)
 
 
 def _serve(sock: socket.socket) -> None:
@@ -39,4 +40,5 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    serve_workers(_serve, (), args.host, args.port, workers=args.workers)
+    sock = listening_socket(args.host, args.port, reuse_port=args.workers > 1)
+    serve_workers(_serve, (), sock, workers=args.workers)

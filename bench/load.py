@@ -9,7 +9,8 @@ Side by side: `--versus URL2 [--versus-tool T] [--versus-bearers FILE]` loads th
 `--slice` seconds (0.2 by default), `--seconds` each in all, over connections kept open to both, and prints
 `{"a": {...}, "b": {...}}`: each side's calls and rate over its own turns only. Whatever the rest of a shared machine
 does for more than a few turns then falls on both sides alike, so their ratio holds where two separate runs of a few
-seconds each differ by tens of per cent.
+seconds each differ by tens of per cent. `--versus` and `--versus-tool` may be repeated: a third server is "c", and
+so on, each `--versus-tool` going with the `--versus` in the same place.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -114,6 +116,7 @@ class Side:
     tool: str
     bearers: list[str] | None
     connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]] = field(default_factory=list)
+    address: tuple[str, int] = ("127.0.0.1", 80)
     calls: int = 0
     errors: int = 0
     busy_s: float = 0.0
@@ -123,6 +126,7 @@ class Side:
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         each: list[str | None] = [*self.bearers] if self.bearers else [None]
         requests = [_request(host, port, parts.path, self.tool, protocol, bearer) for bearer in each]
+        self.address = (host, port)
         for n in range(concurrency):
             reader, writer = await asyncio.open_connection(host, port)
             self.connections.append((reader, writer, requests[n % len(requests)]))
@@ -132,15 +136,27 @@ class Side:
         started = time.perf_counter()
         until = started + seconds
 
-        async def caller(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> None:
+        async def caller(n: int) -> None:
             while time.perf_counter() < until:
-                writer.write(request)
-                status, body = await _read_response(reader)
+                reader, writer, request = self.connections[n]
+                try:
+                    writer.write(request)
+                    status, body = await _read_response(reader)
+                except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                    # The server closed the connection: an error, named once on stderr; the caller goes on anew.
+                    if not self.errors:
+                        print(f"{self.url}: {exc!r}", file=sys.stderr)
+                    self.calls += counted
+                    self.errors += 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(*self.address)
+                    self.connections[n] = (reader, writer, request)
+                    continue
                 if counted:
                     self.calls += 1
                     self.errors += not _ok(status, body)
 
-        await asyncio.gather(*(caller(*connection) for connection in self.connections))
+        await asyncio.gather(*(caller(n) for n in range(len(self.connections))))
         if counted:
             self.busy_s += time.perf_counter() - started
 
@@ -153,20 +169,22 @@ class Side:
 
 
 async def versus(
-    a: Side, b: Side, *, concurrency: int, seconds: float, slice_s: float, protocol: str
+    sides: list[Side], *, concurrency: int, seconds: float, slice_s: float, protocol: str
 ) -> dict[str, dict[str, float]]:
-    """Load `a` and `b` in alternating turns (b first every other turn); each side's rate over its own turns."""
-    for side in (a, b):
+    """Load the sides in turns, each round starting one side later (for two: b first every other round); each
+    side's rate over its own turns, keyed "a", "b", ..."""
+    for side in sides:
         await side.open(concurrency, protocol)
         await side.turn(min(1.0, seconds / 5), counted=False)  # warm-up: first calls, caches, per-account state
     try:
         for n in range(max(1, round(seconds / slice_s))):
-            for side in (a, b) if n % 2 == 0 else (b, a):
+            shift = n % len(sides)
+            for side in sides[shift:] + sides[:shift]:
                 await side.turn(slice_s)
     finally:
-        a.close()
-        b.close()
-    return {"a": a.result(), "b": b.result()}
+        for side in sides:
+            side.close()
+    return {chr(ord("a") + i): side.result() for i, side in enumerate(sides)}
 
 
 def _bearers(path: str | None) -> list[str] | None:
@@ -184,17 +202,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--protocol", default="2025-11-25")
     parser.add_argument("--bearers", help="a file with one bearer token per line, used round-robin per connection")
-    parser.add_argument("--versus", help="a second server's URL: load both side by side, in alternating turns")
-    parser.add_argument("--versus-tool", help="the tool to call on the second server (default: TOOL)")
+    parser.add_argument(
+        "--versus", action="append", help="another server's URL: load them side by side, in turns (repeatable)"
+    )
+    parser.add_argument(
+        "--versus-tool", action="append", default=[], help="the tool to call on that server (default: TOOL)"
+    )
     parser.add_argument("--versus-bearers", help="--bearers for the second server")
     parser.add_argument("--slice", type=float, default=0.2, help="seconds of one turn, with --versus")
     args = parser.parse_args()
     bearers = _bearers(args.bearers)
     if args.versus:
-        a = Side(args.url, args.tool, bearers)
-        b = Side(args.versus, args.versus_tool or args.tool, _bearers(args.versus_bearers))
+        tools = args.versus_tool + [args.tool] * (len(args.versus) - len(args.versus_tool))
+        sides = [Side(args.url, args.tool, bearers)]
+        sides += [Side(url, tool, None) for url, tool in zip(args.versus, tools, strict=False)]
+        sides[1].bearers = _bearers(args.versus_bearers)
         turns = versus(
-            a, b, concurrency=args.concurrency, seconds=args.seconds, slice_s=args.slice, protocol=args.protocol
+            sides, concurrency=args.concurrency, seconds=args.seconds, slice_s=args.slice, protocol=args.protocol
         )
         print(json.dumps(asyncio.run(turns)))
         return

@@ -427,21 +427,31 @@ class SideBySide:
     busiest: float  # ours: the busiest worker's share of the workers' CPU (1.0 for one process)
 
 
-def _side_by_side(ceiling: Served, ours: Served, seconds: float, protocol: str) -> SideBySide:
-    """The constant tool and get_balance loaded by one bench/load.py process in alternating turns of 0.2 s, over
-    connections kept open to both (concurrency 16 each), so the rest of the shared machine weighs on both alike."""
-    argv = [PY, str(HERE / "load.py"), ceiling.url, "constant", "--concurrency", "16", "--seconds", str(seconds)]
-    argv += ["--protocol", protocol, "--versus", ours.url, "--versus-tool", "dessert_get_balance"]
-    before = {side: _server_cpu(served) for side, served in (("ceiling", ceiling), ("ours", ours))}
-    result = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
-    after = {side: _server_cpu(served) for side, served in (("ceiling", ceiling), ("ours", ours))}
+def _side_by_side(
+    sides: dict[str, tuple[Served, str]], seconds: float, protocol: str, concurrency: int = 16
+) -> SideBySide:
+    """The servers (each with the tool to call) loaded by one bench/load.py process in turns of 0.2 s, over
+    connections kept open to all (`concurrency` each), so the rest of the shared machine weighs on all alike."""
+    (served, tool), *others = sides.values()
+    argv = [PY, str(HERE / "load.py"), served.url, tool, "--concurrency", str(concurrency), "--seconds", str(seconds)]
+    argv += ["--protocol", protocol]
+    for other, other_tool in others:
+        argv += ["--versus", other.url, "--versus-tool", other_tool]
+    before = {side: _server_cpu(served) for side, (served, _) in sides.items()}
+    loaded = subprocess.run(argv, capture_output=True, text=True)
+    if loaded.returncode:
+        raise RuntimeError(f"bench/load.py failed: {loaded.stderr.strip().splitlines()[-1:]}")
+    result = json.loads(loaded.stdout)
+    after = {side: _server_cpu(served) for side, (served, _) in sides.items()}
     rate, cpu_per_call, calls = {}, {}, {}
-    for side, key in (("ceiling", "a"), ("ours", "b")):
+    for i, side in enumerate(sides):
+        key = chr(ord("a") + i)
         if result[key]["errors"]:
             raise RuntimeError(f"{result[key]['errors']} of {result[key]['calls']} calls ({side}) failed")
         used = sum(after[side][pid] - before[side].get(pid, 0.0) for pid in after[side])
         rate[side], calls[side] = result[key]["rate"], result[key]["calls"]
-        cpu_per_call[side] = used / max(calls[side], 1)  # the warm-up turn's CPU too, on both sides alike
+        cpu_per_call[side] = used / max(calls[side], 1)  # the warm-up turn's CPU too, on every side alike
+    ours = sides["ours"][0]
     workers = {pid: after["ours"][pid] - before["ours"].get(pid, 0.0) for pid in after["ours"] if pid != ours.pid}
     busiest = max(workers.values()) / max(sum(workers.values()), 1e-9) if workers else 1.0
     return SideBySide(rate, cpu_per_call, calls, busiest)
@@ -458,7 +468,8 @@ def bench_throughput(url: str, rounds: int, seconds: float) -> None:
                 upstream = 0
                 for _ in range(rounds):
                     before = _upstream_requests(url)
-                    runs.append(_side_by_side(ceil, ours, seconds, protocol))
+                    sides = {"ceiling": (ceil, "constant"), "ours": (ours, "dessert_get_balance")}
+                    runs.append(_side_by_side(sides, seconds, protocol))
                     upstream += _upstream_requests(url) - before
                 ratios = [r.rate["ours"] / r.rate["ceiling"] for r in runs]
                 ratio = statistics.median(ratios)
@@ -500,6 +511,151 @@ def bench_throughput(url: str, rounds: int, seconds: float) -> None:
             "report",
             None,
         )
+
+
+# 3b. The same job on the official TypeScript SDK and on the bare Python SDK -------------------------------------
+
+TS_PEER = HERE / "ts-peer"
+NODE = ROOT / ".tools" / "node_modules" / ".bin" / "node"  # the Node 22 the tests install (`make foreign-tools`)
+PEER_ERA = "2025-11-25"  # the newest the TypeScript SDK speaks
+
+
+def ts_peer_argv(*, stdio: bool = False) -> list[str]:
+    """The TypeScript SDK doing get_balance's job (bench/ts-peer/server.mjs), on node:http or over stdio."""
+    return [str(NODE), str(TS_PEER / "server.mjs"), *(["--stdio"] if stdio else [])]
+
+
+def sdk_http_argv() -> list[str]:
+    """The bare Python SDK doing the same job, served as `pip install mcp` serves it (bench/sdk_server.py)."""
+    return [PY, str(HERE / "sdk_server.py")]
+
+
+def _peer_ready() -> bool:
+    if NODE.exists() and (TS_PEER / "node_modules").is_dir():
+        return True
+    print("  skipped: the TypeScript peer needs `make bench` (it installs bench/ts-peer's packages and Node 22)")
+    return False
+
+
+def _median(runs: list[SideBySide], of: Callable[[SideBySide], float]) -> float:
+    return statistics.median(of(r) for r in runs)
+
+
+def _medians(runs: list[SideBySide], field: str) -> dict[str, float]:
+    """Each side's median `rate` or `cpu_per_call` over the runs."""
+    return {side: statistics.median(getattr(r, field)[side] for r in runs) for side in runs[0].rate}
+
+
+def _peer_run(sides: dict[str, tuple[Served, str]], seconds: float, concurrency: int) -> SideBySide:
+    """One side-by-side run, repeated once if it fails: uvicorn on h11 (the bare SDK's serving) now and then
+    answers a keep-alive request 400 "Invalid HTTP request received" and closes the connection."""
+    try:
+        return _side_by_side(sides, seconds, PEER_ERA, concurrency)
+    except RuntimeError as exc:
+        print(f"  one run failed and was repeated: {exc}", flush=True)
+        return _side_by_side(sides, seconds, PEER_ERA, concurrency)
+
+
+def bench_peer(url: str, rounds: int, seconds: float) -> None:
+    print(
+        "3b. get_balance vs the same job on the official TypeScript SDK (node:http) and on the bare Python SDK: "
+        f"streamable HTTP, stateless, {PEER_ERA}, all three side by side",
+        flush=True,
+    )
+    if not _peer_ready():
+        return
+    env = server_env(url)
+    with (
+        http_server(ours_http_argv(1), env) as ours,
+        http_server(ts_peer_argv(), env) as ts,
+        http_server(sdk_http_argv(), env) as sdk,
+    ):
+        sides = {"ours": (ours, "dessert_get_balance"), "ts": (ts, "dessert_get_balance"), "sdk": (sdk, "plain")}
+        for concurrency in (1, 16):
+            runs = [_peer_run(sides, seconds, concurrency) for _ in range(rounds)]
+            rate = _medians(runs, "rate")
+            ms = {side: 1000 * cpu for side, cpu in _medians(runs, "cpu_per_call").items()}
+            vs_ts = _median(runs, lambda r: r.rate["ours"] / r.rate["ts"])
+            vs_sdk = _median(runs, lambda r: r.rate["ours"] / r.rate["sdk"])
+            cpu_vs_ts = _median(runs, lambda r: r.cpu_per_call["ours"] / r.cpu_per_call["ts"])
+            where = f"c={concurrency}, 1 worker, median of {rounds} side-by-side runs"
+            cpu_label = f"server CPU per call vs the TypeScript SDK (bare SDK {ms['sdk']:.2f} ms)"
+            compared = [
+                ("get_balance calls/s vs the TypeScript SDK", "rate", "ts", vs_ts, ">=", 1.0),
+                ("get_balance calls/s vs the bare Python SDK's same job", "rate", "sdk", vs_sdk, ">=", 2.5),
+                (cpu_label, "cpu", "ts", cpu_vs_ts, "<=", 1.0),
+            ]
+            for what, unit, other, ratio, op, limit in compared:
+                shown = {side: f"{rate[side]:.0f}/s" if unit == "rate" else f"{ms[side]:.2f} ms" for side in sides}
+                ok = ratio >= limit if op == ">=" else ratio <= limit
+                targeted = concurrency == 16  # the targets are for c=16; c=1 is reported
+                row(
+                    f"{what}, {where}",
+                    shown["ours"],
+                    f"{'TypeScript' if other == 'ts' else 'bare'} SDK {shown[other]}",
+                    f"{ratio:.2f}x",
+                    f"{op} {limit:.2f}x" if targeted else "report",
+                    ok if targeted else None,
+                )
+    with http_server(ours_http_argv(2), env) as ours, http_server(ts_peer_argv(), env) as ts:
+        sides = {"ours": (ours, "dessert_get_balance"), "ts": (ts, "dessert_get_balance")}
+        runs = [_peer_run(sides, seconds, 16) for _ in range(rounds)]
+        rate, cpu = _medians(runs, "rate"), _medians(runs, "cpu_per_call")
+        row(
+            f"get_balance calls/s, --workers 2, vs the TypeScript SDK's one process, c=16 (median of {rounds} runs; "
+            f"CPU per call {1000 * cpu['ours']:.2f} vs {1000 * cpu['ts']:.2f} ms)",
+            f"{rate['ours']:.0f}/s",
+            f"TypeScript SDK {rate['ts']:.0f}/s",
+            f"{_median(runs, lambda r: r.rate['ours'] / r.rate['ts']):.2f}x",
+            "report",
+            None,
+        )
+
+
+async def bench_peer_stdio(url: str, calls: int, runs: int) -> None:
+    print("3c. stdio per call and cold start vs the TypeScript SDK's same job", flush=True)
+    if not _peer_ready():
+        return
+    env = server_env(url)
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(Client(StdioServerParameters(command=argv[0], args=argv[1:], env=env)))
+            for argv in ([PY, "-m", "dessert_mcp"], ts_peer_argv(stdio=True))
+        ]
+
+        def caller(client: Client, name: str) -> Callable[[], Awaitable[Any]]:
+            async def call() -> None:
+                result = await client.call_tool(name, {})
+                assert not result.is_error, result
+
+            return call
+
+        # Each by the name it lists to this client, so that both results are checked against their output schema.
+        names = ("dessert.get_balance", "dessert_get_balance")
+        ours, ts = await _round_robin([caller(c, n) for c, n in zip(clients, names, strict=True)], calls)
+    row(
+        f"stdio get_balance p50/p99 vs the TypeScript SDK ({calls} calls each, in turns)",
+        f"{pct(ours, 0.5) * 1e3:.2f}/{pct(ours, 0.99) * 1e3:.2f} ms",
+        f"TypeScript SDK {pct(ts, 0.5) * 1e3:.2f}/{pct(ts, 0.99) * 1e3:.2f} ms",
+        f"{pct(ours, 0.5) / pct(ts, 0.5):.2f}x",
+        "report",
+        None,
+    )
+    starts: dict[str, list[float]] = {"ours": [], "ts": []}
+    for argv in ([PY, "-m", "dessert_mcp"], ts_peer_argv(stdio=True)):
+        _spawn_to_tools_list(argv, env)  # warm the OS page cache for both
+    for _ in range(runs):
+        starts["ours"].append(_spawn_to_tools_list([PY, "-m", "dessert_mcp"], env))
+        starts["ts"].append(_spawn_to_tools_list(ts_peer_argv(stdio=True), env))
+    a, b = statistics.median(starts["ours"]), statistics.median(starts["ts"])
+    row(
+        f"cold start to tools/list vs the TypeScript SDK, median of {runs}",
+        f"{a * 1e3:.0f} ms",
+        f"TypeScript SDK {b * 1e3:.0f} ms",
+        f"{a / b:.2f}x",
+        "report",
+        None,
+    )
 
 
 # 4. Concurrency without waste ------------------------------------------------------------------------------------
@@ -624,6 +780,8 @@ def main() -> int:
             anyio.run(bench_naive, url, max(400, calls // 4))
         if 3 in chosen:
             bench_throughput(url, rounds, seconds)
+            bench_peer(url, rounds, seconds)
+            anyio.run(bench_peer_stdio, url, max(400, calls // 4), runs)
         if 4 in chosen:
             anyio.run(bench_coalescing, url)
         if 5 in chosen:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.shared.exceptions import MCPError
-from mcp.types import TextContent, TextResourceContents
+from mcp.types import INVALID_PARAMS, TextContent, TextResourceContents
 
 from dessert_mcp.cli.hosts import server_command
 from dessert_mcp.config import Settings
@@ -20,8 +21,9 @@ from tests.support.faults import ThreadedFaultySandbox
 MODES = ["auto", "legacy"]
 
 
-def _memory(api: FakeDessertAPI, **kwargs: Any) -> Client:
-    settings = Settings.from_env({"DESSERT_API_KEY": CANARY_KEY, "DESSERT_API_BASE_URL": FAKE_BASE_URL})
+def _memory(api: FakeDessertAPI, *, tool_names: str = "auto", **kwargs: Any) -> Client:
+    env = {"DESSERT_API_KEY": CANARY_KEY, "DESSERT_API_BASE_URL": FAKE_BASE_URL, "DESSERT_MCP_TOOL_NAMES": tool_names}
+    settings = Settings.from_env(env)
     return Client(build_server(settings, transport=api.transport()), **kwargs)
 
 
@@ -81,6 +83,28 @@ async def test_the_two_prompts_are_listed_and_fetched(fake_api: FakeDessertAPI) 
     assert "dessert_get_balance" in afford_text.text
 
 
+@pytest.mark.parametrize("style", ["auto", "dotted", "underscore"])
+async def test_the_prompts_and_resources_name_the_tools_as_they_are_listed(
+    fake_api: FakeDessertAPI, style: str
+) -> None:
+    async with _memory(fake_api, tool_names=style) as client:
+        listed = [t.name for t in (await client.list_tools()).tools]
+        report = (await client.get_prompt("spend_report")).messages[0].content
+        afford = (await client.get_prompt("can_i_afford", {"static_ads": "1"})).messages[0].content
+        resources = {str(r.uri): r.description or "" for r in (await client.list_resources()).resources}
+    balance, usage = listed
+    assert isinstance(report, TextContent)
+    assert isinstance(afford, TextContent)
+    for text, shown in [
+        (report.text, usage),
+        (afford.text, balance),
+        (resources["dessert://usage"], usage),
+        (resources["dessert://balance"], balance),
+    ]:
+        assert shown in text
+        assert set(re.findall(r"dessert[._]get_[a-z]+", text)) == {shown}  # no spelling the client was not shown
+
+
 async def test_a_prompt_with_a_count_that_is_not_a_number_is_refused(fake_api: FakeDessertAPI) -> None:
     async with _memory(fake_api) as client:
         with pytest.raises(MCPError) as caught:
@@ -104,3 +128,15 @@ async def test_resources_and_prompts_work_over_stdio(canary_sandbox: ThreadedFau
     (page,) = dashboard
     assert page.mime_type == "text/html;profile=mcp-app"
     assert prompt.messages
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_unknown_prompt_is_refused_as_invalid_params_naming_the_prompts(
+    fake_api: FakeDessertAPI, mode: str
+) -> None:
+    async with _memory(fake_api, mode=mode) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.get_prompt("spend_repot")
+    assert caught.value.error.code == INVALID_PARAMS
+    assert "'spend_repot'" in caught.value.error.message
+    assert "spend_report, can_i_afford" in caught.value.error.message

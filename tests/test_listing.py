@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from mcp import Client
+from mcp import Client, MCPError
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
-from mcp.types import Implementation
+from mcp.types import INVALID_PARAMS
 
 from dessert_mcp.config import Settings
 from dessert_mcp.listing import TOOL_NAMES, tool_names_for
@@ -29,8 +29,6 @@ async def test_the_sdk_still_hands_middleware_what_listing_relies_on(mode: str) 
     async def spy(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         result = await call_next(ctx)
         if ctx.method == "tools/list":
-            params = ctx.session.client_params
-            seen["client"] = params.client_info.name if params is not None else None
             seen["result"] = result
             seen["request_id"] = ctx.request_id
         return result
@@ -41,7 +39,7 @@ async def test_the_sdk_still_hands_middleware_what_listing_relies_on(mode: str) 
     async def probe(limit: int | None = None) -> str:
         return "ok"
 
-    async with Client(server, mode=mode, client_info=Implementation(name="claude-code", version="1")) as client:
+    async with Client(server, mode=mode) as client:
         await client.list_tools()
     result = seen.get("result")
     assert isinstance(result, dict), CHANGED + f"middleware now gets {type(result).__name__}, not the wire dict"
@@ -49,13 +47,12 @@ async def test_the_sdk_still_hands_middleware_what_listing_relies_on(mode: str) 
     assert isinstance(tools, list), CHANGED + "the tools/list result has no 'tools' list"
     assert tools, CHANGED + "no tools listed"
     assert {"name", "inputSchema"} <= set(tools[0]), CHANGED + f"tool entries now look like {sorted(tools[0])}"
-    assert seen["client"] == "claude-code", CHANGED + "clientInfo.name is no longer on ctx.session.client_params"
     assert seen["request_id"] is not None, CHANGED + "a tools/list request has no ctx.request_id"
 
 
 async def test_the_trimmed_list_is_what_a_client_receives(fake_api: FakeDessertAPI) -> None:
     server = build_server(Settings.from_env({}), transport=fake_api.transport())
-    async with Client(server, client_info=Implementation(name="claude-ai", version="1")) as client:
+    async with Client(server) as client:
         listed = (await client.list_tools()).tools
     assert [t.name for t in listed] == list(TOOL_NAMES.values()), CHANGED + "the trimmed list did not reach the client"
     for tool in listed:
@@ -64,6 +61,34 @@ async def test_the_trimmed_list_is_what_a_client_receives(fake_api: FakeDessertA
         assert all("title" not in p and "default" not in p for p in tool.input_schema["properties"].values())
 
 
-def test_every_spelling_has_a_strict_host_safe_twin() -> None:
-    assert tool_names_for("auto", "Claude Desktop") == tuple(TOOL_NAMES.values())
-    assert tool_names_for("auto", "some-agent") == tuple(TOOL_NAMES)
+def test_auto_and_underscore_list_the_portable_twins_and_dotted_the_documented_names() -> None:
+    assert tool_names_for("auto") == tool_names_for("underscore") == tuple(TOOL_NAMES.values())
+    assert tool_names_for("dotted") == tuple(TOOL_NAMES)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_an_mcp_error_raised_in_middleware_reaches_the_client_as_raised(mode: str) -> None:
+    seen: dict[str, Any] = {}
+
+    async def refuse(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method == "prompts/get":
+            seen["params"] = dict(ctx.params or {})
+            raise MCPError(code=INVALID_PARAMS, message="refused")
+        return await call_next(ctx)
+
+    server: MCPServer[Any] = MCPServer("probe", middleware=[refuse])
+    async with Client(server, mode=mode) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.get_prompt("anything")
+    assert seen["params"].get("name") == "anything", CHANGED + "prompts/get params are no longer on ctx.params"
+    assert (caught.value.error.code, caught.value.error.message) == (INVALID_PARAMS, "refused"), CHANGED + (
+        "an MCPError raised in middleware no longer reaches the client unchanged"
+    )
+
+
+async def test_the_sdk_still_answers_an_unknown_prompt_with_its_compatibility_code() -> None:
+    # When this fails the SDK answers -32602 itself: refuse_unknown_prompts can go.
+    async with Client(MCPServer("probe")) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.get_prompt("missing")
+    assert caught.value.error.code != INVALID_PARAMS

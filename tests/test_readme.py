@@ -43,10 +43,16 @@ async def test_the_readme_tools_section_is_generated_from_the_code() -> None:
     assert current == table + "\n", "README tools section drifted; regenerate it (see tests/test_readme.py)"
 
 
-def test_the_readme_opens_with_the_two_commands() -> None:
+def test_the_readme_opens_with_the_two_commands_that_work_on_a_fresh_clone() -> None:
     head = README.read_text().split("\n## ", 1)[0]
-    assert "make demo" in head
-    assert "make test" in head
+    first_block = head.split("```sh\n", 1)[1].split("```", 1)[0]
+    assert [line.split()[:2] for line in first_block.splitlines()] == [["make", "demo"], ["make", "test"]]
+    # What `make test` costs a newcomer: its time, and the system packages it installs (a password prompt).
+    assert re.search(r"make test .*(minutes|hour)", first_block)
+    assert "apt-get" in head
+    assert "sudo" in head
+    # Registry installs work only after a release, and are said to.
+    assert head.index("released") < head.index("uvx dessert-mcp --version")
 
 
 def test_every_setting_the_code_reads_is_documented() -> None:
@@ -146,16 +152,58 @@ def test_the_reliability_write_up_lists_every_probe_finding_and_its_limits() -> 
     assert LARGEST_NUMBER == 2**53 - 1
     assert "±(2^53 \u2212 1)" in text
     assert (
-        "test_uvicorn_keeps_the_connection_after_content_length_with_transfer_encoding"
+        "test_a_request_with_both_content_length_and_transfer_encoding_is_refused_and_its_connection_closed"
         in (ROOT / "tests" / "http" / "test_app_security.py").read_text()
     )
     assert "Content-Length` and `Transfer-Encoding`" in text
 
 
-def test_the_readme_names_the_module_that_holds_the_strict_host_list() -> None:
-    from dessert_mcp import listing
+def test_the_readme_lists_what_each_tool_name_setting_shows_and_which_hosts_reject_dots() -> None:
+    from dessert_mcp.config import TOOL_NAME_STYLES
+    from dessert_mcp.listing import tool_names_for
 
-    readme = README.read_text()
-    hosts = "(Claude, Cursor, Copilot, VS Code, Codex, OpenAI; "
-    assert hosts + "the list lives in `STRICT_NAME_HOSTS` in `listing.py`)" in readme
-    assert len(listing.STRICT_NAME_HOSTS) == 6, "the README names six hosts: update it with the list"
+    readme = " ".join(README.read_text().split())
+    for style in TOOL_NAME_STYLES:
+        row = re.search(rf"\| `{style}`[^|]* \| ([^|]*) \|", readme)
+        assert row is not None, f"the README's table has no row for {style}"
+        assert tuple(re.findall(r"`(dessert[._]get_[a-z]+)`", row.group(1))) == tool_names_for(style), style
+    # As measured (issue #23): these reject dotted names, Claude Code 2.1 accepts them.
+    rejecters = "Claude Desktop, the Anthropic and OpenAI tool APIs, Cursor and GitHub Copilot reject any tool name"
+    assert rejecters in readme
+    assert readme.count("Claude Code 2.1 accepts") == 2  # Portable tool names and Troubleshooting
+    assert "Claude Code fail" not in readme
+
+
+def _section(title: str) -> str:
+    return README.read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_command_line_table_has_a_row_for_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    from dessert_mcp.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    commands = re.search(r"\{(\w+(?:,\w+)+)\} \.\.\.", capsys.readouterr().out)
+    assert commands is not None
+    table = _section("Command line")
+    for command in commands[1].split(","):
+        assert f"| `dessert-mcp {command}" in table, f"`dessert-mcp {command}` has no row in the Command line table"
+
+
+def test_the_deployment_section_describes_the_worker_sockets_serve_makes() -> None:
+    from dessert_mcp.http import serve
+
+    assert "each with its own `SO_REUSEPORT` socket" in " ".join((serve.serve_workers.__doc__ or "").split())
+    deployment = " ".join(_section("Deployment").split())
+    assert "its own `SO_REUSEPORT` listening socket" in deployment
+    assert "share one listening socket" not in deployment
+    assert "uvicorn#" not in deployment  # an upstream proposal the code no longer waits for
+
+
+def test_docs_remote_names_the_sign_in_button_as_the_page_labels_it() -> None:
+    from dessert_mcp.auth import signin
+
+    page = signin._key_form("request", "csrf")
+    label = re.search(r'<button type="submit"[^>]*>([^<]+)</button>', page)
+    assert label is not None
+    assert f"presses *{label[1]}*" in (DOCS / "remote.md").read_text()

@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from dessert_mcp.config import Secret, Settings
-from dessert_mcp.redact import MASK, RedactingFormatter, Redactor, configure_logging, install_excepthook
+from dessert_mcp.redact import (
+    MASK,
+    QueryFilter,
+    RedactingFormatter,
+    Redactor,
+    configure_logging,
+    install_excepthook,
+    mask_query,
+)
 from tests.support.api import assert_no_secret
 
 KEY = "dsk_live_0123456789abcdefghijklmnopqrstuvwxyz"
@@ -143,3 +151,33 @@ def test_the_default_log_format_stays_human_readable() -> None:
             root.addHandler(handler)
         root.setLevel(saved[1])
     assert stream.getvalue().rstrip().endswith(f"INFO dessert_mcp: hello {MASK}")
+
+
+def test_query_values_in_a_logged_request_target_are_masked_and_their_names_kept() -> None:
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/signin?request=abc123&x&y=", "1.1", 200),
+        None,
+    )
+    assert QueryFilter().filter(record)
+    assert record.getMessage() == f'127.0.0.1:5 - "GET /signin?request={MASK}&x&y={MASK} HTTP/1.1" 200'
+    assert mask_query("/healthz") == "/healthz"
+
+
+def test_a_flood_of_failed_accepts_is_logged_once_a_minute_and_other_asyncio_errors_as_they_come() -> None:
+    def emit(_logger: logging.Logger) -> None:
+        for _ in range(1000):  # what asyncio logs for each accept() at the open-files limit
+            logging.getLogger("asyncio").error(
+                "socket.accept() out of system resource\nexception: [Errno 24] Too many open files"
+            )
+        logging.getLogger("asyncio").error("Task exception was never retrieved")
+
+    lines = _json_lines(emit)
+    assert [line["message"].split("\n")[0] for line in lines] == [
+        "socket.accept() out of system resource",
+        "Task exception was never retrieved",
+    ]

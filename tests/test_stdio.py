@@ -17,6 +17,7 @@ from mcp.client.stdio import get_default_environment
 from mcp.types import Implementation, TextContent
 
 from dessert_mcp.stdio import _lines, _Pending
+from tests.support import STARTUP_TIMEOUT_S
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.faults import ThreadedFaultySandbox
 
@@ -41,7 +42,7 @@ async def test_a_real_stdio_session_lists_and_calls_both_tools(canary_sandbox: T
         names = [t.name for t in (await client.list_tools()).tools]
         balance = await client.call_tool("dessert.get_balance", {})
         usage = await client.call_tool("dessert_get_usage", {"limit": 3})
-    assert names == ["dessert.get_balance", "dessert.get_usage"]
+    assert names == ["dessert_get_balance", "dessert_get_usage"]
     assert balance.structured_content is not None
     assert balance.structured_content["credits_balance"] == 205
     assert usage.structured_content is not None
@@ -96,7 +97,9 @@ class RawStdioServer:
         await self.send({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params or {}})
         assert self.process.stdout is not None
         while True:
-            line = await asyncio.wait_for(self.process.stdout.readline(), timeout=20)
+            line = await asyncio.wait_for(
+                self.process.stdout.readline(), timeout=STARTUP_TIMEOUT_S
+            )  # the first: start-up
             assert line, "the server closed stdout"
             self.stdout_lines.append(line)
             message: dict[str, Any] = json.loads(line)
@@ -183,7 +186,7 @@ async def test_an_open_listen_stream_does_not_keep_the_server_alive_after_stdin_
         }
     )
     listed = await server.request("tools/list", {"_meta": meta})
-    assert [t["name"] for t in listed["result"]["tools"]] == ["dessert.get_balance", "dessert.get_usage"]
+    assert [t["name"] for t in listed["result"]["tools"]] == ["dessert_get_balance", "dessert_get_usage"]
     assert server.process.stdin is not None
     server.process.stdin.close()
     await asyncio.wait_for(server.process.wait(), timeout=5)  # the drain deadline is 30 s

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from dessert_mcp.stdio import TTY_HINT
+from tests.support import STARTUP_TIMEOUT_S
 
 TMUX = shutil.which("tmux")
-WAIT_S = 20.0  # start-up in a loaded machine; Ctrl+C must end it well within this
+WAIT_S = STARTUP_TIMEOUT_S  # start-up in a loaded machine; Ctrl+C must end it well within this
 pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is missing; run `make system-deps`")
 
 

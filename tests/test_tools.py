@@ -1,27 +1,36 @@
 from __future__ import annotations
 
+import base64
 import json
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
+from xml.etree import ElementTree
 
 import anyio
 import httpx2
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
+from mcp.client.sse import sse_client
 from mcp.types import CallToolResult, Implementation, TextContent
 
 from dessert_mcp.config import Settings
+from dessert_mcp.http import HTTPOptions
+from dessert_mcp.http.app import build_app
 from dessert_mcp.listing import TOOL_NAMES, tool_names_for
-from dessert_mcp.tools import build_server
+from dessert_mcp.tools import build_server, icons
 from tests.support.api import CANARY_KEY, DOCS_BALANCE, DOCS_USAGE, FAKE_BASE_URL, FakeDessertAPI, assert_no_secret
 from tests.support.faults import ThreadedFaultySandbox
+from tests.support.servers import sandbox_env, sandbox_settings, serve_app
 
 DOTTED = ("dessert.get_balance", "dessert.get_usage")
 UNDERSCORE = ("dessert_get_balance", "dessert_get_usage")
 STRICT_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MODES = ["auto", "legacy"]  # the 2026-07-28 per-request era and the 2025-11-25 handshake era
 # clientInfo.name as sent by Claude Desktop, Claude Code, Cursor, VS Code and Codex.
-STRICT_HOST_CLIENT_NAMES = ["claude-ai", "claude-code", "cursor-vscode", "Visual Studio Code", "codex-mcp-client"]
+HOST_CLIENT_NAMES = ["claude-ai", "claude-code", "cursor-vscode", "Visual Studio Code", "codex-mcp-client"]
 
 
 def _settings(**env: str) -> Settings:
@@ -40,22 +49,58 @@ def _text(result: CallToolResult) -> str:
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_an_unknown_client_sees_the_documented_dotted_names(fake_api: FakeDessertAPI, mode: str) -> None:
-    async with _client(fake_api, mode=mode) as client:
-        listed = await client.list_tools()
-    assert tuple(t.name for t in listed.tools) == DOTTED
-
-
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize(
-    "host", ["claude-ai", "claude-code", "cursor-vscode", "Visual Studio Code", "codex-mcp-client"]
-)
-async def test_auto_lists_underscore_names_to_hosts_that_reject_dots(
-    fake_api: FakeDessertAPI, host: str, mode: str
-) -> None:
+@pytest.mark.parametrize("host", [*HOST_CLIENT_NAMES, "mcp-inspector", "some-agent"])
+async def test_auto_lists_underscore_names_to_every_client(fake_api: FakeDessertAPI, host: str, mode: str) -> None:
     async with _client(fake_api, client_info=Implementation(name=host, version="1.0"), mode=mode) as client:
         listed = await client.list_tools()
     assert tuple(t.name for t in listed.tools) == UNDERSCORE
+
+
+# Every way a client reaches the server: (transport, era). SSE predates the 2026-07-28 era: handshake only.
+ROUTES = [
+    *(
+        (transport, era)
+        for transport in ("stdio", "http-stateless", "http-stateful")
+        for era in ("legacy", "2026-07-28")
+    ),
+    ("sse", "legacy"),
+]
+
+
+@pytest.fixture(scope="module")
+def default_servers(sandbox_server: ThreadedFaultySandbox) -> Iterator[dict[str, str]]:
+    """dessert-mcp with the default settings (`auto` names) over SSE and both kinds of streamable HTTP."""
+    settings = sandbox_settings(sandbox_server, tool_names="auto")
+    options = {
+        "http-stateless": HTTPOptions(),
+        "http-stateful": HTTPOptions(stateful=True),
+        "sse": HTTPOptions(transport="sse"),
+    }
+    with ExitStack() as stack:
+        urls = {name: stack.enter_context(serve_app(build_app(settings, o.check()))) for name, o in options.items()}
+        yield {name: url + ("/sse" if name == "sse" else "/mcp") for name, url in urls.items()}
+
+
+@pytest.mark.parametrize(("transport", "era"), ROUTES)
+async def test_auto_lists_every_client_the_same_names_on_every_transport_and_era(
+    sandbox_server: ThreadedFaultySandbox, default_servers: dict[str, str], transport: str, era: str
+) -> None:
+    # What Codex, Claude Desktop (relayed by mcp-remote) and the Inspector send as clientInfo.name.
+    for host in ("codex-mcp-client", "claude-ai", "mcp-inspector"):
+        info = Implementation(name=host, version="1.0")
+        if transport == "stdio":
+            env = sandbox_env(sandbox_server) | {"DESSERT_MCP_TOOL_NAMES": "auto"}
+            target: Any = StdioServerParameters(command=sys.executable, args=["-m", "dessert_mcp"], env=env)
+        elif transport == "sse":
+            target = sse_client(default_servers["sse"])
+        else:
+            target = default_servers[transport]
+        async with Client(target, mode=era, client_info=info) as client:
+            listed = [t.name for t in (await client.list_tools()).tools]
+            prompt = (await client.get_prompt("spend_report")).messages[0].content
+        assert (host, listed) == (host, list(UNDERSCORE))
+        assert isinstance(prompt, TextContent)
+        assert f"Call {UNDERSCORE[1]} " in prompt.text  # the prompt names the tool as this client was shown it
 
 
 @pytest.mark.parametrize(("style", "expected"), [("dotted", DOTTED), ("underscore", UNDERSCORE)])
@@ -70,7 +115,7 @@ async def test_a_forced_style_applies_to_every_client(
 
 
 def test_every_underscore_name_fits_the_strictest_hosts_pattern() -> None:
-    for name in (*TOOL_NAMES.values(), *tool_names_for("underscore", None), *tool_names_for("auto", "claude-ai")):
+    for name in (*TOOL_NAMES.values(), *tool_names_for("underscore"), *tool_names_for("auto")):
         assert STRICT_NAME.match(name), name
 
 
@@ -217,13 +262,34 @@ async def test_both_tools_are_read_only_idempotent_open_world_and_titled(fake_ap
         assert tool.input_schema.get("additionalProperties") is False
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_server_and_both_tools_show_the_same_inline_icon(fake_api: FakeDessertAPI, mode: str) -> None:
+    async with _client(fake_api, mode=mode) as client:
+        tools = (await client.list_tools()).tools
+        server_info = client.server_info
+    assert server_info is not None
+    assert server_info.icons == icons()
+    assert [t.icons for t in tools] == [icons(), icons()]
+
+
+def test_the_icon_is_a_base64_svg_with_nothing_but_shapes() -> None:
+    (icon,) = icons()
+    assert icon.mime_type == "image/svg+xml"
+    prefix = "data:image/svg+xml;base64,"
+    assert icon.src.startswith(prefix)
+    svg = ElementTree.fromstring(base64.b64decode(icon.src.removeprefix(prefix), validate=True))
+    ns = "{http://www.w3.org/2000/svg}"
+    assert {element.tag.removeprefix(ns) for element in svg.iter()} <= {"svg", "circle", "path"}  # no script, no text
+    assert not [v for element in svg.iter() for v in element.attrib.values() if ":" in v or "url(" in v]
+
+
 async def test_output_schemas_come_from_the_models_with_the_docs_descriptions(fake_api: FakeDessertAPI) -> None:
     async with _client(fake_api) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-    balance = tools["dessert.get_balance"].output_schema
+    balance = tools["dessert_get_balance"].output_schema
     assert balance is not None
     assert balance["properties"]["credits_balance"]["description"] == "Current credit balance."
-    usage = tools["dessert.get_usage"].output_schema
+    usage = tools["dessert_get_usage"].output_schema
     assert usage is not None
     assert set(usage["properties"]) == {"recent_transactions", "summary", "history_complete", "note"}
 

@@ -43,6 +43,8 @@ ErrorCode = Literal[
 ]
 
 USER_AGENT: Final = f"dessert-mcp/{__version__} (+https://github.com/dessert-dev/dessert-mcp)"
+# What to check when Dessert rejects the key, by where the key came from (the operator's variable here).
+KEY_HINT: Final = "Check DESSERT_API_KEY."
 MISSING_KEY: Final = "DESSERT_API_KEY is not set. Add your Dessert API key to the server's environment and restart it."
 _DETAIL_MAX: Final = 200
 # Statuses worth another attempt for an idempotent GET; any other 4xx will not change by asking again.
@@ -101,6 +103,7 @@ class DessertClient:
         *,
         api_key: Secret | None,
         key_problem: str | None = None,
+        key_hint: str = KEY_HINT,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         backoff_s: float = DEFAULT_BACKOFF_S,
@@ -119,6 +122,7 @@ class DessertClient:
         self.account = hashlib.sha256(key.encode()).hexdigest() if key is not None else ""
         self._observer = observer
         self._key_problem = key_problem or MISSING_KEY
+        self._key_hint = key_hint
         self._redact = Redactor(key)
         self._timeout_s = timeout_s
         self._max_attempts = max(1, max_attempts)
@@ -147,12 +151,14 @@ class DessertClient:
         *,
         transport: httpx2.AsyncBaseTransport | None = None,
         observer: Observer = NO_OBSERVER,
+        key_hint: str = KEY_HINT,
     ) -> Self:
         """The client the settings describe: origin, key, deadline, retry policy and body cap."""
         return cls(
             settings.base_url,
             api_key=settings.api_key,
             key_problem=settings.api_key_problem,
+            key_hint=key_hint,
             timeout_s=settings.timeout_s,
             max_attempts=settings.max_attempts,
             backoff_s=settings.backoff_s,
@@ -239,7 +245,7 @@ class DessertClient:
         try:
             status, headers, body = await self._fetch(path)
             if status >= 300:
-                raise _status_error(path, status, headers, body, self.base_url)
+                raise _status_error(path, status, headers, body, self.base_url, self._key_hint)
             try:
                 # A UTF-8 byte order mark is accepted on purpose: it says nothing but "UTF-8".
                 # The redactor runs on decoded, cleaned text inside the models (see models.REDACT).
@@ -379,7 +385,9 @@ def upstream_detail(headers: httpx2.Headers, body: bytes) -> str:
     return sanitize(text) if "html" not in headers.get("content-type", "") else ""
 
 
-def _status_error(path: str, status: int, headers: httpx2.Headers, body: bytes, base_url: str) -> DessertAPIError:
+def _status_error(
+    path: str, status: int, headers: httpx2.Headers, body: bytes, base_url: str, key_hint: str = KEY_HINT
+) -> DessertAPIError:
     detail = upstream_detail(headers, body)
     said = f": {detail}" if detail else ""
     if status == 304:
@@ -398,7 +406,7 @@ def _status_error(path: str, status: int, headers: httpx2.Headers, body: bytes, 
         )
     if status == 401:
         return DessertAPIError(
-            f"Dessert rejected the API key (HTTP 401{said}). Check DESSERT_API_KEY.", code="auth_invalid", status=status
+            f"Dessert rejected the API key (HTTP 401{said}). {key_hint}", code="auth_invalid", status=status
         )
     if status == 403:
         return DessertAPIError(

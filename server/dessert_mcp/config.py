@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import ipaddress
 import math
@@ -39,6 +40,12 @@ PRINTABLE_TOKEN = re.compile(r"^[\x21-\x7e]+$")
 
 class ConfigError(ValueError):
     """A setting has a value the server cannot run with; the message names the variable and the fix."""
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
+    """Why a server could not bind (host, port), as one line naming the option that changes it."""
+    reason = "it is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc)).lower()
+    return ConfigError(f"cannot listen on {host}:{port}: {reason}; pick another with --port.")
 
 
 @dataclass(frozen=True, slots=True)

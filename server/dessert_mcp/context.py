@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Protocol
 
 from mcp import MCPError
@@ -22,14 +23,18 @@ class Reads(Protocol):
     async def usage(self, arguments: UsageArguments) -> UsageReport: ...
 
 
-def add_resources(server: MCPServer[Any], service: Reads) -> None:
-    """`dessert://balance` and `dessert://usage`: the tools' results (without arguments) as JSON."""
+def add_resources(server: MCPServer[Any], service: Reads, names: Mapping[str, str]) -> None:
+    """`dessert://balance` and `dessert://usage`: the tools' results (without arguments) as JSON.
+
+    `names` maps each documented tool name to the one clients are listed (listing.shown_names).
+    """
 
     @server.resource(
         "dessert://balance",
         name="balance",
         title="Dessert credit balance",
-        description="The same JSON as dessert_get_balance: balance, auto-recharge, pricing, ads affordable.",
+        description=f"The same JSON as {names['dessert.get_balance']}: balance, auto-recharge, pricing, ads "
+        "affordable.",
         mime_type="application/json",
     )
     async def balance() -> str:
@@ -42,7 +47,8 @@ def add_resources(server: MCPServer[Any], service: Reads) -> None:
         "dessert://usage",
         name="usage",
         title="Dessert credit usage",
-        description="The same JSON as dessert_get_usage without filters: the last 50 transactions, totals, forecast.",
+        description=f"The same JSON as {names['dessert.get_usage']} without filters: the last 50 transactions, "
+        "totals, forecast.",
         mime_type="application/json",
     )
     async def usage() -> str:
@@ -52,7 +58,10 @@ def add_resources(server: MCPServer[Any], service: Reads) -> None:
             raise ResourceError(f"{exc.message} ({exc.code})") from None
 
 
-def add_prompts(server: MCPServer[Any]) -> None:
+def add_prompts(server: MCPServer[Any], names: Mapping[str, str]) -> None:
+    """Two prompts that name the tools as clients are listed them (`names`, as for add_resources)."""
+    usage, balance = names["dessert.get_usage"], names["dessert.get_balance"]
+
     @server.prompt(
         name="spend_report",
         title="Dessert spend report",
@@ -60,7 +69,7 @@ def add_prompts(server: MCPServer[Any]) -> None:
     )
     def spend_report() -> str:
         return (
-            "Call dessert_get_usage (no arguments) and write a short report on my Dessert credit spend: credits spent "
+            f"Call {usage} (no arguments) and write a short report on my Dessert credit spend: credits spent "
             "and added, USD purchased, spend per day and per transaction type, the largest deductions, refunds, and "
             "the forecast (burn rate and days until the balance runs out, or why there is no estimate). Say which "
             "period the transactions cover and that the API returns only the last 50."
@@ -81,7 +90,7 @@ def add_prompts(server: MCPServer[Any]) -> None:
                 raise MCPError(code=INVALID_PARAMS, message=f"{name} must be a whole number, 0 or more; got {value!r}.")
         static, full = int(static_ads), int(full_ads)
         return (
-            f"Call dessert_get_balance and tell me whether my Dessert balance pays for {static} static and {full} full "
+            f"Call {balance} and tell me whether my Dessert balance pays for {static} static and {full} full "
             "ads: use pricing.static_ad_credits and pricing.full_ad_credits for the cost, compare it with "
             "credits_balance, and say how many credits would be left (or missing), and whether auto-recharge would "
             "fire on the way (auto_recharge_enabled, auto_recharge_threshold)."

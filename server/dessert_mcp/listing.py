@@ -1,20 +1,25 @@
-"""What `tools/list` shows each client: one spelling of each tool name, and closed argument objects.
+"""What clients are shown: one spelling of each tool name, closed argument objects, and no prompt that is not there.
 
-This is the one place dessert-mcp builds on something the SDK does not offer publicly. The SDK has no per-client
-tool listing and no way to declare a tool's arguments closed (`additionalProperties: false`), so a middleware
-(a provisional API: "observe and refuse") trims the finished `tools/list` result. Everything else stands on
+This is the one place dessert-mcp builds on something the SDK does not offer publicly. The SDK has no way to list
+one spelling of a tool registered under two names and no way to declare a tool's arguments closed
+(`additionalProperties: false`), so a middleware (a provisional API: "observe and refuse") trims the finished
+`tools/list` result. And it answers `prompts/get` for an unknown name with the SDK's compatibility code 0, where the
+spec says -32602, so a second middleware refuses those before the SDK sees them. Everything else stands on
 documented API. `tests/test_listing.py` fails, naming this module, if the SDK changes what this relies on: the
-middleware signature, `ctx.method`, `ctx.request_id`, `ctx.session.client_params`, and the result handed back as a
-wire-form dict.
+middleware signature, `ctx.method`, `ctx.params`, `ctx.request_id`, the result handed back as a wire-form dict, and
+an `MCPError` raised in a middleware reaching the client as it was raised.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
+from mcp import MCPError
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
+from mcp.types import INVALID_PARAMS, Prompt
 
 from dessert_mcp.config import ToolNameStyle
 from dessert_mcp.models import compact_schema
@@ -27,24 +32,20 @@ TOOL_NAMES: Final = {
     "dessert.get_usage": "dessert_get_usage",
 }
 
-# Hosts that reject tool names outside ^[a-zA-Z0-9_-]{1,64}$, matched as case-insensitive substrings of the
-# clientInfo.name they send. One dotted name there can hide the whole server, so they get underscore names.
-STRICT_NAME_HOSTS: Final[dict[str, str]] = {
-    "claude": "Claude Desktop and Claude Code pass tool names to the Anthropic API, which rejects dots",
-    "cursor": "Cursor rejects tool names with dots",
-    "copilot": "GitHub Copilot (CLI and VS Code) rejects tool names with dots",
-    "visual studio code": "VS Code forwards tool names to model APIs that reject dots",
-    "codex": "Codex passes tool names to the OpenAI API, whose function names reject dots",
-    "openai": "the OpenAI API's function names reject dots",
-}
+
+def shown_names(style: ToolNameStyle) -> dict[str, str]:
+    """Documented name -> the name `tools/list` shows under this setting, the same to every client.
+
+    `auto` needs no client name: over stateless HTTP there is none (each request is a fresh session), so deciding by
+    it gave one client different names on different transports. Every host measured accepts underscore names; a
+    few reject dots (see the README's "Portable tool names"), so `auto` lists underscores and dots are opt-in.
+    """
+    return {name: name if style == "dotted" else portable for name, portable in TOOL_NAMES.items()}
 
 
-def tool_names_for(style: ToolNameStyle, client_name: str | None) -> tuple[str, ...]:
-    """The names `tools/list` shows to a client with this `clientInfo.name` under this setting."""
-    if style == "auto":
-        lowered = (client_name or "").lower()
-        style = "underscore" if any(host in lowered for host in STRICT_NAME_HOSTS) else "dotted"
-    return tuple(TOOL_NAMES.values()) if style == "underscore" else tuple(TOOL_NAMES)
+def tool_names_for(style: ToolNameStyle) -> tuple[str, ...]:
+    """The names `tools/list` shows under this setting."""
+    return tuple(shown_names(style).values())
 
 
 def _closed(schema: dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +59,9 @@ def _closed(schema: dict[str, Any]) -> dict[str, Any]:
     return {**closed, "additionalProperties": False}
 
 
-def list_names_for_client(style: ToolNameStyle) -> ServerMiddleware[Any]:
+def list_names(style: ToolNameStyle) -> ServerMiddleware[Any]:
+    shown = tool_names_for(style)
+
     async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         result = await call_next(ctx)
         if ctx.method != "tools/list" or ctx.request_id is None:  # a notification (no valid id) gets no answer
@@ -67,9 +70,23 @@ def list_names_for_client(style: ToolNameStyle) -> ServerMiddleware[Any]:
         if not isinstance(result, dict) or not isinstance(tools, list):
             logger.error("dessert_mcp.listing: the SDK's tools/list result is not the expected dict; listing all")
             return result
-        params = ctx.session.client_params
-        shown = tool_names_for(style, params.client_info.name if params is not None else None)
         listed = [{**t, "inputSchema": _closed(t["inputSchema"])} for t in tools if t.get("name") in shown]
         return {**result, "tools": listed}
+
+    return middleware
+
+
+def refuse_unknown_prompts(known: Callable[[], Awaitable[Iterable[Prompt]]]) -> ServerMiddleware[Any]:
+    """`prompts/get` for a name `known()` does not list is the caller's mistake: -32602, as the spec says."""
+
+    async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method == "prompts/get":
+            name = (ctx.params or {}).get("name")
+            names = [prompt.name for prompt in await known()]
+            if name not in names:
+                raise MCPError(
+                    code=INVALID_PARAMS, message=f"Unknown prompt {name!r}; this server's prompts: {', '.join(names)}."
+                )
+        return await call_next(ctx)
 
     return middleware

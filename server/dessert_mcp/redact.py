@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
+import time
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO, TypeGuard
 
 if TYPE_CHECKING:
     from dessert_mcp.config import LogFormat, Secret, Settings
@@ -19,6 +22,9 @@ TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_FIELDS: Final = ("tool", "code", "duration_ms", "request_id", "trace_id")
 # A fragment this long of the key is still too much of it to show.
 _FRAGMENT: Final = 8
+_ACCEPT_FAILED: Final = "socket.accept() out of system resource"
+# At DEBUG these print every statement with its parameters (sealed keys, key and token hashes): never shown.
+_DATABASE_LOGGERS: Final = ("sqlalchemy", "aiosqlite", "asyncpg")
 
 
 class Redactor:
@@ -50,6 +56,57 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return self._redact(super().format(record))
+
+
+def mask_query(target: str) -> str:
+    """A request target with every query value masked, the names kept: `/signin?request=[REDACTED]`."""
+    path, sep, query = target.partition("?")
+    if not sep:
+        return target
+    pairs = (name + (f"={MASK}" if eq else "") for name, eq, _ in (p.partition("=") for p in query.split("&")))
+    return f"{path}?{'&'.join(pairs)}"
+
+
+class QueryFilter(logging.Filter):
+    """Masks query values in a record's arguments. The access log quotes each request target, and some carry a
+    capability in the query (the sign-in page's `request` id lets whoever holds it finish that sign-in)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(_is_target(a) for a in record.args):
+            record.args = tuple(mask_query(a) if _is_target(a) else a for a in record.args)
+        return True
+
+
+def _is_target(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and value.startswith("/") and "?" in value
+
+
+class AcceptFailureFilter(logging.Filter):
+    """Lets through one of asyncio's "socket.accept() out of system resource" errors per `every_s`.
+
+    asyncio logs each failed accept() with its traceback; at the open-files limit (connections held open by slow
+    clients) that was megabytes a minute, which says nothing the first line did not.
+    """
+
+    def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._every_s = every_s
+        self._clock = clock
+        self._next = -math.inf
+        self._dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "asyncio" or not str(record.msg).startswith(_ACCEPT_FAILED):
+            return True
+        now = self._clock()
+        if now < self._next:
+            self._dropped += 1
+            return False
+        self._next = now + self._every_s
+        if self._dropped:
+            record.msg = f"{record.msg}\n({self._dropped} more like it since the last one were not logged)"
+            self._dropped = 0
+        return True
 
 
 class JSONFormatter(logging.Formatter):
@@ -89,6 +146,8 @@ def configure_logging(level: str, redactor: Redactor, stream: TextIO | None = No
     handler = logging.StreamHandler(stream or sys.stderr)
     formatter = JSONFormatter(redactor) if fmt == "json" else RedactingFormatter(redactor, TEXT_FORMAT)
     handler.setFormatter(formatter)
+    handler.addFilter(QueryFilter())
+    handler.addFilter(AcceptFailureFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -97,6 +156,8 @@ def configure_logging(level: str, redactor: Redactor, stream: TextIO | None = No
     # Request lines from the HTTP client name URLs only, but they are noise at INFO.
     for name in ("httpx2", "httpcore", "httpcore2"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    for name in _DATABASE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def configure_logging_for(settings: Settings, *secrets: Secret | None) -> Redactor:

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from dessert_mcp.auth.caller import CallerToken, caller_token
 from dessert_mcp.cache import BuiltFrom, TTLCache
-from dessert_mcp.client import DessertAPIError, DessertClient
+from dessert_mcp.client import KEY_HINT, DessertAPIError, DessertClient
 from dessert_mcp.config import Settings
 from dessert_mcp.models import BALANCE_PATH, USAGE_PATH, Balance, BalanceReport, Usage, UsageArguments, UsageReport
 from dessert_mcp.singleflight import SingleFlight
@@ -108,9 +108,9 @@ class DessertService:
                     for client in clients:
                         await client.aclose()
 
-    def _new_client(self, settings: Settings) -> DessertClient:
+    def _new_client(self, settings: Settings, key_hint: str = KEY_HINT) -> DessertClient:
         transport = _Shared(self._transport) if self.per_account and self._transport is not None else self._transport
-        return DessertClient.from_settings(settings, transport=transport, observer=self.observer)
+        return DessertClient.from_settings(settings, transport=transport, observer=self.observer, key_hint=key_hint)
 
     @property
     def client(self) -> DessertClient:
@@ -204,7 +204,7 @@ class DessertService:
             raise RuntimeError("the Dessert clients are used outside the server's lifespan")
         account = self._accounts.get(token.subject)
         if account is None:
-            client = self._new_client(replace(self.settings, api_key=token.key, api_key_problem=None))
+            client = self._new_client(replace(self.settings, api_key=token.key, api_key_problem=None), token.key_hint)
             account = self._accounts[token.subject] = _Account(
                 client, anyio.CapacityLimiter(self.settings.account_concurrency)
             )

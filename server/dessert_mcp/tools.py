@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -14,7 +15,7 @@ import httpx2
 from mcp.server import CacheHint
 from mcp.server.apps import Apps, ResourceCsp
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, Icon, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, ValidationError, WithJsonSchema
 
 from dessert_mcp import __version__
@@ -23,7 +24,7 @@ from dessert_mcp.client import DessertAPIError
 from dessert_mcp.config import Settings
 from dessert_mcp.context import add_prompts, add_resources
 from dessert_mcp.dashboard import DASHBOARD_URI, dashboard_html
-from dessert_mcp.listing import TOOL_NAMES, list_names_for_client
+from dessert_mcp.listing import TOOL_NAMES, list_names, refuse_unknown_prompts, shown_names
 from dessert_mcp.models import TRANSACTION_TYPES, BalanceReport, UsageArguments, UsageReport
 from dessert_mcp.service import DessertService
 from dessert_mcp.telemetry import current_trace_id
@@ -49,6 +50,20 @@ USAGE_DESCRIPTION: Final = (
 
 # How long a host may reuse a resource read when the server keeps no cache of its own (DESSERT_CACHE_TTL_S=0).
 RESOURCE_TTL_MS: Final = 5000
+
+# A cupcake, for hosts that show icons next to a server or a tool: inline (a host fetches nothing) and tiny, since
+# tools/list carries it; no script, text or external reference, as the spec asks of SVG icons.
+ICON_SVG: Final = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><circle cx="8" cy="7" r="5" fill="#f48fb1"/>'
+    '<path d="M3 8h10l-2 7H5z" fill="#a1673f"/></svg>'
+)
+
+
+def icons() -> list[Icon]:
+    """The server's and the tools' icon: the SVG as a base64 data: URI, the form the spec names."""
+    src = "data:image/svg+xml;base64," + base64.b64encode(ICON_SVG.encode()).decode("ascii")
+    return [Icon(src=src, mime_type="image/svg+xml", sizes=["any"])]
+
 
 _ANNOTATIONS: Final = ToolAnnotations(
     read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
@@ -176,6 +191,7 @@ def build_server(
     results: BuiltFrom[BaseModel, CallToolResult] = BuiltFrom(_result)
     # Hosts that render MCP Apps show the dashboard for either tool; every other host ignores it.
     apps = Apps()
+    icon = icons()
     apps.add_html_resource(
         DASHBOARD_URI,
         dashboard_html(),
@@ -208,6 +224,7 @@ def build_server(
                 title=title,
                 description=description,
                 annotations=_ANNOTATIONS,
+                icons=icon,
                 structured_output=True,
             )(fn)
 
@@ -219,14 +236,17 @@ def build_server(
         version=__version__,
         instructions=INSTRUCTIONS,
         website_url="https://github.com/dessert-dev/dessert-mcp",
+        icons=icon,
         lifespan=lifespan,
         log_level=settings.log_level,
-        middleware=[list_names_for_client(settings.tool_names)],
+        # `server` is bound by the time a request arrives: the prompts are the ones add_prompts registers below.
+        middleware=[list_names(settings.tool_names), refuse_unknown_prompts(lambda: server.list_prompts())],
         extensions=[apps],
         # Balance and usage change with every ad generated: a client may reuse a read for a few seconds, never share it.
         cache_hints={"resources/read": CacheHint(ttl_ms=ttl_ms, scope="private")},
         **(auth or {}),
     )
-    add_resources(server, service)
-    add_prompts(server)
+    names = shown_names(settings.tool_names)
+    add_resources(server, service, names)
+    add_prompts(server, names)
     return server

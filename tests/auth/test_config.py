@@ -56,3 +56,13 @@ def test_a_caller_token_never_shows_or_dumps_the_key_it_carries() -> None:
     token = CallerToken.carrying(Secret(CANARY_KEY), token="fp", client_id="c", scopes=["dessert:read"], subject="s")
     assert token.key.get() == CANARY_KEY
     assert_no_secret(repr(token) + str(token) + token.model_dump_json() + repr(token.model_dump()))
+
+
+def test_what_a_caller_checks_when_dessert_rejects_their_key_fits_how_the_key_came() -> None:
+    def token(client_id: str) -> CallerToken:
+        return CallerToken.carrying(Secret(CANARY_KEY), token="fp", client_id=client_id, scopes=[], subject="s")
+
+    assert token("dessert-key").key_hint == "Check the Dessert API key this request sends as its bearer token."
+    linked = token("a-registered-oauth-client").key_hint
+    assert "sign in again" in linked
+    assert "DESSERT_API_KEY" not in linked

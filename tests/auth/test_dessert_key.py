@@ -34,6 +34,19 @@ async def test_a_request_without_a_key_gets_401_and_never_the_operators_account(
         assert garbled.status_code == 401
 
 
+async def test_a_get_for_the_event_stream_asks_for_a_key_first_and_then_is_refused_405(server: Running) -> None:
+    # Without credentials the 401 comes first: it is how clients (Codex's login check) learn to sign in.
+    stream = {"Accept": "text/event-stream"}
+    async with httpx2.AsyncClient(timeout=60) as http:
+        async with http.stream("GET", server.mcp_url, headers=stream) as anonymous:
+            assert anonymous.status_code == 401
+            assert anonymous.headers["www-authenticate"].startswith("Bearer ")
+        keyed = stream | {"Authorization": f"Bearer {CANARY_KEY}"}
+        async with http.stream("GET", server.mcp_url, headers=keyed) as response:
+            assert response.status_code == 405
+            assert response.headers["allow"] == "POST"
+
+
 async def test_the_tools_use_the_callers_key_for_that_request(
     server: Running, canary_api: ThreadedFaultySandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -50,6 +63,16 @@ async def test_the_tools_use_the_callers_key_for_that_request(
     assert_no_secret(repr(mine) + repr(theirs) + repr(other) + caplog.text)
     for key in (SECOND_KEY, OTHER_KEY):
         assert_no_secret(repr(mine) + repr(theirs) + repr(other) + caplog.text, key)
+
+
+async def test_a_rejected_caller_key_is_called_the_callers_bearer_key_not_a_variable_this_mode_forbids(
+    server: Running,
+) -> None:
+    refused = await call_tool(server.mcp_url, OTHER_KEY)
+    assert refused.is_error
+    sentence = refused.content[0].text.splitlines()[0]
+    assert "DESSERT_API_KEY" not in sentence
+    assert sentence.endswith("Check the Dessert API key this request sends as its bearer token.")
 
 
 def test_the_operators_key_in_the_environment_refuses_to_start_with_a_reason() -> None:

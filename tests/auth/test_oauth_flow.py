@@ -9,8 +9,6 @@ import ipaddress
 import json
 import logging
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,15 +17,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from examples.oauth_sign_in import MemoryStorage  # the token store the shipped example client keeps
 from mcp import Client
 from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import OAuthClientMetadata
 from playwright.async_api import Route, async_playwright
 from pydantic import AnyUrl
 from starlette.applications import Starlette
@@ -37,27 +35,9 @@ from starlette.routing import Route as StarletteRoute
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.auth import CHROMIUM, CHROMIUM_FLAGS, oauth_env, serve_auth
 from tests.support.faults import ThreadedFaultySandbox
-from tests.support.servers import cli_server, free_port
+from tests.support.servers import ServedApp, cli_server, free_port
 
 CALLBACK = "http://127.0.0.1:9/oauth/callback"  # never listened on: the browser's request to it is intercepted
-
-
-class MemoryStorage:
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
 
 
 class BrowserSignIn:
@@ -222,22 +202,11 @@ def client_document_server(tmp_path: Path) -> Iterator[tuple[str, Path, list[str
         )
 
     app = Starlette(routes=[StarletteRoute("/oauth/client.json", document)])
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, ssl_certfile=str(cert), ssl_keyfile=str(key), access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    served = ServedApp(app, sock, ssl_certfile=str(cert), ssl_keyfile=str(key))  # the backlog holds early requests
     try:
         yield url, cert, fetched
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+        served.join()
 
 
 async def test_the_sdk_client_signs_in_with_a_client_id_metadata_document(

@@ -48,7 +48,7 @@ def run_cli(*args: str, env: dict[str, str], code: str | None = None) -> subproc
             "never the operator's account",
             id="operator-key-oauth",
         ),
-        pytest.param(["--auth", "dessert-key"], {}, "apply to --transport http only", id="stdio"),
+        pytest.param(["--auth", "dessert-key"], {}, "--auth applies to the HTTP transports only", id="stdio"),
         pytest.param(
             ["--transport", "sse", "--auth", "dessert-key"], {}, "--auth applies to --transport http only", id="sse"
         ),

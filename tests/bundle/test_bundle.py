@@ -141,6 +141,15 @@ def test_the_bundle_is_small_and_holds_only_what_runs(bundle: Path) -> None:
     assert bundle.stat().st_size < MAX_BUNDLE_BYTES, f"{bundle.stat().st_size} bytes"
 
 
+def test_the_readme_states_the_bundles_size(bundle: Path) -> None:
+    stated = re.search(r"dist/dessert-mcp\.mcpb \(about (\d+) KB\)", (ROOT / "README.md").read_text())
+    assert stated is not None
+    size_kb = bundle.stat().st_size / 1024
+    assert abs(size_kb - int(stated[1])) <= 0.1 * size_kb, (
+        f"the bundle is {size_kb:.0f} KB; the README says {stated[1]}"
+    )
+
+
 def host_launch(unpacked: Path, user_config: dict[str, str]) -> dict[str, Any] | None:
     """What the host would launch: the MCPB package's getMcpConfigForManifest on the unpacked bundle."""
     result = subprocess.run(

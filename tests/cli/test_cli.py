@@ -5,15 +5,22 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx2
 import pytest
+from mcp import Client
 
 from dessert_mcp.sandbox import SANDBOX_KEY
+from dessert_mcp.tools import build_server
+from tests.support import ROOT
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.faults import ThreadedFaultySandbox
+from tests.support.servers import STARTUP_TIMEOUT_S, cli_server, sandbox_settings
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -77,6 +84,14 @@ def test_check_without_a_key_says_where_a_key_comes_from_and_offers_the_sandbox(
     assert "dessert-mcp check --sandbox" in result.stdout
 
 
+def test_check_with_a_key_that_is_set_but_unusable_says_so_rather_than_missing() -> None:
+    result = run("check", env={"DESSERT_API_KEY": "paste your key here"})
+    assert result.returncode == 1
+    assert "API key  : set, but unusable\n" in result.stdout
+    assert "missing" not in result.stdout
+    assert "DESSERT_API_KEY contains spaces or non-printable characters" in result.stdout
+
+
 @pytest.mark.parametrize("args", [["check", "--sandbox"], ["--sandbox", "check"]], ids=["after", "before"])
 def test_sandbox_before_or_after_check_checks_the_embedded_sandbox(args: list[str]) -> None:
     result = run(*args)
@@ -107,6 +122,11 @@ def test_the_check_report_holds_no_log_lines(env: dict[str, str]) -> None:
         (["--transport", "sse", "demo"], "--transport applies to serving, not to `demo`"),
         (["--transport", "http", "sandbox"], "--transport applies to serving, not to `sandbox`"),
         (["--transport", "http", "config", "cursor"], "--transport applies to serving, not to `config`"),
+        (["--stateful"], "--stateful applies to the HTTP transports only"),
+        (["--port", "9000"], "--port applies to the HTTP transports only"),
+        (["--workers", "2", "--host", "0.0.0.0"], "--host, --workers apply to the HTTP transports only"),
+        (["--auth", "dessert-key"], "--auth applies to the HTTP transports only"),
+        (["--port", "9000", "check"], "--port applies to serving over HTTP, not to `check`"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else "",
 )
@@ -186,18 +206,21 @@ def test_the_demo_reads_like_the_product() -> None:
     result = run("demo", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert max(len(line) for line in out.splitlines()) < 100
+    assert max(len(line) for line in out.splitlines()) <= 80  # a terminal's width
+    assert result.stderr == ""  # no server log line lands inside the demo
     # The names hosts show, yes/no, dollars with cents, minutes in UTC, sentences rather than dicts.
-    assert "dessert_get_balance  Dessert credit balance  yes        yes         none" in out
+    assert "dessert_get_balance  Dessert credit balance  yes        none" in out
     assert "dessert.get_" not in out
     assert not re.search(r"\b(True|False|None)\b", out)
     assert re.findall(r"\$[\d,]+(?:\.\d+)?", out) == re.findall(r"\$[\d,]+\.\d\d\b", out)
     assert ".000Z" not in out
     assert "balance          205 credits ($20.50)" in out
     assert "affordable now   41 static or 13 full ads" in out
-    assert "2026-05-19 18:23  Purchase      +250      250  $25.00  Auto-recharge" in out
-    assert "summary:  6 deductions, 1 purchase, 1 refund; 260 credits spent, 265 added, $25.00 purchased" in out
-    assert "forecast: 46.2 credits a day (net); the balance of 205 lasts about 4.4 days" in out
+    assert "2026-05-19 18:23     +250      250  Auto-recharge ($25.00)" in out
+    flat = " ".join(out.split())
+    assert (
+        "summary: 9 deductions, 2 purchases, 1 bonus, 1 refund; 360 credits spent, 565 added, $50.00 purchased" in flat
+    )
     assert "count_by_type" not in out
     # The JSON an agent receives for one call, as the structured content.
     start = out.index("\n{\n") + 1
@@ -205,10 +228,29 @@ def test_the_demo_reads_like_the_product() -> None:
     assert received["credits_balance"] == 205
     assert received["below_auto_recharge_threshold"] is False
     # One error case, as the agent gets it: the sentence to act on, then the code.
-    assert "  Dessert rejected the API key (HTTP 401: Invalid API key.). Check DESSERT_API_KEY.\n" in out
+    assert "Dessert rejected the API key (HTTP 401: Invalid API key.). Check DESSERT_API_KEY." in flat
     assert '  {"code": "auth_invalid", "retryable": false, "status": 401}\n' in out
     assert out.endswith("Demo finished: both tools answered over a real stdio MCP session.\n")
     assert not LOG_LINE.search(out)
+
+
+async def test_the_demo_and_the_dashboard_give_one_forecast_over_one_named_window(
+    canary_sandbox: ThreadedFaultySandbox,
+) -> None:
+    """The dashboard calls get_usage with no arguments (ui/src/main.ts) and shows the forecast it returns; the demo
+    must print the same numbers and name the same window."""
+    assert "arguments: {}" in (ROOT / "ui" / "src" / "main.ts").read_text()
+    canary_sandbox.reset()
+    async with Client(build_server(sandbox_settings(canary_sandbox))) as client:
+        usage = (await client.call_tool("dessert.get_usage", {})).structured_content
+    assert usage is not None
+    forecast = usage["summary"]["forecast"]
+    returned = len(usage["recent_transactions"])
+    flat = " ".join(run("demo", timeout=120).stdout.split())
+    assert (
+        f"forecast: over the {returned} transactions returned, {forecast['burn_rate_credits_per_day']:.1f} credits a "
+        f"day (net); the balance of {forecast['latest_balance']} lasts about {forecast['days_until_empty']:.1f} days"
+    ) in flat
 
 
 @pytest.mark.parametrize("args", [["config", "vscode"], ["demo"]])
@@ -231,3 +273,84 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly(args: list[str
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "BrokenPipeError" not in result.stderr
+
+
+def _one_line(stderr: str) -> str:
+    """The stderr of a run that must end with one line: that line (a traceback or a second line fails)."""
+    lines = [line for line in stderr.splitlines() if "Using the embedded sandbox API" not in line]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--transport", "http"], ["--transport", "sse"], ["--transport", "http", "--workers", "2"], ["sandbox"]],
+    ids=["http", "sse", "two workers", "sandbox"],
+)
+def test_a_port_already_in_use_is_one_line_and_nothing_claims_to_be_serving(args: list[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = run(*args, "--port", port, env={"DESSERT_MCP_LOG_LEVEL": "INFO"})
+    assert result.returncode == 1
+    assert _one_line(result.stderr) == (
+        f"dessert-mcp: error: cannot listen on 127.0.0.1:{port}: it is already in use; pick another with --port."
+    )
+    assert result.stdout == ""
+
+
+def test_a_malformed_encryption_key_is_one_line_naming_the_command_that_makes_one() -> None:
+    env = {"DESSERT_MCP_ENCRYPTION_KEY": "not-32-bytes", "DESSERT_MCP_PUBLIC_URL": "http://127.0.0.1:1"}
+    result = run("--transport", "http", "--auth", "oauth", "--port", "0", env=env)
+    assert result.returncode == 1
+    line = _one_line(result.stderr)
+    assert line.startswith("dessert-mcp: configuration error: DESSERT_MCP_ENCRYPTION_KEY must be 32 random bytes")
+    assert line.endswith("make one with `dessert-mcp accounts new-key`.")
+
+
+@pytest.mark.parametrize(
+    ("args", "ready"),
+    [
+        (["--transport", "http", "--sandbox"], "Application startup complete."),
+        (["--transport", "sse", "--sandbox"], "Application startup complete."),
+        (["--transport", "http", "--workers", "2", "--sandbox"], "Application startup complete."),
+        (["sandbox"], "Press Ctrl+C to stop."),
+    ],
+    ids=["http", "sse", "two workers", "sandbox"],
+)
+def test_ctrl_c_stops_a_server_quietly(args: list[str], ready: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")} | {"DESSERT_MCP_LOG_LEVEL": "INFO"}
+    with subprocess.Popen(
+        [sys.executable, "-m", "dessert_mcp", *args, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    ) as process:
+        assert process.stdout is not None
+        seen = []
+        for line in process.stdout:  # the event: the server says it is up (the read ends if it exits instead)
+            seen.append(line)
+            if ready in line:
+                break
+        assert ready in "".join(seen), "".join(seen)
+        process.send_signal(signal.SIGINT)  # what Ctrl+C sends
+        rest = process.communicate(timeout=STARTUP_TIMEOUT_S)[0]
+    assert "Traceback" not in rest
+    assert "KeyboardInterrupt" not in rest
+    assert process.returncode in (0, 130), rest
+
+
+def test_streamable_http_the_specs_own_name_is_a_transport_alias(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")} | {"DESSERT_MCP_LOG_LEVEL": "INFO"}
+    with cli_server(["--transport", "streamable-http", "--sandbox"], env, tmp_path / "server.log") as url:
+        listed = httpx2.post(
+            url + "/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
+            headers={"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18"},
+        )
+    assert listed.status_code == 200, listed.text
+    assert "dessert" in listed.text
+    assert "Serving MCP over streamable HTTP" in (tmp_path / "server.log").read_text()

@@ -32,7 +32,8 @@ def test_an_empty_window_says_so_and_why_there_is_no_forecast() -> None:
             latest_balance=None,
             days_until_empty=None,
             unavailable_reason="fewer than two transactions",
-        )
+        ),
+        returned=0,
     )
     assert lines == [
         "summary:  no transactions; 0 credits spent, 0 added, $0.00 purchased",

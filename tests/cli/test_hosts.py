@@ -77,7 +77,7 @@ async def test_each_snippet_as_its_host_resolves_it_serves_both_tools_with_under
     async with Client(StdioServerParameters(command=command, args=args, env=env)) as client:
         names = [t.name for t in (await client.list_tools()).tools]
         balance = await client.call_tool("dessert_get_balance", {})
-    assert names == UNDERSCORE_NAMES  # by the setting: this client's name is not one `auto` would recognise
+    assert names == UNDERSCORE_NAMES
     assert balance.structured_content is not None
     assert balance.structured_content["credits_balance"] == 205
 

@@ -24,6 +24,7 @@ def target_args(target: str, serve: Callable[..., str], sandbox: ThreadedFaultyS
     era = "modern" if target.endswith("modern") else "legacy"
     if target.startswith("stdio"):
         env = [f"DESSERT_API_KEY={key}", f"DESSERT_API_BASE_URL={sandbox.url}", "DESSERT_MCP_LOG_LEVEL=WARNING"]
+        env.append("DESSERT_MCP_TOOL_NAMES=dotted")  # the documented names, as the HTTP targets' servers list them
         opts = [a for e in env for a in ("-e", e)]
         return [*opts, "--protocol-era", era, "--", sys.executable, "-m", "dessert_mcp"]
     if target == "sse":

@@ -50,6 +50,46 @@ async def test_the_sdk_streamable_http_client_lists_and_calls_both_tools(
         await exercise(client)
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="handshake"),
+        pytest.param({"MCP-Protocol-Version": "2025-11-25"}, id="handshake-version"),
+        pytest.param({"MCP-Protocol-Version": "2026-07-28"}, id="2026-07-28"),
+    ],
+)
+async def test_a_stateless_get_for_the_event_stream_is_refused_405_allowing_post(
+    serve: Callable[..., str], headers: dict[str, str]
+) -> None:
+    # Nothing can ever be sent on a stateless endpoint's stream: held open, it kept every client waiting on it.
+    async with (
+        httpx2.AsyncClient(timeout=60) as http,
+        http.stream("GET", serve() + "/mcp", headers={"Accept": "text/event-stream", **headers}) as response,
+    ):
+        assert response.status_code == 405
+        assert response.headers["allow"] == "POST"
+        assert "POST" in (await response.aread()).decode()
+
+
+async def test_a_stateful_session_keeps_its_event_stream(serve: Callable[..., str]) -> None:
+    url = serve(stateful=True) + "/mcp"
+    accept = {"Accept": "application/json, text/event-stream"}
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    async with httpx2.AsyncClient(timeout=60) as http:
+        session = (await http.post(url, json=initialize, headers=accept)).headers["mcp-session-id"]
+        ids = {"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
+        await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=accept | ids)
+        async with http.stream("GET", url, headers={"Accept": "text/event-stream", **ids}) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+        await http.delete(url, headers=ids)
+
+
 async def test_the_sdk_sse_client_lists_and_calls_both_tools(serve: Callable[..., str]) -> None:
     url = serve(transport="sse") + "/sse"
     async with Client(sse_client(url)) as client:

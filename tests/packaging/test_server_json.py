@@ -231,12 +231,16 @@ def test_server_json_is_written_as_make_bundle_rewrites_it() -> None:
     assert json.dumps(SERVER, indent=2, ensure_ascii=False) + "\n" == SERVER_JSON_TEXT
 
 
-def test_make_bundle_writes_the_bundles_sha256_into_server_json_and_changes_nothing_else(tmp_path: Path) -> None:
-    target = tmp_path / "server.json"
-    shutil.copy(ROOT / "server.json", target)
+def test_make_bundle_writes_the_bundles_sha256_into_a_copy_of_server_json_and_changes_nothing_else(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "server.json"
+    shutil.copy(ROOT / "server.json", source)
+    target = tmp_path / "out" / "server.json"
     bundle = tmp_path / "dessert-mcp.mcpb"
-    result = make("bundle", BUNDLE=bundle, SERVER_JSON=target)
+    result = make("bundle", BUNDLE=bundle, SERVER_JSON=source, SERVER_JSON_OUT=target)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert source.read_text() == SERVER_JSON_TEXT
     written = json.loads(target.read_text())
     digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
     assert package("mcpb", written)["fileSha256"] == digest

@@ -13,6 +13,7 @@ from anyio.abc import Process
 from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
 from dessert_mcp.cli.hosts import server_command
+from tests.support import STARTUP_TIMEOUT_S
 from tests.support.faults import Fault
 
 from .conftest import Upstreams, connect, error_info, matrix_settings, result_text, settings_env
@@ -123,7 +124,7 @@ async def test_malformed_stdio_lines_do_not_stop_the_server_answering_the_next_r
     upstreams.sandbox.reset()
     async with await _spawn(upstreams) as process:
         wire = Wire(process)
-        with anyio.fail_after(20):
+        with anyio.fail_after(STARTUP_TIMEOUT_S):
             await wire.initialize()
             for junk in (
                 b"not json at all\n",
@@ -146,7 +147,7 @@ async def test_malformed_stdio_lines_do_not_stop_the_server_answering_the_next_r
 async def test_the_server_exits_within_2_s_when_stdin_closes(upstreams: Upstreams) -> None:
     async with await _spawn(upstreams) as process:
         wire = Wire(process)
-        with anyio.fail_after(20):
+        with anyio.fail_after(STARTUP_TIMEOUT_S):
             await wire.initialize()
         assert process.stdin is not None
         await process.stdin.aclose()
@@ -160,7 +161,7 @@ async def test_sigterm_during_a_call_exits_within_5_s(upstreams: Upstreams) -> N
     sandbox.add_fault(Fault(hang=True))
     async with await _spawn(upstreams) as process:
         wire = Wire(process)
-        with anyio.fail_after(20):
+        with anyio.fail_after(STARTUP_TIMEOUT_S):
             await wire.initialize()
             await wire.request(1, "tools/call", {"name": BALANCE, "arguments": {}})
             await _until(lambda: sandbox.stats()["total"] == 1)

@@ -20,6 +20,7 @@ from anyio.abc import Process
 from mcp import Client
 
 from dessert_mcp.client import ErrorCode
+from tests.support import STARTUP_TIMEOUT_S
 from tests.support.faults import Fault, ThreadedFaultySandbox
 
 from .conftest import canary_key, error_info, result_text, settings_env
@@ -68,7 +69,7 @@ async def _start_server(sandbox: ThreadedFaultySandbox, key: str, stderr: Path) 
         process = await anyio.open_process([sys.executable, str(launcher)], env=settings_env(settings), stderr=log)
     assert process.stdout is not None
     line = b""
-    with anyio.fail_after(30):
+    with anyio.fail_after(STARTUP_TIMEOUT_S):
         while b"\n" not in line:
             line += await process.stdout.receive()
     port = int(line.split()[1])

@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import os
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +16,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
-import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -31,8 +28,7 @@ from dessert_mcp.http.serve import forwarded_headers
 from tests.support.faults import ThreadedFaultySandbox
 from tests.support.inspector import CHROMIUM as INSPECTOR_CHROMIUM
 from tests.support.inspector import CHROMIUM_ARGS
-
-STARTUP_TIMEOUT_S = 60.0  # a busy 2-core machine starts slowly
+from tests.support.servers import ServedApp
 
 
 class Clock:
@@ -69,6 +65,7 @@ def serve_auth(
     account_concurrency: int = DEFAULT_ACCOUNT_CONCURRENCY,
     clock: Callable[[], float] | None = None,
     trusted_proxies: tuple[str, ...] = (),
+    metrics_token: str | None = None,
     **config: Any,
 ) -> Iterator[Running]:
     """Serve dessert-mcp with `--auth <mode>` on a free port; `public_url` overrides the advertised origin,
@@ -90,30 +87,15 @@ def serve_auth(
         oauth = OAuthConfig(
             public_url=public_url or url, encryption_key=Secret(encryption_key), database_url=database_url, **config
         )
-    app = build_app(settings, HTTPOptions(auth=mode, oauth=oauth).check(settings), auth_clock=clock)  # type: ignore[arg-type]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            log_config=None,
-            lifespan="on",
-            timeout_graceful_shutdown=2,
-            access_log=False,
-            **forwarded_headers(trusted_proxies),  # as `dessert-mcp --transport http` serves it
-        )
-    )
-    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start in time"
-        time.sleep(0.01)
+    scraper = Secret(metrics_token) if metrics_token is not None else None
+    options = HTTPOptions(auth=mode, oauth=oauth, metrics_token=scraper).check(settings)  # type: ignore[arg-type]
+    app = build_app(settings, options, auth_clock=clock)
+    # Listening already: the first request waits in the backlog for start-up to end. Proxies as the CLI serves them.
+    served = ServedApp(app, sock, **forwarded_headers(trusted_proxies))
     try:
         yield Running(url=url)
     finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+        served.join()
 
 
 # -- the OAuth flow over plain HTTP (what a browser and a client do, without either) -------------------------

@@ -26,6 +26,8 @@ from urllib.parse import quote
 import httpx2
 from playwright.sync_api import Browser, Frame, Page, sync_playwright
 
+from tests.support import STARTUP_TIMEOUT_S
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS_BIN = ROOT / ".tools" / "node_modules" / ".bin"
 NODE = TOOLS_BIN / "node"
@@ -42,7 +44,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = ROOT / ".artifacts" / "dashboard"
-START_TIMEOUT_S = 60
+START_TIMEOUT_S = STARTUP_TIMEOUT_S
 UI_TIMEOUT_MS = 60_000
 
 

@@ -1,4 +1,5 @@
-"""`make screenshots`: docs/dashboard.png (light) and docs/dashboard-dark.png, as the MCP Inspector renders the app.
+"""`make screenshots`: dashboard.png (light) and dashboard-dark.png, as the MCP Inspector renders the app, written to
+the directory given (a git-ignored one: the docs/ copies change only when someone copies these over them).
 
 dessert-mcp --sandbox over streamable HTTP, the Inspector's web UI in headless Chromium, the usage tool's app opened
 by deep link and maximized; each PNG is the app's own document, at twice the CSS pixel density.
@@ -12,12 +13,11 @@ from pathlib import Path
 
 from tests.support.inspector import ROOT, app_frame, chromium, dessert_mcp_http, inspector_web, open_app, set_host_theme
 
-DOCS = ROOT / "docs"
 SETTLE = "new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"
 
 
-def main() -> int:
-    DOCS.mkdir(exist_ok=True)
+def main(out: Path) -> int:
+    out.mkdir(parents=True, exist_ok=True)
     with (
         tempfile.TemporaryDirectory(prefix="dessert-screenshots-") as tmp,
         inspector_web(Path(tmp)) as inspector,
@@ -33,11 +33,13 @@ def main() -> int:
         for theme, name in (("light", "dashboard.png"), ("dark", "dashboard-dark.png")):
             set_host_theme(page, frame, theme)
             frame.evaluate(SETTLE)
-            frame.locator("main").screenshot(path=DOCS / name, animations="disabled")
-            print(f"wrote {DOCS / name}")
+            frame.locator("main").screenshot(path=out / name, animations="disabled")
+            print(f"wrote {out / name}")
         context.close()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m tests.support.screenshots OUT_DIR")
+    sys.exit(main(ROOT / sys.argv[1]))

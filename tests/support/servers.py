@@ -18,9 +18,8 @@ import httpx2
 import uvicorn
 
 from dessert_mcp.config import Settings
+from tests.support import STARTUP_TIMEOUT_S
 from tests.support.faults import ThreadedFaultySandbox
-
-STARTUP_TIMEOUT_S = 20.0
 
 
 def sandbox_settings(sandbox: ThreadedFaultySandbox, *, key: str | None = None, **overrides: Any) -> Settings:
@@ -35,12 +34,17 @@ class ServedApp:
     two steps, so that many servers can be told to stop first and then waited for together.
     """
 
-    def __init__(self, app: Any) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._sock.bind(("127.0.0.1", 0))
+    def __init__(self, app: Any, sock: socket.socket | None = None, **config: Any) -> None:
+        """`sock`: a socket bound already (when the app must know its URL before it is built); `config`: more
+        `uvicorn.Config` arguments, such as TLS files."""
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            sock.bind(("127.0.0.1", 0))
+        self._sock = sock
         self._sock.listen(512)
-        config = uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=2, access_log=False)
-        self._server = uvicorn.Server(config)
+        config = {"log_config": None, "lifespan": "on", "timeout_graceful_shutdown": 2, "access_log": False} | config
+        uvicorn_config = uvicorn.Config(app, **config)
+        self._server = uvicorn.Server(uvicorn_config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
         self._thread.start()
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"

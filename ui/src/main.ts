@@ -21,10 +21,12 @@ import {
   type BalanceReport,
   balanceSeries,
   daysUntilThreshold,
+  forecastBasis,
   forecastOf,
   kindOf,
   perDay,
   perType,
+  transactionsFooter,
   TX_TYPES,
   type TxType,
   type UsageReport,
@@ -208,7 +210,7 @@ function renderForecast(): void {
         ? null
         : h("div", {}, h("dt", {}, "Auto-recharge in"), h("dd", {}, h("strong", {}, fmt.days(untilThreshold)))),
     ),
-    h("p", { class: "muted small" }, "Deductions net of refunds over the returned transactions' time span; an estimate, not a promise."),
+    h("p", { class: "muted small" }, forecastBasis(usage.recent_transactions.length)),
   );
 }
 
@@ -336,11 +338,7 @@ function renderRows(): void {
   if (rows.length === 0) {
     txBody.append(h("tr", {}, h("td", { colspan: 5, class: "muted" }, `No ${state.filter} transactions in this window.`)));
   }
-  const total = usage.recent_transactions.length;
-  txCount.textContent =
-    state.filter === "all"
-      ? `${total} ${total === 1 ? "transaction" : "transactions"}, newest first. ${usage.note}`
-      : `${rows.length} of ${total} transactions (${state.filter}), newest first. ${usage.note}`;
+  txCount.textContent = transactionsFooter(usage.note, rows.length, state.filter);
 }
 
 function renderTransactions(): void {

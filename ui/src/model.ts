@@ -233,3 +233,16 @@ export function kindOf(structured: unknown): "balance" | "usage" | null {
   if (asUsage(structured)) return "usage";
   return null;
 }
+
+/** The line under the transactions table. The tool's note already says how many are shown and in what order, so
+ * it is not said again; a type filter adds how many of them it keeps. */
+export function transactionsFooter(note: string, shown: number, filter: string): string {
+  if (filter === "all") return note;
+  return `${note} The ${filter} filter keeps ${shown} of them.`;
+}
+
+/** What the forecast is computed over: the transactions get_usage returned (the same window `dessert-mcp demo`
+ * names), so the page and the demo give one number for one window. */
+export function forecastBasis(returned: number): string {
+  return `Deductions net of refunds over the ${returned} ${returned === 1 ? "transaction" : "transactions"} returned, oldest to newest; an estimate, not a promise.`;
+}

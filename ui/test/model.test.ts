@@ -7,12 +7,14 @@ import {
   balanceSeries,
   dayKey,
   daysUntilThreshold,
+  forecastBasis,
   forecastOf,
   kindOf,
   niceScale,
   parseTime,
   perDay,
   perType,
+  transactionsFooter,
   type Transaction,
   type UsageReport,
 } from "../src/model.ts";
@@ -128,4 +130,19 @@ test("the forecast is read when well formed, and the days to the threshold follo
   assert.equal(daysUntilThreshold(forecast, 20), 18.5);
   assert.equal(daysUntilThreshold({ ...forecast, latest_balance: 10 }, 20), null);
   assert.equal(daysUntilThreshold({ ...forecast, burn_rate_credits_per_day: -3 }, 20), null);
+});
+
+test("the transactions footer says how many are shown and in what order once, as the tool's note does", () => {
+  const note = "The Dessert API returns only the last 50 transactions; 13 of the 13 it returned are shown, newest first.";
+  const all = transactionsFooter(note, 13, "all");
+  assert.equal(all, note);
+  assert.equal(all.split("newest first").length - 1, 1);
+  const filtered = transactionsFooter(note, 6, "Deduction");
+  assert.equal(filtered.split("newest first").length - 1, 1);
+  assert.match(filtered, /The Deduction filter keeps 6 of them\.$/);
+});
+
+test("the forecast names the window it is computed over: the transactions returned", () => {
+  assert.match(forecastBasis(13), /over the 13 transactions returned/);
+  assert.match(forecastBasis(1), /over the 1 transaction returned/);
 });

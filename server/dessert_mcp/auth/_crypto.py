@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import secrets
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from dessert_mcp.auth.config import encryption_key_bytes
+from dessert_mcp.config import ConfigError
 
 # 256 bits of randomness per token; far past the 128 bits RFC 6749 §10.10 asks of a code.
 _TOKEN_BYTES: Final = 32
@@ -44,15 +46,9 @@ def generate_encryption_key() -> str:
 
 def _parse_key(value: str, name: str) -> bytes:
     try:
-        raw = base64.urlsafe_b64decode(value.strip() + "=" * (-len(value.strip()) % 4))
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32:
-        raise EncryptionKeyError(
-            f"{name} must be 32 random bytes in base64url (make one with "
-            '`python -c "import secrets,base64;print(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())"`).'
-        )
-    return raw
+        return encryption_key_bytes(value, name)
+    except ConfigError as exc:
+        raise EncryptionKeyError(str(exc)) from None
 
 
 class KeyBox:

@@ -55,6 +55,13 @@ class CallerToken(AccessToken):
         if self._verdicts is not None and self.subject is not None:
             self._verdicts.record(self.subject, accepted=accepted)
 
+    @property
+    def key_hint(self) -> str:
+        """What the caller checks when Dessert rejects this key: in these modes it is theirs, not the server's."""
+        if self.client_id == DESSERT_KEY_CLIENT:
+            return "Check the Dessert API key this request sends as its bearer token."
+        return "Reconnect to sign in again with a current Dessert API key."
+
     def __repr_args__(self):  # type: ignore[no-untyped-def]
         # The dessert-key token's `token` is a fingerprint already; say so rather than show anything else.
         return [("client_id", self.client_id), ("subject", self.subject)]

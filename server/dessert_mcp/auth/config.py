@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +23,17 @@ DEFAULT_SIGN_IN_TTL_S: Final = 900
 # a revocation through another replica is honoured within this many seconds; through this one, at once.
 DEFAULT_TOKEN_CACHE_S: Final = 2.0
 MAX_TOKEN_CACHE_S: Final = 30.0
+
+
+def encryption_key_bytes(value: str, name: str) -> bytes:
+    """The 32 bytes a DESSERT_MCP_ENCRYPTION_KEY* value holds; a `ConfigError` naming the fix otherwise."""
+    try:
+        raw = base64.urlsafe_b64decode(value.strip() + "=" * (-len(value.strip()) % 4))
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError(f"{name} must be 32 random bytes in base64url; make one with `dessert-mcp accounts new-key`.")
+    return raw
 
 
 def _loopback(host: str) -> bool:
@@ -104,6 +117,10 @@ class OAuthConfig:
                 "make one with `dessert-mcp accounts new-key` (or any 32 bytes from a CSPRNG)."
             )
         old = get("DESSERT_MCP_ENCRYPTION_KEY_OLD")
+        # Checked here, so a malformed key stops start-up with one line rather than in a worker building the app.
+        encryption_key_bytes(key, "DESSERT_MCP_ENCRYPTION_KEY")
+        if old:
+            encryption_key_bytes(old, "DESSERT_MCP_ENCRYPTION_KEY_OLD")
         ttl = get("DESSERT_MCP_ACCESS_TOKEN_TTL_S")
         values: dict[str, object] = {
             "public_url": public_url(str(url)),

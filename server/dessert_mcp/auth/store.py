@@ -13,6 +13,7 @@ statements; the day the schema needs data migrations or autogenerate, switch to 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -32,8 +33,12 @@ from dessert_mcp.auth._crypto import token_hash
 
 Clock = Callable[[], float]
 
+logger = logging.getLogger("dessert_mcp.auth")
+
 # Connections (and so aiosqlite threads) to a SQLite file; readers run side by side in WAL mode.
 SQLITE_POOL_SIZE: Final = 5
+# How long a SQLite write waits for another writer (another worker, `accounts revoke`) before failing.
+SQLITE_BUSY_TIMEOUT_S = 15.0
 
 
 class RevocationListener(Protocol):
@@ -112,6 +117,17 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
                 key TEXT PRIMARY KEY,
                 window_start DOUBLE PRECISION NOT NULL,
                 hits BIGINT NOT NULL
+            )""",
+        ),
+    ),
+    (
+        2,
+        (
+            # Background work that one replica does for all (pruning): who holds it, and until when.
+            """CREATE TABLE leases (
+                name TEXT PRIMARY KEY,
+                holder TEXT NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL
             )""",
         ),
     ),
@@ -201,6 +217,17 @@ _throttle = sa.Table(
     sa.Column("hits", sa.BigInteger),
 )
 
+_leases = sa.Table(
+    "leases",
+    _md,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("holder", sa.Text),
+    sa.Column("expires_at", sa.Float),
+)
+# A registered client that no grant has used for this long is abandoned (a sign-in takes minutes; a refresh token
+# lives 30 days by default), and goes at the next prune.
+ABANDONED_CLIENT_S: Final = 30 * 24 * 3600
+
 
 def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
     # Write-ahead logging: readers (every token check) never wait for a writer (a sign-in, a refresh), nor it for
@@ -240,8 +267,25 @@ def _expired_cimd_clients(cutoff: float) -> sa.Delete:
     return _clients.delete().where(_clients.c.kind == "cimd", _clients.c.expires_at < cutoff)
 
 
+_FILE_ADVICE: Final = {
+    "database_read_only": "Make the files writable again; service resumes by itself.",
+    "database_file_gone": (
+        "Grants written since it was opened are only in the deleted copy: stop the server, put a backup back in "
+        "place (or let it start afresh, and everyone signs in again), then start it."
+    ),
+}
+
+
 class StorageUnavailable(Exception):
-    """The database could not be reached or answered with a connection-level failure; try again shortly."""
+    """The database could not be reached or answered with a connection-level failure; try again shortly.
+
+    `reason` is the code `/readyz` gives: `database_unavailable`, or for a SQLite file `database_read_only` (it
+    cannot be written) or `database_file_gone` (deleted or replaced under the running server).
+    """
+
+    def __init__(self, message: str, reason: str = "database_unavailable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def default_database_url() -> str:
@@ -337,10 +381,11 @@ class Store:
         self.clock = clock
         self.is_sqlite = self.url.startswith("sqlite")
         # A server connection can die between requests; a SQLite file cannot, so it skips the extra round trip.
-        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
+        # Parameters (sealed keys, token hashes) stay out of SQLAlchemy's statement logs and error messages.
+        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite, "hide_parameters": True}
         if self.is_sqlite:
             self._sqlite_path = self.url.split(":///", 1)[1] if ":///" in self.url else ""
-            kwargs["connect_args"] = {"timeout": 15}
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
             if self._sqlite_path not in ("", ":memory:"):
                 # Each aiosqlite connection is a thread of its own. SQLAlchemy 2.0 gives a file a NullPool (a new
                 # connection per use) and 2.1 a pool whose overflow connections close as soon as they are returned:
@@ -358,6 +403,10 @@ class Store:
             kwargs["pool_timeout"] = 10
         self._engine_kwargs = kwargs
         self._engine: AsyncEngine | None = None
+        # The SQLite file's (device, inode) when the engine opened it, to tell when it is deleted or replaced.
+        self._file_id: tuple[int, int] | None = None
+        self._file_problem: str | None = None  # what was last said about it, so it is said once
+        self._writes_failing = False
         self._ready = False
         self._lock: anyio.Lock | None = None
         self._revocation_listeners: list[RevocationListener] = []
@@ -376,7 +425,44 @@ class Store:
             self._engine = create_async_engine(self.url, **self._engine_kwargs)
             if self._sqlite_path and self._sqlite_path != ":memory:":
                 sa.event.listen(self._engine.sync_engine, "connect", _sqlite_wal)
+                found = os.stat(self._sqlite_path)
+                self._file_id = (found.st_dev, found.st_ino)
         return self._engine
+
+    def _check_file(self) -> None:
+        """Refuse to touch a SQLite file that was deleted, replaced or made unwritable since it was opened.
+
+        SQLite maps `auth.db-shm` into memory and writes to it on every transaction, reads included: once the
+        file is immutable (`chattr +i`) or on a read-only mount, that write kills the process with SIGBUS. And a
+        deleted file keeps working into its unlinked inode, so everything written after is lost at the next
+        restart. Both are caught here, before SQLite runs, and answered like a database that is down.
+        """
+        path = self._sqlite_path
+        if path in ("", ":memory:"):
+            return
+        problem, reason = None, "database_read_only"
+        try:
+            found = os.stat(path)
+        except FileNotFoundError:
+            found = None  # not opened yet: opening creates it
+        if self._file_id is not None and (found is None or (found.st_dev, found.st_ino) != self._file_id):
+            problem, reason = f"{path} was deleted or replaced while in use", "database_file_gone"
+        elif found is not None:
+            unwritable = [p for p in (path, path + "-wal", path + "-shm") if not os.access(p, os.W_OK)]
+            if any(os.path.exists(p) for p in unwritable):
+                problem = f"{', '.join(unwritable)} cannot be written (immutable, read-only mount or permissions)"
+        if problem != self._file_problem:
+            self._file_problem = problem
+            if problem is not None:
+                logger.error(
+                    "The token database %s: refusing to use it (requests answer 503, /readyz is not ready). %s",
+                    problem,
+                    _FILE_ADVICE[reason],
+                )
+            else:
+                logger.warning("The token database file %s is usable again.", path)
+        if problem is not None:
+            raise StorageUnavailable(f"The token database {problem}.", reason)
 
     def on_revocation(self, listener: RevocationListener) -> None:
         """Call `listener(grant_id=..., account_id=...)` after every revocation made through this store (and if it
@@ -389,14 +475,23 @@ class Store:
 
     async def aclose(self) -> None:
         if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+            try:
+                self._check_file()
+            except StorageUnavailable as exc:
+                # Closing checkpoints the WAL through the mapped -shm: on an unwritable file, SIGBUS. The process is
+                # ending; the kernel closes the files.
+                if exc.reason == "database_read_only":
+                    self._engine = None
+            if self._engine is not None:
+                await self._engine.dispose()
+                self._engine = None
         self._ready = False
 
     @asynccontextmanager
     async def _tx(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
         """One transaction; or, `read_only`, one connection for a single SELECT (atomic by itself): on PostgreSQL in
         autocommit, which spares the BEGIN and COMMIT round trips."""
+        self._check_file()
         if not self._ready:
             await self.migrate()
         try:
@@ -408,7 +503,9 @@ class Store:
             else:
                 async with self.engine.begin() as conn:
                     yield conn
+                self._writes_failing = False
         except _CONNECTION_ERRORS as exc:
+            self._writes_failing = self._writes_failing or not read_only
             raise StorageUnavailable(
                 f"The token database ({describe_database_url(self.url)}) is unreachable: {type(exc).__name__}."
             ) from None
@@ -428,6 +525,7 @@ class Store:
         async with self._lock:
             if self._ready:
                 return SCHEMA_VERSION
+            self._check_file()
             try:
                 async with self.engine.begin() as conn:
                     if not self.is_sqlite:
@@ -461,9 +559,15 @@ class Store:
             return SCHEMA_VERSION
 
     async def ping(self) -> None:
-        """One round trip to the database; raises StorageUnavailable when it does not answer."""
+        """One round trip to the database; raises StorageUnavailable when it does not answer, or when the last
+        write failed and a write still fails (reads can go on working on a full disk or a read-only file)."""
         async with self._tx(read_only=True) as conn:
             await conn.execute(sa.text("SELECT 1"))
+        if self._writes_failing:
+            try:
+                await self.take_lease("readyz", "readyz", ttl_s=0)
+            except StorageUnavailable as exc:
+                raise StorageUnavailable(str(exc), "database_read_only") from None
 
     # -- clients ------------------------------------------------------------------------------------------
 
@@ -835,16 +939,44 @@ class Store:
     async def prune(self, *, grace_s: float = 3600) -> int:
         """Delete rows past their expiry (plus `grace_s`); returns how many. Safe to run on any replica, any time.
 
-        Used refresh tokens stay until they expire, so a replay is still recognised (and revokes its family).
+        Used refresh tokens stay until they expire, so a replay is still recognised (and revokes its family). A grant
+        goes once no token or code of it is left; a cached client document once it expires; a registered client once
+        no grant uses it and it registered more than `ABANDONED_CLIENT_S` ago. Linked accounts stay (the operator's
+        `accounts list`).
         """
-        cutoff = self.clock() - grace_s
+        now = self.clock()
+        cutoff = now - grace_s
         deleted = 0
         async with self._tx() as conn:
             for table in (_access, _refresh, _codes, _sign_ins):
                 deleted += (await conn.execute(table.delete().where(table.c.expires_at < cutoff))).rowcount
             deleted += (await conn.execute(_throttle.delete().where(_throttle.c.window_start < cutoff))).rowcount
-            deleted += (await conn.execute(_expired_cimd_clients(cutoff))).rowcount
+            used = [sa.exists().where(t.c.grant_id == _grants.c.id) for t in (_access, _refresh, _codes)]
+            dead = _grants.delete().where(_grants.c.created_at < cutoff, *(sa.not_(u) for u in used))
+            deleted += (await conn.execute(dead)).rowcount
+            expired = _clients.c.expires_at.is_not(None) & (_clients.c.expires_at < cutoff)
+            granted = sa.exists().where(_grants.c.client_id == _clients.c.client_id)
+            abandoned = _clients.c.created_at < now - ABANDONED_CLIENT_S
+            deleted += (await conn.execute(_clients.delete().where(expired | (abandoned & sa.not_(granted))))).rowcount
         return deleted
+
+    async def take_lease(self, name: str, holder: str, *, ttl_s: float) -> bool:
+        """Take the lease `name` for `ttl_s` seconds if nobody holds it (or theirs has run out); True if taken.
+
+        One statement, so two replicas asking at once cannot both get it. It is not released: it runs out, so the
+        work it guards happens at most once per `ttl_s` across all the replicas sharing the database.
+        """
+        now = self.clock()
+        async with self._tx() as conn:
+            result = await conn.execute(
+                sa.text(
+                    "INSERT INTO leases (name, holder, expires_at) VALUES (:name, :holder, :until) "
+                    "ON CONFLICT (name) DO UPDATE SET holder = :holder, expires_at = :until "
+                    "WHERE leases.expires_at <= :now RETURNING holder"
+                ),
+                {"name": name, "holder": holder, "until": now + ttl_s, "now": now},
+            )
+            return result.first() is not None
 
     # -- throttles ----------------------------------------------------------------------------------------
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import random
+import socket
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -24,6 +29,9 @@ from dessert_mcp.auth.store import StorageUnavailable, Store, default_database_u
 logger = logging.getLogger("dessert_mcp.auth")
 
 AS_METADATA_PATH: Final = "/.well-known/oauth-authorization-server"
+# Expired tokens, codes, sign-ins, throttle windows and abandoned clients are deleted this often, by one replica.
+PRUNE_EVERY_S: Final = 3600.0
+PRUNE_LEASE: Final = "prune"
 
 
 class OAuthWiring:
@@ -37,7 +45,12 @@ class OAuthWiring:
     """
 
     def __init__(
-        self, config: OAuthConfig, *, store: Store | None = None, clock: Callable[[], float] | None = None
+        self,
+        config: OAuthConfig,
+        *,
+        store: Store | None = None,
+        clock: Callable[[], float] | None = None,
+        prune_every_s: float = PRUNE_EVERY_S,
     ) -> None:
         self.config = config
         if store is None:
@@ -46,6 +59,10 @@ class OAuthWiring:
         self.store = store
         self.provider = DessertOAuthProvider(config, self.store)
         self.pages = SignInPages(self.provider)
+        self.prune_every_s = prune_every_s
+        # Names this process in the prune lease (for the operator reading the table), unique per process.
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+        self._pruner: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"OAuthWiring({self.config.issuer!r}, {self.store!r})"
@@ -112,11 +129,32 @@ class OAuthWiring:
         app.add_middleware(AuthGuard, wiring=self)
 
     async def start(self) -> None:
-        """Bring the schema up to date. A database that is down now only delays that: requests get 503 meanwhile."""
+        """Bring the schema up to date and start pruning. A database that is down now only delays that: requests
+        get 503 meanwhile."""
         try:
             await self.store.migrate()
         except StorageUnavailable as exc:
             logger.error("%s Serving anyway; token requests answer 503 until it is back.", exc)
+        self._pruner = asyncio.get_running_loop().create_task(self._prune_forever(), name="dessert-mcp prune")
+
+    async def prune_once(self) -> int | None:
+        """Prune if no replica has in the last `prune_every_s`; how many rows went, or None if it was not our turn."""
+        if not await self.store.take_lease(PRUNE_LEASE, self.holder, ttl_s=self.prune_every_s):
+            return None
+        deleted = await self.store.prune()
+        logger.info("Pruned %d expired rows from the token database", deleted)
+        return deleted
+
+    async def _prune_forever(self) -> None:
+        # Off every request's path; the lease makes one replica do it per period, whichever wakes first.
+        while True:
+            try:
+                await self.prune_once()
+            except StorageUnavailable as exc:
+                logger.warning("Pruning skipped: %s", exc)
+            except Exception:  # a bug here must not end the schedule, nor reach the server
+                logger.exception("Pruning failed")
+            await asyncio.sleep(self.prune_every_s * random.uniform(0.5, 1.0))
 
     async def probe(self) -> str | None:
         """/readyz: None when the token database answers, else the reason code."""
@@ -124,10 +162,15 @@ class OAuthWiring:
             await self.store.ping()
         except StorageUnavailable as exc:
             logger.warning("Not ready: %s", exc)
-            return "database_unavailable"
+            return exc.reason
         return None
 
     async def aclose(self) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
+            self._pruner = None
         await self.provider.aclose()
 
 

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
@@ -29,7 +29,8 @@ environment variables (the API key is read only from the environment, never from
   DESSERT_API_KEY         Dessert API key, sent as a Bearer token. Without it the server still starts and lists
                           its tools; every call then answers with an error naming this variable.
   DESSERT_API_BASE_URL    API origin (default {DEFAULT_BASE_URL}); plain http only for loopback hosts.
-  DESSERT_MCP_TOOL_NAMES  auto (default), dotted or underscore; same as --tool-names.
+  DESSERT_MCP_TOOL_NAMES  auto (default: underscore names for every client), dotted or underscore; same as
+                          --tool-names.
   DESSERT_TIMEOUT_S       deadline in seconds for one tool call, all attempts and waits included (default 25).
   DESSERT_MAX_ATTEMPTS    attempts per call on connection errors, 408, 409, 429 and 5xx (default 3; 1-10).
   DESSERT_BACKOFF_S       first retry wait in seconds, doubled per attempt, with jitter (default 0.5); a
@@ -61,7 +62,8 @@ A value left as a literal ${{user_config...}} placeholder counts as unset.
 
 HTTP transports (--transport http: streamable HTTP at /mcp; --transport sse: SSE at /sse, messages at /messages/):
   GET /healthz answers while the process is up; GET /readyz calls Dessert and answers 200 only if the key works.
-  GET /metrics: Prometheus metrics (with dessert-mcp[metrics]), behind DESSERT_MCP_AUTH_TOKEN when it is set.
+  GET /metrics: Prometheus metrics (with dessert-mcp[metrics]), behind DESSERT_MCP_AUTH_TOKEN when it is set;
+  with --auth, behind DESSERT_MCP_METRICS_TOKEN (16+ characters), and off without it.
   The Host and Origin headers are always checked (loopback names are allowed); listening on anything other than
   loopback needs --allowed-host and --allowed-origin. Request bodies over 256 KiB get 413.
   example: dessert-mcp --transport http --workers 4 --host 0.0.0.0
@@ -116,7 +118,7 @@ def _common(*, top: bool) -> _Parser:
         "--tool-names",
         choices=TOOL_NAME_STYLES,
         default=default,
-        help="tool name spelling in tools/list: auto (underscore for hosts that reject dots), dotted or underscore",
+        help="tool name spelling in tools/list: auto (underscore, for every client), dotted or underscore",
     )
     common.add_argument(
         "--log-level",
@@ -128,7 +130,8 @@ def _common(*, top: bool) -> _Parser:
     return common
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
+    """The parser, and the options that apply to the HTTP transports only."""
     parser = _Parser(
         prog="dessert-mcp",
         description="MCP server for a Dessert account's credit balance and usage.",
@@ -137,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
         parents=[_common(top=True)],
     )
     parser.add_argument("--version", action="version", version=f"dessert-mcp {__version__}")
-    _add_http_arguments(parser)
+    http_only = _add_http_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="{sandbox,check,demo,config,accounts}", parser_class=_Parser)
     # `sandbox`, `demo` and `config` refuse --sandbox with a sentence wherever it is written, not "unrecognized".
     refuses_sandbox = _Parser(add_help=False)
@@ -161,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("host", choices=list(HOSTS), metavar="HOST", help=f"one of: {', '.join(HOSTS)}")
     config.add_argument("--launch", choices=LAUNCHES, help="how the entry starts the server: path or uvx (see below)")
     add_accounts_parser(sub)
-    return parser
+    return parser, http_only
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -178,9 +181,20 @@ def _main(argv: Sequence[str] | None) -> None:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if any(a.split("=", 1)[0] in _KEY_FLAGS for a in args_list):
         sys.exit("dessert-mcp: error: the API key is read only from the DESSERT_API_KEY environment variable.")
-    args = _parser().parse_args(args_list)
+    parser, http_only = _parser()
+    args = parser.parse_args(args_list)
     if args.command is not None and args.transport != "stdio":
         sys.exit(f"dessert-mcp: error: --transport applies to serving, not to `{args.command}`.")
+    # Given but not applicable is refused, never ignored: one sentence naming what was given.
+    given = [action.option_strings[0] for action in http_only if getattr(args, action.dest) != action.default]
+    verb = "applies" if len(given) == 1 else "apply"
+    if given and args.command is not None:
+        sys.exit(f"dessert-mcp: error: {', '.join(given)} {verb} to serving over HTTP, not to `{args.command}`.")
+    if given and args.transport == "stdio":
+        sys.exit(
+            f"dessert-mcp: error: {', '.join(given)} {verb} to the HTTP transports only: over stdio the server "
+            "serves the one account in DESSERT_API_KEY to the host that launched it."
+        )
     if args.command == "config":
         if args.sandbox:
             sys.exit("dessert-mcp: error: --sandbox does not apply to `config`; host entries use your own key.")
@@ -194,11 +208,6 @@ def _main(argv: Sequence[str] | None) -> None:
         sys.exit(run_accounts(args))
     if args.command in ("sandbox", "demo") and args.sandbox:
         sys.exit(f"dessert-mcp: error: --sandbox does not apply to `{args.command}`, which always uses the sandbox.")
-    if (args.auth or args.public_url) and (args.command is not None or args.transport == "stdio"):
-        sys.exit(
-            "dessert-mcp: error: --auth and --public-url apply to --transport http only: over stdio the server "
-            "serves the one account in DESSERT_API_KEY."
-        )
     log_level = args.log_level
     if args.command == "check" and log_level is None and not os.environ.get("DESSERT_MCP_LOG_LEVEL"):
         log_level = "WARNING"  # the report says what the INFO lines would; keep the terminal to the report
@@ -211,7 +220,7 @@ def _main(argv: Sequence[str] | None) -> None:
     if args.command == "sandbox":
         from dessert_mcp.sandbox import run_sandbox
 
-        with contextlib.suppress(KeyboardInterrupt):
+        with _one_line_errors():
             anyio.run(run_sandbox, args.port)
         return
     if args.command == "demo":
@@ -233,43 +242,64 @@ def _main(argv: Sequence[str] | None) -> None:
     from dessert_mcp.http.serve import serve_http
 
     options = _http_options(args, settings)
-    with _maybe_sandbox(settings, args.sandbox) as served:
+    with _one_line_errors(), _maybe_sandbox(settings, args.sandbox) as served:
         serve_http(served, options)
 
 
-def _add_http_arguments(parser: argparse.ArgumentParser) -> None:
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """A server's own ending: Ctrl+C stops it quietly, and a port it cannot have is one line, not a traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        sys.exit(130)  # 128 + SIGINT, as a shell reports a command it interrupted
+    except ConfigError as exc:
+        sys.exit(f"dessert-mcp: error: {exc}")
+
+
+def _transport(value: str) -> str:
+    return "http" if value == "streamable-http" else value  # the spec's own name for it
+
+
+def _add_http_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     http = parser.add_argument_group("HTTP transports")
     http.add_argument(
         "--transport",
         choices=("stdio", "sse", "http"),
+        type=_transport,
         default="stdio",
-        help="stdio (default), sse (SSE at /sse) or http (streamable HTTP at /mcp)",
+        help="stdio (default), sse (SSE at /sse) or http (streamable HTTP at /mcp; also spelled streamable-http)",
     )
-    http.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    http.add_argument("--port", dest="http_port", type=int, default=8000, help="port to listen on (default 8000)")
-    http.add_argument(
+    http_only: list[argparse.Action] = []
+
+    def add(*flags: str, **kwargs: Any) -> None:
+        http_only.append(http.add_argument(*flags, **kwargs))
+
+    add("--host", dest="http_host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    add("--port", dest="http_port", type=int, default=8000, help="port to listen on (default 8000)")
+    add(
         "--stateful",
         action="store_true",
         help="http only: sessions (Mcp-Session-Id) for handshake-era clients; off by default, so any worker or "
         "replica serves any request and abandoned sessions cost nothing",
     )
-    http.add_argument("--stateless", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old scripts
-    http.add_argument("--workers", type=int, default=1, help="worker processes (default 1; not with --stateful)")
-    http.add_argument(
+    add("--stateless", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old scripts
+    add("--workers", type=int, default=1, help="worker processes (default 1; not with --stateful)")
+    add(
         "--allowed-host",
         action="append",
         default=[],
         metavar="HOST[:PORT]",
         help="a Host header to accept besides loopback names (repeatable; required off loopback)",
     )
-    http.add_argument(
+    add(
         "--allowed-origin",
         action="append",
         default=[],
         metavar="ORIGIN",
         help="a browser Origin to accept besides loopback ones, e.g. https://app.example.com (repeatable)",
     )
-    http.add_argument(
+    add(
         "--trusted-proxy",
         action="append",
         default=[],
@@ -277,21 +307,28 @@ def _add_http_arguments(parser: argparse.ArgumentParser) -> None:
         help="a reverse proxy whose X-Forwarded-For names the client (repeatable; or DESSERT_MCP_TRUSTED_PROXIES); "
         "default none: the address the connection comes from is the client, for every per-address limit",
     )
-    http.add_argument(
+    add(
         "--auth",
         choices=("dessert-key", "oauth"),
         help="http only: each caller uses their own Dessert account, sent as a bearer key (dessert-key) or linked "
         "by signing in through OAuth (oauth, for claude.ai and ChatGPT connectors); see docs/remote.md",
     )
-    http.add_argument(
+    add(
         "--public-url",
         metavar="URL",
         help="--auth oauth: the https origin people add as a connector (or DESSERT_MCP_PUBLIC_URL)",
     )
+    return http_only
 
 
 def _http_options(args: argparse.Namespace, settings: Settings) -> HTTPOptions:
-    from dessert_mcp.http.options import HTTPOptions, oauth_config, read_auth_token, read_trusted_proxies
+    from dessert_mcp.http.options import (
+        METRICS_TOKEN_ENV,
+        HTTPOptions,
+        oauth_config,
+        read_auth_token,
+        read_trusted_proxies,
+    )
 
     try:
         if args.stateful and args.stateless:
@@ -300,7 +337,7 @@ def _http_options(args: argparse.Namespace, settings: Settings) -> HTTPOptions:
             raise ConfigError("--public-url applies to --auth oauth only.")
         options = HTTPOptions(
             transport=args.transport,
-            host=args.host,
+            host=args.http_host,
             port=args.http_port,
             stateful=args.stateful,
             workers=args.workers,
@@ -309,6 +346,7 @@ def _http_options(args: argparse.Namespace, settings: Settings) -> HTTPOptions:
             auth_token=read_auth_token(os.environ),
             auth=args.auth,
             trusted_proxies=read_trusted_proxies(os.environ, tuple(args.trusted_proxy)),
+            metrics_token=read_auth_token(os.environ, METRICS_TOKEN_ENV),
         )
         if options.auth == "oauth":
             # What the command line gets wrong is said first, before the auth settings are read and checked.

@@ -13,9 +13,11 @@ async def check(settings: Settings) -> int:
     out = sys.stdout
     out.write(f"base URL : {settings.base_url}\n")
     if settings.api_key is None:
+        # A key that is set but unusable (a pasted placeholder, a stray space) is not "missing": say which it is.
+        state = "set, but unusable" if settings.api_key_problem else "missing"
         reason = settings.api_key_problem or "DESSERT_API_KEY is not set."
         out.write(
-            f"API key  : missing\nFAILED: {reason}\n"
+            f"API key  : {state}\nFAILED: {reason}\n"
             "The key comes from the environment: `export DESSERT_API_KEY=...` (from your Dessert dashboard), then run\n"
             "`dessert-mcp check` again; `dessert-mcp check --sandbox` tries everything against the built-in sandbox.\n"
         )

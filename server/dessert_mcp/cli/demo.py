@@ -1,8 +1,9 @@
 """`dessert-mcp demo`: the sandbox, the server as a real stdio subprocess, and a real MCP client, end to end.
 
 The server is launched as hosts launch it (underscore tool names), and the output reads as the product would to a
-person: aligned columns within 100 characters, yes/no, dollars with cents, UTC times, sentences for the summary
-and the forecast, one error case, and the JSON an agent receives for one call.
+person: aligned columns within a terminal's 80 characters, yes/no, dollars with cents, UTC times, sentences for
+the summary and the forecast, one error case, and the JSON an agent receives for one call. Usage is asked for as
+the dashboard asks (no arguments), so the two show one forecast over one window: the transactions returned.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from mcp.types import CallToolResult
 from dessert_mcp.cli.hosts import server_command
 from dessert_mcp.sandbox import ThreadedSandbox
 
-WIDTH: Final = 99
+WIDTH: Final = 80
 WRONG_KEY: Final = "dsk_sandbox_not_the_right_key_000000"  # what the sandbox rejects (it is no secret)
 
 
@@ -66,21 +67,30 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def summary_lines(summary: Mapping[str, Any]) -> list[str]:
+def paragraph(label: str, text: str) -> list[str]:
+    """`label` and `text` wrapped within `WIDTH`, continuation lines indented under the text."""
+    return textwrap.wrap(text, WIDTH, initial_indent=f"{label + ':':<10}", subsequent_indent=" " * 10)
+
+
+def summary_lines(summary: Mapping[str, Any], returned: int) -> list[str]:
     counts = ", ".join(plural(n, kind.lower()) for kind, n in summary["count_by_type"].items() if n)
-    lines = [
-        f"summary:  {counts or 'no transactions'}; {summary['credits_spent']} credits spent, "
-        f"{summary['credits_added']} added, {usd(summary['usd_purchased'])} purchased",
-    ]
+    text = (
+        f"{counts or 'no transactions'}; {summary['credits_spent']} credits spent, "
+        f"{summary['credits_added']} added, {usd(summary['usd_purchased'])} purchased"
+    )
     if summary["oldest_at"]:
-        lines.append(f"          from {when(summary['oldest_at'])} to {when(summary['newest_at'])} UTC")
+        text += f"; from {when(summary['oldest_at'])} to {when(summary['newest_at'])} UTC"
+    lines = paragraph("summary", text)
     forecast = summary["forecast"]
     if forecast["days_until_empty"] is None:
-        lines.append(f"forecast: no estimate ({forecast['unavailable_reason']})")
+        lines += paragraph("forecast", f"no estimate ({forecast['unavailable_reason']})")
     else:
-        lines.append(
-            f"forecast: {forecast['burn_rate_credits_per_day']:.1f} credits a day (net); the balance of "
-            f"{forecast['latest_balance']} lasts about {forecast['days_until_empty']:.1f} days, before auto-recharge"
+        # The window is named, as the dashboard names it: the same tool call gives both the same number.
+        lines += paragraph(
+            "forecast",
+            f"over the {plural(returned, 'transaction')} returned, {forecast['burn_rate_credits_per_day']:.1f} "
+            f"credits a day (net); the balance of {forecast['latest_balance']} lasts about "
+            f"{forecast['days_until_empty']:.1f} days, before auto-recharge",
         )
     return lines
 
@@ -127,7 +137,9 @@ def _server(sandbox: ThreadedSandbox, key: str) -> StdioServerParameters:
         "DESSERT_API_KEY": key,
         "DESSERT_API_BASE_URL": sandbox.url,
         "DESSERT_MCP_TOOL_NAMES": "underscore",  # what every host entry asks for
-        "DESSERT_MCP_LOG_LEVEL": os.environ.get("DESSERT_MCP_LOG_LEVEL", "WARNING"),
+        # The wrong-key call is logged as a WARNING on the server's stderr, which is this terminal: keep the
+        # server to errors unless asked, so no log line lands inside the demo's output.
+        "DESSERT_MCP_LOG_LEVEL": os.environ.get("DESSERT_MCP_LOG_LEVEL", "ERROR"),
     }
     return StdioServerParameters(command=command, args=args, env=env)
 
@@ -145,9 +157,9 @@ async def _demo(out: TextIO) -> None:
                 hints = tool.annotations
                 arguments = ", ".join(tool.input_schema.get("properties", {})) or "none"
                 read_only = yes_no(hints and hints.read_only_hint)
-                rows.append([tool.name, tool.title, read_only, yes_no(hints and hints.idempotent_hint), arguments])
+                rows.append([tool.name, tool.title, read_only, arguments])
             out.write("Tools, as hosts show them\n")
-            out.write(table(["name", "title", "read-only", "idempotent", "arguments"], rows) + "\n\n")
+            out.write(table(["name", "title", "read-only", "arguments"], rows) + "\n\n")
 
             names = [t.name for t in listed.tools]
             balance_name = next(n for n in names if n.endswith("get_balance"))
@@ -176,27 +188,31 @@ async def _demo(out: TextIO) -> None:
             ]
             out.write(table(None, balance_rows) + "\n\n")
 
-            usage = _structured(await client.call_tool(usage_name, {"limit": 8}), usage_name)
-            out.write(f"Usage ({usage_name}, limit=8), newest first\n")
+            usage = _structured(await client.call_tool(usage_name, {}), usage_name)
+            returned = usage["recent_transactions"]
+            out.write(f"Usage ({usage_name}), newest first\n")
             transactions = [
                 [
                     when(t["at"]),
-                    t["type"],
                     f"{t['credits_delta']:+d}",
                     t["balance_after"],
-                    usd(t["usd_amount"]),
-                    t["description"],
+                    t["description"] + (f" ({usd(t['usd_amount'])})" if t["usd_amount"] is not None else ""),
                 ]
-                for t in usage["recent_transactions"]
+                for t in returned
             ]
-            headers = ["at (UTC)", "type", "credits", "balance", "USD", "description"]
-            out.write(table(headers, transactions, right={2, 3, 4}) + "\n")
-            note = textwrap.wrap(usage["note"], WIDTH, initial_indent="note:     ", subsequent_indent=" " * 10)
-            out.write("\n".join([*summary_lines(usage["summary"]), *note]) + "\n\n")
+            out.write(table(["at (UTC)", "credits", "balance", "description"], transactions, right={1, 2}) + "\n")
+            lines = [*summary_lines(usage["summary"], len(returned)), *paragraph("note", usage["note"])]
+            out.write("\n".join(lines) + "\n\n")
 
             out.write(
-                f"What an agent receives from {balance_name}: this JSON as structuredContent, and compact in a\n"
-                "text block for clients that read only text\n"
+                "\n".join(
+                    textwrap.wrap(
+                        f"What an agent receives from {balance_name}: this JSON as structuredContent, and compact "
+                        "in a text block for clients that read only text",
+                        WIDTH,
+                    )
+                )
+                + "\n"
             )
             out.write(json.dumps(balance, indent=2) + "\n\n")
 
@@ -204,8 +220,10 @@ async def _demo(out: TextIO) -> None:
             wrong = await client.call_tool(balance_name, {})
         if not wrong.is_error:
             raise DemoFailed(f"{balance_name} with a wrong key did not fail")
-        out.write(
-            f"With a wrong key, {balance_name} answers a tool error (isError: true): one sentence to act on,\n"
-            "then a code to match on\n"
+        said = (
+            f"With a wrong key, {balance_name} answers a tool error (isError: true): one sentence to act on, "
+            "then a code to match on"
         )
-        out.write("".join(f"  {line}\n" for line in _text(wrong).splitlines()))
+        out.write("\n".join(textwrap.wrap(said, WIDTH)) + "\n")
+        for line in _text(wrong).splitlines():
+            out.write("\n".join(textwrap.wrap(line, WIDTH, initial_indent="  ", subsequent_indent="  ")) + "\n")

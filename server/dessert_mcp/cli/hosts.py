@@ -23,7 +23,8 @@ LAUNCHES: Final[tuple[Launch, ...]] = get_args(Launch)
 KEY_VARIABLE: Final = "DESSERT_API_KEY"
 KEY_PLACEHOLDER: Final = "<your Dessert API key>"
 VSCODE_KEY_INPUT: Final = "dessert-api-key"
-# Every host below forwards tool names to a model API that rejects dots; saying so beats relying on `auto`.
+# Most hosts below reject dotted tool names (Claude Code 2.1 no longer does); `auto` lists underscores anyway, and
+# saying so in the entry keeps it that way whatever the default becomes.
 STRICT_NAMES: Final = {"DESSERT_MCP_TOOL_NAMES": "underscore"}
 
 HOSTS: Final = {

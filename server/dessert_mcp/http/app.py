@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dessert_mcp.auth.config import MCP_PATH
 from dessert_mcp.client import DessertAPIError
 from dessert_mcp.config import Secret, Settings
-from dessert_mcp.http.options import AUTH_TOKEN_ENV, HTTPOptions, parse_host, parse_origin
+from dessert_mcp.http.options import AUTH_TOKEN_ENV, METRICS_TOKEN_ENV, HTTPOptions, parse_host, parse_origin
 from dessert_mcp.observe import metrics_installed
 from dessert_mcp.service import DessertService
 from dessert_mcp.singleflight import SingleFlight
@@ -68,6 +68,15 @@ def transport_security(options: HTTPOptions) -> TransportSecuritySettings:
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
+def bearer_matches(scope: Scope, token: bytes) -> bool:
+    """The request carries `Authorization: Bearer <token>`, compared in constant time."""
+    header = next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1")
+    scheme, _, credentials = header.partition(" ")
+    # Compare even when the scheme is wrong, so the answer takes the same time either way.
+    matches = hmac.compare_digest(credentials.strip().encode("latin-1", "replace"), token)
+    return scheme.lower() == "bearer" and matches
+
+
 class TokenGuard:
     """ASGI middleware: every request except the health checks carries `Authorization: Bearer <token>`."""
 
@@ -77,11 +86,7 @@ class TokenGuard:
 
     def _authorized(self, scope: Scope) -> bool:
         assert self._token is not None
-        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1")
-        scheme, _, credentials = header.partition(" ")
-        # Compare even when the scheme is wrong, so the answer takes the same time either way.
-        matches = hmac.compare_digest(credentials.strip().encode("latin-1", "replace"), self._token)
-        return scheme.lower() == "bearer" and matches
+        return bearer_matches(scope, self._token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in HEALTH_PATHS:
@@ -116,6 +121,22 @@ BROWSER_HINT: Final = (
     "give this URL to an MCP host or client as a streamable HTTP server.\n"
 )
 _MCP_HEADERS: Final = frozenset({b"mcp-session-id", b"mcp-protocol-version", b"last-event-id"})
+NO_STREAM: Final = (
+    "This stateless MCP endpoint has no server-to-client event stream: send MCP requests with POST (the streams "
+    "come with --stateful).\n"
+)
+
+
+def _has_no_stream(scope: Scope, *, stateful: bool, caller_auth: bool) -> bool:
+    """A GET for the server-to-client stream of a stateless endpoint, where nothing could ever be sent on it.
+
+    The spec lets a server without that stream answer 405; held open, it only made every client keep an idle
+    connection, and probes that wait for an answer (Codex's login check) wait out their own timeout. With caller
+    auth, a GET without credentials still goes to the SDK: its 401 is how clients learn that they must sign in.
+    """
+    if stateful or scope["method"] != "GET":
+        return False
+    return not caller_auth or any(name == b"authorization" for name, _ in scope["headers"])
 
 
 def _is_browser(scope: Scope) -> bool:
@@ -222,6 +243,10 @@ def build_app(
         mcp_app = server.streamable_http_app(
             streamable_http_path=MCP_PATH,
             stateless_http=not options.stateful,
+            # Stateless requests have no server-to-client stream to keep and the tools send nothing before their
+            # result, so each answer is one JSON body rather than an SSE stream per POST. The SDK still streams what
+            # must stream (2026-07-28 `subscriptions/listen`); --stateful keeps its streams.
+            json_response=not options.stateful,
             max_request_body_size=MAX_BODY_BYTES,
             session_idle_timeout=STATEFUL_IDLE_TIMEOUT_S,
             max_sessions=STATEFUL_MAX_SESSIONS,
@@ -248,8 +273,19 @@ def build_app(
         status, body = await readiness.run("ready", ready)
         return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
+    metrics_token = options.metrics_token.get().encode() if options.metrics_token is not None else None
+
     async def metrics_page(request: Request) -> Response:
-        # Behind the token guard like everything but the probes: the figures describe the server's traffic.
+        # Behind the token guard like everything but the probes: the figures describe the server's traffic. With
+        # --auth there is no server token (every caller brings their own), so the scraper has a token of its own.
+        if options.auth is not None and metrics_token is None:
+            return PlainTextResponse(f"With --auth, /metrics needs {METRICS_TOKEN_ENV}.\n", status_code=403)
+        if metrics_token is not None and not bearer_matches(request.scope, metrics_token):
+            return PlainTextResponse(
+                f"Send Authorization: Bearer <{METRICS_TOKEN_ENV}>.\n",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="dessert-mcp metrics"'},
+            )
         if metrics is None:
             return PlainTextResponse("Metrics are off: install dessert-mcp[metrics].\n", status_code=404)
         return Response(metrics.render(), headers={"Content-Type": metrics.content_type, "Cache-Control": "no-store"})
@@ -284,6 +320,8 @@ def build_app(
     if options.transport != "http":
         return TokenGuard(host, options.auth_token)
     hint = PlainTextResponse(BROWSER_HINT, headers={"Cache-Control": "no-store"})
+    no_stream = PlainTextResponse(NO_STREAM, status_code=405, headers={"Allow": "POST", "Cache-Control": "no-store"})
+    no_stream_for = partial(_has_no_stream, stateful=options.stateful, caller_auth=auth is not None)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         # Calls to the MCP endpoint skip the host app's error and routing layers: the SDK's app has its own.
@@ -291,6 +329,8 @@ def build_app(
             await host(scope, receive, send)
         elif _is_browser(scope):  # one line instead of an endless event stream
             await hint(scope, receive, send)
+        elif no_stream_for(scope):
+            await no_stream(scope, receive, send)
         else:
             await mcp_app(scope, receive, send)
 

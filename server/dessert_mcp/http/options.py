@@ -22,6 +22,7 @@ REMOTE_EXTRA: Final = ("sqlalchemy", "aiosqlite", "asyncpg", "cryptography")
 DEFAULT_PORT: Final = 8000
 MIN_TOKEN_CHARS: Final = 16
 AUTH_TOKEN_ENV: Final = "DESSERT_MCP_AUTH_TOKEN"
+METRICS_TOKEN_ENV: Final = "DESSERT_MCP_METRICS_TOKEN"
 _TOKEN_HINT: Final = "`python -c 'import secrets; print(secrets.token_urlsafe())'`"
 
 
@@ -44,6 +45,8 @@ class HTTPOptions:
     auth: AuthMode | None = None
     # --auth oauth: the public URL, the encryption keys and the database (see `oauth_config`).
     oauth: OAuthConfig | None = field(default=None, repr=False)
+    # --auth: the scraper's bearer token for /metrics (DESSERT_MCP_METRICS_TOKEN); without it /metrics is off.
+    metrics_token: Secret | None = field(default=None, repr=False)
     # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or networks). None by default: any
     # process that can reach the port could otherwise name any client address and reset per-address throttles.
     trusted_proxies: tuple[str, ...] = ()
@@ -73,6 +76,10 @@ class HTTPOptions:
             parse_proxy(proxy)
         if self.auth is not None:
             self.check_auth(settings)
+        elif self.metrics_token is not None:
+            raise ConfigError(
+                f"{METRICS_TOKEN_ENV} applies to --auth only; without --auth /metrics is behind {AUTH_TOKEN_ENV}."
+            )
         if self.auth == "oauth" and self.oauth is None:
             raise ConfigError("--auth oauth needs --public-url (or DESSERT_MCP_PUBLIC_URL): the origin users add.")
         if self.auth != "oauth" and self.oauth is not None:
@@ -131,15 +138,14 @@ def same_secret(a: Secret, b: Secret) -> bool:
     return hmac.compare_digest(a.get().encode(), b.get().encode())
 
 
-def read_auth_token(environ: Mapping[str, str]) -> Secret | None:
-    """DESSERT_MCP_AUTH_TOKEN, the bearer token HTTP clients must send; None when unset."""
-    value = env_value(environ, AUTH_TOKEN_ENV)
+def read_auth_token(environ: Mapping[str, str], name: str = AUTH_TOKEN_ENV) -> Secret | None:
+    """DESSERT_MCP_AUTH_TOKEN (or the bearer token variable `name`), which HTTP clients must send; None when unset."""
+    value = env_value(environ, name)
     if value is None:
         return None
     if not PRINTABLE_TOKEN.match(value) or len(value) < MIN_TOKEN_CHARS:
         raise ConfigError(
-            f"{AUTH_TOKEN_ENV} must be at least {MIN_TOKEN_CHARS} printable characters without spaces "
-            f"(e.g. {_TOKEN_HINT})."
+            f"{name} must be at least {MIN_TOKEN_CHARS} printable characters without spaces (e.g. {_TOKEN_HINT})."
         )
     return Secret(value)
 

@@ -13,6 +13,7 @@ import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
+import resource
 import signal
 import socket
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from dessert_mcp.auth.config import MCP_PATH
-from dessert_mcp.config import Settings
+from dessert_mcp.config import Settings, cannot_listen
 from dessert_mcp.http.options import HTTPOptions
 from dessert_mcp.observe import metrics_installed
 from dessert_mcp.redact import configure_logging_for
@@ -32,16 +33,24 @@ logger = logging.getLogger("dessert_mcp")
 
 # Open SSE streams would otherwise hold shutdown forever.
 GRACEFUL_SHUTDOWN_S = 5
+# Connections the kernel holds for a worker that has not accepted them yet (start-up included).
+BACKLOG = 2048
+# Where the open-files limit goes when the hard limit is unlimited (the kernel refuses "unlimited" as a soft limit).
+_OPEN_FILES_CEILING = 1 << 20
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    """A TCP socket bound to (host, port); listening unless it only holds the port for reuse-port workers."""
+    """A TCP socket bound to (host, port), not yet listening; a port that cannot be had is a `ConfigError`."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host.strip("[]"), port))
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise cannot_listen(host, port, exc) from None
     return sock
 
 
@@ -51,10 +60,30 @@ def forwarded_headers(trusted_proxies: tuple[str, ...]) -> dict[str, Any]:
     return {"proxy_headers": bool(trusted_proxies), "forwarded_allow_ips": list(trusted_proxies) or ""}
 
 
+def raise_open_files_limit() -> int:
+    """Lift this process's soft limit on open files to its hard limit; returns the limit now in force.
+
+    Every connection holds a file descriptor, idle ones included (uvicorn has no timeout for a connection that
+    never sends a request), and the usual soft default of 1024 let a thousand idle connections lock every other
+    client out: accept() failed with EMFILE, /healthz included, and each failure was logged. The hard limit
+    (typically 524288 under systemd, 1048576 in containers) is what the operator allows; it is ours to use.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = _OPEN_FILES_CEILING if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):  # a ceiling above the kernel's nr_open: keep what we have
+            return soft
+        return target
+    return soft
+
+
 def serve_app(app: ASGIApp, sock: socket.socket, *, log_level: str, trusted_proxies: tuple[str, ...] = ()) -> None:
     """Serve an ASGI app on `sock` with uvicorn until told to stop, its start-up heap frozen first."""
     import uvicorn
 
+    raise_open_files_limit()
     gc.freeze()  # the start-up heap lives as long as the process: keep full collections from walking it
     config = uvicorn.Config(
         app,
@@ -65,7 +94,7 @@ def serve_app(app: ASGIApp, sock: socket.socket, *, log_level: str, trusted_prox
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         **forwarded_headers(trusted_proxies),
     )
-    sock.listen(2048)
+    sock.listen(BACKLOG)
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -80,7 +109,7 @@ def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> Non
 
         app = build_app(settings, options)
         # After build_app: building the server sets up the SDK's own logging.
-        configure_logging_for(settings, options.auth_token)
+        configure_logging_for(settings, options.auth_token, options.metrics_token)
         configure_tracing()  # in each worker: a tracer provider's export thread does not cross processes
         gc.freeze()
     finally:
@@ -90,8 +119,12 @@ def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> Non
 
 def serve_http(settings: Settings, options: HTTPOptions) -> None:
     """Serve until interrupted: in this process, or as `options.workers` worker processes."""
-    configure_logging_for(settings, options.auth_token)
-    where = f"http://{options.host}:{options.port}{MCP_PATH if options.transport == 'http' else '/sse'}"
+    configure_logging_for(settings, options.auth_token, options.metrics_token)
+    # Bound before "Serving" is said: a port already taken is one line, and the line names the port in use.
+    sock = listening_socket(options.host, options.port, reuse_port=options.workers > 1)
+    if options.workers == 1:
+        sock.listen(BACKLOG)  # from "Serving" on, a connection waits in the backlog for start-up, never refused
+    where = f"http://{options.host}:{sock.getsockname()[1]}{MCP_PATH if options.transport == 'http' else '/sse'}"
     kind = "streamable HTTP" if options.transport == "http" else "SSE"
     plural = "" if options.workers == 1 else "s"
     token = "; bearer token required" if options.auth_token else ""
@@ -102,19 +135,20 @@ def serve_http(settings: Settings, options: HTTPOptions) -> None:
         logger.info("Connector URL for claude.ai and ChatGPT: %s", options.oauth.resource)
     if options.auth is None and (warning := settings.missing_key_warning()) is not None:
         logger.warning(warning)
-    serve_workers(_serve, (settings, options), options.host, options.port, workers=options.workers)
+    serve_workers(_serve, (settings, options), sock, workers=options.workers)
 
 
-def serve_workers(target: Callable[..., None], args: tuple[Any, ...], host: str, port: int, *, workers: int) -> None:
-    """Run `target(*args, sock)` on a socket bound to (host, port): in this process for one worker, or in
-    `workers` spawned processes, each with its own `SO_REUSEPORT` socket on that port. `target` and `args` must
-    pickle (a module-level function)."""
+def serve_workers(target: Callable[..., None], args: tuple[Any, ...], sock: socket.socket, *, workers: int) -> None:
+    """Run `target(*args, sock)` on `sock` (from `listening_socket`, with `reuse_port` when `workers` > 1): in
+    this process for one worker, or in `workers` spawned processes, each with its own `SO_REUSEPORT` socket on
+    that port. `target` and `args` must pickle (a module-level function)."""
     if workers == 1:
-        target(*args, listening_socket(host, port, reuse_port=False))
+        target(*args, sock)
         return
-    # This socket holds the port (and picks it, for port 0) without listening, so it takes no connections.
-    with listening_socket(host, port, reuse_port=True) as holder:
-        _supervise(target, args, host, holder.getsockname()[1], workers)
+    # `sock` holds the port (picked already, for port 0) without listening, so it takes no connections.
+    with sock:
+        host, port = sock.getsockname()[:2]
+        _supervise(target, args, host, port, workers)
 
 
 def _worker(target: Callable[..., None], args: tuple[Any, ...], host: str, port: int) -> None:

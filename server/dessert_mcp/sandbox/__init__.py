@@ -19,6 +19,7 @@ from typing import Any, Final, Self
 
 from anyio.from_thread import start_blocking_portal
 
+from dessert_mcp.config import cannot_listen
 from dessert_mcp.models import BALANCE_PATH, USAGE_FEED_SIZE, USAGE_PATH
 
 SANDBOX_KEY: Final = "dsk_sandbox_4f1c2e9a7b3d45e8a0c6b2f1d9e7a5c3"
@@ -106,9 +107,12 @@ class Sandbox:
         return f"http://{self.host}:{self._server.sockets[0].getsockname()[1]}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve_connection, self.host, self._port, limit=_MAX_HEADER_BYTES, reuse_address=True
-        )
+        try:
+            self._server = await asyncio.start_server(
+                self._serve_connection, self.host, self._port, limit=_MAX_HEADER_BYTES, reuse_address=True
+            )
+        except OSError as exc:
+            raise cannot_listen(self.host, self._port, exc) from None
 
     async def stop(self) -> None:
         if self._server is None:
