@@ -68,7 +68,8 @@ async def test_the_tools_use_the_callers_key_for_that_request(
 async def test_a_rejected_caller_key_is_called_the_callers_bearer_key_not_a_variable_this_mode_forbids(
     server: Running,
 ) -> None:
-    refused = await call_tool(server.mcp_url, OTHER_KEY)
+    # A key of its own: one Dessert refused earlier in this module is refused at the door now, without a tool call.
+    refused = await call_tool(server.mcp_url, "dsk_live_REFUSED_00112233445566778899")
     assert refused.is_error
     sentence = refused.content[0].text.splitlines()[0]
     assert "DESSERT_API_KEY" not in sentence
