@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Final
+from collections.abc import AsyncIterator
+from typing import Any, Final, Protocol, cast
 
+import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
+from mcp.server.mcpserver import MCPServer
+from mcp.server.stdio import stdio_server
 
 from dessert_mcp.config import ToolNameStyle
 from dessert_mcp.models import compact_schema
@@ -73,3 +77,29 @@ def list_names_for_client(style: ToolNameStyle) -> ServerMiddleware[Any]:
         return {**result, "tools": listed}
 
     return middleware
+
+
+class StdioIn(Protocol):
+    """What `stdio_server` does with its `stdin`: iterates it for lines."""
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+
+class StdioOut(Protocol):
+    """What `stdio_server` does with its `stdout`: writes each message as one line, then flushes."""
+
+    async def write(self, line: str, /) -> int: ...
+    async def flush(self) -> None: ...
+
+
+async def run_stdio(server: MCPServer[Any], stdin: StdioIn, stdout: StdioOut) -> None:
+    """`server.run_stdio_async()`, on the given streams instead of the process's own.
+
+    `stdio_server(stdin, stdout)` takes the streams it reads and writes (documented, typed as anyio files, of which it
+    only iterates the lines and awaits `write` and `flush`); `MCPServer.run_stdio_async` takes none, and runs its
+    low-level server on them, which MCPServer keeps private (no public accessor yet).
+    """
+    lowlevel = server._lowlevel_server
+    streams = cast("anyio.AsyncFile[str]", stdin), cast("anyio.AsyncFile[str]", stdout)
+    async with stdio_server(*streams) as (read_stream, write_stream):
+        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
