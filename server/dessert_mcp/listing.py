@@ -1,11 +1,14 @@
-"""What `tools/list` shows each client: one spelling of each tool name, and closed argument objects.
+"""What `tools/list` shows each client (one spelling of each tool name, closed argument objects), and the server
+run on stdio streams of our own.
 
 This is the one place dessert-mcp builds on something the SDK does not offer publicly. The SDK has no per-client
 tool listing and no way to declare a tool's arguments closed (`additionalProperties: false`), so a middleware
-(a provisional API: "observe and refuse") trims the finished `tools/list` result. Everything else stands on
-documented API. `tests/test_listing.py` fails, naming this module, if the SDK changes what this relies on: the
-middleware signature, `ctx.method`, `ctx.request_id`, `ctx.session.client_params`, and the result handed back as a
-wire-form dict.
+(a provisional API: "observe and refuse") trims the finished `tools/list` result. And `MCPServer` serves stdio only on
+the process's own streams, so `run_stdio` hands `stdio_server` ours (see dessert_mcp.stdio) and runs MCPServer's
+private low-level server on them. Everything else stands on documented API. `tests/test_listing.py` fails, naming
+this module, if the SDK changes what this relies on: the middleware signature, `ctx.method`, `ctx.request_id`,
+`ctx.session.client_params`, the result handed back as a wire-form dict, `MCPServer._lowlevel_server`, and
+`stdio_server` only iterating its stdin and awaiting its stdout's `write` and `flush`.
 """
 
 from __future__ import annotations
