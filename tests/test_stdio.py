@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -472,6 +473,45 @@ def test_a_write_to_a_reader_that_went_away_is_dropped_and_still_counts_as_answe
     finally:
         os.close(write)
     assert not pending
+
+
+async def test_a_client_slow_to_read_never_stalls_the_server() -> None:
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    filled = 0
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            filled += os.write(write, b"x" * 4096)
+    os.set_blocking(write, True)
+    stdout, written = _Stdout(write, _Pending()), anyio.Event()
+    line = _answer({"id": 1, "result": {}})
+
+    async def answer() -> None:
+        await stdout.write(line)
+        written.set()
+
+    try:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(answer)
+                await anyio.wait_all_tasks_blocked()  # the event loop runs on while the answer waits for room
+                assert not written.is_set()
+                while filled:
+                    filled -= len(os.read(read, min(filled, 65536)))
+                await written.wait()
+        assert os.read(read, 65536) == line.encode()
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+async def test_answers_of_any_length_reach_a_file_whole(tmp_path: Path) -> None:
+    lines = [_answer({"id": 1, "result": {"text": "é" * 10_000}}), _answer({"id": 2, "result": {}})]
+    with (tmp_path / "out").open("wb") as out:
+        stdout = _Stdout(out.fileno(), _Pending())
+        for line in lines:
+            await stdout.write(line)
+    assert (tmp_path / "out").read_text() == "".join(lines)
 
 
 def _read_all(fd: int) -> list[str]:

@@ -21,7 +21,9 @@ import json
 import logging
 import os
 import re
+import select
 import signal
+import stat
 import sys
 import threading
 from collections import Counter, deque
@@ -247,17 +249,28 @@ class _Stdin:
 class _Stdout:
     """The server's output as the SDK's stdio transport writes it: each message, one line, noted once written.
 
-    The write runs in a worker thread, so a client slow to read never stalls the event loop (and its reading of stdin).
+    A line that fits a pipe's atomic write, to a pipe or socket with room for it, is written on the event loop; any
+    other write runs in a worker thread, so a client slow to read never stalls the loop (and its reading of stdin).
     """
 
     def __init__(self, fd: int, pending: _Pending) -> None:
         self._fd = fd
         self._pending = pending
         self._open = True
+        mode = os.fstat(fd).st_mode
+        self._room: select.poll | None = None
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            self._room = select.poll()
+            self._room.register(fd, select.POLLOUT)
 
     async def write(self, line: str) -> int:
-        if self._open:
-            self._open = await anyio.to_thread.run_sync(_write_all, self._fd, line.encode())
+        data = line.encode()
+        if not self._open:
+            pass
+        elif len(data) <= select.PIPE_BUF and self._room is not None and self._room.poll(0):
+            self._open = _write_all(self._fd, data)  # room for it, or the reader is gone: either way it cannot block
+        else:
+            self._open = await anyio.to_thread.run_sync(_write_all, self._fd, data)
         self._pending.note_answer(line)  # written, or never will be: either way not to wait for
         return len(line)
 
