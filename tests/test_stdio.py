@@ -483,24 +483,34 @@ async def test_a_client_slow_to_read_never_stalls_the_server() -> None:
         while True:
             filled += os.write(write, b"x" * 4096)
     os.set_blocking(write, True)
-    stdout, written = _Stdout(write, _Pending()), anyio.Event()
+    stdout, written, checked = _Stdout(write, _Pending()), anyio.Event(), threading.Event()
     line = _answer({"id": 1, "result": {}})
+
+    def client_reads() -> None:
+        checked.wait(timeout=60)  # the bound lets a loop stalled by the write go on, to fail below, not hang
+        left = filled
+        while left:
+            left -= len(os.read(read, min(left, 65536)))
 
     async def answer() -> None:
         await stdout.write(line)
         written.set()
 
+    client = threading.Thread(target=client_reads, daemon=True)
+    client.start()
     try:
-        with anyio.fail_after(30):
+        with anyio.fail_after(120):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(answer)
-                await anyio.wait_all_tasks_blocked()  # the event loop runs on while the answer waits for room
-                assert not written.is_set()
-                while filled:
-                    filled -= len(os.read(read, min(filled, 65536)))
+                await anyio.wait_all_tasks_blocked()
+                answered_before_the_client_read = written.is_set()
+                checked.set()
                 await written.wait()
+        assert not answered_before_the_client_read  # the event loop ran on while the answer waited for room
+        client.join(timeout=60)
         assert os.read(read, 65536) == line.encode()
     finally:
+        checked.set()
         os.close(read)
         os.close(write)
 
