@@ -13,6 +13,7 @@ import gc
 import json
 import logging
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -128,6 +129,12 @@ def _spawn_to_tools_list(argv: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
+def _child_cpu() -> float:
+    """CPU seconds used so far by the children this process has waited for."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def bench_cold_start(url: str, runs: int) -> None:
     print("1. cold start (spawn -> initialize + tools/list over stdio)", flush=True)
     env = server_env(url)
@@ -135,13 +142,18 @@ def bench_cold_start(url: str, runs: int) -> None:
     hello_argv = [PY, str(HERE / "hello_server.py")]
     _spawn_to_tools_list(ours_argv, env)  # warm the OS page cache for both
     _spawn_to_tools_list(hello_argv, env)
-    ours, hello = [], []
+    ours: list[float] = []
+    hello: list[float] = []
+    cpu: tuple[list[float], list[float]] = ([], [])  # each run's CPU, spawn to exit: less swayed by the machine's load
     for _ in range(runs):
-        ours.append(_spawn_to_tools_list(ours_argv, env))
-        hello.append(_spawn_to_tools_list(hello_argv, env))
+        for argv, times, used in ((ours_argv, ours, cpu[0]), (hello_argv, hello, cpu[1])):
+            before = _child_cpu()
+            times.append(_spawn_to_tools_list(argv, env))
+            used.append(_child_cpu() - before)
     a, b = statistics.median(ours), statistics.median(hello)
     spread = (
-        f"(ours {min(ours) * 1e3:.0f}-{max(ours) * 1e3:.0f} ms, hello {min(hello) * 1e3:.0f}-{max(hello) * 1e3:.0f})"
+        f"(ours {min(ours) * 1e3:.0f}-{max(ours) * 1e3:.0f} ms, hello {min(hello) * 1e3:.0f}-{max(hello) * 1e3:.0f}; "
+        f"CPU spawn to exit {statistics.median(cpu[0]) * 1e3:.0f} vs {statistics.median(cpu[1]) * 1e3:.0f} ms)"
     )
     row(
         f"cold start, median of {runs} {spread}",
@@ -603,19 +615,35 @@ def _ratio_row(name: str, ratios: list[float], measured: str, baseline: str, tar
 
 async def _stdio_latencies(url: str, rounds: int, calls: int) -> None:
     async with AsyncExitStack() as stack:
-        ours = await stack.enter_async_context(Client(ours_stdio_params(url)))
-        floor = await stack.enter_async_context(Client(floor_stdio_params(url)))
+        pids: list[int] = []
 
-        def caller(client: Client, name: str) -> Callable[[], Awaitable[Any]]:
+        async def connect(params: StdioServerParameters) -> Client:
+            before = {int(p) for p in os.listdir("/proc") if p.isdigit()}
+            client = await stack.enter_async_context(Client(params))
+            pids.append(_new_children(before)[0])
+            return client
+
+        ours, floor = await connect(ours_stdio_params(url)), await connect(floor_stdio_params(url))
+
+        made = [0, 0]
+
+        def caller(client: Client, name: str, side: int) -> Callable[[], Awaitable[Any]]:
             async def call() -> None:
                 result = await client.call_tool(name, {})
                 assert not result.is_error, result
+                made[side] += 1
 
             return call
 
         per_round: list[tuple[list[float], list[float]]] = []
+        ticks = [_ticks(pid) for pid in pids]
         for _ in range(rounds):
-            per_round.append(await _interleaved(caller(ours, "dessert.get_balance"), caller(floor, "plain"), calls))
+            sides = caller(ours, "dessert.get_balance", 0), caller(floor, "plain", 1)
+            per_round.append(await _interleaved(*sides, calls))
+        cpu_ms = [
+            1e3 * (_ticks(pid) - before) / os.sysconf("SC_CLK_TCK") / n
+            for pid, before, n in zip(pids, ticks, made, strict=True)
+        ]
     for label, p in (("p50", 0.5), ("p99", 0.99)):
         mine = [pct(a, p) for a, _ in per_round]
         theirs = [pct(b, p) for _, b in per_round]
@@ -627,6 +655,14 @@ async def _stdio_latencies(url: str, rounds: int, calls: int) -> None:
             1.0,
             most=True,
         )
+    row(
+        "  stdio get_balance, server CPU per call (less swayed by the machine's load than latency)",
+        f"{cpu_ms[0]:.3f} ms",
+        f"bare MCPServer over stdio {cpu_ms[1]:.3f} ms",
+        f"{cpu_ms[0] / cpu_ms[1]:.3f}x",
+        "report",
+        None,
+    )
 
 
 class RawStdio:

@@ -265,12 +265,11 @@ class _Stdout:
 
     async def write(self, line: str) -> int:
         data = line.encode()
-        if not self._open:
-            pass
-        elif len(data) <= select.PIPE_BUF and self._room is not None and self._room.poll(0):
-            self._open = _write_all(self._fd, data)  # room for it, or the reader is gone: either way it cannot block
-        else:
-            self._open = await anyio.to_thread.run_sync(_write_all, self._fd, data)
+        if self._open:
+            if len(data) <= select.PIPE_BUF and self._room is not None and self._room.poll(0):
+                self._open = _write_all(self._fd, data)  # room for it, or the reader is gone: cannot block
+            else:
+                self._open = await anyio.to_thread.run_sync(_write_all, self._fd, data)
         self._pending.note_answer(line)  # written, or never will be: either way not to wait for
         return len(line)
 
