@@ -6,16 +6,21 @@ seeing four tools, dotted names or open argument objects.
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client, MCPError
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.types import INVALID_PARAMS
+from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
 from dessert_mcp.config import Settings
-from dessert_mcp.listing import TOOL_NAMES, tool_names_for
+from dessert_mcp.listing import TOOL_NAMES, run_stdio, tool_names_for
+from dessert_mcp.stdio import _Pending, _Stdin, _Stdout
 from dessert_mcp.tools import build_server
 from tests.support.api import FakeDessertAPI
 
@@ -92,3 +97,41 @@ async def test_the_sdk_still_answers_an_unknown_prompt_with_its_compatibility_co
         with pytest.raises(MCPError) as caught:
             await client.get_prompt("missing")
     assert caught.value.error.code != INVALID_PARAMS
+
+
+async def test_the_sdk_still_runs_an_mcpserver_on_stdio_streams_handed_to_it() -> None:
+    server: MCPServer[Any] = MCPServer("probe")
+
+    @server.tool(name="probe.tool")
+    async def probe() -> str:
+        return "ok"
+
+    assert hasattr(server, "_lowlevel_server"), CHANGED + "MCPServer has no _lowlevel_server to run on given streams"
+    requests = [
+        {
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": LATEST_HANDSHAKE_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        },
+        {"method": "notifications/initialized"},
+        {"id": 2, "method": "tools/call", "params": {"name": "probe.tool", "arguments": {}}},
+    ]
+    read_in, write_in = os.pipe()
+    read_out, write_out = os.pipe()
+    os.write(write_in, b"".join(json.dumps({"jsonrpc": "2.0", **r}).encode() + b"\n" for r in requests))
+    os.close(write_in)
+    pending = _Pending()
+    try:
+        with anyio.fail_after(30):
+            await run_stdio(server, _Stdin(read_in, pending, drain_timeout_s=30), _Stdout(write_out, pending))
+        os.close(write_out)
+        answers = [json.loads(line) for line in os.read(read_out, 1 << 16).splitlines()]
+    finally:
+        os.close(read_in)
+        os.close(read_out)
+    assert [a.get("id") for a in answers] == [1, 2], CHANGED + f"run on given streams, it answered {answers}"
+    assert answers[1]["result"]["content"][0]["text"] == "ok", CHANGED + "the tool's answer did not come back"

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import os
 import pty
+import subprocess
 import sys
 import threading
 import tty
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import anyio
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
-from mcp.types import Implementation, TextContent
+from mcp.types import ErrorData, Implementation, JSONRPCError, JSONRPCResponse, TextContent
 
-from dessert_mcp.stdio import _lines, _Pending
+from dessert_mcp.stdio import _ANSWER, _Pending, _Stdin, _Stdout
 from tests.support import STARTUP_TIMEOUT_S
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.faults import ThreadedFaultySandbox
@@ -248,6 +253,31 @@ async def test_requests_the_sdk_never_answers_do_not_keep_the_server_alive_after
     assert all(json.loads(line)["id"] == 1 for line in server.stdout_lines)
 
 
+def test_calls_in_a_file_on_stdin_are_all_answered(canary_sandbox: ThreadedFaultySandbox, tmp_path: Path) -> None:
+    # A regular file cannot be watched by the event loop (epoll refuses it), and reading it never blocks.
+    init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    script = tmp_path / "calls.jsonl"
+    script.write_bytes(
+        _line({"id": 1, "method": "initialize", "params": init})
+        + _line({"method": "notifications/initialized"})
+        + b"".join(
+            _line({"id": i, "method": "tools/call", "params": {"name": "dessert.get_balance", "arguments": {}}})
+            for i in range(2, 12)
+        )
+    )
+    with script.open("rb") as stdin:
+        done = subprocess.run(SERVER, stdin=stdin, capture_output=True, env=_env(canary_sandbox), timeout=60)
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [a["id"] for a in answers if "result" in a] == list(range(1, 12)), done.stderr.decode()[-2000:]
+    assert done.returncode == 0
+
+
+def test_with_nothing_on_stdin_the_server_exits_at_once(canary_sandbox: ThreadedFaultySandbox) -> None:
+    done = subprocess.run(SERVER, stdin=subprocess.DEVNULL, capture_output=True, env=_env(canary_sandbox), timeout=60)
+    assert done.stdout == b""
+    assert done.returncode == 0
+
+
 async def _until(condition: Callable[[], bool]) -> None:
     """Poll state in another thread (the sandbox) until it holds; callers bound it with a timeout."""
     while True:
@@ -274,59 +304,246 @@ def _line(message: dict[str, Any]) -> bytes:
     return json.dumps({"jsonrpc": "2.0", **message}).encode() + b"\n"
 
 
+def _deliver(pending: _Pending, data: bytes) -> list[str]:
+    """`data` as the client's whole input, read by the server's stdin stream: the lines it hands the SDK."""
+    read, write = os.pipe()
+    os.write(write, data)
+    os.close(write)
+
+    async def read_all() -> list[str]:
+        return [line async for line in _Stdin(read, pending, drain_timeout_s=0)]
+
+    try:
+        return anyio.run(read_all)
+    finally:
+        os.close(read)
+
+
+def _answer(message: dict[str, Any]) -> str:
+    return _line(message).decode()
+
+
 def test_after_eof_the_relay_waits_for_each_call_until_answered_or_cancelled_and_never_for_a_listen_stream() -> None:
     pending = _Pending()
-    pending.note(_line({"id": 1, "method": "tools/call", "params": {}}), request=True)
-    pending.note(_line({"id": "two", "method": "tools/call", "params": {}}), request=True)
-    pending.note(_line({"id": "listen", "method": "subscriptions/listen", "params": {}}), request=True)
-    pending.note(_line({"method": "notifications/initialized"}), request=True)
-    assert not pending.wait_empty(0)
+    _deliver(
+        pending,
+        _line({"id": 1, "method": "tools/call", "params": {}})
+        + _line({"id": "two", "method": "tools/call", "params": {}})
+        + _line({"id": "listen", "method": "subscriptions/listen", "params": {}})
+        + _line({"method": "notifications/initialized"}),
+    )
+    assert pending
 
-    pending.note(_line({"id": 1, "result": {}}), request=False)
-    assert not pending.wait_empty(0)  # "two" is still in flight
-    pending.note(_line({"method": "notifications/cancelled", "params": {"requestId": "two"}}), request=True)
-    assert pending.wait_empty(0)  # nothing left: the cancelled call gets no answer, the listen stream never ends
+    pending.note_answer(_answer({"id": 1, "result": {}}))
+    assert pending  # "two" is still in flight
+    _deliver(pending, _line({"method": "notifications/cancelled", "params": {"requestId": "two"}}))
+    assert not pending  # nothing left: the cancelled call gets no answer, the listen stream never ends
 
-    pending.note(_line({"method": "notifications/cancelled", "params": {"requestId": 99}}), request=True)
-    pending.note(_line({"method": "notifications/cancelled"}), request=True)  # malformed: ignored
-    pending.note(b"not json\n", request=True)
+    _deliver(pending, _line({"method": "notifications/cancelled", "params": {"requestId": 99}}))
+    _deliver(pending, _line({"method": "notifications/cancelled"}))  # malformed: ignored
+    _deliver(pending, b"not json\n")
     for message in UNANSWERED:
-        pending.note(json.dumps(message).encode() + b"\n", request=True)
-    assert pending.wait_empty(0)
+        _deliver(pending, json.dumps(message).encode() + b"\n")
+    assert not pending
 
 
 def test_the_relay_matches_ids_and_lines_as_the_sdk_does() -> None:
     pending = _Pending()
-    pending.note(_line({"id": 7, "method": "tools/call", "params": {}}), request=True)
-    pending.note(_line({"method": "notifications/cancelled", "params": {"requestId": "7"}}), request=True)
-    assert pending.wait_empty(0)  # "7" and 7 are one id to the SDK
+    _deliver(pending, _line({"id": 7, "method": "tools/call", "params": {}}))
+    _deliver(pending, _line({"method": "notifications/cancelled", "params": {"requestId": "7"}}))
+    assert not pending  # "7" and 7 are one id to the SDK
 
-    pending.note(_line({"id": 1, "method": "ping"}) * 2, request=True)  # one id twice: two answers to wait for
-    pending.note(_line({"id": 1, "result": {}}), request=False)
-    assert not pending.wait_empty(0)
-    pending.note(_line({"id": 1, "result": {}}), request=False)
-    assert pending.wait_empty(0)
+    _deliver(pending, _line({"id": 1, "method": "ping"}) * 2)  # one id twice: two answers to wait for
+    pending.note_answer(_answer({"id": 1, "result": {}}))
+    assert pending
+    pending.note_answer(_answer({"id": 1, "result": {}}))
+    assert not pending
 
-    pending.note(
-        _line({"id": 2, "method": "ping"}).replace(b"\n", b"\r") + _line({"id": 3, "method": "ping"}), request=True
-    )
-    pending.note(_line({"id": 2, "result": {}}), request=False)
-    assert not pending.wait_empty(0)  # a bare \r ends a line for the SDK: 3 is a request of its own
-    pending.note(_line({"id": 3, "result": {}}), request=False)
-    pending.note(_line({"method": "notifications/cancelled", "params": {"requestId": {"x": 1}}}), request=True)
-    assert pending.wait_empty(0)
+    _deliver(pending, _line({"id": 2, "method": "ping"}).replace(b"\n", b"\r") + _line({"id": 3, "method": "ping"}))
+    pending.note_answer(_answer({"id": 2, "result": {}}))
+    assert pending  # a bare \r ends a line for the SDK: 3 is a request of its own
+    pending.note_answer(_answer({"id": 3, "result": {}}))
+    _deliver(pending, _line({"method": "notifications/cancelled", "params": {"requestId": {"x": 1}}}))
+    assert not pending
+
+
+def test_the_stdin_stream_hands_the_sdk_the_lines_its_own_reader_would() -> None:
+    data = "é\r\n1\r2\n".encode() + b"\xff\n" + "€".encode()[:2] + b"3\r"
+    expected = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace").readlines()
+    assert _deliver(_Pending(), data) == expected == ["é\n", "1\n", "2\n", "\ufffd\n", "\ufffd3\n"]
+
+
+async def test_a_line_read_in_pieces_is_handed_on_whole_once_it_ends() -> None:
+    read, write = os.pipe()
+    lines: list[str] = []
+
+    async def sdk_reading() -> None:
+        async for line in _Stdin(read, _Pending(), drain_timeout_s=0):
+            lines.append(line)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sdk_reading)
+            # A character and a \r\n split between reads, each read once the reader waits for more.
+            for piece in (b'{"id": ', '1, "é'.encode()[:-1], 'é"}'.encode()[-3:] + b"\r", b"\n{}\n"):
+                await anyio.wait_all_tasks_blocked()
+                os.write(write, piece)
+            await anyio.wait_all_tasks_blocked()
+            os.close(write)
+    finally:
+        os.close(read)
+    assert lines == ['{"id": 1, "é"}\n', "{}\n"]
+
+
+class _Watched(_Pending):
+    """Pending answers that say when the stdin stream starts waiting for them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited_for = anyio.Event()
+
+    async def wait_empty(self) -> None:
+        self.waited_for.set()
+        await super().wait_empty()
+
+
+async def test_at_the_end_of_the_input_the_stdin_stream_waits_for_the_answers_it_owes() -> None:
+    pending = _Watched()
+    read, write = os.pipe()
+    os.write(write, _line({"id": 1, "method": "tools/call", "params": {}}))
+    os.close(write)
+    ended = anyio.Event()
+
+    async def sdk_reading() -> None:
+        async for _ in _Stdin(read, pending, drain_timeout_s=60):
+            pass
+        ended.set()
+
+    try:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sdk_reading)
+                await pending.waited_for.wait()  # the input has ended, and the call read from it is not answered
+                await anyio.wait_all_tasks_blocked()
+                assert not ended.is_set()
+                pending.note_answer(_answer({"id": 1, "result": {}}))
+                await ended.wait()
+    finally:
+        os.close(read)
+
+
+def test_an_answer_never_sent_is_waited_for_until_the_deadline_only() -> None:
+    pending = _Pending()
+    assert _deliver(pending, _line({"id": 1, "method": "tools/call", "params": {}}))  # drain deadline 0
+    assert pending
+
+
+def test_answers_as_the_sdk_writes_them_are_noted_string_ids_and_all() -> None:
+    pending = _Pending()
+    ids: list[int | str] = [5, -2, 'say "hi"\\', "7"]
+    for request_id in ids:
+        _deliver(pending, _line({"id": request_id, "method": "ping"}))
+    for request_id in ids[:3]:
+        written = JSONRPCResponse(jsonrpc="2.0", id=request_id, result={}).model_dump_json(
+            by_alias=True, exclude_unset=True
+        )
+        assert _ANSWER.match(written), "the SDK spells answers differently now: each is parsed whole (slower)"
+        pending.note_answer(written + "\n")
+    assert pending
+    error = JSONRPCError(jsonrpc="2.0", id=7, error=ErrorData(code=-32600, message="no"))
+    pending.note_answer(error.model_dump_json(by_alias=True, exclude_unset=True) + "\n")
+    assert not pending
+    # What the server writes that is no answer leaves the count alone.
+    pending.note_answer('{"jsonrpc":"2.0","id":5,"method":"sampling/createMessage","params":{}}\n')
+    pending.note_answer("not json\n")
+    assert not pending
+
+
+def test_a_write_to_a_reader_that_went_away_is_dropped_and_still_counts_as_answered() -> None:
+    pending = _Pending()
+    _deliver(pending, _line({"id": 1, "method": "ping"}) + _line({"id": 2, "method": "ping"}))
+    read, write = os.pipe()
+    os.close(read)
+    stdout = _Stdout(write, pending)
+
+    async def answer_both() -> None:
+        for request_id in (1, 2):
+            await stdout.write(_answer({"id": request_id, "result": {}}))
+            await stdout.flush()
+
+    try:
+        anyio.run(answer_both)
+    finally:
+        os.close(write)
+    assert not pending
+
+
+async def test_a_client_slow_to_read_never_stalls_the_server() -> None:
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    filled = 0
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            filled += os.write(write, b"x" * 4096)
+    os.set_blocking(write, True)
+    stdout, written, checked = _Stdout(write, _Pending()), anyio.Event(), threading.Event()
+    line = _answer({"id": 1, "result": {}})
+
+    def client_reads() -> None:
+        checked.wait(timeout=60)  # the bound lets a loop stalled by the write go on, to fail below, not hang
+        left = filled
+        while left:
+            left -= len(os.read(read, min(left, 65536)))
+
+    async def answer() -> None:
+        await stdout.write(line)
+        written.set()
+
+    client = threading.Thread(target=client_reads, daemon=True)
+    client.start()
+    try:
+        with anyio.fail_after(120):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(answer)
+                await anyio.wait_all_tasks_blocked()
+                answered_before_the_client_read = written.is_set()
+                checked.set()
+                await written.wait()
+        assert not answered_before_the_client_read  # the event loop ran on while the answer waited for room
+        client.join(timeout=60)
+        assert os.read(read, 65536) == line.encode()
+    finally:
+        checked.set()
+        os.close(read)
+        os.close(write)
+
+
+async def test_answers_of_any_length_reach_a_file_whole(tmp_path: Path) -> None:
+    lines = [_answer({"id": 1, "result": {"text": "é" * 10_000}}), _answer({"id": 2, "result": {}})]
+    with (tmp_path / "out").open("wb") as out:
+        stdout = _Stdout(out.fileno(), _Pending())
+        for line in lines:
+            await stdout.write(line)
+    assert (tmp_path / "out").read_text() == "".join(lines)
+
+
+def _read_all(fd: int) -> list[str]:
+    async def read_all() -> list[str]:
+        return [line async for line in _Stdin(fd, _Pending(), drain_timeout_s=0)]
+
+    return anyio.run(read_all)
 
 
 def test_on_a_terminal_one_ctrl_d_after_an_unterminated_line_ends_the_input() -> None:
     controller, terminal = pty.openpty()  # canonical mode: Ctrl+D ends a partial line, then (alone) the input
-    lines: list[bytes] = []
-    reader = threading.Thread(target=lambda: lines.extend(_lines(terminal)), daemon=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(_read_all(terminal)), daemon=True)
     try:
         os.write(controller, b'{"id": 1}\n{"id": 2}\x04\x04')
         reader.start()
         reader.join(timeout=10)
         assert not reader.is_alive(), "the reader waited for another Ctrl+D"
-        assert lines == [b'{"id": 1}\n', b'{"id": 2}']
+        assert lines == ['{"id": 1}\n', '{"id": 2}']
     finally:
         os.write(controller, b"\x04")  # lets a stuck reader go
         os.close(controller)
@@ -339,6 +556,6 @@ def test_a_read_error_still_hands_on_the_bytes_read_before_it() -> None:
     os.write(terminal, b"complete\npartial")
     os.close(terminal)  # the controller's next read after the buffered bytes fails with EIO
     try:
-        assert list(_lines(controller)) == [b"complete\n", b"partial"]
+        assert _read_all(controller) == ["complete\n", "partial"]
     finally:
         os.close(controller)

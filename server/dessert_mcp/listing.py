@@ -1,24 +1,31 @@
-"""What clients are shown: one spelling of each tool name, closed argument objects, and no prompt that is not there.
+"""What clients are shown (one spelling of each tool name, closed argument objects, no prompt that is not there),
+and the server run on stdio streams of our own.
 
 This is the one place dessert-mcp builds on something the SDK does not offer publicly. The SDK has no way to list
 one spelling of a tool registered under two names and no way to declare a tool's arguments closed
 (`additionalProperties: false`), so a middleware (a provisional API: "observe and refuse") trims the finished
-`tools/list` result. And it answers `prompts/get` for an unknown name with the SDK's compatibility code 0, where the
-spec says -32602, so a second middleware refuses those before the SDK sees them. Everything else stands on
-documented API. `tests/test_listing.py` fails, naming this module, if the SDK changes what this relies on: the
-middleware signature, `ctx.method`, `ctx.params`, `ctx.request_id`, the result handed back as a wire-form dict, and
-an `MCPError` raised in a middleware reaching the client as it was raised.
+`tools/list` result. It answers `prompts/get` for an unknown name with the SDK's compatibility code 0, where the
+spec says -32602, so a second middleware refuses those before the SDK sees them. And `MCPServer` serves stdio only on
+the process's own streams, so `run_stdio` hands `stdio_server` ours (see dessert_mcp.stdio) and runs MCPServer's
+private low-level server on them. Everything else stands on documented API. `tests/test_listing.py` fails, naming
+this module, if the SDK changes what this relies on: the middleware signature, `ctx.method`, `ctx.params`,
+`ctx.request_id`, the result handed back as a wire-form dict, an `MCPError` raised in a middleware reaching the client
+as it was raised, `MCPServer._lowlevel_server`, and `stdio_server` only iterating its stdin and awaiting its stdout's
+`write` and `flush`.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Final, Protocol, cast
 
+import anyio
 from mcp import MCPError
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
+from mcp.server.mcpserver import MCPServer
+from mcp.server.stdio import stdio_server
 from mcp.types import INVALID_PARAMS, Prompt
 
 from dessert_mcp.config import ToolNameStyle
@@ -90,3 +97,29 @@ def refuse_unknown_prompts(known: Callable[[], Awaitable[Iterable[Prompt]]]) -> 
         return await call_next(ctx)
 
     return middleware
+
+
+class StdioIn(Protocol):
+    """What `stdio_server` does with its `stdin`: iterates it for lines."""
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+
+class StdioOut(Protocol):
+    """What `stdio_server` does with its `stdout`: writes each message as one line, then flushes."""
+
+    async def write(self, line: str, /) -> int: ...
+    async def flush(self) -> None: ...
+
+
+async def run_stdio(server: MCPServer[Any], stdin: StdioIn, stdout: StdioOut) -> None:
+    """`server.run_stdio_async()`, on the given streams instead of the process's own.
+
+    `stdio_server(stdin, stdout)` takes the streams it reads and writes (documented, typed as anyio files, of which it
+    only iterates the lines and awaits `write` and `flush`); `MCPServer.run_stdio_async` takes none, and runs its
+    low-level server on them, which MCPServer keeps private (no public accessor yet).
+    """
+    lowlevel = server._lowlevel_server
+    streams = cast("anyio.AsyncFile[str]", stdin), cast("anyio.AsyncFile[str]", stdout)
+    async with stdio_server(*streams) as (read_stream, write_stream):
+        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())

@@ -1,31 +1,37 @@
 """Serving MCP over stdio: answer every call already read before exiting on EOF, and stop at once on Ctrl+C.
 
 The SDK ends its stdio session as soon as stdin closes, dropping calls still in flight; scripts that write their
-requests and close stdin would lose answers. So stdin and stdout are relayed through pipes here: the relay notes
-each request id it forwards and each response id the server writes, and holds the server's stdin open after the
-real EOF until every forwarded request has been answered (or the call deadline has passed). A request the client
+requests and close stdin would lose answers. So the SDK's stdio transport is handed streams of our own
+(`stdio_server(stdin, stdout)`): the stdin stream notes each request id as it delivers the line, the stdout stream
+each answer id as the SDK writes it, and at the end of the input the stdin stream waits until every request it
+delivered has been answered (or the call deadline has passed) before it reports the end. A request the client
 cancelled is not waited for (it gets no answer), nor a modern client's `subscriptions/listen` stream (it stays open
 until the server stops).
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import fcntl
 import functools
 import gc
 import io
 import json
 import logging
 import os
-import secrets
+import re
+import select
 import signal
+import stat
 import sys
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Final
 
 import anyio
+import anyio.to_thread
 
 from dessert_mcp.config import Settings
 from dessert_mcp.redact import configure_logging_for
@@ -45,6 +51,7 @@ def serve_stdio(settings: Settings) -> None:
     # Importing the SDK and building the server makes most of the objects this process will hold, for its whole life:
     # collecting while they are made only costs start-up time. Collection resumes below, with them frozen.
     gc.disable()
+    from dessert_mcp.listing import run_stdio
     from dessert_mcp.observe.tracing import configure_tracing
     from dessert_mcp.tools import build_server
 
@@ -60,8 +67,10 @@ def serve_stdio(settings: Settings) -> None:
         sys.stderr.write(TTY_HINT + "\n")
     gc.freeze()  # the start-up heap lives as long as the process: keep full collections from walking it
     gc.enable()
-    with _relay(settings.timeout_s + 5.0):
-        anyio.run(server.run_stdio_async)
+    with _wire() as (wire_in, wire_out):
+        pending = _Pending()
+        stdin = _Stdin(wire_in, pending, drain_timeout_s=settings.timeout_s + 5.0)
+        anyio.run(run_stdio, server, stdin, _Stdout(wire_out, pending))
 
 
 @functools.cache  # once per process
@@ -69,8 +78,8 @@ def exit_on_ctrl_c() -> None:
     """Make Ctrl+C end the process at once (exit 130), as SIGTERM does, whichever thread the kernel hands it to.
 
     A Python-level handler runs only in the main thread, which sits in the event loop's wait while another thread
-    (the SDK's stdin reader, the relay, the sandbox) may take the signal: the Ctrl+C would then be lost. So every
-    thread started after this blocks SIGINT, and one thread waits for it. Call it before starting any thread.
+    (a write to stdout, the sandbox) may take the signal: the Ctrl+C would then be lost. So every thread started
+    after this blocks SIGINT, and one thread waits for it. Call it before starting any thread.
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
@@ -81,63 +90,92 @@ def exit_on_ctrl_c() -> None:
     threading.Thread(target=wait, name="dessert-mcp-ctrl-c", daemon=True).start()
 
 
+@contextlib.contextmanager
+def _wire() -> Iterator[tuple[int, int]]:
+    """The protocol's stdin and stdout on private descriptors, with fd 0 at the null device and fd 1 at stderr.
+
+    What the SDK's stdio transport does for the process's own streams and skips for streams handed to it: whatever
+    else reads fd 0 or writes fd 1 (a child process, a stray print) can then neither take nor corrupt the protocol.
+    """
+    wire_in = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
+    wire_out = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)
+    try:
+        yield wire_in, wire_out
+    finally:
+        os.dup2(wire_out, 1)
+        os.dup2(wire_in, 0)
+        os.close(wire_out)
+        os.close(wire_in)
+
+
 # A 2026-07-28 client's notification stream: answered only when the server tears it down, so never a call to wait for.
 _STREAM_METHOD: Final = "subscriptions/listen"
+# How the SDK serialises an answer (a JSON-RPC response or error), read up to its id; any other spelling is parsed.
+_ANSWER: Final = re.compile(r'\{"jsonrpc":"2\.0","id":(-?\d+|"(?:[^"\\]|\\.)*"),"(?:result|error)":')
 
 
 class _Pending:
-    """Request ids forwarded to the server and not yet answered (notification streams aside)."""
+    """Request ids delivered to the SDK and not yet answered (notification streams aside)."""
 
     def __init__(self) -> None:
         # By the SDK's correlation key ("7" and 7 are one id), counted: an id sent twice is answered twice.
         self._ids: Counter[int | str] = Counter()
-        self._changed = threading.Condition()
+        self._emptied: anyio.Event | None = None
 
-    def note(self, line: bytes, *, request: bool) -> None:
-        if not request:
-            # The server's own output, one message per line as the SDK serialised it: only an answer's id matters,
-            # and json.loads finds it for a tenth of what validating a whole 10 KB result costs on every response.
-            try:
-                answer = json.loads(line)
-            except ValueError:
-                return
-            if isinstance(answer, dict) and ("result" in answer or "error" in answer):
-                self._answered(answer.get("id"))
-            return
-        # The client's input, read by the SDK's own rule for stdin: UTF-8 text with bad bytes replaced, a line ending
-        # at \r, \n or \r\n, each validated as one JSON-RPC message. It drops what fails without a word (a batch, a
-        # float or object id, a method that is not a string), so none of that is waited for; an object id even reads
-        # as a notification.
+    def __bool__(self) -> bool:
+        return bool(self._ids)
+
+    def note_request(self, line: str) -> None:
+        """Note one line of the client's input as the SDK reads it: validated as one JSON-RPC message, by its own rule.
+
+        It drops what fails without a word (a batch, a float or object id, a method that is not a string), so none of
+        that is waited for; an object id even reads as a notification.
+        """
         from mcp.types import JSONRPCNotification, JSONRPCRequest, jsonrpc_message_adapter
 
-        for text in io.StringIO(line.decode("utf-8", "replace"), newline=None):
-            try:
-                message = jsonrpc_message_adapter.validate_json(text, by_name=False)
-            except ValueError:
-                continue
-            if isinstance(message, JSONRPCRequest) and message.method != _STREAM_METHOD:
-                with self._changed:
-                    self._ids[_correlation_key(message.id)] += 1
-            elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
-                # The client gave up on a request: the server sends it no answer, so it is no longer waited for.
-                params = message.params or {}
-                if "requestId" in params:
-                    self._answered(params["requestId"])
+        try:
+            message = jsonrpc_message_adapter.validate_json(line, by_name=False)
+        except ValueError:
+            return
+        if isinstance(message, JSONRPCRequest) and message.method != _STREAM_METHOD:
+            self._ids[_correlation_key(message.id)] += 1
+        elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
+            # The client gave up on a request: the server sends it no answer, so it is no longer waited for.
+            params = message.params or {}
+            if "requestId" in params:
+                self._answered(params["requestId"])
+
+    def note_answer(self, line: str) -> None:
+        """Note one line the server wrote; only an answer's id matters, so a full parse is the rare case."""
+        if found := _ANSWER.match(line):
+            self._answered(json.loads(found[1]))
+            return
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            return
+        if isinstance(answer, dict) and ("result" in answer or "error" in answer):
+            self._answered(answer.get("id"))
 
     def _answered(self, request_id: object) -> None:
         if not isinstance(request_id, int | str) or isinstance(request_id, bool):
             return
         key = _correlation_key(request_id)
-        with self._changed:
-            self._ids[key] -= 1
-            if self._ids[key] <= 0:
-                del self._ids[key]
-            self._changed.notify_all()
+        self._ids[key] -= 1
+        if self._ids[key] <= 0:
+            del self._ids[key]
+        if not self._ids and self._emptied is not None:
+            self._emptied.set()
 
-    def wait_empty(self, timeout_s: float) -> bool:
-        """Wait until every request is answered, for `timeout_s` at most; whether they all were."""
-        with self._changed:
-            return self._changed.wait_for(lambda: not self._ids, timeout=timeout_s)
+    async def wait_empty(self) -> None:
+        """Return once every request delivered has been answered."""
+        while self._ids:
+            self._emptied = anyio.Event()
+            await self._emptied.wait()
 
 
 def _correlation_key(request_id: int | str) -> int | str:
@@ -148,73 +186,101 @@ def _correlation_key(request_id: int | str) -> int | str:
         return request_id
 
 
-def _lines(fd: int) -> Iterator[bytes]:
-    """Complete lines read from `fd` (and a final unterminated one), until EOF or an error.
+class _Stdin:
+    """The client's input as the SDK's stdio transport reads it, one line at a time, read on the event loop.
 
-    Plain `os.read`, not a buffered file: on a terminal a buffered reader reads again after the EOF that ended an
-    unterminated last line (another Ctrl+D), and a read error would drop the bytes it had buffered.
+    Decoded and split as the SDK reads the process's stdin (`TextIOWrapper`: UTF-8 with bad bytes replaced, a line
+    ending at \\r, \\n or \\r\\n), but with plain `os.read` under it: on a terminal a buffered reader reads again after
+    the EOF that ended an unterminated last line (another Ctrl+D), and a read error would drop what it had buffered.
+    At the end of the input it reports the end only once every request it delivered has been answered, or
+    `drain_timeout_s` has passed.
     """
-    buffer = b""
-    while True:
+
+    def __init__(self, fd: int, pending: _Pending, *, drain_timeout_s: float) -> None:
+        self._fd = fd
+        self._pending = pending
+        self._drain_timeout_s = drain_timeout_s
+        self._decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8")("replace"), translate=True)
+        self._lines: deque[str] = deque()
+        self._partial: list[str] = []
+        self._ended = False
+        self._pollable = True
+
+    def __aiter__(self) -> _Stdin:
+        return self
+
+    async def __anext__(self) -> str:
+        while not self._lines:
+            if self._ended:
+                with anyio.move_on_after(self._drain_timeout_s):
+                    await self._pending.wait_empty()
+                raise StopAsyncIteration
+            self._split(await self._read())
+        line = self._lines.popleft()
+        self._pending.note_request(line)
+        return line
+
+    def _split(self, chunk: bytes) -> None:
+        text = self._decoder.decode(chunk, final=not chunk)
+        if "\n" in text:
+            *complete, rest = "".join([*self._partial, text]).split("\n")
+            self._lines.extend(line + "\n" for line in complete)
+            self._partial = [rest]
+        else:
+            self._partial.append(text)
+        if not chunk:  # the end: an unterminated last line is delivered too
+            self._ended = True
+            if last := "".join(self._partial):
+                self._lines.append(last)
+            self._partial = []
+
+    async def _read(self) -> bytes:
+        if self._pollable:
+            try:
+                await anyio.wait_readable(self._fd)
+            except OSError:  # a regular file or the null device, which the event loop cannot watch: never blocks
+                self._pollable = False
         try:
-            chunk = os.read(fd, _CHUNK)
-        except OSError:
-            chunk = b""
-        if not chunk:
-            if buffer:
-                yield buffer
-            return
-        buffer += chunk
-        *complete, buffer = buffer.split(b"\n")
-        for line in complete:
-            yield line + b"\n"
+            return os.read(self._fd, _CHUNK)
+        except OSError:  # ends the input; what was read before it is still delivered
+            return b""
+
+
+class _Stdout:
+    """The server's output as the SDK's stdio transport writes it: each message, one line, noted once written.
+
+    A line that fits a pipe's atomic write, to a pipe or socket with room for it, is written on the event loop; any
+    other write runs in a worker thread, so a client slow to read never stalls the loop (and its reading of stdin).
+    """
+
+    def __init__(self, fd: int, pending: _Pending) -> None:
+        self._fd = fd
+        self._pending = pending
+        self._open = True
+        mode = os.fstat(fd).st_mode
+        self._room: select.poll | None = None
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            self._room = select.poll()
+            self._room.register(fd, select.POLLOUT)
+
+    async def write(self, line: str) -> int:
+        data = line.encode()
+        if self._open:
+            if len(data) <= select.PIPE_BUF and self._room is not None and self._room.poll(0):
+                self._open = _write_all(self._fd, data)  # room for it, or the reader is gone: cannot block
+            else:
+                self._open = await anyio.to_thread.run_sync(_write_all, self._fd, data)
+        self._pending.note_answer(line)  # written, or never will be: either way not to wait for
+        return len(line)
+
+    async def flush(self) -> None:
+        """Each write is whole already."""
 
 
 def _write_all(fd: int, data: bytes) -> bool:
     try:
         while data:
             data = data[os.write(fd, data) :]
-    except OSError:  # the reader went away; the relay keeps draining so the server never blocks
+    except OSError:  # the reader went away; the rest is dropped, so the server never blocks or fails on it
         return False
     return True
-
-
-@contextlib.contextmanager
-def _relay(drain_timeout_s: float) -> Iterator[None]:
-    """Put pipes behind fds 0 and 1 for the duration, relayed to the real stdin and stdout by two threads."""
-    real_in, real_out = os.dup(0), os.dup(1)
-    server_in, relay_in = os.pipe()
-    relay_out, server_out = os.pipe()
-    os.dup2(server_in, 0)
-    os.dup2(server_out, 1)
-    os.close(server_in)
-    pending = _Pending()
-    # Marks the end of what the server wrote: the server's own copy of the stdout pipe is never closed.
-    end = b"dessert-mcp-relay-end-" + secrets.token_hex(8).encode() + b"\n"
-
-    def pump_in() -> None:
-        for line in _lines(real_in):
-            pending.note(line, request=True)
-            if not _write_all(relay_in, line):
-                break
-        pending.wait_empty(drain_timeout_s)
-        os.close(relay_in)
-
-    def pump_out() -> None:
-        alive = True
-        for line in _lines(relay_out):
-            if line == end:
-                return
-            pending.note(line, request=False)
-            alive = alive and _write_all(real_out, line)
-
-    threads = [threading.Thread(target=f, name=f.__name__, daemon=True) for f in (pump_in, pump_out)]
-    for thread in threads:
-        thread.start()
-    try:
-        yield
-    finally:
-        _write_all(server_out, end)
-        threads[1].join(timeout=5)
-        os.dup2(real_out, 1)
-        os.close(server_out)
