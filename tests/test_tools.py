@@ -228,13 +228,29 @@ async def test_output_schemas_come_from_the_models_with_the_docs_descriptions(fa
     assert set(usage["properties"]) == {"recent_transactions", "summary", "history_complete", "note"}
 
 
+class _ClosingTransport(httpx2.MockTransport):
+    """The fake API's transport, counting how often its owner closed it."""
+
+    def __init__(self, api: FakeDessertAPI) -> None:
+        super().__init__(api)
+        self.closed = 0
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
 async def test_the_one_http_client_is_closed_when_the_server_stops(fake_api: FakeDessertAPI) -> None:
-    server = build_server(_settings(), transport=fake_api.transport())
+    transport = _ClosingTransport(fake_api)
+    server = build_server(_settings(), transport=transport)
     async with Client(server) as client:
         await client.call_tool("dessert.get_balance", {})
         await client.call_tool("dessert.get_usage", {})
+        assert transport.closed == 0
+    assert transport.closed == 1
     async with Client(server) as client:
         result = await client.call_tool("dessert.get_balance", {})
+        assert transport.closed == 1
+    assert transport.closed == 2
     assert result.is_error is False
     assert len(fake_api.requests) == 3
 
