@@ -126,28 +126,28 @@ async def test_get_usage_filters_by_limit_types_and_since(fake_api: FakeDessertA
 
 
 @pytest.mark.parametrize(
-    ("arguments", "fragment"),
-    [
-        ({"limit": 0}, "limit: Input should be greater than or equal to 1"),
-        ({"limit": 51}, "limit: Input should be less than or equal to 50"),
-        ({"limit": "many"}, "limit: Input should be a valid integer"),
-        ({"types": ["Gift"]}, "types.0: Input should be 'Deduction', 'Purchase', 'Bonus' or 'Refund'"),
-        ({"types": []}, "types: List should have at least 1 item"),
-        ({"since": "last tuesday"}, "since: Input should be a valid datetime"),
-        ({"since": "2026-13-45T00:00:00Z"}, "since: Input should be a valid datetime"),
+    ("arguments", "problem"),
+    [  # each problem is named by where it is; what follows the colon is pydantic's own wording
+        ({"limit": 0}, "limit: "),
+        ({"limit": 51}, "limit: "),
+        ({"limit": "many"}, "limit: "),
+        ({"types": ["Gift"]}, "types.0: "),
+        ({"types": []}, "types: "),
+        ({"since": "last tuesday"}, "since: "),
+        ({"since": "2026-13-45T00:00:00Z"}, "since: "),
         ({"cursor": "abc"}, "unknown argument 'cursor' (accepted: limit, types, since)"),
     ],
 )
 async def test_invalid_usage_arguments_are_rejected_clearly_without_an_api_call(
-    fake_api: FakeDessertAPI, arguments: dict[str, Any], fragment: str
+    fake_api: FakeDessertAPI, arguments: dict[str, Any], problem: str
 ) -> None:
     async with _client(fake_api) as client:
         result = await client.call_tool("dessert.get_usage", arguments)
     assert result.is_error is True
     assert result.structured_content is None
     text = _text(result)
-    assert fragment in text
-    assert text.startswith("Invalid arguments for dessert.get_usage: ")
+    assert text.startswith(f"Invalid arguments for dessert.get_usage: {problem}")
+    assert text.splitlines()[0].endswith(". Fix them and call again; no API call was made.")
     assert json.loads(text.splitlines()[-1]) == {"code": "invalid_argument", "retryable": False}
     assert fake_api.requests == []
 

@@ -132,6 +132,8 @@ async def test_shared_requests_cache_hits_and_calls_in_flight_are_counted(gated:
                 if value(parse(await http.get(base + "/metrics"))[1], "dessert_mcp_tool_calls_in_flight") == 3:
                     break
                 await anyio.sleep(0.02)
+            else:
+                pytest.fail("the three calls were never in flight together")
             upstream.gate.set()
         await call()
     _, samples = scrape(base)
