@@ -21,7 +21,7 @@ import uvicorn
 from dessert_mcp.config import Settings
 from tests.support.faults import ThreadedFaultySandbox
 
-STARTUP_TIMEOUT_S = 20.0
+STARTUP_TIMEOUT_S = 60.0
 
 
 def sandbox_settings(sandbox: ThreadedFaultySandbox, *, key: str | None = None, **overrides: Any) -> Settings:
