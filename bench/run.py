@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import http.client
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ import httpx2
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.server.mcpserver import MCPServer
+from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
 from dessert_mcp.config import Settings
 from dessert_mcp.models import Balance, BalanceReport
@@ -600,6 +602,55 @@ async def bench_tool_tokens() -> None:
     )
 
 
+# 7. Abandoned sessions ------------------------------------------------------------------------------------------
+
+
+def bench_abandoned_sessions(url: str, handshakes: int) -> None:
+    """Handshakes sent on one kept-alive connection and never used again (each one a session with --stateful, none
+    in the default stateless mode): what they leave behind in the HTTP server's memory."""
+    print(f"7. memory of the HTTP server after {handshakes} abandoned handshakes", flush=True)
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": LATEST_HANDSHAKE_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "abandoner", "version": "0"},
+            },
+        }
+    )
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    with http_server(ours_http_argv(1), server_env(url)) as served:
+        port = int(served.url.split(":")[2].split("/")[0])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+
+            def handshake() -> None:
+                connection.request("POST", "/mcp", body, headers)
+                response = connection.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"initialize answered {response.status}")
+
+            handshake()
+            before = _rss_mb(served.pid)
+            for _ in range(handshakes):
+                handshake()
+            growth = _rss_mb(served.pid) - before
+        finally:
+            connection.close()
+    row(
+        f"RSS growth over {handshakes} abandoned handshakes",
+        f"{growth:+.1f} MB",
+        f"RSS after the first {before:.1f} MB",
+        "",
+        "<= 50 MB",
+        growth <= 50,
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -607,13 +658,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer runs, for a smoke test of the harness")
     parser.add_argument(
-        "--only", type=int, action="append", choices=range(1, 7), help="run only this benchmark (repeatable)"
+        "--only", type=int, action="append", choices=range(1, 8), help="run only this benchmark (repeatable)"
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     runs, calls, mem_calls = (3, 200, 1500) if args.quick else (15, 2000, 10_000)
     rounds, seconds = (1, 2.0) if args.quick else (5, 3.0)
-    chosen = set(args.only or range(1, 7))
+    chosen = set(args.only or range(1, 8))
     with sandbox_process() as url:
         print(f"sandbox API at {url} (own process); machine: {os.cpu_count()} cores", flush=True)
         if 1 in chosen:
@@ -630,6 +681,8 @@ def main() -> int:
             anyio.run(bench_memory, url, mem_calls)
         if 6 in chosen:
             anyio.run(bench_tool_tokens)
+        if 7 in chosen:
+            bench_abandoned_sessions(url, 300 if args.quick else 3000)
 
     print()
     widths = [max(len(getattr(r, f)) for r in ROWS) for f in ("name", "measured", "baseline", "ratio", "target")]
