@@ -138,7 +138,7 @@ def test_the_reliability_write_up_lists_every_probe_finding_and_its_limits() -> 
     listed = re.findall(r"(?m)^(\d+)\. \*\*", RELIABILITY.read_text().split("**The hostile probe**", 1)[1])
     assert listed == sections, "docs/reliability.md lists the probe findings one to one with the test's sections"
     text = RELIABILITY.read_text()
-    assert "test_three_thousand_abandoned_sessions" in probe
+    assert "test_after_three_thousand_abandoned_sessions" in probe
     assert "**3,000 abandoned sessions.**" in text
     assert RETRY_AFTER_MAX_S == 24 * 3600
     assert "capped at one\n   day" in text
