@@ -17,7 +17,7 @@ from typing import Any
 import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp.client.stdio import get_default_environment, stdio_client
+from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
@@ -26,6 +26,7 @@ from dessert_mcp.config import Settings
 from dessert_mcp.http.options import AUTH_TOKEN_ENV
 from dessert_mcp.tools import build_server
 from tests.support.faults import ThreadedFaultySandbox, refused_port, unanswered_port
+from tests.support.measured import host_default_env
 from tests.support.servers import cli_process
 
 # Small numbers keep the whole matrix fast; the policy is the same as with the defaults.
@@ -46,7 +47,7 @@ def matrix_settings(base_url: str, key: str) -> Settings:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     assert settings.api_key is not None
-    return get_default_environment() | {
+    return host_default_env() | {
         "DESSERT_API_KEY": settings.api_key.get(),
         "DESSERT_API_BASE_URL": settings.base_url,
         "DESSERT_TIMEOUT_S": str(settings.timeout_s),
