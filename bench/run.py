@@ -24,13 +24,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import httpx2
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.server.mcpserver import MCPServer
+from mcp.types import ClientCapabilities, Implementation, InitializeRequestParams, JSONRPCRequest
 from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
 from dessert_mcp.config import Settings
@@ -91,22 +92,26 @@ def server_env(url: str) -> dict[str, str]:
     }
 
 
+# The handshake-era `initialize` request the benchmarks that speak raw JSON-RPC send first, built from the SDK's types.
+INITIALIZE: Final = JSONRPCRequest(
+    jsonrpc="2.0",
+    id=1,
+    method="initialize",
+    params=InitializeRequestParams(
+        protocol_version=LATEST_HANDSHAKE_VERSION,
+        capabilities=ClientCapabilities(),
+        client_info=Implementation(name="bench", version="1"),
+    ).model_dump(by_alias=True, exclude_none=True),
+).model_dump(by_alias=True, exclude_none=True)
+
+
 # 1. Cold start -------------------------------------------------------------------------------------------------
 
 
 def _spawn_to_tools_list(argv: list[str], env: dict[str, str]) -> float:
     """Seconds from spawning the process to reading the tools/list response over stdio."""
     messages = [
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "b", "version": "1"},
-            },
-        },
+        INITIALIZE,
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}},
     ]
@@ -609,18 +614,7 @@ def bench_abandoned_sessions(url: str, handshakes: int) -> None:
     """Handshakes sent on one kept-alive connection and never used again (each one a session with --stateful, none
     in the default stateless mode): what they leave behind in the HTTP server's memory."""
     print(f"7. memory of the HTTP server after {handshakes} abandoned handshakes", flush=True)
-    body = json.dumps(
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": LATEST_HANDSHAKE_VERSION,
-                "capabilities": {},
-                "clientInfo": {"name": "abandoner", "version": "0"},
-            },
-        }
-    )
+    body = json.dumps(INITIALIZE)
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     with http_server(ours_http_argv(1), server_env(url)) as served:
         port = int(served.url.split(":")[2].split("/")[0])
