@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 UI_STAMP := ui/node_modules/.installed
 BROWSER := /usr/bin/chromium
 
-.PHONY: install demo inspector test test-lowest lint format typecheck unit soak bench clean foreign-tools bundle lock dist system-deps dashboard browser screenshots
+.PHONY: install demo inspector test test-lowest lint format typecheck unit soak bench mutants clean foreign-tools bundle lock dist system-deps dashboard browser screenshots
 
 NEEDS_PY311 := $(PYTHON) -c 'import sys; sys.exit("dessert-mcp needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
 
@@ -110,6 +110,17 @@ $(TS_PEER_STAMP): bench/ts-peer/package.json bench/ts-peer/package-lock.json $(T
 bench: $(STAMP) $(TS_PEER_STAMP)
 	$(BIN)/python bench/run.py
 
+# Mutation testing of the client and the models ([tool.mutmut] in pyproject.toml): slow, so not part of `make test`
+# or CI. mutmut wants the package at the top of the tree it mutates: it runs in a copy (.mutmut/, git-ignored) of
+# the package, the tests and pyproject.toml, and lists the mutants the tests let live.
+MUTMUT_DIR := .mutmut
+
+mutants: $(STAMP)
+	rm -rf $(MUTMUT_DIR)
+	mkdir -p $(MUTMUT_DIR)
+	cp -r server/dessert_mcp tests pyproject.toml $(MUTMUT_DIR)/
+	cd $(MUTMUT_DIR) && $(abspath $(BIN))/mutmut run --max-children 2 && $(abspath $(BIN))/mutmut results
+
 # The Claude Desktop bundle: manifest.json + what .mcpbignore lets through, packed (and validated) by the official
 # MCPB CLI. Double-click dist/dessert-mcp.mcpb, or drag it onto Claude Desktop's Settings > Extensions.
 BUNDLE := dist/dessert-mcp.mcpb
@@ -156,4 +167,4 @@ lock: $(STAMP)
 	$(BIN)/uv lock
 
 clean:
-	rm -rf $(VENV) $(DEMO_VENV) $(LOWEST) $(TOOLS) .cache ui/node_modules bench/ts-peer/node_modules .artifacts .pytest_cache .mypy_cache .ruff_cache dist build
+	rm -rf $(VENV) $(DEMO_VENV) $(LOWEST) $(TOOLS) .cache ui/node_modules bench/ts-peer/node_modules .artifacts .pytest_cache .mypy_cache .ruff_cache dist build $(MUTMUT_DIR)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import http.client
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import anyio.abc
@@ -33,6 +34,8 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from floor_server import sdk_floor_server
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
+from mcp.types import ClientCapabilities, Implementation, InitializeRequestParams, JSONRPCRequest
+from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
 from dessert_mcp.config import Settings
 from dessert_mcp.sandbox import SANDBOX_KEY
@@ -91,22 +94,26 @@ def server_env(url: str) -> dict[str, str]:
     }
 
 
+# The handshake-era `initialize` request the benchmarks that speak raw JSON-RPC send first, built from the SDK's types.
+INITIALIZE: Final = JSONRPCRequest(
+    jsonrpc="2.0",
+    id=1,
+    method="initialize",
+    params=InitializeRequestParams(
+        protocol_version=LATEST_HANDSHAKE_VERSION,
+        capabilities=ClientCapabilities(),
+        client_info=Implementation(name="bench", version="1"),
+    ).model_dump(by_alias=True, exclude_none=True),
+).model_dump(by_alias=True, exclude_none=True)
+
+
 # 1. Cold start -------------------------------------------------------------------------------------------------
 
 
 def _spawn_to_tools_list(argv: list[str], env: dict[str, str]) -> float:
     """Seconds from spawning the process to reading the tools/list response over stdio."""
     messages = [
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "b", "version": "1"},
-            },
-        },
+        INITIALIZE,
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}},
     ]
@@ -899,6 +906,44 @@ def bench_stdio(url: str, rounds: int, calls: int, batch: int) -> None:
     anyio.run(_stdio_pipelined, url, rounds * 3, batch)
 
 
+# 8. Abandoned sessions ------------------------------------------------------------------------------------------
+
+
+def bench_abandoned_sessions(url: str, handshakes: int) -> None:
+    """Handshakes sent on one kept-alive connection and never used again (each one a session with --stateful, none
+    in the default stateless mode): what they leave behind in the HTTP server's memory."""
+    print(f"8. memory of the HTTP server after {handshakes} abandoned handshakes", flush=True)
+    body = json.dumps(INITIALIZE)
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    with http_server(ours_http_argv(1), server_env(url)) as served:
+        port = int(served.url.split(":")[2].split("/")[0])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+
+            def handshake() -> None:
+                connection.request("POST", "/mcp", body, headers)
+                response = connection.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"initialize answered {response.status}")
+
+            handshake()
+            before = _rss_mb(served.pid)
+            for _ in range(handshakes):
+                handshake()
+            growth = _rss_mb(served.pid) - before
+        finally:
+            connection.close()
+    row(
+        f"RSS growth over {handshakes} abandoned handshakes",
+        f"{growth:+.1f} MB",
+        f"RSS after the first {before:.1f} MB",
+        "",
+        "<= 50 MB",
+        growth <= 50,
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -906,13 +951,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer runs, for a smoke test of the harness")
     parser.add_argument(
-        "--only", type=int, action="append", choices=range(1, 8), help="run only this benchmark (repeatable)"
+        "--only", type=int, action="append", choices=range(1, 9), help="run only this benchmark (repeatable)"
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     runs, calls, mem_calls = (3, 200, 1500) if args.quick else (15, 2000, 10_000)
     rounds, seconds = (1, 2.0) if args.quick else (5, 3.0)
-    chosen = set(args.only or range(1, 8))
+    chosen = set(args.only or range(1, 9))
     with sandbox_process() as url:
         print(f"sandbox API at {url} (own process); machine: {os.cpu_count()} cores", flush=True)
         if 1 in chosen:
@@ -933,6 +978,8 @@ def main() -> int:
             anyio.run(bench_tool_tokens)
         if 7 in chosen:
             bench_stdio(url, rounds, max(200, calls // 4), 200)
+        if 8 in chosen:
+            bench_abandoned_sessions(url, 300 if args.quick else 3000)
 
     print()
     widths = [max(len(getattr(r, f)) for r in ROWS) for f in ("name", "measured", "baseline", "ratio", "target")]

@@ -8,6 +8,7 @@ from dessert_mcp import __version__
 from dessert_mcp.client import DessertAPIError, DessertClient, sanitize
 from dessert_mcp.config import Secret
 from tests.support.api import CANARY_KEY, DOCS_BALANCE, FAKE_BASE_URL, FakeDessertAPI, assert_no_secret
+from tests.support.faults import ThreadedFaultySandbox
 
 
 async def _no_wait(seconds: float) -> None:
@@ -37,11 +38,14 @@ async def test_usage_is_fetched_and_validated(fake_api: FakeDessertAPI) -> None:
     assert [t.type for t in usage.recent_transactions] == ["Deduction", "Purchase", "Bonus"]
 
 
-async def test_one_connection_pool_serves_many_calls(fake_api: FakeDessertAPI) -> None:
-    async with _client(fake_api) as client:
+async def test_one_connection_pool_serves_many_calls(sandbox: ThreadedFaultySandbox) -> None:
+    accepted = sandbox.stats()["accepted_connections"]
+    async with DessertClient(sandbox.url, api_key=Secret(sandbox.key)) as client:
         for _ in range(5):
             await client.get_balance()
-    assert len(fake_api.requests) == 5
+            await client.get_usage()
+    assert sandbox.stats()["requests"] == {"/v1/balance": 5, "/v1/usage": 5}
+    assert sandbox.stats()["accepted_connections"] - accepted == 1
 
 
 async def test_no_key_fails_before_any_request(fake_api: FakeDessertAPI) -> None:

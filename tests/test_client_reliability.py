@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dessert_mcp.client import DessertAPIError, DessertClient, ErrorCode, retry_after
+from dessert_mcp.client import RETRY_AFTER_MAX_S, DessertAPIError, DessertClient, ErrorCode, retry_after
 from dessert_mcp.config import Secret
 from dessert_mcp.sandbox import SandboxAccount
 from tests.support.api import streamed
@@ -177,6 +177,29 @@ def test_retry_after_reads_http_dates_relative_to_now() -> None:
     assert retry_after(past, now=now) == 0.0
 
 
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after-ms": "1234"}, 1.234),  # milliseconds, to the millisecond
+        ({"retry-after-ms": "0.4"}, 0.0),  # rounded to milliseconds
+        ({"retry-after-ms": "0", "Retry-After": "9"}, 0.0),  # zero is an answer: retry now
+        ({"Retry-After": "Tue, 19 May 2026 18:00:30 -0000"}, 30.0),  # an HTTP date without a zone is UTC
+        ({"Retry-After": "Tue, 19 May 2026 18:00:00 GMT"}, 0.0),
+        ({"retry-after-ms": str(10**12)}, RETRY_AFTER_MAX_S),  # capped at a day
+    ],
+)
+def test_retry_after_reads_each_form_exactly(headers: dict[str, str], seconds: float) -> None:
+    now = datetime(2026, 5, 19, 18, 0, tzinfo=UTC)
+    assert retry_after(httpx2.Headers(headers), now=now) == seconds
+
+
+def test_retry_after_dates_count_to_the_millisecond_from_the_real_clock_by_default() -> None:
+    now = datetime(2026, 5, 19, 18, 0, 0, 250_400, tzinfo=UTC)
+    assert retry_after(httpx2.Headers({"Retry-After": "Tue, 19 May 2026 18:00:30 GMT"}), now=now) == 29.75
+    later = format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
+    assert 3500 < (retry_after(httpx2.Headers({"Retry-After": later})) or 0) <= 3600
+
+
 async def test_backoff_that_would_outlast_the_deadline_gives_up_with_the_last_error() -> None:
     api = FakeDessertAPI(status(502))
     time = FakeTime()
@@ -192,7 +215,7 @@ async def test_the_deadline_covers_a_body_that_trickles_forever() -> None:
                 await anyio.sleep(0.01)
 
     api = FakeDessertAPI(lambda request: httpx2.Response(200, stream=Trickle()))
-    with anyio.fail_after(3):
+    with anyio.fail_after(60):  # only a guard: without the deadline the body never ends
         error = await balance_error(api, timeout_s=0.3)
     assert error.code == "timeout"
 

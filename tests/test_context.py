@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp.client.stdio import get_default_environment
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, TextContent, TextResourceContents
 
@@ -17,6 +16,7 @@ from dessert_mcp.config import Settings
 from dessert_mcp.tools import build_server
 from tests.support.api import CANARY_KEY, FAKE_BASE_URL, FakeDessertAPI, assert_no_secret
 from tests.support.faults import ThreadedFaultySandbox
+from tests.support.measured import host_default_env
 
 MODES = ["auto", "legacy"]
 
@@ -114,7 +114,7 @@ async def test_a_prompt_with_a_count_that_is_not_a_number_is_refused(fake_api: F
 
 async def test_resources_and_prompts_work_over_stdio(canary_sandbox: ThreadedFaultySandbox) -> None:
     command, args = server_command()
-    env = get_default_environment() | {
+    env = host_default_env() | {
         "DESSERT_API_KEY": CANARY_KEY,
         "DESSERT_API_BASE_URL": canary_sandbox.url,
         "DESSERT_MCP_LOG_LEVEL": "WARNING",

@@ -18,19 +18,19 @@ from typing import Any
 
 import anyio
 from mcp import Client, StdioServerParameters
-from mcp.client.stdio import get_default_environment
 from mcp.types import ErrorData, Implementation, JSONRPCError, JSONRPCResponse, TextContent
 
 from dessert_mcp.stdio import _ANSWER, _Pending, _Stdin, _Stdout
 from tests.support import STARTUP_TIMEOUT_S
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.faults import ThreadedFaultySandbox
+from tests.support.measured import host_default_env
 
 SERVER = [sys.executable, "-m", "dessert_mcp"]
 
 
 def _env(sandbox: ThreadedFaultySandbox, **extra: str) -> dict[str, str]:
-    return get_default_environment() | {
+    return host_default_env() | {
         "DESSERT_API_KEY": CANARY_KEY,
         "DESSERT_API_BASE_URL": sandbox.url,
         "DESSERT_MCP_LOG_LEVEL": "DEBUG",
@@ -62,7 +62,7 @@ async def test_claude_desktop_is_shown_underscore_names_over_stdio(canary_sandbo
 
 
 async def test_the_embedded_sandbox_needs_no_account() -> None:
-    env = get_default_environment()
+    env = host_default_env()
     async with Client(_params(env, "--sandbox")) as client:
         result = await client.call_tool("dessert.get_balance", {})
     assert result.structured_content is not None

@@ -7,6 +7,7 @@ process group, as a person pressing Ctrl+C. (`make system-deps` installs tmux.)
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from dessert_mcp.cli import _parser
 from dessert_mcp.stdio import TTY_HINT
 from tests.support import STARTUP_TIMEOUT_S
 
@@ -42,14 +44,11 @@ class Pane:
         # -J joins wrapped lines, so a long line reads as one.
         return self.tmux("capture-pane", "-p", "-J", "-t", "t")
 
-    def dead(self) -> bool:
-        return self.tmux("display-message", "-p", "-t", "t", "#{pane_dead}").strip() == "1"
-
-    def dead_status(self) -> int | None:
-        """The exit status, once tmux has it: tmux 3.3 marks some panes dead without ever recording one."""
-        shown = self.tmux("display-message", "-p", "-t", "t", "#{pane_dead} #{pane_dead_status}")
-        dead, _, status = shown.strip().partition(" ")
-        return int(status) if dead == "1" and status else None
+    def exit_status(self) -> int | None:
+        """The server's exit status, once it has exited (recorded by the pane's launcher: tmux 3.3 marks some panes
+        dead without ever recording a status)."""
+        path = self.socket.with_name(EXIT_STATUS)
+        return int(path.read_text()) if path.exists() else None
 
     def wait_for(self, condition: str, check: Callable[[], bool]) -> None:
         """Poll the pane until `check()` is true: a terminal has no event to await."""
@@ -67,10 +66,24 @@ def terminal(tmp_path: Path) -> Iterator[Pane]:
     subprocess.run([TMUX or "tmux", "-S", str(tmp_path / "tmux.sock"), "kill-server"], capture_output=True, check=False)
 
 
+# The pane's process: it leaves the terminal's SIGINT to the server (its child, in the same foreground process group,
+# on the same tty), and writes the server's exit status to a file beside the tmux socket once the server exits.
+LAUNCHER = """
+import os, signal, subprocess, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+code = subprocess.call(sys.argv[2:], preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(code))
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+"""
+EXIT_STATUS = "exit-status"
+
+
 def start(pane: Pane, env: dict[str, str], *args: str) -> None:
     """Start the private tmux server with `env` (its panes inherit it) and the command in pane `t`."""
-    # `exec`: the pane's process is the server itself, not a shell waiting on it (which SIGINT would kill first).
-    command = "exec " + shlex.join([sys.executable, "-m", "dessert_mcp", *args])
+    status = pane.socket.with_name(EXIT_STATUS)
+    server = [sys.executable, "-m", "dessert_mcp", *args]
+    command = "exec " + shlex.join([sys.executable, "-c", LAUNCHER, str(status), *server])
     size = ["-x", "200", "-y", "50"]
     assert TMUX is not None
     keep = [";", "set-option", "-t", "t", "remain-on-exit", "on"]
@@ -88,20 +101,18 @@ def test_started_in_a_terminal_it_says_what_it_waits_for_and_ctrl_c_ends_it(term
     terminal.wait_for("the hint", lambda: "Ctrl+C quits." in terminal.text())
     assert TTY_HINT in terminal.text().replace("\n", "")
     terminal.tmux("send-keys", "-t", "t", "C-c")
-    terminal.wait_for("the exit", terminal.dead)
-    # The exact status is pinned by the piped-process test below; here tmux reports it only some of the time.
-    assert terminal.dead_status() in (None, 128 + signal.SIGINT)
+    terminal.wait_for("the exit", lambda: terminal.exit_status() is not None)
+    assert terminal.exit_status() == 128 + signal.SIGINT
     shown = terminal.text()
     assert "Traceback" not in shown
     assert "KeyboardInterrupt" not in shown
 
 
-def test_the_hint_names_the_two_ways_to_try_it() -> None:
-    assert "waiting for an MCP client on stdin" in TTY_HINT
-    assert "`dessert-mcp demo`" in TTY_HINT
-    assert "`dessert-mcp --sandbox`" in TTY_HINT
-    assert "MCP Inspector" in TTY_HINT
-    assert "Ctrl+C quits." in TTY_HINT
+def test_the_commands_the_hint_suggests_are_ones_the_cli_accepts() -> None:
+    suggested = re.findall(r"`(dessert-mcp[^`]*)`", TTY_HINT)
+    assert len(suggested) == 2
+    for command in suggested:
+        _parser().parse_args(shlex.split(command)[1:])  # an unknown command or option exits with status 2
 
 
 def test_a_host_never_sees_the_hint_and_sigint_ends_the_server_quietly(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from dessert_mcp import __version__
 
 try:  # the MCP SDK depends on opentelemetry-api, so the server always has it; the client alone may not
     from opentelemetry import trace as _trace
-except ImportError:  # pragma: no cover - exercised by tests/test_telemetry.py in a subprocess
+except ImportError:  # tests/observe/test_setup.py runs the client without it, in a subprocess
     _trace = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:

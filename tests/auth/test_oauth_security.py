@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -374,8 +376,18 @@ def test_a_client_metadata_document_must_name_itself_and_hold_no_secret() -> Non
         parse_document(url, b"not json")
 
 
-def test_the_database_file_never_holds_the_key(server: Running, db_dir: Path) -> None:
-    raw = b"".join(p.read_bytes() for p in db_dir.iterdir() if p.name.startswith("auth.db"))
+def _database_files(db_dir: Path) -> tuple[int, bytes]:
+    """The linked accounts in the SQLite database, and the bytes of its files (the journal and WAL too)."""
+    with closing(sqlite3.connect(f"file:{db_dir / 'auth.db'}?mode=ro", uri=True)) as db:
+        (linked,) = db.execute("SELECT count(*) FROM accounts WHERE revoked_at IS NULL").fetchone()
+    return linked, b"".join(p.read_bytes() for p in db_dir.iterdir() if p.name.startswith("auth.db"))
+
+
+async def test_the_database_file_never_holds_the_key(flow: FlowClient, server: Running, db_dir: Path) -> None:
+    tokens = await flow.tokens_for(await flow.register(), CANARY_KEY)
+    assert not (await call_tool(server.mcp_url, tokens["access_token"])).is_error
+    linked, raw = _database_files(db_dir)
+    assert linked, "no linked account in the database"
     assert b"dsk_live_CANARY" not in raw
     assert_no_secret(raw.decode("latin-1"))
 

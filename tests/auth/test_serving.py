@@ -16,7 +16,7 @@ from tests.auth.conftest import OTHER_KEY, SECOND_BALANCE, SECOND_KEY
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.auth import FlowClient, call_tool
 from tests.support.faults import ThreadedFaultySandbox
-from tests.support.servers import cli_server, free_port
+from tests.support.servers import cli_server, free_port, worker_pids
 
 
 def remote_env(sandbox: ThreadedFaultySandbox | None = None, **extra: str) -> dict[str, str]:
@@ -115,33 +115,51 @@ def test_stdio_and_plain_http_leave_the_token_store_unimported() -> None:
     assert result.stdout.strip() == "[]"
 
 
+# Rounds of calls until both workers have answered: each call opens new connections, which the kernel spreads over
+# the workers' sockets at random, so one round nearly always does; the bound only stops a broken server looping.
+ROUNDS = 10
+
+
+async def serve_both_callers_until_both_workers_answered(mcp_url: str, log: Path, tokens: dict[str, str]) -> None:
+    """Both tools for each caller, in rounds, until the log shows two worker pids; fails if it never does."""
+    pids: set[str] = set()
+    for _ in range(ROUNDS):
+        for key, balance in ((CANARY_KEY, 205), (SECOND_KEY, SECOND_BALANCE)):
+            result = await call_tool(mcp_url, tokens[key])
+            assert result.structured_content["credits_balance"] == balance
+            usage = await call_tool(mcp_url, tokens[key], "dessert.get_usage", limit=1)
+            assert usage.structured_content["recent_transactions"][0]["balance_after"] == balance
+        pids = worker_pids(log)
+        if len(pids) == 2:
+            break
+    assert len(pids) == 2, f"every call landed on worker {pids}"
+
+
 @pytest.fixture(scope="module")
-def dessert_key_server(canary_api: ThreadedFaultySandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def dessert_key_server(
+    canary_api: ThreadedFaultySandbox, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
     log = tmp_path_factory.mktemp("dessert-key") / "server.log"
     args = ["--transport", "http", "--auth", "dessert-key", "--workers", "2"]
     with cli_server(args, remote_env(canary_api), log) as url:
-        yield url
+        yield url, log
     assert_no_secret(log.read_text())
     assert_no_secret(log.read_text(), SECOND_KEY)
 
 
 async def test_dessert_mcp_with_auth_dessert_key_serves_both_tools_to_each_caller_over_two_workers(
-    dessert_key_server: str,
+    dessert_key_server: tuple[str, Path],
 ) -> None:
-    mcp_url = dessert_key_server + "/mcp"
-    for _ in range(3):  # new connections each time: the kernel spreads them over both workers
-        for key, balance in ((CANARY_KEY, 205), (SECOND_KEY, SECOND_BALANCE)):
-            result = await call_tool(mcp_url, key)
-            assert result.structured_content["credits_balance"] == balance
-            usage = await call_tool(mcp_url, key, "dessert.get_usage", limit=1)
-            assert usage.structured_content["recent_transactions"][0]["balance_after"] == balance
+    url, log = dessert_key_server
+    mcp_url = url + "/mcp"
+    await serve_both_callers_until_both_workers_answered(mcp_url, log, {key: key for key in (CANARY_KEY, SECOND_KEY)})
     refused = await call_tool(mcp_url, OTHER_KEY)
     assert refused.is_error
     assert "auth_invalid" in refused.content[0].text
     async with httpx2.AsyncClient() as http:
         anonymous = await http.post(mcp_url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
         assert anonymous.status_code == 401
-        assert (await http.get(dessert_key_server + "/readyz")).status_code == 200
+        assert (await http.get(url + "/readyz")).status_code == 200
 
 
 async def test_dessert_mcp_with_auth_oauth_links_two_accounts_and_serves_both_tools_over_two_workers(
@@ -163,12 +181,7 @@ async def test_dessert_mcp_with_auth_oauth_links_two_accounts_and_serves_both_to
             tokens = {key: (await flow.tokens_for(client, key))["access_token"] for key in (CANARY_KEY, SECOND_KEY)}
             assert (await http.get(url + "/readyz")).json() == {"status": "ready"}
             assert (await flow.call_tool(url + "/mcp", "not-a-token")).status_code == 401
-        for _ in range(3):
-            for key, balance in ((CANARY_KEY, 205), (SECOND_KEY, SECOND_BALANCE)):
-                result = await call_tool(url + "/mcp", tokens[key])
-                assert result.structured_content["credits_balance"] == balance
-                usage = await call_tool(url + "/mcp", tokens[key], "dessert.get_usage", limit=1)
-                assert usage.structured_content["recent_transactions"][0]["balance_after"] == balance
+        await serve_both_callers_until_both_workers_answered(url + "/mcp", tmp_path / "server.log", tokens)
     logs = (tmp_path / "server.log").read_text()
     assert f"Connector URL for claude.ai and ChatGPT: {public}/mcp" in logs
     for key in (CANARY_KEY, SECOND_KEY):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp.client.stdio import get_default_environment
 
 from dessert_mcp import __version__, config
 from dessert_mcp.cli.hosts import HOSTS, KEY_PLACEHOLDER, host_config, in_uv_cache, uvx_command
@@ -19,6 +18,7 @@ from tests.support import ROOT
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.faults import ThreadedFaultySandbox
 from tests.support.hosts import parse, print_config, resolve_as_the_host_would
+from tests.support.measured import host_default_env
 
 UNDERSCORE_NAMES = ["dessert_get_balance", "dessert_get_usage"]
 SETTINGS_READ = set(re.findall(r'"(DESSERT_[A-Z_]+)"', Path(config.__file__).read_text()))
@@ -73,7 +73,7 @@ async def test_each_snippet_as_its_host_resolves_it_serves_both_tools_with_under
     command, args, env = resolve_as_the_host_would(host, result.stdout, canary_sandbox.key)
     assert env["DESSERT_API_KEY"] == canary_sandbox.key
     # The snippets leave the base URL at its default; the test points it at the sandbox.
-    env = get_default_environment() | env | {"DESSERT_API_BASE_URL": canary_sandbox.url}
+    env = host_default_env() | env | {"DESSERT_API_BASE_URL": canary_sandbox.url}
     async with Client(StdioServerParameters(command=command, args=args, env=env)) as client:
         names = [t.name for t in (await client.list_tools()).tools]
         balance = await client.call_tool("dessert_get_balance", {})

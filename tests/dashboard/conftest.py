@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.support.faults import ThreadedFaultySandbox
 from tests.support.inspector import ARTIFACTS, NODE, Inspector, chromium, dessert_mcp_http, inspector_web
@@ -81,11 +82,18 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     app_requests: list[str] = []
 
     def record(req: Any) -> None:
-        try:
-            if req.frame.url == "about:srcdoc":
-                app_requests.append(req.url)
-        except Exception:  # a request without a frame (service worker): not the app's
+        # Playwright documents two requests without a frame (reading it raises): a service worker's, and a navigation
+        # issued before its frame exists. Neither comes from the app's frame, which exists before it can fetch.
+        if req.service_worker is not None:
             return
+        try:
+            frame = req.frame
+        except PlaywrightError:
+            if req.is_navigation_request():
+                return
+            raise
+        if frame.url == "about:srcdoc":
+            app_requests.append(req.url)
 
     page.on("request", record)
     page.app_requests = app_requests  # type: ignore[attr-defined]

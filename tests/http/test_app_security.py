@@ -166,7 +166,8 @@ def test_sse_message_bodies_over_256_kib_get_413(serve: Callable[..., str]) -> N
         pytest.param("{not json", {}, 400, id="malformed-json"),
         pytest.param('{"jsonrpc":"2.0","id":1}', {}, 400, id="not-a-request"),
         pytest.param('[{"jsonrpc":"2.0","id":1,"method":"ping"}]', {}, 400, id="batch"),
-        pytest.param(PING, {"Content-Type": "text/plain"}, 415, id="content-type"),
+        # The SDK's transport security refuses a non-JSON Content-Type with 400 (before its transport's own 415).
+        pytest.param(PING, {"Content-Type": "text/plain"}, 400, id="content-type"),
         pytest.param(PING, {"Mcp-Session-Id": "f" * 32}, 404, id="unknown-session"),
         pytest.param(PING, {"MCP-Protocol-Version": "1999-01-01"}, 400, id="bad-version"),
     ],
@@ -179,10 +180,7 @@ def test_bad_requests_get_the_spec_4xx_and_the_server_keeps_serving(
     response = httpx2.post(
         url, content=content, headers={"Content-Type": "application/json", "Accept": ACCEPT} | headers
     )
-    if status == 415:
-        assert response.status_code in (400, 415), response.text
-    else:
-        assert response.status_code == status, response.text
+    assert response.status_code == status, response.text
     assert post(url, initialize()).status_code == 200
     assert post(url, modern_call()).status_code == 200
 

@@ -26,7 +26,7 @@ from dessert_mcp.http import HTTPOptions, serve
 from dessert_mcp.http.options import read_trusted_proxies
 from dessert_mcp.http.serve import forwarded_headers, listening_socket
 from tests.support.faults import ThreadedFaultySandbox
-from tests.support.servers import cli_server
+from tests.support.servers import cli_server, worker_pids
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -171,7 +171,7 @@ async def test_stateless_calls_from_one_client_spread_over_two_workers_and_all_s
                 async with anyio.create_task_group() as tg:
                     for n in range(8):
                         tg.start_soon(call, "dessert.get_balance" if n % 2 else "dessert.get_usage")
-                pids = set(re.findall(r"POST /mcp answered 200 by worker pid (\d+)", stderr.read_text()))
+                pids = worker_pids(stderr)
                 if len(pids) == 2:
                     break
     assert len(pids) == 2, f"all {calls} calls landed on one worker"

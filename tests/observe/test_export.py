@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp.client.stdio import get_default_environment, stdio_client
+from mcp.client.stdio import stdio_client
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -21,6 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from dessert_mcp.cli.hosts import server_command
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.faults import ThreadedFaultySandbox
+from tests.support.measured import host_default_env
 
 
 class Collector:
@@ -87,7 +88,7 @@ async def test_spans_reach_an_otlp_collector_and_json_logs_name_their_trace(
     collector: Collector, canary_sandbox: ThreadedFaultySandbox, tmp_path: Path
 ) -> None:
     command, args = server_command()
-    env = get_default_environment() | {
+    env = host_default_env() | {
         "DESSERT_API_KEY": CANARY_KEY,
         "DESSERT_API_BASE_URL": canary_sandbox.url,
         "DESSERT_MCP_LOG_FORMAT": "json",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
 from tests.support.api import DOCS_BALANCE, assert_no_secret, streamed
 from tests.support.faults import ThreadedFaultySandbox
-from tests.support.servers import cli_server, sandbox_env, sandbox_settings, serve_app
+from tests.support.servers import cli_server, sandbox_env, sandbox_settings, serve_app, worker_pids
 
 TOKEN = "tok_" + "7" * 28
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -133,6 +132,8 @@ async def test_shared_requests_cache_hits_and_calls_in_flight_are_counted(gated:
                 if value(parse(await http.get(base + "/metrics"))[1], "dessert_mcp_tool_calls_in_flight") == 3:
                     break
                 await anyio.sleep(0.02)
+            else:
+                pytest.fail("the three calls were never in flight together")
             upstream.gate.set()
         await call()
     _, samples = scrape(base)
@@ -161,7 +162,7 @@ async def test_with_two_workers_any_workers_metrics_count_every_workers_calls(
                 for _ in range(6):
                     assert not (await client.call_tool("dessert.get_balance", {})).is_error
                     calls += 1
-                pids = set(re.findall(r"POST /mcp answered 200 by worker pid (\d+)", stderr.read_text()))
+                pids = worker_pids(stderr)
                 if len(pids) == 2:
                     break
         totals = {value(scrape(base)[1], "dessert_mcp_tool_calls_total", tool="dessert.get_balance", code="ok")}

@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from dessert_mcp.observe.tracing import configure_tracing, requested_exporters
 from tests.support import ROOT
 from tests.support.api import CANARY_KEY
+from tests.support.measured import coverage_env
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -20,7 +21,7 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", **env},
+        env={"PATH": "/usr/bin:/bin", **coverage_env(), **env},
         capture_output=True,
         text=True,
         timeout=60,

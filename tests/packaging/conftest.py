@@ -6,14 +6,20 @@ in .tools/ (a cold cache downloads the build backend and ~30 wheels from PyPI fi
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import shutil
 import subprocess
 import sys
+import threading
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import Parser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,3 +101,29 @@ def build(out: Path, *, cwd: Path = ROOT) -> Dist:
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Dist:
     """The wheel and sdist of this checkout, built once for the session by `make dist`."""
     return build(tmp_path_factory.mktemp("dist"))
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def package_index(dist: Dist, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A package index on 127.0.0.1 holding only this checkout's wheel (the simple API, PEP 503): it stands in for
+    dessert-mcp's PyPI upload, while everything else comes from PyPI. Its URL, for UV_INDEX."""
+    root = tmp_path_factory.mktemp("index")
+    project = root / "simple" / "dessert-mcp"
+    project.mkdir(parents=True)
+    shutil.copy(dist.wheel, root / dist.wheel.name)
+    link = f'<a href="../../{dist.wheel.name}">{dist.wheel.name}</a>'
+    (project / "index.html").write_text(f"<!DOCTYPE html><html><body>{link}</body></html>\n")
+    handler = functools.partial(_Quiet, directory=str(root))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
+        finally:
+            server.shutdown()
+            thread.join(timeout=10)

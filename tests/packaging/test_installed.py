@@ -108,24 +108,29 @@ def test_config_run_by_uvx_prints_the_uvx_form_since_its_own_path_is_in_uvs_cach
 
 
 async def test_the_one_uvx_line_for_claude_code_serves_both_tools_with_underscore_names(
-    dist: Dist, canary_sandbox: ThreadedFaultySandbox, tmp_path: Path
+    package_index: str, canary_sandbox: ThreadedFaultySandbox, tmp_path: Path
 ) -> None:
-    """From nothing to both tools: the `claude mcp add ... -- uvx dessert-mcp@<version>` line, run by a shell.
+    """From nothing to both tools: the `claude mcp add ... -- uvx dessert-mcp@<version>` line, run as printed.
 
-    uv resolves `dessert-mcp@<version>` on PyPI; the wheel stands in for that upload. Every host's uvx entry has
-    the same command (tests/cli/test_hosts.py), and each host's way of passing the key is run there.
+    uv resolves `dessert-mcp@<version>` from a package index on 127.0.0.1 that holds the built wheel (standing in for
+    the PyPI upload: uv takes a package from the first index that has it) and its dependencies from PyPI. Every
+    host's uvx entry has the same command (tests/cli/test_hosts.py), and each host's way of passing the key is run
+    there.
     """
     snippet = print_config("claude-code", "--launch", "uvx")
     command, args, env = resolve_as_the_host_would("claude-code", snippet.stdout, canary_sandbox.key)
     assert (command, args) == ("uvx", [f"dessert-mcp@{__version__}"])
-    env = host_env() | env | {"DESSERT_API_BASE_URL": canary_sandbox.url}
-    params = StdioServerParameters(command=str(UVX), args=["--from", str(dist.wheel), "dessert-mcp"], env=env)
+    env = host_env() | env | {"DESSERT_API_BASE_URL": canary_sandbox.url, "UV_INDEX": f"local={package_index}"}
+    params = StdioServerParameters(command=command, args=args, env=env, cwd=tmp_path)
     stderr_path = tmp_path / "stderr.log"
     with stderr_path.open("w") as errlog, anyio.fail_after(LAUNCH_TIMEOUT_S):
         async with Client(stdio_client(params, errlog=errlog)) as client:
             names = [t.name for t in (await client.list_tools()).tools]
             balance = await client.call_tool("dessert_get_balance", {})
+            usage = await client.call_tool("dessert_get_usage", {"limit": 2})
     assert names == UNDERSCORE_NAMES
     assert balance.structured_content is not None, balance
     assert balance.structured_content["credits_balance"] == 205
+    assert usage.structured_content is not None, usage
+    assert [t["balance_after"] for t in usage.structured_content["recent_transactions"]] == [205, 250]
     assert_no_secret(stderr_path.read_text())

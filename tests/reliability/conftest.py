@@ -8,28 +8,33 @@ import contextlib
 import json
 import secrets
 import shutil
-import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
-import uvicorn
 from mcp import Client, StdioServerParameters
-from mcp.client.stdio import get_default_environment, stdio_client
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
 from dessert_mcp.cli.hosts import server_command
 from dessert_mcp.config import Settings
+from dessert_mcp.http.options import AUTH_TOKEN_ENV
 from dessert_mcp.tools import build_server
 from tests.support.faults import ThreadedFaultySandbox, refused_port, unanswered_port
+from tests.support.measured import host_default_env
+from tests.support.servers import cli_process
 
 # Small numbers keep the whole matrix fast; the policy is the same as with the defaults.
 TIMEOUT_S = 2.0
 BACKOFF_S = 0.05
 TRANSPORTS = ("memory", "stdio", "http")
+# An MCP client's own bound on one HTTP request: far beyond any case's deadline, so a case never meets it.
+CLIENT_TIMEOUT_S = 60.0
 
 
 def canary_key() -> str:
@@ -42,7 +47,7 @@ def matrix_settings(base_url: str, key: str) -> Settings:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     assert settings.api_key is not None
-    return get_default_environment() | {
+    return host_default_env() | {
         "DESSERT_API_KEY": settings.api_key.get(),
         "DESSERT_API_BASE_URL": settings.base_url,
         "DESSERT_TIMEOUT_S": str(settings.timeout_s),
@@ -53,33 +58,30 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class HTTPServer:
-    """`build_server(settings).streamable_http_app(stateless_http=True)` under uvicorn on a thread, 127.0.0.1."""
+    """`dessert-mcp --transport http` as users run it (a subprocess: the token guard, the Host/Origin checks, the
+    body cap, readiness and the shared lifespan all in the path), with DESSERT_MCP_AUTH_TOKEN set, so every call
+    brings the server's token. Its stderr goes to one file, which every case that used it checks."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        port = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/mcp"
-        app = build_server(settings).streamable_http_app(stateless_http=True)
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+    def __init__(self, settings: Settings, errlog: Path) -> None:
+        self.errlog = errlog
+        self.token = f"server-token-{secrets.token_hex(16)}"
+        self._process = contextlib.ExitStack()
+        env = settings_env(settings) | {AUTH_TOKEN_ENV: self.token}
+        base, self.pid = self._process.enter_context(cli_process(["--transport", "http"], env, errlog))
+        self.url = base + "/mcp"
 
-    def start(self) -> HTTPServer:
-        self._thread.start()
-        started = threading.Event()
-        # uvicorn flips `started` once it serves; wait on it with a bound instead of a fixed sleep.
-        for _ in range(1000):
-            if self._server.started:
-                started.set()
-                break
-            threading.Event().wait(0.01)
-        assert started.is_set(), "uvicorn did not start"
-        return self
+    @contextlib.asynccontextmanager
+    async def client(self) -> AsyncIterator[Client]:
+        """A real MCP client on the server, sending its token."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=CLIENT_TIMEOUT_S) as http,
+            Client(streamable_http_client(self.url, http_client=http)) as client,
+        ):
+            yield client
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._sock.close()
+        self._process.close()
 
 
 class StdioServer:
@@ -148,10 +150,11 @@ class Upstreams:
     def url(self, upstream: str) -> str:
         return {"sandbox": self.sandbox.url, "refused": self.refused, "unanswered": self.unanswered}[upstream]
 
-    def http_url(self, settings: Settings) -> str:
+    def http(self, settings: Settings) -> HTTPServer:
         if _server_key(settings) not in self._http:
-            self._http[_server_key(settings)] = HTTPServer(settings).start()
-        return self._http[_server_key(settings)].url
+            errlog = self.logs / f"http-{len(self._http)}.log"
+            self._http[_server_key(settings)] = HTTPServer(settings, errlog)
+        return self._http[_server_key(settings)]
 
     def stdio(self, settings: Settings) -> StdioServer:
         if _server_key(settings) not in self._stdio:
@@ -160,10 +163,11 @@ class Upstreams:
         return self._stdio[_server_key(settings)]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def upstreams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstreams]:
+    """For the session: the servers it starts (one per settings and transport) serve every module's cases."""
     key = canary_key()
-    logs = tmp_path_factory.mktemp("stdio-logs")
+    logs = tmp_path_factory.mktemp("server-logs")
     with ThreadedFaultySandbox(key=key) as sandbox, unanswered_port() as unanswered:
         up = Upstreams(sandbox=sandbox, refused=refused_port(), unanswered=unanswered, key=key, logs=logs)
         try:
@@ -180,9 +184,10 @@ async def connect(
     transport: str, settings: Settings, upstreams: Upstreams, errlog: Path, *, own_process: bool = False
 ) -> AsyncIterator[Any]:
     """A real MCP client on the server built from `settings`, over `transport`: a fresh server in memory; over stdio
-    the module's process for these settings (its whole stderr so far is copied to `errlog` afterwards), or with
+    the session's process for these settings (its whole stderr so far is copied to `errlog` afterwards), or with
     `own_process` one started for this block alone (its stderr in `errlog`), for a test that needs no other
-    process holding connections to the sandbox; the module's server for these settings over streamable HTTP."""
+    process holding connections to the sandbox; over streamable HTTP the session's `dessert-mcp --transport http`
+    for these settings (its stderr copied likewise)."""
     if transport == "memory":
         async with Client(build_server(settings)) as client:
             yield client
@@ -199,8 +204,12 @@ async def connect(
         finally:
             shutil.copyfile(stdio.errlog, errlog)
     else:
-        async with Client(upstreams.http_url(settings)) as client:
-            yield client
+        http = upstreams.http(settings)
+        try:
+            async with http.client() as client:
+                yield client
+        finally:
+            shutil.copyfile(http.errlog, errlog)
 
 
 def result_text(result: CallToolResult) -> str:

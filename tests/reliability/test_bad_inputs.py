@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,10 @@ from .conftest import Upstreams, connect, error_info, matrix_settings, result_te
 
 BALANCE = "dessert.get_balance"
 USAGE = "dessert.get_usage"
+# A call deadline longer than any test runs, and the bound on waiting for an event in another process (the
+# machine may be busy): neither is what a test asserts.
+NEVER_S = 3600.0
+HANG_GUARD_S = 60.0
 
 BAD_ARGUMENTS: dict[str, tuple[str, dict[str, Any]]] = {
     "wrong type": (USAGE, {"limit": "ten"}),
@@ -52,33 +57,32 @@ async def test_a_cancelled_call_aborts_the_upstream_request(
 ) -> None:
     sandbox = upstreams.sandbox
     sandbox.reset()
-    settings = matrix_settings(sandbox.url, upstreams.key)
+    # A call deadline no test outlives: the hung request can end only by the cancellation.
+    settings = replace(matrix_settings(sandbox.url, upstreams.key), timeout_s=NEVER_S)
     # Its own stdio process: the sandbox's open connections are counted, and a shared process keeps one alive.
     async with connect(transport, settings, upstreams, tmp_path / "err", own_process=True) as client:
         sandbox.add_fault(Fault(hang=True))
-        with anyio.move_on_after(10) as scope, anyio.fail_after(5):
+        with anyio.fail_after(HANG_GUARD_S):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(client.call_tool, BALANCE, {})
                 await _until(lambda: sandbox.stats()["total"] == 1)
                 tg.cancel_scope.cancel()  # the MCP client gives up on the call
-        assert not scope.cancelled_caught
-        # The server aborts its request: the sandbox sees the connection closed, well before the 2 s deadline.
-        with anyio.fail_after(1.0):
+            # The server aborts its request: the sandbox sees the connection closed.
             await _until(lambda: sandbox.stats()["open_connections"] == 0)
         assert not (await client.call_tool(BALANCE, {})).is_error
 
 
 async def _until(condition: Any) -> None:
-    """Poll state in another thread (the sandbox) until it holds; callers bound it with fail_after."""
+    """Poll state in another thread (the sandbox) until it holds; callers bound it with fail_after(HANG_GUARD_S)."""
     while True:
         if condition():
             return
         await anyio.sleep(0.01)
 
 
-async def _spawn(upstreams: Upstreams) -> Process:
+async def _spawn(upstreams: Upstreams, **overrides: Any) -> Process:
     command, args = server_command()
-    env = settings_env(matrix_settings(upstreams.sandbox.url, upstreams.key))
+    env = settings_env(replace(matrix_settings(upstreams.sandbox.url, upstreams.key), **overrides))
     return await anyio.open_process([command, *args], env=env, stderr=None)
 
 
@@ -144,28 +148,27 @@ async def test_malformed_stdio_lines_do_not_stop_the_server_answering_the_next_r
         process.terminate()
 
 
-async def test_the_server_exits_within_2_s_when_stdin_closes(upstreams: Upstreams) -> None:
+async def test_the_server_exits_cleanly_when_stdin_closes(upstreams: Upstreams) -> None:
     async with await _spawn(upstreams) as process:
         wire = Wire(process)
         with anyio.fail_after(STARTUP_TIMEOUT_S):
             await wire.initialize()
-        assert process.stdin is not None
-        await process.stdin.aclose()
-        with anyio.fail_after(2):
-            await process.wait()
+            assert process.stdin is not None
+            await process.stdin.aclose()
+            assert await process.wait() == 0
 
 
-async def test_sigterm_during_a_call_exits_within_5_s(upstreams: Upstreams) -> None:
+async def test_sigterm_during_a_call_ends_the_server_without_waiting_for_the_call(upstreams: Upstreams) -> None:
     sandbox = upstreams.sandbox
     sandbox.reset()
     sandbox.add_fault(Fault(hang=True))
-    async with await _spawn(upstreams) as process:
+    # The call would wait out a deadline no test outlives: the server ends only because of the SIGTERM.
+    async with await _spawn(upstreams, timeout_s=NEVER_S) as process:
         wire = Wire(process)
         with anyio.fail_after(STARTUP_TIMEOUT_S):
             await wire.initialize()
             await wire.request(1, "tools/call", {"name": BALANCE, "arguments": {}})
             await _until(lambda: sandbox.stats()["total"] == 1)
-        process.send_signal(signal.SIGTERM)
-        with anyio.fail_after(5):
+            process.send_signal(signal.SIGTERM)
             await process.wait()
     sandbox.reset()

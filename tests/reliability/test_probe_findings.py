@@ -23,7 +23,7 @@ from dessert_mcp.config import Secret
 from dessert_mcp.sandbox import SandboxAccount
 from tests.support.api import assert_no_secret, streamed
 from tests.support.faults import Fault, ThreadedFaultySandbox
-from tests.support.servers import cli_process, cli_server, sandbox_env
+from tests.support.servers import cli_server, sandbox_env
 
 from .conftest import TRANSPORTS, Upstreams, connect, error_info, matrix_settings, result_text, settings_env
 
@@ -147,14 +147,7 @@ def test_calls_the_sdk_reads_as_text_are_all_answered_after_stdin_closes(calls: 
     assert result.returncode == 0
 
 
-# 3. Abandoned handshakes cost nothing and never lock a new client out ------------------------------------------
-
-
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+# 3. Abandoned handshakes never lock a new client out (what they cost in memory: `make bench`) -------------------------
 
 
 class _KeptAliveConnection:
@@ -190,12 +183,12 @@ class _KeptAliveConnection:
         self._sock.close()
 
 
-def test_three_thousand_abandoned_sessions_cost_under_50_mb_and_a_new_client_still_gets_in(
+def test_after_three_thousand_abandoned_sessions_a_new_client_still_gets_in(
     upstreams: Upstreams, tmp_path: Path
 ) -> None:
     with ThreadedFaultySandbox() as sandbox:
         env = sandbox_env(sandbox)
-        with cli_process(["--transport", "http"], env, tmp_path / "server.log") as (base, pid):
+        with cli_server(["--transport", "http"], env, tmp_path / "server.log") as base:
             initialize = {
                 "jsonrpc": "2.0",
                 "id": 1,
@@ -210,16 +203,12 @@ def test_three_thousand_abandoned_sessions_cost_under_50_mb_and_a_new_client_sti
             body = json.dumps(initialize).encode()
             http = _KeptAliveConnection(base, headers)
             try:
-                assert http.post("/mcp", body) == 200
-                before = _rss_kb(pid)
                 for _ in range(3000):  # bounded: never closed, never used again
                     assert http.post("/mcp", body) == 200
-                grown_mb = (_rss_kb(pid) - before) / 1024
                 fresh = http.post("/mcp", body)
             finally:
                 http.close()
             assert fresh == 200
-            assert grown_mb <= 50, f"3,000 abandoned handshakes grew the server by {grown_mb:.1f} MB"
 
 
 # 4. /readyz says why in a code, never in upstream detail ------------------------------------------------------

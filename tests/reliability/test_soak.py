@@ -1,27 +1,30 @@
-"""Soak: ≥10,000 tool calls over streamable HTTP at concurrency 16 against a sandbox with ~40 % seeded faults.
+"""Soak: ≥10,000 tool calls to `dessert-mcp --transport http` (with its bearer token) at concurrency 16 against a
+sandbox with ~40 % seeded faults.
 
-Pass: no crash, every call answered with a valid result or a taxonomy error, server RSS growth ≤ 30 MB from
-call 1,000 to the end, no upstream connection left open once the server stops. The figures are printed.
+Pass: no crash, every call answered with a valid result or a taxonomy error, no upstream connection left open once
+the server stops. The figures are printed, the server's RSS among them (its ceiling is `make bench`'s to check).
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import sys
+import secrets
 import time
 from collections import Counter
 from pathlib import Path
 from typing import get_args
 
 import anyio
+import httpx2
 import pytest
-from anyio.abc import Process
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from dessert_mcp.client import ErrorCode
-from tests.support import STARTUP_TIMEOUT_S
+from dessert_mcp.config import Settings
+from dessert_mcp.http.options import AUTH_TOKEN_ENV
 from tests.support.faults import Fault, ThreadedFaultySandbox
+from tests.support.servers import cli_process
 
 from .conftest import canary_key, error_info, result_text, settings_env
 
@@ -60,22 +63,6 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-async def _start_server(sandbox: ThreadedFaultySandbox, key: str, stderr: Path) -> tuple[Process, str]:
-    from dessert_mcp.config import Settings
-
-    settings = Settings(base_url=sandbox.url, timeout_s=1.0, backoff_s=0.01, log_level="WARNING").with_key(key)
-    launcher = Path(__file__).with_name("serve_http.py")
-    with stderr.open("wb") as log:
-        process = await anyio.open_process([sys.executable, str(launcher)], env=settings_env(settings), stderr=log)
-    assert process.stdout is not None
-    line = b""
-    with anyio.fail_after(STARTUP_TIMEOUT_S):
-        while b"\n" not in line:
-            line += await process.stdout.receive()
-    port = int(line.split()[1])
-    return process, f"http://127.0.0.1:{port}/mcp"
-
-
 @pytest.mark.soak
 async def test_soak_over_streamable_http(tmp_path: Path) -> None:
     key = canary_key()
@@ -85,48 +72,50 @@ async def test_soak_over_streamable_http(tmp_path: Path) -> None:
     issued = 0
     with ThreadedFaultySandbox(key=key) as sandbox:
         sandbox.set_chaos(FAULTS, rate=FAULT_RATE, seed=SEED)
-        process, url = await _start_server(sandbox, key, tmp_path / "stderr.log")
-        started = time.monotonic()
+        settings = Settings(base_url=sandbox.url, timeout_s=1.0, backoff_s=0.01, log_level="WARNING").with_key(key)
+        token = f"soak-token-{secrets.token_hex(16)}"
+        env = settings_env(settings) | {AUTH_TOKEN_ENV: token}
+        with cli_process(["--transport", "http"], env, tmp_path / "stderr.log") as (base, pid):
+            started = time.monotonic()
 
-        async def worker(n: int) -> None:
-            nonlocal issued
-            tools = ("dessert.get_balance", "dessert.get_usage")
-            async with Client(url) as client:
-                while issued < CALLS:
-                    issued += 1
-                    if issued == 1000:
-                        rss["at_1000"] = rss_mb(process.pid)
-                    name = tools[issued % 2]
-                    with anyio.fail_after(10):
+            async def worker(n: int) -> None:
+                nonlocal issued
+                tools = ("dessert.get_balance", "dessert.get_usage")
+                async with (
+                    httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
+                    Client(streamable_http_client(base + "/mcp", http_client=http)) as client,
+                ):
+                    while issued < CALLS:
+                        issued += 1
+                        if issued == 1000:
+                            rss["at_1000"] = rss_mb(pid)
+                        name = tools[issued % 2]
                         result = await client.call_tool(name, {"limit": 5} if name.endswith("usage") else {})
-                    shown = result.model_dump_json()
-                    if key in shown:
-                        problems.append(f"key leaked in {name}")
-                    if result.is_error:
-                        code = error_info(result)["code"]
-                        outcomes[code] += 1
-                        if code not in TAXONOMY:
-                            problems.append(f"unknown code {code}: {result_text(result)[:200]}")
-                    elif result.structured_content is None:
-                        problems.append(f"result without structured content: {shown[:200]}")
-                    else:
-                        outcomes["ok"] += 1
+                        shown = result.model_dump_json()
+                        if key in shown:
+                            problems.append(f"key leaked in {name}")
+                        if result.is_error:
+                            code = error_info(result)["code"]
+                            outcomes[code] += 1
+                            if code not in TAXONOMY:
+                                problems.append(f"unknown code {code}: {result_text(result)[:200]}")
+                        elif result.structured_content is None:
+                            problems.append(f"result without structured content: {shown[:200]}")
+                        else:
+                            outcomes["ok"] += 1
 
-        try:
             async with anyio.create_task_group() as tg:
                 for n in range(CONCURRENCY):
                     tg.start_soon(worker, n)
             duration = time.monotonic() - started
-            rss["end"] = rss_mb(process.pid)
-            assert process.returncode is None, "the server crashed"
+            rss["end"] = rss_mb(pid)
+            async with httpx2.AsyncClient() as http:
+                assert (await http.get(base + "/healthz")).status_code == 200, "the server stopped serving"
             stats = sandbox.stats()
             open_while_serving = stats["open_connections"]
-        finally:
-            process.send_signal(signal.SIGTERM)
-            with anyio.fail_after(10):
-                await process.wait()
-        # The server closed its pool on the way out; the sandbox must see every connection gone.
-        with anyio.fail_after(5):
+        # The server (stopped by SIGTERM on leaving the block) closed its pool on the way out: the sandbox must see
+        # every connection gone.
+        with anyio.fail_after(60):
             while True:
                 if sandbox.stats()["open_connections"] == 0:
                     break
@@ -141,9 +130,8 @@ async def test_soak_over_streamable_http(tmp_path: Path) -> None:
         f"{stats['accepted_connections']}, open while serving {open_while_serving}, open after stop 0\n"
         f"soak: outcomes {dict(sorted(outcomes.items()))}\n"
         f"soak: server RSS {rss['at_1000']:.1f} MB at call 1,000 -> {rss['end']:.1f} MB at the end "
-        f"(growth {growth:+.1f} MB); exit code {process.returncode}"
+        f"(growth {growth:+.1f} MB)"
     )
     assert problems == []
     assert answered == CALLS
-    assert growth <= 30
     assert key not in logged

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -73,6 +74,11 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def worker_pids(log: Path) -> set[str]:
+    """The worker processes that answered a POST /mcp with 200, from a server's DEBUG log."""
+    return set(re.findall(r"POST /mcp answered 200 by worker pid (\d+)", log.read_text()))
 
 
 def sandbox_env(sandbox: ThreadedFaultySandbox, **extra: str) -> dict[str, str]:
