@@ -7,9 +7,10 @@ import subprocess
 from pathlib import Path
 
 from dessert_mcp.dashboard import DASHBOARD_URI, dashboard_html
+from dessert_mcp.listing import tool_names_for
 from tests.support.inspector import DESSERT_MCP, TOOLS_BIN, clean_env
 
-TOOLS = ["dessert.get_balance", "dessert.get_usage"]
+TOOLS = list(tool_names_for("auto"))  # what the default lists; the Inspector calls only listed names
 
 
 def inspector_cli(node: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Frame, Page
 
+from dessert_mcp.listing import tool_names_for
 from tests.dashboard.conftest import INJECTION
 from tests.support.faults import ThreadedFaultySandbox
 from tests.support.inspector import Inspector, open_app, set_host_theme
 
 NEWEST = "API ad generation (count=3, format=full)"
+BALANCE, USAGE = tool_names_for("auto")  # what the default lists; the Inspector calls only listed names
 MINUS = "\N{MINUS SIGN}"  # how the page writes negative credits
 
 
@@ -33,7 +35,7 @@ def luminance(rgb: str) -> float:
     return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
 
 
-@pytest.mark.parametrize("tool", ["dessert.get_balance", "dessert.get_usage"])
+@pytest.mark.parametrize("tool", [BALANCE, USAGE])
 def test_either_tool_opens_the_dashboard_with_the_sandbox_numbers(
     page: Page, inspector: Inspector, sandbox_server: str, artifact: Path, tool: str
 ) -> None:
@@ -56,7 +58,7 @@ def test_either_tool_opens_the_dashboard_with_the_sandbox_numbers(
 def test_the_dashboard_follows_the_host_theme(
     page: Page, inspector: Inspector, sandbox_server: str, artifact: Path
 ) -> None:
-    frame = open_app(page, inspector, sandbox_server, "dessert.get_balance")
+    frame = open_app(page, inspector, sandbox_server, BALANCE)
     set_host_theme(page, frame, "light")
     light = frame.evaluate("getComputedStyle(document.body).backgroundColor")
     assert luminance(light) > 0.8
@@ -81,7 +83,7 @@ def test_an_injected_description_renders_as_inert_text(
     sandbox, url = ledger_server
     sandbox.sandbox.account.ledger[-1]["description"] = INJECTION  # the newest transaction
 
-    frame = open_app(page, inspector, url, "dessert.get_usage")
+    frame = open_app(page, inspector, url, USAGE)
     cell = frame.locator('[data-testid="tx-description"]').first
     cell.scroll_into_view_if_needed()
     page.screenshot(path=artifact, full_page=True)
@@ -98,7 +100,7 @@ def test_refresh_calls_both_tools_again_from_the_keyboard(
     page: Page, inspector: Inspector, ledger_server: tuple[ThreadedFaultySandbox, str], artifact: Path
 ) -> None:
     sandbox, url = ledger_server
-    frame = open_app(page, inspector, url, "dessert.get_balance")
+    frame = open_app(page, inspector, url, BALANCE)
     before = sandbox.stats()["requests"]
     assert before == {"/v1/balance": 1, "/v1/usage": 1}  # the host's call, and the page's own for the other tool
 
@@ -128,7 +130,7 @@ def test_refresh_calls_both_tools_again_from_the_keyboard(
 def test_the_transactions_filter_by_type_with_the_arrow_keys(
     page: Page, inspector: Inspector, sandbox_server: str
 ) -> None:
-    frame = open_app(page, inspector, sandbox_server, "dessert.get_usage")
+    frame = open_app(page, inspector, sandbox_server, USAGE)
     frame.locator('input[name="tx-filter"][value="all"]').focus()
     page.keyboard.press("ArrowRight")
     assert frame.locator('input[name="tx-filter"]:checked').get_attribute("value") == "Deduction"
@@ -144,7 +146,7 @@ def test_the_transactions_filter_by_type_with_the_arrow_keys(
 def test_the_dashboard_reads_at_320_pixels_without_sideways_scrolling(
     page: Page, inspector: Inspector, sandbox_server: str, artifact: Path
 ) -> None:
-    frame = open_app(page, inspector, sandbox_server, "dessert.get_balance")
+    frame = open_app(page, inspector, sandbox_server, BALANCE)
     page.locator("iframe").first.evaluate("el => { el.style.minWidth = '0'; el.style.width = '320px'; }")
     # Awaited frame by frame in one evaluate: wait_for_function polls by evaluating a string, which the page's CSP
     # (no 'unsafe-eval') refuses whenever the first check comes before the resize.

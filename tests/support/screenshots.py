@@ -26,7 +26,7 @@ def main(out: Path) -> int:
     ):
         context = browser.new_context(viewport={"width": 1180, "height": 2400}, device_scale_factor=2)
         page = context.new_page()
-        frame = open_app(page, inspector, server, "dessert.get_usage")
+        frame = open_app(page, inspector, server, "dessert_get_usage")
         page.get_by_label("Maximize").click()
         frame = app_frame(page)
         frame.wait_for_function("document.documentElement.clientWidth > 600")
