@@ -153,6 +153,43 @@ def _is_browser(scope: Scope) -> bool:
     return not _MCP_HEADERS.intersection(headers)
 
 
+async def _until_the_client_leaves(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve a stateless POST, and stop working on it if its client disconnects before the answer is sent.
+
+    Answered as one JSON body (`json_response`), the SDK waits for the result without listening to the client, so a
+    call the client gave up on (its connection closed) would run to its deadline, upstream request included; an
+    event-stream answer notices the disconnect by itself. So once the body has been read, `receive` is watched here
+    and the request cancelled when the client goes; the SDK's stateless handler still terminates its per-request
+    server, shielded, when cancelled.
+    """
+    body_read = anyio.Event()
+    answered = False
+
+    async def receive_body() -> Message:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            body_read.set()
+        return message
+
+    async def send_answer(message: Message) -> None:
+        nonlocal answered
+        await send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            answered = True
+
+    async def watch(request: anyio.CancelScope) -> None:
+        await body_read.wait()
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not answered:  # after the answer, a server reports the end of the exchange as a disconnect too
+            request.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch, group.cancel_scope)
+        await app(scope, receive_body, send_answer)
+        group.cancel_scope.cancel()
+
+
 Probe = Callable[[], Awaitable[str | None]]
 
 
@@ -331,8 +368,10 @@ def build_app(
             await hint(scope, receive, send)
         elif no_stream_for(scope):
             await no_stream(scope, receive, send)
-        else:
+        elif options.stateful or scope["method"] != "POST":
             await mcp_app(scope, receive, send)
+        else:
+            await _until_the_client_leaves(mcp_app, scope, receive, send)
 
     served: ASGIApp = app
     if auth is not None and options.auth == "dessert-key":
