@@ -112,7 +112,7 @@ def test_the_commands_the_hint_suggests_are_ones_the_cli_accepts() -> None:
     suggested = re.findall(r"`(dessert-mcp[^`]*)`", TTY_HINT)
     assert len(suggested) == 2
     for command in suggested:
-        _parser().parse_args(shlex.split(command)[1:])  # an unknown command or option exits with status 2
+        _parser()[0].parse_args(shlex.split(command)[1:])  # an unknown command or option exits with status 2
 
 
 def test_a_host_never_sees_the_hint_and_sigint_ends_the_server_quietly(tmp_path: Path) -> None:

@@ -38,4 +38,4 @@ def options_the_cli_reads() -> Iterator[Option]:
                 for option in action.option_strings:
                     yield path, option, action.help
 
-    yield from walk(_parser(), ())
+    yield from walk(_parser()[0], ())
