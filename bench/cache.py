@@ -46,7 +46,7 @@ async def poll(settings: Settings, *, calls: int | None, interval_s: float, dura
     async with Client(build_server(settings, transport=upstream)) as client:
         deadline = time.monotonic() + duration_s
         while (made < calls) if calls is not None else (time.monotonic() < deadline):
-            result = await client.call_tool("dessert.get_balance", {})
+            result = await client.call_tool("dessert_get_balance", {})
             assert not result.is_error, result
             made += 1
             if interval_s:

@@ -100,11 +100,11 @@ def worker(config: str, calls: int, rounds: int) -> None:
         per_call: list[float] = []
         async with Client(server) as client:
             for _ in range(200):  # warm up
-                await client.call_tool("dessert.get_balance", {})
+                await client.call_tool("dessert_get_balance", {})
             for _ in range(rounds):
                 started = time.perf_counter()
                 for _ in range(calls):
-                    await client.call_tool("dessert.get_balance", {})
+                    await client.call_tool("dessert_get_balance", {})
                 per_call.append((time.perf_counter() - started) / calls * 1e6)
         return per_call
 

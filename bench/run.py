@@ -251,7 +251,7 @@ async def bench_per_call(url: str, calls: int) -> None:
             # Ours and the floor in turn, with the raw GET, so drift on the shared machine hits all three alike.
             ours, plain, cached, base = await _round_robin(
                 [
-                    caller(ours_client, "dessert.get_balance"),
+                    caller(ours_client, "dessert_get_balance"),
                     caller(floor_client, "plain"),
                     caller(floor_client, "cached"),
                     raw,
@@ -277,7 +277,7 @@ async def bench_per_call(url: str, calls: int) -> None:
                 (
                     "  diagnostic: get_balance, client's outputSchema check skipped",
                     build_server(settings),
-                    "dessert.get_balance",
+                    "dessert_get_balance",
                     calls,
                     False,
                 ),
@@ -289,8 +289,8 @@ async def bench_per_call(url: str, calls: int) -> None:
                     False,
                 ),
                 ("  bare SDK tool, same GET, text result", sdk_floor_server(http), "text", calls, True),
-                ("stdio get_balance", stdio, "dessert.get_balance", few, True),
-                ("streamable HTTP get_balance", served.url, "dessert.get_balance", few, True),
+                ("stdio get_balance", stdio, "dessert_get_balance", few, True),
+                ("streamable HTTP get_balance", served.url, "dessert_get_balance", few, True),
             ]
             for label, target, name, n, validate in rest:
                 mcp, baseline = await _interleaved(caller(await connect(target, validate=validate), name), raw, n)
@@ -667,7 +667,7 @@ async def bench_coalescing(url: str) -> None:
         async with Client(build_server(settings)) as client:
 
             async def call() -> None:
-                result = await client.call_tool("dessert.get_balance", {})
+                result = await client.call_tool("dessert_get_balance", {})
                 answers.append(result.structured_content)
 
             async with anyio.create_task_group() as tg:
@@ -714,7 +714,7 @@ async def bench_memory(url: str, calls: int) -> None:
         at_start = _rss_mb(pid)
         warm = 1000
         for i in range(calls):
-            await client.call_tool("dessert.get_balance" if i % 2 else "dessert.get_usage", {})
+            await client.call_tool("dessert_get_balance" if i % 2 else "dessert_get_usage", {})
             if i + 1 == warm:
                 after_warmup = _rss_mb(pid)
         at_end = _rss_mb(pid)
@@ -801,7 +801,7 @@ async def _stdio_latencies(url: str, rounds: int, calls: int) -> None:
         per_round: list[tuple[list[float], list[float]]] = []
         ticks = [_ticks(pid) for pid in pids]
         for _ in range(rounds):
-            sides = caller(ours, "dessert.get_balance", 0), caller(floor, "plain", 1)
+            sides = caller(ours, "dessert_get_balance", 0), caller(floor, "plain", 1)
             per_round.append(await _interleaved(*sides, calls))
         cpu_ms = [
             1e3 * (_ticks(pid) - before) / os.sysconf("SC_CLK_TCK") / n
