@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from dessert_mcp.sandbox.account import AUTO_RECHARGE_CREDITS, AUTO_RECHARGE_THRESHOLD, PRICES, SandboxAccount
+from dessert_mcp.sandbox.account import (
+    AUTO_RECHARGE_CREDITS,
+    AUTO_RECHARGE_THRESHOLD,
+    AUTO_RECHARGE_USD,
+    PRICES,
+    SandboxAccount,
+)
 
 Clock = Callable[[], float]  # seconds since the epoch, like time.time
 
@@ -58,8 +64,9 @@ class LiveAccount(SandboxAccount):
     """A `SandboxAccount` whose transactions keep coming, `rate` a second on average, as `clock` moves on.
 
     Each transaction is an ad generation (1 to 8 static or full ads, what the balance pays for) or, now and then, a
-    refund of one failed full or static ad; a deduction that leaves the balance below the auto-recharge threshold
-    is followed by the auto-recharge purchase, as on the real account.
+    refund of one failed full or static ad; after a deduction that leaves the balance below the auto-recharge
+    threshold, the next transaction is the auto-recharge purchase, as on the real account. So `rate` counts every
+    row the usage feed shows.
     """
 
     rate: float = 1.0
@@ -104,27 +111,25 @@ class LiveAccount(SandboxAccount):
         """Make the transactions due by now; how many rows were added."""
         now, added = self.clock(), 0
         while self._offset + self._elapsed <= now:
-            added += self._transact(self._offset + self._elapsed)
+            self._transact(self._offset + self._elapsed)
+            added += 1
             self._elapsed += self._rng.expovariate(self.rate)
         del self.ledger[: max(0, len(self.ledger) - MAX_ROWS)]
         return added
 
-    def _transact(self, at: float) -> int:
+    def _transact(self, at: float) -> None:
         rng = self._rng
+        if self._credits < AUTO_RECHARGE_THRESHOLD:
+            # The purchase is a transaction of its own, a moment after the deduction that called for it.
+            self._append("Purchase", AUTO_RECHARGE_CREDITS, AUTO_RECHARGE_USD, "Auto-recharge", at)
+            return
         ad_format = rng.choice(("static", "full"))
         price = PRICES[ad_format]
         if rng.random() < REFUND_SHARE:
             self._append("Refund", price, None, f"Refund: render failed (count=1, format={ad_format})", at)
-            return 1
-        count = min(rng.randint(1, 8), self._credits // price)
-        if count == 0:  # what the balance cannot pay for is refused, and not written
-            return 0
-        description = f"API ad generation (count={count}, format={ad_format})"
-        self._append("Deduction", -count * price, None, description, at)
-        if self._credits < AUTO_RECHARGE_THRESHOLD:
-            self._append("Purchase", AUTO_RECHARGE_CREDITS, 25.0, "Auto-recharge", at)
-            return 2
-        return 1
+            return
+        count = min(rng.randint(1, 8), self._credits // price)  # at least 1: the balance is at the threshold or more
+        self._append("Deduction", -count * price, None, f"API ad generation (count={count}, format={ad_format})", at)
 
     def _append(self, kind: str, delta: int, usd: float | None, description: str, at: float) -> None:
         self._credits += delta
