@@ -31,6 +31,11 @@ DEFAULT_CACHE_TTL_S: Final = 0.0
 MAX_CACHE_TTL_S: Final = 3600.0
 # With --auth, upstream calls one account may have in flight at once; more wait their turn.
 DEFAULT_ACCOUNT_CONCURRENCY: Final = 4
+# The ledger's poller (ledger/poller.py): the bounds of its interval per account, and, in the remote modes, how
+# recently an account must have been used through this server to be polled.
+DEFAULT_LEDGER_POLL_MIN_S: Final = 10.0
+DEFAULT_LEDGER_POLL_MAX_S: Final = 300.0
+DEFAULT_LEDGER_POLL_RECENT_S: Final = 24 * 3600.0
 
 # Hosts substitute `${user_config.api_key}` (or similar) verbatim when the user left a setting empty.
 _PLACEHOLDER = re.compile(r"^\$\{[^}]*\}$")
@@ -91,6 +96,11 @@ class Settings:
     backoff_s: float = DEFAULT_BACKOFF_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     account_concurrency: int = DEFAULT_ACCOUNT_CONCURRENCY
+    # The ledger's background reads (with the ledger on): whether, how often at least and at most, for whom.
+    ledger_poll: bool = True
+    ledger_poll_min_s: float = DEFAULT_LEDGER_POLL_MIN_S
+    ledger_poll_max_s: float = DEFAULT_LEDGER_POLL_MAX_S
+    ledger_poll_recent_s: float = DEFAULT_LEDGER_POLL_RECENT_S
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"
     # Seconds a successful answer is reused for the same account; 0 = every call asks Dessert.
@@ -105,6 +115,7 @@ class Settings:
         """
         env = os.environ if environ is None else environ
         key, problem = read_key(env_value(env, "DESSERT_API_KEY"))
+        poll_min_s, poll_max_s = _poll_bounds(env)
         settings = cls(
             api_key=key,
             api_key_problem=problem,
@@ -119,6 +130,11 @@ class Settings:
             account_concurrency=_bounded_int(
                 env, "DESSERT_MCP_ACCOUNT_CONCURRENCY", DEFAULT_ACCOUNT_CONCURRENCY, low=1, high=64
             ),
+            ledger_poll=_choice(env_value(env, "DESSERT_LEDGER_POLL") or "on", ("on", "off"), "DESSERT_LEDGER_POLL")
+            == "on",
+            ledger_poll_min_s=poll_min_s,
+            ledger_poll_max_s=poll_max_s,
+            ledger_poll_recent_s=_positive_float(env, "DESSERT_LEDGER_POLL_RECENT_S", DEFAULT_LEDGER_POLL_RECENT_S),
             log_level=_choice(env_value(env, "DESSERT_MCP_LOG_LEVEL") or "INFO", LOG_LEVELS, "DESSERT_MCP_LOG_LEVEL"),
             log_format=_choice(
                 env_value(env, "DESSERT_MCP_LOG_FORMAT") or "text", LOG_FORMATS, "DESSERT_MCP_LOG_FORMAT"
@@ -222,6 +238,16 @@ def _bounded_int(env: Mapping[str, str], name: str, default: int, *, low: int, h
         if low <= number <= high:
             return number
     raise ConfigError(f"{name} must be a whole number from {low} to {high}; got {value!r}.")
+
+
+def _poll_bounds(env: Mapping[str, str]) -> tuple[float, float]:
+    low = _positive_float(env, "DESSERT_LEDGER_POLL_MIN_S", DEFAULT_LEDGER_POLL_MIN_S)
+    high = _positive_float(env, "DESSERT_LEDGER_POLL_MAX_S", max(low, DEFAULT_LEDGER_POLL_MAX_S))
+    if high < low:
+        raise ConfigError(
+            f"DESSERT_LEDGER_POLL_MAX_S ({high:g}) must be at least DESSERT_LEDGER_POLL_MIN_S ({low:g}) seconds."
+        )
+    return low, high
 
 
 def _cache_ttl(env: Mapping[str, str]) -> float:

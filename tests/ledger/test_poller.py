@@ -9,14 +9,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from anyio import wait_all_tasks_blocked
 
 from dessert_mcp.auth.store import Store
 from dessert_mcp.client import DessertClient
+from dessert_mcp.config import DEFAULT_LEDGER_POLL_MAX_S, DEFAULT_LEDGER_POLL_MIN_S
 from dessert_mcp.ledger import InMemoryLedger
 from dessert_mcp.ledger.poller import (
-    DEFAULT_POLL_MAX_S,
-    DEFAULT_POLL_MIN_S,
     TARGET_NEW_ROWS,
     Poller,
     PollTarget,
@@ -30,6 +31,7 @@ from tests.support.faults import ThreadedFaultySandbox
 from tests.support.servers import sandbox_settings
 
 ACCOUNT = "key:test-account"
+DOCS = Path(__file__).parents[2] / "docs" / "ledger-polling.md"
 MIN_S, MAX_S = 10.0, 300.0
 
 
@@ -42,10 +44,19 @@ async def polling(
     async with DessertClient.from_settings(settings) as client:
 
         async def targets() -> Sequence[PollTarget]:
-            return [PollTarget(ACCOUNT, client)]
+            return [PollTarget(client, named)]
 
         ledger = InMemoryLedger()
-        yield Poller(ledger, targets, min_s=MIN_S, max_s=MAX_S, clock=clock, **kw), ledger
+        yield Poller(ledger, targets, min_s=MIN_S, max_s=MAX_S, first_read_s=0, clock=clock, **kw), ledger
+
+
+async def named() -> str:
+    return ACCOUNT
+
+
+def only_watch(poller: Poller) -> Any:
+    (watch,) = poller.watches.values()
+    return watch
 
 
 async def run_for(poller: Poller, clock: Clock, seconds: float) -> int:
@@ -74,11 +85,16 @@ def test_the_interval_lets_under_half_a_window_accrue_within_the_bounds() -> Non
 
 
 def test_the_upstream_cost_an_hour_follows_from_the_schedule() -> None:
-    # The figures docs/ledger-polling.md gives for the default bounds.
-    bounds = {"min_s": DEFAULT_POLL_MIN_S, "max_s": DEFAULT_POLL_MAX_S}
-    assert gets_per_hour(0.0, **bounds) == pytest.approx(24)  # usage and balance every 5 minutes
-    assert gets_per_hour(1.0, **bounds) == pytest.approx(192)  # usage every 20 s, balance every 5 minutes
-    assert gets_per_hour(10.0, **bounds) == pytest.approx(372)  # usage every 10 s (it cannot keep up: gaps)
+    """docs/ledger-polling.md's table, row by row, from the schedule with the default bounds."""
+    bounds = {"min_s": DEFAULT_LEDGER_POLL_MIN_S, "max_s": DEFAULT_LEDGER_POLL_MAX_S}
+    per_second = {"0 (idle)": 0.0, "1 a minute": 1 / 60, "6 a minute": 0.1, "1 a second": 1.0, "2 a second": 2.0}
+    table = DOCS.read_text().split("| transactions | usage interval (s) | GETs per hour |", 1)[1].split("\n\n", 1)[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.strip().splitlines()[1:]]
+    assert [row[0] for row in rows] == list(per_second)
+    for label, interval, gets in rows:
+        rate = per_second[label]
+        assert next_interval(rate, **bounds) == pytest.approx(float(interval)), label
+        assert gets_per_hour(rate, **bounds) == pytest.approx(float(gets), abs=0.5), label
 
 
 @pytest.mark.parametrize(("rate", "seed"), [(0.05, 1), (1.0, 2), (TARGET_NEW_ROWS / MIN_S, 3)])
@@ -98,7 +114,7 @@ async def test_the_poller_keeps_up_for_many_windows_at_a_rate_within_its_bounds(
     assert status.stretches == 1
     assert since_first_read.history_complete
     assert since_first_read.seams == ()
-    assert poller.watches[ACCOUNT].gaps == 0
+    assert only_watch(poller).gaps == 0
     # Every row from the first window read on is kept, as served, and the balance snapshots are in the ledger too.
     served_since = [row for row in served if parse_timestamp(row["at"]) >= after_first]
     assert [
@@ -116,7 +132,7 @@ async def test_the_poller_reports_a_gap_at_a_rate_beyond_its_bounds(caplog: pyte
             await run_for(poller, clock, 20 * MIN_S)
             (status,) = (await ledger.status()).accounts
     assert status.seams["gap"] + status.seams["unverified"] > 0
-    assert poller.watches[ACCOUNT].gaps > 0
+    assert only_watch(poller).gaps > 0
     assert "the ledger records a gap. Lower DESSERT_LEDGER_POLL_MIN_S to keep up." in caplog.text
 
 
@@ -139,7 +155,7 @@ async def test_errors_back_off_and_a_retry_after_is_honoured() -> None:
         async with polling(sandbox, clock) as (poller, _):
             sandbox.add_fault(status=503, times=3)
             assert await poller.step() <= MIN_S
-            watch = poller.watches[ACCOUNT]
+            watch = only_watch(poller)
             waits = []
             for _ in range(2):
                 waits.append(watch.due - clock.now)
@@ -181,8 +197,10 @@ async def test_accounts_come_and_go_with_the_targets() -> None:
             poller = Poller(InMemoryLedger(), targets, min_s=MIN_S, max_s=MAX_S, clock=clock)
             assert await poller.step() == MIN_S  # nothing to read: look again for new accounts soon
             assert usage_reads(sandbox) == 0
-            current.append(PollTarget(ACCOUNT, client))
-            await poller.step()
+            current.append(PollTarget(client, named))
+            await run_for(poller, clock, MAX_S - 1)
+            assert usage_reads(sandbox) == 0  # a new account is first read max_s after it appears
+            await run_for(poller, clock, 1)
             assert usage_reads(sandbox) == 1
             current.clear()
             await run_for(poller, clock, 2 * MAX_S)
@@ -207,11 +225,12 @@ async def test_replicas_sharing_a_database_never_poll_one_account_at_the_same_ti
                     reads.append(usage_reads(sandbox) - before)
                     clock.advance(delay)
                 assert max(reads) == 1  # one replica at a time, and together no more often than one alone
-                assert first.watches[ACCOUNT].reads + second.watches[ACCOUNT].reads == sum(reads)
+                assert only_watch(first).reads + only_watch(second).reads == sum(reads)
     finally:
         await store.aclose()
 
 
+@pytest.mark.poller
 async def test_the_run_loop_sleeps_between_steps_and_survives_a_failing_step() -> None:
     clock = Clock()
     slept: list[float] = []
@@ -234,3 +253,34 @@ async def test_the_run_loop_sleeps_between_steps_and_survives_a_failing_step() -
     with pytest.raises(KeyboardInterrupt):
         await poller.run()
     assert slept == [MIN_S, MIN_S]
+
+
+async def test_a_tool_calls_answer_counts_as_a_read_and_schedules_the_next_from_its_rows() -> None:
+    clock = Clock()
+    with live(clock, rate=1.0) as sandbox:
+        async with (
+            polling(sandbox, clock) as (poller, _),
+            DessertClient.from_settings(sandbox_settings(sandbox)) as call,
+        ):
+            poller.answered(call.account, await call.get_usage())  # what a tool call read, with the same key
+            assert TARGET_NEW_ROWS * 0.7 <= only_watch(poller).interval <= TARGET_NEW_ROWS * 1.3
+            before = usage_reads(sandbox)
+            await run_for(poller, clock, only_watch(poller).interval - 1)
+            assert usage_reads(sandbox) == before  # the call's answer was the read
+            await run_for(poller, clock, 2)
+            assert usage_reads(sandbox) == before + 1
+
+
+async def test_in_the_tests_a_poller_reads_nothing_unless_the_test_is_marked() -> None:
+    asked = []
+
+    async def targets() -> Sequence[PollTarget]:
+        asked.append(True)
+        return []
+
+    poller = Poller(InMemoryLedger(), targets, first_read_s=0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(poller.run)
+        await wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+    assert asked == []

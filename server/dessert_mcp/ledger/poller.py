@@ -26,18 +26,15 @@ from typing import Final, NamedTuple, Protocol
 import anyio
 
 from dessert_mcp.client import DessertAPIError, DessertClient
+from dessert_mcp.config import DEFAULT_LEDGER_POLL_MAX_S, DEFAULT_LEDGER_POLL_MIN_S
 from dessert_mcp.ledger.api import Ledger
-from dessert_mcp.models import USAGE_FEED_SIZE, Balance, Transaction
+from dessert_mcp.models import USAGE_FEED_SIZE, Balance, Transaction, Usage
 
 logger = logging.getLogger("dessert_mcp.ledger")
 
 # Transactions allowed to accrue between two reads: under half the API's window, leaving room for a burst.
 TARGET_NEW_ROWS: Final = 20
 assert TARGET_NEW_ROWS < USAGE_FEED_SIZE / 2
-DEFAULT_POLL_MIN_S: Final = 10.0
-DEFAULT_POLL_MAX_S: Final = 300.0
-# Remote modes: an account is polled while its last use through this server is at most this old.
-DEFAULT_POLL_RECENT_S: Final = 24 * 3600.0
 # Accounts read at once when several are due together.
 CONCURRENT_READS: Final = 4
 # The errors after which an account is not read again: its key no longer works.
@@ -48,10 +45,10 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class PollTarget(NamedTuple):
-    """An account the poller may read: its ledger id and a Dessert client holding its key."""
+    """An account the poller may read: a Dessert client holding its key, and how to name it in the ledger."""
 
-    account: str
     client: DessertClient
+    account: Callable[[], Awaitable[str]]  # the ledger's opaque id for it (resolving it may need the ledger)
 
 
 Targets = Callable[[], Awaitable[Sequence[PollTarget]]]
@@ -120,12 +117,15 @@ class Poller:
         ledger: Ledger,
         targets: Targets,
         *,
-        min_s: float = DEFAULT_POLL_MIN_S,
-        max_s: float = DEFAULT_POLL_MAX_S,
+        min_s: float = DEFAULT_LEDGER_POLL_MIN_S,
+        max_s: float = DEFAULT_LEDGER_POLL_MAX_S,
         lease: Lease | None = None,
+        first_read_s: float | None = None,
         clock: Clock = time.time,
         sleep: Sleep = anyio.sleep,
     ) -> None:
+        """`first_read_s`: how long after the poller first sees an account it reads it, unless a tool call's answer
+        (`answered`) came first and set the schedule; default max_s."""
         if not 0 < min_s <= max_s:
             raise ValueError("the poll interval bounds must satisfy 0 < min_s <= max_s")
         self.ledger = ledger
@@ -133,6 +133,7 @@ class Poller:
         self.min_s = min_s
         self.max_s = max_s
         self.lease = lease
+        self.first_read_s = max_s if first_read_s is None else first_read_s
         self.clock = clock
         self.sleep = sleep
         # Names this process in the poll leases (for the operator reading the table), unique per process.
@@ -153,17 +154,17 @@ class Poller:
     async def step(self) -> float:
         """Read every account that is due; returns the seconds until the next one is (at most min_s, so that a new
         account is noticed)."""
-        targets = {t.account: t for t in await self.targets()}
+        targets = {t.client.account: t for t in await self.targets()}
         now = self.clock()
         for gone in self.watches.keys() - targets.keys():
             del self.watches[gone]
         due = []
-        for account, target in targets.items():
-            watch = self.watches.get(account)
+        for key, target in targets.items():
+            watch = self.watches.get(key)
             if watch is None:
-                watch = self.watches[account] = _Watch(due=now, interval=self.min_s)
+                watch = self.watches[key] = _Watch(due=now + self.first_read_s, interval=self.min_s)
             if watch.stopped is not None and watch.stopped is not target.client:
-                watch.stopped, watch.failures = None, 0  # a new key for the account: try it
+                watch.stopped, watch.failures = None, 0  # a new client for the account: its key may work
             if watch.stopped is None and watch.due <= now:
                 due.append((target, watch))
         if due:
@@ -174,6 +175,13 @@ class Poller:
         upcoming = [w.due for w in self.watches.values() if w.stopped is None]
         return max(0.0, min([self.clock() + self.min_s, *upcoming]) - self.clock())
 
+    def answered(self, client_account: str, usage: Usage) -> None:
+        """A tool call read this account's usage (`DessertClient.account` names it): that counts as a read, so the
+        next one is scheduled from it."""
+        now = self.clock()
+        watch = self.watches.setdefault(client_account, _Watch(due=now, interval=self.min_s))
+        self._schedule(watch, usage.recent_transactions, now)
+
     async def _poll_limited(self, limiter: anyio.CapacityLimiter, target: PollTarget, watch: _Watch) -> None:
         async with limiter:
             await self.poll(target, watch)
@@ -181,9 +189,13 @@ class Poller:
     async def poll(self, target: PollTarget, watch: _Watch) -> None:
         """One read of one account (unless another replica holds its lease), and its next due time."""
         now = self.clock()
-        if self.lease is not None and not await self.lease(
-            f"ledger-poll:{target.account}", self.holder, ttl_s=watch.interval
-        ):
+        try:
+            account = await target.account()
+        except Exception as exc:  # the ledger cannot name it now (its database is gone): try again later
+            self._ledger_failed(exc)
+            watch.due = now + watch.interval
+            return
+        if self.lease is not None and not await self.lease(f"ledger-poll:{account}", self.holder, ttl_s=watch.interval):
             watch.due = now + watch.interval  # another replica reads it meanwhile, into the same database
             return
         try:
@@ -192,21 +204,24 @@ class Poller:
             if watch.balance_read is None or now - watch.balance_read >= self.max_s:
                 balance = await target.client.get_balance()
         except DessertAPIError as exc:
-            self._failed(target, watch, exc, now)
+            self._failed(account, target, watch, exc, now)
             return
         if watch.failures:
-            logger.info("Reading usage for the ledger works again (account %s)", target.account)
+            logger.info("Reading usage for the ledger works again (account %s)", account)
         watch.failures = 0
         watch.reads += 1
         now = self.clock()
         rows = usage.recent_transactions
+        self._schedule(watch, rows, now)
+        await self._record(account, watch, rows, balance, now)
+
+    def _schedule(self, watch: _Watch, rows: Sequence[Transaction], now: float) -> None:
         newest = _row(rows[0]) if rows else None
         if newest != watch.newest:
             watch.newest, watch.newest_seen = newest, now
         rate = window_rate(rows, now - watch.newest_seen)
         watch.interval = next_interval(rate, min_s=self.min_s, max_s=self.max_s)
         watch.due = now + watch.interval
-        await self._record(target.account, watch, rows, balance, now)
 
     async def _record(
         self, account: str, watch: _Watch, rows: Sequence[Transaction], balance: Balance | None, now: float
@@ -218,9 +233,7 @@ class Poller:
             if balance is not None:
                 await self.ledger.record_balance(account, balance, datetime.fromtimestamp(now, UTC))
         except Exception as exc:  # whatever the database raises: the schedule goes on, the calls never see it
-            if not self._ledger_warned:
-                self._ledger_warned = True
-                logger.warning("The ledger could not keep a polled answer (%s); polling goes on", type(exc).__name__)
+            self._ledger_failed(exc)
             return
         self._ledger_warned = False
         if balance is not None:
@@ -235,10 +248,15 @@ class Poller:
                 watch.interval,
             )
 
-    def _failed(self, target: PollTarget, watch: _Watch, exc: DessertAPIError, now: float) -> None:
+    def _ledger_failed(self, exc: Exception) -> None:
+        if not self._ledger_warned:
+            self._ledger_warned = True
+            logger.warning("The ledger could not keep a polled answer (%s); polling goes on", type(exc).__name__)
+
+    def _failed(self, account: str, target: PollTarget, watch: _Watch, exc: DessertAPIError, now: float) -> None:
         if exc.code in STOP_CODES:
             watch.stopped = target.client
-            logger.info("Stopped polling account %s for the ledger: %s", target.account, exc.message)
+            logger.info("Stopped polling account %s for the ledger: %s", account, exc.message)
             return
         watch.failures += 1
         backoff = min(self.max_s, self.min_s * 2 ** (watch.failures - 1)) * random.uniform(0.5, 1.0)
@@ -247,6 +265,6 @@ class Poller:
         if watch.failures == 1:
             logger.warning(
                 "Reading usage for the ledger failed (account %s, %s); trying again with backoff",
-                target.account,
+                account,
                 exc.code,
             )
