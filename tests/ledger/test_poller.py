@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -215,8 +216,8 @@ async def test_replicas_sharing_a_database_never_poll_one_account_at_the_same_ti
     try:
         with live(clock, rate=0.5) as sandbox:
             async with (
-                polling(sandbox, clock, lease=store.take_lease) as (first, _),
-                polling(sandbox, clock, lease=store.take_lease) as (second, _),
+                polling(sandbox, clock, lease=functools.partial(store.take_lease, holder="first")) as (first, _),
+                polling(sandbox, clock, lease=functools.partial(store.take_lease, holder="second")) as (second, _),
             ):
                 reads: list[int] = []
                 for _ in range(60):

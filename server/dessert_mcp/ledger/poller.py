@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
-import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -55,9 +53,10 @@ Targets = Callable[[], Awaitable[Sequence[PollTarget]]]
 
 
 class Lease(Protocol):
-    """`Store.take_lease`: take `name` for `ttl_s` seconds unless someone else holds it; True if taken."""
+    """Take the lease `name` for this process for `ttl_s` seconds unless another holds it; True if taken (the auth
+    store's `take_lease`, with this process as the holder)."""
 
-    async def __call__(self, name: str, holder: str, *, ttl_s: float) -> bool: ...
+    async def __call__(self, name: str, *, ttl_s: float) -> bool: ...
 
 
 def next_interval(rate_per_s: float, *, min_s: float, max_s: float) -> float:
@@ -136,8 +135,6 @@ class Poller:
         self.first_read_s = max_s if first_read_s is None else first_read_s
         self.clock = clock
         self.sleep = sleep
-        # Names this process in the poll leases (for the operator reading the table), unique per process.
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
         self.watches: dict[str, _Watch] = {}
         self._ledger_warned = False
 
@@ -195,7 +192,7 @@ class Poller:
             self._ledger_failed(exc)
             watch.due = now + watch.interval
             return
-        if self.lease is not None and not await self.lease(f"ledger-poll:{account}", self.holder, ttl_s=watch.interval):
+        if self.lease is not None and not await self.lease(f"ledger-poll:{account}", ttl_s=watch.interval):
             watch.due = now + watch.interval  # another replica reads it meanwhile, into the same database
             return
         try:
