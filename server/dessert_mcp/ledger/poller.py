@@ -3,8 +3,8 @@
 `GET /v1/usage` shows an account's last 50 transactions. Between two reads the poller lets fewer than half of that
 accrue (`TARGET_NEW_ROWS`) at the rate the account's own recent rows show, within [min_s, max_s]: an idle account is
 read every max_s, a busy one as often as min_s allows, and one busier than `TARGET_NEW_ROWS / min_s` a second
-outruns it, which the ledger then records as a gap. The balance is read with the first usage read and then at most
-every max_s. Errors back off exponentially (the API's Retry-After when it is longer); a key Dessert rejects ends the
+outruns it, which the ledger then records as a gap. The balance is read with the first usage read, then with the
+first one at least max_s after it. Errors back off exponentially (the API's Retry-After when it is longer); a key Dessert rejects ends the
 polling of its account. With a lease (replicas sharing one database), an account is polled by one replica at a time.
 
 `gets_per_hour` gives the upstream cost of that schedule; docs/ledger-polling.md tabulates it.
@@ -32,7 +32,6 @@ logger = logging.getLogger("dessert_mcp.ledger")
 
 # Transactions allowed to accrue between two reads: under half the API's window, leaving room for a burst.
 TARGET_NEW_ROWS: Final = 20
-assert TARGET_NEW_ROWS < USAGE_FEED_SIZE / 2
 # Accounts read at once when several are due together.
 CONCURRENT_READS: Final = 4
 # The errors after which an account is not read again: its key no longer works.
