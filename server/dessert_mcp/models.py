@@ -13,6 +13,8 @@ from functools import cached_property
 from typing import Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 BALANCE_PATH: Final = "/v1/balance"
 USAGE_PATH: Final = "/v1/usage"
@@ -228,6 +230,17 @@ class UsageSummary(_Schema):
             newest_at=by_time[-1].at if by_time else None,
             forecast=Forecast.of(by_time),
         )
+
+
+class ArgumentSchema(GenerateJsonSchema):
+    """A tool argument as published: an optional one without its null arm (omitting it is how a caller says "all"),
+    an enum without the type its values already say."""
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
+
+    def literal_schema(self, schema: core_schema.LiteralSchema) -> JsonSchemaValue:
+        return {k: v for k, v in super().literal_schema(schema).items() if k != "type"}
 
 
 class UsageArguments(BaseModel):

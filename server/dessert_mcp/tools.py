@@ -25,7 +25,7 @@ from dessert_mcp.config import Settings
 from dessert_mcp.context import add_prompts, add_resources
 from dessert_mcp.dashboard import DASHBOARD_URI, dashboard_html
 from dessert_mcp.listing import TOOL_NAMES, list_names, refuse_unknown_prompts, shown_names
-from dessert_mcp.models import TRANSACTION_TYPES, BalanceReport, UsageArguments, UsageReport
+from dessert_mcp.models import ArgumentSchema, BalanceReport, UsageArguments, UsageReport
 from dessert_mcp.service import DessertService
 from dessert_mcp.telemetry import current_trace_id
 
@@ -77,12 +77,10 @@ class NoArguments(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-# The published schema of each argument: no null variants (omitting one is how a caller says "all") and no titles.
-# The SDK validates nothing beyond it; UsageArguments does, so failures read as this server's errors.
-_ARG: Final = {name: field.description for name, field in UsageArguments.model_fields.items()}
-_LIMIT: Final = {"type": "integer", "minimum": 1, "maximum": 50, "description": _ARG["limit"]}
-_TYPES: Final = {"type": "array", "items": {"enum": [*TRANSACTION_TYPES]}, "minItems": 1, "description": _ARG["types"]}
-_SINCE: Final = {"type": "string", "format": "date-time", "description": _ARG["since"]}
+# The SDK validates a tool's typed parameters itself, but its argument model lets unknown arguments through and its
+# failures read "Error executing tool ...: <pydantic's text>" with no code and no call metric. So the parameters take
+# anything, publish the schema UsageArguments derives, and UsageArguments validates: the invalid_argument contract.
+_USAGE_ARGS: Final = UsageArguments.model_json_schema(schema_generator=ArgumentSchema)["properties"]
 
 
 def _error_result(exc: DessertAPIError) -> CallToolResult:
@@ -206,9 +204,9 @@ def build_server(
 
     async def get_usage(
         ctx: Context[DessertService],
-        limit: Annotated[Any, WithJsonSchema(_LIMIT)] = None,
-        types: Annotated[Any, WithJsonSchema(_TYPES)] = None,
-        since: Annotated[Any, WithJsonSchema(_SINCE)] = None,
+        limit: Annotated[Any, WithJsonSchema(_USAGE_ARGS["limit"])] = None,
+        types: Annotated[Any, WithJsonSchema(_USAGE_ARGS["types"])] = None,
+        since: Annotated[Any, WithJsonSchema(_USAGE_ARGS["since"])] = None,
     ) -> Annotated[CallToolResult, UsageReport]:
         return await _call_tool("dessert.get_usage", service, results, ctx, UsageArguments, service.usage)
 
