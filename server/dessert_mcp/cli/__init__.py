@@ -40,6 +40,8 @@ environment variables (the API key is read only from the environment, never from
   DESSERT_MCP_LOG_FORMAT  text (default) or json: one JSON object per line on stderr, for log collectors.
   DESSERT_CACHE_TTL_S     seconds a successful answer is reused for the same key (default 0: off, every call
                           asks Dessert); a balance can then be up to that many seconds old (0-3600).
+  DESSERT_LEDGER          on (default): keep every usage and balance answer, so dessert.get_usage answers
+                          ranges beyond the API's last 50 and dessert.get_spend totals them; off: keep nothing.
   DESSERT_MCP_AUTH_TOKEN  HTTP transports only: the server's own bearer token (16+ characters). When set, MCP
                           requests without "Authorization: Bearer <token>" get 401. Never the Dessert API key.
   DESSERT_MCP_TRUSTED_PROXIES  HTTP transports only: comma-separated addresses or networks of reverse proxies
