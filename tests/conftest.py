@@ -71,6 +71,17 @@ def _no_background_polls(request: pytest.FixtureRequest, monkeypatch: pytest.Mon
         monkeypatch.setattr(Poller, "run", idle)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _user_dirs_in_a_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test writes to the real user data or state directory (where the ledger and the auth wing keep their
+    databases by default), nor does any server a test starts: they inherit this environment."""
+    patch = pytest.MonkeyPatch()
+    for name in ("XDG_DATA_HOME", "XDG_STATE_HOME"):
+        patch.setenv(name, str(tmp_path_factory.mktemp(name.lower())))
+    yield
+    patch.undo()
+
+
 @pytest.fixture
 def fake_api() -> FakeDessertAPI:
     return FakeDessertAPI()

@@ -105,6 +105,8 @@ class Settings:
     log_format: LogFormat = "text"
     # Seconds a successful answer is reused for the same account; 0 = every call asks Dessert.
     cache_ttl_s: float = DEFAULT_CACHE_TTL_S
+    # Keep every usage and balance answer in the ledger (DESSERT_LEDGER=off: answers come from the API alone).
+    ledger: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -140,6 +142,7 @@ class Settings:
                 env_value(env, "DESSERT_MCP_LOG_FORMAT") or "text", LOG_FORMATS, "DESSERT_MCP_LOG_FORMAT"
             ),
             cache_ttl_s=_cache_ttl(env),
+            ledger=_choice(env_value(env, "DESSERT_LEDGER") or "on", ("on", "off"), "DESSERT_LEDGER") == "on",
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 

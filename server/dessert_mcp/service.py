@@ -7,6 +7,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Final, TypeVar
 
 import anyio
@@ -17,7 +18,10 @@ from dessert_mcp.auth.caller import CallerToken, caller_token
 from dessert_mcp.cache import BuiltFrom, TTLCache
 from dessert_mcp.client import KEY_HINT, DessertAPIError, DessertClient
 from dessert_mcp.config import Settings
+from dessert_mcp.history import SpendArguments, SpendResult, UsageHistory
+from dessert_mcp.ledger import InMemoryLedger, Ledger, remote_account
 from dessert_mcp.models import BALANCE_PATH, USAGE_PATH, Balance, BalanceReport, Usage, UsageArguments, UsageReport
+from dessert_mcp.recorder import Recorder
 from dessert_mcp.singleflight import SingleFlight
 from dessert_mcp.telemetry import NO_OBSERVER, Observer, mark_current_span
 
@@ -27,6 +31,13 @@ logger = logging.getLogger("dessert_mcp")
 MAX_ACCOUNT_CLIENTS: Final = 1024
 
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
+AccountOf = Callable[[Ledger], Awaitable[str]]
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    """The ledger the settings ask for. Until the database ledger lands this is the in-process one: history kept
+    for the life of the process."""
+    return InMemoryLedger()
 
 
 class _Shared(httpx2.AsyncBaseTransport):
@@ -69,6 +80,8 @@ class DessertService:
         observer: Observer = NO_OBSERVER,
         per_account: bool = False,
         max_accounts: int = MAX_ACCOUNT_CLIENTS,
+        ledger: Ledger | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
         self.observer = observer
@@ -87,15 +100,30 @@ class DessertService:
         self._usage_cache: TTLCache[Usage] | None = TTLCache(ttl) if ttl > 0 else None
         # Calls that shared one balance answer share its report too.
         self._balance_report: BuiltFrom[Balance, BalanceReport] = BuiltFrom(BalanceReport.from_balance)
+        # Every answer from Dessert kept in the ledger (unless DESSERT_LEDGER=off); `ledger` replaces the default.
+        if settings.ledger:
+            self.recorder: Recorder | None = Recorder(ledger or open_ledger(settings), observer)
+        else:
+            self.recorder = None
+        # When an answer was read: what the ledger places it by (tests replay an account's past with their own).
+        self._clock = clock
+        self._history = UsageHistory(self.recorder, clock)
+        self._key_account: str | None = None
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[DessertService]:
         """Open the HTTP client for the first user (the process, a session, a request) and close it after the last."""
-        if self._users == 0 and not self.per_account:
+        owner = self._users == 0
+        if owner and not self.per_account:
             self._client = self._new_client(self.settings)
         self._users += 1
         try:
-            yield self
+            if owner and self.recorder is not None:
+                # The first user (the process's lifespan, in practice) drains the ledger's writes while it runs.
+                async with self.recorder.running():
+                    yield self
+            else:
+                yield self
         finally:
             self._users -= 1
             if self._users == 0:
@@ -124,8 +152,54 @@ class DessertService:
         return self._balance_report(balance)
 
     async def usage(self, arguments: UsageArguments) -> UsageReport:
+        account = self._ledger_account()
         usage = await self._read(USAGE_PATH, self._usage_flights, self._usage_cache, DessertClient.get_usage)
-        return UsageReport.build(usage, limit=arguments.limit, types=arguments.types, since=arguments.since)
+        return await self._history.usage(usage, arguments, account)
+
+    async def spend(self, arguments: SpendArguments) -> SpendResult:
+        account = self._ledger_account()
+        usage = await self._read(USAGE_PATH, self._usage_flights, self._usage_cache, DessertClient.get_usage)
+        return await self._history.spend(usage, arguments, account)
+
+    def _ledger_account(self) -> AccountOf:
+        """Whose history this call reads and writes, resolved inside the ledger (never a key): in single-key mode a
+        keyed hash of the key (the ledger keeps its secret), in the remote modes the auth wing's account id."""
+        if self.per_account:
+            token = caller_token()
+            account = remote_account(token.subject) if token is not None and token.subject is not None else ""
+
+            async def remote(_ledger: Ledger) -> str:
+                return account
+
+            return remote
+
+        async def by_key(ledger: Ledger) -> str:
+            if self._key_account is None:
+                key = self.settings.api_key
+                if key is None:
+                    raise RuntimeError("no Dessert key to file history under")
+                self._key_account = await ledger.account_for_key(key.get())
+            return self._key_account
+
+        return by_key
+
+    def _record(self, answer: BaseModel) -> None:
+        """Hand a fresh answer from Dessert to the ledger, without waiting for it."""
+        if self.recorder is None:
+            return
+        account, observed_at = self._ledger_account(), self._clock()
+        if isinstance(answer, Usage):
+
+            async def usage(ledger: Ledger) -> None:
+                await ledger.record_usage(await account(ledger), answer.recent_transactions, observed_at)
+
+            self.recorder.write("record_usage", usage)
+        elif isinstance(answer, Balance):
+
+            async def balance(ledger: Ledger) -> None:
+                await ledger.record_balance(await account(ledger), answer, observed_at)
+
+            self.recorder.write("record_balance", balance)
 
     async def _read(
         self,
@@ -182,6 +256,7 @@ class DessertService:
             answer = await call()
             if cache is not None:
                 cache.put(key, answer)
+            self._record(answer)
             return answer
 
         def shared() -> None:

@@ -42,10 +42,12 @@ environment variables (the API key is read only from the environment, never from
   DESSERT_MCP_LOG_FORMAT  text (default) or json: one JSON object per line on stderr, for log collectors.
   DESSERT_CACHE_TTL_S     seconds a successful answer is reused for the same key (default 0: off, every call
                           asks Dessert); a balance can then be up to that many seconds old (0-3600).
+  DESSERT_LEDGER          on (default): keep every usage and balance answer, so dessert.get_usage answers
+                          ranges beyond the API's last 50 and dessert.get_spend totals them; off: keep nothing.
   DESSERT_LEDGER_POLL     on (default) or off: with the ledger on, read each account's usage in the background
                           so that no transaction scrolls out of the API's last 50 unseen.
   DESSERT_LEDGER_POLL_MIN_S / DESSERT_LEDGER_POLL_MAX_S  the poll interval's bounds in seconds (defaults 10 and
-                          300); an account doing more than 2 transactions a second per 10 s of minimum outruns it.
+                          300); an account doing more than 20 transactions per minimum interval outruns it.
   DESSERT_LEDGER_POLL_RECENT_S  with --auth: accounts used through this server within this many seconds are
                           polled (default 86400).
   DESSERT_MCP_AUTH_TOKEN  HTTP transports only: the server's own bearer token (16+ characters). When set, MCP

@@ -4,8 +4,9 @@
 accrue (`TARGET_NEW_ROWS`) at the rate the account's own recent rows show, within [min_s, max_s]: an idle account is
 read every max_s, a busy one as often as min_s allows, and one busier than `TARGET_NEW_ROWS / min_s` a second
 outruns it, which the ledger then records as a gap. The balance is read with the first usage read, then with the
-first one at least max_s after it. Errors back off exponentially (the API's Retry-After when it is longer); a key Dessert rejects ends the
-polling of its account. With a lease (replicas sharing one database), an account is polled by one replica at a time.
+first one at least max_s after it. Errors back off exponentially (the API's Retry-After when it is longer); a key
+Dessert rejects ends the polling of its account. With a lease (replicas sharing one database), an account is polled
+by one replica at a time.
 
 `gets_per_hour` gives the upstream cost of that schedule; docs/ledger-polling.md tabulates it.
 """
