@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from dessert_mcp.client import KEY_HINT, DessertAPIError, DessertClient
 from dessert_mcp.config import Settings
 from dessert_mcp.history import SpendArguments, SpendResult, UsageHistory
 from dessert_mcp.ledger import InMemoryLedger, Ledger, remote_account
+from dessert_mcp.ledger.poller import Lease, Poller, PollTarget
 from dessert_mcp.models import BALANCE_PATH, USAGE_PATH, Balance, BalanceReport, Usage, UsageArguments, UsageReport
 from dessert_mcp.recorder import Recorder
 from dessert_mcp.singleflight import SingleFlight
@@ -60,6 +62,7 @@ class _Account:
     client: DessertClient
     limiter: anyio.CapacityLimiter
     users: int = 0
+    last_used: float = 0.0  # time.monotonic() of its caller's last call: the ledger's poller reads recent ones
 
 
 class DessertService:
@@ -91,6 +94,14 @@ class DessertService:
         self._client: DessertClient | None = None
         self._accounts: OrderedDict[str, _Account] = OrderedDict()
         self._users = 0
+        # The ledger's poller while the service runs; the lease replicas sharing a database take before reading an
+        # account (the HTTP app sets it with --auth oauth), and the accounts revoked in this process, not read again.
+        self.poller: Poller | None = None
+        self.poll_lease: Lease | None = None
+        self._revoked: set[str] = set()
+        # With --auth oauth: the subjects whose accounts are still linked, as the token database says (another
+        # process may have revoked one); None when it cannot say.
+        self.linked_subjects: Callable[[], Awaitable[set[str] | None]] | None = None
         # Identical GETs in flight at the same time share one upstream request (same key, same answer).
         self._balance_flights: SingleFlight[Balance] = SingleFlight((DessertAPIError,))
         self._usage_flights: SingleFlight[Usage] = SingleFlight((DessertAPIError,))
@@ -119,8 +130,9 @@ class DessertService:
         self._users += 1
         try:
             if owner and self.recorder is not None:
-                # The first user (the process's lifespan, in practice) drains the ledger's writes while it runs.
-                async with self.recorder.running():
+                # The first user (the process's lifespan, in practice) drains the ledger's writes while it runs,
+                # and polls the accounts so that the ledger misses nothing between calls.
+                async with self.recorder.running(), self._polling(self.recorder.ledger):
                     yield self
             else:
                 yield self
@@ -257,6 +269,8 @@ class DessertService:
             if cache is not None:
                 cache.put(key, answer)
             self._record(answer)
+            if self.poller is not None and isinstance(answer, Usage):
+                self.poller.answered(client.account, answer)  # a read: the poller's next one can wait
             return answer
 
         def shared() -> None:
@@ -284,6 +298,7 @@ class DessertService:
                 client, anyio.CapacityLimiter(self.settings.account_concurrency)
             )
         self._accounts.move_to_end(token.subject)
+        account.last_used = time.monotonic()
         return account, token
 
     async def _evict(self) -> None:
@@ -296,3 +311,51 @@ class DessertService:
         for identity in idle[:excess]:
             with anyio.CancelScope(shield=True):
                 await self._accounts.pop(identity).client.aclose()
+
+    @asynccontextmanager
+    async def _polling(self, ledger: Ledger) -> AsyncIterator[None]:
+        """The ledger's poller, for as long as the block runs (none with DESSERT_LEDGER_POLL=off)."""
+        if not self.settings.ledger_poll:
+            yield
+            return
+        settings = self.settings
+        self.poller = Poller(
+            ledger,
+            lambda: self.poll_targets(ledger),
+            min_s=settings.ledger_poll_min_s,
+            max_s=settings.ledger_poll_max_s,
+            lease=self.poll_lease,
+        )
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.poller.run, name="dessert-mcp ledger poller")
+                yield
+                tg.cancel_scope.cancel()
+        finally:
+            self.poller = None
+
+    async def poll_targets(self, ledger: Ledger) -> list[PollTarget]:
+        """What the ledger's poller reads: the one key's account; with --auth, the accounts whose callers used this
+        server within DESSERT_LEDGER_POLL_RECENT_S and that were not revoked here, each with its caller's client."""
+        if not self.per_account:
+            if self._client is None or self.settings.api_key is None:
+                return []
+            by_key = self._ledger_account()
+            return [PollTarget(self._client, lambda: by_key(ledger))]
+        recent = time.monotonic() - self.settings.ledger_poll_recent_s
+        used = {s: a for s, a in self._accounts.items() if a.last_used >= recent and s not in self._revoked}
+        if used and self.linked_subjects is not None and (linked := await self.linked_subjects()) is not None:
+            self._revoked.update(used.keys() - linked)
+            used = {s: a for s, a in used.items() if s in linked}
+        return [PollTarget(account.client, _named(remote_account(subject))) for subject, account in used.items()]
+
+    def stop_polling(self, subject: str) -> None:
+        """The caller `subject`'s account was revoked through this process: the poller does not read it again."""
+        self._revoked.add(subject)
+
+
+def _named(account: str) -> Callable[[], Awaitable[str]]:
+    async def named() -> str:
+        return account
+
+    return named
