@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from dessert_mcp.cli import settings
 from dessert_mcp.config import DEFAULT_BASE_URL, ConfigError, Secret, Settings
 from tests.support.api import CANARY_KEY
+from tests.support.settings import settings_the_code_reads
 
 
 def test_defaults_apply_when_the_environment_is_empty() -> None:
@@ -149,18 +151,18 @@ def test_the_ledger_poller_is_on_with_bounds_of_10_and_300_seconds_unless_told_o
     )
     assert (told.ledger_poll, told.ledger_poll_min_s, told.ledger_poll_max_s) == (False, 2.0, 60.0)
     assert told.ledger_poll_recent_s == 3600.0
-    assert Settings.from_env({"DESSERT_LEDGER_POLL_MIN_S": "600"}).ledger_poll_max_s == 600.0
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"DESSERT_LEDGER_POLL": "sometimes"}, "DESSERT_LEDGER_POLL must be on or off; got 'sometimes'."),
-        ({"DESSERT_LEDGER_POLL_MIN_S": "0"}, "DESSERT_LEDGER_POLL_MIN_S must be a positive number of seconds"),
+        ({"DESSERT_LEDGER_POLL": "sometimes"}, "DESSERT_LEDGER_POLL must be one of on, off; got 'sometimes'."),
+        ({"DESSERT_LEDGER_POLL_MIN_S": "0"}, "DESSERT_LEDGER_POLL_MIN_S must be a number of seconds above 0"),
         (
             {"DESSERT_LEDGER_POLL_MIN_S": "30", "DESSERT_LEDGER_POLL_MAX_S": "20"},
             "DESSERT_LEDGER_POLL_MAX_S (20) must be at least DESSERT_LEDGER_POLL_MIN_S (30) seconds.",
         ),
+        ({"DESSERT_LEDGER_POLL_MIN_S": "600"}, "DESSERT_LEDGER_POLL_MAX_S (300) must be at least"),
         ({"DESSERT_LEDGER_POLL_RECENT_S": "soon"}, "DESSERT_LEDGER_POLL_RECENT_S must be a number of seconds"),
     ],
 )
@@ -171,3 +173,10 @@ def test_unusable_poller_settings_are_refused_in_one_line_naming_the_variable(
         Settings.from_env(env)
     assert message in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+def test_every_variable_the_code_names_is_declared_once_as_a_setting() -> None:
+    variables = [setting.env for setting in settings() if setting.env]
+    assert len(variables) == len(set(variables))
+    assert set(variables) == settings_the_code_reads()
+    assert all(setting.help for setting in settings())
