@@ -11,8 +11,9 @@ import sqlalchemy as sa
 from dessert_mcp.auth import KeyBox, Store, generate_encryption_key, list_accounts, revoke_account
 from dessert_mcp.auth._crypto import EncryptionKeyError, key_hash
 from dessert_mcp.auth.accounts import format_accounts, rotate_encryption_key
-from dessert_mcp.auth.store import SCHEMA_VERSION, describe_database_url, normalize_database_url
+from dessert_mcp.auth.store import SCHEMA_VERSION
 from dessert_mcp.config import Secret
+from dessert_mcp.storage import describe_database_url, normalize_database_url
 from tests.support.api import CANARY_KEY, assert_no_secret
 
 NASTY = "'); DROP TABLE accounts; -- \" \\ % _ \x00"
