@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from dessert_mcp.ledger import InMemoryLedger
-from dessert_mcp.ledger.memory import in_range
 from dessert_mcp.ledger.merge import RowKey, row_key
+from dessert_mcp.ledger.queries import in_range
 from dessert_mcp.models import USAGE_FEED_SIZE, Transaction, TransactionType
 from tests.support.ledger import T0, tx
 
