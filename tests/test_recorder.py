@@ -38,8 +38,7 @@ async def test_a_deleted_ledger_database_leaves_every_call_answering_and_is_said
     async with Client(build_server(settings, service=service)) as client:
         kept = await _usage(client, since=iso(T0))  # the first answer, kept
         assert len(kept["recent_transactions"]) == 50
-        for path in tmp_path.glob("ledger.db*"):
-            path.unlink()
+        _delete(tmp_path, "ledger.db*")
         for end in (70, 90, 120):
             feed.end = end
             assert (await client.call_tool("dessert_get_balance", {})).is_error is False
@@ -52,6 +51,15 @@ async def test_a_deleted_ledger_database_leaves_every_call_answering_and_is_said
     assert len([m for m in said if "ledger failed (record" in m]) == 1, said
     failures = metrics.registry.get_sample_value("dessert_mcp_ledger_failures_total", {"operation": "record_usage"})
     assert failures == 6
+
+
+def _delete(folder: Path, pattern: str) -> None:
+    for path in folder.glob(pattern):
+        path.unlink()
+
+
+def _mutable(paths: list[Path]) -> None:
+    subprocess.run(["chattr", "-i", *map(str, paths)], capture_output=True, check=False)
 
 
 def _immutable(paths: list[Path]) -> None:
@@ -82,6 +90,6 @@ async def test_a_read_only_ledger_database_leaves_a_stdio_server_answering_and_i
                     assert (await client.call_tool("dessert_get_usage", {})).is_error is False
                     assert (await client.call_tool("dessert_get_spend", {})).is_error is False
     finally:
-        subprocess.run(["chattr", "-i", *map(str, files)], capture_output=True, check=False)
+        _mutable(files)
     log = errors.read_text()
     assert log.count("The ledger failed (record") == 1, log
