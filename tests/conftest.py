@@ -23,7 +23,7 @@ TESTS = Path(__file__).parent
 # Inspector and a browser): under `pytest -n N --dist loadgroup` (make test) each family runs on one worker, which
 # builds them once; the families have the most tests, so xdist hands them out first and the short tests fill in
 # around them. Every other test goes to whichever worker is free (the examples' environments are cached on disk).
-ONE_WORKER_FAMILIES = ("packaging", "dashboard", "auth", "bundle")
+ONE_WORKER_FAMILIES = ("packaging", "dashboard", "auth", "storage", "bundle")
 
 
 def _family(nodeid: str) -> str | None:

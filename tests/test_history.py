@@ -52,6 +52,7 @@ def _server(feed: MovingFeed, api: FakeDessertAPI | None = None, **kwargs: Any) 
     """dessert-mcp reading `feed`, on its clock."""
     settings = _settings(**kwargs.pop("env", {}))
     transport = (api or _api(feed)).transport()
+    kwargs.setdefault("ledger", InMemoryLedger())
     return build_server(settings, service=DessertService(settings, transport=transport, clock=feed.now, **kwargs))
 
 

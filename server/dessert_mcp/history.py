@@ -3,8 +3,9 @@ from the ledger when it has the history, from the API's own answer when it does 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from itertools import dropwhile
 from typing import Final
 
@@ -46,6 +47,10 @@ PAGE_ROWS: Final = USAGE_FEED_SIZE
 MAX_PAGES_SCANNED: Final = 20
 # Days of history the forecast's rate and range come from.
 FORECAST_DAYS: Final = 30
+# Seconds an account's daily spend is reused for the forecast: whole past days change only when history is filled
+# in, and reading them on every call would cost each usage call a database query.
+DAILY_TTL_S: Final = 300.0
+DAILY_KEPT: Final = 1024
 # A spend result lists at most this many periods (the newest); the total still covers the whole range.
 MAX_PERIODS: Final = 100
 # What get_spend's fallback files the API's one answer under, in a ledger of its own.
@@ -123,6 +128,7 @@ class UsageHistory:
     def __init__(self, recorder: Recorder | None, clock: Callable[[], datetime]) -> None:
         self._recorder = recorder
         self._clock = clock
+        self._daily: dict[tuple[str, date], tuple[float, list[int]]] = {}  # (account, today): (read at, nets)
 
     async def usage(self, usage: Usage, arguments: UsageArguments, account: AccountOf) -> UsageReport:
         ranged = arguments if isinstance(arguments, UsageRangeArguments) else UsageRangeArguments()
@@ -192,10 +198,19 @@ class UsageHistory:
             return report
 
         async def read(ledger: Ledger) -> list[int]:
-            since = self._clock() - timedelta(days=FORECAST_DAYS + 1)
-            days = await ledger.daily_net_spend(await account(ledger), since, None)
+            now = self._clock()
+            key = (await account(ledger), now.date())
+            kept = self._daily.get(key)
+            if kept is not None and time.monotonic() - kept[0] < DAILY_TTL_S:
+                return kept[1]
+            days = await ledger.daily_net_spend(key[0], now - timedelta(days=FORECAST_DAYS + 1), None)
             nets = [d.net_credits for d in days[1:-1] if d.complete]  # whole days only: not the first, not today
-            return list(dropwhile(lambda net: net == 0, nets))  # from the first day that spent: not the quiet before
+            nets = list(dropwhile(lambda net: net == 0, nets))  # from the first day that spent: not the quiet before
+            if len(nets) >= 2:  # enough to forecast from; until then, each call looks again (history may arrive)
+                if len(self._daily) >= DAILY_KEPT:
+                    self._daily.pop(next(iter(self._daily)))
+                self._daily[key] = (time.monotonic(), nets)
+            return nets
 
         daily = await self._recorder.read(read, after_writes=False)
         if not daily:

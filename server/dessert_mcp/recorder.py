@@ -18,7 +18,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
-from dessert_mcp.ledger import Ledger
+from dessert_mcp.ledger import InMemoryLedger, Ledger
 from dessert_mcp.telemetry import Observer
 
 logger = logging.getLogger("dessert_mcp")
@@ -64,6 +64,11 @@ class Recorder:
                 with anyio.move_on_after(DRAIN_WAIT_S, shield=True):
                     await self._settled.wait()
                 tg.cancel_scope.cancel()
+                with anyio.move_on_after(DRAIN_WAIT_S, shield=True):
+                    try:
+                        await self.ledger.aclose()  # reopened on next use, should the service run again
+                    except Exception as exc:  # a database already gone: nothing left to close
+                        logger.debug("Closing the ledger: %s", _reason(exc))
 
     def write(self, operation: str, write: Write) -> None:
         """Queue `write`; never blocks. Outside `running()` (a server stopping) or with the queue full it is dropped."""
@@ -141,6 +146,20 @@ class Recorder:
         if kind in self._warned:
             self._warned.discard(kind)
             logger.info("The ledger's %ss work again.", kind)
+
+
+def open_ledger() -> Ledger:
+    """The ledger in a SQLite file in the user's data directory. Without the storage libraries (installed with the
+    `remote` extra) the ledger is the in-process one: history kept for the life of the process."""
+    try:
+        from dessert_mcp.ledger.database import DatabaseLedger
+        from dessert_mcp.ledger.tables import LEDGER_SCHEMA, default_ledger_url
+        from dessert_mcp.storage import Database
+    except ImportError:
+        logger.info("The ledger keeps history in memory only: its database needs dessert-mcp[remote].")
+        return InMemoryLedger()
+    database = Database(default_ledger_url(), schemas=[LEDGER_SCHEMA], label="ledger database")
+    return DatabaseLedger(database)
 
 
 def _reason(exc: Exception) -> str:

@@ -20,10 +20,10 @@ from dessert_mcp.cache import BuiltFrom, TTLCache
 from dessert_mcp.client import KEY_HINT, DessertAPIError, DessertClient
 from dessert_mcp.config import Settings
 from dessert_mcp.history import SpendArguments, SpendResult, UsageHistory
-from dessert_mcp.ledger import InMemoryLedger, Ledger, remote_account
+from dessert_mcp.ledger import Ledger, remote_account
 from dessert_mcp.ledger.poller import Lease, Poller, PollTarget
 from dessert_mcp.models import BALANCE_PATH, USAGE_PATH, Balance, BalanceReport, Usage, UsageArguments, UsageReport
-from dessert_mcp.recorder import Recorder
+from dessert_mcp.recorder import Recorder, open_ledger
 from dessert_mcp.singleflight import SingleFlight
 from dessert_mcp.telemetry import NO_OBSERVER, Observer, mark_current_span
 
@@ -34,12 +34,6 @@ MAX_ACCOUNT_CLIENTS: Final = 1024
 
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
 AccountOf = Callable[[Ledger], Awaitable[str]]
-
-
-def open_ledger(settings: Settings) -> Ledger:
-    """The ledger the settings ask for. Until the database ledger lands this is the in-process one: history kept
-    for the life of the process."""
-    return InMemoryLedger()
 
 
 class _Shared(httpx2.AsyncBaseTransport):
@@ -113,7 +107,7 @@ class DessertService:
         self._balance_report: BuiltFrom[Balance, BalanceReport] = BuiltFrom(BalanceReport.from_balance)
         # Every answer from Dessert kept in the ledger (unless DESSERT_LEDGER=off); `ledger` replaces the default.
         if settings.ledger:
-            self.recorder: Recorder | None = Recorder(ledger or open_ledger(settings), observer)
+            self.recorder: Recorder | None = Recorder(ledger or open_ledger(), observer)
         else:
             self.recorder = None
         # When an answer was read: what the ledger places it by (tests replay an account's past with their own).
