@@ -133,8 +133,9 @@ async def test_the_poller_reports_a_gap_at_a_rate_beyond_its_bounds(caplog: pyte
             await run_for(poller, clock, 20 * MIN_S)
             (status,) = (await ledger.status()).accounts
     assert status.seams["gap"] + status.seams["unverified"] > 0
-    assert only_watch(poller).gaps > 0
-    assert "the ledger records a gap. Lower DESSERT_LEDGER_POLL_MIN_S to keep up." in caplog.text
+    assert only_watch(poller).gaps > 1
+    # Said once while the poller stays behind, not at every read.
+    assert caplog.text.count("the ledger records a gap. Lower DESSERT_LEDGER_POLL_MIN_S to keep up.") == 1
 
 
 @pytest.mark.parametrize(("rate", "expected"), [(None, 24), (1.0, 192)], ids=["idle", "1 transaction a second"])
@@ -285,3 +286,34 @@ async def test_in_the_tests_a_poller_reads_nothing_unless_the_test_is_marked() -
         await wait_all_tasks_blocked()
         tg.cancel_scope.cancel()
     assert asked == []
+
+
+async def test_a_lease_database_that_fails_skips_the_read_and_the_schedule_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+
+    async def broken(name: str, *, ttl_s: float) -> bool:
+        raise OSError("the database is gone")
+
+    with ThreadedFaultySandbox() as sandbox:
+        async with polling(sandbox, clock, lease=broken) as (poller, _):
+            assert await poller.step() == MIN_S
+            assert usage_reads(sandbox) == 0
+            assert only_watch(poller).due == clock.now + MIN_S
+    assert "The ledger could not keep a polled answer (OSError); polling goes on" in caplog.text
+
+
+async def test_a_failed_balance_read_keeps_the_usage_answer_and_is_tried_again_next_time() -> None:
+    clock = Clock()
+    with ThreadedFaultySandbox() as sandbox:
+        async with polling(sandbox, clock) as (poller, ledger):
+            sandbox.add_fault(path="/v1/balance", status=503)
+            await poller.step()
+            (status,) = (await ledger.status()).accounts
+            assert (status.rows, status.balance_snapshots) == (13, 0)
+            assert only_watch(poller).balance_read is None
+            clock.advance(only_watch(poller).due - clock.now)
+            await poller.step()
+            (status,) = (await ledger.status()).accounts
+            assert status.balance_snapshots == 1

@@ -101,7 +101,9 @@ class _Watch:
     failures: int = 0
     stopped: DessertClient | None = None  # the client whose key Dessert rejected
     reads: int = 0
+    read_at: float | None = None  # the last read, by the poller or a tool call
     gaps: int = 0
+    behind: bool = False  # the last read left a gap (said once, until the poller keeps up again)
 
 
 class Poller:
@@ -192,27 +194,36 @@ class Poller:
             self._ledger_failed(exc)
             watch.due = now + watch.interval
             return
-        if self.lease is not None and not await self.lease(f"ledger-poll:{account}", ttl_s=watch.interval):
+        try:
+            ours = self.lease is None or await self.lease(f"ledger-poll:{account}", ttl_s=watch.interval)
+        except Exception as exc:  # the database that holds the leases (and the ledger) is gone: try again later
+            self._ledger_failed(exc)
+            ours = False
+        if not ours:
             watch.due = now + watch.interval  # another replica reads it meanwhile, into the same database
             return
         try:
             usage = await target.client.get_usage()
-            balance = None
-            if watch.balance_read is None or now - watch.balance_read >= self.max_s:
-                balance = await target.client.get_balance()
         except DessertAPIError as exc:
             self._failed(account, target, watch, exc, now)
             return
+        balance = None
+        if watch.balance_read is None or now - watch.balance_read >= self.max_s:
+            try:
+                balance = await target.client.get_balance()
+            except DessertAPIError as exc:  # the usage answer is kept all the same; the balance is read next time
+                logger.debug("Reading the balance for the ledger failed (account %s, %s)", account, exc.code)
         if watch.failures:
             logger.info("Reading usage for the ledger works again (account %s)", account)
         watch.failures = 0
         watch.reads += 1
         now = self.clock()
-        rows = usage.recent_transactions
+        rows, since_last = usage.recent_transactions, now - (watch.read_at or now)
         self._schedule(watch, rows, now)
-        await self._record(account, watch, rows, balance, now)
+        await self._record(account, watch, rows, balance, now, since_last)
 
     def _schedule(self, watch: _Watch, rows: Sequence[Transaction], now: float) -> None:
+        watch.read_at = now
         newest = _row(rows[0]) if rows else None
         if newest != watch.newest:
             watch.newest, watch.newest_seen = newest, now
@@ -221,7 +232,13 @@ class Poller:
         watch.due = now + watch.interval
 
     async def _record(
-        self, account: str, watch: _Watch, rows: Sequence[Transaction], balance: Balance | None, now: float
+        self,
+        account: str,
+        watch: _Watch,
+        rows: Sequence[Transaction],
+        balance: Balance | None,
+        now: float,
+        since_last: float,
     ) -> None:
         # No later than the answer on Dessert's clock, whatever this machine's says: its newest row's time.
         observed = rows[0].timestamp if rows else datetime.fromtimestamp(now, UTC)
@@ -235,14 +252,18 @@ class Poller:
         self._ledger_warned = False
         if balance is not None:
             watch.balance_read = now
-        if outcome.placement == "gap" or (outcome.placement == "unverified" and watch.reads > 1):
-            watch.gaps += 1
+        if outcome.placement not in ("gap", "unverified") or watch.reads == 1:
+            watch.behind = False
+            return
+        watch.gaps += 1
+        if not watch.behind:
+            watch.behind = True
             logger.warning(
                 "Account %s had more than %d transactions between two reads %.0f s apart; the ledger records a gap. "
                 "Lower DESSERT_LEDGER_POLL_MIN_S to keep up.",
                 account,
                 USAGE_FEED_SIZE,
-                watch.interval,
+                since_last,
             )
 
     def _ledger_failed(self, exc: Exception) -> None:
