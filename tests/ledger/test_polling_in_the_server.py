@@ -57,14 +57,15 @@ class CountingLedger(InMemoryLedger):
 
 @pytest.mark.poller
 async def test_the_server_polls_a_live_account_from_its_lifespan_and_the_ledger_keeps_every_row() -> None:
-    # The real clock, short bounds: a live account doing 40 transactions a second is read every 0.5 s.
-    with ThreadedFaultySandbox(account=lambda: LiveAccount(rate=40.0, seed=5)) as sandbox:
+    # The real clock, short bounds: a live account doing 12 transactions a second is read every 0.5 s, so a stall of
+    # up to 4 s on a busy machine still leaves the window overlapping.
+    with ThreadedFaultySandbox(account=lambda: LiveAccount(rate=12.0, seed=5)) as sandbox:
         settings = sandbox_settings(sandbox, ledger_poll_min_s=0.5, ledger_poll_max_s=0.5)
         ledger = CountingLedger()
         service = DessertService(settings, ledger=ledger)
         async with Client(build_server(settings, service=service)):
             assert service.poller is not None
-            await ledger.until(6)  # six reads, about 120 transactions: more than two windows
+            await ledger.until(12)  # about 70 transactions after the first window read
             account = await service.poll_targets(ledger)
             (status,) = (await ledger.status()).accounts
         assert service.poller is None  # stopped with the lifespan
