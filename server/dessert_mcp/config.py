@@ -174,9 +174,11 @@ def on_off(value: str, name: str) -> bool:
     return bool(Setting(None, ("on", "off"), "").parse(value, name) == "on")
 
 
-def number(low: float, high: float = math.inf, *, whole: bool = False, positive: bool = False) -> Reader:
-    """A number (of seconds, unless `whole`) from `low` to `high`, and above zero when `positive`."""
-    kind = "a whole number" if whole else "a number of seconds"
+def number(
+    low: float, high: float = math.inf, *, whole: bool = False, positive: bool = False, unit: str = "seconds"
+) -> Reader:
+    """A number (of `unit`, unless `whole`) from `low` to `high`, and above zero when `positive`."""
+    kind = "a whole number" if whole else f"a number of {unit}"
     bounds = f"from {low:g} to {high:g}" if high < math.inf else "above 0" if positive else f"of {low:g} or more"
 
     def read(value: str, name: str) -> float:
@@ -305,6 +307,27 @@ class Settings:
         "the ledger's poller reads only the accounts used through this server within this many seconds.",
         24 * 3600.0,
         applies=WITH_AUTH,
+    )
+    alert_balance_below: int = setting(
+        "DESSERT_ALERT_BALANCE_BELOW",
+        number(0, whole=True),
+        "With the ledger on: raise an alert when the balance falls below this many credits (0 = off); see "
+        "[Alerts](#alerts).",
+        0,
+    )
+    alert_runway_days: float = setting(
+        "DESSERT_ALERT_RUNWAY_DAYS",
+        number(0, unit="days"),
+        "With the ledger on: raise an alert when the forecast says the balance runs out within this many days "
+        "(0 = off).",
+        3.0,
+    )
+    alert_spike_factor: float = setting(
+        "DESSERT_ALERT_SPIKE_FACTOR",
+        number(0, unit="times"),
+        "With the ledger on: raise an alert when a day's net spend is above this many times the median of the "
+        "7 whole days before it (0 = off).",
+        3.0,
     )
     account_concurrency: int = setting(
         "DESSERT_MCP_ACCOUNT_CONCURRENCY",

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
 from mcp import MCPError
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.types import INVALID_PARAMS
-from pydantic import Field
+from pydantic import BaseModel, Field
 
+from dessert_mcp.alerts import ALERTS_URI, Alert
 from dessert_mcp.client import DessertAPIError
 from dessert_mcp.models import BalanceReport, UsageArguments, UsageReport
 
@@ -21,6 +24,8 @@ class Reads(Protocol):
     async def balance(self) -> BalanceReport: ...
 
     async def usage(self, arguments: UsageArguments) -> UsageReport: ...
+
+    async def alerts(self) -> list[Alert]: ...
 
 
 def add_resources(server: MCPServer[Any], service: Reads, names: Mapping[str, str]) -> None:
@@ -56,6 +61,40 @@ def add_resources(server: MCPServer[Any], service: Reads, names: Mapping[str, st
             return (await service.usage(UsageArguments())).model_dump_json()
         except DessertAPIError as exc:
             raise ResourceError(f"{exc.message} ({exc.code})") from None
+
+
+class AlertItem(BaseModel):
+    """One alert, as `dessert://alerts` lists it."""
+
+    id: str
+    rule: str
+    account: str
+    value: float
+    threshold: float
+    fired_at: datetime
+    cleared_at: datetime | None
+    active: bool
+
+
+class AlertList(BaseModel):
+    alerts: list[AlertItem]
+
+
+def add_alerts_resource(server: MCPServer[Any], service: Reads) -> None:
+    """`dessert://alerts`: the caller's active and recent alerts, newest first (with the ledger on)."""
+
+    @server.resource(
+        ALERTS_URI,
+        name="alerts",
+        title="Dessert alerts",
+        description="Active and recent alerts on the account (low balance, short runway, spend spike, auto-recharge, "
+        "ledger gap), newest first; subscribe for changes.",
+        mime_type="application/json",
+    )
+    async def alerts() -> str:
+        now = datetime.now(UTC)
+        items = [AlertItem(**asdict(a), active=a.active(now)) for a in await service.alerts()]
+        return AlertList(alerts=items).model_dump_json()
 
 
 def add_prompts(server: MCPServer[Any], names: Mapping[str, str]) -> None:

@@ -4,7 +4,7 @@ from the ledger when it has the history, from the API's own answer when it does 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from itertools import dropwhile
 from typing import Final
@@ -15,6 +15,7 @@ from dessert_mcp.client import DessertAPIError
 from dessert_mcp.ledger import (
     AD_FORMATS,
     AdFormat,
+    DailySpend,
     HistoryPage,
     InMemoryLedger,
     Ledger,
@@ -204,8 +205,7 @@ class UsageHistory:
             if kept is not None and time.monotonic() - kept[0] < DAILY_TTL_S:
                 return kept[1]
             days = await ledger.daily_net_spend(key[0], now - timedelta(days=FORECAST_DAYS + 1), None)
-            nets = [d.net_credits for d in days[1:-1] if d.complete]  # whole days only: not the first, not today
-            nets = list(dropwhile(lambda net: net == 0, nets))  # from the first day that spent: not the quiet before
+            nets = whole_day_nets(days)
             if len(nets) >= 2:  # enough to forecast from; until then, each call looks again (history may arrive)
                 if len(self._daily) >= DAILY_KEPT:
                     self._daily.pop(next(iter(self._daily)))
@@ -217,6 +217,13 @@ class UsageHistory:
             return report
         forecast = report.summary.forecast.with_daily(daily)
         return report.model_copy(update={"summary": report.summary.model_copy(update={"forecast": forecast})})
+
+
+def whole_day_nets(days: Sequence[DailySpend]) -> list[int]:
+    """The net spend of the whole days among `days` (not the first, not today; complete ones only), from the first
+    day that spent anything (not the quiet before it): what a forecast's rate comes from."""
+    nets = [d.net_credits for d in days[1:-1] if d.complete]
+    return list(dropwhile(lambda net: net == 0, nets))
 
 
 async def _pages(

@@ -135,6 +135,7 @@ class BalanceReport(Balance):
     static_ads_affordable: int = Field(description="Static ads the current balance pays for.")
     full_ads_affordable: int = Field(description="Full ads the current balance pays for.")
     below_auto_recharge_threshold: bool = Field(description="credits_balance < auto_recharge_threshold.")
+    alerts: list[str] = Field(default=[], description="Active alerts (dessert://alerts has them all).")
 
     @classmethod
     def from_balance(cls, balance: Balance) -> BalanceReport:

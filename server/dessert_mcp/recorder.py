@@ -18,6 +18,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
+from dessert_mcp.alerts.store import AlertStore, InMemoryAlertStore
 from dessert_mcp.ledger import InMemoryLedger, Ledger
 from dessert_mcp.telemetry import Observer
 
@@ -149,17 +150,23 @@ class Recorder:
 
 
 def open_ledger() -> Ledger:
-    """The ledger in a SQLite file in the user's data directory. Without the storage libraries (installed with the
-    `remote` extra) the ledger is the in-process one: history kept for the life of the process."""
+    """The ledger in a SQLite file in the user's data directory (see `open_stores`)."""
+    return open_stores()[0]
+
+
+def open_stores() -> tuple[Ledger, AlertStore]:
+    """The ledger and the alerts, in one SQLite file in the user's data directory. Without the storage libraries
+    (installed with the `remote` extra) both are in-process ones: kept for the life of the process."""
     try:
+        from dessert_mcp.alerts.database import ALERTS_SCHEMA, DatabaseAlertStore
         from dessert_mcp.ledger.database import DatabaseLedger
         from dessert_mcp.ledger.tables import LEDGER_SCHEMA, default_ledger_url
         from dessert_mcp.storage import Database
     except ImportError:
         logger.info("The ledger keeps history in memory only: its database needs dessert-mcp[remote].")
-        return InMemoryLedger()
-    database = Database(default_ledger_url(), schemas=[LEDGER_SCHEMA], label="ledger database")
-    return DatabaseLedger(database)
+        return InMemoryLedger(), InMemoryAlertStore()
+    database = Database(default_ledger_url(), schemas=[LEDGER_SCHEMA, ALERTS_SCHEMA], label="ledger database")
+    return DatabaseLedger(database), DatabaseAlertStore(database)
 
 
 def _reason(exc: Exception) -> str:

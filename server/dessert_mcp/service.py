@@ -15,15 +15,17 @@ import anyio
 import httpx2
 from pydantic import BaseModel
 
+from dessert_mcp.alerts import Alert, AlertStore, InMemoryAlertStore, Publish, Thresholds, Watcher
 from dessert_mcp.auth.caller import CallerToken, caller_token
 from dessert_mcp.cache import BuiltFrom, TTLCache
 from dessert_mcp.client import KEY_HINT, DessertAPIError, DessertClient
 from dessert_mcp.config import Settings
+from dessert_mcp.events import AccountBus
 from dessert_mcp.history import SpendArguments, SpendResult, UsageHistory
 from dessert_mcp.ledger import Ledger, remote_account
 from dessert_mcp.ledger.poller import Lease, Poller, PollTarget
 from dessert_mcp.models import BALANCE_PATH, USAGE_PATH, Balance, BalanceReport, Usage, UsageArguments, UsageReport
-from dessert_mcp.recorder import Recorder, open_ledger
+from dessert_mcp.recorder import Recorder, open_stores
 from dessert_mcp.singleflight import SingleFlight
 from dessert_mcp.telemetry import NO_OBSERVER, Observer, mark_current_span
 
@@ -78,8 +80,12 @@ class DessertService:
         per_account: bool = False,
         max_accounts: int = MAX_ACCOUNT_CLIENTS,
         ledger: Ledger | None = None,
+        alerts: AlertStore | None = None,
+        publish: Publish | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """`ledger` and `alerts` replace the default stores (a database in the user's data directory); `publish`
+        hears every change the ledger keeps, per account (the MCP layer's event hub)."""
         self.settings = settings
         self.observer = observer
         self.per_account = per_account
@@ -106,9 +112,20 @@ class DessertService:
         # Calls that shared one balance answer share its report too.
         self._balance_report: BuiltFrom[Balance, BalanceReport] = BuiltFrom(BalanceReport.from_balance)
         # Every answer from Dessert kept in the ledger (unless DESSERT_LEDGER=off); `ledger` replaces the default.
+        # The events of each account's changes, for subscriptions/listen (events.AccountBus).
+        self.events = AccountBus(self._caller_account if per_account else None)
+        publish = publish or self.events.publish_uris
+        # Every change it keeps is published (`publish`) and judged by the alert rules (`self.watcher`).
         if settings.ledger:
-            self.recorder: Recorder | None = Recorder(ledger or open_ledger(), observer)
+            if ledger is None:
+                ledger, default_alerts = open_stores()
+                alerts = alerts or default_alerts
+            self.watcher: Watcher | None = Watcher(
+                alerts or InMemoryAlertStore(), alert_thresholds(settings), publish=publish, clock=clock
+            )
+            self.recorder: Recorder | None = Recorder(self.watcher.ledger(ledger), observer)
         else:
+            self.watcher = None
             self.recorder = None
         # When an answer was read: what the ledger places it by (tests replay an account's past with their own).
         self._clock = clock
@@ -155,7 +172,24 @@ class DessertService:
 
     async def balance(self) -> BalanceReport:
         balance = await self._read(BALANCE_PATH, self._balance_flights, self._balance_cache, DessertClient.get_balance)
-        return self._balance_report(balance)
+        report = self._balance_report(balance)
+        active = await self.active_alerts()
+        return report.model_copy(update={"alerts": [a.summary() for a in active]}) if active else report
+
+    async def alerts(self) -> list[Alert]:
+        """The caller's alerts, active and recent, newest first (none with the ledger off or failing)."""
+        watcher, account = self.watcher, self._ledger_account()
+        if watcher is None or self.recorder is None:
+            return []
+        if self.per_account or self._key_account is not None:
+            name: str | None = await account(self.recorder.ledger)
+        else:
+            name = await self.recorder.read(account, after_writes=False)
+        return [] if name is None else await watcher.recent(name)
+
+    async def active_alerts(self) -> list[Alert]:
+        now = self._clock()
+        return [a for a in await self.alerts() if a.active(now)]
 
     async def usage(self, arguments: UsageArguments) -> UsageReport:
         account = self._ledger_account()
@@ -167,12 +201,17 @@ class DessertService:
         usage = await self._read(USAGE_PATH, self._usage_flights, self._usage_cache, DessertClient.get_usage)
         return await self._history.spend(usage, arguments, account)
 
+    @staticmethod
+    def _caller_account() -> str | None:
+        """The ledger's name for the caller's account (--auth); None for a request with no caller."""
+        token = caller_token()
+        return remote_account(token.subject) if token is not None and token.subject is not None else None
+
     def _ledger_account(self) -> AccountOf:
         """Whose history this call reads and writes, resolved inside the ledger (never a key): in single-key mode a
         keyed hash of the key (the ledger keeps its secret), in the remote modes the auth wing's account id."""
         if self.per_account:
-            token = caller_token()
-            account = remote_account(token.subject) if token is not None and token.subject is not None else ""
+            account = self._caller_account() or ""
 
             async def remote(_ledger: Ledger) -> str:
                 return account
@@ -346,6 +385,11 @@ class DessertService:
     def stop_polling(self, subject: str) -> None:
         """The caller `subject`'s account was revoked through this process: the poller does not read it again."""
         self._revoked.add(subject)
+
+
+def alert_thresholds(settings: Settings) -> Thresholds:
+    """The alert rules' thresholds from the settings: every account's in single-key mode, the default otherwise."""
+    return Thresholds(settings.alert_balance_below, settings.alert_runway_days, settings.alert_spike_factor)
 
 
 def _named(account: str) -> Callable[[], Awaitable[str]]:

@@ -22,7 +22,7 @@ from dessert_mcp import __version__
 from dessert_mcp.cache import BuiltFrom
 from dessert_mcp.client import DessertAPIError
 from dessert_mcp.config import Settings
-from dessert_mcp.context import add_prompts, add_resources
+from dessert_mcp.context import add_alerts_resource, add_prompts, add_resources
 from dessert_mcp.dashboard import DASHBOARD_URI, dashboard_html
 from dessert_mcp.history import SpendArguments, SpendResult
 from dessert_mcp.listing import TOOL_NAMES, list_names, refuse_unknown_prompts, shown_names
@@ -284,9 +284,13 @@ def build_server(
         extensions=[apps],
         # Balance and usage change with every ad generated: a client may reuse a read for a few seconds, never share it.
         cache_hints={"resources/read": CacheHint(ttl_ms=ttl_ms, scope="private")},
+        # subscriptions/listen streams hear the changes the ledger keeps, each stream its own account's only.
+        subscriptions=service.events,
         **(auth or {}),
     )
     names = shown_names(settings.tool_names)
     add_resources(server, service, names)
+    if service.watcher is not None:
+        add_alerts_resource(server, service)
     add_prompts(server, names)
     return server

@@ -1,0 +1,72 @@
+"""Where alerts are kept: the `AlertStore` protocol and its in-process implementation (the database one is in
+`alerts.database`)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import replace
+from datetime import datetime
+from typing import Final, Protocol
+
+from dessert_mcp.alerts.rules import Alert, Thresholds
+
+# Alerts `recent` returns at most, newest first.
+RECENT_KEPT: Final = 50
+
+
+class AlertStore(Protocol):
+    """Every account's alerts and its own thresholds. All methods are safe to call concurrently."""
+
+    async def fire(self, alert: Alert) -> None: ...
+
+    async def clear(self, alert: Alert) -> None:
+        """Set the stored alert's `cleared_at` to `alert.cleared_at`."""
+        ...
+
+    async def recent(self, account: str, limit: int = RECENT_KEPT) -> list[Alert]:
+        """The account's alerts, newest first (active and cleared)."""
+        ...
+
+    async def thresholds(self, account: str) -> Thresholds | None:
+        """The thresholds the account's user set; None: the server's defaults."""
+        ...
+
+    async def set_thresholds(self, account: str, thresholds: Thresholds) -> None: ...
+
+
+class InMemoryAlertStore:
+    """`AlertStore` for the life of the process."""
+
+    def __init__(self) -> None:
+        self._alerts: defaultdict[str, list[Alert]] = defaultdict(list)
+        self._thresholds: dict[str, Thresholds] = {}
+
+    async def fire(self, alert: Alert) -> None:
+        kept = self._alerts[alert.account]
+        kept.append(alert)
+        # Active ones are always kept; cleared ones beyond RECENT_KEPT go.
+        while len(kept) > RECENT_KEPT and (old := next((a for a in kept if a.cleared_at is not None), None)):
+            kept.remove(old)
+
+    async def clear(self, alert: Alert) -> None:
+        kept = self._alerts[alert.account]
+        for i, stored in enumerate(kept):
+            if stored.id == alert.id:
+                kept[i] = replace(stored, cleared_at=alert.cleared_at)
+
+    async def recent(self, account: str, limit: int = RECENT_KEPT) -> list[Alert]:
+        return sorted(self._alerts.get(account, ()), key=_newest_first)[:limit]
+
+    async def thresholds(self, account: str) -> Thresholds | None:
+        return self._thresholds.get(account)
+
+    async def set_thresholds(self, account: str, thresholds: Thresholds) -> None:
+        self._thresholds[account] = thresholds
+
+
+def _newest_first(alert: Alert) -> tuple[float, str]:
+    return (-alert.fired_at.timestamp(), alert.id)
+
+
+def active(alerts: list[Alert], now: datetime) -> list[Alert]:
+    return [a for a in alerts if a.active(now)]
