@@ -132,7 +132,8 @@ class Watcher:
         new_rows: Sequence[Transaction] = ()
         if usage is not None and outcome is not None and (outcome.added or outcome.placement == "gap"):
             changed.append(USAGE_URI)
-            if outcome.placement != "first":  # an account's past is not news; what arrives after it is
+            # An account's past (its first read) is not news, nor are rows the ledger kept apart as doubtful.
+            if outcome.placement in ("joined", "unverified", "gap"):
                 new_rows = usage[: outcome.added]
             if usage:
                 balance = usage[0].balance_after
