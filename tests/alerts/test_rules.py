@@ -75,7 +75,8 @@ async def test_a_balance_hovering_at_its_threshold_fires_once_and_clears_only_be
     clock.now += timedelta(minutes=1)
     await ledger.record_balance(ACCOUNT, balance(110), clock.now)  # 10 % above the threshold: cleared
     (cleared,) = await store.recent(ACCOUNT)
-    assert cleared.id == alert.id and cleared.cleared_at == clock.now
+    assert cleared.id == alert.id
+    assert cleared.cleared_at == clock.now
     assert await watcher.active(ACCOUNT) == []
 
     clock.now += timedelta(minutes=1)
