@@ -28,6 +28,9 @@ DOCUMENTED = {
     ("mcp.server.mcpserver", "MCPServer"),
     ("mcp.server.mcpserver.exceptions", "ResourceError"),
     ("mcp.server.transport_security", "TransportSecuritySettings"),
+    # The subscriptions/listen fan-out seam (2026-07-28): the bus's event types, in the module's __all__.
+    ("mcp.server.subscriptions", "ResourceUpdated"),
+    ("mcp.server.subscriptions", "ServerEvent"),
     ("mcp.server.auth.middleware.auth_context", "get_access_token"),
     ("mcp.server.auth.settings", "AuthSettings"),
     ("mcp.server.auth.settings", "ClientRegistrationOptions"),
