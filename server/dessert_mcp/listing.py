@@ -38,6 +38,7 @@ TOOL_NAMES: Final = {
     "dessert.get_balance": "dessert_get_balance",
     "dessert.get_usage": "dessert_get_usage",
     "dessert.get_spend": "dessert_get_spend",
+    "dessert.set_alerts": "dessert_set_alerts",  # the remote modes only
 }
 
 

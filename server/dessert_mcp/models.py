@@ -374,3 +374,23 @@ def window_covers(feed: list[Transaction], since: datetime | None) -> bool:
     """Whether one API answer (newest first) holds every transaction from `since` on: it is shorter than the API's
     window, or its oldest entry is already older than `since`."""
     return len(feed) < USAGE_FEED_SIZE or (since is not None and feed[-1].timestamp < since)
+
+
+class AlertSettings(BaseModel):
+    """`dessert.set_alerts`'s arguments (remote modes): the caller's own thresholds; one left out keeps its value."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    balance_below: int | None = Field(default=None, ge=0, description="Credits; 0 turns it off.")
+    runway_days: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="Days; 0 turns it off.")
+    spike_factor: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="Times the 7-day median; 0 turns it off."
+    )
+
+
+class AlertThresholds(_Schema):
+    """The thresholds the account's alerts are judged against from now on."""
+
+    balance_below: int
+    runway_days: float
+    spike_factor: float

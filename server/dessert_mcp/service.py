@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Final, TypeVar
 
@@ -24,7 +24,17 @@ from dessert_mcp.events import AccountBus
 from dessert_mcp.history import SpendArguments, SpendResult, UsageHistory
 from dessert_mcp.ledger import Ledger, remote_account
 from dessert_mcp.ledger.poller import Lease, Poller, PollTarget
-from dessert_mcp.models import BALANCE_PATH, USAGE_PATH, Balance, BalanceReport, Usage, UsageArguments, UsageReport
+from dessert_mcp.models import (
+    BALANCE_PATH,
+    USAGE_PATH,
+    AlertSettings,
+    AlertThresholds,
+    Balance,
+    BalanceReport,
+    Usage,
+    UsageArguments,
+    UsageReport,
+)
 from dessert_mcp.recorder import Recorder, open_stores
 from dessert_mcp.singleflight import SingleFlight
 from dessert_mcp.telemetry import NO_OBSERVER, Observer, mark_current_span
@@ -186,6 +196,26 @@ class DessertService:
         else:
             name = await self.recorder.read(account, after_writes=False)
         return [] if name is None else await watcher.recent(name)
+
+    async def set_alerts(self, arguments: AlertSettings) -> AlertThresholds:
+        """Set the caller's own thresholds (remote modes): only ever the account of the request's credential."""
+        account = self._caller_account()
+        if self.watcher is None or account is None:
+            raise DessertAPIError(
+                "This request carries no caller credential; send Authorization: Bearer <token>.", code="not_configured"
+            )
+        given = arguments.model_dump(exclude_none=True)
+        try:
+            thresholds = replace(await self.watcher.thresholds(account), **given)
+            await self.watcher.store.set_thresholds(account, thresholds)
+        except Exception as exc:  # whatever the database raises: the caller can only try again later
+            logger.warning("Saving alert thresholds failed (%s)", type(exc).__name__)
+            raise DessertAPIError(
+                "The alert thresholds could not be saved: the server's database is unavailable. Try again later.",
+                code="upstream_unavailable",
+                retryable=True,
+            ) from None
+        return AlertThresholds(**asdict(thresholds))
 
     async def active_alerts(self) -> list[Alert]:
         now = self._clock()

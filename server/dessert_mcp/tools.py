@@ -26,7 +26,15 @@ from dessert_mcp.context import add_alerts_resource, add_prompts, add_resources
 from dessert_mcp.dashboard import DASHBOARD_URI, dashboard_html
 from dessert_mcp.history import SpendArguments, SpendResult
 from dessert_mcp.listing import TOOL_NAMES, list_names, refuse_unknown_prompts, shown_names
-from dessert_mcp.models import ArgumentSchema, BalanceReport, UsageArguments, UsageRangeArguments, UsageReport
+from dessert_mcp.models import (
+    AlertSettings,
+    AlertThresholds,
+    ArgumentSchema,
+    BalanceReport,
+    UsageArguments,
+    UsageRangeArguments,
+    UsageReport,
+)
 from dessert_mcp.service import DessertService
 from dessert_mcp.telemetry import current_trace_id
 
@@ -67,6 +75,12 @@ SPEND_DESCRIPTION: Final = (
     "says where. Free: consumes no credits."
 )
 
+SET_ALERTS_DESCRIPTION: Final = (
+    "Set when this Dessert account's alerts fire: balance_below credits, runway_days until empty, spike_factor "
+    "times the 7-day median daily spend (0 turns one off; one left out keeps its value). Returns the thresholds now "
+    "in effect. Changes only this server's alerts for the caller's own account. Free: consumes no credits."
+)
+
 # How long a host may reuse a resource read when the server keeps no cache of its own (DESSERT_CACHE_TTL_S=0).
 RESOURCE_TTL_MS: Final = 5000
 
@@ -89,6 +103,12 @@ _ANNOTATIONS: Final = ToolAnnotations(
 )
 
 
+# dessert.set_alerts writes the caller's own alert settings on this server: not read-only, overwrites nothing
+# else, the same call twice leaves the same settings, and it talks to no outside system.
+_SETTINGS_ANNOTATIONS: Final = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
+
 ArgsT = TypeVar("ArgsT", bound=BaseModel)
 
 
@@ -101,6 +121,7 @@ class NoArguments(BaseModel):
 # anything, publish the schema UsageArguments derives, and UsageArguments validates: the invalid_argument contract.
 _USAGE_ARGS: Final = UsageRangeArguments.model_json_schema(schema_generator=ArgumentSchema)["properties"]
 _SPEND_ARGS: Final = SpendArguments.model_json_schema(schema_generator=ArgumentSchema)["properties"]
+_ALERT_ARGS: Final = AlertSettings.model_json_schema(schema_generator=ArgumentSchema)["properties"]
 
 
 def _error_result(exc: DessertAPIError) -> CallToolResult:
@@ -248,14 +269,33 @@ def build_server(
     ) -> Annotated[CallToolResult, SpendResult]:
         return await _call_tool("dessert.get_spend", service, results, ctx, SpendArguments, service.spend)
 
-    tools: list[tuple[Callable[..., Any], str, str, str]] = [
-        (get_balance, "dessert.get_balance", "Dessert credit balance", BALANCE_DESCRIPTION),
-        (get_usage, "dessert.get_usage", "Dessert credit usage", USAGE_DESCRIPTION),
+    async def set_alerts(
+        ctx: Context[DessertService],
+        balance_below: Annotated[Any, WithJsonSchema(_ALERT_ARGS["balance_below"])] = None,
+        runway_days: Annotated[Any, WithJsonSchema(_ALERT_ARGS["runway_days"])] = None,
+        spike_factor: Annotated[Any, WithJsonSchema(_ALERT_ARGS["spike_factor"])] = None,
+    ) -> Annotated[CallToolResult, AlertThresholds]:
+        return await _call_tool("dessert.set_alerts", service, results, ctx, AlertSettings, service.set_alerts)
+
+    tools: list[tuple[Callable[..., Any], str, str, str, ToolAnnotations]] = [
+        (get_balance, "dessert.get_balance", "Dessert credit balance", BALANCE_DESCRIPTION, _ANNOTATIONS),
+        (get_usage, "dessert.get_usage", "Dessert credit usage", USAGE_DESCRIPTION, _ANNOTATIONS),
     ]
     if service.recorder is not None:  # with DESSERT_LEDGER=off the tools are what they were before the ledger
-        tools[1] = (get_usage_range, "dessert.get_usage", "Dessert credit usage", RANGE_USAGE_DESCRIPTION)
-        tools.append((get_spend, "dessert.get_spend", "Dessert credit spend", SPEND_DESCRIPTION))
-    for fn, name, title, description in tools:
+        tools[1] = (get_usage_range, "dessert.get_usage", "Dessert credit usage", RANGE_USAGE_DESCRIPTION, _ANNOTATIONS)
+        tools.append((get_spend, "dessert.get_spend", "Dessert credit spend", SPEND_DESCRIPTION, _ANNOTATIONS))
+    if service.per_account and service.watcher is not None:
+        # In the remote modes each account's user sets their own thresholds; in single-key mode the settings do.
+        tools.append(
+            (
+                set_alerts,
+                "dessert.set_alerts",
+                "Dessert alert thresholds",
+                SET_ALERTS_DESCRIPTION,
+                _SETTINGS_ANNOTATIONS,
+            )
+        )
+    for fn, name, title, description, hints in tools:
         # Both spellings are the same tool; listing.py decides which one each client is shown.
         for spelling in (name, TOOL_NAMES[name]):
             apps.tool(
@@ -263,7 +303,7 @@ def build_server(
                 name=spelling,
                 title=title,
                 description=description,
-                annotations=_ANNOTATIONS,
+                annotations=hints,
                 icons=icon,
                 structured_output=True,
             )(fn)
