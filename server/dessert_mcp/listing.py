@@ -38,8 +38,9 @@ TOOL_NAMES: Final = {
     "dessert.get_balance": "dessert_get_balance",
     "dessert.get_usage": "dessert_get_usage",
     "dessert.get_spend": "dessert_get_spend",
-    "dessert.set_alerts": "dessert_set_alerts",  # the remote modes only
 }
+# Tools served only in the remote modes (--auth), after the others.
+REMOTE_TOOL_NAMES: Final = {"dessert.set_alerts": "dessert_set_alerts"}
 
 
 def shown_names(style: ToolNameStyle) -> dict[str, str]:
@@ -49,12 +50,14 @@ def shown_names(style: ToolNameStyle) -> dict[str, str]:
     it gave one client different names on different transports. Every host measured accepts underscore names; a
     few reject dots (see the README's "Portable tool names"), so `auto` lists underscores and dots are opt-in.
     """
-    return {name: name if style == "dotted" else portable for name, portable in TOOL_NAMES.items()}
+    every = TOOL_NAMES | REMOTE_TOOL_NAMES
+    return {name: name if style == "dotted" else portable for name, portable in every.items()}
 
 
-def tool_names_for(style: ToolNameStyle) -> tuple[str, ...]:
-    """The names `tools/list` shows under this setting."""
-    return tuple(shown_names(style).values())
+def tool_names_for(style: ToolNameStyle, *, remote: bool = False) -> tuple[str, ...]:
+    """The names `tools/list` shows under this setting (`remote`: with --auth)."""
+    shown = shown_names(style)
+    return tuple(shown[name] for name in (*TOOL_NAMES, *(REMOTE_TOOL_NAMES if remote else ())))
 
 
 def _closed(schema: dict[str, Any]) -> dict[str, Any]:
@@ -68,8 +71,8 @@ def _closed(schema: dict[str, Any]) -> dict[str, Any]:
     return {**closed, "additionalProperties": False}
 
 
-def list_names(style: ToolNameStyle) -> ServerMiddleware[Any]:
-    shown = tool_names_for(style)
+def list_names(style: ToolNameStyle, *, remote: bool = False) -> ServerMiddleware[Any]:
+    shown = tool_names_for(style, remote=remote)
 
     async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         result = await call_next(ctx)

@@ -25,7 +25,7 @@ from dessert_mcp.config import Settings
 from dessert_mcp.context import add_alerts_resource, add_prompts, add_resources
 from dessert_mcp.dashboard import DASHBOARD_URI, dashboard_html
 from dessert_mcp.history import SpendArguments, SpendResult
-from dessert_mcp.listing import TOOL_NAMES, list_names, refuse_unknown_prompts, shown_names
+from dessert_mcp.listing import REMOTE_TOOL_NAMES, TOOL_NAMES, list_names, refuse_unknown_prompts, shown_names
 from dessert_mcp.models import (
     AlertSettings,
     AlertThresholds,
@@ -297,7 +297,7 @@ def build_server(
         )
     for fn, name, title, description, hints in tools:
         # Both spellings are the same tool; listing.py decides which one each client is shown.
-        for spelling in (name, TOOL_NAMES[name]):
+        for spelling in (name, (TOOL_NAMES | REMOTE_TOOL_NAMES)[name]):
             apps.tool(
                 resource_uri=DASHBOARD_URI,
                 name=spelling,
@@ -320,7 +320,10 @@ def build_server(
         lifespan=lifespan,
         log_level=settings.log_level,
         # `server` is bound by the time a request arrives: the prompts are the ones add_prompts registers below.
-        middleware=[list_names(settings.tool_names), refuse_unknown_prompts(lambda: server.list_prompts())],
+        middleware=[
+            list_names(settings.tool_names, remote=service.per_account),
+            refuse_unknown_prompts(lambda: server.list_prompts()),
+        ],
         extensions=[apps],
         # Balance and usage change with every ad generated: a client may reuse a read for a few seconds, never share it.
         cache_hints={"resources/read": CacheHint(ttl_ms=ttl_ms, scope="private")},

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from dessert_mcp.alerts.database import ALERTS_SCHEMA
 from dessert_mcp.auth.store import SCHEMA as AUTH_SCHEMA
 from dessert_mcp.auth.store import Store
 from dessert_mcp.storage import Database, Migration, Schema
 from dessert_mcp.storage.leases import STORAGE_SCHEMA
 from tests.storage.schema_diff import differences
 
-WINGS = [AUTH_SCHEMA]
+WINGS = [AUTH_SCHEMA, ALERTS_SCHEMA]
 
 # The token database as the releases before the storage layer made it: their hand-written DDL, verbatim.
 LEGACY_AUTH_DDL = (

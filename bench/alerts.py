@@ -1,0 +1,147 @@
+"""Alerts and live updates, in one process: the latency from an upstream change to the listening client's
+`resources/updated` (p50, p99), and `dessert.get_balance`'s cost with alerts on against off, side by side.
+
+    .venv/bin/python bench/alerts.py [--events 300] [--calls 400] [--rounds 5]
+
+The change is seen through a tool call (the poller is off, so its schedule does not dominate the figure): the
+latency is the call, the ledger's write, the rules and the listen stream. "On" is the three level rules with
+thresholds every balance crosses (each get_balance then carries an active alert); "off" is all three at 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import httpx2
+from mcp import Client
+
+from dessert_mcp.alerts import USAGE_URI
+from dessert_mcp.config import Settings
+from dessert_mcp.tools import build_server
+
+KEY = "dsk_bench_0123456789abcdef"
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+class Feed:
+    """A Dessert account whose usage grows by one deduction whenever the benchmark says so."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, object]] = []
+        self.balance = 100_000
+        for _ in range(50):
+            self.add()
+
+    def add(self) -> None:
+        self.balance -= 5
+        at = T0 + timedelta(seconds=len(self.rows))
+        self.rows.append(
+            {
+                "type": "Deduction",
+                "credits_delta": -5,
+                "balance_after": self.balance,
+                "usd_amount": None,
+                "description": "API ad generation (count=1, format=static)",
+                "at": at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            }
+        )
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        if request.url.path == "/v1/usage":
+            body: dict[str, object] = {"recent_transactions": list(reversed(self.rows[-50:]))}
+        else:
+            body = {
+                "credits_balance": self.balance,
+                "credits_balance_usd_equivalent": self.balance / 10,
+                "credits_lifetime_purchased": 500,
+                "auto_recharge_enabled": True,
+                "auto_recharge_threshold": 20,
+                "auto_recharge_amount_usd": 25.0,
+                "pricing": {"credit_usd": 0.1, "static_ad_credits": 5, "full_ad_credits": 15},
+            }
+        data = json.dumps(body).encode()
+        return httpx2.Response(200, headers={"content-type": "application/json"}, stream=httpx2.ByteStream(data))
+
+
+def settings(**alerts: str) -> Settings:
+    env = {"DESSERT_API_KEY": KEY, "DESSERT_API_BASE_URL": "https://api.dessert.test", "DESSERT_LEDGER_POLL": "off"}
+    return Settings.from_env(env | alerts)
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+async def event_latency(events: int) -> list[float]:
+    feed = Feed()
+    server = build_server(settings(), transport=httpx2.MockTransport(feed))
+    latencies: list[float] = []
+    async with Client(server) as client, client.listen(resource_subscriptions=[USAGE_URI]) as subscription:
+        stream = aiter(subscription)
+        await client.call_tool("dessert.get_usage", {})
+        await anext(stream)  # the first read: the account's past
+        for _ in range(events):
+            feed.add()
+            started = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.call_tool, "dessert.get_usage", {})
+                with anyio.fail_after(60):
+                    await anext(stream)
+                latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+async def balance_calls(on: bool, calls: int) -> float:
+    """Median seconds per get_balance call."""
+    alerts = {"DESSERT_ALERT_BALANCE_BELOW": str(10**9)} if on else {}
+    if not on:
+        alerts |= {"DESSERT_ALERT_RUNWAY_DAYS": "0", "DESSERT_ALERT_SPIKE_FACTOR": "0"}
+    server = build_server(settings(**alerts), transport=httpx2.MockTransport(Feed()))
+    per_call: list[float] = []
+    async with Client(server) as client:
+        for _ in range(20):  # warm up; with alerts on, the first balance fires one
+            await client.call_tool("dessert.get_balance", {})
+        result = await client.call_tool("dessert.get_balance", {})
+        assert bool(result.structured_content and result.structured_content["alerts"]) == on
+        for _ in range(calls):
+            started = time.perf_counter()
+            await client.call_tool("dessert.get_balance", {})
+            per_call.append(time.perf_counter() - started)
+    return statistics.median(per_call)
+
+
+async def main(events: int, calls: int, rounds: int) -> None:
+    latencies = await event_latency(events)
+    p50, p99 = pct(latencies, 0.5) * 1000, pct(latencies, 0.99) * 1000
+    print(f"event latency, upstream change -> client notification ({events}): p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    on: list[float] = []
+    off: list[float] = []
+    for _ in range(rounds):  # alternated, so both see the same machine
+        off.append(await balance_calls(False, calls))
+        on.append(await balance_calls(True, calls))
+    ratio = statistics.median(on) / statistics.median(off)
+    verdict = "PASS" if ratio <= 1.05 else "FAIL"
+    print(
+        f"get_balance per call, alerts on {statistics.median(on) * 1e3:.3f} ms vs off "
+        f"{statistics.median(off) * 1e3:.3f} ms -> {ratio:.3f}x (target <= 1.05x) {verdict}"
+    )
+    print(json.dumps({"event_p50_ms": p50, "event_p99_ms": p99, "alerts_on_off_ratio": ratio}))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=300)
+    parser.add_argument("--calls", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as data:
+        os.environ["XDG_DATA_HOME"] = data  # the ledger's database: a fresh one, gone afterwards
+        anyio.run(main, args.events, args.calls, args.rounds)
