@@ -164,3 +164,23 @@ async def test_with_auth_each_accounts_listen_stream_gets_none_of_the_other_acco
     for key, uri in ours.items():
         assert heard[key], "the account heard its own events"
         assert set(heard[key]) == {uri, ALERTS_URI}  # and none of the other account's
+
+
+async def test_handshake_era_clients_are_told_resources_subscribe_is_not_served_and_modern_ones_that_it_is(
+    sandbox: ThreadedFaultySandbox,
+) -> None:
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    with serve_app(build_app(sandbox_settings(sandbox), HTTPOptions())) as url:
+        async with httpx2.AsyncClient(timeout=WAIT_S) as http:
+            answer = await http.post(
+                url + "/mcp", json=initialize, headers={"Accept": "application/json, text/event-stream"}
+            )
+        assert answer.json()["result"]["capabilities"]["resources"].get("subscribe") in (None, False)
+        async with Client(streamable_http_client(url + "/mcp")) as client:
+            assert client.server_capabilities.resources is not None
+            assert client.server_capabilities.resources.subscribe is True  # served through subscriptions/listen
