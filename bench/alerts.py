@@ -71,7 +71,12 @@ class Feed:
 
 
 def settings(**alerts: str) -> Settings:
-    env = {"DESSERT_API_KEY": KEY, "DESSERT_API_BASE_URL": "https://api.dessert.test", "DESSERT_LEDGER_POLL": "off"}
+    env = {
+        "DESSERT_API_KEY": KEY,
+        "DESSERT_API_BASE_URL": "https://api.dessert.test",
+        "DESSERT_LEDGER_POLL": "off",
+        "DESSERT_MCP_LOG_LEVEL": "WARNING",  # a log line per call would be most of what is measured
+    }
     return Settings.from_env(env | alerts)
 
 
@@ -86,13 +91,13 @@ async def event_latency(events: int) -> list[float]:
     latencies: list[float] = []
     async with Client(server) as client, client.listen(resource_subscriptions=[USAGE_URI]) as subscription:
         stream = aiter(subscription)
-        await client.call_tool("dessert.get_usage", {})
+        await client.call_tool("dessert_get_usage", {})
         await anext(stream)  # the first read: the account's past
         for _ in range(events):
             feed.add()
             started = time.perf_counter()
             async with anyio.create_task_group() as tg:
-                tg.start_soon(client.call_tool, "dessert.get_usage", {})
+                tg.start_soon(client.call_tool, "dessert_get_usage", {})
                 with anyio.fail_after(60):
                     await anext(stream)
                 latencies.append(time.perf_counter() - started)
@@ -108,12 +113,12 @@ async def balance_calls(on: bool, calls: int) -> float:
     per_call: list[float] = []
     async with Client(server) as client:
         for _ in range(20):  # warm up; with alerts on, the first balance fires one
-            await client.call_tool("dessert.get_balance", {})
-        result = await client.call_tool("dessert.get_balance", {})
+            await client.call_tool("dessert_get_balance", {})
+        result = await client.call_tool("dessert_get_balance", {})
         assert bool(result.structured_content and result.structured_content["alerts"]) == on
         for _ in range(calls):
             started = time.perf_counter()
-            await client.call_tool("dessert.get_balance", {})
+            await client.call_tool("dessert_get_balance", {})
             per_call.append(time.perf_counter() - started)
     return statistics.median(per_call)
 
