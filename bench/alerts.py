@@ -24,6 +24,7 @@ from mcp import Client
 
 from dessert_mcp.alerts import USAGE_URI
 from dessert_mcp.config import Settings
+from dessert_mcp.service import DessertService
 from dessert_mcp.tools import build_server
 
 KEY = "dsk_bench_0123456789abcdef"
@@ -109,11 +110,13 @@ async def balance_calls(on: bool, calls: int) -> float:
     alerts = {"DESSERT_ALERT_BALANCE_BELOW": str(10**9)} if on else {}
     if not on:
         alerts |= {"DESSERT_ALERT_RUNWAY_DAYS": "0", "DESSERT_ALERT_SPIKE_FACTOR": "0"}
-    server = build_server(settings(**alerts), transport=httpx2.MockTransport(Feed()))
+    service = DessertService(settings(**alerts), transport=httpx2.MockTransport(Feed()))
     per_call: list[float] = []
-    async with Client(server) as client:
-        for _ in range(20):  # warm up; with alerts on, the first balance fires one
+    async with Client(build_server(service.settings, service=service)) as client:
+        for _ in range(20):  # warm up; with alerts on, the first balance fires one once the ledger has it
             await client.call_tool("dessert_get_balance", {})
+        assert service.recorder is not None
+        await service.recorder.settled()
         result = await client.call_tool("dessert_get_balance", {})
         assert bool(result.structured_content and result.structured_content["alerts"]) == on
         for _ in range(calls):
