@@ -121,6 +121,7 @@ class DessertService:
         self._usage_cache: TTLCache[Usage] | None = TTLCache(ttl) if ttl > 0 else None
         # Calls that shared one balance answer share its report too.
         self._balance_report: BuiltFrom[Balance, BalanceReport] = BuiltFrom(BalanceReport.from_balance)
+        self._alerted: tuple[BalanceReport, tuple[str, ...], BalanceReport] | None = None
         # Every answer from Dessert kept in the ledger (unless DESSERT_LEDGER=off); `ledger` replaces the default.
         # The events of each account's changes, for subscriptions/listen (events.AccountBus).
         self.events = AccountBus(self._caller_account if per_account else None)
@@ -184,7 +185,14 @@ class DessertService:
         balance = await self._read(BALANCE_PATH, self._balance_flights, self._balance_cache, DessertClient.get_balance)
         report = self._balance_report(balance)
         active = await self.active_alerts()
-        return report.model_copy(update={"alerts": [a.summary() for a in active]}) if active else report
+        if not active:
+            return report
+        # The same report with the same alerts is the same object, so its finished result is reused (tools.py).
+        summaries = tuple(a.summary() for a in active)
+        kept = self._alerted
+        if kept is None or kept[0] is not report or kept[1] != summaries:
+            kept = self._alerted = (report, summaries, report.model_copy(update={"alerts": list(summaries)}))
+        return kept[2]
 
     async def alerts(self) -> list[Alert]:
         """The caller's alerts, active and recent, newest first (none with the ledger off or failing)."""
