@@ -16,7 +16,7 @@ DEFAULT_MAX_BUILT: Final = 256
 class BuiltFrom(Generic[K, T]):
     """`build(key)`, reused while that very object comes back (identity, not equality), for the most recent keys.
 
-    Calls that shared one answer (one upstream request, or the cache above) get the same object, so they share
+    Calls that shared one answer (one upstream request, or one kept answer) get the same object, so they share
     what is built from it; with many accounts calling at once, each account's current answer keeps its own entry.
     Equal answers of two accounts are distinct objects, so nothing built ever crosses accounts.
     """

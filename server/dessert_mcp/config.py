@@ -34,7 +34,6 @@ DEFAULT_TIMEOUT_S: Final = 25.0
 DEFAULT_MAX_ATTEMPTS: Final = 3
 DEFAULT_BACKOFF_S: Final = 0.5
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
-# With --auth, upstream calls one account may have in flight at once; more wait their turn.
 DEFAULT_ACCOUNT_CONCURRENCY: Final = 4
 
 # Where a setting applies, as --help and the README say it (the packaging test reads the "HTTP transports only").
@@ -131,9 +130,8 @@ class Setting:
 
 
 def setting(env: str | None, read: Reader | None, help: str, default: Any = MISSING, **kwargs: Any) -> Any:
-    """A dataclass field that is a setting (see the module's docstring); `kwargs` are `Setting`'s, and `repr`."""
-    repr_ = kwargs.pop("repr", True)
-    return field(default=default, repr=repr_, metadata={"setting": Setting(env, read, help, **kwargs)})
+    """A dataclass field that is a setting (see the module's docstring); `kwargs` are `Setting`'s."""
+    return field(default=default, metadata={"setting": Setting(env, read, help, **kwargs)})
 
 
 def declared(cls: type) -> dict[str, Setting]:
