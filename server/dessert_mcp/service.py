@@ -13,7 +13,7 @@ import anyio
 import httpx2
 from pydantic import BaseModel
 
-from dessert_mcp.auth.caller import caller_token
+from dessert_mcp.auth.caller import CallerToken, caller_token
 from dessert_mcp.cache import BuiltFrom
 from dessert_mcp.client import DessertAPIError, DessertClient
 from dessert_mcp.config import Settings
@@ -23,7 +23,7 @@ from dessert_mcp.telemetry import NO_OBSERVER, Observer, mark_current_span
 
 logger = logging.getLogger("dessert_mcp")
 
-# With --auth: the accounts whose concurrency limiters are kept (those of the most recent callers).
+# With --auth: the accounts whose state (key and concurrency limiter) is kept: those of the most recent callers.
 MAX_ACCOUNTS: Final = 1024
 
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
@@ -31,8 +31,9 @@ AnswerT = TypeVar("AnswerT", bound=BaseModel)
 
 @dataclass(eq=False)
 class _Account:
-    """One caller's share of upstream concurrency; its key comes with each request."""
+    """One caller's key (as the one client calling with it, its headers made once) and share of upstream concurrency."""
 
+    client: DessertClient
     limiter: anyio.CapacityLimiter
     users: int = 0  # calls in flight: an account with any keeps its limiter
 
@@ -113,11 +114,10 @@ class DessertService:
             raise DessertAPIError(
                 "This request carries no caller credential; send Authorization: Bearer <token>.", code="not_configured"
             )
-        client = self.client.for_key(token.key, token.key_hint)
-        account = self._account(token.subject)
+        account = self._account(token)
         account.users += 1
         try:
-            answer = await self._answer(route, client, answers, get, account.limiter)
+            answer = await self._answer(route, account.client, answers, get, account.limiter)
         except DessertAPIError as exc:
             if exc.code == "auth_invalid":
                 token.dessert_said(accepted=False)
@@ -155,12 +155,14 @@ class DessertService:
 
         return await answers.run(client.account, ask, on_shared=shared, on_kept=kept)
 
-    def _account(self, subject: str) -> _Account:
-        """The caller's limiter, made on first use and moved to the recent end of the LRU. Beyond `max_accounts`, the
-        least recently used idle ones go (an account with a call in flight keeps its limiter)."""
+    def _account(self, token: CallerToken) -> _Account:
+        """The caller's state, made on first use and moved to the recent end of the LRU (a subject names one key).
+        Beyond `max_accounts` the least recently used idle ones go (an account with a call in flight stays)."""
+        subject = str(token.subject)
         account = self._accounts.get(subject)
         if account is None:
-            account = self._accounts[subject] = _Account(anyio.CapacityLimiter(self.settings.account_concurrency))
+            limiter = anyio.CapacityLimiter(self.settings.account_concurrency)
+            account = self._accounts[subject] = _Account(self.client.for_key(token.key, token.key_hint), limiter)
             excess = len(self._accounts) - self._max_accounts
             for idle in [s for s, a in self._accounts.items() if a.users == 0 and s != subject][: max(excess, 0)]:
                 del self._accounts[idle]
