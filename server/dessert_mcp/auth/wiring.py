@@ -161,6 +161,24 @@ class OAuthWiring:
                 logger.exception("Pruning failed")
             await asyncio.sleep(self.prune_every_s * random.uniform(0.5, 1.0))
 
+    async def linked_subjects(self) -> set[str] | None:
+        """The token subjects of the accounts still linked (not revoked, with a live grant), for the ledger's poller;
+        None while the database cannot say."""
+        try:
+            accounts = await self.store.list_accounts()
+        except StorageUnavailable:
+            return None
+        return {_subject(a.id) for a in accounts if a.revoked_at is None and a.active_grants > 0}
+
+    def on_account_revoked(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(subject)` when an account is revoked through this process (its tokens' subject)."""
+
+        def revoked(*, grant_id: str | None, account_id: str | None) -> None:
+            if account_id is not None:
+                listener(_subject(account_id))
+
+        self.store.on_revocation(revoked)
+
     async def probe(self) -> str | None:
         """/readyz: None when the token database answers, else the reason code."""
         try:
@@ -177,6 +195,11 @@ class OAuthWiring:
                 await self._pruner
             self._pruner = None
         await self.provider.aclose()
+
+
+def _subject(account_id: str) -> str:
+    """The subject an account's access tokens carry (see `DessertOAuthProvider`)."""
+    return f"acct:{account_id}"
 
 
 # The routes the auth wing adds (the SDK's OAuth endpoints and the sign-in pages): bodies capped, callers counted.
