@@ -1,0 +1,58 @@
+"""How long the ledger keeps rows (DESSERT_LEDGER_RETENTION_DAYS), and the upkeep that deletes older ones."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from dessert_mcp.config import ConfigError
+from dessert_mcp.ledger.api import Ledger
+from dessert_mcp.storage.chores import Chore
+from dessert_mcp.storage.database import Database
+
+logger = logging.getLogger("dessert_mcp.ledger")
+
+RETENTION_ENV: Final = "DESSERT_LEDGER_RETENTION_DAYS"
+RETENTION_LEASE: Final = "ledger-retention"
+# Old rows go within this long of passing the retention age, by one replica for all.
+RETENTION_EVERY_S: Final = 3600.0
+MAX_RETENTION_DAYS: Final = 36500
+
+
+def read_retention_days(environ: Mapping[str, str]) -> int | None:
+    """Days of history to keep; None (unset or 0): keep everything."""
+    raw = (environ.get(RETENTION_ENV) or "").strip()
+    if not raw:
+        return None
+    try:
+        days = int(raw)
+    except ValueError:
+        days = -1
+    if not 0 <= days <= MAX_RETENTION_DAYS:
+        raise ConfigError(
+            f"{RETENTION_ENV} must be a whole number of days, 0 (keep everything) to {MAX_RETENTION_DAYS}."
+        )
+    return days or None
+
+
+def retention_chore(
+    db: Database,
+    ledger: Ledger,
+    days: int,
+    *,
+    clock: Callable[[], float] = time.time,
+    every_s: float = RETENTION_EVERY_S,
+) -> Chore[int]:
+    """Delete rows and balance snapshots older than `days`, once per `every_s` across the replicas sharing `db`.
+    Start it in the lifespan that owns the ledger (`chore.start()`, `await chore.aclose()`)."""
+
+    async def prune() -> int:
+        deleted = await ledger.prune(datetime.fromtimestamp(clock(), UTC) - timedelta(days=days))
+        if deleted:
+            logger.info("Deleted %d ledger rows older than %d days (%s)", deleted, days, RETENTION_ENV)
+        return deleted
+
+    return Chore(db, RETENTION_LEASE, prune, every_s=every_s, what="Ledger retention")
