@@ -1,4 +1,4 @@
-"""The in-memory ledger: the behaviour every backend shares (the database ledger runs the same tests)."""
+"""The ledger's behaviour, the same on every backend (in memory, SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from datetime import timedelta
 
 import pytest
 
-from dessert_mcp.ledger import InMemoryLedger, LedgerRow, key_account, new_account_secret
+from dessert_mcp.ledger import InMemoryLedger, Ledger, LedgerRow, key_account, new_account_secret
 from dessert_mcp.ledger.coverage import encode_cursor
 from dessert_mcp.models import Transaction
+from tests.ledger.conftest import MakeLedger
 from tests.support.api import CANARY_KEY
 from tests.support.ledger import T0, chain, read_at, tx, window
 
@@ -20,12 +21,7 @@ def txs(page_rows: Sequence[LedgerRow]) -> list[Transaction]:
     return [r.transaction for r in page_rows]
 
 
-@pytest.fixture
-def ledger() -> InMemoryLedger:
-    return InMemoryLedger()
-
-
-async def test_windows_that_share_rows_join_into_one_complete_history(ledger: InMemoryLedger) -> None:
+async def test_windows_that_share_rows_join_into_one_complete_history(ledger: Ledger) -> None:
     rows = chain([-5, -15, 100, -5] * 30)
     for end in (50, 90, 120):
         outcome = await ledger.record_usage(ACCOUNT, window(rows, end), read_at(rows, end))
@@ -37,7 +33,7 @@ async def test_windows_that_share_rows_join_into_one_complete_history(ledger: In
     assert page.seams == ()
 
 
-async def test_a_window_that_merely_chains_is_joined_by_an_unverified_seam(ledger: InMemoryLedger) -> None:
+async def test_a_window_that_merely_chains_is_joined_by_an_unverified_seam(ledger: Ledger) -> None:
     rows = chain([-5] * 100)
     await ledger.record_usage(ACCOUNT, window(rows, 50), read_at(rows, 50) - timedelta(seconds=30))
     outcome = await ledger.record_usage(ACCOUNT, window(rows, 100), read_at(rows, 100))
@@ -48,7 +44,7 @@ async def test_a_window_that_merely_chains_is_joined_by_an_unverified_seam(ledge
     assert [(s.kind, s.after, s.before) for s in page.seams] == [("unverified", rows[49].timestamp, rows[50].timestamp)]
 
 
-async def test_a_window_that_does_not_connect_records_the_gap_it_may_hide(ledger: InMemoryLedger) -> None:
+async def test_a_window_that_does_not_connect_records_the_gap_it_may_hide(ledger: Ledger) -> None:
     rows = chain([-5] * 130)
     await ledger.record_usage(ACCOUNT, window(rows, 50), read_at(rows, 50))
     outcome = await ledger.record_usage(ACCOUNT, window(rows, 130), read_at(rows, 130))
@@ -59,7 +55,7 @@ async def test_a_window_that_does_not_connect_records_the_gap_it_may_hide(ledger
     assert (await ledger.history(ACCOUNT, since=rows[81].timestamp)).history_complete
 
 
-async def test_an_older_window_arriving_later_closes_the_gap(ledger: InMemoryLedger) -> None:
+async def test_an_older_window_arriving_later_closes_the_gap(ledger: Ledger) -> None:
     rows = chain([-5, 7, -3] * 40)
     await ledger.record_usage(ACCOUNT, window(rows, 120), read_at(rows, 120))
     await ledger.record_usage(ACCOUNT, window(rows, 40), read_at(rows, 40))
@@ -71,7 +67,7 @@ async def test_an_older_window_arriving_later_closes_the_gap(ledger: InMemoryLed
     assert (await ledger.status()).accounts[0].stretches == 1
 
 
-async def test_a_chain_break_inside_one_answer_is_kept_as_returned_and_flagged(ledger: InMemoryLedger) -> None:
+async def test_a_chain_break_inside_one_answer_is_kept_as_returned_and_flagged(ledger: Ledger) -> None:
     rows = chain([-5] * 10)
     broken = [*rows[:5], tx(-5, 1, rows[5].timestamp), *rows[6:]]
     outcome = await ledger.record_usage(ACCOUNT, list(reversed(broken)), read_at(rows, 10))
@@ -83,9 +79,9 @@ async def test_a_chain_break_inside_one_answer_is_kept_as_returned_and_flagged(l
     assert any(s.kind == "gap" and s.before == rows[5].timestamp for s in page.seams)
 
 
-async def test_identical_rows_at_one_instant_leave_the_placement_open_and_say_so(ledger: InMemoryLedger) -> None:
+async def test_identical_rows_at_one_instant_leave_the_placement_open_and_say_so(make_ledger: MakeLedger) -> None:
     # A deduction and its refund, again and again, in one second: which copies two answers share, nobody can tell.
-    ledger = InMemoryLedger(feed_size=2)
+    ledger = make_ledger(feed_size=2)
     at = T0
     rows = [tx(-5, 95, at), tx(5, 100, at, kind="Refund")] * 3
     await ledger.record_usage(ACCOUNT, list(reversed(rows[:2])), at)
@@ -98,7 +94,7 @@ async def test_identical_rows_at_one_instant_leave_the_placement_open_and_say_so
     assert any(s.kind == "ambiguous" for s in page.seams)
 
 
-async def test_a_window_contradicting_stored_rows_is_kept_and_flagged(ledger: InMemoryLedger) -> None:
+async def test_a_window_contradicting_stored_rows_is_kept_and_flagged(ledger: Ledger) -> None:
     rows = chain([-5] * 60)
     await ledger.record_usage(ACCOUNT, window(rows, 60), read_at(rows, 60))
     rewritten = chain([-6] * 60)
@@ -110,7 +106,7 @@ async def test_a_window_contradicting_stored_rows_is_kept_and_flagged(ledger: In
     assert not page.history_complete
 
 
-async def test_pages_walk_a_range_newest_first_without_repeating_or_skipping(ledger: InMemoryLedger) -> None:
+async def test_pages_walk_a_range_newest_first_without_repeating_or_skipping(ledger: Ledger) -> None:
     rows = chain([-1] * 45, step=timedelta(0))  # one instant: the cursor must count within it
     await ledger.record_usage(ACCOUNT, list(reversed(rows)), T0 + timedelta(seconds=1))
     seen, cursor = [], None
@@ -123,14 +119,14 @@ async def test_pages_walk_a_range_newest_first_without_repeating_or_skipping(led
     assert seen == list(reversed(rows))
 
 
-async def test_a_cursor_from_another_range_is_refused(ledger: InMemoryLedger) -> None:
+async def test_a_cursor_from_another_range_is_refused(ledger: Ledger) -> None:
     with pytest.raises(ValueError, match="another range"):
         await ledger.history(ACCOUNT, since=T0, cursor=encode_cursor(T0, 0, None, None))
     with pytest.raises(ValueError, match="not made by this ledger"):
         await ledger.history(ACCOUNT, cursor="!!")
 
 
-async def test_spend_counts_per_day_by_type_and_by_ad_format(ledger: InMemoryLedger) -> None:
+async def test_spend_counts_per_day_by_type_and_by_ad_format(ledger: Ledger) -> None:
     rows = chain(
         [-15, -5, 5, -30, 250],
         step=timedelta(hours=10),
@@ -156,7 +152,7 @@ async def test_spend_counts_per_day_by_type_and_by_ad_format(ledger: InMemoryLed
     assert [(d.net_credits, d.complete) for d in daily] == [(15, True), (30, True)]
 
 
-async def test_forget_deletes_an_account_and_prune_the_old_rows(ledger: InMemoryLedger) -> None:
+async def test_forget_deletes_an_account_and_prune_the_old_rows(ledger: Ledger) -> None:
     rows = chain([-5] * 40)
     await ledger.record_usage(ACCOUNT, window(rows, 40), read_at(rows, 40))
     await ledger.record_usage("key:other", window(rows, 40), read_at(rows, 40))
@@ -169,10 +165,10 @@ async def test_forget_deletes_an_account_and_prune_the_old_rows(ledger: InMemory
     assert [e.account async for e in ledger.export()] == ["key:other"] * 30
 
 
-async def test_an_account_id_never_shows_the_key_and_stays_the_same_for_one_secret(ledger: InMemoryLedger) -> None:
+async def test_an_account_id_never_shows_the_key_and_stays_the_same_for_one_secret(ledger: Ledger) -> None:
     account = await ledger.account_for_key(CANARY_KEY)
     assert account == await ledger.account_for_key(CANARY_KEY)
-    assert account != await InMemoryLedger().account_for_key(CANARY_KEY)
+    assert account != await InMemoryLedger().account_for_key(CANARY_KEY)  # another secret
     assert CANARY_KEY[9:15].lower() not in account.lower()
     secret = new_account_secret()
     assert key_account(CANARY_KEY, secret) == key_account(CANARY_KEY, secret)
