@@ -16,6 +16,7 @@ import anyio
 from dessert_mcp import __version__
 from dessert_mcp.cli.accounts import add_accounts_parser
 from dessert_mcp.cli.hosts import HOSTS, LAUNCHES
+from dessert_mcp.cli.ledger import add_ledger_parser
 from dessert_mcp.config import DEFAULT_BASE_URL, LOG_LEVELS, TOOL_NAME_STYLES, ConfigError, Settings
 from dessert_mcp.redact import Redactor, configure_logging_for, install_excepthook
 
@@ -55,6 +56,8 @@ environment variables (the API key is read only from the environment, never from
                           `dessert-mcp accounts --help`).
   DESSERT_MCP_DATABASE_URL  HTTP transports only, --auth oauth: where tokens and linked accounts live; default a
                           SQLite file in $XDG_STATE_HOME/dessert-mcp/, postgresql://... for several replicas.
+  DESSERT_LEDGER_RETENTION_DAYS  days of usage history the ledger keeps; older rows are deleted hourly by one
+                          server (default 0: keep everything). See `dessert-mcp ledger --help`.
   DESSERT_MCP_ACCESS_TOKEN_TTL_S  HTTP transports only, --auth oauth: access token lifetime (default 900; 60-86400).
   DESSERT_MCP_TOKEN_CACHE_S  HTTP transports only, --auth oauth: seconds a process trusts a checked access token
                           (default 2; 0-30): a revocation through another replica is refused within this bound.
@@ -82,6 +85,7 @@ commands:
   dessert-mcp demo            start the sandbox, launch the server over stdio, call both tools
   dessert-mcp config HOST     print a ready-to-paste configuration for an MCP host (see `config --help`)
   dessert-mcp accounts ...    list or revoke accounts linked through --auth oauth, manage its encryption key
+  dessert-mcp ledger ...      the usage history kept per account: status, export (CSV, JSON Lines), forget
 """
 
 CONFIG_HELP = (
@@ -141,7 +145,9 @@ def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
     )
     parser.add_argument("--version", action="version", version=f"dessert-mcp {__version__}")
     http_only = _add_http_arguments(parser)
-    sub = parser.add_subparsers(dest="command", metavar="{sandbox,check,demo,config,accounts}", parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", metavar="{sandbox,check,demo,config,accounts,ledger}", parser_class=_Parser
+    )
     # `sandbox`, `demo` and `config` refuse --sandbox with a sentence wherever it is written, not "unrecognized".
     refuses_sandbox = _Parser(add_help=False)
     refuses_sandbox.add_argument("--sandbox", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -164,6 +170,7 @@ def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
     config.add_argument("host", choices=list(HOSTS), metavar="HOST", help=f"one of: {', '.join(HOSTS)}")
     config.add_argument("--launch", choices=LAUNCHES, help="how the entry starts the server: path or uvx (see below)")
     add_accounts_parser(sub)
+    add_ledger_parser(sub)
     return parser, http_only
 
 
@@ -206,6 +213,10 @@ def _main(argv: Sequence[str] | None) -> None:
         from dessert_mcp.cli.accounts import run_accounts
 
         sys.exit(run_accounts(args))
+    if args.command == "ledger":
+        from dessert_mcp.cli.ledger import run_ledger
+
+        sys.exit(run_ledger(args))
     if args.command in ("sandbox", "demo") and args.sandbox:
         sys.exit(f"dessert-mcp: error: --sandbox does not apply to `{args.command}`, which always uses the sandbox.")
     log_level = args.log_level

@@ -26,7 +26,8 @@ T = TypeVar("T")
 HELP = """\
 actions:
   list          linked accounts: id, masked key, fingerprint, when linked, live grants, state
-  revoke ID     unlink an account: its tokens stop working on every replica within DESSERT_MCP_TOKEN_CACHE_S
+  revoke ID     unlink an account: its tokens stop working on every replica within DESSERT_MCP_TOKEN_CACHE_S,
+                and its usage history is deleted from the ledger
   new-key       print a fresh value for DESSERT_MCP_ENCRYPTION_KEY (32 random bytes, base64url)
   rotate-key    re-encrypt every linked key under DESSERT_MCP_ENCRYPTION_KEY; set the previous key as
                 DESSERT_MCP_ENCRYPTION_KEY_OLD first (servers accept both meanwhile), then drop it
@@ -74,6 +75,9 @@ def run_accounts(args: argparse.Namespace) -> int:
             f"Revoked {args.account_id}: its tokens stop working on every replica within their "
             f"DESSERT_MCP_TOKEN_CACHE_S ({DEFAULT_TOKEN_CACHE_S:g} s by default)."
         )
+        from dessert_mcp.cli.ledger import forget_linked_account
+
+        print(f"Deleted its usage history from the ledger ({forget_linked_account(args.account_id)} row(s)).")
         return 0
     return _rotate()
 

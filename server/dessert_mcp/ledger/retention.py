@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from dessert_mcp.config import ConfigError
+from dessert_mcp.config import _bounded_int
 from dessert_mcp.ledger.api import Ledger
 from dessert_mcp.storage.chores import Chore
 from dessert_mcp.storage.database import Database
@@ -24,18 +24,7 @@ MAX_RETENTION_DAYS: Final = 36500
 
 def read_retention_days(environ: Mapping[str, str]) -> int | None:
     """Days of history to keep; None (unset or 0): keep everything."""
-    raw = (environ.get(RETENTION_ENV) or "").strip()
-    if not raw:
-        return None
-    try:
-        days = int(raw)
-    except ValueError:
-        days = -1
-    if not 0 <= days <= MAX_RETENTION_DAYS:
-        raise ConfigError(
-            f"{RETENTION_ENV} must be a whole number of days, 0 (keep everything) to {MAX_RETENTION_DAYS}."
-        )
-    return days or None
+    return _bounded_int(environ, RETENTION_ENV, 0, low=0, high=MAX_RETENTION_DAYS) or None
 
 
 def retention_chore(
