@@ -11,11 +11,12 @@ import sqlalchemy as sa
 
 from dessert_mcp.auth.store import SCHEMA as AUTH_SCHEMA
 from dessert_mcp.auth.store import Store
+from dessert_mcp.ledger.tables import LEDGER_SCHEMA
 from dessert_mcp.storage import Database, Migration, Schema
 from dessert_mcp.storage.leases import STORAGE_SCHEMA
 from tests.storage.schema_diff import differences
 
-WINGS = [AUTH_SCHEMA]
+WINGS = [AUTH_SCHEMA, LEDGER_SCHEMA]
 
 # The token database as the releases before the storage layer made it: their hand-written DDL, verbatim.
 LEGACY_AUTH_DDL = (

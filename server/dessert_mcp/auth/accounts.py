@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from dessert_mcp.auth._crypto import EncryptionKeyError, KeyBox
 from dessert_mcp.auth.store import Store, default_database_url
+from dessert_mcp.storage import configured_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +26,7 @@ class LinkedAccount:
 
 
 def store_from_env(environ: Mapping[str, str] | None = None) -> Store:
-    env = os.environ if environ is None else environ
-    return Store((env.get("DESSERT_MCP_DATABASE_URL") or "").strip() or default_database_url())
+    return Store(configured_url(os.environ if environ is None else environ, default_database_url()))
 
 
 async def list_accounts(store: Store) -> list[LinkedAccount]:

@@ -259,17 +259,23 @@ def _revoke_grants(where: sa.ColumnElement[bool], now: float, reason: str) -> sa
 class Store:
     """All reads and writes of the auth wing. Every method is one short transaction."""
 
-    def __init__(self, url: str, *, clock: Clock = time.time) -> None:
-        self.db = Database(
-            url,
-            schemas=[SCHEMA],
-            label="token database",
-            when_down="requests answer 503, /readyz is not ready",
-            clock=clock,
-        )
+    def __init__(self, url: str | Database, *, clock: Clock = time.time) -> None:
+        """On the database `url`, or on a `Database` opened with `SCHEMA` among others (one pool for every wing
+        in a process; its clock is then the store's)."""
+        if isinstance(url, Database):
+            if SCHEMA not in url.schemas:
+                raise ValueError("the database must be opened with the auth wing's schema (auth.store.SCHEMA)")
+            self.db = url
+        else:
+            self.db = Database(
+                url,
+                schemas=[SCHEMA],
+                label="token database",
+                when_down="requests answer 503, /readyz is not ready",
+                clock=clock,
+            )
         self.url = self.db.url
-        self.clock = clock
-        self.is_sqlite = self.db.is_sqlite
+        self.clock = self.db.clock
         self._tx = self.db.transaction
         self._revocation_listeners: list[RevocationListener] = []
 

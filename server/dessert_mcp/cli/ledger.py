@@ -153,11 +153,12 @@ def _with_ledger(action: Callable[[Ledger], Awaitable[T]]) -> T:
     from dessert_mcp.ledger import InMemoryLedger
     from dessert_mcp.ledger.database import DatabaseLedger
     from dessert_mcp.ledger.tables import LEDGER_SCHEMA, default_ledger_url
-    from dessert_mcp.storage import Database, StorageUnavailable
+    from dessert_mcp.storage import Database, StorageUnavailable, configured_url
 
-    url = (os.environ.get("DESSERT_MCP_DATABASE_URL") or "").strip() or default_ledger_url()
     try:
-        db = Database(url, schemas=[LEDGER_SCHEMA], label="ledger database")
+        db = Database(
+            configured_url(os.environ, default_ledger_url()), schemas=[LEDGER_SCHEMA], label="ledger database"
+        )
     except ValueError as exc:
         sys.exit(f"dessert-mcp: error: {exc}")
 
