@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dessert_mcp.auth._crypto import token_hash
 from dessert_mcp.storage import (
@@ -519,6 +519,7 @@ class Store:
         refresh: str,
         refresh_ttl_s: float,
     ) -> bool:
+        """Mark `spent` (a code or a refresh token) used, once, and issue its family's next token pair."""
         now = self.clock()
         async with self._tx() as conn:
             row = (
@@ -531,25 +532,11 @@ class Store:
             ).first()
             if row is None:
                 return False
-            await self._issue(conn, row.grant_id, access, access_ttl_s, refresh, refresh_ttl_s, now)
+            for issued, token, ttl_s in ((_access, access, access_ttl_s), (_refresh, refresh, refresh_ttl_s)):
+                await conn.execute(
+                    issued.insert().values(token_hash=token_hash(token), grant_id=row.grant_id, expires_at=now + ttl_s)
+                )
         return True
-
-    @staticmethod
-    async def _issue(
-        conn: AsyncConnection,
-        grant_id: str,
-        access: str,
-        access_ttl_s: float,
-        refresh: str,
-        refresh_ttl_s: float,
-        now: float,
-    ) -> None:
-        await conn.execute(
-            _access.insert().values(token_hash=token_hash(access), grant_id=grant_id, expires_at=now + access_ttl_s)
-        )
-        await conn.execute(
-            _refresh.insert().values(token_hash=token_hash(refresh), grant_id=grant_id, expires_at=now + refresh_ttl_s)
-        )
 
     async def get_access_token(self, token: str) -> TokenRow | None:
         """The live access token (not expired, family and account not revoked), or None. One query, no transaction."""
