@@ -20,8 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dessert_mcp.ledger.accounts import key_account, new_account_secret
 from dessert_mcp.ledger.api import (
     DEFAULT_PAGE_ROWS,
-    SEAM_KINDS,
-    AccountStatus,
     BalanceSnapshot,
     DailySpend,
     ExportRow,
@@ -299,19 +297,14 @@ class DatabaseLedger:
             accounts = (await conn.execute(sa.select(ACCOUNTS.c.id, ACCOUNTS.c.name).order_by(ACCOUNTS.c.name))).all()
             for account in accounts:
                 _, coverage = await self._coverage(conn, account.name)
-                seams = coverage.seams()
                 count = counts.get(account.id)
                 found.append(
-                    AccountStatus(
-                        account=account.name,
+                    coverage.status(
+                        account.name,
                         rows=0 if count is None else count.rows,
                         oldest_at=None if count is None else from_us(count.oldest),
                         newest_at=None if count is None else from_us(count.newest),
-                        stretches=len(coverage.stretches),
-                        seams={kind: sum(1 for s in seams if s.kind == kind) for kind in SEAM_KINDS},
-                        flagged_rows=len(coverage.marked),
                         balance_snapshots=snapshots.get(account.id, 0),
-                        last_observed_at=coverage.as_of,
                     )
                 )
         return LedgerStatus(self.location, tuple(found))

@@ -10,8 +10,6 @@ from datetime import datetime
 from dessert_mcp.ledger.accounts import key_account, new_account_secret
 from dessert_mcp.ledger.api import (
     DEFAULT_PAGE_ROWS,
-    SEAM_KINDS,
-    AccountStatus,
     BalanceSnapshot,
     DailySpend,
     ExportRow,
@@ -220,19 +218,14 @@ class InMemoryLedger:
         found = []
         for account, acct in sorted(self._accounts.items()):
             coverage = acct.coverage()
-            seams = coverage.seams()
             rows = [tx for s in acct.stretches.values() for tx, _ in s.rows]
             found.append(
-                AccountStatus(
-                    account=account,
+                coverage.status(
+                    account,
                     rows=len(rows),
                     oldest_at=min((tx.timestamp for tx in rows), default=None),
                     newest_at=max((tx.timestamp for tx in rows), default=None),
-                    stretches=len(acct.stretches),
-                    seams={kind: sum(1 for s in seams if s.kind == kind) for kind in SEAM_KINDS},
-                    flagged_rows=len(coverage.marked),
                     balance_snapshots=len(acct.balances),
-                    last_observed_at=acct.as_of,
                 )
             )
         return LedgerStatus(self.location, tuple(found))
