@@ -60,28 +60,30 @@ def synthetic_account(rows: int, seed: int = 7) -> list[Transaction]:
     return found
 
 
-async def merge_all(ledger: Ledger, history: list[Transaction], step: int) -> tuple[list[float], float]:
-    """Feed the answers a poller would see; returns each merge's seconds, and the process's CPU seconds in all."""
-    took = []
-    cpu = time.process_time()
+async def merge_all(ledger: Ledger, history: list[Transaction], step: int) -> tuple[list[float], list[float]]:
+    """Feed the answers a poller would see; returns each merge's seconds, and the process's CPU seconds for each."""
+    took, cpu = [], []
     for end in range(min(USAGE_FEED_SIZE, len(history)), len(history) + 1, step):
         answer = list(reversed(history[max(0, end - USAGE_FEED_SIZE) : end]))
         read = history[end].timestamp if end < len(history) else history[-1].timestamp + timedelta(seconds=1)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         await ledger.record_usage(ACCOUNT, answer, read)
         took.append(time.perf_counter() - start)
-    return took, time.process_time() - cpu
+        cpu.append(time.process_time() - start_cpu)
+    return took, cpu
 
 
-def report(name: str, measured: tuple[list[float], float]) -> None:
-    took, cpu = measured
-    tenth = max(1, len(took) // 10)
-    print(
-        f"  {name}: {len(took) / sum(took):,.0f} windows/s "
-        f"(first tenth {tenth / sum(took[:tenth]):,.0f}, last tenth {tenth / sum(took[-tenth:]):,.0f}; "
-        f"{len(took) / cpu:,.0f} per CPU-second; {len(took):,} windows)",
-        flush=True,
+def _rates(seconds: list[float]) -> str:
+    tenth = max(1, len(seconds) // 10)
+    return (
+        f"{len(seconds) / sum(seconds):,.0f} (first tenth {tenth / sum(seconds[:tenth]):,.0f}, "
+        f"last tenth {tenth / sum(seconds[-tenth:]):,.0f})"
     )
+
+
+def report(name: str, measured: tuple[list[float], list[float]]) -> None:
+    took, cpu = measured
+    print(f"  {name}, {len(took):,} windows: {_rates(took)} windows/s; {_rates(cpu)} per CPU-second", flush=True)
 
 
 def directory_bytes(directory: Path) -> int:
