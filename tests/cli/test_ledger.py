@@ -184,3 +184,15 @@ def test_revoking_a_linked_account_deletes_its_ledger_rows_and_no_key_is_printed
     database = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("remote.db"))
     assert CANARY_KEY.encode() not in database
     assert SECOND.encode() not in database
+
+
+def test_an_unreachable_database_is_one_line_that_hides_its_password(tmp_path: Path) -> None:
+    from tests.support.servers import free_port
+
+    url = f"postgresql://ledger:hunter2secret@127.0.0.1:{free_port()}/ledger"  # nothing listens there
+    result = ledger_cli("ledger", "status", env=clean_env(tmp_path, DESSERT_MCP_DATABASE_URL=url))
+    assert result.returncode == 1
+    assert result.stderr.startswith("dessert-mcp: error: The ledger database (postgresql+asyncpg://ledger:***@")
+    assert "is unreachable" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "hunter2secret" not in result.stdout + result.stderr
