@@ -12,9 +12,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
-
 from dessert_mcp.auth.config import DEFAULT_TOKEN_CACHE_S
+from dessert_mcp.cli.closing import run_and_close
 from dessert_mcp.config import ConfigError
 from dessert_mcp.http.options import require_remote_extra
 
@@ -100,14 +99,4 @@ def _rotate() -> int:
 def _with_store(action: Callable[[Store], Awaitable[T]]) -> T:
     from dessert_mcp.auth import EncryptionKeyError, StorageUnavailable, store_from_env
 
-    async def run() -> T:
-        store = store_from_env(os.environ)
-        try:
-            return await action(store)
-        finally:
-            await store.aclose()
-
-    try:
-        return anyio.run(run)
-    except (StorageUnavailable, EncryptionKeyError) as exc:
-        sys.exit(f"dessert-mcp: error: {exc}")
+    return run_and_close(store_from_env(os.environ), action, (StorageUnavailable, EncryptionKeyError))

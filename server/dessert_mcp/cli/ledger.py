@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
-import anyio
+from dessert_mcp.cli.closing import run_and_close
 
 if TYPE_CHECKING:
     from dessert_mcp.ledger import Ledger, LedgerStatus
@@ -169,13 +169,4 @@ def _with_ledger(action: Callable[[Ledger], Awaitable[T]]) -> T:
         empty.location = db.path
         ledger = empty
 
-    async def run() -> T:
-        try:
-            return await action(ledger)
-        finally:
-            await ledger.aclose()
-
-    try:
-        return anyio.run(run)
-    except StorageUnavailable as exc:
-        sys.exit(f"dessert-mcp: error: {exc}")
+    return run_and_close(ledger, action, (StorageUnavailable,))
