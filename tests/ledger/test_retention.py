@@ -11,22 +11,25 @@ import pytest
 
 from dessert_mcp.config import ConfigError
 from dessert_mcp.ledger import InMemoryLedger
-from dessert_mcp.ledger.retention import RETENTION_ENV, read_retention_days, retention_chore
+from dessert_mcp.ledger.retention import retention_chore
+from dessert_mcp.ledger.settings import LedgerSettings
 from dessert_mcp.storage import Database
 from tests.support.auth import Clock
 from tests.support.ledger import chain, read_at, window
 
+RETENTION_ENV = "DESSERT_LEDGER_RETENTION_DAYS"
 
-@pytest.mark.parametrize(("raw", "days"), [("", None), ("0", None), (" 30 ", 30), ("36500", 36500)])
-def test_the_retention_setting_reads_days_and_zero_or_unset_keeps_everything(raw: str, days: int | None) -> None:
-    assert read_retention_days({RETENTION_ENV: raw}) == days
-    assert read_retention_days({}) is None
+
+@pytest.mark.parametrize(("raw", "days"), [("", 0), ("0", 0), (" 30 ", 30), ("36500", 36500)])
+def test_the_retention_setting_reads_whole_days_and_zero_or_unset_keeps_everything(raw: str, days: int) -> None:
+    assert LedgerSettings.from_env({RETENTION_ENV: raw}).retention_days == days
+    assert LedgerSettings.from_env({}).retention_days == 0
 
 
 @pytest.mark.parametrize("raw", ["-1", "1.5", "a week", "36501"])
 def test_a_retention_that_is_not_a_whole_number_of_days_is_refused_in_one_line(raw: str) -> None:
     with pytest.raises(ConfigError, match=f"^{RETENTION_ENV} must be a whole number from 0 to 36500") as refused:
-        read_retention_days({RETENTION_ENV: raw})
+        LedgerSettings.from_env({RETENTION_ENV: raw})
     assert "\n" not in str(refused.value)
 
 

@@ -1,30 +1,22 @@
-"""How long the ledger keeps rows (DESSERT_LEDGER_RETENTION_DAYS), and the upkeep that deletes older ones."""
+"""The upkeep that deletes ledger rows older than DESSERT_LEDGER_RETENTION_DAYS (ledger.settings)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from dessert_mcp.config import _bounded_int
 from dessert_mcp.ledger.api import Ledger
 from dessert_mcp.storage.chores import Chore
 from dessert_mcp.storage.database import Database
 
 logger = logging.getLogger("dessert_mcp.ledger")
 
-RETENTION_ENV: Final = "DESSERT_LEDGER_RETENTION_DAYS"
 RETENTION_LEASE: Final = "ledger-retention"
 # Old rows go within this long of passing the retention age, by one replica for all.
 RETENTION_EVERY_S: Final = 3600.0
-MAX_RETENTION_DAYS: Final = 36500
-
-
-def read_retention_days(environ: Mapping[str, str]) -> int | None:
-    """Days of history to keep; None (unset or 0): keep everything."""
-    return _bounded_int(environ, RETENTION_ENV, 0, low=0, high=MAX_RETENTION_DAYS) or None
 
 
 def retention_chore(
@@ -41,7 +33,7 @@ def retention_chore(
     async def prune() -> int:
         deleted = await ledger.prune(datetime.fromtimestamp(clock(), UTC) - timedelta(days=days))
         if deleted:
-            logger.info("Deleted %d ledger rows older than %d days (%s)", deleted, days, RETENTION_ENV)
+            logger.info("Deleted %d ledger rows older than %d days (DESSERT_LEDGER_RETENTION_DAYS)", deleted, days)
         return deleted
 
     return Chore(db, RETENTION_LEASE, prune, every_s=every_s, what="Ledger retention")

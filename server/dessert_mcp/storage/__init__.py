@@ -22,7 +22,6 @@ from dessert_mcp.storage.database import SQLITE_POOL_SIZE, Database, StorageUnav
 from dessert_mcp.storage.schema import Migration, Schema
 from dessert_mcp.storage.sql import upsert
 from dessert_mcp.storage.urls import (
-    configured_url,
     describe_database_url,
     normalize_database_url,
     sqlite_file,
@@ -35,7 +34,6 @@ __all__ = [
     "Migration",
     "Schema",
     "StorageUnavailable",
-    "configured_url",
     "describe_database_url",
     "normalize_database_url",
     "sqlite_file",

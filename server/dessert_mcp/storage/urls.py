@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 import platformdirs
 
-from dessert_mcp.config import env_value
-
 APP_NAME = "dessert-mcp"
-# One database for every wing that keeps state, when set (PostgreSQL for replicas); each wing has its own default.
-DATABASE_URL_ENV = "DESSERT_MCP_DATABASE_URL"
 _DRIVERS = {
     "postgresql": "postgresql+asyncpg",
     "postgres": "postgresql+asyncpg",
@@ -59,8 +54,3 @@ def user_database_url(filename: str, *, kind: Literal["data", "state"] = "data")
     """
     find = platformdirs.user_data_path if kind == "data" else platformdirs.user_state_path
     return "sqlite+aiosqlite:///" + str(Path(find(APP_NAME, appauthor=False)) / filename)
-
-
-def configured_url(environ: Mapping[str, str], default: str) -> str:
-    """DESSERT_MCP_DATABASE_URL when set, else the wing's `default`."""
-    return env_value(environ, DATABASE_URL_ENV) or default
