@@ -51,7 +51,7 @@ def test_help_explains_every_option_and_variable() -> None:
     top = listings[()]
     for setting in sorted(settings_the_code_reads()):
         assert setting in top, f"`dessert-mcp --help` does not name {setting}"
-    for command in ("sandbox", "check", "demo", "config", "accounts"):
+    for command in ("sandbox", "check", "demo", "config", "accounts", "ledger"):
         assert command in top, command
 
 

@@ -7,11 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from dessert_mcp.ledger import InMemoryLedger, Ledger, LedgerRow, key_account, new_account_secret
+from dessert_mcp.ledger import EXPORT_FIELDS, InMemoryLedger, Ledger, LedgerRow, key_account, new_account_secret
 from dessert_mcp.ledger.coverage import encode_cursor
-from dessert_mcp.models import Transaction
+from dessert_mcp.models import Balance, Transaction
 from tests.ledger.conftest import MakeLedger
-from tests.support.api import CANARY_KEY
+from tests.support.api import CANARY_KEY, DOCS_BALANCE
 from tests.support.ledger import T0, chain, read_at, tx, window
 
 ACCOUNT = "key:test"
@@ -174,3 +174,37 @@ async def test_an_account_id_never_shows_the_key_and_stays_the_same_for_one_secr
     assert key_account(CANARY_KEY, secret) == key_account(CANARY_KEY, secret)
     with pytest.raises(ValueError, match="too short"):
         key_account(CANARY_KEY, b"short")
+
+
+async def test_a_chain_break_next_to_a_stored_row_flags_the_stored_row(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger(feed_size=8)
+    rows = chain([-5] * 15)
+    await ledger.record_usage(ACCOUNT, list(reversed(rows[5:13])), read_at(rows, 13))
+    bad = tx(-5, 1, rows[4].timestamp)  # a balance the rows around it contradict
+    older = [*rows[:4], bad, *rows[5:8]]
+    outcome = await ledger.record_usage(ACCOUNT, list(reversed(older)), read_at(rows, 8))
+    assert (outcome.placement, outcome.added) == ("joined", 5)
+    page = await ledger.history(ACCOUNT, limit=500)
+    flagged = {r.transaction.at: sorted(r.flags) for r in page.rows if r.flags}
+    assert flagged == {bad.at: ["chain_break"], rows[5].at: ["chain_break"]}
+
+
+async def test_balance_snapshots_are_kept_as_a_time_series(ledger: Ledger) -> None:
+    first, second = Balance.model_validate(DOCS_BALANCE), Balance.model_validate(DOCS_BALANCE | {"credits_balance": 9})
+    await ledger.record_balance(ACCOUNT, second, T0 + timedelta(hours=1))
+    await ledger.record_balance(ACCOUNT, first, T0)
+    found = await ledger.balances(ACCOUNT)
+    assert [(b.observed_at, b.balance.credits_balance) for b in found] == [(T0, 205), (T0 + timedelta(hours=1), 9)]
+    assert len(await ledger.balances(ACCOUNT, since=T0 + timedelta(minutes=1))) == 1
+    assert (await ledger.status()).accounts[0].balance_snapshots == 2
+
+
+async def test_an_export_gives_every_row_oldest_first_in_the_documented_columns(ledger: Ledger) -> None:
+    rows = chain([-5, 250, -15])
+    await ledger.record_usage(ACCOUNT, list(reversed(rows)), read_at(rows, 3))
+    exported = [e.as_dict() async for e in ledger.export(ACCOUNT, since=rows[1].timestamp)]
+    assert [tuple(e) for e in exported] == [EXPORT_FIELDS] * 2
+    assert [(e["at"], e["credits_delta"], e["flags"]) for e in exported] == [
+        (rows[1].at, 250, ""),
+        (rows[2].at, -15, ""),
+    ]

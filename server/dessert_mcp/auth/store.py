@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dessert_mcp.auth._crypto import token_hash
 from dessert_mcp.storage import (
@@ -260,17 +260,23 @@ def _revoke_grants(where: sa.ColumnElement[bool], now: float, reason: str) -> sa
 class Store:
     """All reads and writes of the auth wing. Every method is one short transaction."""
 
-    def __init__(self, url: str, *, clock: Clock = time.time) -> None:
-        self.db = Database(
-            url,
-            schemas=[SCHEMA],
-            label="token database",
-            when_down="requests answer 503, /readyz is not ready",
-            clock=clock,
-        )
+    def __init__(self, url: str | Database, *, clock: Clock = time.time) -> None:
+        """On the database `url`, or on a `Database` opened with `SCHEMA` among others (one pool for every wing
+        in a process; its clock is then the store's)."""
+        if isinstance(url, Database):
+            if SCHEMA not in url.schemas:
+                raise ValueError("the database must be opened with the auth wing's schema (auth.store.SCHEMA)")
+            self.db = url
+        else:
+            self.db = Database(
+                url,
+                schemas=[SCHEMA],
+                label="token database",
+                when_down="requests answer 503, /readyz is not ready",
+                clock=clock,
+            )
         self.url = self.db.url
-        self.clock = clock
-        self.is_sqlite = self.db.is_sqlite
+        self.clock = self.db.clock
         self._tx = self.db.transaction
         self._revocation_listeners: list[RevocationListener] = []
 
@@ -532,6 +538,7 @@ class Store:
         refresh: str,
         refresh_ttl_s: float,
     ) -> bool:
+        """Mark `spent` (a code or a refresh token) used, once, and issue its family's next token pair."""
         now = self.clock()
         async with self._tx() as conn:
             row = (
@@ -544,25 +551,11 @@ class Store:
             ).first()
             if row is None:
                 return False
-            await self._issue(conn, row.grant_id, access, access_ttl_s, refresh, refresh_ttl_s, now)
+            for issued, token, ttl_s in ((_access, access, access_ttl_s), (_refresh, refresh, refresh_ttl_s)):
+                await conn.execute(
+                    issued.insert().values(token_hash=token_hash(token), grant_id=row.grant_id, expires_at=now + ttl_s)
+                )
         return True
-
-    @staticmethod
-    async def _issue(
-        conn: AsyncConnection,
-        grant_id: str,
-        access: str,
-        access_ttl_s: float,
-        refresh: str,
-        refresh_ttl_s: float,
-        now: float,
-    ) -> None:
-        await conn.execute(
-            _access.insert().values(token_hash=token_hash(access), grant_id=grant_id, expires_at=now + access_ttl_s)
-        )
-        await conn.execute(
-            _refresh.insert().values(token_hash=token_hash(refresh), grant_id=grant_id, expires_at=now + refresh_ttl_s)
-        )
 
     async def get_access_token(self, token: str) -> TokenRow | None:
         """The live access token (not expired, family and account not revoked), or None. One query, no transaction."""

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import logging
-import os
-import random
-import socket
 from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import unquote
@@ -30,6 +25,7 @@ from dessert_mcp.auth.limits import MAX_QUERY_BYTES, CappedBody, Limit, answer, 
 from dessert_mcp.auth.provider import SIGN_IN_PATH, DessertOAuthProvider
 from dessert_mcp.auth.signin import SignInPages
 from dessert_mcp.auth.store import StorageUnavailable, Store, default_database_url
+from dessert_mcp.storage.chores import Chore
 
 logger = logging.getLogger("dessert_mcp.auth")
 
@@ -64,10 +60,7 @@ class OAuthWiring:
         self.store = store
         self.provider = DessertOAuthProvider(config, self.store)
         self.pages = SignInPages(self.provider)
-        self.prune_every_s = prune_every_s
-        # Names this process in the prune lease (for the operator reading the table), unique per process.
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
-        self._pruner: asyncio.Task[None] | None = None
+        self.pruner = Chore(self.store.db, PRUNE_LEASE, self._prune, every_s=prune_every_s, what="Pruning")
 
     def __repr__(self) -> str:
         return f"OAuthWiring({self.config.issuer!r}, {self.store!r})"
@@ -140,26 +133,16 @@ class OAuthWiring:
             await self.store.migrate()
         except StorageUnavailable as exc:
             logger.error("%s Serving anyway; token requests answer 503 until it is back.", exc)
-        self._pruner = asyncio.get_running_loop().create_task(self._prune_forever(), name="dessert-mcp prune")
+        self.pruner.start()
 
     async def prune_once(self) -> int | None:
         """Prune if no replica has in the last `prune_every_s`; how many rows went, or None if it was not our turn."""
-        if not await self.store.take_lease(PRUNE_LEASE, self.holder, ttl_s=self.prune_every_s):
-            return None
+        return await self.pruner.once()
+
+    async def _prune(self) -> int:
         deleted = await self.store.prune()
         logger.info("Pruned %d expired rows from the token database", deleted)
         return deleted
-
-    async def _prune_forever(self) -> None:
-        # Off every request's path; the lease makes one replica do it per period, whichever wakes first.
-        while True:
-            try:
-                await self.prune_once()
-            except StorageUnavailable as exc:
-                logger.warning("Pruning skipped: %s", exc)
-            except Exception:  # a bug here must not end the schedule, nor reach the server
-                logger.exception("Pruning failed")
-            await asyncio.sleep(self.prune_every_s * random.uniform(0.5, 1.0))
 
     async def linked_subjects(self) -> set[str] | None:
         """The token subjects of the accounts still linked (not revoked, with a live grant), for the ledger's poller;
@@ -189,11 +172,7 @@ class OAuthWiring:
         return None
 
     async def aclose(self) -> None:
-        if self._pruner is not None:
-            self._pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pruner
-            self._pruner = None
+        await self.pruner.aclose()
         await self.provider.aclose()
 
 
