@@ -279,29 +279,34 @@ class AuthGuard:
             send = self.pages.errors_on_our_page(scope, send)
         elif path in ("/token", "/revoke") and _authorization_scheme(scope) == "basic":
             send = _basic_challenge(send)
-        status = 0
+        if path == "/token":
+            send = self._refund_success(send, counted)
+        await self.app(scope, receive, send)
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
+    def _refund_success(self, send: Send, counted: list[Limit]) -> Send:
+        """/token counts failures only: a good exchange gives its places back, before its answer goes out (so the
+        client's next request finds them). The tokens are issued by then: a database lost meanwhile costs the client
+        its places in the window, never the answer."""
+
+        async def refunding(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] not in (400, 401):
+                try:
+                    await refund(self.store, counted)
+                except StorageUnavailable as exc:
+                    logger.warning("A /token throttle refund was not recorded: %s", exc)
             await send(message)
 
-        await self.app(scope, receive, tracking_send)
-        if path == "/token" and counted and status not in (400, 401, 413):
-            # /token counts failures only: a good exchange gives its place back.
-            await refund(self.store, counted)
+        return refunding
 
     async def _token_limits(self, scope: Scope, form: dict[str, str], bucket: str) -> list[Limit]:
-        """Count one /token request against its address, its client and its account, in that order (see `reserve`);
-        the limits counted, or [] if one is past its most. The account is looked up only once the others pass."""
-        config, window = self.config, self.config.token_window_s
-        limits = [Limit(f"token:{bucket}", config.token_failures)]
+        """Count one /token request against its client, its account and its address, in that order (see `reserve`);
+        the limits counted, or [] if one is past its most. A client or account counts only if it exists: made-up
+        names are the address's to count, and write no throttle rows of their own."""
+        config = self.config
+        limits = []
         client_id = form.get("client_id") or _basic_client_id(scope)
-        if client_id:
+        if client_id and await self.store.get_client(client_id) is not None:
             limits.append(Limit(f"token-client:{token_hash(client_id)}", config.token_failures_per_client))
-        if not await reserve(self.store, limits, window_s=window):
-            return []
         account_id = None
         if form.get("grant_type") == "refresh_token" and form.get("refresh_token"):
             refresh = await self.store.get_refresh_token(form["refresh_token"])
@@ -310,12 +315,9 @@ class AuthGuard:
             code = await self.store.get_code(form["code"])
             account_id = code.account_id if code is not None else None
         if account_id is not None:
-            account = Limit(f"token-account:{account_id}", config.token_failures_per_account)
-            if not await reserve(self.store, [account], window_s=window):
-                await refund(self.store, limits)
-                return []
-            limits.append(account)
-        return limits
+            limits.append(Limit(f"token-account:{account_id}", config.token_failures_per_account))
+        limits.append(Limit(f"token:{bucket}", config.token_failures))
+        return limits if await reserve(self.store, limits, window_s=config.token_window_s) else []
 
     @property
     def pages(self) -> SignInPages:
