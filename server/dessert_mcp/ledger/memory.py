@@ -139,9 +139,9 @@ class InMemoryLedger:
         if not plan.joins:
             # The usual case, a poll: rows go on either end, with no renumbering.
             older = [(r.transaction, r.flags) for r in plan.new_rows if r.pos < target.first_pos]
-            target.rows = (
-                older + target.rows + [(r.transaction, r.flags) for r in plan.new_rows if r.pos > target.last_pos]
-            )
+            newer = [(r.transaction, r.flags) for r in plan.new_rows if r.pos > target.last_pos]
+            target.rows[:0] = older
+            target.rows.extend(newer)
             target.first_pos -= len(older)
             for pos, flags in plan.flag_updates:
                 tx, old = target.rows[pos - target.first_pos]
