@@ -143,6 +143,7 @@ class InMemoryLedger:
             target.rows[:0] = older
             target.rows.extend(newer)
             target.first_pos -= len(older)
+            assert (target.first_pos, target.last_pos) == (plan.first_pos, plan.last_pos)
             for pos, flags in plan.flag_updates:
                 tx, old = target.rows[pos - target.first_pos]
                 target.rows[pos - target.first_pos] = (tx, old | flags)
@@ -162,9 +163,8 @@ class InMemoryLedger:
         for pos, flags in plan.flag_updates:
             tx, old = by_pos[pos]
             by_pos[pos] = (tx, old | flags)
-        first = min(by_pos)
-        target.first_pos = first
-        target.rows = [by_pos[p] for p in range(first, max(by_pos) + 1)]
+        target.first_pos = plan.first_pos
+        target.rows = [by_pos[p] for p in range(plan.first_pos, plan.last_pos + 1)]
         target.disordered = sum(1 for _, flags in target.rows if "out_of_order" in flags)
 
     async def record_balance(self, account: str, balance: Balance, observed_at: datetime) -> None:
