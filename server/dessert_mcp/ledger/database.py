@@ -12,7 +12,7 @@ import base64
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,6 +24,7 @@ from dessert_mcp.ledger.api import (
     DailySpend,
     ExportRow,
     HistoryPage,
+    Ledger,
     LedgerRow,
     LedgerStatus,
     MergeOutcome,
@@ -527,3 +528,7 @@ async def _apply(conn: AsyncConnection, account_id: int, plan: MergePlan) -> Non
             observed_through_us=observed,
         )
     )
+
+
+if TYPE_CHECKING:  # mypy checks that the class implements the protocol
+    _implements: type[Ledger] = DatabaseLedger

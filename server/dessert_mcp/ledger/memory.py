@@ -6,6 +6,7 @@ import bisect
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from dessert_mcp.ledger.accounts import key_account, new_account_secret
 from dessert_mcp.ledger.api import (
@@ -14,6 +15,7 @@ from dessert_mcp.ledger.api import (
     DailySpend,
     ExportRow,
     HistoryPage,
+    Ledger,
     LedgerRow,
     LedgerStatus,
     MergeOutcome,
@@ -275,3 +277,7 @@ def _time(row: tuple[Transaction, frozenset[RowFlag]]) -> datetime:
 
 def _observed(snapshot: BalanceSnapshot) -> datetime:
     return snapshot.observed_at
+
+
+if TYPE_CHECKING:  # mypy checks that the class implements the protocol
+    _implements: type[Ledger] = InMemoryLedger
