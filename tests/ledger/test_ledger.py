@@ -208,3 +208,25 @@ async def test_an_export_gives_every_row_oldest_first_in_the_documented_columns(
         (rows[1].at, 250, ""),
         (rows[2].at, -15, ""),
     ]
+
+
+async def test_an_answer_proving_two_kept_apart_stretches_one_keeps_one_copy_of_each_row(
+    make_ledger: MakeLedger,
+) -> None:
+    # Found by search: identical refunded deductions within one second keep the second answer apart; the last,
+    # which reaches the account's first row, places both and joins them.
+    ledger, second = make_ledger(feed_size=6), timedelta(seconds=1)
+    refunded = [tx(-5, 1240, T0, kind="Deduction", description="d"), tx(5, 1245, T0, kind="Refund", description="r")]
+    rows = [tx(-5, 995, T0), tx(250, 1245, T0), *refunded]
+    rows += [tx(-5, 1240, T0 + second, kind="Deduction", description="d")]
+    rows += [tx(-5, 1235, T0 + second, kind="Deduction", description="d")]
+    placements = [
+        (await ledger.record_usage(ACCOUNT, list(reversed(rows[max(0, end - 6) : end])), at)).placement
+        for end, at in [(6, T0 + second), (3, T0), (1, T0), (4, T0 + second)]
+    ]
+    assert placements == ["first", "ambiguous", "joined", "joined"]
+    page = await ledger.history(ACCOUNT, limit=50)
+    assert txs(page.rows) == list(reversed(rows))
+    assert [(a.rows, a.stretches) for a in (await ledger.status()).accounts] == [(6, 1)]
+    # The copies' flags stay with the rows kept: what else they may have been about is not known.
+    assert [sorted(r.flags) for r in reversed(page.rows)] == [["ambiguous"]] * 3 + [[]] * 3

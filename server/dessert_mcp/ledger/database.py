@@ -12,7 +12,7 @@ import base64
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,6 +24,7 @@ from dessert_mcp.ledger.api import (
     DailySpend,
     ExportRow,
     HistoryPage,
+    Ledger,
     LedgerRow,
     LedgerStatus,
     MergeOutcome,
@@ -486,8 +487,8 @@ async def _apply(conn: AsyncConnection, account_id: int, plan: MergePlan) -> Non
                 STRETCHES.insert()
                 .values(
                     account_id=account_id,
-                    first_pos=plan.new_rows[0].pos,
-                    last_pos=plan.new_rows[-1].pos,
+                    first_pos=plan.first_pos,
+                    last_pos=plan.last_pos,
                     reaches_start=plan.reaches_start,
                     observed_through_us=observed,
                 )
@@ -517,13 +518,17 @@ async def _apply(conn: AsyncConnection, account_id: int, plan: MergePlan) -> Non
         await conn.execute(*_insert_rows(account_id, target, plan.new_rows))
     for pos, flags in plan.flag_updates:
         await conn.execute(or_flags.where(ROWS.c.stretch_id == target, ROWS.c.pos == pos), {"more": flag_mask(flags)})
-    ends = (
-        await conn.execute(
-            sa.select(sa.func.min(ROWS.c.pos), sa.func.max(ROWS.c.pos)).where(ROWS.c.stretch_id == target)
-        )
-    ).one()
     await conn.execute(
         STRETCHES.update()
         .where(STRETCHES.c.id == target)
-        .values(first_pos=ends[0], last_pos=ends[1], reaches_start=plan.reaches_start, observed_through_us=observed)
+        .values(
+            first_pos=plan.first_pos,
+            last_pos=plan.last_pos,
+            reaches_start=plan.reaches_start,
+            observed_through_us=observed,
+        )
     )
+
+
+if TYPE_CHECKING:  # mypy checks that the class implements the protocol
+    _implements: type[Ledger] = DatabaseLedger

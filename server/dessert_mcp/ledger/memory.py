@@ -6,6 +6,7 @@ import bisect
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from dessert_mcp.ledger.accounts import key_account, new_account_secret
 from dessert_mcp.ledger.api import (
@@ -14,6 +15,7 @@ from dessert_mcp.ledger.api import (
     DailySpend,
     ExportRow,
     HistoryPage,
+    Ledger,
     LedgerRow,
     LedgerStatus,
     MergeOutcome,
@@ -139,10 +141,11 @@ class InMemoryLedger:
         if not plan.joins:
             # The usual case, a poll: rows go on either end, with no renumbering.
             older = [(r.transaction, r.flags) for r in plan.new_rows if r.pos < target.first_pos]
-            target.rows = (
-                older + target.rows + [(r.transaction, r.flags) for r in plan.new_rows if r.pos > target.last_pos]
-            )
+            newer = [(r.transaction, r.flags) for r in plan.new_rows if r.pos > target.last_pos]
+            target.rows[:0] = older
+            target.rows.extend(newer)
             target.first_pos -= len(older)
+            assert (target.first_pos, target.last_pos) == (plan.first_pos, plan.last_pos)
             for pos, flags in plan.flag_updates:
                 tx, old = target.rows[pos - target.first_pos]
                 target.rows[pos - target.first_pos] = (tx, old | flags)
@@ -162,9 +165,8 @@ class InMemoryLedger:
         for pos, flags in plan.flag_updates:
             tx, old = by_pos[pos]
             by_pos[pos] = (tx, old | flags)
-        first = min(by_pos)
-        target.first_pos = first
-        target.rows = [by_pos[p] for p in range(first, max(by_pos) + 1)]
+        target.first_pos = plan.first_pos
+        target.rows = [by_pos[p] for p in range(plan.first_pos, plan.last_pos + 1)]
         target.disordered = sum(1 for _, flags in target.rows if "out_of_order" in flags)
 
     async def record_balance(self, account: str, balance: Balance, observed_at: datetime) -> None:
@@ -275,3 +277,7 @@ def _time(row: tuple[Transaction, frozenset[RowFlag]]) -> datetime:
 
 def _observed(snapshot: BalanceSnapshot) -> datetime:
     return snapshot.observed_at
+
+
+if TYPE_CHECKING:  # mypy checks that the class implements the protocol
+    _implements: type[Ledger] = InMemoryLedger
