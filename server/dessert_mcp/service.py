@@ -96,7 +96,8 @@ class DessertService:
         self._balance_report: BuiltFrom[Balance, BalanceReport] = BuiltFrom(BalanceReport.from_balance)
         # Every answer from Dessert kept in the ledger (unless DESSERT_LEDGER=off); `ledger` replaces the default.
         if settings.ledger:
-            self.recorder: Recorder | None = Recorder(ledger or open_ledger(), observer)
+            given = ledger
+            self.recorder: Recorder | None = Recorder(open_ledger if given is None else lambda: given, observer)
         else:
             self.recorder = None
         # When an answer was read: what the ledger places it by (tests replay an account's past with their own).
