@@ -198,9 +198,12 @@ async def test_the_forecast_gives_a_range_from_the_spread_of_daily_spend_in_kept
     daily = [-20, -60, -30, -90, -40, -50, -70, -10]  # one deduction a day at noon, over eight days
     rows = chain([2000, *daily], start=today - timedelta(days=9, hours=12), step=timedelta(days=1))
     feed = MovingFeed(rows)
-    async with Client(_server(feed)) as client:
+    settings = _settings()
+    service = DessertService(settings, transport=_api(feed).transport(), ledger=InMemoryLedger(), clock=feed.now)
+    async with Client(build_server(settings, service=service)) as client:
         await _see(client, feed, [len(rows)])
-        await _usage(client, since=iso(rows[0].timestamp - timedelta(days=1)))  # waits for the kept history
+        assert service.recorder is not None
+        await service.recorder.settled()  # the answer is kept
         forecast = (await _usage(client))["summary"]["forecast"]
     assert forecast["history_days"] >= 2
     assert forecast["days_until_empty_low"] <= forecast["days_until_empty"] <= forecast["days_until_empty_high"]

@@ -28,7 +28,7 @@ QUEUE_SIZE: Final = 1024
 # How long a read waits for the ledger (after the writes queued before it) before the call answers without it.
 READ_WAIT_S: Final = 5.0
 # How long a stopping server lets queued writes finish.
-DRAIN_WAIT_S: Final = 5.0
+DRAIN_WAIT_S: Final = 2.0
 
 T = TypeVar("T")
 Write = Callable[[Ledger], Awaitable[object]]
@@ -38,8 +38,9 @@ Queued = tuple[str, Write]
 class Recorder:
     """The ledger as the tools use it: fire-and-forget writes, bounded reads, failures counted and logged once."""
 
-    def __init__(self, ledger: Ledger, observer: Observer) -> None:
-        self.ledger = ledger
+    def __init__(self, open_ledger: Callable[[], Ledger], observer: Observer) -> None:
+        self._open = open_ledger
+        self._ledger: Ledger | None = None
         self._observer = observer
         self._send: MemoryObjectSendStream[Queued] | None = None
         self._pending = 0
@@ -66,7 +67,8 @@ class Recorder:
                 tg.cancel_scope.cancel()
                 with anyio.move_on_after(DRAIN_WAIT_S, shield=True):
                     try:
-                        await self.ledger.aclose()  # reopened on next use, should the service run again
+                        if self._ledger is not None:
+                            await self._ledger.aclose()  # reopened on next use, should the service run again
                     except Exception as exc:  # a database already gone: nothing left to close
                         logger.debug("Closing the ledger: %s", _reason(exc))
 
@@ -96,7 +98,7 @@ class Recorder:
             try:
                 if after_writes:
                     await self._settled.wait()
-                answer = await read(self.ledger)
+                answer = await read(await self.opened())
             except passes:
                 raise
             except Exception as exc:  # whatever the database raises: the call goes on without the ledger
@@ -106,6 +108,14 @@ class Recorder:
             return answer
         self._failed("read", f"no answer within {READ_WAIT_S:g} s")
         return None
+
+    async def opened(self) -> Ledger:
+        """The ledger, opened on first use (a server that is never called loads no database library), in a worker
+        thread: importing the database libraries takes long enough to hold up the calls sharing the event loop."""
+        if self._ledger is None:
+            ledger = await anyio.to_thread.run_sync(self._open)
+            self._ledger = self._ledger or ledger
+        return self._ledger
 
     @property
     def writing(self) -> bool:
@@ -120,7 +130,7 @@ class Recorder:
         async with receive:
             async for operation, write in receive:
                 try:
-                    await write(self.ledger)
+                    await write(await self.opened())
                 except Exception as exc:  # whatever the database raises: counted, logged once, the call long gone
                     self._failed(operation, _reason(exc))
                 else:

@@ -91,7 +91,8 @@ class DessertService:
         self._balance_report: BuiltFrom[Balance, BalanceReport] = BuiltFrom(BalanceReport.from_balance)
         # Every answer from Dessert kept in the ledger (unless DESSERT_LEDGER=off); `ledger` replaces the default.
         if settings.ledger:
-            self.recorder: Recorder | None = Recorder(ledger or open_ledger(), observer)
+            given = ledger
+            self.recorder: Recorder | None = Recorder(open_ledger if given is None else lambda: given, observer)
         else:
             self.recorder = None
         # When an answer was read: what the ledger places it by (tests replay an account's past with their own).
@@ -110,7 +111,7 @@ class DessertService:
             if owner and self.recorder is not None:
                 # The first user (the process's lifespan, in practice) drains the ledger's writes while it runs,
                 # and polls the accounts so that the ledger misses nothing between calls.
-                async with self.recorder.running(), self._polling(self.recorder.ledger):
+                async with self.recorder.running(), self._polling(self.recorder.opened):
                     yield self
             else:
                 yield self
@@ -256,7 +257,7 @@ class DessertService:
         return account
 
     @asynccontextmanager
-    async def _polling(self, ledger: Ledger) -> AsyncIterator[None]:
+    async def _polling(self, ledger: Callable[[], Awaitable[Ledger]]) -> AsyncIterator[None]:
         """The ledger's poller, for as long as the block runs (none with DESSERT_LEDGER_POLL=off)."""
         if not self.settings.ledger_poll:
             yield
@@ -277,14 +278,18 @@ class DessertService:
         finally:
             self.poller = None
 
-    async def poll_targets(self, ledger: Ledger) -> list[PollTarget]:
+    async def poll_targets(self, ledger: Ledger | Callable[[], Awaitable[Ledger]]) -> list[PollTarget]:
         """What the ledger's poller reads: the one key's account; with --auth, the accounts whose callers used this
         server within DESSERT_LEDGER_POLL_RECENT_S and that were not revoked here, each with its caller's client."""
         if not self.per_account:
             if self._client is None or self.settings.api_key is None:
                 return []
             by_key = self._ledger_account()
-            return [PollTarget(self._client, lambda: by_key(ledger))]
+
+            async def account() -> str:
+                return await by_key(await ledger() if callable(ledger) else ledger)
+
+            return [PollTarget(self._client, account)]
         recent = time.monotonic() - self.settings.ledger_poll_recent_s
         used = {s: a for s, a in self._accounts.items() if a.last_used >= recent and s not in self._revoked}
         if used and self.linked_subjects is not None and (linked := await self.linked_subjects()) is not None:

@@ -199,7 +199,7 @@ async def test_the_bundles_own_launch_command_serves_both_tools(
             names = [t.name for t in (await client.list_tools()).tools]
             balance = await client.call_tool("dessert_get_balance", {})
             usage = await client.call_tool("dessert_get_usage", {"limit": 2})
-    assert names == ["dessert_get_balance", "dessert_get_usage"]
+    assert names == ["dessert_get_balance", "dessert_get_usage", "dessert_get_spend"]
     assert balance.structured_content is not None
     assert balance.structured_content["credits_balance"] == 205
     assert usage.structured_content is not None

@@ -99,7 +99,7 @@ def test_the_readme_cli_lines_work_against_the_sandbox(tmp_path: Path, line: str
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads(result.stdout)
     if "tools/list" in line:
-        assert [t["name"] for t in data["tools"]] == ["dessert_get_balance", "dessert_get_usage"]  # `auto`
+        assert [t["name"] for t in data["tools"]] == ["dessert_get_balance", "dessert_get_usage", "dessert_get_spend"]
     else:
         assert data.get("isError") is not True
         assert data["structuredContent"]["credits_balance"] == 205
@@ -229,5 +229,9 @@ def test_the_readme_ui_lines_serve_the_inspector_and_its_proxy_reaches_both_tool
         http.post("/api/mcp/disconnect", json={"sessionId": session})
 
     assert answers[1]["result"]["serverInfo"]["name"] == "dessert-mcp"
-    assert [t["name"] for t in answers[2]["result"]["tools"]] == ["dessert_get_balance", "dessert_get_usage"]
+    assert [t["name"] for t in answers[2]["result"]["tools"]] == [
+        "dessert_get_balance",
+        "dessert_get_usage",
+        "dessert_get_spend",
+    ]
     assert answers[3]["result"]["structuredContent"]["credits_balance"] == 205
