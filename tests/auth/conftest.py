@@ -7,7 +7,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -23,6 +22,7 @@ from dessert_mcp.sandbox import SandboxAccount
 from tests.support.api import CANARY_KEY
 from tests.support.auth import FlowClient, Running, serve_auth
 from tests.support.faults import ThreadedAccountsSandbox
+from tests.support.processes import free_port
 
 # A key the sandbox refuses: "someone else's" key, or a typo.
 OTHER_KEY = "dsk_live_OTHER_00112233445566778899aa"
@@ -46,13 +46,6 @@ def second_account() -> SandboxAccount:
     )
     assert account.balance()["credits_balance"] == SECOND_BALANCE
     return account
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
