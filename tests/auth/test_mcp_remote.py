@@ -24,7 +24,8 @@ from playwright.async_api import async_playwright
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.auth import CHROMIUM, CHROMIUM_FLAGS, oauth_env
 from tests.support.faults import ThreadedFaultySandbox
-from tests.support.servers import cli_server, free_port
+from tests.support.processes import free_port
+from tests.support.servers import cli_server
 
 MCP_REMOTE_VERSION = "0.15.1"
 ROOT = Path(__file__).resolve().parents[2]

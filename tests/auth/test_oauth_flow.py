@@ -35,7 +35,8 @@ from starlette.routing import Route as StarletteRoute
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.auth import CHROMIUM, CHROMIUM_FLAGS, oauth_env, serve_auth
 from tests.support.faults import ThreadedFaultySandbox
-from tests.support.servers import ServedApp, cli_server, free_port
+from tests.support.processes import free_port
+from tests.support.servers import ServedApp, cli_server
 
 CALLBACK = "http://127.0.0.1:9/oauth/callback"  # never listened on: the browser's request to it is intercepted
 
