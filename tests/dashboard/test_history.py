@@ -100,6 +100,8 @@ def test_the_7_day_range_shows_every_kept_row_leaves_the_gap_open_and_downloads_
     caption = frame.locator('[data-testid="history-caption"]').text_content() or ""
     assert "not drawn where the ledger does not know the balance" in caption
     assert "a gap" in caption
+    assert frame.locator('[data-testid="spend"] svg rect.gap').count() >= 1  # the gap's days: totals a lower bound
+    assert "The ledger has gaps on" in (frame.locator('[data-testid="spend-caption"]').text_content() or "")
     assert "Older transactions" not in (frame.locator('[data-testid="transactions"]').text_content() or "")
 
     # The CSV of the range: the rows shown, oldest first, through the host's download (which asks first).

@@ -128,8 +128,15 @@ export function balanceChart(
   return svg;
 }
 
-/** Credits spent per calendar day, as bars. */
-export function spendChart(days: readonly DayTotal[], fmt: Formats, width: number, description: string): SVGSVGElement {
+/** Credits spent per calendar day, as bars; a day the ledger has a gap in (`unknown`) is shaded, its bar a lower
+ * bound. */
+export function spendChart(
+  days: readonly DayTotal[],
+  fmt: Formats,
+  width: number,
+  description: string,
+  unknown: ReadonlySet<string> = new Set(),
+): SVGSVGElement {
   const height = 170;
   const margin = { top: 18, right: 8, bottom: 26, left: 46 };
   const svg = frame(width, height, "Credits spent per day", description);
@@ -141,12 +148,17 @@ export function spendChart(days: readonly DayTotal[], fmt: Formats, width: numbe
   const slot = plotW / Math.max(days.length, 1);
   const barW = Math.max(2, Math.min(40, slot * 0.7));
   const labelEvery = Math.max(1, Math.ceil(48 / slot));
+  const shaded = s("g", { class: "gaps", "aria-hidden": "true" });
   const bars = s("g", { class: "bars" });
   const labels = s("g", { class: "axis", "aria-hidden": "true" });
   days.forEach((day, i) => {
     const cx = margin.left + slot * (i + 0.5);
     const top = y(day.spent);
-    const text = `${fmt.day(day.day)}: ${fmt.credits(day.spent)} spent${day.refunded ? `, ${fmt.integer.format(day.refunded)} refunded` : ""}`;
+    const gap = unknown.has(day.day);
+    if (gap) shaded.append(s("rect", { class: "gap", x: r(cx - slot / 2), y: margin.top, width: r(slot), height: plotH }));
+    const text =
+      `${fmt.day(day.day)}: ${gap ? "at least " : ""}${fmt.credits(day.spent)} spent` +
+      `${day.refunded ? `, ${fmt.integer.format(day.refunded)} refunded` : ""}${gap ? " (the ledger has a gap this day)" : ""}`;
     bars.append(
       s(
         "rect",
@@ -161,7 +173,7 @@ export function spendChart(days: readonly DayTotal[], fmt: Formats, width: numbe
       labels.append(s("text", { x: r(cx), y: height - margin.bottom + 17, "text-anchor": "middle" }, fmt.day(day.day)));
     }
   });
-  svg.append(bars, labels);
+  svg.append(shaded, bars, labels);
   return svg;
 }
 

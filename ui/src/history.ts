@@ -1,7 +1,7 @@
 // Kept history as the page reads it: a 7 / 30 / 90-day range read page by page through get_usage, the seams
 // where the ledger does not know what happened, and the range as CSV. No DOM here (test/history.test.ts).
 
-import { type BalancePoint, parseTime, perType, type Transaction, TX_TYPES, type UsageReport } from "./model.ts";
+import { type BalancePoint, dayKey, parseTime, perType, type Transaction, TX_TYPES, type UsageReport } from "./model.ts";
 
 export const RANGE_DAYS = [7, 30, 90] as const;
 export type RangeDays = (typeof RANGE_DAYS)[number];
@@ -139,6 +139,20 @@ export function segments(points: readonly BalancePoint[], spans: readonly Span[]
   }
   if (run.length > 0) runs.push(run);
   return runs;
+}
+
+/** The calendar days (YYYY-MM-DD in `timeZone`) a span touches: their totals may lack transactions. */
+export function gapDays(spans: readonly Span[], timeZone?: string): Set<string> {
+  const days = new Set<string>();
+  for (const span of spans) {
+    const last = dayKey(new Date(span.to).toISOString(), timeZone);
+    for (let time = span.from; ; time += DAY_MS) {
+      const day = dayKey(new Date(Math.min(time, span.to)).toISOString(), timeZone);
+      days.add(day);
+      if (day >= last || time >= span.to) break;
+    }
+  }
+  return days;
 }
 
 const KIND_TEXT: Record<SeamKind, string> = {

@@ -18,6 +18,7 @@ import { h, replace } from "./dom.ts";
 import {
   combinePages,
   csvName,
+  gapDays,
   gapSpans,
   keepsHistory,
   MAX_PAGES,
@@ -323,19 +324,20 @@ function renderCharts(): void {
   );
 
   const days = perDay(txs, fmt.timeZone, history ? 92 : undefined);
+  const unknownDays = gapDays(spans, fmt.timeZone);
   const busiest = days.reduce((a, b) => (b.spent > a.spent ? b : a));
   const spent = days.reduce((sum, d) => sum + d.spent, 0);
   const spendText =
     `${fmt.credits(spent)} spent over ${days.length} ${days.length === 1 ? "day" : "days"}` +
     (busiest.spent > 0 ? `; most on ${fmt.day(busiest.day)} (${fmt.integer.format(busiest.spent)}).` : ".") +
-    (spans.length > 0 ? " Days the ledger has gaps in may have spent more." : "");
+    (unknownDays.size > 0 ? ` The ledger has gaps on ${unknownDays.size} ${unknownDays.size === 1 ? "day" : "days"} (shaded): they may have spent more.` : "");
   replace(spendCard, 
     heading("spend-h", "Spend per day"),
-    h("figure", {}, spendChart(days, fmt, chartWidth(spendCard), spendText), h("figcaption", { class: "muted small" }, spendText)),
+    h("figure", {}, spendChart(days, fmt, chartWidth(spendCard), spendText, unknownDays), h("figcaption", { class: "muted small", "data-testid": "spend-caption" }, spendText)),
     dataTable(
       "Credits per day",
       ["Day", "Spent", "Refunded", "Added"],
-      days.map((d) => [fmt.day(d.day), d.spent, d.refunded, d.added]),
+      days.map((d) => [unknownDays.has(d.day) ? `${fmt.day(d.day)} (gap)` : fmt.day(d.day), d.spent, d.refunded, d.added]),
     ),
   );
 

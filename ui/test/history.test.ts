@@ -4,6 +4,7 @@ import { test } from "node:test";
 import {
   combinePages,
   csvName,
+  gapDays,
   gapSpans,
   keepsHistory,
   MAX_PAGES,
@@ -109,6 +110,13 @@ test("the balance line is cut wherever a span lies between two points, and only 
   );
   assert.equal(segments(points, []).length, 1);
   assert.equal(segments(points, [{ kind: "gap", from: ms(0), to: ms(3) }]).length, 1); // before the first point
+});
+
+test("every calendar day a span touches is marked, in the host's time zone", () => {
+  const span = { kind: "gap" as const, from: Date.parse("2026-05-17T22:00:00Z"), to: Date.parse("2026-05-19T01:00:00Z") };
+  assert.deepEqual([...gapDays([span])], ["2026-05-17", "2026-05-18", "2026-05-19"]);
+  assert.deepEqual([...gapDays([span], "Asia/Tokyo")], ["2026-05-18", "2026-05-19"]);
+  assert.equal(gapDays([]).size, 0);
 });
 
 test("the spans are said in words for people who do not see the chart", () => {
