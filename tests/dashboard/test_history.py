@@ -116,3 +116,10 @@ def test_the_7_day_range_shows_every_kept_row_leaves_the_gap_open_and_downloads_
     table = list(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8"))))
     assert [row["at"] for row in table] == [ledger[i]["at"] for i in kept]
     assert [int(row["balance_after"]) for row in table] == [ledger[i]["balance_after"] for i in kept]
+
+    # Declined (or a host without downloads): the same CSV, shown to copy.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    frame.locator('[data-testid="download-csv"]').click()
+    shown = frame.locator('[data-testid="csv-text"]')
+    shown.wait_for(timeout=UI_TIMEOUT_MS)
+    assert shown.input_value() == saved.read_text(encoding="utf-8")
