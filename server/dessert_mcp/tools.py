@@ -287,6 +287,6 @@ def build_server(
         **(auth or {}),
     )
     names = shown_names(settings.tool_names)
-    add_resources(server, service, names)
+    add_resources(server, service, names, history=service.recorder is not None)
     add_prompts(server, names)
     return server
