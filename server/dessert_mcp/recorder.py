@@ -10,6 +10,7 @@ API's own answer instead.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Final, TypeVar
@@ -18,7 +19,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
-from dessert_mcp.ledger import InMemoryLedger, Ledger
+from dessert_mcp.ledger import Ledger
 from dessert_mcp.telemetry import Observer
 
 logger = logging.getLogger("dessert_mcp")
@@ -158,18 +159,22 @@ class Recorder:
             logger.info("The ledger's %ss work again.", kind)
 
 
+def ledger_url() -> str:
+    """Where the ledger lives: DESSERT_MCP_DATABASE_URL, else a SQLite file in the user's data directory."""
+    from dessert_mcp.auth.config import OAuthConfig
+    from dessert_mcp.config import declared
+    from dessert_mcp.ledger.tables import default_ledger_url
+
+    return declared(OAuthConfig)["database_url"].value(os.environ) or default_ledger_url()
+
+
 def open_ledger() -> Ledger:
-    """The ledger in a SQLite file in the user's data directory. Without the storage libraries (installed with the
-    `remote` extra) the ledger is the in-process one: history kept for the life of the process."""
-    try:
-        from dessert_mcp.ledger.database import DatabaseLedger
-        from dessert_mcp.ledger.tables import LEDGER_SCHEMA, default_ledger_url
-        from dessert_mcp.storage import Database
-    except ImportError:
-        logger.info("The ledger keeps history in memory only: its database needs dessert-mcp[remote].")
-        return InMemoryLedger()
-    database = Database(default_ledger_url(), schemas=[LEDGER_SCHEMA], label="ledger database")
-    return DatabaseLedger(database)
+    """The ledger in its database (see `ledger_url`)."""
+    from dessert_mcp.ledger.database import DatabaseLedger
+    from dessert_mcp.ledger.tables import LEDGER_SCHEMA
+    from dessert_mcp.storage import Database
+
+    return DatabaseLedger(Database(ledger_url(), schemas=[LEDGER_SCHEMA], label="ledger database"))
 
 
 def _reason(exc: Exception) -> str:

@@ -24,6 +24,7 @@ from dessert_mcp.models import Balance
 from dessert_mcp.storage import Database
 from tests.support.api import CANARY_KEY, DOCS_BALANCE, assert_no_secret
 from tests.support.auth import link_directly
+from tests.support.faults import ThreadedFaultySandbox
 from tests.support.ledger import T0, chain, read_at, window
 
 SECOND = "dsk_live_SECOND_a1b2c3d4e5f60718293a"
@@ -196,3 +197,31 @@ def test_an_unreachable_database_is_one_line_that_hides_its_password(tmp_path: P
     assert "is unreachable" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "hunter2secret" not in result.stdout + result.stderr
+
+
+async def _serve_one_usage_call(env: dict[str, str], sandbox_url: str, sandbox_key: str) -> None:
+    from dessert_mcp.config import Settings
+    from dessert_mcp.models import UsageArguments
+    from dessert_mcp.service import DessertService
+
+    settings = Settings.from_env(env | {"DESSERT_API_KEY": sandbox_key, "DESSERT_API_BASE_URL": sandbox_url})
+    service = DessertService(settings)
+    async with service.running():
+        await service.usage(UsageArguments())
+        assert service.recorder is not None
+        await service.recorder.read(lambda ledger: ledger.status())  # after the writes queued before it
+
+
+def test_the_server_keeps_its_ledger_where_the_database_url_says_and_the_command_reads_it_there(
+    tmp_path: Path, sandbox: ThreadedFaultySandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    env = clean_env(tmp_path, DESSERT_MCP_DATABASE_URL=url)
+    monkeypatch.setenv("DESSERT_MCP_DATABASE_URL", url)
+    anyio.run(_serve_one_usage_call, env, sandbox.url, sandbox.key)
+    assert (tmp_path / "shared.db").exists()
+    assert not (tmp_path / "data" / "dessert-mcp" / "ledger.db").exists()  # not the default file
+    status = ledger_cli("ledger", "status", env=env)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.splitlines()[0] == f"Ledger: {tmp_path / 'shared.db'}"
+    assert "key:" in status.stdout

@@ -96,12 +96,12 @@ class OAuthConfig:
     database_url: str | None = setting(
         "DESSERT_MCP_DATABASE_URL",
         None,
-        "where tokens and linked accounts live, and the ledger `dessert-mcp ledger` reads; `sqlite:///path` or "
-        "`postgresql://user@host/db` (for several replicas). The default directory is found by `platformdirs` (a "
-        "dependency of the `remote` extra) as each platform expects; it and the file are created owner-only.",
-        None,  # the SQLite default (store.default_database_url)
-        applies=WITH_OAUTH,
-        shown="a SQLite file in $XDG_STATE_HOME/dessert-mcp/",
+        "the database of the ledger (the server's and `dessert-mcp ledger`'s) and, with `--auth oauth`, of tokens "
+        "and linked accounts; `sqlite:///path` or `postgresql://user@host/db` (for several replicas). Unset: SQLite "
+        "files in the platform's user directories, found by `platformdirs` as each platform expects, created "
+        "owner-only.",
+        None,  # the SQLite defaults (store.default_database_url, ledger.tables.default_ledger_url)
+        shown="SQLite files in $XDG_DATA_HOME/dessert-mcp/ (ledger) and $XDG_STATE_HOME/dessert-mcp/ (tokens)",
     )
     dessert_base_url: str = DEFAULT_BASE_URL  # from DESSERT_API_BASE_URL, the core's setting
     access_token_ttl_s: int = setting(

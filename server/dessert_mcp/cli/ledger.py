@@ -150,14 +150,13 @@ def forget_linked_account(account_id: str) -> int:
 def _with_ledger(action: Callable[[Ledger], Awaitable[T]]) -> T:
     """Run `action` on the ledger DESSERT_MCP_DATABASE_URL (or the default file) holds. Where that file does not
     exist yet, nothing was ever recorded: `action` runs on an empty ledger rather than create the file."""
-    from dessert_mcp.auth.config import OAuthConfig
-    from dessert_mcp.config import declared
     from dessert_mcp.ledger import InMemoryLedger
     from dessert_mcp.ledger.database import DatabaseLedger
-    from dessert_mcp.ledger.tables import LEDGER_SCHEMA, default_ledger_url
+    from dessert_mcp.ledger.tables import LEDGER_SCHEMA
+    from dessert_mcp.recorder import ledger_url
     from dessert_mcp.storage import Database, StorageUnavailable
 
-    url = declared(OAuthConfig)["database_url"].value(os.environ) or default_ledger_url()
+    url = ledger_url()
     try:
         db = Database(url, schemas=[LEDGER_SCHEMA], label="ledger database")
     except ValueError as exc:
