@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from dessert_mcp.cli.closing import run_and_close
@@ -29,8 +29,8 @@ actions:
   export          every row (of one --account, or all) as CSV or JSON Lines on stdout, oldest first
   forget ACCOUNT  delete everything kept about one account (the id `status` shows)
 
-The ledger's database is DESSERT_MCP_DATABASE_URL when set (one database with --auth oauth), else ledger.db in the
-user data directory (~/.local/share/dessert-mcp/ on Linux). DESSERT_LEDGER_RETENTION_DAYS makes a running server
+The ledger's database is the one the server keeps it in: ledger.db in the user data directory
+(~/.local/share/dessert-mcp/ on Linux). DESSERT_LEDGER_RETENTION_DAYS makes a running server
 delete rows older than that many days.
 """
 FORMATS = ("csv", "jsonl")
@@ -148,26 +148,18 @@ def forget_linked_account(account_id: str) -> int:
 
 
 def _with_ledger(action: Callable[[Ledger], Awaitable[T]]) -> T:
-    """Run `action` on the ledger DESSERT_MCP_DATABASE_URL (or the default file) holds. Where that file does not
-    exist yet, nothing was ever recorded: `action` runs on an empty ledger rather than create the file."""
-    from dessert_mcp.auth.config import OAuthConfig
-    from dessert_mcp.config import declared
+    """Run `action` on the ledger the server keeps (`recorder.open_ledger`: the same database). Where its file does
+    not exist yet, nothing was ever recorded: `action` runs on an empty ledger rather than create the file."""
     from dessert_mcp.ledger import InMemoryLedger
     from dessert_mcp.ledger.database import DatabaseLedger
-    from dessert_mcp.ledger.tables import LEDGER_SCHEMA, default_ledger_url
-    from dessert_mcp.storage import Database, StorageUnavailable
+    from dessert_mcp.recorder import open_ledger
+    from dessert_mcp.storage import StorageUnavailable
 
-    url = declared(OAuthConfig)["database_url"].value(os.environ) or default_ledger_url()
-    try:
-        db = Database(url, schemas=[LEDGER_SCHEMA], label="ledger database")
-    except ValueError as exc:
-        sys.exit(f"dessert-mcp: error: {exc}")
-
-    ledger: Ledger = DatabaseLedger(db)
-    if db.path and not os.path.exists(db.path):
-        print(f"No ledger at {db.path} yet: nothing has been recorded there.", file=sys.stderr)
+    ledger = open_ledger()
+    where = Path(ledger.location) if isinstance(ledger, DatabaseLedger) else None
+    if where is not None and where.is_absolute() and not where.exists():  # a SQLite file never written
+        print(f"No ledger at {where} yet: nothing has been recorded there.", file=sys.stderr)
         empty = InMemoryLedger()
-        empty.location = db.path
+        empty.location = str(where)
         ledger = empty
-
     return run_and_close(ledger, action, (StorageUnavailable,))
