@@ -110,7 +110,8 @@ class DessertService:
             if owner and self.recorder is not None:
                 # The first user (the process's lifespan, in practice) drains the ledger's writes while it runs,
                 # and polls the accounts so that the ledger misses nothing between calls.
-                async with self.recorder.running(), self._polling(self.recorder.ledger):
+                ledger = self.recorder.ledger
+                async with self.recorder.running(), self._polling(ledger), self._retention(ledger):
                     yield self
             else:
                 yield self
@@ -276,6 +277,24 @@ class DessertService:
                 tg.cancel_scope.cancel()
         finally:
             self.poller = None
+
+    @asynccontextmanager
+    async def _retention(self, ledger: Ledger) -> AsyncIterator[None]:
+        """Hourly deletion of rows older than DESSERT_LEDGER_RETENTION_DAYS, by one replica per database (none
+        when it is 0, or for the in-process ledger, which lives no longer than the process)."""
+        days = self.settings.ledger_retention_days
+        database = getattr(ledger, "database", None)
+        if not days or database is None:
+            yield
+            return
+        from dessert_mcp.ledger.retention import retention_chore
+
+        chore = retention_chore(database, ledger, days)
+        chore.start()
+        try:
+            yield
+        finally:
+            await chore.aclose()
 
     async def poll_targets(self, ledger: Ledger) -> list[PollTarget]:
         """What the ledger's poller reads: the one key's account; with --auth, the accounts whose callers used this
