@@ -37,6 +37,7 @@ DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
 DEFAULT_ACCOUNT_CONCURRENCY: Final = 4
 # The ledger's poller (ledger/poller.py): the bounds of its interval per account.
 DEFAULT_LEDGER_POLL_MIN_S: Final = 10.0
+MAX_LEDGER_RETENTION_DAYS: Final = 36500
 DEFAULT_LEDGER_POLL_MAX_S: Final = 300.0
 
 # Where a setting applies, as --help and the README say it (the packaging test reads the "HTTP transports only").
@@ -303,6 +304,14 @@ class Settings:
         "the ledger's poller reads only the accounts used through this server within this many seconds.",
         24 * 3600.0,
         applies=WITH_AUTH,
+    )
+    ledger_retention_days: int = setting(
+        "DESSERT_LEDGER_RETENTION_DAYS",
+        number(0, MAX_LEDGER_RETENTION_DAYS, whole=True),
+        "Days of usage history the ledger keeps (0: all of it). A running server deletes older rows and balance "
+        "snapshots once an hour; replicas sharing a database take turns. `dessert-mcp ledger forget` deletes one "
+        "account's history at once.",
+        0,
     )
     account_concurrency: int = setting(
         "DESSERT_MCP_ACCOUNT_CONCURRENCY",

@@ -111,7 +111,7 @@ class DessertService:
             if owner and self.recorder is not None:
                 # The first user (the process's lifespan, in practice) drains the ledger's writes while it runs,
                 # and polls the accounts so that the ledger misses nothing between calls.
-                async with self.recorder.running(), self._polling(self.recorder.opened):
+                async with self.recorder.running(), self._polling(self.recorder.opened), self._retention():
                     yield self
             else:
                 yield self
@@ -277,6 +277,28 @@ class DessertService:
                 tg.cancel_scope.cancel()
         finally:
             self.poller = None
+
+    @asynccontextmanager
+    async def _retention(self) -> AsyncIterator[None]:
+        """Hourly deletion of rows older than DESSERT_LEDGER_RETENTION_DAYS, by one replica per database (none
+        when it is 0, or for the in-process ledger, which lives no longer than the process)."""
+        days = self.settings.ledger_retention_days
+        if not days or self.recorder is None:
+            yield
+            return
+        ledger = await self.recorder.opened()  # the ledger opens at start only when it has rows to prune
+        database = getattr(ledger, "database", None)
+        if database is None:
+            yield
+            return
+        from dessert_mcp.ledger.retention import retention_chore
+
+        chore = retention_chore(database, ledger, days)
+        chore.start()
+        try:
+            yield
+        finally:
+            await chore.aclose()
 
     async def poll_targets(self, ledger: Ledger | Callable[[], Awaitable[Ledger]]) -> list[PollTarget]:
         """What the ledger's poller reads: the one key's account; with --auth, the accounts whose callers used this

@@ -19,7 +19,7 @@ from dessert_mcp.auth import DessertOAuthProvider, OAuthConfig, Store, generate_
 from dessert_mcp.config import Secret
 from dessert_mcp.ledger import EXPORT_FIELDS, remote_account
 from dessert_mcp.ledger.database import DatabaseLedger
-from dessert_mcp.ledger.tables import LEDGER_SCHEMA
+from dessert_mcp.ledger.tables import LEDGER_SCHEMA, default_ledger_url
 from dessert_mcp.models import Balance
 from dessert_mcp.storage import Database
 from tests.support.api import CANARY_KEY, DOCS_BALANCE, assert_no_secret
@@ -59,11 +59,13 @@ async def record(url: str, windows: dict[str, list[int]]) -> None:
 
 
 @pytest.fixture
-def recorded(tmp_path: Path) -> dict[str, str]:
-    """A ledger with two accounts: `key:a` read twice with a gap between (rows 1-50 and 71-120), `key:b` once."""
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    anyio.run(record, url, {"key:a": [50, 120], "key:b": [40]})
-    return clean_env(tmp_path, DESSERT_MCP_DATABASE_URL=url)
+def recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The ledger a server keeps in the user data directory, with two accounts: `key:a` read twice with a gap
+    between (rows 1-50 and 71-120), `key:b` once."""
+    env = clean_env(tmp_path)
+    monkeypatch.setenv("XDG_DATA_HOME", env["XDG_DATA_HOME"])
+    anyio.run(record, default_ledger_url(), {"key:a": [50, 120], "key:b": [40]})
+    return env
 
 
 def test_status_says_where_the_ledger_is_and_each_account_s_rows_span_gaps_and_last_poll(
@@ -72,7 +74,7 @@ def test_status_says_where_the_ledger_is_and_each_account_s_rows_span_gaps_and_l
     result = ledger_cli("ledger", "status", env=recorded)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == f"Ledger: {tmp_path / 'ledger.db'}"
+    assert lines[0] == f"Ledger: {tmp_path / 'data' / 'dessert-mcp' / 'ledger.db'}"
     assert lines[1].split() == [*HEADINGS]
     a, b = (line.split() for line in lines[2:])
     first, last = ROWS[0].timestamp, ROWS[-1].timestamp
@@ -144,8 +146,6 @@ def test_without_a_database_url_the_ledger_is_an_owner_only_file_in_the_user_dat
     assert "No accounts recorded yet." in before.stdout
     assert not folder.exists()  # asking does not create it
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    from dessert_mcp.ledger.tables import default_ledger_url
-
     anyio.run(record, default_ledger_url(), {"key:a": [50]})
     assert folder.stat().st_mode & 0o777 == 0o700
     assert (folder / "ledger.db").stat().st_mode & 0o777 == 0o600
@@ -154,9 +154,13 @@ def test_without_a_database_url_the_ledger_is_an_owner_only_file_in_the_user_dat
     assert "key:a" in after.stdout
 
 
-def test_revoking_a_linked_account_deletes_its_ledger_rows_and_no_key_is_printed(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'remote.db'}"  # one database for tokens and the ledger, as DESSERT_MCP_DATABASE_URL
+def test_revoking_a_linked_account_deletes_its_ledger_rows_and_no_key_is_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'remote.db'}"
     key = generate_encryption_key()
+    env = clean_env(tmp_path, DESSERT_MCP_DATABASE_URL=url, DESSERT_MCP_ENCRYPTION_KEY=key)
+    monkeypatch.setenv("XDG_DATA_HOME", env["XDG_DATA_HOME"])
 
     async def link_and_record() -> list[str]:
         config = OAuthConfig(public_url="https://mcp.example.com", encryption_key=Secret(key), database_url=url)
@@ -167,11 +171,11 @@ def test_revoking_a_linked_account_deletes_its_ledger_rows_and_no_key_is_printed
             ids = [a.id for a in await provider.store.list_accounts()]
         finally:
             await provider.aclose()
+        # One database for tokens and the ledger, as the server keeps them with DESSERT_MCP_DATABASE_URL set.
         await record(url, {remote_account(ids[0]): [50], remote_account(ids[1]): [30]})
         return ids
 
     gone, kept = anyio.run(link_and_record)
-    env = clean_env(tmp_path, DESSERT_MCP_DATABASE_URL=url, DESSERT_MCP_ENCRYPTION_KEY=key)
     revoked = ledger_cli("accounts", "revoke", gone, env=env)
     assert revoked.returncode == 0, revoked.stderr
     assert "Deleted its usage history from the ledger (50 row(s))." in revoked.stdout
@@ -182,7 +186,8 @@ def test_revoking_a_linked_account_deletes_its_ledger_rows_and_no_key_is_printed
     everything = revoked.stdout + revoked.stderr + status.stdout + status.stderr + exported.stdout + exported.stderr
     assert_no_secret(everything)
     assert_no_secret(everything, SECOND)
-    database = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("remote.db"))
+    files = [*tmp_path.glob("remote.db*"), *(tmp_path / "data" / "dessert-mcp").glob("ledger.db*")]
+    database = b"".join(p.read_bytes() for p in files)
     assert CANARY_KEY.encode() not in database
     assert SECOND.encode() not in database
 

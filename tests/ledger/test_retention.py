@@ -4,16 +4,20 @@ database (under the storage layer's lease, as the auth wing's pruning)."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import pytest
 
-from dessert_mcp.config import ConfigError
+from dessert_mcp.config import ConfigError, Settings
 from dessert_mcp.ledger import InMemoryLedger
+from dessert_mcp.ledger.database import DatabaseLedger
 from dessert_mcp.ledger.retention import retention_chore
-from dessert_mcp.ledger.settings import LedgerSettings
+from dessert_mcp.ledger.tables import LEDGER_SCHEMA
+from dessert_mcp.service import DessertService
 from dessert_mcp.storage import Database
+from tests.support.api import FAKE_BASE_URL
 from tests.support.auth import Clock
 from tests.support.ledger import chain, read_at, window
 
@@ -22,14 +26,14 @@ RETENTION_ENV = "DESSERT_LEDGER_RETENTION_DAYS"
 
 @pytest.mark.parametrize(("raw", "days"), [("", 0), ("0", 0), (" 30 ", 30), ("36500", 36500)])
 def test_the_retention_setting_reads_whole_days_and_zero_or_unset_keeps_everything(raw: str, days: int) -> None:
-    assert LedgerSettings.from_env({RETENTION_ENV: raw}).retention_days == days
-    assert LedgerSettings.from_env({}).retention_days == 0
+    assert Settings.from_env({RETENTION_ENV: raw}).ledger_retention_days == days
+    assert Settings.from_env({}).ledger_retention_days == 0
 
 
 @pytest.mark.parametrize("raw", ["-1", "1.5", "a week", "36501"])
 def test_a_retention_that_is_not_a_whole_number_of_days_is_refused_in_one_line(raw: str) -> None:
     with pytest.raises(ConfigError, match=f"^{RETENTION_ENV} must be a whole number from 0 to 36500") as refused:
-        LedgerSettings.from_env({RETENTION_ENV: raw})
+        Settings.from_env({RETENTION_ENV: raw})
     assert "\n" not in str(refused.value)
 
 
@@ -56,3 +60,38 @@ async def test_retention_deletes_older_rows_once_per_period_across_replicas(tmp_
     finally:
         await first.aclose()
         await second.aclose()
+
+
+class WatchedLedger(DatabaseLedger):
+    """A database ledger that says when a prune has run."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
+        self.pruned = anyio.Event()
+
+    async def prune(self, older_than: datetime) -> int:
+        deleted = await super().prune(older_than)
+        self.pruned.set()
+        return deleted
+
+
+@pytest.mark.parametrize("days", ["30", "0"])
+async def test_the_server_deletes_rows_past_the_retention_while_it_runs_and_none_without_one(
+    days: str, tmp_path: Path
+) -> None:
+    ledger = WatchedLedger(Database(f"sqlite:///{tmp_path / 'ledger.db'}", schemas=[LEDGER_SCHEMA]))
+    now = datetime.now(UTC)
+    rows = chain([-1] * 40, step=timedelta(days=1), start=now - timedelta(days=39, hours=1))
+    await ledger.record_usage("key:a", window(rows, len(rows)), now)
+    env = {"DESSERT_LEDGER_RETENTION_DAYS": days, "DESSERT_LEDGER_POLL": "off", "DESSERT_API_BASE_URL": FAKE_BASE_URL}
+    service = DessertService(Settings.from_env(env), ledger=ledger)
+    try:
+        async with service.running():
+            if days != "0":
+                with anyio.fail_after(60):
+                    await ledger.pruned.wait()
+        assert not ledger.pruned.is_set() if days == "0" else ledger.pruned.is_set()
+        [status] = (await ledger.status()).accounts
+        assert status.rows == (40 if days == "0" else 30)
+    finally:
+        await ledger.aclose()

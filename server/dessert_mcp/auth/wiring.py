@@ -135,6 +135,11 @@ class OAuthWiring:
             logger.error("%s Serving anyway; token requests answer 503 until it is back.", exc)
         self.pruner.start()
 
+    @property
+    def holder(self) -> str:
+        """This process's name in the database's leases (pruning, the ledger's poller)."""
+        return self.pruner.holder
+
     async def prune_once(self) -> int | None:
         """Prune if no replica has in the last `prune_every_s`; how many rows went, or None if it was not our turn."""
         return await self.pruner.once()

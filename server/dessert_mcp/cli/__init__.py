@@ -22,7 +22,6 @@ from dessert_mcp.cli.hosts import HOSTS, LAUNCHES
 from dessert_mcp.cli.ledger import add_ledger_parser
 from dessert_mcp.config import HTTP_ONLY, ConfigError, Setting, Settings, declared, spelled
 from dessert_mcp.http.options import HTTPOptions, oauth_config
-from dessert_mcp.ledger.settings import LedgerSettings
 from dessert_mcp.redact import Redactor, configure_logging_for, install_excepthook
 
 if TYPE_CHECKING:
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("dessert_mcp")
 
 # Every class whose fields are settings (see dessert_mcp.config), in the order --help lists them.
-SETTINGS: Final = (Settings, HTTPOptions, OAuthConfig, LedgerSettings)
+SETTINGS: Final = (Settings, HTTPOptions, OAuthConfig)
 
 ENVIRONMENT_HELP = """\
 environment variables (the API key is read only from the environment, never from the command line):

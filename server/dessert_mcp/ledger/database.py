@@ -114,6 +114,11 @@ class DatabaseLedger:
     def location(self) -> str:
         return self._db.where
 
+    @property
+    def database(self) -> Database:
+        """The storage-layer database it is in (for upkeep under its leases, such as retention)."""
+        return self._db
+
     # -- writing ----------------------------------------------------------------------------------------------
 
     async def _lock_account(self, conn: AsyncConnection, account: str, observed_us: int | None) -> int:

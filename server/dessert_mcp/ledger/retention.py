@@ -1,4 +1,4 @@
-"""The upkeep that deletes ledger rows older than DESSERT_LEDGER_RETENTION_DAYS (ledger.settings)."""
+"""The upkeep that deletes ledger rows older than DESSERT_LEDGER_RETENTION_DAYS (Settings.ledger_retention_days)."""
 
 from __future__ import annotations
 
