@@ -7,6 +7,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 
@@ -53,6 +54,21 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return family if family is not None else super()._split_scope(nodeid)
 
     return FamilyScheduling(config, log)
+
+
+@pytest.fixture(autouse=True)
+def _no_background_polls(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ledger's poller reads Dessert on its own schedule; tests count the upstream requests their calls make, so
+    in-process servers get a poller that reads nothing, unless the test is marked `poller`. (Servers in subprocesses
+    read an account first `DESSERT_LEDGER_POLL_MAX_S` after it appears, or one interval after a call's answer: 5
+    minutes for the sandbox's idle account.)"""
+    if request.node.get_closest_marker("poller") is None:
+        from dessert_mcp.ledger.poller import Poller
+
+        async def idle(self: Poller) -> None:
+            await anyio.sleep_forever()
+
+        monkeypatch.setattr(Poller, "run", idle)
 
 
 @pytest.fixture(autouse=True, scope="session")

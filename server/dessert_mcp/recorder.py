@@ -93,7 +93,10 @@ class Recorder:
         passes: tuple[type[Exception], ...] = (),
     ) -> T | None:
         """`read(ledger)`, once the writes queued so far are done (`after_writes`); None when the ledger fails or
-        takes too long. Exceptions of the `passes` types are the caller's (a cursor the ledger refuses): raised."""
+        takes too long, or while its writes fail (it lacks what calls just saw; and a SQLite file gone read-only can
+        fault a reader). Exceptions of the `passes` types are the caller's (a cursor the ledger refuses): raised."""
+        if not self.writing:
+            return None
         with anyio.move_on_after(READ_WAIT_S):
             try:
                 if after_writes:
@@ -108,6 +111,13 @@ class Recorder:
             return answer
         self._failed("read", f"no answer within {READ_WAIT_S:g} s")
         return None
+
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger, opened now if it is not yet (the poller takes it as the service starts)."""
+        if self._ledger is None:
+            self._ledger = self._open()
+        return self._ledger
 
     async def _opened(self) -> Ledger:
         """The ledger, opened on first use (a server that is never called loads no database library), in a worker

@@ -128,11 +128,15 @@ class OAuthConfig:
     sign_in_attempts: int = 10
     sign_in_attempts_per_address: int = 50
     sign_in_window_s: int = 600
-    # /authorize: this many per client address per window (each one stores a pending sign-in), then 429.
+    # /authorize: this many per client address per window (each may fetch a client metadata document), then 429.
     authorizations: int = 60
     authorization_window_s: int = 600
-    # /token: this many failed requests per client address per window, then 429.
-    token_failures: int = 30
+    # /token: this many failed requests per client address, per client (its client_id) and per account (the one the
+    # code or refresh token belongs to) per window, then 429. A client is held before its address, so one failing
+    # client neither locks out the others behind a shared address nor, alone, the account's other clients.
+    token_failures: int = 60
+    token_failures_per_client: int = 10
+    token_failures_per_account: int = 20
     token_window_s: int = 300
     # /register: this many registrations per client address per window, then 429.
     registrations: int = 20

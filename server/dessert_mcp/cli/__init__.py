@@ -9,9 +9,9 @@ import logging
 import os
 import sys
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import anyio
 
@@ -22,6 +22,9 @@ from dessert_mcp.cli.hosts import HOSTS, LAUNCHES
 from dessert_mcp.config import HTTP_ONLY, ConfigError, Setting, Settings, declared, spelled
 from dessert_mcp.http.options import HTTPOptions, oauth_config
 from dessert_mcp.redact import Redactor, configure_logging_for, install_excepthook
+
+if TYPE_CHECKING:
+    from dessert_mcp.sandbox.account import SandboxAccount
 
 logger = logging.getLogger("dessert_mcp")
 
@@ -157,6 +160,12 @@ def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
     sandbox.add_argument(
         "--port", dest="sandbox_port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0 picks one)"
     )
+    sandbox.add_argument(
+        "--activity",
+        metavar="RATE",
+        help="a live account: this many transactions a second (or 30/min, 100/h), a history of hundreds of rows",
+    )
+    sandbox.add_argument("--seed", type=int, help="the live account's random seed (default 0)")
     sub.add_parser(
         "check", help="verify configuration and connectivity, print the live balance", parents=[_common(top=False)]
     )
@@ -231,7 +240,7 @@ def _main(argv: Sequence[str] | None) -> None:
         from dessert_mcp.sandbox import run_sandbox
 
         with _one_line_errors():
-            anyio.run(run_sandbox, args.sandbox_port)
+            anyio.run(run_sandbox, args.sandbox_port, _sandbox_account(args.activity, args.seed))
         return
     if args.command == "demo":
         from dessert_mcp.cli.demo import run_demo
@@ -254,6 +263,22 @@ def _main(argv: Sequence[str] | None) -> None:
     options = _http_options(args, settings)
     with _one_line_errors(), _maybe_sandbox(settings, args.sandbox) as served:
         serve_http(served, options)
+
+
+def _sandbox_account(activity: str | None, seed: int | None) -> Callable[[], SandboxAccount]:
+    """The account `dessert-mcp sandbox` serves: today's static one, or a live one on the real clock."""
+    from dessert_mcp.sandbox.account import SandboxAccount
+    from dessert_mcp.sandbox.activity import LiveAccount, parse_rate
+
+    if activity is None:
+        if seed is not None:
+            sys.exit("dessert-mcp: error: --seed applies to a live sandbox only; add --activity RATE.")
+        return SandboxAccount
+    try:
+        rate = parse_rate(activity)
+    except ValueError as exc:
+        sys.exit(f"dessert-mcp: error: {exc}")
+    return functools.partial(LiveAccount, rate=rate, seed=seed or 0)
 
 
 @contextlib.contextmanager
