@@ -288,10 +288,13 @@ async def test_a_failing_ledger_leaves_every_call_answering_warns_once_and_is_co
     assert ranged["history_complete"] is False
     assert ranged["recent_transactions"] == plain["recent_transactions"]
     warnings = [r for r in caplog.records if "ledger failed" in r.getMessage()]
-    assert len(warnings) == (2 if reads else 1)  # once for writes, once for reads: not once per call
+    # Once for writes (and at most once for a read that came before the first write failed): not once per call. While
+    # writes fail the ledger is not read at all: it lacks what the calls just saw.
+    assert len([w for w in warnings if "(record_" in w.getMessage()]) == 1
+    assert len(warnings) <= (2 if reads else 1)
     assert _failures(metrics, "record_usage") == 9  # every fresh usage answer: plain, ranged and spend calls
     assert _failures(metrics, "record_balance") == 3
-    assert (_failures(metrics, "read") > 0) is reads
+    assert _failures(metrics, "read") <= (1 if reads else 0)
     assert len(api.requests) == 12  # one upstream request per call
 
 

@@ -94,7 +94,10 @@ class Recorder:
         passes: tuple[type[Exception], ...] = (),
     ) -> T | None:
         """`read(ledger)`, once the writes queued so far are done (`after_writes`); None when the ledger fails or
-        takes too long. Exceptions of the `passes` types are the caller's (a cursor the ledger refuses): raised."""
+        takes too long, or while its writes fail (it lacks what calls just saw; and a SQLite file gone read-only can
+        fault a reader). Exceptions of the `passes` types are the caller's (a cursor the ledger refuses): raised."""
+        if not self.writing:
+            return None
         with anyio.move_on_after(READ_WAIT_S):
             try:
                 if after_writes:
