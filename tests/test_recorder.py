@@ -102,3 +102,33 @@ async def test_a_read_only_ledger_database_leaves_a_stdio_server_answering_and_i
         _mutable(files)
     log = errors.read_text()
     assert log.count("The ledger failed (record") == 1, log
+
+
+async def test_an_answer_is_filed_at_the_time_its_request_was_sent_not_when_it_arrived() -> None:
+    from datetime import timedelta
+
+    import httpx2
+
+    from dessert_mcp.ledger import InMemoryLedger
+    from dessert_mcp.models import UsageArguments
+    from tests.support.api import DOCS_USAGE, FakeDessertAPI
+
+    now = [T0]
+    seen: list[object] = []
+
+    def answer(_request: httpx2.Request) -> httpx2.Response:
+        now[0] = T0 + timedelta(seconds=30)  # the round trip takes 30 s on this clock
+        return httpx2.Response(200, json=DOCS_USAGE)
+
+    class Watching(InMemoryLedger):
+        async def record_usage(self, account, transactions, observed_at):  # type: ignore[no-untyped-def]
+            seen.append(observed_at)
+            return await super().record_usage(account, transactions, observed_at)
+
+    api = FakeDessertAPI({"/v1/usage": answer})
+    service = DessertService(_settings(), transport=api.transport(), ledger=Watching(), clock=lambda: now[0])
+    async with service.running():
+        await service.usage(UsageArguments())
+        assert service.recorder is not None
+        await service.recorder.read(lambda ledger: ledger.status())  # once the write queued before it is done
+    assert seen == [T0]

@@ -165,11 +165,13 @@ class DessertService:
 
         return by_key
 
-    def _record(self, answer: BaseModel) -> None:
+    def _record(self, answer: BaseModel, observed_at: datetime) -> None:
         """Hand a fresh answer from Dessert to the ledger, without waiting for it."""
         if self.recorder is None:
             return
-        account, observed_at = self._ledger_account(), self._clock()
+        # `observed_at`: when the request was sent, no later than Dessert's answer (a transaction made during the round
+        # trip must not fall inside a range the ledger calls complete).
+        account = self._ledger_account()
         if isinstance(answer, Usage):
 
             async def usage(ledger: Ledger) -> None:
@@ -218,6 +220,7 @@ class DessertService:
     ) -> AnswerT:
         async def ask() -> AnswerT:
             if limiter is None:
+                sent_at = self._clock()
                 answer = await get(client)
             else:
                 if limiter.available_tokens == 0:
@@ -225,8 +228,9 @@ class DessertService:
                         "An account is at its limit of %d Dessert calls at once; this one waits", limiter.total_tokens
                     )
                 async with limiter:
+                    sent_at = self._clock()
                     answer = await get(client)
-            self._record(answer)
+            self._record(answer, sent_at)
             if self.poller is not None and isinstance(answer, Usage):
                 self.poller.answered(client.account, answer)  # a read: the poller's next one can wait
             return answer
