@@ -29,7 +29,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
+
+import _repo  # noqa: F401  (the repository on the import path, for tests.support)
+from tests.support.processes import accepting, cpu_seconds, free_port, printed, started
 
 HERE = Path(__file__).parent
 PY = sys.executable
@@ -81,13 +83,9 @@ def serve_sandbox(keys_file: str) -> None:
 
 @contextmanager
 def sandbox_process(keys_file: Path) -> Iterator[str]:
-    proc = subprocess.Popen([PY, __file__, "--serve-sandbox", str(keys_file)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        yield proc.stdout.readline().strip()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    argv = [PY, __file__, "--serve-sandbox", str(keys_file)]
+    with started(argv, env=os.environ, ready=printed(r"http://\S+\n")) as sandbox:
+        yield sandbox.output().split()[0]
 
 
 # -- the database: 10,000 linked accounts, each with a live grant and access token, made through the store --------
@@ -166,42 +164,12 @@ async def token_check_ms(
 # -- servers and load --------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextmanager
 def server(args: list[str], env: dict[str, str], port: int) -> Iterator[tuple[str, int]]:
     """A dessert-mcp HTTP server on `port`; yields its MCP URL and its pid once it accepts connections."""
-    with tempfile.TemporaryFile() as log:
-        argv = [PY, "-m", "dessert_mcp", "--transport", "http", *args, "--port", str(port)]
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                if proc.poll() is not None:
-                    log.seek(0)
-                    raise RuntimeError(f"{args} exited with {proc.returncode}: {log.read()[-2000:].decode()}")
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-            yield f"http://127.0.0.1:{port}/mcp", proc.pid
-        finally:
-            proc.terminate()
-            proc.wait(timeout=15)
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time a process has used so far: less disturbed by the rest of a shared machine than its rate."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    argv = [PY, "-m", "dessert_mcp", "--transport", "http", *args, "--port", "{port}"]
+    with started(argv, env=env, ready=accepting, port=port) as running:
+        yield f"{running.url}/mcp", running.pid
 
 
 def side_by_side(

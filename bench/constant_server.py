@@ -3,8 +3,7 @@ answers (JSON bodies) and served by the same machinery (dessert_mcp.http.serve: 
 socket per worker, the start-up heap frozen). The tool is async, so it runs on the event loop like ours; a sync tool
 would pay a thread hop.
 
-`python bench/constant_server.py --port N [--workers W]` serves it; `create_app` is also the factory for
-`uvicorn --factory constant_server:create_app`, to show what uvicorn's own serving gives.
+`python bench/constant_server.py --port N [--workers W]` serves it.
 """
 
 from __future__ import annotations

@@ -20,24 +20,12 @@ from dessert_mcp.models import Balance, BalanceReport
 def sdk_floor_server(http: httpx2.AsyncClient) -> MCPServer[Any]:
     """An MCPServer tool making the same GET on a long-lived client."""
     server: MCPServer[Any] = MCPServer("floor", log_level="WARNING")
-    report: list[BalanceReport] = []
 
     @server.tool(name="plain")
     async def plain() -> BalanceReport:
         """What get_balance does: the GET, the answer validated, the report (same output schema) returned."""
         body = (await http.get("/v1/balance")).content
         return BalanceReport.from_balance(Balance.model_validate_json(body))
-
-    @server.tool(name="cached")
-    async def cached() -> BalanceReport:
-        """Stricter still: validated once, so each call pays only the GET and the SDK's structured output."""
-        body = (await http.get("/v1/balance")).content
-        report[:] = report or [BalanceReport.from_balance(Balance.model_validate_json(body))]
-        return report[0]
-
-    @server.tool(name="text")
-    async def text() -> str:
-        return (await http.get("/v1/balance")).text
 
     return server
 

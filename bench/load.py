@@ -1,15 +1,14 @@
 """A lean load generator for streamable HTTP: raw HTTP/1.1 keep-alive POSTs of one `tools/call`, so that the
 client costs a few tens of microseconds per call and the server, not the load generator, sets the pace.
 
-`python bench/load.py URL TOOL --concurrency 16 --seconds 5` prints one JSON line: calls, errors, seconds, rate.
-Every answer is checked: HTTP 200 and a JSON-RPC result without isError (anything else counts as an error).
-`--bearers FILE` sends `Authorization: Bearer <line n % lines>` on connection n (a file: tokens stay out of `ps`).
-
-Side by side: `--versus URL2 [--versus-tool T] [--versus-bearers FILE]` loads the two servers in turns of
-`--slice` seconds (0.2 by default), `--seconds` each in all, over connections kept open to both, and prints
-`{"a": {...}, "b": {...}}`: each side's calls and rate over its own turns only. Whatever the rest of a shared machine
-does for more than a few turns then falls on both sides alike, so their ratio holds where two separate runs of a few
-seconds each differ by tens of per cent. `--versus` and `--versus-tool` may be repeated: a third server is "c", and
+`python bench/load.py URL TOOL --versus URL2 [--versus-tool T] [--versus-bearers FILE] --concurrency 16 --seconds 5`
+loads the two servers side by side, in turns of `--slice` seconds (0.2 by default), `--seconds` each in all, over
+connections kept open to both, and prints one JSON line, `{"a": {...}, "b": {...}}`: each side's calls, errors,
+seconds and rate over its own turns only. Every answer is checked: HTTP 200 and a JSON-RPC result without isError
+(anything else counts as an error). `--versus-bearers FILE` sends `Authorization: Bearer <line n % lines>` on the
+second server's connection n (a file: tokens stay out of `ps`). Whatever the rest of a shared machine does for
+more than a few turns then falls on both sides alike, so their ratio holds where two separate runs of a few seconds
+each differ by tens of per cent. `--versus` and `--versus-tool` may be repeated: a third server is "c", and
 so on, each `--versus-tool` going with the `--versus` in the same place.
 """
 
@@ -72,40 +71,6 @@ def _ok(status: int, body: bytes) -> bool:
         payload = "".join(line[5:].strip() for line in text.splitlines() if line.startswith("data:") and len(line) > 6)
     message = json.loads(payload)
     return "result" in message and not message["result"].get("isError")
-
-
-async def run(
-    url: str, tool: str, concurrency: int, seconds: float, protocol: str, bearers: list[str] | None = None
-) -> dict[str, float]:
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    each: list[str | None] = [*bearers] if bearers else [None]
-    requests = [_request(host, port, parts.path, tool, protocol, bearer) for bearer in each]
-    calls = errors = 0
-    warmup = min(1.0, seconds / 5)
-    counted_from = time.perf_counter() + warmup
-    stop = counted_from + seconds
-
-    async def worker(n: int) -> None:
-        nonlocal calls, errors
-        # Connections open one by one over the first half of the warm-up, as a client pool grows under load.
-        # Sixteen at once would all go to whichever worker process wins the accept race (with --workers N,
-        # they share one listening socket and asyncio accepts every pending connection in one go).
-        await asyncio.sleep(warmup / 2 * n / concurrency)
-        reader, writer = await asyncio.open_connection(host, port)
-        request = requests[n % len(requests)]
-        try:
-            while (now := time.perf_counter()) < stop:
-                writer.write(request)
-                status, body = await _read_response(reader)
-                if now >= counted_from:
-                    calls += 1
-                    errors += not _ok(status, body)
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(worker(n) for n in range(concurrency)))
-    return {"calls": calls, "errors": errors, "seconds": seconds, "rate": calls / seconds}
 
 
 @dataclass
@@ -201,28 +166,23 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--protocol", default="2025-11-25")
-    parser.add_argument("--bearers", help="a file with one bearer token per line, used round-robin per connection")
     parser.add_argument(
-        "--versus", action="append", help="another server's URL: load them side by side, in turns (repeatable)"
+        "--versus", action="append", required=True, help="another server's URL, loaded in turns (repeatable)"
     )
     parser.add_argument(
         "--versus-tool", action="append", default=[], help="the tool to call on that server (default: TOOL)"
     )
-    parser.add_argument("--versus-bearers", help="--bearers for the second server")
-    parser.add_argument("--slice", type=float, default=0.2, help="seconds of one turn, with --versus")
+    parser.add_argument("--versus-bearers", help="a file with one bearer token per line, for the second server")
+    parser.add_argument("--slice", type=float, default=0.2, help="seconds of one turn")
     args = parser.parse_args()
-    bearers = _bearers(args.bearers)
-    if args.versus:
-        tools = args.versus_tool + [args.tool] * (len(args.versus) - len(args.versus_tool))
-        sides = [Side(args.url, args.tool, bearers)]
-        sides += [Side(url, tool, None) for url, tool in zip(args.versus, tools, strict=False)]
-        sides[1].bearers = _bearers(args.versus_bearers)
-        turns = versus(
-            sides, concurrency=args.concurrency, seconds=args.seconds, slice_s=args.slice, protocol=args.protocol
-        )
-        print(json.dumps(asyncio.run(turns)))
-        return
-    print(json.dumps(asyncio.run(run(args.url, args.tool, args.concurrency, args.seconds, args.protocol, bearers))))
+    tools = args.versus_tool + [args.tool] * (len(args.versus) - len(args.versus_tool))
+    sides = [Side(args.url, args.tool, None)]
+    sides += [Side(url, tool, None) for url, tool in zip(args.versus, tools, strict=False)]
+    sides[1].bearers = _bearers(args.versus_bearers)
+    turns = versus(
+        sides, concurrency=args.concurrency, seconds=args.seconds, slice_s=args.slice, protocol=args.protocol
+    )
+    print(json.dumps(asyncio.run(turns)))
 
 
 if __name__ == "__main__":

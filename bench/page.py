@@ -16,9 +16,11 @@ import statistics
 import sys
 from typing import Any
 
+import _repo  # noqa: F401  (the repository on the import path, for tests.support)
 import anyio
 from mcp import Client
 from playwright.sync_api import sync_playwright
+from tests.support.inspector import CHROMIUM, CHROMIUM_ARGS
 
 from dessert_mcp.config import Settings
 from dessert_mcp.dashboard import dashboard_html
@@ -27,17 +29,6 @@ from dessert_mcp.sandbox import ThreadedSandbox
 from dessert_mcp.tools import build_server
 
 BUDGET_BYTES = 300 * 1024
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 # The host side of the MCP Apps handshake, as raw JSON-RPC over postMessage; resolves window.rendered with the
 # milliseconds from creating the iframe to the dashboard showing both results (then one frame, for the paint).
@@ -111,7 +102,7 @@ def main() -> int:
     host = HOST % {"results": script_json(anyio.run(tool_results)), "page": script_json(page_html)}
     times: list[float] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             for _ in range(args.runs + 1):  # the first warms the browser up and is not counted
                 context = browser.new_context(viewport={"width": 800, "height": 1000})

@@ -15,11 +15,9 @@ import json
 import logging
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
@@ -30,19 +28,20 @@ from typing import Any, Final
 import anyio
 import anyio.abc
 import httpx2
+from _repo import ROOT
 from anyio.streams.buffered import BufferedByteReceiveStream
 from floor_server import sdk_floor_server
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.types import ClientCapabilities, Implementation, InitializeRequestParams, JSONRPCRequest
 from mcp_types.version import LATEST_HANDSHAKE_VERSION
+from tests.support.processes import accepting, cpu_seconds, free_port, printed, rss_mb, started
 
 from dessert_mcp.config import Settings
 from dessert_mcp.sandbox import SANDBOX_KEY
 from dessert_mcp.tools import build_server
 
 HERE = Path(__file__).parent
-ROOT = HERE.parent
 PY = sys.executable
 
 
@@ -76,14 +75,8 @@ def sandbox_process() -> Iterator[str]:
     URL."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")}
     argv = [PY, "-m", "tests.support.faults", "--port", "0"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().rsplit(" ", 1)[-1].strip()
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with started(argv, env=env, ready=printed(r"http://\S+\n"), cwd=ROOT) as sandbox:
+        yield sandbox.output().split()[0]
 
 
 def server_env(url: str) -> dict[str, str]:
@@ -229,15 +222,8 @@ async def bench_per_call(url: str, calls: int) -> None:
             async def raw() -> None:
                 (await http.get("/v1/balance")).json()
 
-            async def connect(target: Any, *, validate: bool = True) -> Client:
-                client = await stack.enter_async_context(Client(target))
-                if not validate:
-
-                    async def no_validation(name: str, result: Any) -> None:
-                        return None
-
-                    client.session.validate_tool_result = no_validation  # type: ignore[method-assign]
-                return client
+            async def connect(target: Any) -> Client:
+                return await stack.enter_async_context(Client(target))
 
             def caller(client: Client, name: str) -> Callable[[], Awaitable[Any]]:
                 async def call() -> None:
@@ -249,14 +235,8 @@ async def bench_per_call(url: str, calls: int) -> None:
             ours_client = await connect(build_server(settings))
             floor_client = await connect(sdk_floor_server(http))
             # Ours and the floor in turn, with the raw GET, so drift on the shared machine hits all three alike.
-            ours, plain, cached, base = await _round_robin(
-                [
-                    caller(ours_client, "dessert_get_balance"),
-                    caller(floor_client, "plain"),
-                    caller(floor_client, "cached"),
-                    raw,
-                ],
-                calls,
+            ours, plain, base = await _round_robin(
+                [caller(ours_client, "dessert_get_balance"), caller(floor_client, "plain"), raw], calls
             )
             a, b = pct(ours, 0.5), pct(plain, 0.5)
             row(
@@ -268,32 +248,9 @@ async def bench_per_call(url: str, calls: int) -> None:
                 a <= b,
             )
             _overhead_row("  in-memory get_balance", ours, base)
-            _overhead_row("  in-memory bare SDK, plain", plain, base)
-            _overhead_row("  in-memory bare SDK, report validated once", cached, base)
             few = max(500, calls // 4)
-            # The in-memory client re-validates structuredContent against the tool's outputSchema (jsonschema) on
-            # every call; the diagnostic rows skip only that, to show what each server itself adds.
-            rest: list[tuple[str, Any, str, int, bool]] = [
-                (
-                    "  diagnostic: get_balance, client's outputSchema check skipped",
-                    build_server(settings),
-                    "dessert_get_balance",
-                    calls,
-                    False,
-                ),
-                (
-                    "  diagnostic: bare SDK plain, client's outputSchema check skipped",
-                    sdk_floor_server(http),
-                    "plain",
-                    calls,
-                    False,
-                ),
-                ("  bare SDK tool, same GET, text result", sdk_floor_server(http), "text", calls, True),
-                ("stdio get_balance", stdio, "dessert_get_balance", few, True),
-                ("streamable HTTP get_balance", served.url, "dessert_get_balance", few, True),
-            ]
-            for label, target, name, n, validate in rest:
-                mcp, baseline = await _interleaved(caller(await connect(target, validate=validate), name), raw, n)
+            for label, target in (("stdio get_balance", stdio), ("streamable HTTP get_balance", served.url)):
+                mcp, baseline = await _interleaved(caller(await connect(target), "dessert_get_balance"), raw, few)
                 _overhead_row(label, mcp, baseline)
 
 
@@ -326,13 +283,6 @@ async def bench_naive(url: str, calls: int) -> None:
 # 3. Throughput -------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def ours_http_argv(workers: int) -> list[str]:
     return [PY, "-m", "dessert_mcp", "--transport", "http", "--workers", str(workers)]
 
@@ -340,14 +290,6 @@ def ours_http_argv(workers: int) -> list[str]:
 def constant_http_argv(workers: int) -> list[str]:
     """The ceiling: one constant tool on the same SDK, served as dessert-mcp serves (bench/constant_server.py)."""
     return [PY, str(HERE / "constant_server.py"), "--workers", str(workers)]
-
-
-def constant_uvicorn_argv(workers: int) -> list[str]:
-    """The same constant tool as uvicorn's command line serves it, `--workers` and all."""
-    return [
-        *(PY, "-m", "uvicorn", "--app-dir", str(HERE), "--factory", "constant_server:create_app"),
-        *("--workers", str(workers), "--log-level", "warning", "--no-access-log"),
-    ]
 
 
 @dataclass
@@ -359,38 +301,9 @@ class Served:
 @contextmanager
 def http_server(argv: list[str], env: dict[str, str]) -> Iterator[Served]:
     """Start an MCP server process on a free loopback port; yields it once it accepts connections."""
-    port = free_port()
     # The SDK logs each stateless request at INFO: kept out of the way, shown only if start-up fails.
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen([*argv, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=log)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                if proc.poll() is not None:
-                    log.seek(0)
-                    raise RuntimeError(f"{argv} exited with {proc.returncode}: {log.read()[-2000:].decode()}")
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-            yield Served(f"http://127.0.0.1:{port}/mcp", proc.pid)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=15)
-
-
-def _load(url: str, tool: str, seconds: float, protocol: str) -> float:
-    """Calls per second from bench/load.py, a separate process, at concurrency 16; every answer is checked."""
-    argv = [PY, str(HERE / "load.py"), url, tool, "--concurrency", "16", "--seconds", str(seconds)]
-    out = subprocess.run([*argv, "--protocol", protocol], capture_output=True, text=True, check=True).stdout
-    result = json.loads(out)
-    if result["errors"]:
-        raise RuntimeError(f"{result['errors']} of {result['calls']} calls to {tool} at {url} failed")
-    rate: float = result["rate"]
-    return rate
+    with started([*argv, "--port", "{port}"], env=env, ready=accepting, port=free_port()) as server:
+        yield Served(f"{server.url}/mcp", server.pid)
 
 
 def _upstream_requests(url: str) -> int:
@@ -404,12 +317,7 @@ def _server_cpu(served: Served) -> dict[int, float]:
     pids = [served.pid]
     children = Path(f"/proc/{served.pid}/task/{served.pid}/children").read_text().split()
     pids += [int(pid) for pid in children if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
-    return {pid: _ticks(pid) / os.sysconf("SC_CLK_TCK") for pid in pids}
-
-
-def _ticks(pid: int | str) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
+    return {pid: cpu_seconds(pid) for pid in pids}
 
 
 @dataclass
@@ -485,27 +393,6 @@ def bench_throughput(url: str, rounds: int, seconds: float) -> None:
                     ">= 0.80x",
                     ratio >= 0.80,
                 )
-    # What uvicorn's own serving would give the same ceiling: one process as it comes (no frozen heap), and
-    # `--workers 2`, whose shared socket leaves Nagle's algorithm on (uvicorn #3149).
-    for workers in (1, 2):
-        with (
-            http_server(constant_uvicorn_argv(workers), env) as plain,
-            http_server(constant_http_argv(workers), env) as ceil,
-        ):
-            theirs, same = [], []
-            for _ in range(rounds):
-                theirs.append(_load(plain.url, "constant", seconds, "2026-07-28"))
-                same.append(_load(ceil.url, "constant", seconds, "2026-07-28"))
-        a, b = statistics.median(theirs), statistics.median(same)
-        row(
-            f"constant tool, {workers} worker{'s' if workers > 1 else ''}, 2026-07-28 era, served by uvicorn's own "
-            f"command line{' --workers 2' if workers > 1 else ''}",
-            f"{a:.0f}/s",
-            f"dessert-mcp's serving {b:.0f}/s",
-            f"{a / b:.2f}x",
-            "report",
-            None,
-        )
 
 
 # 3b. The same job on the official TypeScript SDK and on the bare Python SDK -------------------------------------
@@ -690,13 +577,6 @@ async def bench_coalescing(url: str) -> None:
 # 5. Memory -------------------------------------------------------------------------------------------------------
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
 def _new_children(before: set[int]) -> list[int]:
     mine = f"PPid:\t{os.getpid()}"
     pids = {int(p) for p in os.listdir("/proc") if p.isdigit()} - before
@@ -711,13 +591,13 @@ async def bench_memory(url: str, calls: int) -> None:
     async with Client(params) as client:
         await client.list_tools()
         pid = _new_children(before)[0]
-        at_start = _rss_mb(pid)
+        at_start = rss_mb(pid)
         warm = 1000
         for i in range(calls):
             await client.call_tool("dessert_get_balance" if i % 2 else "dessert_get_usage", {})
             if i + 1 == warm:
-                after_warmup = _rss_mb(pid)
-        at_end = _rss_mb(pid)
+                after_warmup = rss_mb(pid)
+        at_end = rss_mb(pid)
     growth = at_end - after_warmup
     row(
         f"RSS growth from call {warm} to {calls}",
@@ -799,14 +679,11 @@ async def _stdio_latencies(url: str, rounds: int, calls: int) -> None:
             return call
 
         per_round: list[tuple[list[float], list[float]]] = []
-        ticks = [_ticks(pid) for pid in pids]
+        ticks = [cpu_seconds(pid) for pid in pids]
         for _ in range(rounds):
             sides = caller(ours, "dessert_get_balance", 0), caller(floor, "plain", 1)
             per_round.append(await _interleaved(*sides, calls))
-        cpu_ms = [
-            1e3 * (_ticks(pid) - before) / os.sysconf("SC_CLK_TCK") / n
-            for pid, before, n in zip(pids, ticks, made, strict=True)
-        ]
+        cpu_ms = [1e3 * (cpu_seconds(pid) - before) / n for pid, before, n in zip(pids, ticks, made, strict=True)]
     for label, p in (("p50", 0.5), ("p99", 0.99)):
         mine = [pct(a, p) for a, _ in per_round]
         theirs = [pct(b, p) for _, b in per_round]
@@ -928,10 +805,10 @@ def bench_abandoned_sessions(url: str, handshakes: int) -> None:
                     raise RuntimeError(f"initialize answered {response.status}")
 
             handshake()
-            before = _rss_mb(served.pid)
+            before = rss_mb(served.pid)
             for _ in range(handshakes):
                 handshake()
-            growth = _rss_mb(served.pid) - before
+            growth = rss_mb(served.pid) - before
         finally:
             connection.close()
     row(

@@ -13,7 +13,7 @@ import os
 
 import httpx2
 import uvicorn
-from run import sdk_floor_server
+from floor_server import sdk_floor_server
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="The bare-SDK get_balance server.")

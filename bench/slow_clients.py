@@ -27,13 +27,13 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from run import PY, free_port, pct, sandbox_process, server_env
+from run import PY, pct, sandbox_process, server_env
+from tests.support.processes import Process, free_port, healthz, started
 
 HERE = Path(__file__).parent
 SOFT_OPEN_FILES = 1024
@@ -78,36 +78,18 @@ def _limits(kind: str) -> Callable[[], None] | None:
     return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (SOFT_OPEN_FILES, hard))
 
 
-@dataclass
-class Running:
-    port: int
-    log: Path
-
-
 @contextlib.contextmanager
-def start(candidate: Candidate, env: dict[str, str]) -> Iterator[Running]:
-    port = free_port()
-    argv = [a.replace("{port}", str(port)) for a in candidate.argv]
-    with tempfile.TemporaryDirectory() as tmp:
-        log = Path(tmp) / "server.log"
-        with log.open("wb") as err:
-            proc = subprocess.Popen(
-                argv, cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_limits(candidate.limit)
-            )
-            try:
-                deadline = time.monotonic() + 60
-                while _healthz(port) is None:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"{candidate.name} did not start: {log.read_text()[-2000:]}")
-                    time.sleep(0.1)
-                yield Running(port, log)
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+def start(candidate: Candidate, env: dict[str, str]) -> Iterator[Process]:
+    with started(
+        list(candidate.argv),
+        env=env,
+        ready=healthz,
+        port=free_port(),
+        cwd=HERE,
+        preexec_fn=_limits(candidate.limit),
+        stdout=subprocess.DEVNULL,  # the log growth counted is what the server writes to stderr
+    ) as running:
+        yield running
 
 
 def _healthz(port: int) -> float | None:
@@ -152,17 +134,19 @@ class Attack:
     log_lines: int
 
 
-def attack(running: Running, kind: str, seconds: float) -> Attack:
+def attack(running: Process, kind: str, seconds: float) -> Attack:
     """Hold HELD connections for `seconds` and probe /healthz once a second meanwhile."""
+    port = running.port
+    assert port is not None
     before = running.log.read_bytes()
     latencies: list[float] = []
     probes = 0
-    with held_connections(running.port, HELD, kind):
+    with held_connections(port, HELD, kind):
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             probes += 1
             started = time.monotonic()
-            latency = _healthz(running.port)
+            latency = _healthz(port)
             if latency is not None:
                 latencies.append(latency)
             time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))

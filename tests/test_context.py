@@ -140,3 +140,28 @@ async def test_an_unknown_prompt_is_refused_as_invalid_params_naming_the_prompts
     assert caught.value.error.code == INVALID_PARAMS
     assert "'spend_repot'" in caught.value.error.message
     assert "spend_report, can_i_afford" in caught.value.error.message
+
+
+async def test_with_kept_history_spend_per_day_over_the_last_7_30_or_90_days_is_a_resource(
+    fake_api: FakeDessertAPI,
+) -> None:
+    async with _memory(fake_api) as client:
+        templates = {t.uri_template: t for t in (await client.list_resource_templates()).resource_templates}
+        week = json.loads(_text((await client.read_resource("dessert://spend/7")).contents))
+        quarter = json.loads(_text((await client.read_resource("dessert://spend/90")).contents))
+        with pytest.raises(MCPError) as caught:
+            await client.read_resource("dessert://spend/365")
+    assert "dessert_get_spend" in (templates["dessert://spend/{days}"].description or "")
+    assert week["period"] == quarter["period"] == "day"
+    assert 7 <= len(week["periods"]) <= 8  # the days the range touches, today's part included
+    assert 90 <= len(quarter["periods"]) <= 91
+    assert {"history_complete", "seams", "total"} <= set(week)
+    assert caught.value.error.code == INVALID_PARAMS
+    assert "days must be one of 7, 30, 90" in str(caught.value)
+
+
+async def test_without_kept_history_there_is_no_spend_resource(fake_api: FakeDessertAPI) -> None:
+    env = {"DESSERT_API_KEY": CANARY_KEY, "DESSERT_API_BASE_URL": FAKE_BASE_URL, "DESSERT_LEDGER": "off"}
+    async with Client(build_server(Settings.from_env(env), transport=fake_api.transport())) as client:
+        templates = (await client.list_resource_templates()).resource_templates
+    assert "dessert://spend/{days}" not in {t.uri_template for t in templates}

@@ -47,7 +47,7 @@ async def test_a_real_stdio_session_lists_and_calls_both_tools(canary_sandbox: T
         names = [t.name for t in (await client.list_tools()).tools]
         balance = await client.call_tool("dessert.get_balance", {})
         usage = await client.call_tool("dessert_get_usage", {"limit": 3})
-    assert names == ["dessert_get_balance", "dessert_get_usage"]
+    assert names == ["dessert_get_balance", "dessert_get_usage", "dessert_get_spend"]
     assert balance.structured_content is not None
     assert balance.structured_content["credits_balance"] == 205
     assert usage.structured_content is not None
@@ -58,7 +58,7 @@ async def test_claude_desktop_is_shown_underscore_names_over_stdio(canary_sandbo
     client = Client(_params(_env(canary_sandbox)), client_info=Implementation(name="claude-ai", version="0.14"))
     async with client:
         names = [t.name for t in (await client.list_tools()).tools]
-    assert names == ["dessert_get_balance", "dessert_get_usage"]
+    assert names == ["dessert_get_balance", "dessert_get_usage", "dessert_get_spend"]
 
 
 async def test_the_embedded_sandbox_needs_no_account() -> None:
@@ -77,7 +77,7 @@ async def test_without_a_key_the_server_starts_lists_tools_and_explains_each_cal
     async with Client(_params(env)) as client:
         listed = await client.list_tools()
         result = await client.call_tool("dessert.get_balance", {})
-    assert len(listed.tools) == 2
+    assert len(listed.tools) == 3
     assert result.is_error is True
     block = result.content[0]
     assert isinstance(block, TextContent)
@@ -191,7 +191,11 @@ async def test_an_open_listen_stream_does_not_keep_the_server_alive_after_stdin_
         }
     )
     listed = await server.request("tools/list", {"_meta": meta})
-    assert [t["name"] for t in listed["result"]["tools"]] == ["dessert_get_balance", "dessert_get_usage"]
+    assert [t["name"] for t in listed["result"]["tools"]] == [
+        "dessert_get_balance",
+        "dessert_get_usage",
+        "dessert_get_spend",
+    ]
     assert server.process.stdin is not None
     server.process.stdin.close()
     await asyncio.wait_for(server.process.wait(), timeout=5)  # the drain deadline is 30 s

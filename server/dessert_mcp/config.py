@@ -34,10 +34,10 @@ DEFAULT_TIMEOUT_S: Final = 25.0
 DEFAULT_MAX_ATTEMPTS: Final = 3
 DEFAULT_BACKOFF_S: Final = 0.5
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
-# With --auth, upstream calls one account may have in flight at once; more wait their turn.
 DEFAULT_ACCOUNT_CONCURRENCY: Final = 4
 # The ledger's poller (ledger/poller.py): the bounds of its interval per account.
 DEFAULT_LEDGER_POLL_MIN_S: Final = 10.0
+MAX_LEDGER_RETENTION_DAYS: Final = 36500
 DEFAULT_LEDGER_POLL_MAX_S: Final = 300.0
 
 # Where a setting applies, as --help and the README say it (the packaging test reads the "HTTP transports only").
@@ -134,9 +134,8 @@ class Setting:
 
 
 def setting(env: str | None, read: Reader | None, help: str, default: Any = MISSING, **kwargs: Any) -> Any:
-    """A dataclass field that is a setting (see the module's docstring); `kwargs` are `Setting`'s, and `repr`."""
-    repr_ = kwargs.pop("repr", True)
-    return field(default=default, repr=repr_, metadata={"setting": Setting(env, read, help, **kwargs)})
+    """A dataclass field that is a setting (see the module's docstring); `kwargs` are `Setting`'s."""
+    return field(default=default, metadata={"setting": Setting(env, read, help, **kwargs)})
 
 
 def declared(cls: type) -> dict[str, Setting]:
@@ -307,6 +306,14 @@ class Settings:
         "the ledger's poller reads only the accounts used through this server within this many seconds.",
         24 * 3600.0,
         applies=WITH_AUTH,
+    )
+    ledger_retention_days: int = setting(
+        "DESSERT_LEDGER_RETENTION_DAYS",
+        number(0, MAX_LEDGER_RETENTION_DAYS, whole=True),
+        "Days of usage history the ledger keeps (0: all of it). A running server deletes older rows and balance "
+        "snapshots once an hour; replicas sharing a database take turns. `dessert-mcp ledger forget` deletes one "
+        "account's history at once.",
+        0,
     )
     alert_balance_below: int = setting(
         "DESSERT_ALERT_BALANCE_BELOW",

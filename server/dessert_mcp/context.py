@@ -1,11 +1,12 @@
-"""Context for hosts that attach it: the balance and usage as read-only resources, and two prompts."""
+"""Context for hosts that attach it: the balance and usage as read-only resources (and, with kept history, spend per
+day over the last days), and two prompts."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict
-from datetime import UTC, datetime
-from typing import Annotated, Any, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Final, Protocol
 
 from mcp import MCPError
 from mcp.server.mcpserver import MCPServer
@@ -15,7 +16,11 @@ from pydantic import BaseModel, Field
 
 from dessert_mcp.alerts import ALERTS_URI, Alert
 from dessert_mcp.client import DessertAPIError
+from dessert_mcp.history import SpendArguments, SpendResult
 from dessert_mcp.models import BalanceReport, UsageArguments, UsageReport
+
+# The spend resource's ranges: the dashboard's, and no longer than get_spend lists days for (100 periods).
+SPEND_DAYS: Final = (7, 30, 90)
 
 
 class Reads(Protocol):
@@ -25,11 +30,14 @@ class Reads(Protocol):
 
     async def usage(self, arguments: UsageArguments) -> UsageReport: ...
 
+    async def spend(self, arguments: SpendArguments) -> SpendResult: ...
+
     async def alerts(self) -> list[Alert]: ...
 
 
-def add_resources(server: MCPServer[Any], service: Reads, names: Mapping[str, str]) -> None:
-    """`dessert://balance` and `dessert://usage`: the tools' results (without arguments) as JSON.
+def add_resources(server: MCPServer[Any], service: Reads, names: Mapping[str, str], *, history: bool = False) -> None:
+    """`dessert://balance` and `dessert://usage`: the tools' results (without arguments) as JSON; with kept
+    `history`, `dessert://spend/{days}` too: get_spend per day over the last 7, 30 or 90 days.
 
     `names` maps each documented tool name to the one clients are listed (listing.shown_names).
     """
@@ -59,6 +67,30 @@ def add_resources(server: MCPServer[Any], service: Reads, names: Mapping[str, st
     async def usage() -> str:
         try:
             return (await service.usage(UsageArguments())).model_dump_json()
+        except DessertAPIError as exc:
+            raise ResourceError(f"{exc.message} ({exc.code})") from None
+
+    if not history:
+        return
+
+    @server.resource(
+        "dessert://spend/{days}",
+        name="spend",
+        title="Dessert credit spend per day",
+        description=f"The same JSON as {names['dessert.get_spend']} per day over the last {{days}} days "
+        f"({', '.join(map(str, SPEND_DAYS))}), from the history this server keeps: totals by type and ad format, "
+        "and where the history has gaps.",
+        mime_type="application/json",
+    )
+    async def spend(days: str) -> str:
+        if not days.isdigit() or int(days) not in SPEND_DAYS:
+            # The caller's mistake: a protocol error the host shows, with the reason (the SDK hides others).
+            choices = ", ".join(map(str, SPEND_DAYS))
+            raise MCPError(code=INVALID_PARAMS, message=f"days must be one of {choices}; got {days!r}.")
+        until = datetime.now(UTC)
+        arguments = SpendArguments(since=until - timedelta(days=int(days)), until=until, period="day")
+        try:
+            return (await service.spend(arguments)).model_dump_json()
         except DessertAPIError as exc:
             raise ResourceError(f"{exc.message} ({exc.code})") from None
 

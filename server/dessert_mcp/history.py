@@ -136,8 +136,7 @@ class UsageHistory:
         since, until, cursor = as_utc(arguments.since), as_utc(ranged.until), ranged.cursor
         feed = sorted(usage.recent_transactions, key=lambda tx: tx.timestamp, reverse=True)
         in_window = cursor is None and (window_covers(feed, since) or (since is None and until is None))
-        if self._recorder is None or in_window or not self._recorder.writing:
-            # Within one API answer, or nothing to add to it: without the ledger's writes it lacks this answer.
+        if self._recorder is None or in_window:
             report = UsageReport.build(usage, limit=arguments.limit, types=arguments.types, since=since, until=until)
             return await self._with_forecast(report, account)
         limit = arguments.limit or PAGE_ROWS

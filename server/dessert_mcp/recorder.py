@@ -10,17 +10,21 @@ API's own answer instead.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
 from anyio.abc import ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
-from dessert_mcp.alerts.store import AlertStore, InMemoryAlertStore
-from dessert_mcp.ledger import InMemoryLedger, Ledger
+from dessert_mcp.ledger import Ledger
 from dessert_mcp.telemetry import Observer
+
+if TYPE_CHECKING:  # the alerts wing imports history, which imports this module
+    from dessert_mcp.alerts.store import AlertStore
 
 logger = logging.getLogger("dessert_mcp")
 
@@ -29,7 +33,7 @@ QUEUE_SIZE: Final = 1024
 # How long a read waits for the ledger (after the writes queued before it) before the call answers without it.
 READ_WAIT_S: Final = 5.0
 # How long a stopping server lets queued writes finish.
-DRAIN_WAIT_S: Final = 5.0
+DRAIN_WAIT_S: Final = 2.0
 
 T = TypeVar("T")
 Write = Callable[[Ledger], Awaitable[object]]
@@ -39,8 +43,9 @@ Queued = tuple[str, Write]
 class Recorder:
     """The ledger as the tools use it: fire-and-forget writes, bounded reads, failures counted and logged once."""
 
-    def __init__(self, ledger: Ledger, observer: Observer) -> None:
-        self.ledger = ledger
+    def __init__(self, open_ledger: Callable[[], Ledger], observer: Observer) -> None:
+        self._open = open_ledger
+        self._ledger: Ledger | None = None
         self._observer = observer
         self._send: MemoryObjectSendStream[Queued] | None = None
         self._pending = 0
@@ -67,7 +72,8 @@ class Recorder:
                 tg.cancel_scope.cancel()
                 with anyio.move_on_after(DRAIN_WAIT_S, shield=True):
                     try:
-                        await self.ledger.aclose()  # reopened on next use, should the service run again
+                        if self._ledger is not None:
+                            await self._ledger.aclose()  # reopened on next use, should the service run again
                     except Exception as exc:  # a database already gone: nothing left to close
                         logger.debug("Closing the ledger: %s", _reason(exc))
 
@@ -92,12 +98,15 @@ class Recorder:
         passes: tuple[type[Exception], ...] = (),
     ) -> T | None:
         """`read(ledger)`, once the writes queued so far are done (`after_writes`); None when the ledger fails or
-        takes too long. Exceptions of the `passes` types are the caller's (a cursor the ledger refuses): raised."""
+        takes too long, or while its writes fail (it lacks what calls just saw; and a SQLite file gone read-only can
+        fault a reader). Exceptions of the `passes` types are the caller's (a cursor the ledger refuses): raised."""
+        if not self.writing:
+            return None
         with anyio.move_on_after(READ_WAIT_S):
             try:
                 if after_writes:
                     await self._settled.wait()
-                answer = await read(self.ledger)
+                answer = await read(await self.opened())
             except passes:
                 raise
             except Exception as exc:  # whatever the database raises: the call goes on without the ledger
@@ -107,6 +116,14 @@ class Recorder:
             return answer
         self._failed("read", f"no answer within {READ_WAIT_S:g} s")
         return None
+
+    async def opened(self) -> Ledger:
+        """The ledger, opened on first use (a server that is never called loads no database library), in a worker
+        thread: importing the database libraries takes long enough to hold up the calls sharing the event loop."""
+        if self._ledger is None:
+            ledger = await anyio.to_thread.run_sync(self._open)
+            self._ledger = self._ledger or ledger
+        return self._ledger
 
     @property
     def writing(self) -> bool:
@@ -121,7 +138,7 @@ class Recorder:
         async with receive:
             async for operation, write in receive:
                 try:
-                    await write(self.ledger)
+                    await write(await self.opened())
                 except Exception as exc:  # whatever the database raises: counted, logged once, the call long gone
                     self._failed(operation, _reason(exc))
                 else:
@@ -149,24 +166,52 @@ class Recorder:
             logger.info("The ledger's %ss work again.", kind)
 
 
+def ledger_url() -> str:
+    """Where the ledger lives: DESSERT_MCP_DATABASE_URL, else a SQLite file in the user's data directory."""
+    from dessert_mcp.auth.config import OAuthConfig
+    from dessert_mcp.config import declared
+    from dessert_mcp.ledger.tables import default_ledger_url
+
+    return declared(OAuthConfig)["database_url"].value(os.environ) or default_ledger_url()
+
+
 def open_ledger() -> Ledger:
-    """The ledger in a SQLite file in the user's data directory (see `open_stores`)."""
+    """The ledger in its database (see `ledger_url` and `open_stores`)."""
     return open_stores()[0]
 
 
 def open_stores() -> tuple[Ledger, AlertStore]:
-    """The ledger and the alerts, in one SQLite file in the user's data directory. Without the storage libraries
-    (installed with the `remote` extra) both are in-process ones: kept for the life of the process."""
-    try:
-        from dessert_mcp.alerts.database import ALERTS_SCHEMA, DatabaseAlertStore
-        from dessert_mcp.ledger.database import DatabaseLedger
-        from dessert_mcp.ledger.tables import LEDGER_SCHEMA, default_ledger_url
-        from dessert_mcp.storage import Database
-    except ImportError:
-        logger.info("The ledger keeps history in memory only: its database needs dessert-mcp[remote].")
-        return InMemoryLedger(), InMemoryAlertStore()
-    database = Database(default_ledger_url(), schemas=[LEDGER_SCHEMA, ALERTS_SCHEMA], label="ledger database")
+    """The ledger and the alerts, in one database (see `ledger_url`)."""
+    from dessert_mcp.alerts.database import ALERTS_SCHEMA, DatabaseAlertStore
+    from dessert_mcp.ledger.database import DatabaseLedger
+    from dessert_mcp.ledger.tables import LEDGER_SCHEMA
+    from dessert_mcp.storage import Database
+
+    database = Database(ledger_url(), schemas=[LEDGER_SCHEMA, ALERTS_SCHEMA], label="ledger database")
     return DatabaseLedger(database), DatabaseAlertStore(database)
+
+
+class Stores:
+    """The ledger and the alert store of one database, opened together on the first use of either, once (the
+    recorder opens the ledger in a worker thread, a call may need the alerts first)."""
+
+    def __init__(self, open_both: Callable[[], tuple[Ledger, AlertStore]] = open_stores) -> None:
+        self._open = open_both
+        self._lock = threading.Lock()
+        self._opened: tuple[Ledger, AlertStore] | None = None
+
+    def opened(self) -> tuple[Ledger, AlertStore]:
+        with self._lock:
+            if self._opened is None:
+                self._opened = self._open()
+            return self._opened
+
+    def ledger(self) -> Ledger:
+        return self.opened()[0]
+
+    async def alerts(self) -> AlertStore:
+        """The alert store, opened in a worker thread like the ledger (importing the database libraries is slow)."""
+        return (await anyio.to_thread.run_sync(self.opened))[1]
 
 
 def _reason(exc: Exception) -> str:

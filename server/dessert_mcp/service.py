@@ -1,4 +1,4 @@
-"""The tools' shared state: the Dessert clients (one, or one per account with --auth), single-flight and the cache."""
+"""The tools' shared state: the Dessert client (one pool for every account), shared answers, per-account limits."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import anyio
 import httpx2
 from pydantic import BaseModel
 
-from dessert_mcp.alerts import Alert, AlertStore, InMemoryAlertStore, Publish, Thresholds, Watcher
+from dessert_mcp.alerts import Alert, AlertStore, InMemoryAlertStore, OpenedAlertStore, Publish, Thresholds, Watcher
 from dessert_mcp.auth.caller import CallerToken, caller_token
-from dessert_mcp.cache import BuiltFrom, TTLCache
-from dessert_mcp.client import KEY_HINT, DessertAPIError, DessertClient
+from dessert_mcp.cache import BuiltFrom
+from dessert_mcp.client import DessertAPIError, DessertClient
 from dessert_mcp.config import Settings
 from dessert_mcp.events import AccountBus
 from dessert_mcp.history import SpendArguments, SpendResult, UsageHistory
@@ -35,50 +35,36 @@ from dessert_mcp.models import (
     UsageArguments,
     UsageReport,
 )
-from dessert_mcp.recorder import Recorder, open_stores
+from dessert_mcp.recorder import Recorder, Stores
 from dessert_mcp.singleflight import SingleFlight
 from dessert_mcp.telemetry import NO_OBSERVER, Observer, mark_current_span
 
 logger = logging.getLogger("dessert_mcp")
 
-# With --auth: Dessert clients (each a connection pool) kept for the most recent callers.
-MAX_ACCOUNT_CLIENTS: Final = 1024
+# With --auth: the accounts whose state (key and concurrency limiter) is kept: those of the most recent callers.
+MAX_ACCOUNTS: Final = 1024
 
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
 AccountOf = Callable[[Ledger], Awaitable[str]]
 
 
-class _Shared(httpx2.AsyncBaseTransport):
-    """A test's transport lent to every account's client: closing one client must not close it for the others."""
-
-    def __init__(self, transport: httpx2.AsyncBaseTransport) -> None:
-        self._transport = transport
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        return await self._transport.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        pass
-
-
 @dataclass(eq=False)
 class _Account:
-    """One caller's Dessert client (its own connection pool) and its share of upstream concurrency."""
+    """One caller's key (as the one client calling with it, its headers made once) and share of upstream concurrency."""
 
     client: DessertClient
     limiter: anyio.CapacityLimiter
-    users: int = 0
+    users: int = 0  # calls in flight: an account with any keeps its limiter
     last_used: float = 0.0  # time.monotonic() of its caller's last call: the ledger's poller reads recent ones
 
 
 class DessertService:
-    """The tools' behaviour and their Dessert clients, shared for the life of the process.
+    """The tools' behaviour and their Dessert client, shared for the life of the process.
 
-    With one key (stdio, HTTP without --auth) there is one client, made from the settings. With `per_account`
-    (--auth) each request's caller brings their own key (`caller_token()`); each account gets its own client, kept
-    in a bounded LRU and closed when evicted, and at most `settings.account_concurrency` upstream calls at a
-    time. Identical calls in flight together share one upstream request, and cached answers are reused, only
-    within one account.
+    With one key (stdio, HTTP without --auth) the client is made from the settings. With `per_account` (--auth)
+    each request's caller brings their own key (`caller_token()`), used through the same client and connection pool,
+    and at most `settings.account_concurrency` upstream calls per account at a time. Identical calls in flight
+    together share one upstream request, and cached answers are reused, only within one account.
     """
 
     def __init__(
@@ -88,7 +74,7 @@ class DessertService:
         transport: httpx2.AsyncBaseTransport | None = None,
         observer: Observer = NO_OBSERVER,
         per_account: bool = False,
-        max_accounts: int = MAX_ACCOUNT_CLIENTS,
+        max_accounts: int = MAX_ACCOUNTS,
         ledger: Ledger | None = None,
         alerts: AlertStore | None = None,
         publish: Publish | None = None,
@@ -112,13 +98,11 @@ class DessertService:
         # With --auth oauth: the subjects whose accounts are still linked, as the token database says (another
         # process may have revoked one); None when it cannot say.
         self.linked_subjects: Callable[[], Awaitable[set[str] | None]] | None = None
-        # Identical GETs in flight at the same time share one upstream request (same key, same answer).
-        self._balance_flights: SingleFlight[Balance] = SingleFlight((DessertAPIError,))
-        self._usage_flights: SingleFlight[Usage] = SingleFlight((DessertAPIError,))
-        # Successful answers reused for a few seconds, per account, when DESSERT_CACHE_TTL_S asks for it.
+        # Identical GETs of one account share one upstream request while it is in flight, and its answer for
+        # DESSERT_CACHE_TTL_S seconds after.
         ttl = settings.cache_ttl_s
-        self._balance_cache: TTLCache[Balance] | None = TTLCache(ttl) if ttl > 0 else None
-        self._usage_cache: TTLCache[Usage] | None = TTLCache(ttl) if ttl > 0 else None
+        self._balances: SingleFlight[Balance] = SingleFlight((DessertAPIError,), ttl_s=ttl)
+        self._usages: SingleFlight[Usage] = SingleFlight((DessertAPIError,), ttl_s=ttl)
         # Calls that shared one balance answer share its report too.
         self._balance_report: BuiltFrom[Balance, BalanceReport] = BuiltFrom(BalanceReport.from_balance)
         self._alerted: tuple[BalanceReport, tuple[str, ...], BalanceReport] | None = None
@@ -128,13 +112,17 @@ class DessertService:
         publish = publish or self.events.publish_uris
         # Every change it keeps is published (`publish`) and judged by the alert rules (`self.watcher`).
         if settings.ledger:
+            # Both stores open on first use, from one database (a server never called loads no database library).
+            opened: Callable[[], Ledger]
             if ledger is None:
-                ledger, default_alerts = open_stores()
-                alerts = alerts or default_alerts
-            self.watcher: Watcher | None = Watcher(
-                alerts or InMemoryAlertStore(), alert_thresholds(settings), publish=publish, clock=clock
-            )
-            self.recorder: Recorder | None = Recorder(self.watcher.ledger(ledger), observer)
+                stores = Stores()
+                opened, alerts = stores.ledger, alerts or OpenedAlertStore(stores.alerts)
+            else:
+                given = ledger
+                opened = lambda: given  # noqa: E731
+            watcher = Watcher(alerts or InMemoryAlertStore(), alert_thresholds(settings), publish=publish, clock=clock)
+            self.watcher: Watcher | None = watcher
+            self.recorder: Recorder | None = Recorder(lambda: watcher.ledger(opened()), observer)
         else:
             self.watcher = None
             self.recorder = None
@@ -145,44 +133,36 @@ class DessertService:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[DessertService]:
-        """Open the HTTP client for the first user (the process, a session, a request) and close it after the last."""
+        """Open the client for the first user (the process, a session, a request) and close it after the last."""
         owner = self._users == 0
-        if owner and not self.per_account:
-            self._client = self._new_client(self.settings)
+        if owner:
+            self._client = DessertClient.from_settings(self.settings, transport=self._transport, observer=self.observer)
         self._users += 1
         try:
             if owner and self.recorder is not None:
                 # The first user (the process's lifespan, in practice) drains the ledger's writes while it runs,
                 # and polls the accounts so that the ledger misses nothing between calls.
-                async with self.recorder.running(), self._polling(self.recorder.ledger):
+                async with self.recorder.running(), self._polling(self.recorder.opened), self._retention():
                     yield self
             else:
                 yield self
         finally:
             self._users -= 1
-            if self._users == 0:
-                clients = [a.client for a in self._accounts.values()]
-                if self._client is not None:
-                    clients.append(self._client)
-                self._client = None
+            if self._users == 0 and self._client is not None:
+                client, self._client = self._client, None
                 self._accounts.clear()
                 with anyio.CancelScope(shield=True):
-                    for client in clients:
-                        await client.aclose()
-
-    def _new_client(self, settings: Settings, key_hint: str = KEY_HINT) -> DessertClient:
-        transport = _Shared(self._transport) if self.per_account and self._transport is not None else self._transport
-        return DessertClient.from_settings(settings, transport=transport, observer=self.observer, key_hint=key_hint)
+                    await client.aclose()
 
     @property
     def client(self) -> DessertClient:
-        """The one client of single-key mode."""
+        """The client (of single-key mode; with --auth, each call's is `for_key` of it)."""
         if self._client is None:
             raise RuntimeError("the Dessert client is used outside the server's lifespan")
         return self._client
 
     async def balance(self) -> BalanceReport:
-        balance = await self._read(BALANCE_PATH, self._balance_flights, self._balance_cache, DessertClient.get_balance)
+        balance = await self._read(BALANCE_PATH, self._balances, DessertClient.get_balance)
         report = self._balance_report(balance)
         active = await self.active_alerts()
         if not active:
@@ -196,13 +176,16 @@ class DessertService:
 
     async def alerts(self) -> list[Alert]:
         """The caller's alerts, active and recent, newest first (none with the ledger off or failing)."""
-        watcher, account = self.watcher, self._ledger_account()
+        watcher = self.watcher
         if watcher is None or self.recorder is None:
             return []
-        if self.per_account or self._key_account is not None:
-            name: str | None = await account(self.recorder.ledger)
-        else:
-            name = await self.recorder.read(account, after_writes=False)
+        name: str | None
+        if self.per_account:
+            name = self._caller_account()
+        elif self._key_account is not None:
+            name = self._key_account
+        else:  # the key's account is resolved inside the ledger (the ledger keeps the hash's secret)
+            name = await self.recorder.read(self._ledger_account(), after_writes=False)
         return [] if name is None else await watcher.recent(name)
 
     async def set_alerts(self, arguments: AlertSettings) -> AlertThresholds:
@@ -231,12 +214,12 @@ class DessertService:
 
     async def usage(self, arguments: UsageArguments) -> UsageReport:
         account = self._ledger_account()
-        usage = await self._read(USAGE_PATH, self._usage_flights, self._usage_cache, DessertClient.get_usage)
+        usage = await self._read(USAGE_PATH, self._usages, DessertClient.get_usage)
         return await self._history.usage(usage, arguments, account)
 
     async def spend(self, arguments: SpendArguments) -> SpendResult:
         account = self._ledger_account()
-        usage = await self._read(USAGE_PATH, self._usage_flights, self._usage_cache, DessertClient.get_usage)
+        usage = await self._read(USAGE_PATH, self._usages, DessertClient.get_usage)
         return await self._history.spend(usage, arguments, account)
 
     @staticmethod
@@ -266,11 +249,13 @@ class DessertService:
 
         return by_key
 
-    def _record(self, answer: BaseModel) -> None:
+    def _record(self, answer: BaseModel, observed_at: datetime) -> None:
         """Hand a fresh answer from Dessert to the ledger, without waiting for it."""
         if self.recorder is None:
             return
-        account, observed_at = self._ledger_account(), self._clock()
+        # `observed_at`: when the request was sent, no later than Dessert's answer (a transaction made during the round
+        # trip must not fall inside a range the ledger calls complete).
+        account = self._ledger_account()
         if isinstance(answer, Usage):
 
             async def usage(ledger: Ledger) -> None:
@@ -285,61 +270,51 @@ class DessertService:
             self.recorder.write("record_balance", balance)
 
     async def _read(
-        self,
-        route: str,
-        flights: SingleFlight[AnswerT],
-        cache: TTLCache[AnswerT] | None,
-        get: Callable[[DessertClient], Awaitable[AnswerT]],
+        self, route: str, answers: SingleFlight[AnswerT], get: Callable[[DessertClient], Awaitable[AnswerT]]
     ) -> AnswerT:
-        """The caller's answer: from the cache, from an identical request in flight, or from Dessert (then cached)."""
+        """The caller's answer: kept, from an identical request in flight, or from Dessert."""
         if not self.per_account:
-            client = self.client
-            return await self._answer(route, client, flights, cache, lambda: get(client))
-        account, token = self._account()
+            return await self._answer(route, self.client, answers, get, None)
+        # Who is calling comes from the bearer token the SDK accepted for this request; never the operator's key.
+        token = caller_token()
+        if token is None or token.subject is None:
+            raise DessertAPIError(
+                "This request carries no caller credential; send Authorization: Bearer <token>.", code="not_configured"
+            )
+        account = self._account(token)
         account.users += 1
         try:
-            if len(self._accounts) > self._max_accounts:
-                await self._evict()
-
-            async def limited() -> AnswerT:
-                if account.limiter.available_tokens == 0:
-                    logger.debug(
-                        "An account is at its limit of %d Dessert calls at once; this one waits",
-                        self.settings.account_concurrency,
-                    )
-                async with account.limiter:
-                    return await get(account.client)
-
-            try:
-                answer = await self._answer(route, account.client, flights, cache, limited)
-            except DessertAPIError as exc:
-                if exc.code == "auth_invalid":
-                    token.dessert_said(accepted=False)
-                raise
-            token.dessert_said(accepted=True)
-            return answer
+            answer = await self._answer(route, account.client, answers, get, account.limiter)
+        except DessertAPIError as exc:
+            if exc.code == "auth_invalid":
+                token.dessert_said(accepted=False)
+            raise
         finally:
             account.users -= 1
+        token.dessert_said(accepted=True)
+        return answer
 
     async def _answer(
         self,
         route: str,
         client: DessertClient,
-        flights: SingleFlight[AnswerT],
-        cache: TTLCache[AnswerT] | None,
-        call: Callable[[], Awaitable[AnswerT]],
+        answers: SingleFlight[AnswerT],
+        get: Callable[[DessertClient], Awaitable[AnswerT]],
+        limiter: anyio.CapacityLimiter | None,
     ) -> AnswerT:
-        key = (client.account, route)
-        if cache is not None and (cached := cache.get(key)) is not None:
-            self.observer.cache_hit(route)
-            mark_current_span("dessert.cache.hit")
-            return cached
-
         async def ask() -> AnswerT:
-            answer = await call()
-            if cache is not None:
-                cache.put(key, answer)
-            self._record(answer)
+            if limiter is None:
+                sent_at = self._clock()
+                answer = await get(client)
+            else:
+                if limiter.available_tokens == 0:
+                    logger.debug(
+                        "An account is at its limit of %d Dessert calls at once; this one waits", limiter.total_tokens
+                    )
+                async with limiter:
+                    sent_at = self._clock()
+                    answer = await get(client)
+            self._record(answer, sent_at)
             if self.poller is not None and isinstance(answer, Usage):
                 self.poller.answered(client.account, answer)  # a read: the poller's next one can wait
             return answer
@@ -348,43 +323,29 @@ class DessertService:
             self.observer.shared(route)
             mark_current_span("dessert.upstream.shared")
 
-        return await flights.run(f"{client.account} {route}", ask, on_shared=shared)
+        def kept() -> None:
+            self.observer.cache_hit(route)
+            mark_current_span("dessert.cache.hit")
 
-    def _account(self) -> tuple[_Account, CallerToken]:
-        """The caller's client, made on first use and moved to the recent end of the LRU (see `_evict`).
+        return await answers.run(client.account, ask, on_shared=shared, on_kept=kept)
 
-        Who is calling comes from the bearer token the SDK accepted for this request; never the operator's key.
-        """
-        token = caller_token()
-        if token is None or token.subject is None:
-            raise DessertAPIError(
-                "This request carries no caller credential; send Authorization: Bearer <token>.", code="not_configured"
-            )
-        if self._users == 0:
-            raise RuntimeError("the Dessert clients are used outside the server's lifespan")
-        account = self._accounts.get(token.subject)
+    def _account(self, token: CallerToken) -> _Account:
+        """The caller's state, made on first use and moved to the recent end of the LRU (a subject names one key).
+        Beyond `max_accounts` the least recently used idle ones go (an account with a call in flight stays)."""
+        subject = str(token.subject)
+        account = self._accounts.get(subject)
         if account is None:
-            client = self._new_client(replace(self.settings, api_key=token.key, api_key_problem=None), token.key_hint)
-            account = self._accounts[token.subject] = _Account(
-                client, anyio.CapacityLimiter(self.settings.account_concurrency)
-            )
-        self._accounts.move_to_end(token.subject)
+            limiter = anyio.CapacityLimiter(self.settings.account_concurrency)
+            account = self._accounts[subject] = _Account(self.client.for_key(token.key, token.key_hint), limiter)
+            excess = len(self._accounts) - self._max_accounts
+            for idle in [s for s, a in self._accounts.items() if a.users == 0 and s != subject][: max(excess, 0)]:
+                del self._accounts[idle]
+        self._accounts.move_to_end(subject)
         account.last_used = time.monotonic()
-        return account, token
-
-    async def _evict(self) -> None:
-        """Close the least recently used idle clients beyond the bound. An account with a call in flight keeps its
-        client (and its limiter); the bound holds again once it is idle."""
-        excess = len(self._accounts) - self._max_accounts
-        if excess <= 0:  # also what keeps idle[:excess] below from taking all but the last few
-            return
-        idle = [identity for identity, a in self._accounts.items() if a.users == 0]
-        for identity in idle[:excess]:
-            with anyio.CancelScope(shield=True):
-                await self._accounts.pop(identity).client.aclose()
+        return account
 
     @asynccontextmanager
-    async def _polling(self, ledger: Ledger) -> AsyncIterator[None]:
+    async def _polling(self, ledger: Callable[[], Awaitable[Ledger]]) -> AsyncIterator[None]:
         """The ledger's poller, for as long as the block runs (none with DESSERT_LEDGER_POLL=off)."""
         if not self.settings.ledger_poll:
             yield
@@ -405,14 +366,40 @@ class DessertService:
         finally:
             self.poller = None
 
-    async def poll_targets(self, ledger: Ledger) -> list[PollTarget]:
+    @asynccontextmanager
+    async def _retention(self) -> AsyncIterator[None]:
+        """Hourly deletion of rows older than DESSERT_LEDGER_RETENTION_DAYS, by one replica per database (none
+        when it is 0, or for the in-process ledger, which lives no longer than the process)."""
+        days = self.settings.ledger_retention_days
+        if not days or self.recorder is None:
+            yield
+            return
+        ledger = await self.recorder.opened()  # the ledger opens at start only when it has rows to prune
+        database = getattr(ledger, "database", None)
+        if database is None:
+            yield
+            return
+        from dessert_mcp.ledger.retention import retention_chore
+
+        chore = retention_chore(database, ledger, days)
+        chore.start()
+        try:
+            yield
+        finally:
+            await chore.aclose()
+
+    async def poll_targets(self, ledger: Ledger | Callable[[], Awaitable[Ledger]]) -> list[PollTarget]:
         """What the ledger's poller reads: the one key's account; with --auth, the accounts whose callers used this
         server within DESSERT_LEDGER_POLL_RECENT_S and that were not revoked here, each with its caller's client."""
         if not self.per_account:
             if self._client is None or self.settings.api_key is None:
                 return []
             by_key = self._ledger_account()
-            return [PollTarget(self._client, lambda: by_key(ledger))]
+
+            async def account() -> str:
+                return await by_key(await ledger() if callable(ledger) else ledger)
+
+            return [PollTarget(self._client, account)]
         recent = time.monotonic() - self.settings.ledger_poll_recent_s
         used = {s: a for s, a in self._accounts.items() if a.last_used >= recent and s not in self._revoked}
         if used and self.linked_subjects is not None and (linked := await self.linked_subjects()) is not None:

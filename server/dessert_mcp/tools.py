@@ -332,7 +332,7 @@ def build_server(
         **(auth or {}),
     )
     names = shown_names(settings.tool_names)
-    add_resources(server, service, names)
+    add_resources(server, service, names, history=service.recorder is not None)
     if service.watcher is not None:
         add_alerts_resource(server, service)
     add_prompts(server, names)

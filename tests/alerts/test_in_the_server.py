@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import anyio
 import httpx2
+import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ResourceUpdated
 
-from dessert_mcp.alerts import ALERTS_URI
+from dessert_mcp.alerts import ALERTS_URI, AlertStore, OpenedAlertStore
 from dessert_mcp.alerts.database import DatabaseAlertStore
 from dessert_mcp.config import Settings
 from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
+from dessert_mcp.ledger import Ledger
+from dessert_mcp.recorder import Stores, open_stores
 from dessert_mcp.sandbox import SandboxAccount
 from dessert_mcp.service import DessertService
 from dessert_mcp.tools import build_server
@@ -33,7 +37,8 @@ async def test_a_low_balance_alert_is_kept_in_the_database_listed_carried_by_get
     settings = sandbox_settings(sandbox, alert_balance_below=10**9)  # every balance is below it
     service = DessertService(settings)
     assert service.watcher is not None
-    assert isinstance(service.watcher.store, DatabaseAlertStore)  # the default: the ledger's database
+    store = service.watcher.store
+    assert isinstance(store, OpenedAlertStore)  # the default: the ledger's database, opened on first use
     async with Client(build_server(settings, service=service)) as client:
         async with client.listen(resource_subscriptions=[ALERTS_URI]) as subscription:
             first = await client.call_tool("dessert.get_balance", {})
@@ -53,6 +58,7 @@ async def test_a_low_balance_alert_is_kept_in_the_database_listed_carried_by_get
         assert alert["active"] is True
         assert alert["threshold"] == 10**9
         assert alert["cleared_at"] is None
+    assert isinstance(await store.opened(), DatabaseAlertStore)
 
 
 async def test_with_auth_each_account_sets_only_its_own_thresholds_and_only_its_own_alerts_fire() -> None:
@@ -85,3 +91,30 @@ async def test_with_auth_each_account_sets_only_its_own_thresholds_and_only_its_
             other = await call_tool(mcp_url, SECOND_KEY, "dessert.get_balance")
             assert other.structured_content is not None
             assert other.structured_content["alerts"] == []
+
+
+async def test_the_alert_store_opens_with_the_ledger_from_one_database_on_first_use_not_when_the_server_is_made(
+    sandbox: ThreadedFaultySandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database_file = tmp_path / "ledger.sqlite"
+    monkeypatch.setenv("DESSERT_MCP_DATABASE_URL", f"sqlite:///{database_file}")
+    opened: list[tuple[Ledger, AlertStore]] = []
+
+    def open_both() -> tuple[Ledger, AlertStore]:
+        opened.append(open_stores())
+        return opened[-1]
+
+    monkeypatch.setattr("dessert_mcp.service.Stores", lambda: Stores(open_both))
+    settings = sandbox_settings(sandbox, alert_balance_below=10**9)
+    service = DessertService(settings)
+    build_server(settings, service=service)
+    assert service.watcher is not None
+    assert service.recorder is not None
+    assert opened == []  # made and listed, never called: no database opened
+    store = service.watcher.store
+    assert isinstance(store, OpenedAlertStore)
+    assert (await store.recent("someone")) == []  # the alerts first: the ledger comes with them
+    ledger = await service.recorder.opened()
+    await ledger.aclose()  # the database both share
+    assert len(opened) == 1
+    assert database_file.exists()

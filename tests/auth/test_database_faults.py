@@ -23,7 +23,8 @@ from tests.auth.test_serving import remote_env
 from tests.support.api import CANARY_KEY
 from tests.support.auth import FlowClient
 from tests.support.faults import ThreadedFaultySandbox
-from tests.support.servers import cli_process, free_port
+from tests.support.processes import free_port
+from tests.support.servers import cli_process
 
 
 @contextlib.contextmanager

@@ -12,7 +12,8 @@ from tests.auth.test_serving import remote_env
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.auth import FlowClient, call_tool, pkce
 from tests.support.faults import ThreadedFaultySandbox
-from tests.support.servers import cli_server, free_port
+from tests.support.processes import free_port
+from tests.support.servers import cli_server
 
 
 def _stored_secrets(database: Path) -> list[str]:

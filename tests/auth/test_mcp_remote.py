@@ -24,7 +24,8 @@ from playwright.async_api import async_playwright
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.auth import CHROMIUM, CHROMIUM_FLAGS, oauth_env
 from tests.support.faults import ThreadedFaultySandbox
-from tests.support.servers import cli_server, free_port
+from tests.support.processes import free_port
+from tests.support.servers import cli_server
 
 MCP_REMOTE_VERSION = "0.15.1"
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,7 +166,7 @@ async def test_mcp_remote_registers_signs_in_through_chromium_and_proxies_both_t
                     balance_again = await client.call_tool("dessert.get_balance", {})
         finally:
             again_log = again.close()
-    assert sorted(t.name for t in tools.tools) == ["dessert.get_balance", "dessert.get_usage"]
+    assert sorted(t.name for t in tools.tools) == ["dessert.get_balance", "dessert.get_spend", "dessert.get_usage"]
     for result in (balance, balance_again):
         assert not result.is_error, result
         assert result.structured_content is not None

@@ -35,7 +35,8 @@ from starlette.routing import Route as StarletteRoute
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.auth import CHROMIUM, CHROMIUM_FLAGS, oauth_env, serve_auth
 from tests.support.faults import ThreadedFaultySandbox
-from tests.support.servers import ServedApp, cli_server, free_port
+from tests.support.processes import free_port
+from tests.support.servers import ServedApp, cli_server
 
 CALLBACK = "http://127.0.0.1:9/oauth/callback"  # never listened on: the browser's request to it is intercepted
 
@@ -134,7 +135,7 @@ async def test_the_sdk_client_registers_signs_in_through_chromium_and_calls_both
     with cli_server(args, env, tmp_path / "server.log", port=port) as url:
         tools, result, usage, storage = await run_flow(url + "/mcp", person)
     assert_no_secret((tmp_path / "server.log").read_text())
-    assert sorted(t.name for t in tools.tools) == ["dessert.get_balance", "dessert.get_usage"]
+    assert sorted(t.name for t in tools.tools) == ["dessert.get_balance", "dessert.get_spend", "dessert.get_usage"]
     assert not result.is_error, result
     expected = canary_api.sandbox.account.balance()["credits_balance"]
     assert result.structured_content["credits_balance"] == expected

@@ -3,19 +3,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support import ROOT, STARTUP_TIMEOUT_S
-from tests.support.servers import free_port
+from tests.support.processes import free_port, immediately, started
 
 REMOTE = ROOT / "docs" / "remote.md"
 PORTS = ("8765", "8001", "8002")  # the recipe's ports, each swapped for a free one so parallel runs do not collide
@@ -41,22 +38,12 @@ def test_the_try_it_locally_recipe_calls_a_tool_in_both_remote_modes(tmp_path: P
         "XDG_STATE_HOME": str(tmp_path / "state"),
         "TMPDIR": str(tmp_path),
     }
-    process = subprocess.Popen(
-        ["bash", "-e", "-c", script],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,  # the servers it starts in the background are in its group, stopped with it
-    )
-    try:
-        out, err = process.communicate(timeout=3 * STARTUP_TIMEOUT_S)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    assert process.returncode == 0, out + err
+    # The servers it starts in the background are in its process group, stopped with it.
+    with started(
+        ["bash", "-e", "-c", script], env=env, ready=immediately, log=tmp_path / "recipe.log", group=True, cwd=ROOT
+    ) as run:
+        returncode = run.wait(3 * STARTUP_TIMEOUT_S)
+        out = run.output()
+    assert returncode == 0, out
     assert out.count('"credits_balance": 205') + out.count('"credits_balance":205') == 2, out
-    assert "Traceback" not in err, err
+    assert "Traceback" not in out, out

@@ -16,7 +16,8 @@ from tests.auth.conftest import OTHER_KEY, SECOND_BALANCE, SECOND_KEY
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.auth import FlowClient, call_tool
 from tests.support.faults import ThreadedFaultySandbox
-from tests.support.servers import cli_server, free_port, worker_pids
+from tests.support.processes import free_port
+from tests.support.servers import cli_server, worker_pids
 
 
 def remote_env(sandbox: ThreadedFaultySandbox | None = None, **extra: str) -> dict[str, str]:

@@ -18,10 +18,11 @@ from mcp import Client
 
 from dessert_mcp.sandbox import SANDBOX_KEY
 from dessert_mcp.tools import build_server
-from tests.support import ROOT
+from tests.support import ROOT, STARTUP_TIMEOUT_S
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.faults import ThreadedFaultySandbox
-from tests.support.servers import STARTUP_TIMEOUT_S, cli_server, sandbox_settings
+from tests.support.processes import printed, started
+from tests.support.servers import cli_server, sandbox_settings
 from tests.support.settings import options_the_cli_reads, settings_the_code_reads
 
 
@@ -51,7 +52,7 @@ def test_help_explains_every_option_and_variable() -> None:
     top = listings[()]
     for setting in sorted(settings_the_code_reads()):
         assert setting in top, f"`dessert-mcp --help` does not name {setting}"
-    for command in ("sandbox", "check", "demo", "config", "accounts"):
+    for command in ("sandbox", "check", "demo", "config", "accounts", "ledger"):
         assert command in top, command
 
 
@@ -176,29 +177,18 @@ def test_an_invalid_setting_stops_start_up_with_a_clear_message() -> None:
     assert "configuration error: DESSERT_MCP_TOOL_NAMES must be one of auto, dotted, underscore" in result.stderr
 
 
-def test_the_sandbox_command_serves_the_api_and_prints_its_key() -> None:
+def test_the_sandbox_command_serves_the_api_and_prints_its_key(tmp_path: Path) -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")}
-    with subprocess.Popen(
-        [sys.executable, "-m", "dessert_mcp", "sandbox", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=base,
-    ) as process:
-        try:
-            assert process.stdout is not None
-            first = process.stdout.readline()
-            url = first.rsplit(" ", 1)[-1].strip()
-            assert url.startswith("http://127.0.0.1:")
-            rest = process.stdout.readline() + process.stdout.readline()
-            assert SANDBOX_KEY in rest
-            ok = httpx2.get(f"{url}/v1/balance", headers={"Authorization": f"Bearer {SANDBOX_KEY}"})
-            denied = httpx2.get(f"{url}/v1/balance")
-            assert ok.json()["credits_balance"] == 205
-            assert denied.status_code == 401
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+    argv = [sys.executable, "-m", "dessert_mcp", "sandbox", "--port", "0"]
+    with started(argv, env=base, ready=printed(r"Press Ctrl\+C to stop\."), log=tmp_path / "sandbox.log") as sandbox:
+        first, rest = sandbox.output().split("\n", 1)
+        url = first.rsplit(" ", 1)[-1].strip()
+        assert url.startswith("http://127.0.0.1:")
+        assert SANDBOX_KEY in rest
+        ok = httpx2.get(f"{url}/v1/balance", headers={"Authorization": f"Bearer {SANDBOX_KEY}"})
+        denied = httpx2.get(f"{url}/v1/balance")
+        assert ok.json()["credits_balance"] == 205
+        assert denied.status_code == 401
 
 
 @pytest.mark.parametrize(
@@ -357,28 +347,17 @@ def test_a_malformed_encryption_key_is_one_line_naming_the_command_that_makes_on
     ],
     ids=["http", "sse", "two workers", "sandbox"],
 )
-def test_ctrl_c_stops_a_server_quietly(args: list[str], ready: str) -> None:
+def test_ctrl_c_stops_a_server_quietly(args: list[str], ready: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")} | {"DESSERT_MCP_LOG_LEVEL": "INFO"}
-    with subprocess.Popen(
-        [sys.executable, "-m", "dessert_mcp", *args, "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    ) as process:
-        assert process.stdout is not None
-        seen = []
-        for line in process.stdout:  # the event: the server says it is up (the read ends if it exits instead)
-            seen.append(line)
-            if ready in line:
-                break
-        assert ready in "".join(seen), "".join(seen)
-        process.send_signal(signal.SIGINT)  # what Ctrl+C sends
-        rest = process.communicate(timeout=STARTUP_TIMEOUT_S)[0]
+    argv = [sys.executable, "-m", "dessert_mcp", *args, "--port", "0"]
+    # The event: the server says it is up.
+    with started(argv, env=env, ready=printed(re.escape(ready)), log=tmp_path / "server.log") as server:
+        server.popen.send_signal(signal.SIGINT)  # what Ctrl+C sends
+        returncode = server.wait(STARTUP_TIMEOUT_S)
+        rest = server.output()
     assert "Traceback" not in rest
     assert "KeyboardInterrupt" not in rest
-    assert process.returncode in (0, 130), rest
+    assert returncode in (0, 130), rest
 
 
 def test_streamable_http_the_specs_own_name_is_a_transport_alias(tmp_path: Path) -> None:

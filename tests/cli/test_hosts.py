@@ -20,7 +20,7 @@ from tests.support.faults import ThreadedFaultySandbox
 from tests.support.hosts import parse, print_config, resolve_as_the_host_would
 from tests.support.measured import host_default_env
 
-UNDERSCORE_NAMES = ["dessert_get_balance", "dessert_get_usage"]
+UNDERSCORE_NAMES = ["dessert_get_balance", "dessert_get_usage", "dessert_get_spend"]
 SETTINGS_READ = set(re.findall(r'"(DESSERT_[A-Z_]+)"', Path(config.__file__).read_text()))
 
 

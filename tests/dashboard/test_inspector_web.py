@@ -18,7 +18,7 @@ from tests.support.faults import ThreadedFaultySandbox
 from tests.support.inspector import Inspector, open_app, set_host_theme
 
 NEWEST = "API ad generation (count=3, format=full)"
-BALANCE, USAGE = tool_names_for("auto")  # what the default lists; the Inspector calls only listed names
+BALANCE, USAGE, _SPEND = tool_names_for("auto")  # what the default lists; the Inspector calls only listed names
 MINUS = "\N{MINUS SIGN}"  # how the page writes negative credits
 
 

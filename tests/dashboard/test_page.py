@@ -49,7 +49,7 @@ def test_the_page_sources_typecheck(ui_installed: Path) -> None:
 
 
 def test_the_page_logic_unit_tests_pass(ui_installed: Path) -> None:
-    tested = run(str(ui_installed), "--test", "test/model.test.ts")
+    tested = run(str(ui_installed), "--test", "test/model.test.ts", "test/history.test.ts")
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 

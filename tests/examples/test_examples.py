@@ -88,7 +88,11 @@ def check_tools_and_results(example: Example, result: subprocess.CompletedProces
     assert header == f"dessert-mcp over stdio ({where})"
     assert f", MCP Python SDK {example.sdk}." in client  # the client's generation; the server runs on 2
     offered = dict(TOOL_LINE.findall(result.stdout))
-    assert offered == {"dessert_get_balance": "none", "dessert_get_usage": "limit, types, since"}, result.stdout
+    assert offered == {
+        "dessert_get_balance": "none",
+        "dessert_get_usage": "limit, types, since, until, cursor",
+        "dessert_get_spend": "since, until, period",
+    }, result.stdout
     assert all(MODEL_NAME.match(name) for name in offered)
     assert "\nbalance: 205 credits ($20.50)\n" in result.stdout  # the sandbox's balance, through the framework
     usage = result.stdout.split("usage: the 3 most recent transactions\n", 1)[1].splitlines()

@@ -52,7 +52,11 @@ def test_the_inspector_lists_and_calls_both_tools(
 
     code, data, output = inspect(run_node, where, "--method", "tools/list")
     assert code == 0, output
-    assert {t["name"] for t in data["result"]["tools"]} == {"dessert.get_balance", "dessert.get_usage"}
+    assert {t["name"] for t in data["result"]["tools"]} == {
+        "dessert.get_balance",
+        "dessert.get_usage",
+        "dessert.get_spend",
+    }
 
     code, data, output = inspect(run_node, where, "--method", "tools/call", "--tool-name", "dessert.get_balance")
     assert code == 0, output

@@ -17,17 +17,16 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
+
+from tests.support.processes import free_ports, printed, started
 
 ROOT = Path(__file__).resolve().parents[2]
 NPX = "npx -y -p node@22 -p @modelcontextprotocol/inspector@2 inspector "
@@ -99,21 +98,10 @@ def test_the_readme_cli_lines_work_against_the_sandbox(tmp_path: Path, line: str
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads(result.stdout)
     if "tools/list" in line:
-        assert [t["name"] for t in data["tools"]] == ["dessert_get_balance", "dessert_get_usage"]  # `auto`
+        assert [t["name"] for t in data["tools"]] == ["dessert_get_balance", "dessert_get_usage", "dessert_get_spend"]
     else:
         assert data.get("isError") is not True
         assert data["structuredContent"]["credits_balance"] == 205
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @pytest.fixture(params=[line for line in readme_lines() if "--cli" not in line])
@@ -130,40 +118,24 @@ def inspector_ui(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tup
     }
     # make: the stamps are up to date by construction here (pytest runs from that venv); never rebuild mid-test.
     command = line.replace("make ", f"make -s VENV={TEST_VENV} -o {TEST_VENV}/.installed -o .tools/.installed ", 1)
-    proc = subprocess.Popen(
+    log = tmp_path / "inspector.log"
+    # The whole tree (sh, make, npx, node) is one process group, stopped with it.
+    with started(
         ["sh", "-c", command],
         env=env,
+        ready=printed(r"Auth token: \S+"),
+        log=log,
+        group=True,
+        timeout_s=START_TIMEOUT_S,
         cwd=cwd_for(line, tmp_path),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # so the whole tree (sh, make, npx, node) stops with it
-    )
-    watchdog = threading.Timer(START_TIMEOUT_S, lambda: os.killpg(proc.pid, signal.SIGKILL))
-    watchdog.start()  # a start that never prints its token fails, not hangs
-    printed: list[str] = []
-    token = None
-    assert proc.stdout is not None
-    for output in proc.stdout:
-        printed.append(output)
-        if found := re.search(r"Auth token: (\S+)", output):
-            token = found.group(1)
-            break
-    watchdog.cancel()
-    try:
-        assert token, "the Inspector printed no session token:\n" + "".join(printed)
+    ) as inspector:
+        printed_text = inspector.output()
+        found = re.search(r"Auth token: (\S+)", printed_text)
+        assert found, "the Inspector printed no session token:\n" + printed_text
+        token = found.group(1)
         url = f"http://127.0.0.1:{ui_port}"
-        assert f"{url}?MCP_INSPECTOR_API_TOKEN={token}" in "".join(printed)
+        assert f"{url}?MCP_INSPECTOR_API_TOKEN={token}" in printed_text
         yield line, url, token
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stdout.close()
 
 
 def test_the_readme_ui_lines_serve_the_inspector_and_its_proxy_reaches_both_tools(
@@ -229,5 +201,9 @@ def test_the_readme_ui_lines_serve_the_inspector_and_its_proxy_reaches_both_tool
         http.post("/api/mcp/disconnect", json={"sessionId": session})
 
     assert answers[1]["result"]["serverInfo"]["name"] == "dessert-mcp"
-    assert [t["name"] for t in answers[2]["result"]["tools"]] == ["dessert_get_balance", "dessert_get_usage"]
+    assert [t["name"] for t in answers[2]["result"]["tools"]] == [
+        "dessert_get_balance",
+        "dessert_get_usage",
+        "dessert_get_spend",
+    ]
     assert answers[3]["result"]["structuredContent"]["credits_balance"] == 205

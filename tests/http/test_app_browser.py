@@ -61,7 +61,7 @@ async def test_the_sdk_client_still_lists_and_calls_over_the_same_endpoint(
     serve: Callable[..., str], stateful: bool
 ) -> None:
     async with Client(streamable_http_client(serve(stateful=stateful) + "/mcp")) as client:
-        assert len((await client.list_tools()).tools) == 2
+        assert len((await client.list_tools()).tools) == 3
         assert (await client.call_tool("dessert.get_balance", {})).structured_content is not None
 
 

@@ -22,7 +22,7 @@ TOKEN = "tok_" + "5" * 28
 async def exercise(client: Client) -> None:
     """List the tools and call both, as a host would."""
     names = {tool.name for tool in (await client.list_tools()).tools}
-    assert names == {"dessert.get_balance", "dessert.get_usage"}
+    assert names == {"dessert.get_balance", "dessert.get_usage", "dessert.get_spend"}
     balance = await client.call_tool("dessert.get_balance", {})
     assert not balance.is_error
     assert balance.structured_content is not None

@@ -29,15 +29,25 @@ def open_database_ledger(url: str, *, feed_size: int = USAGE_FEED_SIZE) -> Datab
     return DatabaseLedger(Database(url, schemas=[LEDGER_SCHEMA], label="ledger database"), feed_size=feed_size)
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where a test's ledger lives: "memory", a SQLite file, or a fresh PostgreSQL database."""
+def _url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "memory":
         return "memory"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ledger.db'}"
     pg: Postgres = request.getfixturevalue("postgres")
     return pg.database()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's ledger lives: "memory", a SQLite file, or a fresh PostgreSQL database."""
+    return _url(request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A SQLite file or a fresh PostgreSQL database."""
+    return _url(request, tmp_path)
 
 
 @pytest.fixture

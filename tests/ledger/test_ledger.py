@@ -7,11 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from dessert_mcp.ledger import InMemoryLedger, Ledger, LedgerRow, key_account, new_account_secret
+from dessert_mcp.ledger import EXPORT_FIELDS, InMemoryLedger, Ledger, LedgerRow, key_account, new_account_secret
 from dessert_mcp.ledger.coverage import encode_cursor
-from dessert_mcp.models import Transaction
+from dessert_mcp.models import Balance, Transaction
 from tests.ledger.conftest import MakeLedger
-from tests.support.api import CANARY_KEY
+from tests.support.api import CANARY_KEY, DOCS_BALANCE
 from tests.support.ledger import T0, chain, read_at, tx, window
 
 ACCOUNT = "key:test"
@@ -174,3 +174,59 @@ async def test_an_account_id_never_shows_the_key_and_stays_the_same_for_one_secr
     assert key_account(CANARY_KEY, secret) == key_account(CANARY_KEY, secret)
     with pytest.raises(ValueError, match="too short"):
         key_account(CANARY_KEY, b"short")
+
+
+async def test_a_chain_break_next_to_a_stored_row_flags_the_stored_row(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger(feed_size=8)
+    rows = chain([-5] * 15)
+    await ledger.record_usage(ACCOUNT, list(reversed(rows[5:13])), read_at(rows, 13))
+    bad = tx(-5, 1, rows[4].timestamp)  # a balance the rows around it contradict
+    older = [*rows[:4], bad, *rows[5:8]]
+    outcome = await ledger.record_usage(ACCOUNT, list(reversed(older)), read_at(rows, 8))
+    assert (outcome.placement, outcome.added) == ("joined", 5)
+    page = await ledger.history(ACCOUNT, limit=500)
+    flagged = {r.transaction.at: sorted(r.flags) for r in page.rows if r.flags}
+    assert flagged == {bad.at: ["chain_break"], rows[5].at: ["chain_break"]}
+
+
+async def test_balance_snapshots_are_kept_as_a_time_series(ledger: Ledger) -> None:
+    first, second = Balance.model_validate(DOCS_BALANCE), Balance.model_validate(DOCS_BALANCE | {"credits_balance": 9})
+    await ledger.record_balance(ACCOUNT, second, T0 + timedelta(hours=1))
+    await ledger.record_balance(ACCOUNT, first, T0)
+    found = await ledger.balances(ACCOUNT)
+    assert [(b.observed_at, b.balance.credits_balance) for b in found] == [(T0, 205), (T0 + timedelta(hours=1), 9)]
+    assert len(await ledger.balances(ACCOUNT, since=T0 + timedelta(minutes=1))) == 1
+    assert (await ledger.status()).accounts[0].balance_snapshots == 2
+
+
+async def test_an_export_gives_every_row_oldest_first_in_the_documented_columns(ledger: Ledger) -> None:
+    rows = chain([-5, 250, -15])
+    await ledger.record_usage(ACCOUNT, list(reversed(rows)), read_at(rows, 3))
+    exported = [e.as_dict() async for e in ledger.export(ACCOUNT, since=rows[1].timestamp)]
+    assert [tuple(e) for e in exported] == [EXPORT_FIELDS] * 2
+    assert [(e["at"], e["credits_delta"], e["flags"]) for e in exported] == [
+        (rows[1].at, 250, ""),
+        (rows[2].at, -15, ""),
+    ]
+
+
+async def test_an_answer_proving_two_kept_apart_stretches_one_keeps_one_copy_of_each_row(
+    make_ledger: MakeLedger,
+) -> None:
+    # Found by search: identical refunded deductions within one second keep the second answer apart; the last,
+    # which reaches the account's first row, places both and joins them.
+    ledger, second = make_ledger(feed_size=6), timedelta(seconds=1)
+    refunded = [tx(-5, 1240, T0, kind="Deduction", description="d"), tx(5, 1245, T0, kind="Refund", description="r")]
+    rows = [tx(-5, 995, T0), tx(250, 1245, T0), *refunded]
+    rows += [tx(-5, 1240, T0 + second, kind="Deduction", description="d")]
+    rows += [tx(-5, 1235, T0 + second, kind="Deduction", description="d")]
+    placements = [
+        (await ledger.record_usage(ACCOUNT, list(reversed(rows[max(0, end - 6) : end])), at)).placement
+        for end, at in [(6, T0 + second), (3, T0), (1, T0), (4, T0 + second)]
+    ]
+    assert placements == ["first", "ambiguous", "joined", "joined"]
+    page = await ledger.history(ACCOUNT, limit=50)
+    assert txs(page.rows) == list(reversed(rows))
+    assert [(a.rows, a.stretches) for a in (await ledger.status()).accounts] == [(6, 1)]
+    # The copies' flags stay with the rows kept: what else they may have been about is not known.
+    assert [sorted(r.flags) for r in reversed(page.rows)] == [["ambiguous"]] * 3 + [[]] * 3

@@ -6,6 +6,7 @@ The default profile runs a few seconds; `pytest tests/ledger --hypothesis-profil
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from dessert_mcp.ledger import InMemoryLedger
 from dessert_mcp.ledger.merge import RowKey, row_key
 from dessert_mcp.ledger.queries import in_range
 from dessert_mcp.models import USAGE_FEED_SIZE, Transaction, TransactionType
+from tests.ledger.conftest import open_database_ledger
 from tests.support.ledger import T0, tx
 
 ACCOUNT = "key:property"
@@ -166,3 +168,24 @@ async def test_merging_short_answers_of_dense_identical_rows_keeps_the_same_prom
     answers = data.draw(reads(rows, empty=True))
     ranges = data.draw(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 600)), max_size=4))
     await check(rows, answers, feed, ranges)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+async def test_the_database_ledger_applies_every_merge_as_the_in_memory_one_does(data: st.DataObject) -> None:
+    # Joins, dropped copies, flag updates and kept-apart answers written as SQL: one SQLite file per example.
+    rows = data.draw(chains())[:60]
+    feed = data.draw(st.integers(1, 8))
+    answers = data.draw(reads(rows, empty=True))
+    reference = InMemoryLedger(feed_size=feed)
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = open_database_ledger(f"sqlite:///{tmp}/ledger.db", feed_size=feed)
+        try:
+            for read in answers:
+                answer = list(reversed(rows[max(0, read.end - feed) : read.end]))
+                expected = await reference.record_usage(ACCOUNT, answer, read.at)
+                assert await ledger.record_usage(ACCOUNT, answer, read.at) == expected
+            assert await ledger.history(ACCOUNT, limit=500) == await reference.history(ACCOUNT, limit=500)
+            assert (await ledger.status()).accounts == (await reference.status()).accounts
+        finally:
+            await ledger.aclose()

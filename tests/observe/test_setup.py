@@ -144,7 +144,7 @@ def test_the_client_works_unchanged_without_opentelemetry_installed() -> None:
 
 def test_tracing_adds_no_import_to_the_server_beyond_what_the_sdk_already_makes() -> None:
     """The cold start: opentelemetry-api comes with the MCP SDK anyway, and the exporter and metrics code loads only
-    when asked for. (bench/observe.py measures the time.)"""
+    when asked for. (What it costs in time: docs/observability.md.)"""
     result = _python(
         """
         import json, sys

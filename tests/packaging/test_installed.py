@@ -19,7 +19,7 @@ from tests.support.faults import ThreadedFaultySandbox
 from tests.support.hosts import parse, print_config, resolve_as_the_host_would
 
 LAUNCH_TIMEOUT_S = 240  # a cold uv cache downloads ~30 wheels first
-UNDERSCORE_NAMES = ["dessert_get_balance", "dessert_get_usage"]
+UNDERSCORE_NAMES = ["dessert_get_balance", "dessert_get_usage", "dessert_get_spend"]
 
 
 def run(*argv: str | Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -62,28 +64,48 @@ async def test_a_cancelled_call_aborts_the_upstream_request(
     # Its own stdio process: the sandbox's open connections are counted, and a shared process keeps one alive.
     async with connect(transport, settings, upstreams, tmp_path / "err", own_process=True) as client:
         sandbox.add_fault(Fault(hang=True))
-        with anyio.fail_after(HANG_GUARD_S):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(client.call_tool, BALANCE, {})
-                await _until(lambda: sandbox.stats()["total"] == 1)
-                tg.cancel_scope.cancel()  # the MCP client gives up on the call
+        gives_up = anyio.CancelScope()
+
+        async def call() -> None:
+            with gives_up:
+                await client.call_tool(BALANCE, {})
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            reached = await _until(lambda: sandbox.stats()["total"] == 1)
+            gives_up.cancel()  # the MCP client gives up on the call
             # The server aborts its request: the sandbox sees the connection closed.
-            await _until(lambda: sandbox.stats()["open_connections"] == 0)
-        assert not (await client.call_tool(BALANCE, {})).is_error
+            aborted = await _until(lambda: sandbox.stats()["open_connections"] == 0)
+            if not aborted:
+                sandbox.hang_up()  # end the request the server kept, so that the call and the server can end
+        assert reached, f"the call did not reach the API within {HANG_GUARD_S:g} s"
+        assert aborted, f"the API request was still open {HANG_GUARD_S:g} s after the client cancelled the call"
+        with anyio.fail_after(HANG_GUARD_S):
+            assert not (await client.call_tool(BALANCE, {})).is_error
 
 
-async def _until(condition: Any) -> None:
-    """Poll state in another thread (the sandbox) until it holds; callers bound it with fail_after(HANG_GUARD_S)."""
-    while True:
-        if condition():
-            return
-        await anyio.sleep(0.01)
+async def _until(condition: Callable[[], bool], within_s: float = HANG_GUARD_S) -> bool:
+    """Poll state in another thread (the sandbox) until it holds (True) or `within_s` has passed (False)."""
+    with anyio.move_on_after(within_s):
+        while True:
+            if condition():
+                return True
+            await anyio.sleep(0.01)
+    return False
 
 
-async def _spawn(upstreams: Upstreams, **overrides: Any) -> Process:
+@contextlib.asynccontextmanager
+async def _spawned(upstreams: Upstreams, **overrides: Any) -> AsyncIterator[Process]:
+    """`dessert-mcp` over stdio as a subprocess; killed if the block fails, so that a server that does not exit
+    fails its test instead of holding it (leaving the block waits for the process to exit)."""
     command, args = server_command()
     env = settings_env(replace(matrix_settings(upstreams.sandbox.url, upstreams.key), **overrides))
-    return await anyio.open_process([command, *args], env=env, stderr=None)
+    async with await anyio.open_process([command, *args], env=env, stderr=None) as process:
+        try:
+            yield process
+        except BaseException:
+            process.kill()
+            raise
 
 
 class Wire:
@@ -126,7 +148,7 @@ class Wire:
 
 async def test_malformed_stdio_lines_do_not_stop_the_server_answering_the_next_request(upstreams: Upstreams) -> None:
     upstreams.sandbox.reset()
-    async with await _spawn(upstreams) as process:
+    async with _spawned(upstreams) as process:
         wire = Wire(process)
         with anyio.fail_after(STARTUP_TIMEOUT_S):
             await wire.initialize()
@@ -149,13 +171,15 @@ async def test_malformed_stdio_lines_do_not_stop_the_server_answering_the_next_r
 
 
 async def test_the_server_exits_cleanly_when_stdin_closes(upstreams: Upstreams) -> None:
-    async with await _spawn(upstreams) as process:
+    async with _spawned(upstreams) as process:
         wire = Wire(process)
         with anyio.fail_after(STARTUP_TIMEOUT_S):
             await wire.initialize()
-            assert process.stdin is not None
-            await process.stdin.aclose()
-            assert await process.wait() == 0
+        assert process.stdin is not None
+        await process.stdin.aclose()
+        with anyio.move_on_after(HANG_GUARD_S):
+            await process.wait()
+        assert process.returncode == 0, f"{HANG_GUARD_S:g} s after stdin closed: exit status {process.returncode}"
 
 
 async def test_sigterm_during_a_call_ends_the_server_without_waiting_for_the_call(upstreams: Upstreams) -> None:
@@ -163,12 +187,14 @@ async def test_sigterm_during_a_call_ends_the_server_without_waiting_for_the_cal
     sandbox.reset()
     sandbox.add_fault(Fault(hang=True))
     # The call would wait out a deadline no test outlives: the server ends only because of the SIGTERM.
-    async with await _spawn(upstreams, timeout_s=NEVER_S) as process:
+    async with _spawned(upstreams, timeout_s=NEVER_S) as process:
         wire = Wire(process)
         with anyio.fail_after(STARTUP_TIMEOUT_S):
             await wire.initialize()
             await wire.request(1, "tools/call", {"name": BALANCE, "arguments": {}})
-            await _until(lambda: sandbox.stats()["total"] == 1)
-            process.send_signal(signal.SIGTERM)
+            assert await _until(lambda: sandbox.stats()["total"] == 1), "the call did not reach the API"
+        process.send_signal(signal.SIGTERM)
+        with anyio.move_on_after(HANG_GUARD_S):
             await process.wait()
+        assert process.returncode is not None, f"the server was still running {HANG_GUARD_S:g} s after SIGTERM"
     sandbox.reset()

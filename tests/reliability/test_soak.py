@@ -24,6 +24,7 @@ from dessert_mcp.client import ErrorCode
 from dessert_mcp.config import Settings
 from dessert_mcp.http.options import AUTH_TOKEN_ENV
 from tests.support.faults import Fault, ThreadedFaultySandbox
+from tests.support.processes import rss_mb
 from tests.support.servers import cli_process
 
 from .conftest import canary_key, error_info, result_text, settings_env
@@ -54,13 +55,6 @@ FAULTS = [
     Fault(redirect_to="http://127.0.0.2:9/v1/balance"),
     Fault(hang=True),
 ]
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 @pytest.mark.soak

@@ -3,6 +3,7 @@ exactly that declaration, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,12 @@ import sqlalchemy as sa
 from dessert_mcp.alerts.database import ALERTS_SCHEMA
 from dessert_mcp.auth.store import SCHEMA as AUTH_SCHEMA
 from dessert_mcp.auth.store import Store
+from dessert_mcp.ledger.tables import LEDGER_SCHEMA
 from dessert_mcp.storage import Database, Migration, Schema
 from dessert_mcp.storage.leases import STORAGE_SCHEMA
 from tests.storage.schema_diff import differences
 
-WINGS = [AUTH_SCHEMA, ALERTS_SCHEMA]
+WINGS = [AUTH_SCHEMA, LEDGER_SCHEMA, ALERTS_SCHEMA]
 
 # The token database as the releases before the storage layer made it: their hand-written DDL, verbatim.
 LEGACY_AUTH_DDL = (
@@ -194,3 +196,15 @@ async def test_a_database_newer_than_this_release_is_refused_not_touched(tmp_pat
 def test_migrations_must_be_numbered_from_one_without_gaps() -> None:
     with pytest.raises(ValueError, match="numbered"):
         Schema("bad", sa.MetaData(), [Migration(2)])
+
+
+async def test_databases_opened_at_once_by_several_processes_migrate_one_at_a_time(database_url: str) -> None:
+    opened = [Database(database_url, schemas=[AUTH_SCHEMA]) for _ in range(4)]
+    try:
+        assert await asyncio.gather(*(db.migrate() for db in opened)) == [{"storage": 1, "auth": 2}] * 4
+        async with opened[0].engine.connect() as conn:
+            versions = (await conn.execute(sa.select(AUTH_SCHEMA.versions.c.version))).scalars().all()
+        assert sorted(versions) == [1, 2]
+    finally:
+        for db in opened:
+            await db.aclose()

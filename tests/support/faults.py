@@ -99,6 +99,11 @@ class FaultySandbox(Sandbox):
             self._chaos = None
             self.account = self.new_account()
 
+    def hang_up(self) -> None:
+        """Close every open connection, as a server going away would (on the sandbox's loop)."""
+        for writer in list(self.writers):
+            writer.close()
+
     def stats(self) -> dict[str, Any]:
         with self.lock:
             return {
@@ -308,6 +313,11 @@ class ThreadedFaultySandbox(ThreadedSandbox):
 
     def stats(self) -> dict[str, Any]:
         return self.faulty.stats()
+
+    def hang_up(self) -> None:
+        """Close every connection the sandbox holds open: a request kept waiting by a `hang` fault then ends, so that
+        nothing a test started waits on it for ever."""
+        self.portal.call(self.faulty.hang_up)
 
     def set_chaos(self, faults: list[Fault], *, rate: float, seed: int) -> None:
         self.faulty.set_chaos(faults, rate=rate, seed=seed)

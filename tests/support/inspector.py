@@ -10,23 +10,17 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import secrets
-import socket
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx2
 from playwright.sync_api import Browser, Frame, Page, sync_playwright
 
-from tests.support import STARTUP_TIMEOUT_S
+from tests.support.processes import free_port, free_ports, healthz, printed, started
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS_BIN = ROOT / ".tools" / "node_modules" / ".bin"
@@ -44,19 +38,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = ROOT / ".artifacts" / "dashboard"
-START_TIMEOUT_S = STARTUP_TIMEOUT_S
 UI_TIMEOUT_MS = 60_000
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def clean_env(home: Path) -> dict[str, str]:
@@ -64,42 +46,14 @@ def clean_env(home: Path) -> dict[str, str]:
     return env | {"HOME": str(home), "NO_COLOR": "1"}
 
 
-def _stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @contextmanager
 def dessert_mcp_http(home: Path, *args: str, env: Mapping[str, str] | None = None) -> Iterator[str]:
     """`dessert-mcp <args> --transport http` on a free loopback port; yields its MCP endpoint once /healthz answers."""
-    (port,) = free_ports(1)
+    port = free_port()
+    argv = [str(DESSERT_MCP), *args, "--transport", "http", "--port", "{port}"]
     log = home / f"dessert-mcp-{port}.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [str(DESSERT_MCP), *args, "--transport", "http", "--port", str(port)],
-            env=clean_env(home) | dict(env or {}),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert proc.poll() is None, f"dessert-mcp exited early:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"dessert-mcp did not start:\n{log.read_text()}"
-            try:
-                if httpx2.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                time.sleep(0.05)  # a subprocess's port has no event to wait on
-        yield f"{base}/mcp"
-    finally:
-        _stop(proc)
+    with started(argv, env=clean_env(home) | dict(env or {}), ready=healthz, log=log, port=port) as server:
+        yield f"{server.url}/mcp"
 
 
 @dataclass(frozen=True)
@@ -131,34 +85,10 @@ def inspector_web(home: Path) -> Iterator[Inspector]:
         "MCP_INSPECTOR_API_TOKEN": token,
         "MCP_INSPECTOR_SECRET_STORE": "memory",
     }
-    proc = subprocess.Popen(
-        [str(NODE), str(TOOLS_BIN / "inspector"), "--web"],
-        env=env,
-        cwd=home,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    watchdog = threading.Timer(START_TIMEOUT_S, proc.kill)  # a start that never says it is up fails, not hangs
-    watchdog.start()
-    printed: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        printed.append(line)
-        if re.search(r"Auth token: (\S+)", line):
-            break
-    watchdog.cancel()
-    # Keep reading, so the Inspector never blocks on a full pipe.
-    drain = threading.Thread(target=lambda: [None for _ in proc.stdout or ()], daemon=True)
-    drain.start()
-    try:
-        assert proc.poll() is None, "the Inspector did not start:\n" + "".join(printed)
+    argv = [str(NODE), str(TOOLS_BIN / "inspector"), "--web"]
+    log = home / f"inspector-{ui_port}.log"
+    with started(argv, env=env, ready=printed(r"Auth token: \S+"), log=log, cwd=home):
         yield Inspector(url=f"http://127.0.0.1:{ui_port}", token=token)
-    finally:
-        _stop(proc)
-        drain.join(timeout=10)
-        proc.stdout.close()
 
 
 @contextmanager

@@ -5,22 +5,19 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import uvicorn
 
 from dessert_mcp.config import Settings
-from tests.support import STARTUP_TIMEOUT_S
 from tests.support.faults import ThreadedFaultySandbox
+from tests.support.processes import free_port, healthz, started
 
 
 def sandbox_settings(sandbox: ThreadedFaultySandbox, *, key: str | None = None, **overrides: Any) -> Settings:
@@ -69,13 +66,6 @@ def serve_app(app: Any) -> Iterator[str]:
         served.join()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def worker_pids(log: Path) -> set[str]:
     """The worker processes that answered a POST /mcp with 200, from a server's DEBUG log."""
     return set(re.findall(r"POST /mcp answered 200 by worker pid (\d+)", log.read_text()))
@@ -100,30 +90,6 @@ def cli_process(
     args: list[str], env: Mapping[str, str], stderr_path: Path, *, port: int | None = None
 ) -> Iterator[tuple[str, int]]:
     """As `cli_server`, yielding the base URL and the server's process id."""
-    port = port or free_port()
-    with stderr_path.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dessert_mcp", *args, "--port", str(port)],
-            env=dict(env),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + STARTUP_TIMEOUT_S
-            while True:  # another process: nothing to await but its answer
-                assert proc.poll() is None, f"server exited early:\n{stderr_path.read_text()}"
-                assert time.monotonic() < deadline, f"server did not start:\n{stderr_path.read_text()}"
-                try:
-                    if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx2.TransportError:
-                    time.sleep(0.05)
-            yield url, proc.pid
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    argv = [sys.executable, "-m", "dessert_mcp", *args, "--port", "{port}"]
+    with started(argv, env=env, ready=healthz, log=stderr_path, port=port or free_port()) as server:
+        yield server.url, server.pid

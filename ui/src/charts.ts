@@ -4,6 +4,7 @@
 
 import { s } from "./dom.ts";
 import type { Formats } from "./format.ts";
+import { segments, type Span } from "./history.ts";
 import { type BalancePoint, type DayTotal, niceScale, type TypeTotal } from "./model.ts";
 
 let ids = 0;
@@ -45,13 +46,22 @@ export interface Threshold {
   enabled: boolean;
 }
 
-/** The balance after each transaction as a step line, with the auto-recharge threshold. */
+/** A time axis wider than the points, and the spans the ledger does not know (kept history's range). */
+export interface Range {
+  from: number;
+  to: number;
+  spans: readonly Span[];
+}
+
+/** The balance after each transaction as a step line, with the auto-recharge threshold. Over a `range`, the line
+ * stops at each span the ledger does not know, which is shaded instead. */
 export function balanceChart(
   points: readonly BalancePoint[],
   threshold: Threshold | null,
   fmt: Formats,
   width: number,
   description: string,
+  range: Range | null = null,
 ): SVGSVGElement {
   const height = 190;
   const margin = { top: 14, right: 14, bottom: 26, left: 46 };
@@ -60,16 +70,27 @@ export function balanceChart(
   const { max, step } = niceScale(top);
   const plotW = width - margin.left - margin.right;
   const plotH = height - margin.top - margin.bottom;
-  const t0 = points[0]?.time ?? 0;
-  const t1 = points[points.length - 1]?.time ?? 0;
+  const t0 = range?.from ?? points[0]?.time ?? 0;
+  const t1 = range?.to ?? points[points.length - 1]?.time ?? 0;
   const x = (time: number) => margin.left + (t1 === t0 ? plotW / 2 : ((time - t0) / (t1 - t0)) * plotW);
   const y = (value: number) => margin.top + plotH - (Math.max(0, value) / max) * plotH;
   yAxis(svg, fmt, max, step, y, margin.left, width - margin.right);
 
-  if (points.length > 0) {
-    let line = `M${r(x(points[0]!.time))},${r(y(points[0]!.balance))}`;
-    for (const point of points.slice(1)) line += `H${r(x(point.time))}V${r(y(point.balance))}`;
-    const area = `${line}V${r(y(0))}H${r(x(points[0]!.time))}Z`;
+  const spans = range?.spans ?? [];
+  if (spans.length > 0) {
+    const shaded = s("g", { class: "gaps", "aria-hidden": "true" });
+    for (const span of spans) {
+      const x0 = r(x(span.from));
+      shaded.append(
+        s("rect", { class: `gap ${span.kind}`, "data-kind": span.kind, x: x0, y: margin.top, width: Math.max(1, r(x(span.to)) - x0), height: plotH }),
+      );
+    }
+    svg.append(shaded);
+  }
+  for (const run of segments(points, spans)) {
+    let line = `M${r(x(run[0]!.time))},${r(y(run[0]!.balance))}`;
+    for (const point of run.slice(1)) line += `H${r(x(point.time))}V${r(y(point.balance))}`;
+    const area = `${line}V${r(y(0))}H${r(x(run[0]!.time))}Z`;
     svg.append(s("path", { class: "area", d: area }), s("path", { class: "line", d: line }));
   }
   if (threshold) {
@@ -98,19 +119,24 @@ export function balanceChart(
   if (points.length > 0) {
     const labels = s("g", { class: "axis", "aria-hidden": "true" });
     const base = height - margin.bottom + 17;
-    const first = points[0]!;
-    const last = points[points.length - 1]!;
-    labels.append(s("text", { x: margin.left, y: base, "text-anchor": "start" }, fmt.shortDay.format(first.time)));
-    if (last.time !== first.time) {
-      labels.append(s("text", { x: width - margin.right, y: base, "text-anchor": "end" }, fmt.shortDay.format(last.time)));
+    labels.append(s("text", { x: margin.left, y: base, "text-anchor": "start" }, fmt.shortDay.format(t0)));
+    if (t1 !== t0) {
+      labels.append(s("text", { x: width - margin.right, y: base, "text-anchor": "end" }, fmt.shortDay.format(t1)));
     }
     svg.append(labels);
   }
   return svg;
 }
 
-/** Credits spent per calendar day, as bars. */
-export function spendChart(days: readonly DayTotal[], fmt: Formats, width: number, description: string): SVGSVGElement {
+/** Credits spent per calendar day, as bars; a day the ledger has a gap in (`unknown`) is shaded, its bar a lower
+ * bound. */
+export function spendChart(
+  days: readonly DayTotal[],
+  fmt: Formats,
+  width: number,
+  description: string,
+  unknown: ReadonlySet<string> = new Set(),
+): SVGSVGElement {
   const height = 170;
   const margin = { top: 18, right: 8, bottom: 26, left: 46 };
   const svg = frame(width, height, "Credits spent per day", description);
@@ -122,12 +148,17 @@ export function spendChart(days: readonly DayTotal[], fmt: Formats, width: numbe
   const slot = plotW / Math.max(days.length, 1);
   const barW = Math.max(2, Math.min(40, slot * 0.7));
   const labelEvery = Math.max(1, Math.ceil(48 / slot));
+  const shaded = s("g", { class: "gaps", "aria-hidden": "true" });
   const bars = s("g", { class: "bars" });
   const labels = s("g", { class: "axis", "aria-hidden": "true" });
   days.forEach((day, i) => {
     const cx = margin.left + slot * (i + 0.5);
     const top = y(day.spent);
-    const text = `${fmt.day(day.day)}: ${fmt.credits(day.spent)} spent${day.refunded ? `, ${fmt.integer.format(day.refunded)} refunded` : ""}`;
+    const gap = unknown.has(day.day);
+    if (gap) shaded.append(s("rect", { class: "gap", x: r(cx - slot / 2), y: margin.top, width: r(slot), height: plotH }));
+    const text =
+      `${fmt.day(day.day)}: ${gap ? "at least " : ""}${fmt.credits(day.spent)} spent` +
+      `${day.refunded ? `, ${fmt.integer.format(day.refunded)} refunded` : ""}${gap ? " (the ledger has a gap this day)" : ""}`;
     bars.append(
       s(
         "rect",
@@ -142,7 +173,7 @@ export function spendChart(days: readonly DayTotal[], fmt: Formats, width: numbe
       labels.append(s("text", { x: r(cx), y: height - margin.bottom + 17, "text-anchor": "middle" }, fmt.day(day.day)));
     }
   });
-  svg.append(bars, labels);
+  svg.append(shaded, bars, labels);
   return svg;
 }
 

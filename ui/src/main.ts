@@ -2,7 +2,8 @@
 //
 // The host renders this page in a sandboxed iframe and hands it the result of whichever tool the model called;
 // the page then calls the other tool itself (callServerTool, portable names, no arguments), and Refresh calls
-// both. Everything shown comes from the tools' structuredContent. Upstream text is data: it only ever reaches
+// both. When the server keeps history, a 7 / 30 / 90-day range is read through get_usage's pages (history.ts),
+// drawn with its gaps left open, and offered as CSV through the host (ui/download-file). Everything shown comes from the tools' structuredContent. Upstream text is data: it only ever reaches
 // the DOM through text nodes and attribute values (see dom.ts).
 
 import {
@@ -14,6 +15,21 @@ import {
 } from "@modelcontextprotocol/ext-apps";
 import { balanceChart, gauge, spendChart, type Threshold, typeChart } from "./charts.ts";
 import { h, replace } from "./dom.ts";
+import {
+  combinePages,
+  csvName,
+  gapDays,
+  gapSpans,
+  keepsHistory,
+  MAX_PAGES,
+  nextCursor,
+  RANGE_DAYS,
+  type RangeDays,
+  rangeArguments,
+  type RangeReport,
+  spanText,
+  toCsv,
+} from "./history.ts";
 import { Formats } from "./format.ts";
 import {
   asBalance,
@@ -23,6 +39,7 @@ import {
   daysUntilThreshold,
   forecastBasis,
   forecastOf,
+  forecastRange,
   kindOf,
   perDay,
   perType,
@@ -47,13 +64,23 @@ const state = {
   balance: null as BalanceReport | null,
   usage: null as UsageReport | null,
   errors: {} as Partial<Record<Kind, string>>,
-  loading: new Set<Kind>(),
+  loading: new Set<Kind | "range">(),
+  /** The range shown: null for the tool's own result (the API's last 50 rows), else days of kept history. */
+  range: null as RangeDays | null,
+  history: null as RangeReport | null,
+  /** The CSV shown to copy when the host cannot download files. */
+  csv: null as string | null,
   filter: "all" as Filter,
   updatedAt: null as number | null,
   connected: false,
 };
 
 let fmt = new Formats({ locale: undefined, timeZone: undefined });
+
+/** The usage the charts and the table show: the chosen range once read, else the tool's result. */
+function shown(): UsageReport | null {
+  return state.range !== null ? (state.history?.usage ?? null) : state.usage;
+}
 
 // The page's fixed frame; each section's content is rebuilt from `state`.
 const root = document.getElementById("app")!;
@@ -66,6 +93,7 @@ const historyCard = h("section", { class: "card wide", "aria-labelledby": "histo
 const spendCard = h("section", { class: "card", "aria-labelledby": "spend-h", "data-testid": "spend" });
 const typesCard = h("section", { class: "card", "aria-labelledby": "types-h", "data-testid": "types" });
 const txCard = h("section", { class: "card wide", "aria-labelledby": "tx-h", "data-testid": "transactions" });
+const ranges = h("fieldset", { class: "ranges filter", "data-testid": "ranges", hidden: true });
 
 replace(root, 
   h(
@@ -75,6 +103,7 @@ replace(root,
     refresh,
   ),
   alerts,
+  ranges,
   h("div", { class: "grid" }, balanceCard, forecastCard, historyCard, spendCard, typesCard, txCard),
 );
 root.removeAttribute("aria-busy");
@@ -162,7 +191,7 @@ function renderBalance(): void {
 }
 
 function renderForecast(): void {
-  const usage = state.usage;
+  const usage = shown();
   const forecast = usage ? forecastOf(usage) : null;
   if (!usage || !forecast) {
     forecastCard.hidden = Boolean(usage) && !forecast; // a server without the forecast: no card at all
@@ -180,6 +209,7 @@ function renderForecast(): void {
   }
   const rate = forecast.burn_rate_credits_per_day;
   const days = forecast.days_until_empty;
+  const spread = forecastRange(forecast);
   const untilThreshold =
     state.balance && state.balance.auto_recharge_enabled
       ? daysUntilThreshold(forecast, state.balance.auto_recharge_threshold)
@@ -206,11 +236,26 @@ function renderForecast(): void {
       forecast.latest_balance === null
         ? null
         : h("div", {}, h("dt", {}, "Latest balance"), h("dd", {}, h("strong", {}, fmt.integer.format(forecast.latest_balance)))),
+      spread === null
+        ? null
+        : h(
+            "div",
+            {},
+            h("dt", {}, "Range"),
+            h(
+              "dd",
+              { "data-testid": "forecast-range" },
+              spread.high === null
+                ? `at least ${fmt.days(spread.low)}`
+                : `${fmt.decimal.format(spread.low)} to ${fmt.days(spread.high)}`,
+              h("span", { class: "per" }, "at the busier and quieter days' pace"),
+            ),
+          ),
       untilThreshold === null
         ? null
         : h("div", {}, h("dt", {}, "Auto-recharge in"), h("dd", {}, h("strong", {}, fmt.days(untilThreshold)))),
     ),
-    h("p", { class: "muted small" }, forecastBasis(usage.recent_transactions.length)),
+    h("p", { class: "muted small" }, forecastBasis(usage.recent_transactions.length, forecast.history_days)),
   );
 }
 
@@ -234,15 +279,18 @@ function dataTable(caption: string, head: string[], rows: (string | number)[][])
 }
 
 function renderCharts(): void {
-  const usage = state.usage;
+  const usage = shown();
   if (!usage) {
-    const text = state.errors.usage ? "Not available." : "Loading the usage…";
+    const text = state.errors.usage ? "Not available." : state.range !== null ? "Loading the range…" : "Loading the usage…";
     replace(historyCard, ...placeholder("history-h", "Balance over time", text));
     replace(spendCard, ...placeholder("spend-h", "Spend per day", text));
     replace(typesCard, ...placeholder("types-h", "By type", text));
     return;
   }
   const txs = usage.recent_transactions;
+  const history = state.range !== null ? state.history : null;
+  const spans = history ? gapSpans(history.seams, history.since, history.until) : [];
+  const gapText = spanText(spans, (time) => fmt.dateTime.format(time));
   if (txs.length === 0) {
     replace(historyCard, ...placeholder("history-h", "Balance over time", "No transactions in this window."));
     replace(spendCard, ...placeholder("spend-h", "Spend per day", "No transactions in this window."));
@@ -257,14 +305,16 @@ function renderCharts(): void {
   const last = series[series.length - 1]!;
   const historyText =
     `From ${fmt.credits(first.balance)} on ${fmt.dateTime.format(first.time)} to ${fmt.credits(last.balance)} on ` +
-    `${fmt.dateTime.format(last.time)}; lowest ${fmt.integer.format(low.balance)}, highest ${fmt.integer.format(high.balance)}.`;
+    `${fmt.dateTime.format(last.time)}; lowest ${fmt.integer.format(low.balance)}, highest ${fmt.integer.format(high.balance)}.` +
+    (gapText ? ` ${gapText}` : "");
+  const range = history ? { from: history.since, to: history.until, spans } : null;
   replace(historyCard, 
     heading("history-h", "Balance over time"),
     h(
       "figure",
       {},
-      balanceChart(series, state.balance ? threshold(state.balance) : null, fmt, chartWidth(historyCard), historyText),
-      h("figcaption", { class: "muted small" }, historyText),
+      balanceChart(series, state.balance ? threshold(state.balance) : null, fmt, chartWidth(historyCard), historyText, range),
+      h("figcaption", { class: "muted small", "data-testid": "history-caption" }, historyText),
     ),
     dataTable(
       "Balance after each transaction",
@@ -273,19 +323,21 @@ function renderCharts(): void {
     ),
   );
 
-  const days = perDay(txs, fmt.timeZone);
+  const days = perDay(txs, fmt.timeZone, history ? 92 : undefined);
+  const unknownDays = gapDays(spans, fmt.timeZone);
   const busiest = days.reduce((a, b) => (b.spent > a.spent ? b : a));
   const spent = days.reduce((sum, d) => sum + d.spent, 0);
   const spendText =
     `${fmt.credits(spent)} spent over ${days.length} ${days.length === 1 ? "day" : "days"}` +
-    (busiest.spent > 0 ? `; most on ${fmt.day(busiest.day)} (${fmt.integer.format(busiest.spent)}).` : ".");
+    (busiest.spent > 0 ? `; most on ${fmt.day(busiest.day)} (${fmt.integer.format(busiest.spent)}).` : ".") +
+    (unknownDays.size > 0 ? ` The ledger has gaps on ${unknownDays.size} ${unknownDays.size === 1 ? "day" : "days"} (shaded): they may have spent more.` : "");
   replace(spendCard, 
     heading("spend-h", "Spend per day"),
-    h("figure", {}, spendChart(days, fmt, chartWidth(spendCard), spendText), h("figcaption", { class: "muted small" }, spendText)),
+    h("figure", {}, spendChart(days, fmt, chartWidth(spendCard), spendText, unknownDays), h("figcaption", { class: "muted small", "data-testid": "spend-caption" }, spendText)),
     dataTable(
       "Credits per day",
       ["Day", "Spent", "Refunded", "Added"],
-      days.map((d) => [fmt.day(d.day), d.spent, d.refunded, d.added]),
+      days.map((d) => [unknownDays.has(d.day) ? `${fmt.day(d.day)} (gap)` : fmt.day(d.day), d.spent, d.refunded, d.added]),
     ),
   );
 
@@ -314,7 +366,7 @@ const txBody = h("tbody", {});
 const txCount = h("p", { class: "muted small", "aria-live": "polite" });
 
 function renderRows(): void {
-  const usage = state.usage;
+  const usage = shown();
   if (!usage) return;
   const rows = usage.recent_transactions.filter((tx) => state.filter === "all" || tx.type === state.filter);
   replace(txBody, 
@@ -342,11 +394,13 @@ function renderRows(): void {
 }
 
 function renderTransactions(): void {
-  const usage = state.usage;
+  const usage = shown();
   if (!usage) {
     replace(txCard, ...placeholder("tx-h", "Transactions", state.errors.usage ? "Not available." : "Loading the usage…"));
     return;
   }
+  const download = h("button", { type: "button", class: "refresh", "data-testid": "download-csv" }, "Download CSV");
+  download.addEventListener("click", () => void downloadCsv());
   const counts = usage.summary.count_by_type;
   const options: [Filter, string][] = [
     ["all", `All (${usage.recent_transactions.length})`],
@@ -366,7 +420,7 @@ function renderTransactions(): void {
     }),
   );
   replace(txCard, 
-    heading("tx-h", "Transactions"),
+    heading("tx-h", "Transactions", download),
     filter,
     h(
       "div",
@@ -392,7 +446,23 @@ function renderTransactions(): void {
       ),
     ),
     txCount,
-    usage.history_complete ? null : h("p", { class: "note" }, "Older transactions may exist beyond the API's window."),
+    usage.history_complete
+      ? null
+      : h(
+          "p",
+          { class: "note" },
+          state.range !== null
+            ? "The ledger may be missing transactions in this range: see the gaps in the balance chart."
+            : "Older transactions may exist beyond the API's window.",
+        ),
+    state.csv === null
+      ? null
+      : h(
+          "details",
+          { class: "data", open: true },
+          h("summary", {}, "CSV of the rows shown (this host cannot download files: copy it)"),
+          h("textarea", { class: "csv-text", readonly: true, "aria-label": "CSV of the rows shown", "data-testid": "csv-text" }, state.csv),
+        ),
   );
   renderRows();
 }
@@ -415,7 +485,22 @@ function renderStatus(): void {
   root.dataset.state = busy ? "loading" : ready ? "ready" : state.connected ? "loading" : "waiting";
 }
 
+function renderRanges(): void {
+  ranges.hidden = !(state.usage && keepsHistory(state.usage));
+  if (ranges.hidden) return;
+  const options: [RangeDays | null, string][] = [[null, "Latest 50"], ...RANGE_DAYS.map((d): [RangeDays, string] => [d, `${d} days`])];
+  replace(ranges, 
+    h("legend", { class: "visually-hidden" }, "Show the history of"),
+    ...options.map(([days, label]) => {
+      const input = h("input", { type: "radio", name: "range", value: String(days ?? "latest"), checked: state.range === days });
+      input.addEventListener("change", () => void chooseRange(days));
+      return h("label", { class: "chip", "data-testid": `range-${days ?? "latest"}` }, input, h("span", {}, label));
+    }),
+  );
+}
+
 function renderAll(): void {
+  renderRanges();
   renderAlerts();
   renderBalance();
   renderForecast();
@@ -470,6 +555,71 @@ async function load(kind: Kind): Promise<void> {
   }
 }
 
+/** Read the last `days` days page by page (at most MAX_PAGES), newest first. */
+async function loadRange(days: RangeDays): Promise<void> {
+  if (state.loading.has("range")) return;
+  state.loading.add("range");
+  renderStatus();
+  const now = Date.now();
+  const args = rangeArguments(days, now);
+  const pages: UsageReport[] = [];
+  let cursor: string | null = null;
+  try {
+    do {
+      const result = (await app.callServerTool({ name: TOOL.usage, arguments: cursor ? { ...args, cursor } : args })) as ToolResult;
+      if (result.isError) throw new Error(errorText(result));
+      const page = asUsage(result.structuredContent);
+      if (!page) throw new Error("the result has no data this page can show.");
+      pages.push(page);
+      cursor = nextCursor(page);
+    } while (cursor !== null && pages.length < MAX_PAGES);
+    if (state.range === days) {
+      state.history = combinePages(pages, Date.parse(args.since), now, cursor !== null);
+      delete state.errors.usage;
+    }
+  } catch (error) {
+    state.errors.usage = `${TOOL.usage}: ${error instanceof Error ? error.message : String(error)}`;
+  } finally {
+    state.loading.delete("range");
+    renderAll();
+  }
+}
+
+async function chooseRange(days: RangeDays | null): Promise<void> {
+  state.range = days;
+  state.history = null;
+  state.csv = null;
+  renderAll();
+  if (days !== null) await loadRange(days);
+}
+
+/** The rows shown, as CSV, through the host: a sandboxed frame may not download by itself, and ui/download-file is
+ * how the MCP Apps spec lets a view hand the host a file. A host without it gets the CSV to copy. */
+async function downloadCsv(): Promise<void> {
+  const usage = shown();
+  if (!usage) return;
+  const csv = toCsv(usage.recent_transactions);
+  const history = state.range !== null ? state.history : null;
+  const times = usage.recent_transactions.map((tx) => Date.parse(tx.at));
+  const name = history ? csvName(history.since, history.until) : csvName(Math.min(...times), Math.max(...times));
+  if (app.getHostCapabilities()?.downloadFile) {
+    try {
+      const result = await app.downloadFile({
+        contents: [{ type: "resource", resource: { uri: `file:///${name}`, mimeType: "text/csv", text: csv } }],
+      });
+      if (!result.isError) {
+        status.textContent = `${name} handed to the host.`;
+        return;
+      }
+      status.textContent = "The host did not download the file; the CSV is below to copy.";
+    } catch (error) {
+      console.error("[dessert dashboard]", error);
+    }
+  }
+  state.csv = csv;
+  renderTransactions();
+}
+
 // ---- the host -------------------------------------------------------------------------------------------
 
 const app = new App({ name: "dessert-mcp dashboard", version: "1.0.0" }, {}, { autoResize: true });
@@ -520,7 +670,7 @@ app.onerror = (error) => console.error("[dessert dashboard]", error);
 
 refresh.addEventListener("click", () => {
   if (state.loading.size > 0 || !state.connected) return;
-  void Promise.all([load("balance"), load("usage")]);
+  void Promise.all([load("balance"), load("usage"), state.range !== null ? loadRange(state.range) : null]);
 });
 
 // Charts are drawn at the card's pixel width: redraw when the width changes (not the height: no feedback loop).
@@ -530,7 +680,7 @@ new ResizeObserver(() => {
   if (width === lastWidth) return;
   lastWidth = width;
   if (state.balance) renderBalance();
-  if (state.usage) renderCharts();
+  if (shown()) renderCharts();
 }).observe(root);
 
 renderAll();

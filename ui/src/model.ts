@@ -39,6 +39,11 @@ export interface Forecast {
   latest_balance: number | null;
   days_until_empty: number | null;
   unavailable_reason: string | null;
+  /** With kept history: days left at the busier days' pace, and at the quieter days' pace (null: none). */
+  days_until_empty_low?: number | null;
+  days_until_empty_high?: number | null;
+  /** Complete days of kept history the rate comes from; null: from the returned transactions. */
+  history_days?: number | null;
 }
 
 export interface UsageSummary {
@@ -107,6 +112,8 @@ export function forecastOf(usage: UsageReport): Forecast | null {
   if (!isObject(forecast)) return null;
   const { burn_rate_credits_per_day, latest_balance, days_until_empty, unavailable_reason } = forecast;
   if (![burn_rate_credits_per_day, latest_balance, days_until_empty].every(isNumberOrNull)) return null;
+  const optional = [forecast.days_until_empty_low, forecast.days_until_empty_high, forecast.history_days];
+  if (!optional.every((value) => value === undefined || isNumberOrNull(value))) return null;
   if (unavailable_reason !== null && typeof unavailable_reason !== "string") return null;
   return forecast as unknown as Forecast;
 }
@@ -241,8 +248,19 @@ export function transactionsFooter(note: string, shown: number, filter: string):
   return `${note} The ${filter} filter keeps ${shown} of them.`;
 }
 
-/** What the forecast is computed over: the transactions get_usage returned (the same window `dessert-mcp demo`
- * names), so the page and the demo give one number for one window. */
-export function forecastBasis(returned: number): string {
+/** What the forecast is computed over, worded as `dessert-mcp demo` words it, so the page and the demo give one
+ * number for one tool result: whole days of kept history when the server has them, else the transactions
+ * get_usage returned. */
+export function forecastBasis(returned: number, historyDays?: number | null): string {
+  if (historyDays) {
+    return `Net spend per day over ${historyDays} whole ${historyDays === 1 ? "day" : "days"} of kept history; an estimate, not a promise.`;
+  }
   return `Deductions net of refunds over the ${returned} ${returned === 1 ? "transaction" : "transactions"} returned, oldest to newest; an estimate, not a promise.`;
+}
+
+/** The forecast's range in days, as the tools give it (busier pace to quieter pace), or null without one. */
+export function forecastRange(forecast: Forecast): { low: number; high: number | null } | null {
+  const low = forecast.days_until_empty_low;
+  if (low === undefined || low === null) return null;
+  return { low, high: forecast.days_until_empty_high ?? null };
 }

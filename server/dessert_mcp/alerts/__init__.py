@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from dessert_mcp.alerts.rules import RULES, Alert, Rule, Thresholds
-from dessert_mcp.alerts.store import AlertStore, InMemoryAlertStore
+from dessert_mcp.alerts.store import AlertStore, InMemoryAlertStore, OpenedAlertStore
 from dessert_mcp.alerts.watch import ALERTS_URI, BALANCE_URI, USAGE_URI, Publish, Watcher
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "Alert",
     "AlertStore",
     "InMemoryAlertStore",
+    "OpenedAlertStore",
     "Publish",
     "Rule",
     "Thresholds",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Final, Protocol
@@ -62,6 +63,35 @@ class InMemoryAlertStore:
 
     async def set_thresholds(self, account: str, thresholds: Thresholds) -> None:
         self._thresholds[account] = thresholds
+
+
+class OpenedAlertStore:
+    """`AlertStore` opened on first use by `open_store` (the ledger's database: a server never called loads no
+    database library)."""
+
+    def __init__(self, open_store: Callable[[], Awaitable[AlertStore]]) -> None:
+        self._open = open_store
+        self._store: AlertStore | None = None
+
+    async def opened(self) -> AlertStore:
+        if self._store is None:
+            self._store = await self._open()
+        return self._store
+
+    async def fire(self, alert: Alert) -> None:
+        await (await self.opened()).fire(alert)
+
+    async def clear(self, alert: Alert) -> None:
+        await (await self.opened()).clear(alert)
+
+    async def recent(self, account: str, limit: int = RECENT_KEPT) -> list[Alert]:
+        return await (await self.opened()).recent(account, limit)
+
+    async def thresholds(self, account: str) -> Thresholds | None:
+        return await (await self.opened()).thresholds(account)
+
+    async def set_thresholds(self, account: str, thresholds: Thresholds) -> None:
+        await (await self.opened()).set_thresholds(account, thresholds)
 
 
 def _newest_first(alert: Alert) -> tuple[float, str]:

@@ -203,6 +203,11 @@ class _WatchedLedger:
         self._ledger = ledger
         self._watcher = watcher
 
+    @property
+    def database(self) -> object:
+        """The wrapped ledger's database, if it has one (the retention chore prunes through it)."""
+        return getattr(self._ledger, "database", None)
+
     async def record_usage(
         self, account: str, transactions: Sequence[Transaction], observed_at: datetime
     ) -> MergeOutcome:

@@ -96,11 +96,12 @@ class OAuthConfig:
     database_url: str | None = setting(
         "DESSERT_MCP_DATABASE_URL",
         None,
-        "where tokens and linked accounts live, `sqlite:///path` or `postgresql://user@host/db` (for several "
-        "replicas).",
-        None,  # the SQLite default (store.default_database_url)
-        applies=WITH_OAUTH,
-        shown="a SQLite file in $XDG_STATE_HOME/dessert-mcp/",
+        "the database of the ledger (the server's and `dessert-mcp ledger`'s) and, with `--auth oauth`, of tokens "
+        "and linked accounts; `sqlite:///path` or `postgresql://user@host/db` (for several replicas). Unset: SQLite "
+        "files in the platform's user directories, found by `platformdirs` as each platform expects, created "
+        "owner-only.",
+        None,  # the SQLite defaults (store.default_database_url, ledger.tables.default_ledger_url)
+        shown="SQLite files in $XDG_DATA_HOME/dessert-mcp/ (ledger) and $XDG_STATE_HOME/dessert-mcp/ (tokens)",
     )
     dessert_base_url: str = DEFAULT_BASE_URL  # from DESSERT_API_BASE_URL, the core's setting
     access_token_ttl_s: int = setting(
@@ -128,11 +129,15 @@ class OAuthConfig:
     sign_in_attempts: int = 10
     sign_in_attempts_per_address: int = 50
     sign_in_window_s: int = 600
-    # /authorize: this many per client address per window (each one stores a pending sign-in), then 429.
+    # /authorize: this many per client address per window (each may fetch a client metadata document), then 429.
     authorizations: int = 60
     authorization_window_s: int = 600
-    # /token: this many failed requests per client address per window, then 429.
-    token_failures: int = 30
+    # /token: this many failed requests per client address, per client (its client_id) and per account (the one the
+    # code or refresh token belongs to) per window, then 429. A client is held before its address, so one failing
+    # client neither locks out the others behind a shared address nor, alone, the account's other clients.
+    token_failures: int = 60
+    token_failures_per_client: int = 10
+    token_failures_per_account: int = 20
     token_window_s: int = 300
     # /register: this many registrations per client address per window, then 429.
     registrations: int = 20

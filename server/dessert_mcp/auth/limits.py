@@ -49,15 +49,19 @@ class Limit:
 
 
 async def reserve(store: Store, limits: Sequence[Limit], *, window_s: float) -> bool:
-    """Count one attempt against every limit, atomically each, before the work; False if any is now past its most.
+    """Count one attempt against each limit in turn, atomically each, before the work; False if one is now past its
+    most. The count is taken before anything is decided, so a burst in parallel is held to every limit.
 
-    The count is taken whether or not the attempt then goes ahead, so a burst in parallel is held to the limit.
+    A refused attempt is not an attempt: counting stops at the limit it passed and everything it counted is given
+    back. Put the narrow limits first (a sign-in, a client, an account; each on something that exists, never on a
+    name the caller makes up) and the address last: a caller held by its own limit then never touches the address
+    that others share, not even for a moment during a burst.
     """
-    over = False
-    for limit in limits:
+    for i, limit in enumerate(limits):
         if await store.throttle_hit(limit.key, window_s=window_s) > limit.most:
-            over = True
-    return not over
+            await refund(store, limits[: i + 1])
+            return False
+    return True
 
 
 async def refund(store: Store, limits: Sequence[Limit]) -> None:
@@ -123,6 +127,30 @@ class CappedBody:
                 await self.refuse()
                 return {"type": "http.disconnect"}
         return message
+
+    async def read_all(self) -> bytes | None:
+        """The whole body (at most `cap` bytes), or None if it was refused (413 sent) or the client went away."""
+        chunks = []
+        while True:
+            message = await self.receive()
+            if message["type"] != "http.request":
+                return None
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def replay(self, body: bytes) -> Receive:
+        """A `receive` that hands the app `body`, read already by `read_all`, then listens for the client leaving."""
+        given = False
+
+        async def receive() -> Message:
+            nonlocal given
+            if not given:
+                given = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await self.receive()
+
+        return receive
 
     async def send(self, message: Message) -> None:
         if self.refused:

@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dessert_mcp.auth._crypto import token_hash
 from dessert_mcp.storage import (
@@ -233,6 +233,7 @@ class SignInRow:
     key_sealed: str | None
     account: dict[str, Any] | None
     expires_at: float
+    used: bool = False
 
 
 def _family(row: Row[Any]) -> dict[str, Any]:
@@ -259,17 +260,23 @@ def _revoke_grants(where: sa.ColumnElement[bool], now: float, reason: str) -> sa
 class Store:
     """All reads and writes of the auth wing. Every method is one short transaction."""
 
-    def __init__(self, url: str, *, clock: Clock = time.time) -> None:
-        self.db = Database(
-            url,
-            schemas=[SCHEMA],
-            label="token database",
-            when_down="requests answer 503, /readyz is not ready",
-            clock=clock,
-        )
+    def __init__(self, url: str | Database, *, clock: Clock = time.time) -> None:
+        """On the database `url`, or on a `Database` opened with `SCHEMA` among others (one pool for every wing
+        in a process; its clock is then the store's)."""
+        if isinstance(url, Database):
+            if SCHEMA not in url.schemas:
+                raise ValueError("the database must be opened with the auth wing's schema (auth.store.SCHEMA)")
+            self.db = url
+        else:
+            self.db = Database(
+                url,
+                schemas=[SCHEMA],
+                label="token database",
+                when_down="requests answer 503, /readyz is not ready",
+                clock=clock,
+            )
         self.url = self.db.url
-        self.clock = clock
-        self.is_sqlite = self.db.is_sqlite
+        self.clock = self.db.clock
         self._tx = self.db.transaction
         self._revocation_listeners: list[RevocationListener] = []
 
@@ -348,27 +355,52 @@ class Store:
     # -- sign-ins (between /authorize and the redirect back) ----------------------------------------------
 
     async def create_sign_in(
-        self, sign_in_id: str, *, client_id: str, params: dict[str, Any], csrf: str, ttl_s: float
-    ) -> None:
-        now = self.clock()
+        self,
+        sign_in_id: str,
+        *,
+        client_id: str,
+        params: dict[str, Any],
+        csrf: str,
+        expires_at: float,
+        key_sealed: str,
+        account: dict[str, Any],
+    ) -> bool:
+        """Keep a sign-in whose key checked until consent (a key checked again replaces it); False if it was used.
+
+        /authorize stores nothing (auth/pending.py): this row is the first a sign-in writes.
+        """
         async with self._tx() as conn:
             # Opportunistic clean-up of abandoned sign-ins; the table stays small without a cron job.
-            await conn.execute(_sign_ins.delete().where(_sign_ins.c.expires_at < now - 3600))
-            await conn.execute(
-                _sign_ins.insert().values(
-                    id_hash=token_hash(sign_in_id),
-                    client_id=client_id,
-                    params_json=json.dumps(params),
-                    csrf_hash=token_hash(csrf),
-                    expires_at=now + ttl_s,
-                )
+            await conn.execute(_sign_ins.delete().where(_sign_ins.c.expires_at < self.clock() - 3600))
+            values = {
+                "id_hash": token_hash(sign_in_id),
+                "client_id": client_id,
+                "params_json": json.dumps(params),
+                "csrf_hash": token_hash(csrf),
+                "key_sealed": key_sealed,
+                "account_json": json.dumps(account),
+                "expires_at": expires_at,
+            }
+            statement = upsert(
+                conn,
+                _sign_ins,
+                values,
+                key=["id_hash"],
+                update={"key_sealed": key_sealed, "account_json": values["account_json"]},
+                where=_sign_ins.c.used_at.is_(None),
             )
+            result = await conn.execute(statement.returning(_sign_ins.c.id_hash))
+            return result.first() is not None
 
     async def get_sign_in(self, sign_in_id: str) -> SignInRow | None:
+        """The sign-in if its key checked and it has not expired; `used` once consent was given or refused."""
         async with self._tx(read_only=True) as conn:
             row = (
                 await conn.execute(
-                    sa.select(_sign_ins).where(_open_sign_in(sign_in_id), _sign_ins.c.expires_at > self.clock())
+                    sa.select(_sign_ins).where(
+                        _sign_ins.c.id_hash == token_hash(sign_in_id),
+                        _sign_ins.c.expires_at > self.clock(),
+                    )
                 )
             ).first()
         if row is None:
@@ -380,15 +412,8 @@ class Store:
             key_sealed=row.key_sealed,
             account=json.loads(row.account_json) if row.account_json else None,
             expires_at=row.expires_at,
+            used=row.used_at is not None,
         )
-
-    async def attach_key_to_sign_in(self, sign_in_id: str, *, key_sealed: str, account: dict[str, Any]) -> None:
-        async with self._tx() as conn:
-            await conn.execute(
-                _sign_ins.update()
-                .where(_open_sign_in(sign_in_id))
-                .values(key_sealed=key_sealed, account_json=json.dumps(account))
-            )
 
     async def finish_sign_in(self, sign_in_id: str) -> bool:
         """Mark the sign-in used (and forget its key); False if it was already used: a double submit."""
@@ -513,6 +538,7 @@ class Store:
         refresh: str,
         refresh_ttl_s: float,
     ) -> bool:
+        """Mark `spent` (a code or a refresh token) used, once, and issue its family's next token pair."""
         now = self.clock()
         async with self._tx() as conn:
             row = (
@@ -525,25 +551,11 @@ class Store:
             ).first()
             if row is None:
                 return False
-            await self._issue(conn, row.grant_id, access, access_ttl_s, refresh, refresh_ttl_s, now)
+            for issued, token, ttl_s in ((_access, access, access_ttl_s), (_refresh, refresh, refresh_ttl_s)):
+                await conn.execute(
+                    issued.insert().values(token_hash=token_hash(token), grant_id=row.grant_id, expires_at=now + ttl_s)
+                )
         return True
-
-    @staticmethod
-    async def _issue(
-        conn: AsyncConnection,
-        grant_id: str,
-        access: str,
-        access_ttl_s: float,
-        refresh: str,
-        refresh_ttl_s: float,
-        now: float,
-    ) -> None:
-        await conn.execute(
-            _access.insert().values(token_hash=token_hash(access), grant_id=grant_id, expires_at=now + access_ttl_s)
-        )
-        await conn.execute(
-            _refresh.insert().values(token_hash=token_hash(refresh), grant_id=grant_id, expires_at=now + refresh_ttl_s)
-        )
 
     async def get_access_token(self, token: str) -> TokenRow | None:
         """The live access token (not expired, family and account not revoked), or None. One query, no transaction."""

@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import base64
 import logging
-import os
-import random
-import socket
 from collections.abc import Callable
 from typing import Any, Final
+from urllib.parse import unquote
 
 from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dessert_mcp.auth._crypto import token_hash
 from dessert_mcp.auth.caller import has_bearer, unauthenticated
 from dessert_mcp.auth.config import MCP_PATH, SCOPE, OAuthConfig
 from dessert_mcp.auth.limits import MAX_QUERY_BYTES, CappedBody, Limit, answer, refund, reserve, scope_bucket
 from dessert_mcp.auth.provider import SIGN_IN_PATH, DessertOAuthProvider
 from dessert_mcp.auth.signin import SignInPages
 from dessert_mcp.auth.store import StorageUnavailable, Store, default_database_url
+from dessert_mcp.storage.chores import Chore
 
 logger = logging.getLogger("dessert_mcp.auth")
 
@@ -59,10 +60,7 @@ class OAuthWiring:
         self.store = store
         self.provider = DessertOAuthProvider(config, self.store)
         self.pages = SignInPages(self.provider)
-        self.prune_every_s = prune_every_s
-        # Names this process in the prune lease (for the operator reading the table), unique per process.
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
-        self._pruner: asyncio.Task[None] | None = None
+        self.pruner = Chore(self.store.db, PRUNE_LEASE, self._prune, every_s=prune_every_s, what="Pruning")
 
     def __repr__(self) -> str:
         return f"OAuthWiring({self.config.issuer!r}, {self.store!r})"
@@ -135,26 +133,21 @@ class OAuthWiring:
             await self.store.migrate()
         except StorageUnavailable as exc:
             logger.error("%s Serving anyway; token requests answer 503 until it is back.", exc)
-        self._pruner = asyncio.get_running_loop().create_task(self._prune_forever(), name="dessert-mcp prune")
+        self.pruner.start()
+
+    @property
+    def holder(self) -> str:
+        """This process's name in the database's leases (pruning, the ledger's poller)."""
+        return self.pruner.holder
 
     async def prune_once(self) -> int | None:
         """Prune if no replica has in the last `prune_every_s`; how many rows went, or None if it was not our turn."""
-        if not await self.store.take_lease(PRUNE_LEASE, self.holder, ttl_s=self.prune_every_s):
-            return None
+        return await self.pruner.once()
+
+    async def _prune(self) -> int:
         deleted = await self.store.prune()
         logger.info("Pruned %d expired rows from the token database", deleted)
         return deleted
-
-    async def _prune_forever(self) -> None:
-        # Off every request's path; the lease makes one replica do it per period, whichever wakes first.
-        while True:
-            try:
-                await self.prune_once()
-            except StorageUnavailable as exc:
-                logger.warning("Pruning skipped: %s", exc)
-            except Exception:  # a bug here must not end the schedule, nor reach the server
-                logger.exception("Pruning failed")
-            await asyncio.sleep(self.prune_every_s * random.uniform(0.5, 1.0))
 
     async def linked_subjects(self) -> set[str] | None:
         """The token subjects of the accounts still linked (not revoked, with a live grant), for the ledger's poller;
@@ -184,11 +177,7 @@ class OAuthWiring:
         return None
 
     async def aclose(self) -> None:
-        if self._pruner is not None:
-            self._pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pruner
-            self._pruner = None
+        await self.pruner.aclose()
         await self.provider.aclose()
 
 
@@ -265,18 +254,28 @@ class AuthGuard:
         config = self.config
         counted: list[Limit] = []
         window = 0
+        receive: Receive = body.receive
         if post and path == "/token":
-            counted, window = [Limit(f"token:{bucket}", config.token_failures)], config.token_window_s
-        elif post and path == "/register":
-            counted, window = [Limit(f"register:{bucket}", config.registrations)], config.registration_window_s
-        elif path == "/authorize":
-            # Each /authorize stores a pending sign-in: count them all.
-            counted, window = [Limit(f"authorize:{bucket}", config.authorizations)], config.authorization_window_s
-        if counted and not await reserve(self.store, counted, window_s=window):
+            # Read (capped) and parsed here, so the client and the account are known before anything is counted.
+            data = await body.read_all()
+            if data is None:
+                return
+            receive = body.replay(data)
+            window = config.token_window_s
+            counted = await self._token_limits(scope, await _form(scope, body.replay(data)), bucket)
+            allowed = bool(counted)
+        else:
+            if post and path == "/register":
+                counted, window = [Limit(f"register:{bucket}", config.registrations)], config.registration_window_s
+            elif path == "/authorize":
+                # Each /authorize may fetch a client's metadata document: count them all.
+                counted, window = [Limit(f"authorize:{bucket}", config.authorizations)], config.authorization_window_s
+            allowed = not counted or await reserve(self.store, counted, window_s=window)
+        if not allowed:
             await answer(
                 body.send,
                 429,
-                {"error": "slow_down", "error_description": "Too many requests from this address; wait and retry."},
+                {"error": "slow_down", "error_description": "Too many requests; wait and retry."},
                 {"Retry-After": str(window)},
             )
             return
@@ -285,22 +284,73 @@ class AuthGuard:
             send = self.pages.errors_on_our_page(scope, send)
         elif path in ("/token", "/revoke") and _authorization_scheme(scope) == "basic":
             send = _basic_challenge(send)
-        status = 0
+        if path == "/token":
+            send = self._refund_success(send, counted)
+        await self.app(scope, receive, send)
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
+    def _refund_success(self, send: Send, counted: list[Limit]) -> Send:
+        """/token counts failures only: a good exchange gives its places back, before its answer goes out (so the
+        client's next request finds them). The tokens are issued by then: a database lost meanwhile costs the client
+        its places in the window, never the answer."""
+
+        async def refunding(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] not in (400, 401):
+                try:
+                    await refund(self.store, counted)
+                except StorageUnavailable as exc:
+                    logger.warning("A /token throttle refund was not recorded: %s", exc)
             await send(message)
 
-        await self.app(scope, body.receive, tracking_send)
-        if path == "/token" and counted and status not in (400, 401, 413):
-            # /token counts failures only: a good exchange gives its place back.
-            await refund(self.store, counted)
+        return refunding
+
+    async def _token_limits(self, scope: Scope, form: dict[str, str], bucket: str) -> list[Limit]:
+        """Count one /token request against its client, its account and its address, in that order (see `reserve`);
+        the limits counted, or [] if one is past its most. A client or account counts only if it exists: made-up
+        names are the address's to count, and write no throttle rows of their own."""
+        config = self.config
+        limits = []
+        client_id = form.get("client_id") or _basic_client_id(scope)
+        if client_id and await self.store.get_client(client_id) is not None:
+            limits.append(Limit(f"token-client:{token_hash(client_id)}", config.token_failures_per_client))
+        account_id = None
+        if form.get("grant_type") == "refresh_token" and form.get("refresh_token"):
+            refresh = await self.store.get_refresh_token(form["refresh_token"])
+            account_id = refresh.account_id if refresh is not None else None
+        elif form.get("grant_type") == "authorization_code" and form.get("code"):
+            code = await self.store.get_code(form["code"])
+            account_id = code.account_id if code is not None else None
+        if account_id is not None:
+            limits.append(Limit(f"token-account:{account_id}", config.token_failures_per_account))
+        limits.append(Limit(f"token:{bucket}", config.token_failures))
+        return limits if await reserve(self.store, limits, window_s=config.token_window_s) else []
 
     @property
     def pages(self) -> SignInPages:
         return self.wiring.pages
+
+
+async def _form(scope: Scope, receive: Receive) -> dict[str, str]:
+    """The text fields of a request's body, parsed as the SDK's handlers parse it (Starlette's form parser)."""
+    request = Request(dict(scope), receive)
+    try:
+        form = await request.form()
+    except (MultiPartException, HTTPException):
+        return {}  # the SDK's handler refuses it too
+    fields = {name: value for name, value in form.items() if isinstance(value, str)}
+    await form.close()
+    return fields
+
+
+def _basic_client_id(scope: Scope) -> str | None:
+    """The client id in an `Authorization: Basic` header (RFC 6749 §2.3.1: form-encoded, then base64)."""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization" and value[:6].lower() == b"basic ":
+            try:
+                client_id = base64.b64decode(value[6:].strip(), validate=True).decode().split(":", 1)[0]
+            except (ValueError, UnicodeDecodeError):
+                return None
+            return unquote(client_id) or None
+    return None
 
 
 def _authorization_scheme(scope: Scope) -> str:

@@ -19,6 +19,7 @@ from dessert_mcp import __version__
 from dessert_mcp.auth.config import OAuthConfig
 from dessert_mcp.cli.accounts import add_accounts_parser
 from dessert_mcp.cli.hosts import HOSTS, LAUNCHES
+from dessert_mcp.cli.ledger import add_ledger_parser
 from dessert_mcp.config import HTTP_ONLY, ConfigError, Setting, Settings, declared, spelled
 from dessert_mcp.http.options import HTTPOptions, oauth_config
 from dessert_mcp.redact import Redactor, configure_logging_for, install_excepthook
@@ -60,6 +61,7 @@ commands:
   dessert-mcp demo            start the sandbox, launch the server over stdio, call both tools
   dessert-mcp config HOST     print a ready-to-paste configuration for an MCP host (see `config --help`)
   dessert-mcp accounts ...    list or revoke accounts linked through --auth oauth, manage its encryption key
+  dessert-mcp ledger ...      the usage history kept per account: status, export (CSV, JSON Lines), forget
 """
 
 CONFIG_HELP = (
@@ -152,7 +154,9 @@ def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
     )
     parser.add_argument("--version", action="version", version=f"dessert-mcp {__version__}")
     http_only = _add_http_arguments(parser)
-    sub = parser.add_subparsers(dest="command", metavar="{sandbox,check,demo,config,accounts}", parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", metavar="{sandbox,check,demo,config,accounts,ledger}", parser_class=_Parser
+    )
     # `sandbox`, `demo` and `config` refuse --sandbox with a sentence wherever it is written, not "unrecognized".
     refuses_sandbox = _Parser(add_help=False)
     refuses_sandbox.add_argument("--sandbox", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -183,6 +187,7 @@ def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
     config.add_argument("mcp_host", choices=list(HOSTS), metavar="HOST", help=f"one of: {', '.join(HOSTS)}")
     config.add_argument("--launch", choices=LAUNCHES, help="how the entry starts the server: path or uvx (see below)")
     add_accounts_parser(sub)
+    add_ledger_parser(sub)
     return parser, http_only
 
 
@@ -225,6 +230,10 @@ def _main(argv: Sequence[str] | None) -> None:
         from dessert_mcp.cli.accounts import run_accounts
 
         sys.exit(run_accounts(args))
+    if args.command == "ledger":
+        from dessert_mcp.cli.ledger import run_ledger
+
+        sys.exit(run_ledger(args))
     if args.command in ("sandbox", "demo") and args.sandbox:
         sys.exit(f"dessert-mcp: error: --sandbox does not apply to `{args.command}`, which always uses the sandbox.")
     log_level = args.log_level

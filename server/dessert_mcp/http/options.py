@@ -99,7 +99,6 @@ class HTTPOptions:
         "[Security](#security) section). Never the Dessert API key; not with `--auth`.",
         None,
         applies=HTTP_ONLY,
-        repr=False,
     )
     # None: one account, the operator's.
     auth: AuthMode | None = setting(
@@ -119,7 +118,6 @@ class HTTPOptions:
         "answers 403 in that mode. See [docs/observability.md](docs/observability.md).",
         None,
         applies=WITH_AUTH,
-        repr=False,
     )
 
     @classmethod

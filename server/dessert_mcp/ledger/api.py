@@ -212,8 +212,12 @@ class Ledger(Protocol):
     async def record_usage(
         self, account: str, transactions: Sequence[Transaction], observed_at: datetime
     ) -> MergeOutcome:
-        """Merge one usage answer (`transactions` as the API returned them, newest first; the last
-        `USAGE_FEED_SIZE` transactions at `observed_at`) into the account's history."""
+        """Merge one usage answer (`transactions` as the API returned them, newest first: the last
+        `USAGE_FEED_SIZE` transactions) into the account's history.
+
+        `observed_at` vouches that every transaction older than it is in this answer or before it: take the moment
+        the request was sent (or the answer's `Date` header, floored to the second), never the moment the answer
+        arrived, which is later than Dessert made it. A cached answer keeps the time its request was sent."""
         ...
 
     async def record_balance(self, account: str, balance: Balance, observed_at: datetime) -> None: ...

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from dessert_mcp.ledger.api import RowFlag, Seam, SeamKind
+from dessert_mcp.ledger.api import SEAM_KINDS, AccountStatus, RowFlag, Seam, SeamKind
 from dessert_mcp.ledger.merge import DOUBT_FLAGS, chains
 from dessert_mcp.models import Transaction
 
@@ -99,6 +99,22 @@ class Coverage:
         if current is not None and self.as_of is not None and current.covered_until < self.as_of:
             found.append(Seam("gap", current.last.timestamp, None))
         return sorted(found, key=lambda s: (s.after or datetime.min.replace(tzinfo=UTC), s.kind))
+
+    def status(
+        self, account: str, *, rows: int, oldest_at: datetime | None, newest_at: datetime | None, balance_snapshots: int
+    ) -> AccountStatus:
+        seams = self.seams()
+        return AccountStatus(
+            account=account,
+            rows=rows,
+            oldest_at=oldest_at,
+            newest_at=newest_at,
+            stretches=len(self.stretches),
+            seams={kind: sum(1 for s in seams if s.kind == kind) for kind in SEAM_KINDS},
+            flagged_rows=len(self.marked),
+            balance_snapshots=balance_snapshots,
+            last_observed_at=self.as_of,
+        )
 
     def seams_over(self, since: datetime | None, until: datetime | None) -> tuple[Seam, ...]:
         """The seams that keep [since, until) from being complete (none when it is)."""

@@ -12,7 +12,7 @@ import base64
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,12 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dessert_mcp.ledger.accounts import key_account, new_account_secret
 from dessert_mcp.ledger.api import (
     DEFAULT_PAGE_ROWS,
-    SEAM_KINDS,
-    AccountStatus,
     BalanceSnapshot,
     DailySpend,
     ExportRow,
     HistoryPage,
+    Ledger,
     LedgerRow,
     LedgerStatus,
     MergeOutcome,
@@ -115,6 +114,11 @@ class DatabaseLedger:
     def location(self) -> str:
         return self._db.where
 
+    @property
+    def database(self) -> Database:
+        """The storage-layer database it is in (for upkeep under its leases, such as retention)."""
+        return self._db
+
     # -- writing ----------------------------------------------------------------------------------------------
 
     async def _lock_account(self, conn: AsyncConnection, account: str, observed_us: int | None) -> int:
@@ -150,7 +154,7 @@ class DatabaseLedger:
             lo, hi = time_span(transactions)
             by_id = {s.summary.id: s for s in stored}
             wanted = [by_id[i] for i in relevant([s.summary for s in stored], lo, hi)]
-            views = await _views(conn, wanted, lo, hi)
+            views = await _views(conn, account_id, wanted, lo, hi)
             plan = plan_merge(transactions, observed_at, views, feed_size=self._feed_size)
             await _apply(conn, account_id, plan)
         return MergeOutcome(plan.placement, plan.added, plan.flagged)
@@ -299,19 +303,14 @@ class DatabaseLedger:
             accounts = (await conn.execute(sa.select(ACCOUNTS.c.id, ACCOUNTS.c.name).order_by(ACCOUNTS.c.name))).all()
             for account in accounts:
                 _, coverage = await self._coverage(conn, account.name)
-                seams = coverage.seams()
                 count = counts.get(account.id)
                 found.append(
-                    AccountStatus(
-                        account=account.name,
+                    coverage.status(
+                        account.name,
                         rows=0 if count is None else count.rows,
                         oldest_at=None if count is None else from_us(count.oldest),
                         newest_at=None if count is None else from_us(count.newest),
-                        stretches=len(coverage.stretches),
-                        seams={kind: sum(1 for s in seams if s.kind == kind) for kind in SEAM_KINDS},
-                        flagged_rows=len(coverage.marked),
                         balance_snapshots=snapshots.get(account.id, 0),
-                        last_observed_at=coverage.as_of,
                     )
                 )
         return LedgerStatus(self.location, tuple(found))
@@ -394,16 +393,24 @@ class DatabaseLedger:
 # -- the merge's reads and writes ---------------------------------------------------------------------------------
 
 
-async def _stretches(conn: AsyncConnection, account_id: int) -> list[_Stored]:
+def _stretches_query() -> sa.Select[Any]:
+    """An account's stretches with their first and last rows (every merge and every read runs it: built once)."""
     first, last = ROWS.alias("first_row"), ROWS.alias("last_row")
     labelled = [c.label("f_" + c.name) for c in first.c if c.name in Transaction.model_fields]
     labelled += [c.label("l_" + c.name) for c in last.c if c.name in Transaction.model_fields]
-    result = await conn.execute(
+    return (
         sa.select(STRETCHES, *labelled)
         .join(first, sa.and_(first.c.stretch_id == STRETCHES.c.id, first.c.pos == STRETCHES.c.first_pos))
         .join(last, sa.and_(last.c.stretch_id == STRETCHES.c.id, last.c.pos == STRETCHES.c.last_pos))
-        .where(STRETCHES.c.account_id == account_id)
+        .where(STRETCHES.c.account_id == sa.bindparam("account_id"))
     )
+
+
+_STRETCHES_OF: Final = _stretches_query()
+
+
+async def _stretches(conn: AsyncConnection, account_id: int) -> list[_Stored]:
+    result = await conn.execute(_STRETCHES_OF, {"account_id": account_id})
     return [
         _Stored(
             StretchSummary(
@@ -420,7 +427,9 @@ async def _stretches(conn: AsyncConnection, account_id: int) -> list[_Stored]:
     ]
 
 
-async def _views(conn: AsyncConnection, stored: Sequence[_Stored], lo: datetime, hi: datetime) -> list[Stretch]:
+async def _views(
+    conn: AsyncConnection, account_id: int, stored: Sequence[_Stored], lo: datetime, hi: datetime
+) -> list[Stretch]:
     """The merge's view of each stretch: its rows whose time lies in [lo, hi], and every row between them."""
     if not stored:
         return []
@@ -429,7 +438,12 @@ async def _views(conn: AsyncConnection, stored: Sequence[_Stored], lo: datetime,
         r.stretch_id: (r.lo, r.hi)
         for r in await conn.execute(
             sa.select(ROWS.c.stretch_id, sa.func.min(ROWS.c.pos).label("lo"), sa.func.max(ROWS.c.pos).label("hi"))
-            .where(ROWS.c.stretch_id.in_(ids), ROWS.c.at_us >= to_us(lo), ROWS.c.at_us <= to_us(hi))
+            .where(
+                # By the account too, so the time index finds them (a stretch may hold years of rows).
+                ROWS.c.account_id == account_id,
+                ROWS.c.stretch_id.in_(ids),
+                ROWS.c.at_us.between(to_us(lo), to_us(hi)),
+            )
             .group_by(ROWS.c.stretch_id)
         )
     }
@@ -478,8 +492,8 @@ async def _apply(conn: AsyncConnection, account_id: int, plan: MergePlan) -> Non
                 STRETCHES.insert()
                 .values(
                     account_id=account_id,
-                    first_pos=plan.new_rows[0].pos,
-                    last_pos=plan.new_rows[-1].pos,
+                    first_pos=plan.first_pos,
+                    last_pos=plan.last_pos,
                     reaches_start=plan.reaches_start,
                     observed_through_us=observed,
                 )
@@ -509,13 +523,17 @@ async def _apply(conn: AsyncConnection, account_id: int, plan: MergePlan) -> Non
         await conn.execute(*_insert_rows(account_id, target, plan.new_rows))
     for pos, flags in plan.flag_updates:
         await conn.execute(or_flags.where(ROWS.c.stretch_id == target, ROWS.c.pos == pos), {"more": flag_mask(flags)})
-    ends = (
-        await conn.execute(
-            sa.select(sa.func.min(ROWS.c.pos), sa.func.max(ROWS.c.pos)).where(ROWS.c.stretch_id == target)
-        )
-    ).one()
     await conn.execute(
         STRETCHES.update()
         .where(STRETCHES.c.id == target)
-        .values(first_pos=ends[0], last_pos=ends[1], reaches_start=plan.reaches_start, observed_through_us=observed)
+        .values(
+            first_pos=plan.first_pos,
+            last_pos=plan.last_pos,
+            reaches_start=plan.reaches_start,
+            observed_through_us=observed,
+        )
     )
+
+
+if TYPE_CHECKING:  # mypy checks that the class implements the protocol
+    _implements: type[Ledger] = DatabaseLedger

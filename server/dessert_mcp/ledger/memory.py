@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from dessert_mcp.ledger.accounts import key_account, new_account_secret
 from dessert_mcp.ledger.api import (
     DEFAULT_PAGE_ROWS,
-    SEAM_KINDS,
-    AccountStatus,
     BalanceSnapshot,
     DailySpend,
     ExportRow,
     HistoryPage,
+    Ledger,
     LedgerRow,
     LedgerStatus,
     MergeOutcome,
@@ -36,6 +37,7 @@ class _Stretch:
     rows: list[tuple[Transaction, frozenset[RowFlag]]]
     reaches_start: bool
     observed_through: datetime | None
+    disordered: int = 0  # rows flagged out_of_order (at least): while there are none, rows are in time order
 
     @property
     def last_pos(self) -> int:
@@ -45,14 +47,16 @@ class _Stretch:
         return StretchSummary(self.id, self.rows[0][0], self.rows[-1][0], self.reaches_start, self.observed_through)
 
     def view(self, lo: datetime, hi: datetime) -> Stretch:
-        """The merge's view, with the rows whose time lies in [lo, hi]."""
-        inside = [i for i, (tx, _) in enumerate(self.rows) if lo <= tx.timestamp <= hi]
-        rows: tuple[StoredRow, ...] = ()
-        if inside:
-            rows = tuple(
-                StoredRow(self.first_pos + i, tx, flags)
-                for i, (tx, flags) in enumerate(self.rows[inside[0] : inside[-1] + 1], start=inside[0])
-            )
+        """The merge's view, with the rows whose time lies in [lo, hi] (and any between them)."""
+        if self.disordered:
+            inside = [i for i, (tx, _) in enumerate(self.rows) if lo <= tx.timestamp <= hi]
+            start, end = (inside[0], inside[-1] + 1) if inside else (0, 0)
+        else:
+            start = bisect.bisect_left(self.rows, lo, key=_time)
+            end = bisect.bisect_right(self.rows, hi, key=_time)
+        rows = tuple(
+            StoredRow(self.first_pos + i, tx, flags) for i, (tx, flags) in enumerate(self.rows[start:end], start=start)
+        )
         return Stretch(
             self.id,
             self.first_pos,
@@ -124,9 +128,28 @@ class InMemoryLedger:
         if plan.target is None:
             stretch_id, self._next_id = self._next_id, self._next_id + 1
             rows = [(r.transaction, r.flags) for r in plan.new_rows]
-            acct.stretches[stretch_id] = _Stretch(stretch_id, 0, rows, plan.reaches_start, plan.observed_through)
+            disordered = sum(1 for _, flags in rows if "out_of_order" in flags)
+            acct.stretches[stretch_id] = _Stretch(
+                stretch_id, 0, rows, plan.reaches_start, plan.observed_through, disordered
+            )
             return
         target = acct.stretches[plan.target]
+        target.reaches_start = plan.reaches_start
+        target.observed_through = plan.observed_through
+        target.disordered += sum(1 for r in plan.new_rows if "out_of_order" in r.flags)
+        target.disordered += sum(1 for _, flags in plan.flag_updates if "out_of_order" in flags)
+        if not plan.joins:
+            # The usual case, a poll: rows go on either end, with no renumbering.
+            older = [(r.transaction, r.flags) for r in plan.new_rows if r.pos < target.first_pos]
+            newer = [(r.transaction, r.flags) for r in plan.new_rows if r.pos > target.last_pos]
+            target.rows[:0] = older
+            target.rows.extend(newer)
+            target.first_pos -= len(older)
+            assert (target.first_pos, target.last_pos) == (plan.first_pos, plan.last_pos)
+            for pos, flags in plan.flag_updates:
+                tx, old = target.rows[pos - target.first_pos]
+                target.rows[pos - target.first_pos] = (tx, old | flags)
+            return
         by_pos = {target.first_pos + i: row for i, row in enumerate(target.rows)}
         for join in plan.joins:
             other = acct.stretches.pop(join.stretch)
@@ -142,11 +165,9 @@ class InMemoryLedger:
         for pos, flags in plan.flag_updates:
             tx, old = by_pos[pos]
             by_pos[pos] = (tx, old | flags)
-        first = min(by_pos)
-        target.first_pos = first
-        target.rows = [by_pos[p] for p in range(first, max(by_pos) + 1)]
-        target.reaches_start = plan.reaches_start
-        target.observed_through = plan.observed_through
+        target.first_pos = plan.first_pos
+        target.rows = [by_pos[p] for p in range(plan.first_pos, plan.last_pos + 1)]
+        target.disordered = sum(1 for _, flags in target.rows if "out_of_order" in flags)
 
     async def record_balance(self, account: str, balance: Balance, observed_at: datetime) -> None:
         check_aware(observed_at)
@@ -199,19 +220,14 @@ class InMemoryLedger:
         found = []
         for account, acct in sorted(self._accounts.items()):
             coverage = acct.coverage()
-            seams = coverage.seams()
             rows = [tx for s in acct.stretches.values() for tx, _ in s.rows]
             found.append(
-                AccountStatus(
-                    account=account,
+                coverage.status(
+                    account,
                     rows=len(rows),
                     oldest_at=min((tx.timestamp for tx in rows), default=None),
                     newest_at=max((tx.timestamp for tx in rows), default=None),
-                    stretches=len(acct.stretches),
-                    seams={kind: sum(1 for s in seams if s.kind == kind) for kind in SEAM_KINDS},
-                    flagged_rows=len(coverage.marked),
                     balance_snapshots=len(acct.balances),
-                    last_observed_at=acct.as_of,
                 )
             )
         return LedgerStatus(self.location, tuple(found))
@@ -255,5 +271,13 @@ class InMemoryLedger:
         pass
 
 
+def _time(row: tuple[Transaction, frozenset[RowFlag]]) -> datetime:
+    return row[0].timestamp
+
+
 def _observed(snapshot: BalanceSnapshot) -> datetime:
     return snapshot.observed_at
+
+
+if TYPE_CHECKING:  # mypy checks that the class implements the protocol
+    _implements: type[Ledger] = InMemoryLedger

@@ -85,6 +85,8 @@ class MergePlan:
     flag_updates: tuple[tuple[int, frozenset[RowFlag]], ...] = ()  # flags to add to rows the target already holds
     reaches_start: bool = False  # of the resulting stretch
     observed_through: datetime | None = None  # of the resulting stretch
+    first_pos: int = 0  # the resulting stretch's positions
+    last_pos: int = -1
     flagged: int = 0  # rows of the window stored or updated with a flag
     added: int = field(init=False)
 
@@ -220,6 +222,8 @@ def plan_merge(
             new_rows=new_rows,
             reaches_start=reaches_start,
             observed_through=observed_at,
+            first_pos=0,
+            last_pos=n - 1,
             flagged=sum(1 for f in flags if f),
         )
     return _join(rows, flags, links, observed_at, reaches_start)
@@ -290,5 +294,7 @@ def _join(
         flag_updates=tuple(updates),
         reaches_start=reaches_start or target.reaches_start,
         observed_through=max(vouched) if vouched else None,
+        first_pos=min(base, *(a for a, _ in occupied)),
+        last_pos=last,
         flagged=sum(1 for f in flags if f),
     )

@@ -109,13 +109,13 @@ class _Watch:
 class Poller:
     """Reads the usage (and balance) of each target account on its own schedule and hands the answers to `ledger`.
 
-    poller = Poller(ledger, targets, min_s=..., max_s=...)
+    poller = Poller(ledger, targets, min_s=..., max_s=...)   # `ledger`, or an async function opening it on first use
     await poller.run()          # until cancelled; or, step by step (tests): delay = await poller.step()
     """
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: Ledger | Callable[[], Awaitable[Ledger]],
         targets: Targets,
         *,
         min_s: float = DEFAULT_LEDGER_POLL_MIN_S,
@@ -129,7 +129,7 @@ class Poller:
         (`answered`) came first and set the schedule; default max_s."""
         if not 0 < min_s <= max_s:
             raise ValueError("the poll interval bounds must satisfy 0 < min_s <= max_s")
-        self.ledger = ledger
+        self._ledger = ledger
         self.targets = targets
         self.min_s = min_s
         self.max_s = max_s
@@ -243,9 +243,10 @@ class Poller:
         # No later than the answer on Dessert's clock, whatever this machine's says: its newest row's time.
         observed = rows[0].timestamp if rows else datetime.fromtimestamp(now, UTC)
         try:
-            outcome = await self.ledger.record_usage(account, rows, observed)
+            ledger = await self._opened()
+            outcome = await ledger.record_usage(account, rows, observed)
             if balance is not None:
-                await self.ledger.record_balance(account, balance, datetime.fromtimestamp(now, UTC))
+                await ledger.record_balance(account, balance, datetime.fromtimestamp(now, UTC))
         except Exception as exc:  # whatever the database raises: the schedule goes on, the calls never see it
             self._ledger_failed(exc)
             return
@@ -265,6 +266,11 @@ class Poller:
                 USAGE_FEED_SIZE,
                 since_last,
             )
+
+    async def _opened(self) -> Ledger:
+        # A server's ledger opens on its first use (the database libraries are not loaded for a server never used).
+        source = self._ledger
+        return await source() if callable(source) else source
 
     def _ledger_failed(self, exc: Exception) -> None:
         if not self._ledger_warned:

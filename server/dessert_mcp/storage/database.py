@@ -91,8 +91,8 @@ def engine_options(url: str) -> dict[str, Any]:
 class Database:
     """One database URL, the wings' schemas in it, and the one way to use it: `transaction()`.
 
-    The engine opens on first use, and the schemas are brought up to date on the first transaction (under an
-    advisory lock on PostgreSQL, so replicas that start together do not race). `label` names the database in
+    The engine opens on first use, and the schemas are brought up to date on the first transaction (one process at
+    a time: under SQLite's write lock or a PostgreSQL advisory lock). `label` names the database in
     messages ("token database"); `when_down` says what its users see meanwhile, for the log.
     """
 
@@ -218,7 +218,11 @@ class Database:
                 self.check_file()
                 try:
                     async with self.engine.begin() as conn:
-                        if not self.is_sqlite:
+                        # Processes that start together (workers, replicas, a CLI command) migrate one at a time;
+                        # the others then find the schema up to date. SQLite: take the write lock first.
+                        if self.is_sqlite:
+                            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                        else:
                             await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
                         now = self.clock()
                         for schema in self.schemas:
