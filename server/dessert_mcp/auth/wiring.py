@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dessert_mcp.asgi import WatchedSend
 from dessert_mcp.auth.caller import has_bearer, unauthenticated
 from dessert_mcp.auth.config import MCP_PATH, SCOPE, OAuthConfig
 from dessert_mcp.auth.limits import MAX_QUERY_BYTES, CappedBody, Limit, answer, refund, reserve, scope_bucket
@@ -262,16 +263,9 @@ class AuthGuard:
             send = self.pages.errors_on_our_page(scope, send)
         elif path in ("/token", "/revoke") and _authorization_scheme(scope) == "basic":
             send = _basic_challenge(send)
-        status = 0
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        await self.app(scope, body.receive, tracking_send)
-        if path == "/token" and counted and status not in (400, 401, 413):
+        watched = WatchedSend(send)
+        await self.app(scope, body.receive, watched)
+        if path == "/token" and counted and watched.status not in (400, 401, 413):
             # /token counts failures only: a good exchange gives its place back.
             await refund(self.store, counted)
 
