@@ -8,9 +8,10 @@ import httpx2
 import pytest
 from mcp import Client
 
-from dessert_mcp.cache import BuiltFrom, TTLCache
+from dessert_mcp.cache import BuiltFrom
 from dessert_mcp.client import DessertClient
 from dessert_mcp.config import Secret, Settings
+from dessert_mcp.singleflight import SingleFlight
 from dessert_mcp.tools import RESOURCE_TTL_MS, build_server
 from tests.support.api import CANARY_KEY, DOCS_BALANCE, DOCS_USAGE, FAKE_BASE_URL, FakeDessertAPI
 
@@ -65,21 +66,21 @@ async def test_failures_are_never_cached() -> None:
 
 def test_an_answer_is_served_until_its_ttl_has_passed_and_not_after() -> None:
     clock = Clock()
-    cache: TTLCache[str] = TTLCache(5.0, clock=clock)
-    cache.put(("account", "/v1/balance"), "205 credits")
+    cache: SingleFlight[str] = SingleFlight(ttl_s=5.0, clock=clock)
+    cache.put("account", "205 credits")
     clock.now += 4.999
-    assert cache.get(("account", "/v1/balance")) == "205 credits"
+    assert cache.get("account") == "205 credits"
     clock.now += 0.001
-    assert cache.get(("account", "/v1/balance")) is None
+    assert cache.get("account") is None
     assert len(cache) == 0
 
 
 def test_one_accounts_answer_is_never_anothers() -> None:
-    cache: TTLCache[str] = TTLCache(60.0, clock=Clock())
+    cache: SingleFlight[str] = SingleFlight(ttl_s=60.0, clock=Clock())
     first, second = (DessertClient(FAKE_BASE_URL, api_key=Secret(k)) for k in (CANARY_KEY, CANARY_KEY + "2"))
-    cache.put((first.account, "/v1/balance"), "first's balance")
-    assert cache.get((second.account, "/v1/balance")) is None
-    assert cache.get((first.account, "/v1/usage")) is None
+    cache.put(first.account, "first's balance")
+    assert cache.get(second.account) is None
+    assert first.for_key(Secret(CANARY_KEY + "2")).account == second.account  # a view for another key is its account
     # The full digest: unlike a log fingerprint, two keys cannot share it; and it says nothing of the key.
     assert re.fullmatch(r"[0-9a-f]{64}", first.account)
     assert first.account != second.account
@@ -88,15 +89,15 @@ def test_one_accounts_answer_is_never_anothers() -> None:
 
 def test_a_full_cache_drops_expired_entries_first_then_the_oldest() -> None:
     clock = Clock()
-    cache: TTLCache[int] = TTLCache(10.0, max_entries=3, clock=clock)
-    cache.put(("a", "/r"), 1)
+    cache: SingleFlight[int] = SingleFlight(ttl_s=10.0, max_entries=3, clock=clock)
+    cache.put("a", 1)
     clock.now += 20  # a has expired
-    cache.put(("b", "/r"), 2)
-    cache.put(("c", "/r"), 3)
-    cache.put(("d", "/r"), 4)  # full: a goes, having expired
+    cache.put("b", 2)
+    cache.put("c", 3)
+    cache.put("d", 4)  # full: a goes, having expired
     assert len(cache) == 3
-    cache.put(("e", "/r"), 5)  # full, nothing expired: the oldest, b, goes
-    assert [cache.get((k, "/r")) for k in "abcde"] == [None, None, 3, 4, 5]
+    cache.put("e", 5)  # full, nothing expired: the oldest, b, goes
+    assert [cache.get(k) for k in "abcde"] == [None, None, 3, 4, 5]
 
 
 @pytest.mark.parametrize(("env", "ttl_ms"), [({}, RESOURCE_TTL_MS), ({"DESSERT_CACHE_TTL_S": "30"}, 30_000)])

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from dessert_mcp.cli import settings
 from dessert_mcp.config import DEFAULT_BASE_URL, ConfigError, Secret, Settings
 from tests.support.api import CANARY_KEY
+from tests.support.settings import settings_the_code_reads
 
 
 def test_defaults_apply_when_the_environment_is_empty() -> None:
@@ -133,3 +135,10 @@ def test_the_per_account_concurrency_limit_defaults_to_four_and_is_bounded() -> 
     for bad in ("0", "65", "many"):
         with pytest.raises(ConfigError, match="DESSERT_MCP_ACCOUNT_CONCURRENCY"):
             Settings.from_env({"DESSERT_MCP_ACCOUNT_CONCURRENCY": bad})
+
+
+def test_every_variable_the_code_names_is_declared_once_as_a_setting() -> None:
+    variables = [setting.env for setting in settings() if setting.env]
+    assert len(variables) == len(set(variables))
+    assert set(variables) == settings_the_code_reads()
+    assert all(setting.help for setting in settings())

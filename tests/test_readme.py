@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
+from dessert_mcp.cli import settings
 from dessert_mcp.config import Settings
 from dessert_mcp.listing import TOOL_NAMES
 from dessert_mcp.tools import build_server
@@ -16,8 +17,19 @@ from tests.support.settings import settings_the_code_reads
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
-START = "<!-- tools:start (generated from the code by tests/test_readme.py; DESSERT_UPDATE_SNAPSHOTS=1 rewrites it) -->"
-END = "<!-- tools:end -->"
+REGENERATE = "DESSERT_UPDATE_SNAPSHOTS=1 rewrites it"
+
+
+def _check_generated(section: str, table: str) -> None:
+    """README.md holds `table` between the section's markers; DESSERT_UPDATE_SNAPSHOTS=1 writes it there."""
+    start = f"<!-- {section}:start (generated from the code by {Path(__file__).relative_to(ROOT)}; {REGENERATE}) -->"
+    text = README.read_text()
+    before, rest = text.split(start + "\n", 1)
+    current, after = rest.split(f"<!-- {section}:end -->", 1)
+    if os.environ.get("DESSERT_UPDATE_SNAPSHOTS") == "1":
+        README.write_text(f"{before}{start}\n{table}\n<!-- {section}:end -->{after}")
+        current = table + "\n"
+    assert current == table + "\n", f"README {section} section drifted; regenerate it (see tests/test_readme.py)"
 
 
 async def _tools_table() -> str:
@@ -33,14 +45,18 @@ async def _tools_table() -> str:
 
 
 async def test_the_readme_tools_section_is_generated_from_the_code() -> None:
-    text = README.read_text()
-    before, rest = text.split(START + "\n", 1)
-    current, after = rest.split(END, 1)
-    table = await _tools_table()
-    if os.environ.get("DESSERT_UPDATE_SNAPSHOTS") == "1":
-        README.write_text(f"{before}{START}\n{table}\n{END}{after}")
-        current = table + "\n"
-    assert current == table + "\n", "README tools section drifted; regenerate it (see tests/test_readme.py)"
+    _check_generated("tools", await _tools_table())
+
+
+def test_the_readme_configuration_table_is_generated_from_the_declared_settings() -> None:
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for setting in settings():
+        if setting.env:
+            default = setting.default_text()
+            shown = "—" if default is None else default if setting.shown else f"`{default}`"
+            also = f" `{setting.option}` overrides it." if setting.option else ""
+            rows.append(f"| `{setting.env}` | {shown} | {setting.describe(markdown=True)}{also} |")
+    _check_generated("settings", "\n".join(rows))
 
 
 def test_the_readme_opens_with_the_two_commands_that_work_on_a_fresh_clone() -> None:

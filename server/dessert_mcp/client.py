@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -115,15 +116,8 @@ class DessertClient:
         observer: Observer = NO_OBSERVER,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._api_key = api_key
-        # Tells accounts apart for per-account state (the cache, single-flight); the full digest, so two keys never
-        # share an entry. Never shown anywhere: `fingerprint()` is the one for logs.
-        key = api_key.get() if api_key is not None else None
-        self.account = hashlib.sha256(key.encode()).hexdigest() if key is not None else ""
+        self._use_key(api_key, key_problem, key_hint)
         self._observer = observer
-        self._key_problem = key_problem or MISSING_KEY
-        self._key_hint = key_hint
-        self._redact = Redactor(key)
         self._timeout_s = timeout_s
         self._max_attempts = max(1, max_attempts)
         self._backoff_s = backoff_s
@@ -131,14 +125,11 @@ class DessertClient:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
-        headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate", "User-Agent": USER_AGENT}
-        if key is not None:
-            headers["Authorization"] = f"Bearer {key}"
         # Requests go straight to the transport (the connection pool): this client needs none of what
         # httpx2.AsyncClient adds per request (URL and header merging, cookies, auth flows, redirects, hooks).
         # Redirects are therefore never followed: the key must never travel to another origin.
         self._transport = transport  # None: made on first use, see _pool
-        self._headers = httpx2.Headers(headers)
+        self._owns_transport = True
         # The deadline below bounds the whole call; these only stop one phase from eating all of it.
         self._extensions = {"timeout": httpx2.Timeout(timeout_s, connect=min(timeout_s, 5.0)).as_dict()}
         self._urls = {path: httpx2.URL(self.base_url + path) for path in (BALANCE_PATH, USAGE_PATH)}
@@ -167,6 +158,29 @@ class DessertClient:
             observer=observer,
         )
 
+    def _use_key(self, api_key: Secret | None, key_problem: str | None, key_hint: str) -> None:
+        self._api_key = api_key
+        # Tells accounts apart for per-account state (the cache, single-flight); the full digest, so two keys never
+        # share an entry. Never shown anywhere: `fingerprint()` is the one for logs.
+        key = api_key.get() if api_key is not None else None
+        self.account = hashlib.sha256(key.encode()).hexdigest() if key is not None else ""
+        self._key_problem = key_problem or MISSING_KEY
+        self._key_hint = key_hint
+        self._redact = Redactor(key)
+        headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate", "User-Agent": USER_AGENT}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        self._headers = httpx2.Headers(headers)
+
+    def for_key(self, api_key: Secret, key_hint: str = KEY_HINT) -> Self:
+        """This client calling with another account's key: the same origin, policy and connection pool (one origin,
+        so one pool serves every account; the key is a header). Closing it closes nothing."""
+        other = copy.copy(self)
+        other._transport = self._pool
+        other._owns_transport = False
+        other._use_key(api_key, None, key_hint)
+        return other
+
     def __repr__(self) -> str:
         key = self._api_key.fingerprint() if self._api_key is not None else "none"
         return f"DessertClient({self.base_url!r}, key={key})"
@@ -180,7 +194,7 @@ class DessertClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._transport is not None:
+        if self._owns_transport and self._transport is not None:
             await self._transport.aclose()
 
     @property

@@ -1,41 +1,51 @@
-"""Settings from `DESSERT_*` environment variables (and the CLI), validated once at start-up."""
+"""Settings from `DESSERT_*` environment variables (and the CLI), validated once at start-up.
+
+Each setting is declared once, as a field of the dataclass that holds it, with `setting(...)`: its variable, how a
+value is read, its default, its help, where it applies, and its command-line option if it has one. `Settings` holds
+the core's; the HTTP wing's `HTTPOptions` and the auth wing's `OAuthConfig` hold theirs, in their own modules, and so
+does any wing that adds settings. `from_environ` reads a class's declared fields; the CLI builds its options and its
+`--help` from them, and the README's Configuration table is generated from them (tests/test_readme.py checks it).
+
+To add a setting: add a field declared with `setting(...)` to the class of the wing it configures (a new wing's
+class goes into `dessert_mcp.cli.SETTINGS`, in the order `--help` should list it); read it with `from_environ` (the
+class's `from_env` does); run the README test with DESSERT_UPDATE_SNAPSHOTS=1 to regenerate the table.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import ipaddress
 import math
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Final, Literal, TypeVar, get_args
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 
 ToolNameStyle = Literal["auto", "dotted", "underscore"]
 TOOL_NAME_STYLES: Final[tuple[ToolNameStyle, ...]] = get_args(ToolNameStyle)
 LogFormat = Literal["text", "json"]
-LOG_FORMATS: Final[tuple[LogFormat, ...]] = get_args(LogFormat)
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-LOG_LEVELS: Final[tuple[LogLevel, ...]] = get_args(LogLevel)
 
 DEFAULT_BASE_URL: Final = "https://api.dessert.dev"
 DEFAULT_TIMEOUT_S: Final = 25.0
 DEFAULT_MAX_ATTEMPTS: Final = 3
 DEFAULT_BACKOFF_S: Final = 0.5
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
-# Off by default: every call reads the live balance. An hour is the longest "recent" a balance can honestly be.
-DEFAULT_CACHE_TTL_S: Final = 0.0
-MAX_CACHE_TTL_S: Final = 3600.0
-# With --auth, upstream calls one account may have in flight at once; more wait their turn.
 DEFAULT_ACCOUNT_CONCURRENCY: Final = 4
+
+# Where a setting applies, as --help and the README say it (the packaging test reads the "HTTP transports only").
+HTTP_ONLY: Final = "HTTP transports only"
+WITH_AUTH: Final = "HTTP transports only, with `--auth`"
+WITH_OAUTH: Final = "HTTP transports only, with `--auth oauth`"
 
 # Hosts substitute `${user_config.api_key}` (or similar) verbatim when the user left a setting empty.
 _PLACEHOLDER = re.compile(r"^\$\{[^}]*\}$")
 # Printable ASCII without spaces: anything else cannot travel in an HTTP header unmangled.
 PRINTABLE_TOKEN = re.compile(r"^[\x21-\x7e]+$")
+_LINK = re.compile(r"\[([^\]]+)\]\([^)]+\)")
 
 
 class ConfigError(ValueError):
@@ -77,24 +87,185 @@ def fingerprint(sha256_hex: str) -> str:
     return "sha256:" + sha256_hex[:6]
 
 
+# (the text, the variable or option it came from) -> the value, or a ConfigError; a tuple: one of these choices.
+Reader = Callable[[str, str], Any] | tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting as its users see it; `setting(...)` declares it on a field, `declared(cls)` lists a class's."""
+
+    env: str | None  # the DESSERT_* variable; None for a command-line option only
+    read: Reader | None  # how its text becomes its value (None: as it is)
+    help: str  # Markdown for the README; --help shows it without the links
+    applies: str = ""  # HTTP_ONLY, WITH_AUTH or WITH_OAUTH; "" for everywhere
+    option: str | None = None  # the command-line option that wins over the variable
+    metavar: str | None = None
+    shown: str | None = None  # the default in words, when the value itself says nothing (None, a path)
+    name: str = ""  # the field's name and its default, filled in by `declared`
+    default: Any = None
+
+    def value(self, environ: Mapping[str, str]) -> Any:
+        text = env_value(environ, self.env) if self.env else None
+        return self.default if text is None else self.parse(text, self.env or "")
+
+    def parse(self, text: str, source: str) -> Any:
+        if isinstance(self.read, tuple):
+            if (choice := spelled(self.read, text)) in self.read:
+                return choice
+            raise ConfigError(f"{source} must be one of {', '.join(self.read)}; got {text!r}.")
+        return text if self.read is None else self.read(text, source)
+
+    def default_text(self) -> str | None:
+        """The default as --help and the README show it; None when there is nothing to show."""
+        if self.shown is not None or self.default is None or self.default is False:
+            return self.shown
+        if isinstance(self.default, tuple):
+            return ", ".join(self.default) or None
+        return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
+
+    def describe(self, *, markdown: bool = False) -> str:
+        text = (f"{self.applies}: " if self.applies else "") + self.help
+        return text if markdown else _LINK.sub(r"\1", text)
+
+
+def setting(env: str | None, read: Reader | None, help: str, default: Any = MISSING, **kwargs: Any) -> Any:
+    """A dataclass field that is a setting (see the module's docstring); `kwargs` are `Setting`'s."""
+    return field(default=default, metadata={"setting": Setting(env, read, help, **kwargs)})
+
+
+def declared(cls: type) -> dict[str, Setting]:
+    """`cls`'s settings by field name, in declaration order."""
+    return {
+        f.name: replace(f.metadata["setting"], name=f.name, default=None if f.default is MISSING else f.default)
+        for f in fields(cls)
+        if "setting" in f.metadata
+    }
+
+
+def from_environ(cls: type, environ: Mapping[str, str] | None, overrides: Mapping[str, object]) -> dict[str, Any]:
+    """The values of `cls`'s settings from `environ` (default: the process environment), read in declaration order.
+
+    `overrides` (command-line options) win when not None; text ones are read as the variable's would be.
+    """
+    env = os.environ if environ is None else environ
+    values = {k: v for k, v in overrides.items() if v is not None}
+    for name, s in declared(cls).items():
+        given = values.get(name)
+        if not isinstance(given, str):
+            values[name] = s.value(env) if given is None else given
+        else:
+            values[name] = s.parse(given, s.option or name)
+    return values
+
+
+def spelled(choices: tuple[str, ...], value: str) -> str:
+    """The choice `value` names in any case (each choice is all one case), else `value`."""
+    return next((c for c in choices if c in (value.lower(), value.upper())), value)
+
+
+def number(low: float, high: float = math.inf, *, whole: bool = False, positive: bool = False) -> Reader:
+    """A number (of seconds, unless `whole`) from `low` to `high`, and above zero when `positive`."""
+    kind = "a whole number" if whole else "a number of seconds"
+    bounds = f"from {low:g} to {high:g}" if high < math.inf else "above 0" if positive else f"of {low:g} or more"
+
+    def read(value: str, name: str) -> float:
+        try:
+            n = int(value) if whole else float(value)
+        except ValueError:
+            n = math.nan
+        if not (math.isfinite(n) and low <= n <= high) or (positive and n == 0):
+            raise ConfigError(f"{name} must be {kind} {bounds}; got {value!r}.")
+        return n
+
+    return read
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the server needs to run; build it with `Settings.from_env`."""
 
-    api_key: Secret | None = None
-    # Set when DESSERT_API_KEY is present but unusable; the server still starts and says why on each call.
+    # A missing or unusable key is not a start-up error: the server starts and says why on each call.
+    api_key: Secret | None = setting(
+        "DESSERT_API_KEY",
+        lambda value, name: read_key(value)[0],
+        "Dessert API key, sent as `Authorization: Bearer …` to the configured origin only; read only from the "
+        "environment, never from the command line. Without it the server still starts and lists its tools (hosts "
+        "list tools first); each call then returns a `not_configured` error naming this variable, and a warning "
+        "goes to stderr at start.",
+        None,
+    )
     api_key_problem: str | None = None
-    base_url: str = DEFAULT_BASE_URL
-    tool_names: ToolNameStyle = "auto"
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    backoff_s: float = DEFAULT_BACKOFF_S
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    account_concurrency: int = DEFAULT_ACCOUNT_CONCURRENCY
-    log_level: LogLevel = "INFO"
-    log_format: LogFormat = "text"
-    # Seconds a successful answer is reused for the same account; 0 = every call asks Dessert.
-    cache_ttl_s: float = DEFAULT_CACHE_TTL_S
+    base_url: str = setting(
+        "DESSERT_API_BASE_URL",
+        lambda value, name: _base_url(value),
+        "API origin. Plain `http` is accepted only for loopback hosts (the sandbox); credentials, query strings "
+        "and fragments are refused.",
+        DEFAULT_BASE_URL,
+    )
+    tool_names: ToolNameStyle = setting(
+        "DESSERT_MCP_TOOL_NAMES",
+        TOOL_NAME_STYLES,
+        "Tool name spelling in tools/list: `auto` (underscore names, for every client), `dotted` or `underscore`.",
+        "auto",
+        option="--tool-names",
+    )
+    timeout_s: float = setting(
+        "DESSERT_TIMEOUT_S",
+        number(0, positive=True),
+        "Deadline in seconds for one tool call: every attempt, wait and body byte included.",
+        DEFAULT_TIMEOUT_S,
+    )
+    max_attempts: int = setting(
+        "DESSERT_MAX_ATTEMPTS",
+        number(1, 10, whole=True),
+        "Attempts per call on connection errors, 408, 409, 429 and 5xx (1-10). See "
+        "[docs/reliability.md](docs/reliability.md).",
+        DEFAULT_MAX_ATTEMPTS,
+    )
+    backoff_s: float = setting(
+        "DESSERT_BACKOFF_S",
+        number(0),
+        "First retry wait in seconds, doubled per attempt, with jitter; the API's `Retry-After` wins when it fits "
+        "the deadline.",
+        DEFAULT_BACKOFF_S,
+    )
+    max_body_bytes: int = setting(
+        "DESSERT_MAX_BODY_BYTES",
+        number(1024, 64 * 1024 * 1024, whole=True),
+        "Largest API answer read, counted after decompression.",
+        DEFAULT_MAX_BODY_BYTES,
+    )
+    log_level: LogLevel = setting(
+        "DESSERT_MCP_LOG_LEVEL",
+        get_args(LogLevel),
+        "Log level: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`. Logs go to stderr only, with the key redacted.",
+        "INFO",
+        option="--log-level",
+    )
+    log_format: LogFormat = setting(
+        "DESSERT_MCP_LOG_FORMAT",
+        get_args(LogFormat),
+        "`text`, or `json`: one JSON object per line, for log collectors. See "
+        "[docs/observability.md](docs/observability.md).",
+        "text",
+    )
+    # Off by default: every call reads the live balance. An hour is the longest "recent" a balance can honestly be.
+    cache_ttl_s: float = setting(
+        "DESSERT_CACHE_TTL_S",
+        number(0, 3600),
+        "Seconds a successful answer is reused for the same key (0 = off, every call asks Dessert; up to 3600); a "
+        "balance can then be up to that old.",
+        0.0,
+    )
+    account_concurrency: int = setting(
+        "DESSERT_MCP_ACCOUNT_CONCURRENCY",
+        number(1, 64, whole=True),
+        "Dessert calls one account may have in flight at once (1-64); more wait their turn, so no caller spends "
+        "the others' rate.",
+        DEFAULT_ACCOUNT_CONCURRENCY,
+        applies=WITH_AUTH,
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -104,28 +275,8 @@ class Settings:
         values that cannot work; a missing or malformed API key is not an error here (see `api_key_problem`).
         """
         env = os.environ if environ is None else environ
-        key, problem = read_key(env_value(env, "DESSERT_API_KEY"))
-        settings = cls(
-            api_key=key,
-            api_key_problem=problem,
-            base_url=_base_url(env_value(env, "DESSERT_API_BASE_URL") or DEFAULT_BASE_URL),
-            tool_names=_tool_names(env_value(env, "DESSERT_MCP_TOOL_NAMES") or "auto"),
-            timeout_s=_positive_float(env, "DESSERT_TIMEOUT_S", DEFAULT_TIMEOUT_S),
-            max_attempts=_bounded_int(env, "DESSERT_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, low=1, high=10),
-            backoff_s=_positive_float(env, "DESSERT_BACKOFF_S", DEFAULT_BACKOFF_S, allow_zero=True),
-            max_body_bytes=_bounded_int(
-                env, "DESSERT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, low=1024, high=64 * 1024 * 1024
-            ),
-            account_concurrency=_bounded_int(
-                env, "DESSERT_MCP_ACCOUNT_CONCURRENCY", DEFAULT_ACCOUNT_CONCURRENCY, low=1, high=64
-            ),
-            log_level=_choice(env_value(env, "DESSERT_MCP_LOG_LEVEL") or "INFO", LOG_LEVELS, "DESSERT_MCP_LOG_LEVEL"),
-            log_format=_choice(
-                env_value(env, "DESSERT_MCP_LOG_FORMAT") or "text", LOG_FORMATS, "DESSERT_MCP_LOG_FORMAT"
-            ),
-            cache_ttl_s=_cache_ttl(env),
-        )
-        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        problem = read_key(env_value(env, "DESSERT_API_KEY"))[1]
+        return cls(**{"api_key_problem": problem} | from_environ(cls, env, overrides))
 
     def missing_key_warning(self) -> str | None:
         """The start-up warning when calls cannot work for want of a key; None when a key is set."""
@@ -181,52 +332,3 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
-
-
-ChoiceT = TypeVar("ChoiceT", bound=str)
-
-
-def _choice(value: str, choices: tuple[ChoiceT, ...], source: str, expected: str = "") -> ChoiceT:
-    """The choice `value` names in any case (each choice is all one case); else a ConfigError naming `source`."""
-    for choice in choices:
-        if choice in (value.lower(), value.upper()):
-            return choice
-    expected = expected or f"{', '.join(choices[:-1])} or {choices[-1]}"
-    raise ConfigError(f"{source} must be {expected}; got {value!r}.")
-
-
-def _tool_names(value: str) -> ToolNameStyle:
-    return _choice(value, TOOL_NAME_STYLES, "DESSERT_MCP_TOOL_NAMES", "one of " + ", ".join(TOOL_NAME_STYLES))
-
-
-def _positive_float(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
-    value = env_value(env, name)
-    if value is None:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds; got {value!r}.") from None
-    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
-        kind = "zero or a positive" if allow_zero else "a positive"
-        raise ConfigError(f"{name} must be {kind} number of seconds; got {value!r}.")
-    return number
-
-
-def _bounded_int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
-    value = env_value(env, name)
-    if value is None:
-        return default
-    with contextlib.suppress(ValueError):
-        number = int(value)
-        if low <= number <= high:
-            return number
-    raise ConfigError(f"{name} must be a whole number from {low} to {high}; got {value!r}.")
-
-
-def _cache_ttl(env: Mapping[str, str]) -> float:
-    ttl = _positive_float(env, "DESSERT_CACHE_TTL_S", DEFAULT_CACHE_TTL_S, allow_zero=True)
-    if ttl > MAX_CACHE_TTL_S:
-        value = env_value(env, "DESSERT_CACHE_TTL_S")
-        raise ConfigError(f"DESSERT_CACHE_TTL_S must be 0 (off) to {MAX_CACHE_TTL_S:g} seconds; got {value!r}.")
-    return ttl

@@ -23,7 +23,15 @@ async def _fill(store: Store) -> None:
     a throttle window."""
     box = KeyBox(generate_encryption_key())
     await store.put_client("client-1", kind="dcr", info={"client_id": "client-1"}, secret_sealed=None)
-    await store.create_sign_in("sign-in", client_id="client-1", params={}, csrf="csrf", ttl_s=900)
+    await store.create_sign_in(
+        "sign-in",
+        client_id="client-1",
+        params={},
+        csrf="csrf",
+        expires_at=store.clock() + 900,
+        key_sealed="sealed",
+        account={},
+    )
     _, code = await _link(store, box)
     await store.redeem_code(code, access="a1", access_ttl_s=900, refresh="r1", refresh_ttl_s=30 * 24 * 3600)
     await store.throttle_hit("token:127.0.0.1", window_s=300)

@@ -118,6 +118,51 @@ async def test_parallel_bad_token_requests_are_processed_no_more_often_than_the_
     assert statuses.count(429) >= 270
 
 
+async def test_a_client_failing_at_token_is_held_by_its_own_limit_not_its_address_or_account(
+    oauth: Serve, http: httpx2.AsyncClient
+) -> None:
+    with oauth(token_failures=20, token_failures_per_client=5, token_failures_per_account=10) as s:
+        flow = FlowClient(http, s.url)
+        failing, other = await flow.register(), await flow.register()
+        code = await flow.code_for(failing, CANARY_KEY, pkce()[1])
+        # A real code of the account, with the wrong verifier: a failure the account's limit counts as well.
+        statuses = await gather(60, lambda: flow.exchange(failing, code, pkce()[0]))
+        assert statuses.count(400) <= 5
+        assert statuses.count(429) >= 55
+        # Another client behind the same address, signed in to the same account, is served as usual.
+        tokens = await flow.tokens_for(other, CANARY_KEY)
+        assert (await flow.refresh(other, tokens["refresh_token"])).status_code == 200
+
+
+async def test_failures_against_one_account_from_many_clients_are_held_by_the_accounts_limit(
+    oauth: Serve, http: httpx2.AsyncClient
+) -> None:
+    with oauth(token_failures=100, token_failures_per_account=5, registrations=100) as s:
+        flow = FlowClient(http, s.url)
+        refresh_token = (await flow.tokens_for(await flow.register(), CANARY_KEY))["refresh_token"]
+        others = iter([await flow.register() for _ in range(30)])
+        # Each presents the account's refresh token as its own: refused, and counted against that account.
+        statuses = await gather(30, lambda: flow.refresh(next(others), refresh_token))
+    assert statuses.count(400) <= 5
+    assert statuses.count(429) >= 25
+
+
+async def test_a_client_named_only_in_http_basic_is_held_by_its_own_limit(
+    oauth: Serve, http: httpx2.AsyncClient
+) -> None:
+    with oauth(token_failures=100, token_failures_per_client=5) as s:
+        client = await FlowClient(http, s.url).register(token_endpoint_auth_method="client_secret_basic")
+        basic = httpx2.BasicAuth(client["client_id"], client["client_secret"])
+
+        async def without_client_id_in_the_form() -> httpx2.Response:
+            form = {"grant_type": "authorization_code", "code": secrets.token_hex(8), "code_verifier": "v" * 43}
+            return await http.post(s.url + "/token", data=form, auth=basic)
+
+        statuses = await gather(30, without_client_id_in_the_form)
+    assert statuses.count(401) <= 5
+    assert statuses.count(429) >= 25
+
+
 async def test_a_good_exchange_does_not_use_up_the_token_endpoints_failure_budget(
     oauth: Serve, http: httpx2.AsyncClient
 ) -> None:

@@ -23,7 +23,6 @@ from starlette.types import Receive, Scope, Send
 
 from dessert_mcp.config import ConfigError, Secret, Settings
 from dessert_mcp.http import HTTPOptions, serve
-from dessert_mcp.http.options import read_trusted_proxies
 from dessert_mcp.http.serve import forwarded_headers, listening_socket
 from tests.support.faults import ThreadedFaultySandbox
 from tests.support.servers import cli_server, worker_pids
@@ -80,17 +79,13 @@ def test_serving_http_without_a_key_warns_at_start_and_still_serves(
 
 
 def test_a_short_auth_token_is_refused() -> None:
-    from dessert_mcp.http import read_auth_token
-
     with pytest.raises(ConfigError, match="at least 16"):
-        read_auth_token({"DESSERT_MCP_AUTH_TOKEN": "short"})
+        HTTPOptions.from_env({"DESSERT_MCP_AUTH_TOKEN": "short"})
 
 
 def test_an_unfilled_host_placeholder_for_the_auth_token_counts_as_unset_as_the_help_says() -> None:
-    from dessert_mcp.http import read_auth_token
-
-    assert read_auth_token({"DESSERT_MCP_AUTH_TOKEN": "${user_config.auth_token}"}) is None
-    assert read_auth_token({"DESSERT_MCP_AUTH_TOKEN": "  "}) is None
+    assert HTTPOptions.from_env({"DESSERT_MCP_AUTH_TOKEN": "${user_config.auth_token}"}).auth_token is None
+    assert HTTPOptions.from_env({"DESSERT_MCP_AUTH_TOKEN": "  "}).auth_token is None
 
 
 def test_a_non_loopback_bind_with_both_allow_lists_is_accepted() -> None:
@@ -190,9 +185,9 @@ def test_no_forwarded_header_is_believed_unless_a_proxy_is_named() -> None:
 
 
 def test_trusted_proxies_come_from_the_flag_or_the_variable_and_must_be_addresses() -> None:
-    assert read_trusted_proxies({}) == ()
+    assert HTTPOptions.from_env({}).trusted_proxies == ()
     both = {"DESSERT_MCP_TRUSTED_PROXIES": "10.0.0.5, 10.1.0.0/16"}
-    assert read_trusted_proxies(both) == ("10.0.0.5", "10.1.0.0/16")
-    assert read_trusted_proxies(both, ("192.0.2.1",)) == ("192.0.2.1",)
+    assert HTTPOptions.from_env(both).trusted_proxies == ("10.0.0.5", "10.1.0.0/16")
+    assert HTTPOptions.from_env(both, trusted_proxies=("192.0.2.1",)).trusted_proxies == ("192.0.2.1",)
     with pytest.raises(ConfigError, match="--trusted-proxy"):
         HTTPOptions(trusted_proxies=("proxy.internal",)).check()

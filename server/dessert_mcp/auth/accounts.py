@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from dessert_mcp.auth._crypto import EncryptionKeyError, KeyBox
+from dessert_mcp.auth.config import OAuthConfig
 from dessert_mcp.auth.store import Store, default_database_url
+from dessert_mcp.config import declared
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +27,8 @@ class LinkedAccount:
 
 
 def store_from_env(environ: Mapping[str, str] | None = None) -> Store:
-    env = os.environ if environ is None else environ
-    return Store((env.get("DESSERT_MCP_DATABASE_URL") or "").strip() or default_database_url())
+    database_url = declared(OAuthConfig)["database_url"].value(os.environ if environ is None else environ)
+    return Store(database_url or default_database_url())
 
 
 async def list_accounts(store: Store) -> list[LinkedAccount]:

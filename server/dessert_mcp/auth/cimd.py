@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from dessert_mcp.auth.config import SCOPE, OAuthConfig
 from dessert_mcp.auth.redirects import MAX_FIELD_CHARS, check_client_size, check_redirect_uris
-from dessert_mcp.cache import TTLCache
+from dessert_mcp.singleflight import SingleFlight
 
 _MAX_AGE: Final = re.compile(r"max-age=(\d+)")
 _JSON_TYPE: Final = re.compile(r"\s*application/([a-z0-9.+-]+\+)?json\s*(;|$)", re.IGNORECASE)
@@ -119,7 +119,7 @@ class MetadataFetcher:
         self._config = config
         self._resolve = resolve
         # URLs whose fetch failed lately, and why: asked again within FAILURE_CACHE_S, they fail without a fetch.
-        self._failed: TTLCache[str] = TTLCache(FAILURE_CACHE_S, max_entries=FAILURES_KEPT)
+        self._failed: SingleFlight[str] = SingleFlight(ttl_s=FAILURE_CACHE_S, max_entries=FAILURES_KEPT)
         verify: ssl.SSLContext | bool = True
         if config.cimd_ca_file:
             verify = ssl.create_default_context(cafile=config.cimd_ca_file)
@@ -137,13 +137,13 @@ class MetadataFetcher:
 
     async def fetch(self, url: str) -> tuple[OAuthClientInformationFull, int]:
         """The client the document describes and how long to cache it (seconds)."""
-        failed = self._failed.get(("cimd", url))
+        failed = self._failed.get(url)
         if failed is not None:
             raise ClientMetadataError(failed)
         try:
             return await self._fetch(url)
         except ClientMetadataError as exc:
-            self._failed.put(("cimd", url), str(exc))
+            self._failed.put(url, str(exc))
             raise
 
     async def _fetch(self, url: str) -> tuple[OAuthClientInformationFull, int]:

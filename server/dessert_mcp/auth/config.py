@@ -10,7 +10,17 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
-from dessert_mcp.config import ConfigError, Secret, env_value
+from dessert_mcp.config import (
+    DEFAULT_BASE_URL,
+    WITH_OAUTH,
+    ConfigError,
+    Secret,
+    Settings,
+    declared,
+    from_environ,
+    number,
+    setting,
+)
 
 AuthMode = Literal["dessert-key", "oauth"]
 SCOPE: Final = "dessert:read"
@@ -19,10 +29,7 @@ DEFAULT_ACCESS_TOKEN_TTL_S: Final = 900
 DEFAULT_REFRESH_TOKEN_TTL_S: Final = 30 * 24 * 3600
 DEFAULT_CODE_TTL_S: Final = 300
 DEFAULT_SIGN_IN_TTL_S: Final = 900
-# How long a process trusts an access token it checked without asking the database again (auth/tokencache.py):
-# a revocation through another replica is honoured within this many seconds; through this one, at once.
 DEFAULT_TOKEN_CACHE_S: Final = 2.0
-MAX_TOKEN_CACHE_S: Final = 30.0
 
 
 def encryption_key_bytes(value: str, name: str) -> bytes:
@@ -53,30 +60,83 @@ def public_url(value: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _encryption_key(value: str, name: str) -> Secret:
+    # Checked here, so a malformed key stops start-up with one line rather than in a worker building the app.
+    encryption_key_bytes(value, name)
+    return Secret(value)
+
+
 @dataclass(frozen=True, slots=True)
 class OAuthConfig:
     """What `--auth oauth` needs. Build it with `OAuthConfig.from_env`."""
 
-    public_url: str
-    encryption_key: Secret
-    encryption_key_old: Secret | None = None
-    database_url: str | None = None  # None: the SQLite default (store.default_database_url)
-    dessert_base_url: str = "https://api.dessert.dev"
-    access_token_ttl_s: int = DEFAULT_ACCESS_TOKEN_TTL_S
+    public_url: str = setting(
+        "DESSERT_MCP_PUBLIC_URL",
+        lambda value, name: public_url(value),
+        "the https origin people add as a connector. See [docs/remote.md](docs/remote.md).",
+        applies=WITH_OAUTH,
+        option="--public-url",
+        metavar="URL",
+    )
+    encryption_key: Secret = setting(
+        "DESSERT_MCP_ENCRYPTION_KEY",
+        _encryption_key,
+        "encrypts the linked Dessert keys at rest (32 random bytes, base64url; `dessert-mcp accounts new-key` makes "
+        "one).",
+        applies=WITH_OAUTH,
+    )
+    encryption_key_old: Secret | None = setting(
+        "DESSERT_MCP_ENCRYPTION_KEY_OLD",
+        _encryption_key,
+        "while rotating, the previous encryption key, still accepted for decrypting (see `dessert-mcp accounts "
+        "--help`).",
+        None,
+        applies=WITH_OAUTH,
+    )
+    database_url: str | None = setting(
+        "DESSERT_MCP_DATABASE_URL",
+        None,
+        "where tokens and linked accounts live, `sqlite:///path` or `postgresql://user@host/db` (for several "
+        "replicas).",
+        None,  # the SQLite default (store.default_database_url)
+        applies=WITH_OAUTH,
+        shown="a SQLite file in $XDG_STATE_HOME/dessert-mcp/",
+    )
+    dessert_base_url: str = DEFAULT_BASE_URL  # from DESSERT_API_BASE_URL, the core's setting
+    access_token_ttl_s: int = setting(
+        "DESSERT_MCP_ACCESS_TOKEN_TTL_S",
+        number(60, 86400, whole=True),
+        "access-token lifetime in seconds (60-86400).",
+        DEFAULT_ACCESS_TOKEN_TTL_S,
+        applies=WITH_OAUTH,
+    )
     refresh_token_ttl_s: int = DEFAULT_REFRESH_TOKEN_TTL_S
     code_ttl_s: int = DEFAULT_CODE_TTL_S
     sign_in_ttl_s: int = DEFAULT_SIGN_IN_TTL_S
-    token_cache_s: float = DEFAULT_TOKEN_CACHE_S
+    # How long a process trusts an access token it checked without asking the database again (auth/tokencache.py):
+    # a revocation through another replica is honoured within this many seconds; through this one, at once.
+    token_cache_s: float = setting(
+        "DESSERT_MCP_TOKEN_CACHE_S",
+        number(0, 30),
+        "seconds a process trusts a token it checked (0, check every request against the database, to 30): the "
+        "bound on how late a revocation reaches other replicas.",
+        DEFAULT_TOKEN_CACHE_S,
+        applies=WITH_OAUTH,
+    )
     # Sign-in form: this many failed key checks per sign-in, and per client address (an IPv6 /64), per window;
     # then 429. The address allows more, so that people behind one shared address do not lock each other out.
     sign_in_attempts: int = 10
     sign_in_attempts_per_address: int = 50
     sign_in_window_s: int = 600
-    # /authorize: this many per client address per window (each one stores a pending sign-in), then 429.
+    # /authorize: this many per client address per window (each may fetch a client metadata document), then 429.
     authorizations: int = 60
     authorization_window_s: int = 600
-    # /token: this many failed requests per client address per window, then 429.
-    token_failures: int = 30
+    # /token: this many failed requests per client address, per client (its client_id) and per account (the one the
+    # code or refresh token belongs to) per window, then 429. A client is held before its address, so one failing
+    # client neither locks out the others behind a shared address nor, alone, the account's other clients.
+    token_failures: int = 60
+    token_failures_per_client: int = 10
+    token_failures_per_account: int = 20
     token_window_s: int = 300
     # /register: this many registrations per client address per window, then 429.
     registrations: int = 20
@@ -100,57 +160,18 @@ class OAuthConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> OAuthConfig:
-        env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            return env_value(env, name)
-
-        url = overrides.pop("public_url", None) or get("DESSERT_MCP_PUBLIC_URL")
-        if not url:
+        values = from_environ(cls, environ, overrides)
+        if values["public_url"] is None:
             raise ConfigError(
                 "--auth oauth needs --public-url (or DESSERT_MCP_PUBLIC_URL): the https origin users add."
             )
-        key = get("DESSERT_MCP_ENCRYPTION_KEY")
-        if not key:
+        if values["encryption_key"] is None:
             raise ConfigError(
                 "--auth oauth needs DESSERT_MCP_ENCRYPTION_KEY (32 random bytes, base64url) to encrypt linked keys; "
                 "make one with `dessert-mcp accounts new-key` (or any 32 bytes from a CSPRNG)."
             )
-        old = get("DESSERT_MCP_ENCRYPTION_KEY_OLD")
-        # Checked here, so a malformed key stops start-up with one line rather than in a worker building the app.
-        encryption_key_bytes(key, "DESSERT_MCP_ENCRYPTION_KEY")
-        if old:
-            encryption_key_bytes(old, "DESSERT_MCP_ENCRYPTION_KEY_OLD")
-        ttl = get("DESSERT_MCP_ACCESS_TOKEN_TTL_S")
-        values: dict[str, object] = {
-            "public_url": public_url(str(url)),
-            "encryption_key": Secret(key),
-            "encryption_key_old": Secret(old) if old else None,
-            "database_url": get("DESSERT_MCP_DATABASE_URL"),
-            "dessert_base_url": get("DESSERT_API_BASE_URL") or "https://api.dessert.dev",
-        }
-        if ttl is not None:
-            try:
-                seconds = int(ttl)
-            except ValueError:
-                seconds = 0
-            if not 60 <= seconds <= 86400:
-                raise ConfigError("DESSERT_MCP_ACCESS_TOKEN_TTL_S must be a whole number of seconds from 60 to 86400.")
-            values["access_token_ttl_s"] = seconds
-        cache = get("DESSERT_MCP_TOKEN_CACHE_S")
-        if cache is not None:
-            try:
-                cache_s = float(cache)
-            except ValueError:
-                cache_s = -1.0
-            if not 0 <= cache_s <= MAX_TOKEN_CACHE_S:
-                raise ConfigError(
-                    f"DESSERT_MCP_TOKEN_CACHE_S must be 0 (check every request against the database) to "
-                    f"{MAX_TOKEN_CACHE_S:g} seconds; got {cache!r}."
-                )
-            values["token_cache_s"] = cache_s
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+        base_url = declared(Settings)["base_url"].value(os.environ if environ is None else environ)
+        return cls(**values | {"dessert_base_url": base_url})
 
 
 OPERATOR_KEY_REFUSED: Final = (

@@ -49,15 +49,21 @@ class Limit:
 
 
 async def reserve(store: Store, limits: Sequence[Limit], *, window_s: float) -> bool:
-    """Count one attempt against every limit, atomically each, before the work; False if any is now past its most.
+    """Count one attempt against each limit in turn, atomically each, before the work; False if one is now past its
+    most. The count is taken before anything is decided, so a burst in parallel is held to every limit.
 
-    The count is taken whether or not the attempt then goes ahead, so a burst in parallel is held to the limit.
+    A refused attempt is not an attempt: what it counted is taken back, so a caller held by a narrow limit (its
+    sign-in, its client) does not use up a wide one (the address) that others share. Counting stops at the first
+    limit passed: put the limits a caller cannot vary (its address) before the ones it can (a client id), so a
+    refused caller writes no throttle rows for made-up names.
     """
-    over = False
+    counted: list[Limit] = []
     for limit in limits:
+        counted.append(limit)
         if await store.throttle_hit(limit.key, window_s=window_s) > limit.most:
-            over = True
-    return not over
+            await refund(store, counted)
+            return False
+    return True
 
 
 async def refund(store: Store, limits: Sequence[Limit]) -> None:
@@ -123,6 +129,30 @@ class CappedBody:
                 await self.refuse()
                 return {"type": "http.disconnect"}
         return message
+
+    async def read_all(self) -> bytes | None:
+        """The whole body (at most `cap` bytes), or None if it was refused (413 sent) or the client went away."""
+        chunks = []
+        while True:
+            message = await self.receive()
+            if message["type"] != "http.request":
+                return None
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def replay(self, body: bytes) -> Receive:
+        """A `receive` that hands the app `body`, read already by `read_all`, then listens for the client leaving."""
+        given = False
+
+        async def receive() -> Message:
+            nonlocal given
+            if not given:
+                given = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await self.receive()
+
+        return receive
 
     async def send(self, message: Message) -> None:
         if self.refused:

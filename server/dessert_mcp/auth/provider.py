@@ -12,9 +12,9 @@ import hashlib
 import hmac
 import logging
 import re
-import secrets
 import uuid
 from typing import Any, Final
+from urllib.parse import urlencode
 
 from mcp.server.auth.provider import (
     AccessToken,
@@ -32,6 +32,7 @@ from dessert_mcp.auth._crypto import KeyBox, new_token, token_hash
 from dessert_mcp.auth.caller import CallerToken
 from dessert_mcp.auth.cimd import ClientMetadataError, MetadataFetcher, is_metadata_url
 from dessert_mcp.auth.config import SCOPE, OAuthConfig
+from dessert_mcp.auth.pending import PendingSignIn, TooLarge
 from dessert_mcp.auth.redirects import MAX_FIELD_CHARS, check_client_size, check_redirect_uris
 from dessert_mcp.auth.store import StorageUnavailable, Store
 from dessert_mcp.auth.tokencache import TokenCache, VerifiedToken
@@ -149,13 +150,11 @@ class DessertOAuthProvider:
             # RFC 7636 §4.2: an S256 challenge is the base64url SHA-256 of the verifier, 43 characters.
             raise AuthorizeError("invalid_request", "code_challenge must be a base64url SHA-256 (43 characters)")
         if len(params.state or "") > MAX_FIELD_CHARS or len(str(params.redirect_uri)) > MAX_FIELD_CHARS:
-            # Everything here is stored with the pending sign-in: bounded, like every stored field.
+            # Everything here is carried sealed in the sign-in link, then stored once a key checks: bounded.
             raise AuthorizeError(
                 "invalid_request", f"state and redirect_uri are limited to {MAX_FIELD_CHARS} characters"
             )
-        sign_in = secrets.token_urlsafe(32)
-        await self.store.create_sign_in(
-            sign_in,
+        pending = PendingSignIn(
             client_id=client.client_id,
             params={
                 "state": params.state,
@@ -165,10 +164,18 @@ class DessertOAuthProvider:
                 "redirect_uri_provided_explicitly": params.redirect_uri_provided_explicitly,
                 "resource": self.config.resource,
             },
-            csrf=self.csrf_for(sign_in),
-            ttl_s=self.config.sign_in_ttl_s,
+            expires_at=self.clock() + self.config.sign_in_ttl_s,
         )
-        return f"{self.config.issuer}{SIGN_IN_PATH}?request={sign_in}"
+        try:
+            # Nothing is stored: the sign-in page gets it back, sealed (auth/pending.py).
+            sealed = pending.seal(self.box)
+        except TooLarge:
+            raise AuthorizeError("invalid_request", "state and redirect_uri are too long together") from None
+        return f"{self.config.issuer}{SIGN_IN_PATH}?{urlencode({'request': sealed})}"
+
+    def open_sign_in(self, sealed: str) -> PendingSignIn | None:
+        """The pending sign-in a sign-in link or form carries, if it is ours, intact and not expired."""
+        return PendingSignIn.open(self.box, sealed, now=self.clock())
 
     def csrf_for(self, sign_in: str) -> str:
         """The sign-in's CSRF token: derived, so any replica can render the page; bound to a SameSite cookie."""

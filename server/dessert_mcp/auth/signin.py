@@ -1,8 +1,9 @@
 """The sign-in page `/authorize` leads to: paste a Dessert key, see which account it is, consent, go back.
 
-Two steps, each a POST with a CSRF token that must equal a SameSite=Strict cookie set with the page.
-The key is checked live (GET /v1/balance), kept encrypted in the pending sign-in between the steps,
-and never written back into a page. Every response forbids framing and caching.
+Two steps, each a POST with a CSRF token that must equal a SameSite=Strict cookie set with the page. The
+pending sign-in comes sealed in the `request` parameter (auth/pending.py); the key is checked live
+(GET /v1/balance), then kept encrypted in the sign-in's row (its first) until consent, and never written back
+into a page. Every response forbids framing and caching.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dessert_mcp.auth._crypto import key_hash
 from dessert_mcp.auth._crypto import token_hash as _hash
 from dessert_mcp.auth._dessert import DessertAPIError, check_key
 from dessert_mcp.auth.limits import Limit, refund, reserve, scope_bucket
+from dessert_mcp.auth.pending import PendingSignIn
 from dessert_mcp.auth.provider import SIGN_IN_PATH, DessertOAuthProvider
 from dessert_mcp.auth.redirects import is_loopback_redirect, trusted_for_errors
 from dessert_mcp.auth.store import SignInRow
@@ -91,8 +93,8 @@ def _page(body: str, status: int = 200, *, csrf: tuple[str, str] | None = None, 
     return response
 
 
-def _client_line(row: SignInRow, client_name: str | None) -> str:
-    redirect_uri = str(row.params["redirect_uri"])
+def _client_line(pending: PendingSignIn, client_name: str | None) -> str:
+    redirect_uri = str(pending.params["redirect_uri"])
     redirect_host = urlsplit(redirect_uri).netloc or redirect_uri
     name = html.escape(client_name or "An MCP client")
     line = (
@@ -197,46 +199,56 @@ class SignInPages:
         client = await self.provider.get_client(client_id)
         return client.client_name if client is not None else None
 
+    async def _pending(self, sign_in: str) -> tuple[PendingSignIn, SignInRow | None] | None:
+        """The sign-in `sign_in` seals and its row once a key checked; None if it is expired, not ours, or already
+        ended (consented or denied)."""
+        pending = self.provider.open_sign_in(sign_in)
+        if pending is None:
+            return None
+        row = await self.store.get_sign_in(sign_in)
+        return None if row is not None and row.used else (pending, row)
+
     async def show(self, request: Request) -> Response:
         sign_in = request.query_params.get("request", "")
-        row = await self.store.get_sign_in(sign_in) if sign_in else None
-        if row is None:
+        found = await self._pending(sign_in)
+        if found is None:
             return self._gone()
+        pending, _row = found
         csrf = self.provider.csrf_for(sign_in)
-        body = _client_line(row, await self._client_name(row.client_id)) + _key_form(sign_in, csrf)
+        body = _client_line(pending, await self._client_name(pending.client_id)) + _key_form(sign_in, csrf)
         return _page(body, csrf=(sign_in, csrf), secure=self._secure)
 
-    async def _form(self, request: Request) -> tuple[str, SignInRow, dict[str, str]] | Response:
+    async def _form(self, request: Request) -> tuple[str, PendingSignIn, SignInRow | None, dict[str, str]] | Response:
         # The body is capped as it is read, by the auth wing's guard (limits.CappedBody); no file fields either.
         form = await request.form()
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
         sign_in = fields.get("request", "")
-        row = await self.store.get_sign_in(sign_in) if sign_in else None
-        if row is None:
+        found = await self._pending(sign_in)
+        if found is None:
             return self._gone()
         expected = self.provider.csrf_for(sign_in)
         given, cookie = fields.get("csrf", ""), request.cookies.get(_cookie_name(sign_in), "")
         if not (
             hmac.compare_digest(given.encode(), expected.encode())
             and hmac.compare_digest(cookie.encode(), expected.encode())
-            and hmac.compare_digest(row.csrf_hash.encode(), _hash(expected).encode())
         ):
             logger.warning("sign-in form refused: CSRF token missing or wrong")
             return _page('<p class="error">This form could not be verified. Reload the page and try again.</p>', 403)
-        return sign_in, row, fields
+        return sign_in, *found, fields
 
     async def check(self, request: Request) -> Response:
         parsed = await self._form(request)
         if isinstance(parsed, Response):
             return parsed
-        sign_in, row, fields = parsed
+        sign_in, pending, _row, fields = parsed
         csrf = self.provider.csrf_for(sign_in)
-        client_line = _client_line(row, await self._client_name(row.client_id))
-        # Every key check is counted before Dessert is asked (per sign-in and per client address, atomically in the
-        # database), so parallel attempts cannot all get through; a key Dessert accepts gives its place back.
+        client_line = _client_line(pending, await self._client_name(pending.client_id))
+        # Every key check is counted before Dessert is asked (per client address, then per sign-in by a digest of its
+        # sealed value, atomically in the database), so parallel attempts cannot all get through; a key Dessert
+        # accepts gives its place back.
         limits = [
-            Limit(f"signin-req:{_hash(sign_in)}", self.config.sign_in_attempts),
             Limit(f"signin:{scope_bucket(request.scope)}", self.config.sign_in_attempts_per_address),
+            Limit(f"signin-req:{_hash(sign_in)}", self.config.sign_in_attempts),
         ]
         window = self.config.sign_in_window_s
         if not await reserve(self.store, limits, window_s=window):
@@ -266,17 +278,27 @@ class SignInPages:
             "usd": balance.credits_balance_usd_equivalent,
         }
         sealed = self.provider.box.seal(key.get(), aad="sign-in:" + _hash(sign_in))
-        await self.store.attach_key_to_sign_in(sign_in, key_sealed=sealed, account=account)
+        kept = await self.store.create_sign_in(
+            sign_in,
+            client_id=pending.client_id,
+            params=pending.params,
+            csrf=csrf,
+            expires_at=pending.expires_at,
+            key_sealed=sealed,
+            account=account,
+        )
+        if not kept:  # consent was given or refused meanwhile, in another tab
+            return self._gone()
         return _page(client_line + _consent_form(sign_in, csrf, account))
 
     async def consent(self, request: Request) -> Response:
         parsed = await self._form(request)
         if isinstance(parsed, Response):
             return parsed
-        sign_in, row, fields = parsed
-        if row.key_sealed is None:
+        sign_in, pending, row, fields = parsed
+        if row is None or row.key_sealed is None:  # no key checked for this sign-in
             return self._gone()
-        params = row.params
+        params = pending.params
         if not await self.store.finish_sign_in(sign_in):
             return self._gone()
         redirect_uri = str(params["redirect_uri"])
@@ -287,7 +309,7 @@ class SignInPages:
             return RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
         key = Secret(self.provider.box.open(row.key_sealed, aad="sign-in:" + _hash(sign_in)))
         code = await self.provider.link_and_issue_code(
-            client_id=row.client_id, key=key, params=params, key_hash_value=key_hash(key.get())
+            client_id=pending.client_id, key=key, params=params, key_hash_value=key_hash(key.get())
         )
         target = redirect_uri_with(redirect_uri, code=code, state=params.get("state"), iss=self.config.issuer)
         return RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)

@@ -368,6 +368,7 @@ class SignInRow:
     key_sealed: str | None
     account: dict[str, Any] | None
     expires_at: float
+    used: bool = False
 
 
 _CONNECTION_ERRORS: Final = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, OSError)
@@ -611,28 +612,49 @@ class Store:
     # -- sign-ins (between /authorize and the redirect back) ----------------------------------------------
 
     async def create_sign_in(
-        self, sign_in_id: str, *, client_id: str, params: dict[str, Any], csrf: str, ttl_s: float
-    ) -> None:
+        self,
+        sign_in_id: str,
+        *,
+        client_id: str,
+        params: dict[str, Any],
+        csrf: str,
+        expires_at: float,
+        key_sealed: str,
+        account: dict[str, Any],
+    ) -> bool:
+        """Keep a sign-in whose key checked until consent (a key checked again replaces it); False if it was used.
+
+        /authorize stores nothing (auth/pending.py): this row is the first a sign-in writes.
+        """
         async with self._tx() as conn:
             # Opportunistic clean-up of abandoned sign-ins; the table stays small without a cron job.
             await conn.execute(_sign_ins.delete().where(_sign_ins.c.expires_at < self.clock() - 3600))
-            await conn.execute(
-                _sign_ins.insert().values(
-                    id_hash=token_hash(sign_in_id),
-                    client_id=client_id,
-                    params_json=json.dumps(params),
-                    csrf_hash=token_hash(csrf),
-                    expires_at=self.clock() + ttl_s,
-                )
+            result = await conn.execute(
+                sa.text(
+                    "INSERT INTO sign_ins (id_hash, client_id, params_json, csrf_hash, key_sealed, account_json, "
+                    "expires_at) VALUES (:id, :client, :params, :csrf, :key, :account, :until) "
+                    "ON CONFLICT (id_hash) DO UPDATE SET key_sealed = :key, account_json = :account "
+                    "WHERE sign_ins.used_at IS NULL RETURNING id_hash"
+                ),
+                {
+                    "id": token_hash(sign_in_id),
+                    "client": client_id,
+                    "params": json.dumps(params),
+                    "csrf": token_hash(csrf),
+                    "key": key_sealed,
+                    "account": json.dumps(account),
+                    "until": expires_at,
+                },
             )
+            return result.first() is not None
 
     async def get_sign_in(self, sign_in_id: str) -> SignInRow | None:
+        """The sign-in if its key checked and it has not expired; `used` once consent was given or refused."""
         async with self._tx(read_only=True) as conn:
             row = (
                 await conn.execute(
                     sa.select(_sign_ins).where(
                         _sign_ins.c.id_hash == token_hash(sign_in_id),
-                        _sign_ins.c.used_at.is_(None),
                         _sign_ins.c.expires_at > self.clock(),
                     )
                 )
@@ -646,15 +668,8 @@ class Store:
             key_sealed=row.key_sealed,
             account=json.loads(row.account_json) if row.account_json else None,
             expires_at=row.expires_at,
+            used=row.used_at is not None,
         )
-
-    async def attach_key_to_sign_in(self, sign_in_id: str, *, key_sealed: str, account: dict[str, Any]) -> None:
-        async with self._tx() as conn:
-            await conn.execute(
-                _sign_ins.update()
-                .where(_sign_ins.c.id_hash == token_hash(sign_in_id), _sign_ins.c.used_at.is_(None))
-                .values(key_sealed=key_sealed, account_json=json.dumps(account))
-            )
 
     async def finish_sign_in(self, sign_in_id: str) -> bool:
         """Mark the sign-in used (and forget its key); False if it was already used: a double submit."""

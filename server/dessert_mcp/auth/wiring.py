@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -10,9 +11,12 @@ import random
 import socket
 from collections.abc import Callable
 from typing import Any, Final
+from urllib.parse import unquote
 
 from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,6 +24,7 @@ from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dessert_mcp.asgi import WatchedSend
+from dessert_mcp.auth._crypto import token_hash
 from dessert_mcp.auth.caller import has_bearer, unauthenticated
 from dessert_mcp.auth.config import MCP_PATH, SCOPE, OAuthConfig
 from dessert_mcp.auth.limits import MAX_QUERY_BYTES, CappedBody, Limit, answer, refund, reserve, scope_bucket
@@ -247,18 +252,28 @@ class AuthGuard:
         config = self.config
         counted: list[Limit] = []
         window = 0
+        receive: Receive = body.receive
         if post and path == "/token":
-            counted, window = [Limit(f"token:{bucket}", config.token_failures)], config.token_window_s
-        elif post and path == "/register":
-            counted, window = [Limit(f"register:{bucket}", config.registrations)], config.registration_window_s
-        elif path == "/authorize":
-            # Each /authorize stores a pending sign-in: count them all.
-            counted, window = [Limit(f"authorize:{bucket}", config.authorizations)], config.authorization_window_s
-        if counted and not await reserve(self.store, counted, window_s=window):
+            # Read (capped) and parsed here, so the client and the account are known before anything is counted.
+            data = await body.read_all()
+            if data is None:
+                return
+            receive = body.replay(data)
+            window = config.token_window_s
+            counted = await self._token_limits(scope, await _form(scope, body.replay(data)), bucket)
+            allowed = bool(counted)
+        else:
+            if post and path == "/register":
+                counted, window = [Limit(f"register:{bucket}", config.registrations)], config.registration_window_s
+            elif path == "/authorize":
+                # Each /authorize may fetch a client's metadata document: count them all.
+                counted, window = [Limit(f"authorize:{bucket}", config.authorizations)], config.authorization_window_s
+            allowed = not counted or await reserve(self.store, counted, window_s=window)
+        if not allowed:
             await answer(
                 body.send,
                 429,
-                {"error": "slow_down", "error_description": "Too many requests from this address; wait and retry."},
+                {"error": "slow_down", "error_description": "Too many requests; wait and retry."},
                 {"Retry-After": str(window)},
             )
             return
@@ -268,14 +283,63 @@ class AuthGuard:
         elif path in ("/token", "/revoke") and _authorization_scheme(scope) == "basic":
             send = _basic_challenge(send)
         watched = WatchedSend(send)
-        await self.app(scope, body.receive, watched)
+        await self.app(scope, receive, watched)
         if path == "/token" and counted and watched.status not in (400, 401, 413):
             # /token counts failures only: a good exchange gives its place back.
             await refund(self.store, counted)
 
+    async def _token_limits(self, scope: Scope, form: dict[str, str], bucket: str) -> list[Limit]:
+        """Count one /token request against its address, its client and its account, in that order (see `reserve`);
+        the limits counted, or [] if one is past its most. The account is looked up only once the others pass."""
+        config, window = self.config, self.config.token_window_s
+        limits = [Limit(f"token:{bucket}", config.token_failures)]
+        client_id = form.get("client_id") or _basic_client_id(scope)
+        if client_id:
+            limits.append(Limit(f"token-client:{token_hash(client_id)}", config.token_failures_per_client))
+        if not await reserve(self.store, limits, window_s=window):
+            return []
+        account_id = None
+        if form.get("grant_type") == "refresh_token" and form.get("refresh_token"):
+            refresh = await self.store.get_refresh_token(form["refresh_token"])
+            account_id = refresh.account_id if refresh is not None else None
+        elif form.get("grant_type") == "authorization_code" and form.get("code"):
+            code = await self.store.get_code(form["code"])
+            account_id = code.account_id if code is not None else None
+        if account_id is not None:
+            account = Limit(f"token-account:{account_id}", config.token_failures_per_account)
+            if not await reserve(self.store, [account], window_s=window):
+                await refund(self.store, limits)
+                return []
+            limits.append(account)
+        return limits
+
     @property
     def pages(self) -> SignInPages:
         return self.wiring.pages
+
+
+async def _form(scope: Scope, receive: Receive) -> dict[str, str]:
+    """The text fields of a request's body, parsed as the SDK's handlers parse it (Starlette's form parser)."""
+    request = Request(dict(scope), receive)
+    try:
+        form = await request.form()
+    except (MultiPartException, HTTPException):
+        return {}  # the SDK's handler refuses it too
+    fields = {name: value for name, value in form.items() if isinstance(value, str)}
+    await form.close()
+    return fields
+
+
+def _basic_client_id(scope: Scope) -> str | None:
+    """The client id in an `Authorization: Basic` header (RFC 6749 §2.3.1: form-encoded, then base64)."""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization" and value[:6].lower() == b"basic ":
+            try:
+                client_id = base64.b64decode(value[6:].strip(), validate=True).decode().split(":", 1)[0]
+            except (ValueError, UnicodeDecodeError):
+                return None
+            return unquote(client_id) or None
+    return None
 
 
 def _authorization_scheme(scope: Scope) -> str:

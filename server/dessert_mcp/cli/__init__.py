@@ -4,60 +4,35 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import anyio
 
 from dessert_mcp import __version__
+from dessert_mcp.auth.config import OAuthConfig
 from dessert_mcp.cli.accounts import add_accounts_parser
 from dessert_mcp.cli.hosts import HOSTS, LAUNCHES
-from dessert_mcp.config import DEFAULT_BASE_URL, LOG_LEVELS, TOOL_NAME_STYLES, ConfigError, Settings
+from dessert_mcp.config import HTTP_ONLY, ConfigError, Setting, Settings, declared, spelled
+from dessert_mcp.http.options import HTTPOptions, oauth_config
 from dessert_mcp.redact import Redactor, configure_logging_for, install_excepthook
-
-if TYPE_CHECKING:
-    from dessert_mcp.http import HTTPOptions
 
 logger = logging.getLogger("dessert_mcp")
 
-ENVIRONMENT_HELP = f"""\
+# Every class whose fields are settings (see dessert_mcp.config), in the order --help lists them.
+SETTINGS: Final = (Settings, HTTPOptions, OAuthConfig)
+
+ENVIRONMENT_HELP = """\
 environment variables (the API key is read only from the environment, never from the command line):
-  DESSERT_API_KEY         Dessert API key, sent as a Bearer token. Without it the server still starts and lists
-                          its tools; every call then answers with an error naming this variable.
-  DESSERT_API_BASE_URL    API origin (default {DEFAULT_BASE_URL}); plain http only for loopback hosts.
-  DESSERT_MCP_TOOL_NAMES  auto (default: underscore names for every client), dotted or underscore; same as
-                          --tool-names.
-  DESSERT_TIMEOUT_S       deadline in seconds for one tool call, all attempts and waits included (default 25).
-  DESSERT_MAX_ATTEMPTS    attempts per call on connection errors, 408, 409, 429 and 5xx (default 3; 1-10).
-  DESSERT_BACKOFF_S       first retry wait in seconds, doubled per attempt, with jitter (default 0.5); a
-                          Retry-After from the API is honoured instead when it fits in the deadline.
-  DESSERT_MAX_BODY_BYTES  largest API answer read, after decompression (default 1048576).
-  DESSERT_MCP_LOG_LEVEL   DEBUG, INFO (default), WARNING, ERROR or CRITICAL; logs go to stderr.
-  DESSERT_MCP_LOG_FORMAT  text (default) or json: one JSON object per line on stderr, for log collectors.
-  DESSERT_CACHE_TTL_S     seconds a successful answer is reused for the same key (default 0: off, every call
-                          asks Dessert); a balance can then be up to that many seconds old (0-3600).
-  DESSERT_MCP_AUTH_TOKEN  HTTP transports only: the server's own bearer token (16+ characters). When set, MCP
-                          requests without "Authorization: Bearer <token>" get 401. Never the Dessert API key.
-  DESSERT_MCP_TRUSTED_PROXIES  HTTP transports only: comma-separated addresses or networks of reverse proxies
-                          whose X-Forwarded-For is believed (same as --trusted-proxy); default none.
+{variables}
   OTEL_*                  traces, with dessert-mcp[otel]: OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER)
                           turns the export on; the other standard OTEL_* variables apply as usual.
-  DESSERT_MCP_ACCOUNT_CONCURRENCY  HTTP transports only, with --auth: Dessert calls one account may have in
-                          flight at once (default 4; 1-64); more wait their turn, so no caller spends the others' rate.
-  DESSERT_MCP_PUBLIC_URL  HTTP transports only, --auth oauth: the https origin people add (same as --public-url).
-  DESSERT_MCP_ENCRYPTION_KEY  HTTP transports only, --auth oauth: 32 random bytes, base64url, that encrypt the
-                          linked Dessert keys at rest; make one with `dessert-mcp accounts new-key`.
-  DESSERT_MCP_ENCRYPTION_KEY_OLD  HTTP transports only, --auth oauth: the previous key while rotating (see
-                          `dessert-mcp accounts --help`).
-  DESSERT_MCP_DATABASE_URL  HTTP transports only, --auth oauth: where tokens and linked accounts live; default a
-                          SQLite file in $XDG_STATE_HOME/dessert-mcp/, postgresql://... for several replicas.
-  DESSERT_MCP_ACCESS_TOKEN_TTL_S  HTTP transports only, --auth oauth: access token lifetime (default 900; 60-86400).
-  DESSERT_MCP_TOKEN_CACHE_S  HTTP transports only, --auth oauth: seconds a process trusts a checked access token
-                          (default 2; 0-30): a revocation through another replica is refused within this bound.
 A value left as a literal ${{user_config...}} placeholder counts as unset.
 
 HTTP transports (--transport http: streamable HTTP at /mcp; --transport sse: SSE at /sse, messages at /messages/):
@@ -104,29 +79,62 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {redact(message)}\nRun '{self.prog} --help' for usage.\n")
 
 
+def settings() -> list[Setting]:
+    """Every setting of the server and its wings, in the order --help and the README list them."""
+    return [s for cls in SETTINGS for s in declared(cls).values()]
+
+
+def _environment_help() -> str:
+    variables = (
+        textwrap.fill(
+            f"{s.env:<22}  {s.describe()}" + (f" Same as {s.option}." if s.option else _default(s, " Default: {}.")),
+            width=114,
+            initial_indent="  ",
+            subsequent_indent=" " * 26,
+            break_on_hyphens=False,
+            break_long_words=False,
+        )
+        for s in settings()
+        if s.env
+    )
+    return ENVIRONMENT_HELP.format(variables="\n".join(variables))
+
+
+def _default(s: Setting, form: str) -> str:
+    return "" if (shown := s.default_text()) is None else form.format(shown)
+
+
+def _add_option(parser: argparse._ActionsContainer, s: Setting, **kwargs: Any) -> argparse.Action:
+    """`s`'s command-line option; not given, it is None (or `kwargs["default"]`), so the variable or default holds."""
+    assert s.option is not None
+    where = s.applies.removeprefix(HTTP_ONLY).removeprefix(", ")
+    also = "; ".join(part for part in (_default(s, "default {}"), f"or {s.env}" if s.env else "") if part)
+    kwargs = {"dest": s.name, "default": None, "metavar": s.metavar} | kwargs
+    kwargs["help"] = (f"{where}: " if where else "") + s.describe().removeprefix(f"{s.applies}: ")
+    kwargs["help"] += f" ({also})" if also else ""
+    if isinstance(s.read, tuple):
+        kwargs |= {"choices": s.read, "type": functools.partial(spelled, s.read)}
+    elif isinstance(s.default, bool):
+        kwargs |= {"action": "store_true"}
+    elif isinstance(s.default, tuple):
+        kwargs |= {"action": "append"}
+    elif isinstance(s.default, int):
+        kwargs |= {"type": int}
+    return parser.add_argument(s.option, **{k: v for k, v in kwargs.items() if v is not None or k == "default"})
+
+
 def _common(*, top: bool) -> _Parser:
     """Options accepted before or after the command; the subcommand's copy only overrides when given."""
     common = _Parser(add_help=False)
-    default = None if top else argparse.SUPPRESS
     common.add_argument(
         "--sandbox",
         action="store_true",
         default=False if top else argparse.SUPPRESS,
         help="use an embedded sandbox API on 127.0.0.1 instead of Dessert (no account needed)",
     )
-    common.add_argument(
-        "--tool-names",
-        choices=TOOL_NAME_STYLES,
-        default=default,
-        help="tool name spelling in tools/list: auto (underscore, for every client), dotted or underscore",
-    )
-    common.add_argument(
-        "--log-level",
-        choices=LOG_LEVELS,
-        type=str.upper,
-        default=default,
-        help="stderr log level (default INFO, or DESSERT_MCP_LOG_LEVEL)",
-    )
+    for s in declared(Settings).values():
+        if s.option:
+            _add_option(common, s, default=None if top else argparse.SUPPRESS)
     return common
 
 
@@ -135,7 +143,7 @@ def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
     parser = _Parser(
         prog="dessert-mcp",
         description="MCP server for a Dessert account's credit balance and usage.",
-        epilog=ENVIRONMENT_HELP,
+        epilog=_environment_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[_common(top=True)],
     )
@@ -146,7 +154,9 @@ def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
     refuses_sandbox = _Parser(add_help=False)
     refuses_sandbox.add_argument("--sandbox", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sandbox = sub.add_parser("sandbox", help="run the sandbox API on 127.0.0.1", parents=[refuses_sandbox])
-    sandbox.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0 picks one)")
+    sandbox.add_argument(
+        "--port", dest="sandbox_port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0 picks one)"
+    )
     sub.add_parser(
         "check", help="verify configuration and connectivity, print the live balance", parents=[_common(top=False)]
     )
@@ -161,7 +171,7 @@ def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[refuses_sandbox],
     )
-    config.add_argument("host", choices=list(HOSTS), metavar="HOST", help=f"one of: {', '.join(HOSTS)}")
+    config.add_argument("mcp_host", choices=list(HOSTS), metavar="HOST", help=f"one of: {', '.join(HOSTS)}")
     config.add_argument("--launch", choices=LAUNCHES, help="how the entry starts the server: path or uvx (see below)")
     add_accounts_parser(sub)
     return parser, http_only
@@ -200,7 +210,7 @@ def _main(argv: Sequence[str] | None) -> None:
             sys.exit("dessert-mcp: error: --sandbox does not apply to `config`; host entries use your own key.")
         from dessert_mcp.cli.hosts import print_host_config
 
-        print_host_config(args.host, args.launch)
+        print_host_config(args.mcp_host, args.launch)
         return
     if args.command == "accounts":
         from dessert_mcp.cli.accounts import run_accounts
@@ -212,7 +222,7 @@ def _main(argv: Sequence[str] | None) -> None:
     if args.command == "check" and log_level is None and not os.environ.get("DESSERT_MCP_LOG_LEVEL"):
         log_level = "WARNING"  # the report says what the INFO lines would; keep the terminal to the report
     try:
-        settings = Settings.from_env(tool_names=args.tool_names, log_level=log_level)
+        settings = Settings.from_env(**_given(args, Settings) | {"log_level": log_level})
     except ConfigError as exc:
         sys.exit(f"dessert-mcp: configuration error: {exc}")
     install_excepthook(configure_logging_for(settings))
@@ -221,7 +231,7 @@ def _main(argv: Sequence[str] | None) -> None:
         from dessert_mcp.sandbox import run_sandbox
 
         with _one_line_errors():
-            anyio.run(run_sandbox, args.port)
+            anyio.run(run_sandbox, args.sandbox_port)
         return
     if args.command == "demo":
         from dessert_mcp.cli.demo import run_demo
@@ -270,84 +280,25 @@ def _add_http_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action
         default="stdio",
         help="stdio (default), sse (SSE at /sse) or http (streamable HTTP at /mcp; also spelled streamable-http)",
     )
-    http_only: list[argparse.Action] = []
-
-    def add(*flags: str, **kwargs: Any) -> None:
-        http_only.append(http.add_argument(*flags, **kwargs))
-
-    add("--host", dest="http_host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    add("--port", dest="http_port", type=int, default=8000, help="port to listen on (default 8000)")
-    add(
-        "--stateful",
-        action="store_true",
-        help="http only: sessions (Mcp-Session-Id) for handshake-era clients; off by default, so any worker or "
-        "replica serves any request and abandoned sessions cost nothing",
-    )
-    add("--stateless", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old scripts
-    add("--workers", type=int, default=1, help="worker processes (default 1; not with --stateful)")
-    add(
-        "--allowed-host",
-        action="append",
-        default=[],
-        metavar="HOST[:PORT]",
-        help="a Host header to accept besides loopback names (repeatable; required off loopback)",
-    )
-    add(
-        "--allowed-origin",
-        action="append",
-        default=[],
-        metavar="ORIGIN",
-        help="a browser Origin to accept besides loopback ones, e.g. https://app.example.com (repeatable)",
-    )
-    add(
-        "--trusted-proxy",
-        action="append",
-        default=[],
-        metavar="ADDRESS[/BITS]",
-        help="a reverse proxy whose X-Forwarded-For names the client (repeatable; or DESSERT_MCP_TRUSTED_PROXIES); "
-        "default none: the address the connection comes from is the client, for every per-address limit",
-    )
-    add(
-        "--auth",
-        choices=("dessert-key", "oauth"),
-        help="http only: each caller uses their own Dessert account, sent as a bearer key (dessert-key) or linked "
-        "by signing in through OAuth (oauth, for claude.ai and ChatGPT connectors); see docs/remote.md",
-    )
-    add(
-        "--public-url",
-        metavar="URL",
-        help="--auth oauth: the https origin people add as a connector (or DESSERT_MCP_PUBLIC_URL)",
-    )
+    http_only = [_add_option(http, s) for cls in (HTTPOptions, OAuthConfig) for s in declared(cls).values() if s.option]
+    # The default; kept for old scripts.
+    http_only.append(http.add_argument("--stateless", action="store_true", default=None, help=argparse.SUPPRESS))
     return http_only
 
 
-def _http_options(args: argparse.Namespace, settings: Settings) -> HTTPOptions:
-    from dessert_mcp.http.options import (
-        METRICS_TOKEN_ENV,
-        HTTPOptions,
-        oauth_config,
-        read_auth_token,
-        read_trusted_proxies,
-    )
+def _given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The options of `cls`'s settings given on the command line (repeated ones as tuples)."""
+    values = {name: getattr(args, name, None) for name, s in declared(cls).items() if s.option}
+    return {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
 
+
+def _http_options(args: argparse.Namespace, settings: Settings) -> HTTPOptions:
     try:
         if args.stateful and args.stateless:
             raise ConfigError("--stateful and --stateless contradict each other; pass one.")
         if args.public_url and args.auth != "oauth":
             raise ConfigError("--public-url applies to --auth oauth only.")
-        options = HTTPOptions(
-            transport=args.transport,
-            host=args.http_host,
-            port=args.http_port,
-            stateful=args.stateful,
-            workers=args.workers,
-            allowed_hosts=tuple(args.allowed_host),
-            allowed_origins=tuple(args.allowed_origin),
-            auth_token=read_auth_token(os.environ),
-            auth=args.auth,
-            trusted_proxies=read_trusted_proxies(os.environ, tuple(args.trusted_proxy)),
-            metrics_token=read_auth_token(os.environ, METRICS_TOKEN_ENV),
-        )
+        options = HTTPOptions.from_env(os.environ, transport=args.transport, **_given(args, HTTPOptions))
         if options.auth == "oauth":
             # What the command line gets wrong is said first, before the auth settings are read and checked.
             options.check_auth(settings)

@@ -4,6 +4,6 @@ Only `options` is imported with the package; Starlette and uvicorn load when `ap
 `dessert-mcp` over stdio never pays for them.
 """
 
-from dessert_mcp.http.options import HTTPOptions, read_auth_token
+from dessert_mcp.http.options import HTTPOptions
 
-__all__ = ["HTTPOptions", "read_auth_token"]
+__all__ = ["HTTPOptions"]

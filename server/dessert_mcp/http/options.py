@@ -7,11 +7,21 @@ import importlib.util
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, get_args
 from urllib.parse import urlsplit
 
 from dessert_mcp.auth.config import OPERATOR_KEY_REFUSED, AuthMode
-from dessert_mcp.config import PRINTABLE_TOKEN, ConfigError, Secret, Settings, env_value, is_loopback
+from dessert_mcp.config import (
+    HTTP_ONLY,
+    PRINTABLE_TOKEN,
+    WITH_AUTH,
+    ConfigError,
+    Secret,
+    Settings,
+    from_environ,
+    is_loopback,
+    setting,
+)
 
 if TYPE_CHECKING:  # the rest of the auth wing loads only for --auth oauth (it needs the `remote` extra)
     from dessert_mcp.auth.config import OAuthConfig
@@ -23,33 +33,96 @@ DEFAULT_PORT: Final = 8000
 MIN_TOKEN_CHARS: Final = 16
 AUTH_TOKEN_ENV: Final = "DESSERT_MCP_AUTH_TOKEN"
 METRICS_TOKEN_ENV: Final = "DESSERT_MCP_METRICS_TOKEN"
+TRUSTED_PROXIES_ENV: Final = "DESSERT_MCP_TRUSTED_PROXIES"
 _TOKEN_HINT: Final = "`python -c 'import secrets; print(secrets.token_urlsafe())'`"
+
+
+def read_token(value: str, name: str) -> Secret:
+    """A bearer token the server checks (DESSERT_MCP_AUTH_TOKEN, DESSERT_MCP_METRICS_TOKEN)."""
+    if not PRINTABLE_TOKEN.match(value) or len(value) < MIN_TOKEN_CHARS:
+        raise ConfigError(
+            f"{name} must be at least {MIN_TOKEN_CHARS} printable characters without spaces (e.g. {_TOKEN_HINT})."
+        )
+    return Secret(value)
 
 
 @dataclass(frozen=True, slots=True)
 class HTTPOptions:
-    """How to serve MCP over HTTP; build it from the command line, then call `check`."""
+    """How to serve MCP over HTTP; build it with `from_env` (the command line's options win), then call `check`."""
 
     transport: HTTPTransport = "http"
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    # Sessions for handshake-era clients. Off by default: a read-only server sends nothing unprompted, and
-    # every session a client abandons would hold memory until it idles out.
-    stateful: bool = False
-    workers: int = 1
-    allowed_hosts: tuple[str, ...] = ()
-    allowed_origins: tuple[str, ...] = ()
-    # The server's own bearer token (DESSERT_MCP_AUTH_TOKEN).
-    auth_token: Secret | None = field(default=None, repr=False)
-    # --auth: every caller brings their own credential and the operator's key is never used. None: one account.
-    auth: AuthMode | None = None
+    host: str = setting(None, None, "address to listen on", "127.0.0.1", option="--host")
+    port: int = setting(None, None, "port to listen on", DEFAULT_PORT, option="--port")
+    # Off by default: a read-only server sends nothing unprompted.
+    stateful: bool = setting(
+        None,
+        None,
+        "http only: sessions (Mcp-Session-Id) for handshake-era clients; off by default, so any worker or replica "
+        "serves any request and abandoned sessions cost nothing",
+        False,
+        option="--stateful",
+    )
+    workers: int = setting(None, None, "worker processes (not with --stateful)", 1, option="--workers")
+    allowed_hosts: tuple[str, ...] = setting(
+        None,
+        None,
+        "a Host header to accept besides loopback names (repeatable; required off loopback)",
+        (),
+        option="--allowed-host",
+        metavar="HOST[:PORT]",
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        None,
+        None,
+        "a browser Origin to accept besides loopback ones, e.g. https://app.example.com (repeatable)",
+        (),
+        option="--allowed-origin",
+        metavar="ORIGIN",
+    )
+    # None by default: any process that can reach the port could otherwise name any client address and reset
+    # per-address throttles.
+    trusted_proxies: tuple[str, ...] = setting(
+        TRUSTED_PROXIES_ENV,
+        lambda value, name: tuple(part.strip() for part in value.split(",") if part.strip()),
+        "comma-separated addresses or networks (`10.0.0.5,10.1.0.0/16`) of reverse proxies whose `X-Forwarded-For` "
+        "is believed (the option is repeatable); with none, the connecting address is the client for every "
+        "per-address limit.",
+        (),
+        applies=HTTP_ONLY,
+        option="--trusted-proxy",
+        metavar="ADDRESS[/BITS]",
+    )
+    auth_token: Secret | None = setting(
+        AUTH_TOKEN_ENV,
+        read_token,
+        "the server's own bearer token (16+ characters) that MCP requests must send, else 401 (see the README's "
+        "[Security](#security) section). Never the Dessert API key; not with `--auth`.",
+        None,
+        applies=HTTP_ONLY,
+    )
+    # None: one account, the operator's.
+    auth: AuthMode | None = setting(
+        None,
+        get_args(AuthMode),
+        "http only: each caller uses their own Dessert account, sent as a bearer key (dessert-key) or linked by "
+        "signing in through OAuth (oauth, for claude.ai and ChatGPT connectors); see docs/remote.md",
+        None,
+        option="--auth",
+    )
     # --auth oauth: the public URL, the encryption keys and the database (see `oauth_config`).
     oauth: OAuthConfig | None = field(default=None, repr=False)
-    # --auth: the scraper's bearer token for /metrics (DESSERT_MCP_METRICS_TOKEN); without it /metrics is off.
-    metrics_token: Secret | None = field(default=None, repr=False)
-    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or networks). None by default: any
-    # process that can reach the port could otherwise name any client address and reset per-address throttles.
-    trusted_proxies: tuple[str, ...] = ()
+    metrics_token: Secret | None = setting(
+        METRICS_TOKEN_ENV,
+        read_token,
+        "the bearer token (16+ characters) a Prometheus scraper sends for `/metrics`; without it `/metrics` "
+        "answers 403 in that mode. See [docs/observability.md](docs/observability.md).",
+        None,
+        applies=WITH_AUTH,
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> HTTPOptions:
+        return cls(**from_environ(cls, environ, overrides))
 
     @property
     def public_url(self) -> str | None:
@@ -138,18 +211,6 @@ def same_secret(a: Secret, b: Secret) -> bool:
     return hmac.compare_digest(a.get().encode(), b.get().encode())
 
 
-def read_auth_token(environ: Mapping[str, str], name: str = AUTH_TOKEN_ENV) -> Secret | None:
-    """DESSERT_MCP_AUTH_TOKEN (or the bearer token variable `name`), which HTTP clients must send; None when unset."""
-    value = env_value(environ, name)
-    if value is None:
-        return None
-    if not PRINTABLE_TOKEN.match(value) or len(value) < MIN_TOKEN_CHARS:
-        raise ConfigError(
-            f"{name} must be at least {MIN_TOKEN_CHARS} printable characters without spaces (e.g. {_TOKEN_HINT})."
-        )
-    return Secret(value)
-
-
 def parse_host(value: str) -> tuple[str, str | None]:
     """`name[:port]` (IPv6 in brackets) to a lower-case name and an optional port."""
     text = value.strip().lower()
@@ -165,17 +226,6 @@ def parse_host(value: str) -> tuple[str, str | None]:
     if bad or not name or (port is not None and not port.isdigit()) or "*" in name or "/" in name:
         raise ConfigError(f"--allowed-host must look like example.com or example.com:8443; got {value!r}.")
     return name, port
-
-
-TRUSTED_PROXIES_ENV: Final = "DESSERT_MCP_TRUSTED_PROXIES"
-
-
-def read_trusted_proxies(environ: Mapping[str, str], given: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """--trusted-proxy values, else DESSERT_MCP_TRUSTED_PROXIES (comma-separated); none when neither is set."""
-    if given:
-        return given
-    value = env_value(environ, TRUSTED_PROXIES_ENV) or ""
-    return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
 def parse_proxy(value: str) -> str:
