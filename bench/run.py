@@ -742,7 +742,7 @@ async def bench_tool_tokens() -> None:
     sent_tokens = len(json.dumps(sent, separators=(",", ":"))) / 4
     full_tokens = len(json.dumps(dumped, separators=(",", ":"))) / 4
     row(
-        "tools/list tokens sent to the model (both tools)",
+        "tools/list tokens sent to the model (every tool)",
         f"{sent_tokens:.0f} tokens",
         f"full tools/list incl. output schemas {full_tokens:.0f}",
         "",

@@ -7,6 +7,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 
@@ -22,7 +23,7 @@ TESTS = Path(__file__).parent
 # Inspector and a browser): under `pytest -n N --dist loadgroup` (make test) each family runs on one worker, which
 # builds them once; the families have the most tests, so xdist hands them out first and the short tests fill in
 # around them. Every other test goes to whichever worker is free (the examples' environments are cached on disk).
-ONE_WORKER_FAMILIES = ("packaging", "dashboard", "auth", "bundle")
+ONE_WORKER_FAMILIES = ("packaging", "dashboard", "auth", "storage", "bundle")
 
 
 def _family(nodeid: str) -> str | None:
@@ -53,6 +54,32 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return family if family is not None else super()._split_scope(nodeid)
 
     return FamilyScheduling(config, log)
+
+
+@pytest.fixture(autouse=True)
+def _no_background_polls(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ledger's poller reads Dessert on its own schedule; tests count the upstream requests their calls make, so
+    in-process servers get a poller that reads nothing, unless the test is marked `poller`. (Servers in subprocesses
+    read an account first `DESSERT_LEDGER_POLL_MAX_S` after it appears, or one interval after a call's answer: 5
+    minutes for the sandbox's idle account.)"""
+    if request.node.get_closest_marker("poller") is None:
+        from dessert_mcp.ledger.poller import Poller
+
+        async def idle(self: Poller) -> None:
+            await anyio.sleep_forever()
+
+        monkeypatch.setattr(Poller, "run", idle)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _user_dirs_in_a_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test writes to the real user data or state directory (where the ledger and the auth wing keep their
+    databases by default), nor does any server a test starts: they inherit this environment."""
+    patch = pytest.MonkeyPatch()
+    for name in ("XDG_DATA_HOME", "XDG_STATE_HOME"):
+        patch.setenv(name, str(tmp_path_factory.mktemp(name.lower())))
+    yield
+    patch.undo()
 
 
 @pytest.fixture

@@ -137,6 +137,44 @@ def test_the_per_account_concurrency_limit_defaults_to_four_and_is_bounded() -> 
             Settings.from_env({"DESSERT_MCP_ACCOUNT_CONCURRENCY": bad})
 
 
+def test_the_ledger_poller_is_on_with_bounds_of_10_and_300_seconds_unless_told_otherwise() -> None:
+    default = Settings.from_env({})
+    assert (default.ledger_poll, default.ledger_poll_min_s, default.ledger_poll_max_s) == (True, 10.0, 300.0)
+    assert default.ledger_poll_recent_s == 86400.0
+    told = Settings.from_env(
+        {
+            "DESSERT_LEDGER_POLL": "OFF",
+            "DESSERT_LEDGER_POLL_MIN_S": "2",
+            "DESSERT_LEDGER_POLL_MAX_S": "60",
+            "DESSERT_LEDGER_POLL_RECENT_S": "3600",
+        }
+    )
+    assert (told.ledger_poll, told.ledger_poll_min_s, told.ledger_poll_max_s) == (False, 2.0, 60.0)
+    assert told.ledger_poll_recent_s == 3600.0
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DESSERT_LEDGER_POLL": "sometimes"}, "DESSERT_LEDGER_POLL must be one of on, off; got 'sometimes'."),
+        ({"DESSERT_LEDGER_POLL_MIN_S": "0"}, "DESSERT_LEDGER_POLL_MIN_S must be a number of seconds above 0"),
+        (
+            {"DESSERT_LEDGER_POLL_MIN_S": "30", "DESSERT_LEDGER_POLL_MAX_S": "20"},
+            "DESSERT_LEDGER_POLL_MAX_S (20) must be at least DESSERT_LEDGER_POLL_MIN_S (30) seconds.",
+        ),
+        ({"DESSERT_LEDGER_POLL_MIN_S": "600"}, "DESSERT_LEDGER_POLL_MAX_S (300) must be at least"),
+        ({"DESSERT_LEDGER_POLL_RECENT_S": "soon"}, "DESSERT_LEDGER_POLL_RECENT_S must be a number of seconds"),
+    ],
+)
+def test_unusable_poller_settings_are_refused_in_one_line_naming_the_variable(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env(env)
+    assert message in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
 def test_every_variable_the_code_names_is_declared_once_as_a_setting() -> None:
     variables = [setting.env for setting in settings() if setting.env]
     assert len(variables) == len(set(variables))

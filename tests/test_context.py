@@ -92,7 +92,7 @@ async def test_the_prompts_and_resources_name_the_tools_as_they_are_listed(
         report = (await client.get_prompt("spend_report")).messages[0].content
         afford = (await client.get_prompt("can_i_afford", {"static_ads": "1"})).messages[0].content
         resources = {str(r.uri): r.description or "" for r in (await client.list_resources()).resources}
-    balance, usage = listed
+    balance, usage, _spend = listed
     assert isinstance(report, TextContent)
     assert isinstance(afford, TextContent)
     for text, shown in [

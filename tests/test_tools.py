@@ -25,8 +25,8 @@ from tests.support.api import CANARY_KEY, DOCS_BALANCE, DOCS_USAGE, FAKE_BASE_UR
 from tests.support.faults import ThreadedFaultySandbox
 from tests.support.servers import sandbox_env, sandbox_settings, serve_app
 
-DOTTED = ("dessert.get_balance", "dessert.get_usage")
-UNDERSCORE = ("dessert_get_balance", "dessert_get_usage")
+DOTTED = ("dessert.get_balance", "dessert.get_usage", "dessert.get_spend")
+UNDERSCORE = ("dessert_get_balance", "dessert_get_usage", "dessert_get_spend")
 STRICT_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MODES = ["auto", "legacy"]  # the 2026-07-28 per-request era and the 2025-11-25 handshake era
 # clientInfo.name as sent by Claude Desktop, Claude Code, Cursor, VS Code and Codex.
@@ -180,7 +180,7 @@ async def test_get_usage_filters_by_limit_types_and_since(fake_api: FakeDessertA
         ({"types": []}, "types: "),
         ({"since": "last tuesday"}, "since: "),
         ({"since": "2026-13-45T00:00:00Z"}, "since: "),
-        ({"cursor": "abc"}, "unknown argument 'cursor' (accepted: limit, types, since)"),
+        ({"page": 2}, "unknown argument 'page' (accepted: limit, types, since, until, cursor)"),
     ],
 )
 async def test_invalid_usage_arguments_are_rejected_clearly_without_an_api_call(
@@ -232,7 +232,7 @@ async def test_without_a_key_the_tools_are_listed_and_calls_name_the_variable(fa
     async with _client(fake_api, settings) as client:
         listed = await client.list_tools()
         result = await client.call_tool("dessert.get_usage", {})
-    assert len(listed.tools) == 2
+    assert len(listed.tools) == 3
     assert result.is_error is True
     assert "DESSERT_API_KEY is not set" in _text(result)
     assert '"code": "not_configured"' in _text(result)
@@ -247,7 +247,7 @@ async def test_a_malformed_key_is_explained_on_each_call(fake_api: FakeDessertAP
     assert fake_api.requests == []
 
 
-async def test_both_tools_are_read_only_idempotent_open_world_and_titled(fake_api: FakeDessertAPI) -> None:
+async def test_every_tool_is_read_only_idempotent_open_world_and_titled(fake_api: FakeDessertAPI) -> None:
     async with _client(fake_api) as client:
         listed = await client.list_tools()
     for tool in listed.tools:
@@ -263,13 +263,13 @@ async def test_both_tools_are_read_only_idempotent_open_world_and_titled(fake_ap
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_the_server_and_both_tools_show_the_same_inline_icon(fake_api: FakeDessertAPI, mode: str) -> None:
+async def test_the_server_and_every_tool_show_the_same_inline_icon(fake_api: FakeDessertAPI, mode: str) -> None:
     async with _client(fake_api, mode=mode) as client:
         tools = (await client.list_tools()).tools
         server_info = client.server_info
     assert server_info is not None
     assert server_info.icons == icons()
-    assert [t.icons for t in tools] == [icons(), icons()]
+    assert [t.icons for t in tools] == [icons()] * 3
 
 
 def test_the_icon_is_a_base64_svg_with_nothing_but_shapes() -> None:
@@ -291,7 +291,14 @@ async def test_output_schemas_come_from_the_models_with_the_docs_descriptions(fa
     assert balance["properties"]["credits_balance"]["description"] == "Current credit balance."
     usage = tools["dessert_get_usage"].output_schema
     assert usage is not None
-    assert set(usage["properties"]) == {"recent_transactions", "summary", "history_complete", "note"}
+    assert set(usage["properties"]) == {
+        "recent_transactions",
+        "summary",
+        "history_complete",
+        "seams",
+        "next_cursor",
+        "note",
+    }
 
 
 class _ClosingTransport(httpx2.MockTransport):

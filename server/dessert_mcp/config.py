@@ -35,6 +35,9 @@ DEFAULT_MAX_ATTEMPTS: Final = 3
 DEFAULT_BACKOFF_S: Final = 0.5
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
 DEFAULT_ACCOUNT_CONCURRENCY: Final = 4
+# The ledger's poller (ledger/poller.py): the bounds of its interval per account.
+DEFAULT_LEDGER_POLL_MIN_S: Final = 10.0
+DEFAULT_LEDGER_POLL_MAX_S: Final = 300.0
 
 # Where a setting applies, as --help and the README say it (the packaging test reads the "HTTP transports only").
 HTTP_ONLY: Final = "HTTP transports only"
@@ -164,6 +167,11 @@ def spelled(choices: tuple[str, ...], value: str) -> str:
     return next((c for c in choices if c in (value.lower(), value.upper())), value)
 
 
+def on_off(value: str, name: str) -> bool:
+    """`on` or `off`, in any case."""
+    return bool(Setting(None, ("on", "off"), "").parse(value, name) == "on")
+
+
 def number(low: float, high: float = math.inf, *, whole: bool = False, positive: bool = False) -> Reader:
     """A number (of seconds, unless `whole`) from `low` to `high`, and above zero when `positive`."""
     kind = "a whole number" if whole else "a number of seconds"
@@ -258,6 +266,44 @@ class Settings:
         "balance can then be up to that old.",
         0.0,
     )
+    ledger: bool = setting(
+        "DESSERT_LEDGER",
+        on_off,
+        "`on`: keep every usage and balance answer the server sees, so `dessert.get_usage` answers ranges beyond the "
+        "API's last 50 transactions and `dessert.get_spend` totals them (see [History](#history)); `off`: keep "
+        "nothing, and the tools are the two of before.",
+        True,
+        shown="on",
+    )
+    ledger_poll: bool = setting(
+        "DESSERT_LEDGER_POLL",
+        on_off,
+        "With the ledger on: read each account's usage (and balance) in the background, often enough that no "
+        "transaction scrolls out of the API's last 50 unseen (`on`), or not (`off`). See "
+        "[docs/ledger-polling.md](docs/ledger-polling.md).",
+        True,
+        shown="on",
+    )
+    ledger_poll_min_s: float = setting(
+        "DESSERT_LEDGER_POLL_MIN_S",
+        number(0, positive=True),
+        "The shortest poll interval per account, in seconds: an account doing more than 20 transactions per this "
+        "many seconds outruns the poller (the ledger records the gap).",
+        DEFAULT_LEDGER_POLL_MIN_S,
+    )
+    ledger_poll_max_s: float = setting(
+        "DESSERT_LEDGER_POLL_MAX_S",
+        number(0, positive=True),
+        "The longest poll interval per account, in seconds (an idle account's); at least DESSERT_LEDGER_POLL_MIN_S.",
+        DEFAULT_LEDGER_POLL_MAX_S,
+    )
+    ledger_poll_recent_s: float = setting(
+        "DESSERT_LEDGER_POLL_RECENT_S",
+        number(0, positive=True),
+        "the ledger's poller reads only the accounts used through this server within this many seconds.",
+        24 * 3600.0,
+        applies=WITH_AUTH,
+    )
     account_concurrency: int = setting(
         "DESSERT_MCP_ACCOUNT_CONCURRENCY",
         number(1, 64, whole=True),
@@ -276,7 +322,13 @@ class Settings:
         """
         env = os.environ if environ is None else environ
         problem = read_key(env_value(env, "DESSERT_API_KEY"))[1]
-        return cls(**{"api_key_problem": problem} | from_environ(cls, env, overrides))
+        settings = cls(**{"api_key_problem": problem} | from_environ(cls, env, overrides))
+        if settings.ledger_poll_max_s < settings.ledger_poll_min_s:
+            raise ConfigError(
+                f"DESSERT_LEDGER_POLL_MAX_S ({settings.ledger_poll_max_s:g}) must be at least "
+                f"DESSERT_LEDGER_POLL_MIN_S ({settings.ledger_poll_min_s:g}) seconds."
+            )
+        return settings
 
     def missing_key_warning(self) -> str | None:
         """The start-up warning when calls cannot work for want of a key; None when a key is set."""

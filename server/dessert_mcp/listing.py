@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 TOOL_NAMES: Final = {
     "dessert.get_balance": "dessert_get_balance",
     "dessert.get_usage": "dessert_get_usage",
+    "dessert.get_spend": "dessert_get_spend",
 }
 
 

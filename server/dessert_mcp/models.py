@@ -6,6 +6,7 @@ Field descriptions come from the Dessert docs; they are what a model reads in th
 from __future__ import annotations
 
 import re
+import statistics
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -13,11 +14,15 @@ from functools import cached_property
 from typing import Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 BALANCE_PATH: Final = "/v1/balance"
 USAGE_PATH: Final = "/v1/usage"
 TransactionType = Literal["Deduction", "Purchase", "Bonus", "Refund"]
 TRANSACTION_TYPES: Final[tuple[TransactionType, ...]] = get_args(TransactionType)
+# What may hide transactions between two stretches of kept history (dessert_mcp.ledger.SeamKind says what each means).
+SeamKind = Literal["gap", "unverified", "ambiguous", "conflict"]
 USAGE_FEED_SIZE: Final = 50
 # JSON numbers past this lose precision in JavaScript clients; no credit or USD amount comes near it.
 LARGEST_NUMBER: Final = 2**53 - 1
@@ -163,6 +168,19 @@ class Forecast(_Schema):
         description="latest_balance / burn_rate_credits_per_day, ignoring auto-recharge and future purchases."
     )
     unavailable_reason: str | None = Field(description="Why there is no estimate, when the fields above are null.")
+    days_until_empty_low: float | None = Field(
+        default=None,
+        description="With kept history: days_until_empty at the busier days' pace (the upper quartile of daily "
+        "net spend over the complete days in history_days).",
+    )
+    days_until_empty_high: float | None = Field(
+        default=None,
+        description="At the quieter days' pace (the lower quartile); null when that pace spends nothing.",
+    )
+    history_days: int | None = Field(
+        default=None,
+        description="Complete days of kept history the rate and range come from; null: from the returned transactions.",
+    )
 
     @classmethod
     def of(cls, by_time: list[Transaction]) -> Forecast:
@@ -185,6 +203,24 @@ class Forecast(_Schema):
             latest_balance=latest,
             days_until_empty=round(days, 2),
             unavailable_reason=None,
+        )
+
+    def with_daily(self, daily_net: list[int]) -> Forecast:
+        """The forecast from whole days of history (net credits spent per day, complete days only), with a range
+        from their spread; this one (from the returned transactions) when fewer than two days spent anything."""
+        if len(daily_net) < 2 or sum(daily_net) <= 0:
+            return self
+        rate = sum(daily_net) / len(daily_net)
+        quieter, _, busier = statistics.quantiles(daily_net, n=4, method="inclusive")
+        balance = max(self.latest_balance or 0, 0)
+        return Forecast(
+            burn_rate_credits_per_day=round(rate, 3),
+            latest_balance=self.latest_balance,
+            days_until_empty=round(balance / rate, 2),
+            unavailable_reason=None,
+            days_until_empty_low=round(balance / busier, 2) if busier > 0 else None,
+            days_until_empty_high=round(balance / quieter, 2) if quieter > 0 else None,
+            history_days=len(daily_net),
         )
 
     @classmethod
@@ -230,6 +266,17 @@ class UsageSummary(_Schema):
         )
 
 
+class ArgumentSchema(GenerateJsonSchema):
+    """A tool argument as published: an optional one without its null arm (omitting it is how a caller says "all"),
+    an enum without the type its values already say."""
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
+
+    def literal_schema(self, schema: core_schema.LiteralSchema) -> JsonSchemaValue:
+        return {k: v for k, v in super().literal_schema(schema).items() if k != "type"}
+
+
 class UsageArguments(BaseModel):
     """`dessert.get_usage`'s arguments: the published input schema's properties and their validation."""
 
@@ -242,14 +289,34 @@ class UsageArguments(BaseModel):
     )
 
 
+class UsageRangeArguments(UsageArguments):
+    """`dessert.get_usage`'s arguments when the server keeps history: a time range, and pages."""
+
+    until: datetime | None = Field(default=None, description="Only transactions before this time.")
+    cursor: str | None = Field(
+        default=None, min_length=1, max_length=1000, description="A previous result's next_cursor: its next page."
+    )
+
+
+class Seam(_Schema):
+    """A place in the range where transactions may be missing, and the time range it may hide."""
+
+    kind: SeamKind
+    after: str | None = Field(description="Newest known transaction before it; null: none known.")
+    before: str | None = Field(description="Oldest known transaction after it; null: none observed.")
+
+
 class UsageReport(_Schema):
-    """Recent credit transactions, most recent first, with a summary."""
+    """Credit transactions, most recent first, with a summary."""
 
     recent_transactions: list[Transaction]
     summary: UsageSummary
     history_complete: bool = Field(
-        description="False when older matching transactions may exist beyond the API's 50-transaction window."
+        description="True only when every matching transaction in the range is on this page or the next ones: the "
+        "range lies within one API answer, or kept history proves every seam over it."
     )
+    seams: list[Seam] = Field(description="Where transactions may be missing; empty when history_complete.")
+    next_cursor: str | None = Field(description="Pass as cursor, with the same arguments, for the next older page.")
     note: str = Field(description="What the feed covers.")
 
     @classmethod
@@ -260,24 +327,49 @@ class UsageReport(_Schema):
         limit: int | None = None,
         types: list[TransactionType] | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
     ) -> UsageReport:
-        """Sort the API's feed newest first (stable), filter it locally (it has no query parameters), summarize."""
+        """From one API answer: sort it newest first (stable), filter it locally (the API has no query parameters)."""
         feed = sorted(usage.recent_transactions, key=lambda tx: tx.timestamp, reverse=True)
-        if since is not None and since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
-        wanted = set(types) if types else None
-        matching = [
-            tx for tx in feed if (wanted is None or tx.type in wanted) and (since is None or tx.timestamp >= since)
-        ]
+        since, until = as_utc(since), as_utc(until)
+        matching = [tx for tx in feed if in_range(tx.timestamp, since, until) and (not types or tx.type in types)]
         returned = matching[:limit] if limit is not None else matching
-        # A full feed may have cut off older matches, unless its oldest entry is already older than `since`.
-        complete = len(feed) < USAGE_FEED_SIZE or (since is not None and feed[-1].timestamp < since)
-        return cls(
-            recent_transactions=returned,
-            summary=UsageSummary.of(returned),
-            history_complete=complete,
+        complete = window_covers(feed, since)
+        return cls.of(
+            returned,
+            complete=complete,
+            seams=[] if complete else [Seam(kind="gap", after=None, before=feed[-1].at)],
+            next_cursor=None,
             note=(
                 f"The Dessert API returns only the last {USAGE_FEED_SIZE} transactions; "
                 f"{len(returned)} of the {len(feed)} it returned are shown, newest first."
             ),
         )
+
+    @classmethod
+    def of(
+        cls, returned: list[Transaction], *, complete: bool, seams: list[Seam], next_cursor: str | None, note: str
+    ) -> UsageReport:
+        return cls(
+            recent_transactions=returned,
+            summary=UsageSummary.of(returned),
+            history_complete=complete,
+            seams=seams,
+            next_cursor=next_cursor,
+            note=note,
+        )
+
+
+def as_utc(at: datetime | None) -> datetime | None:
+    """An argument's time, aware: without an offset it is UTC."""
+    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
+
+
+def in_range(at: datetime, since: datetime | None, until: datetime | None) -> bool:
+    return (since is None or at >= since) and (until is None or at < until)
+
+
+def window_covers(feed: list[Transaction], since: datetime | None) -> bool:
+    """Whether one API answer (newest first) holds every transaction from `since` on: it is shorter than the API's
+    window, or its oldest entry is already older than `since`."""
+    return len(feed) < USAGE_FEED_SIZE or (since is not None and feed[-1].timestamp < since)

@@ -56,6 +56,9 @@ class Observer:
     def cache_hit(self, route: str) -> None:
         """A call got its answer from the short cache, without asking Dessert."""
 
+    def ledger_failed(self, operation: str) -> None:
+        """The ledger could not do `operation` (record_usage, record_balance, read); the call answered without it."""
+
 
 NO_OBSERVER: Final = Observer()
 

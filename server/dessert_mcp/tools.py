@@ -1,4 +1,4 @@
-"""The MCP layer: the two Dessert tools, their errors, and `build_server`."""
+"""The MCP layer: the Dessert tools, their errors, and `build_server`."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from dessert_mcp.client import DessertAPIError
 from dessert_mcp.config import Settings
 from dessert_mcp.context import add_prompts, add_resources
 from dessert_mcp.dashboard import DASHBOARD_URI, dashboard_html
+from dessert_mcp.history import SpendArguments, SpendResult
 from dessert_mcp.listing import TOOL_NAMES, list_names, refuse_unknown_prompts, shown_names
-from dessert_mcp.models import TRANSACTION_TYPES, BalanceReport, UsageArguments, UsageReport
+from dessert_mcp.models import ArgumentSchema, BalanceReport, UsageArguments, UsageRangeArguments, UsageReport
 from dessert_mcp.service import DessertService
 from dessert_mcp.telemetry import current_trace_id
 
@@ -34,6 +35,11 @@ logger = logging.getLogger("dessert_mcp")
 INSTRUCTIONS: Final = (
     "Read-only access to the user's Dessert account (an ad-generation API billed in credits): the credit "
     "balance and pricing, and the last 50 credit transactions. Both tools are free to call."
+)
+HISTORY_INSTRUCTIONS: Final = (
+    "Read-only access to the user's Dessert account (an ad-generation API billed in credits): the credit "
+    "balance and pricing, the credit transactions and spend totals, from the history this server keeps. "
+    "The tools are free to call."
 )
 
 BALANCE_DESCRIPTION: Final = (
@@ -46,6 +52,19 @@ USAGE_DESCRIPTION: Final = (
     "Get recent Dessert credit transactions (Deduction, Purchase, Bonus, Refund), newest first, with totals and a "
     "spend forecast. The API only returns the last 50 transactions; limit, types and since filter within those. "
     "history_complete=false means older matching transactions may exist. Free: consumes no credits."
+)
+
+RANGE_USAGE_DESCRIPTION: Final = (
+    "Get Dessert credit transactions (Deduction, Purchase, Bonus, Refund), newest first, with totals and a spend "
+    "forecast. The API returns only the last 50, but this server keeps every answer, so since/until reach further "
+    "back. At most 50 per result: pass next_cursor as cursor for the next page. history_complete=false means "
+    "transactions may be missing; seams says where. Free: consumes no credits."
+)
+
+SPEND_DESCRIPTION: Final = (
+    "Get Dessert credit totals over a time range per day, week or month: by transaction type, and by ad format "
+    "(full/static) for deductions and refunds. history_complete=false means transactions may be missing; seams "
+    "says where. Free: consumes no credits."
 )
 
 # How long a host may reuse a resource read when the server keeps no cache of its own (DESSERT_CACHE_TTL_S=0).
@@ -77,12 +96,11 @@ class NoArguments(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-# The published schema of each argument: no null variants (omitting one is how a caller says "all") and no titles.
-# The SDK validates nothing beyond it; UsageArguments does, so failures read as this server's errors.
-_ARG: Final = {name: field.description for name, field in UsageArguments.model_fields.items()}
-_LIMIT: Final = {"type": "integer", "minimum": 1, "maximum": 50, "description": _ARG["limit"]}
-_TYPES: Final = {"type": "array", "items": {"enum": [*TRANSACTION_TYPES]}, "minItems": 1, "description": _ARG["types"]}
-_SINCE: Final = {"type": "string", "format": "date-time", "description": _ARG["since"]}
+# The SDK validates a tool's typed parameters itself, but its argument model lets unknown arguments through and its
+# failures read "Error executing tool ...: <pydantic's text>" with no code and no call metric. So the parameters take
+# anything, publish the schema UsageArguments derives, and UsageArguments validates: the invalid_argument contract.
+_USAGE_ARGS: Final = UsageRangeArguments.model_json_schema(schema_generator=ArgumentSchema)["properties"]
+_SPEND_ARGS: Final = SpendArguments.model_json_schema(schema_generator=ArgumentSchema)["properties"]
 
 
 def _error_result(exc: DessertAPIError) -> CallToolResult:
@@ -206,16 +224,38 @@ def build_server(
 
     async def get_usage(
         ctx: Context[DessertService],
-        limit: Annotated[Any, WithJsonSchema(_LIMIT)] = None,
-        types: Annotated[Any, WithJsonSchema(_TYPES)] = None,
-        since: Annotated[Any, WithJsonSchema(_SINCE)] = None,
+        limit: Annotated[Any, WithJsonSchema(_USAGE_ARGS["limit"])] = None,
+        types: Annotated[Any, WithJsonSchema(_USAGE_ARGS["types"])] = None,
+        since: Annotated[Any, WithJsonSchema(_USAGE_ARGS["since"])] = None,
     ) -> Annotated[CallToolResult, UsageReport]:
         return await _call_tool("dessert.get_usage", service, results, ctx, UsageArguments, service.usage)
 
-    for fn, name, title, description in (
+    async def get_usage_range(
+        ctx: Context[DessertService],
+        limit: Annotated[Any, WithJsonSchema(_USAGE_ARGS["limit"])] = None,
+        types: Annotated[Any, WithJsonSchema(_USAGE_ARGS["types"])] = None,
+        since: Annotated[Any, WithJsonSchema(_USAGE_ARGS["since"])] = None,
+        until: Annotated[Any, WithJsonSchema(_USAGE_ARGS["until"])] = None,
+        cursor: Annotated[Any, WithJsonSchema(_USAGE_ARGS["cursor"])] = None,
+    ) -> Annotated[CallToolResult, UsageReport]:
+        return await _call_tool("dessert.get_usage", service, results, ctx, UsageRangeArguments, service.usage)
+
+    async def get_spend(
+        ctx: Context[DessertService],
+        since: Annotated[Any, WithJsonSchema(_SPEND_ARGS["since"])] = None,
+        until: Annotated[Any, WithJsonSchema(_SPEND_ARGS["until"])] = None,
+        period: Annotated[Any, WithJsonSchema(_SPEND_ARGS["period"])] = None,
+    ) -> Annotated[CallToolResult, SpendResult]:
+        return await _call_tool("dessert.get_spend", service, results, ctx, SpendArguments, service.spend)
+
+    tools: list[tuple[Callable[..., Any], str, str, str]] = [
         (get_balance, "dessert.get_balance", "Dessert credit balance", BALANCE_DESCRIPTION),
         (get_usage, "dessert.get_usage", "Dessert credit usage", USAGE_DESCRIPTION),
-    ):
+    ]
+    if service.recorder is not None:  # with DESSERT_LEDGER=off the tools are what they were before the ledger
+        tools[1] = (get_usage_range, "dessert.get_usage", "Dessert credit usage", RANGE_USAGE_DESCRIPTION)
+        tools.append((get_spend, "dessert.get_spend", "Dessert credit spend", SPEND_DESCRIPTION))
+    for fn, name, title, description in tools:
         # Both spellings are the same tool; listing.py decides which one each client is shown.
         for spelling in (name, TOOL_NAMES[name]):
             apps.tool(
@@ -234,7 +274,7 @@ def build_server(
         "dessert-mcp",
         title="Dessert balance & usage",
         version=__version__,
-        instructions=INSTRUCTIONS,
+        instructions=INSTRUCTIONS if service.recorder is None else HISTORY_INSTRUCTIONS,
         website_url="https://github.com/dessert-dev/dessert-mcp",
         icons=icon,
         lifespan=lifespan,

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from dessert_mcp.auth import store as store_module
 from dessert_mcp.auth.store import StorageUnavailable, Store
+from dessert_mcp.storage import database as storage_database
 from tests.auth.test_serving import remote_env
 from tests.support.api import CANARY_KEY
 from tests.support.auth import FlowClient
@@ -130,7 +130,7 @@ async def test_a_deleted_database_file_is_not_written_into_and_readiness_says_so
 async def test_readiness_fails_while_writes_fail_even_though_reads_work(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(storage_database, "SQLITE_BUSY_TIMEOUT_S", 0.1)
     database = tmp_path / "auth.db"
     store = Store(f"sqlite:///{database}")
     try:

@@ -7,14 +7,12 @@ import base64
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import httpx2
-
 from dessert_mcp.auth import KeyBox, generate_encryption_key
 from dessert_mcp.auth.limits import MAX_QUERY_BYTES
 from dessert_mcp.auth.pending import MAX_SEALED_CHARS, PendingSignIn
 from dessert_mcp.auth.redirects import MAX_FIELD_CHARS
 from tests.support.api import CANARY_KEY
-from tests.support.auth import Clock, FlowClient, pkce, serve_auth
+from tests.support.auth import Clock, oauth_flow_on, pkce
 from tests.support.faults import ThreadedAccountsSandbox
 
 PENDING = PendingSignIn(
@@ -48,20 +46,13 @@ async def test_a_sign_in_with_every_field_at_its_cap_fits_its_link_and_completes
     canary_api: ThreadedAccountsSandbox, tmp_path: Path, encryption_key: str
 ) -> None:
     redirect_uri = "http://127.0.0.1:9/" + "p" * (MAX_FIELD_CHARS - len("http://127.0.0.1:9/"))
-    with serve_auth(
-        "oauth",
-        dessert_url=canary_api.url,
-        database_url=f"sqlite:///{tmp_path / 'a.db'}",
-        encryption_key=encryption_key,
-    ) as s:
-        async with httpx2.AsyncClient(timeout=60) as http:
-            flow = FlowClient(http, s.url)
-            client = await flow.register([redirect_uri])
-            response = await flow.authorize(client, pkce()[1], redirect_uri=redirect_uri, state="s" * MAX_FIELD_CHARS)
-            request_id, csrf = await flow.sign_in_page(response)
-            assert len(request_id) <= MAX_SEALED_CHARS
-            assert (await flow.submit_key(request_id, csrf, CANARY_KEY)).status_code == 200
-            done = await flow.consent(request_id, csrf)
+    async with oauth_flow_on(canary_api.url, tmp_path / "a.db", encryption_key) as flow:
+        client = await flow.register([redirect_uri])
+        response = await flow.authorize(client, pkce()[1], redirect_uri=redirect_uri, state="s" * MAX_FIELD_CHARS)
+        request_id, csrf = await flow.sign_in_page(response)
+        assert len(request_id) <= MAX_SEALED_CHARS
+        assert (await flow.submit_key(request_id, csrf, CANARY_KEY)).status_code == 200
+        done = await flow.consent(request_id, csrf)
     assert done.status_code == 303
     query = parse_qs(urlsplit(done.headers["location"]).query)
     assert query["state"] == ["s" * MAX_FIELD_CHARS]
@@ -72,31 +63,23 @@ async def test_a_sign_in_link_is_dead_once_expired_altered_or_used(
     canary_api: ThreadedAccountsSandbox, tmp_path: Path, encryption_key: str
 ) -> None:
     clock = Clock()
-    with serve_auth(
-        "oauth",
-        dessert_url=canary_api.url,
-        database_url=f"sqlite:///{tmp_path / 'a.db'}",
-        encryption_key=encryption_key,
-        clock=clock,
-    ) as s:
-        async with httpx2.AsyncClient(timeout=60) as http:
-            flow = FlowClient(http, s.url)
-            client = await flow.register()
+    async with oauth_flow_on(canary_api.url, tmp_path / "a.db", encryption_key, clock=clock) as flow:
+        client = await flow.register()
 
-            async def page(request_id: str) -> int:
-                return int((await http.get(s.url + "/signin", params={"request": request_id})).status_code)
+        async def page(request_id: str) -> int:
+            return int((await flow.http.get(flow.base + "/signin", params={"request": request_id})).status_code)
 
-            used, used_csrf = await flow.sign_in_page(await flow.authorize(client, pkce()[1]))
-            assert (await flow.submit_key(used, used_csrf, CANARY_KEY)).status_code == 200
-            assert (await flow.consent(used, used_csrf, "deny")).status_code == 303
-            assert await page(used) == 400
-            assert (await flow.submit_key(used, used_csrf, CANARY_KEY)).status_code == 400
-            assert (await flow.consent(used, used_csrf)).status_code == 400
+        used, used_csrf = await flow.sign_in_page(await flow.authorize(client, pkce()[1]))
+        assert (await flow.submit_key(used, used_csrf, CANARY_KEY)).status_code == 200
+        assert (await flow.consent(used, used_csrf, "deny")).status_code == 303
+        assert await page(used) == 400
+        assert (await flow.submit_key(used, used_csrf, CANARY_KEY)).status_code == 400
+        assert (await flow.consent(used, used_csrf)).status_code == 400
 
-            altered = used[:-6] + ("AAAA" if used[-6:-2] != "AAAA" else "BBBB") + used[-2:]
-            assert await page(altered) == 400
+        altered = used[:-6] + ("AAAA" if used[-6:-2] != "AAAA" else "BBBB") + used[-2:]
+        assert await page(altered) == 400
 
-            late, late_csrf = await flow.sign_in_page(await flow.authorize(client, pkce()[1]))
-            clock.advance(16 * 60)  # past the 15-minute sign-in
-            assert await page(late) == 400
-            assert (await flow.submit_key(late, late_csrf, CANARY_KEY)).status_code == 400
+        late, late_csrf = await flow.sign_in_page(await flow.authorize(client, pkce()[1]))
+        clock.advance(16 * 60)  # past the 15-minute sign-in
+        assert await page(late) == 400
+        assert (await flow.submit_key(late, late_csrf, CANARY_KEY)).status_code == 400

@@ -122,4 +122,4 @@ async def test_the_server_prunes_on_its_own_schedule_from_start_until_close(
             await store.pruned.wait()
     finally:
         await wiring.aclose()
-    assert wiring._pruner is None
+    assert not wiring.pruner.running

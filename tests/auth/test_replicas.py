@@ -12,10 +12,10 @@ import pytest
 
 from dessert_mcp.auth import Store, list_accounts
 from dessert_mcp.auth.config import DEFAULT_TOKEN_CACHE_S
-from tests.auth.conftest import Postgres
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.auth import Clock, FlowClient, Running, call_tool, serve_auth
 from tests.support.faults import ThreadedFaultySandbox
+from tests.support.postgres import Postgres
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx2
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
@@ -15,7 +14,7 @@ from dessert_mcp.auth import Store
 from dessert_mcp.auth.limits import MAX_BODY_BYTES
 from dessert_mcp.auth.wiring import AUTH_ROUTES, AuthGuard
 from tests.support.api import CANARY_KEY
-from tests.support.auth import Clock, FlowClient, pkce, serve_auth
+from tests.support.auth import Clock, FlowClient, oauth_flow_on, pkce
 from tests.support.faults import ThreadedAccountsSandbox
 
 
@@ -36,28 +35,20 @@ async def test_four_hundred_authorize_requests_and_their_sign_in_pages_write_no_
     canary_api: ThreadedAccountsSandbox, tmp_path: Path, encryption_key: str
 ) -> None:
     database = tmp_path / "auth.db"
-    with serve_auth(
-        "oauth",
-        dessert_url=canary_api.url,
-        database_url=f"sqlite:///{database}",
-        encryption_key=encryption_key,
-        authorizations=1000,
-    ) as s:
-        async with httpx2.AsyncClient(timeout=60) as http:
-            flow = FlowClient(http, s.url)
-            client = await flow.register()
-            await flow.sign_in_page(await flow.authorize(client, pkce()[1]))  # the address's throttle row
-            before = every_row(database)
-            for i in range(400):
-                response = await flow.authorize(client, pkce()[1], state="s" * 2000)
-                assert response.status_code == 302
-                if i % 10 == 0:
-                    await flow.sign_in_page(response)
-            assert every_row(database) == before
-            # A sign-in still works, and its first row is written when the key checks.
-            request_id, csrf = await flow.sign_in_page(await flow.authorize(client, pkce()[1]))
-            assert (await flow.submit_key(request_id, csrf, CANARY_KEY)).status_code == 200
-            assert rows(database, "sign_ins") == before["sign_ins"] + 1
+    async with oauth_flow_on(canary_api.url, database, encryption_key, authorizations=1000) as flow:
+        client = await flow.register()
+        await flow.sign_in_page(await flow.authorize(client, pkce()[1]))  # the address's throttle row
+        before = every_row(database)
+        for i in range(400):
+            response = await flow.authorize(client, pkce()[1], state="s" * 2000)
+            assert response.status_code == 302
+            if i % 10 == 0:
+                await flow.sign_in_page(response)
+        assert every_row(database) == before
+        # A sign-in still works, and its first row is written when the key checks.
+        request_id, csrf = await flow.sign_in_page(await flow.authorize(client, pkce()[1]))
+        assert (await flow.submit_key(request_id, csrf, CANARY_KEY)).status_code == 200
+        assert rows(database, "sign_ins") == before["sign_ins"] + 1
 
 
 async def test_a_chunked_upload_without_content_length_to_the_sign_in_form_is_cut_off_at_the_cap(

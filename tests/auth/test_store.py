@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import sqlalchemy as sa
 from dessert_mcp.auth import KeyBox, Store, generate_encryption_key, list_accounts, revoke_account
 from dessert_mcp.auth._crypto import EncryptionKeyError, key_hash
 from dessert_mcp.auth.accounts import format_accounts, rotate_encryption_key
-from dessert_mcp.auth.store import SCHEMA_VERSION, describe_database_url, normalize_database_url
+from dessert_mcp.auth.store import SCHEMA_VERSION
 from dessert_mcp.config import Secret
+from dessert_mcp.storage import describe_database_url, normalize_database_url
 from tests.support.api import CANARY_KEY, assert_no_secret
 
 NASTY = "'); DROP TABLE accounts; -- \" \\ % _ \x00"
@@ -232,3 +234,16 @@ def test_database_urls_pick_the_async_driver_and_hide_the_password() -> None:
 def test_a_malformed_encryption_key_is_refused_with_a_fix() -> None:
     with pytest.raises(EncryptionKeyError, match="DESSERT_MCP_ENCRYPTION_KEY must be 32 random bytes"):
         KeyBox("too-short")
+
+
+async def test_two_sign_ins_with_one_key_at_once_link_one_account(database_url: str) -> None:
+    store, box = Store(database_url), KeyBox(generate_encryption_key())
+    try:
+        await store.migrate()
+        first, second = await asyncio.gather(_link(store, box, client_id="c1"), _link(store, box, client_id="c2"))
+        assert first[0] == second[0]
+        [account] = await store.list_accounts()
+        assert account.active_grants == 2
+        assert box.open(account.key_sealed, aad="account:" + account.id) == CANARY_KEY
+    finally:
+        await store.aclose()

@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from dessert_mcp.auth import DessertOAuthProvider, OAuthConfig, Store
 from dessert_mcp.auth._crypto import token_hash
 from dessert_mcp.auth.config import DEFAULT_TOKEN_CACHE_S
-from dessert_mcp.auth.store import SQLITE_POOL_SIZE
 from dessert_mcp.auth.tokencache import EXPIRY_SPREAD, TokenCache, VerifiedToken
 from dessert_mcp.config import Secret
+from dessert_mcp.storage import SQLITE_POOL_SIZE
 from tests.support.api import CANARY_KEY
 from tests.support.auth import Clock, link_directly
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -50,7 +51,7 @@ def test_help_explains_every_option_and_variable() -> None:
     top = listings[()]
     for setting in sorted(settings_the_code_reads()):
         assert setting in top, f"`dessert-mcp --help` does not name {setting}"
-    for command in ("sandbox", "check", "demo", "config", "accounts"):
+    for command in ("sandbox", "check", "demo", "config", "accounts", "ledger"):
         assert command in top, command
 
 
@@ -195,6 +196,45 @@ def test_the_sandbox_command_serves_the_api_and_prints_its_key() -> None:
             denied = httpx2.get(f"{url}/v1/balance")
             assert ok.json()["credits_balance"] == 205
             assert denied.status_code == 401
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--activity", "fast"], "--activity takes a rate above 0 and at most 100 transactions per second"),
+        (["--activity", "0"], "--activity takes a rate above 0"),
+        (["--seed", "3"], "--seed applies to a live sandbox only; add --activity RATE."),
+    ],
+    ids=["not a rate", "zero", "seed alone"],
+)
+def test_a_sandbox_activity_that_cannot_be_served_is_refused_in_one_line(args: list[str], message: str) -> None:
+    result = run("sandbox", "--port", "0", *args)
+    assert result.returncode == 1
+    assert result.stderr.startswith("dessert-mcp: error: ")
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert result.stdout == ""
+
+
+def test_the_sandbox_command_with_an_activity_serves_a_live_account_on_the_real_clock() -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")}
+    command = [sys.executable, "-m", "dessert_mcp", "sandbox", "--port", "0", "--activity", "30/min", "--seed", "4"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=base) as process:
+        try:
+            assert process.stdout is not None
+            url = process.stdout.readline().rsplit(" ", 1)[-1].strip()
+            assert "a live account: about 0.5 transactions a second (seed 4)" in process.stdout.readline()
+            headers = {"Authorization": f"Bearer {SANDBOX_KEY}"}
+            rows = httpx2.get(f"{url}/v1/usage", headers=headers).json()["recent_transactions"]
+            assert len(rows) == 50
+            assert all(
+                newer["balance_after"] - newer["credits_delta"] == older["balance_after"]
+                for newer, older in itertools.pairwise(rows)
+            )
+            assert rows[-1]["at"] > "2026-05-20"  # not the static history: made now, going back from the clock
         finally:
             process.terminate()
             process.wait(timeout=10)

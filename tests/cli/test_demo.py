@@ -41,6 +41,26 @@ def test_an_empty_window_says_so_and_why_there_is_no_forecast() -> None:
     ]
 
 
+def test_a_forecast_from_kept_history_says_so_and_gives_its_range() -> None:
+    lines = summary_lines(
+        summary(
+            burn_rate_credits_per_day=40.0,
+            latest_balance=400,
+            days_until_empty=10.0,
+            unavailable_reason=None,
+            days_until_empty_low=6.5,
+            days_until_empty_high=16.0,
+            history_days=12,
+        ),
+        returned=50,
+    )
+    expected = (
+        "forecast: over 12 whole days of kept history, 40.0 credits a day (net); the balance of 400 lasts about "
+        "10.0 days (6.5 to 16.0 days at the busier and quieter days' pace), before auto-recharge"
+    )
+    assert " ".join(line.strip() for line in lines[1:]) == expected
+
+
 def test_money_always_has_cents_and_thousands_separators() -> None:
     assert usd(25.0) == "$25.00"
     assert usd(1234.5) == "$1,234.50"

@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 from jsonschema import Draft7Validator
 
-from dessert_mcp import __version__, config
+from dessert_mcp import __version__
 from dessert_mcp.config import ConfigError, Settings
 from dessert_mcp.http.app import MCP_PATH
 from tests.packaging.conftest import ROOT, Dist, make
+from tests.support.settings import settings_the_code_reads
 
 SCHEMA_URL = "https://static.modelcontextprotocol.io/schemas/2025-12-11/server.schema.json"
 SCHEMA_PATH = Path(__file__).with_name("data") / "server.schema.2025-12-11.json"
@@ -33,7 +34,7 @@ SERVER_JSON_TEXT = (ROOT / "server.json").read_text()
 SERVER: dict[str, Any] = json.loads(SERVER_JSON_TEXT)
 MANIFEST: dict[str, Any] = json.loads((ROOT / "manifest.json").read_text())
 PROJECT: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-SETTINGS_READ = set(re.findall(r'"(DESSERT_[A-Z_]+)"', Path(config.__file__).read_text()))
+SETTINGS_READ = settings_the_code_reads()  # every wing's, not only the core's config.py
 VALIDATOR = Draft7Validator(SCHEMA, format_checker=Draft7Validator.FORMAT_CHECKER)
 
 

@@ -9,9 +9,10 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -230,6 +231,22 @@ class FlowClient:
                 headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json, text/event-stream"},
             )
         )
+
+
+@asynccontextmanager
+async def oauth_flow_on(
+    dessert_url: str, database: Path, encryption_key: str, **config: Any
+) -> AsyncIterator[FlowClient]:
+    """`--auth oauth` served on the SQLite file `database` (`config` as for `serve_auth`), and a FlowClient on it."""
+    with serve_auth(
+        "oauth",
+        dessert_url=dessert_url,
+        database_url=f"sqlite:///{database}",
+        encryption_key=encryption_key,
+        **config,
+    ) as running:
+        async with httpx2.AsyncClient(timeout=60) as http:
+            yield FlowClient(http, running.url)
 
 
 async def call_tool(mcp_url: str, bearer: str, tool: str = "dessert.get_balance", **arguments: Any) -> Any:

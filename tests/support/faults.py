@@ -74,8 +74,10 @@ class Fault:
 class FaultySandbox(Sandbox):
     """A sandbox with queued faults, optional seeded chaos, request counts and control endpoints."""
 
-    def __init__(self, *, key: str = SANDBOX_KEY, port: int = 0) -> None:
-        super().__init__(key=key, port=port)
+    def __init__(
+        self, *, key: str = SANDBOX_KEY, port: int = 0, account: Callable[[], SandboxAccount] = SandboxAccount
+    ) -> None:
+        super().__init__(key=key, port=port, account=account)
         self._faults: list[Fault] = []
         self._requests: Counter[str] = Counter()
         self._chaos_faults = 0
@@ -95,7 +97,7 @@ class FaultySandbox(Sandbox):
             self._faults.clear()
             self._requests.clear()
             self._chaos = None
-            self.account = SandboxAccount()
+            self.account = self.new_account()
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -288,8 +290,10 @@ def refused_port() -> str:
 class ThreadedFaultySandbox(ThreadedSandbox):
     """A `FaultySandbox` on its own thread, with its controls."""
 
-    def __init__(self, *, key: str = SANDBOX_KEY, port: int = 0) -> None:
-        self.faulty = FaultySandbox(key=key, port=port)
+    def __init__(
+        self, *, key: str = SANDBOX_KEY, port: int = 0, account: Callable[[], SandboxAccount] = SandboxAccount
+    ) -> None:
+        self.faulty = FaultySandbox(key=key, port=port, account=account)
         super().__init__(self.faulty)
 
     @property

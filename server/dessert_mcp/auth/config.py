@@ -96,8 +96,9 @@ class OAuthConfig:
     database_url: str | None = setting(
         "DESSERT_MCP_DATABASE_URL",
         None,
-        "where tokens and linked accounts live, `sqlite:///path` or `postgresql://user@host/db` (for several "
-        "replicas).",
+        "where tokens and linked accounts live, and the ledger `dessert-mcp ledger` reads; `sqlite:///path` or "
+        "`postgresql://user@host/db` (for several replicas). The default directory is found by `platformdirs` (a "
+        "dependency of the `remote` extra) as each platform expects; it and the file are created owner-only.",
         None,  # the SQLite default (store.default_database_url)
         applies=WITH_OAUTH,
         shown="a SQLite file in $XDG_STATE_HOME/dessert-mcp/",

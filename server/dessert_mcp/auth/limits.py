@@ -52,16 +52,14 @@ async def reserve(store: Store, limits: Sequence[Limit], *, window_s: float) -> 
     """Count one attempt against each limit in turn, atomically each, before the work; False if one is now past its
     most. The count is taken before anything is decided, so a burst in parallel is held to every limit.
 
-    A refused attempt is not an attempt: what it counted is taken back, so a caller held by a narrow limit (its
-    sign-in, its client) does not use up a wide one (the address) that others share. Counting stops at the first
-    limit passed: put the limits a caller cannot vary (its address) before the ones it can (a client id), so a
-    refused caller writes no throttle rows for made-up names.
+    A refused attempt is not an attempt: counting stops at the limit it passed and everything it counted is given
+    back. Put the narrow limits first (a sign-in, a client, an account; each on something that exists, never on a
+    name the caller makes up) and the address last: a caller held by its own limit then never touches the address
+    that others share, not even for a moment during a burst.
     """
-    counted: list[Limit] = []
-    for limit in limits:
-        counted.append(limit)
+    for i, limit in enumerate(limits):
         if await store.throttle_hit(limit.key, window_s=window_s) > limit.most:
-            await refund(store, counted)
+            await refund(store, limits[: i + 1])
             return False
     return True
 

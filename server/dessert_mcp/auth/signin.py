@@ -243,12 +243,12 @@ class SignInPages:
         sign_in, pending, _row, fields = parsed
         csrf = self.provider.csrf_for(sign_in)
         client_line = _client_line(pending, await self._client_name(pending.client_id))
-        # Every key check is counted before Dessert is asked (per client address, then per sign-in by a digest of its
-        # sealed value, atomically in the database), so parallel attempts cannot all get through; a key Dessert
-        # accepts gives its place back.
+        # Every key check is counted before Dessert is asked (per sign-in, by a digest of its sealed value, then per
+        # client address, atomically in the database), so parallel attempts cannot all get through; a key Dessert
+        # accepts gives its place back. Only this server mints sign-ins, so the narrow limit may go first.
         limits = [
-            Limit(f"signin:{scope_bucket(request.scope)}", self.config.sign_in_attempts_per_address),
             Limit(f"signin-req:{_hash(sign_in)}", self.config.sign_in_attempts),
+            Limit(f"signin:{scope_bucket(request.scope)}", self.config.sign_in_attempts_per_address),
         ]
         window = self.config.sign_in_window_s
         if not await reserve(self.store, limits, window_s=window):

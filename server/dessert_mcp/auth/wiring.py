@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import logging
-import os
-import random
-import socket
 from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import unquote
@@ -23,7 +18,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dessert_mcp.asgi import WatchedSend
 from dessert_mcp.auth._crypto import token_hash
 from dessert_mcp.auth.caller import has_bearer, unauthenticated
 from dessert_mcp.auth.config import MCP_PATH, SCOPE, OAuthConfig
@@ -31,6 +25,7 @@ from dessert_mcp.auth.limits import MAX_QUERY_BYTES, CappedBody, Limit, answer, 
 from dessert_mcp.auth.provider import SIGN_IN_PATH, DessertOAuthProvider
 from dessert_mcp.auth.signin import SignInPages
 from dessert_mcp.auth.store import StorageUnavailable, Store, default_database_url
+from dessert_mcp.storage.chores import Chore
 
 logger = logging.getLogger("dessert_mcp.auth")
 
@@ -65,10 +60,7 @@ class OAuthWiring:
         self.store = store
         self.provider = DessertOAuthProvider(config, self.store)
         self.pages = SignInPages(self.provider)
-        self.prune_every_s = prune_every_s
-        # Names this process in the prune lease (for the operator reading the table), unique per process.
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
-        self._pruner: asyncio.Task[None] | None = None
+        self.pruner = Chore(self.store.db, PRUNE_LEASE, self._prune, every_s=prune_every_s, what="Pruning")
 
     def __repr__(self) -> str:
         return f"OAuthWiring({self.config.issuer!r}, {self.store!r})"
@@ -145,26 +137,34 @@ class OAuthWiring:
             await self.store.migrate()
         except StorageUnavailable as exc:
             logger.error("%s Serving anyway; token requests answer 503 until it is back.", exc)
-        self._pruner = asyncio.get_running_loop().create_task(self._prune_forever(), name="dessert-mcp prune")
+        self.pruner.start()
 
     async def prune_once(self) -> int | None:
         """Prune if no replica has in the last `prune_every_s`; how many rows went, or None if it was not our turn."""
-        if not await self.store.take_lease(PRUNE_LEASE, self.holder, ttl_s=self.prune_every_s):
-            return None
+        return await self.pruner.once()
+
+    async def _prune(self) -> int:
         deleted = await self.store.prune()
         logger.info("Pruned %d expired rows from the token database", deleted)
         return deleted
 
-    async def _prune_forever(self) -> None:
-        # Off every request's path; the lease makes one replica do it per period, whichever wakes first.
-        while True:
-            try:
-                await self.prune_once()
-            except StorageUnavailable as exc:
-                logger.warning("Pruning skipped: %s", exc)
-            except Exception:  # a bug here must not end the schedule, nor reach the server
-                logger.exception("Pruning failed")
-            await asyncio.sleep(self.prune_every_s * random.uniform(0.5, 1.0))
+    async def linked_subjects(self) -> set[str] | None:
+        """The token subjects of the accounts still linked (not revoked, with a live grant), for the ledger's poller;
+        None while the database cannot say."""
+        try:
+            accounts = await self.store.list_accounts()
+        except StorageUnavailable:
+            return None
+        return {_subject(a.id) for a in accounts if a.revoked_at is None and a.active_grants > 0}
+
+    def on_account_revoked(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(subject)` when an account is revoked through this process (its tokens' subject)."""
+
+        def revoked(*, grant_id: str | None, account_id: str | None) -> None:
+            if account_id is not None:
+                listener(_subject(account_id))
+
+        self.store.on_revocation(revoked)
 
     async def probe(self) -> str | None:
         """/readyz: None when the token database answers, else the reason code."""
@@ -176,12 +176,13 @@ class OAuthWiring:
         return None
 
     async def aclose(self) -> None:
-        if self._pruner is not None:
-            self._pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pruner
-            self._pruner = None
+        await self.pruner.aclose()
         await self.provider.aclose()
+
+
+def _subject(account_id: str) -> str:
+    """The subject an account's access tokens carry (see `DessertOAuthProvider`)."""
+    return f"acct:{account_id}"
 
 
 # The routes the auth wing adds (the SDK's OAuth endpoints and the sign-in pages): bodies capped, callers counted.
@@ -282,22 +283,34 @@ class AuthGuard:
             send = self.pages.errors_on_our_page(scope, send)
         elif path in ("/token", "/revoke") and _authorization_scheme(scope) == "basic":
             send = _basic_challenge(send)
-        watched = WatchedSend(send)
-        await self.app(scope, receive, watched)
-        if path == "/token" and counted and watched.status not in (400, 401, 413):
-            # /token counts failures only: a good exchange gives its place back.
-            await refund(self.store, counted)
+        if path == "/token":
+            send = self._refund_success(send, counted)
+        await self.app(scope, receive, send)
+
+    def _refund_success(self, send: Send, counted: list[Limit]) -> Send:
+        """/token counts failures only: a good exchange gives its places back, before its answer goes out (so the
+        client's next request finds them). The tokens are issued by then: a database lost meanwhile costs the client
+        its places in the window, never the answer."""
+
+        async def refunding(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] not in (400, 401):
+                try:
+                    await refund(self.store, counted)
+                except StorageUnavailable as exc:
+                    logger.warning("A /token throttle refund was not recorded: %s", exc)
+            await send(message)
+
+        return refunding
 
     async def _token_limits(self, scope: Scope, form: dict[str, str], bucket: str) -> list[Limit]:
-        """Count one /token request against its address, its client and its account, in that order (see `reserve`);
-        the limits counted, or [] if one is past its most. The account is looked up only once the others pass."""
-        config, window = self.config, self.config.token_window_s
-        limits = [Limit(f"token:{bucket}", config.token_failures)]
+        """Count one /token request against its client, its account and its address, in that order (see `reserve`);
+        the limits counted, or [] if one is past its most. A client or account counts only if it exists: made-up
+        names are the address's to count, and write no throttle rows of their own."""
+        config = self.config
+        limits = []
         client_id = form.get("client_id") or _basic_client_id(scope)
-        if client_id:
+        if client_id and await self.store.get_client(client_id) is not None:
             limits.append(Limit(f"token-client:{token_hash(client_id)}", config.token_failures_per_client))
-        if not await reserve(self.store, limits, window_s=window):
-            return []
         account_id = None
         if form.get("grant_type") == "refresh_token" and form.get("refresh_token"):
             refresh = await self.store.get_refresh_token(form["refresh_token"])
@@ -306,12 +319,9 @@ class AuthGuard:
             code = await self.store.get_code(form["code"])
             account_id = code.account_id if code is not None else None
         if account_id is not None:
-            account = Limit(f"token-account:{account_id}", config.token_failures_per_account)
-            if not await reserve(self.store, [account], window_s=window):
-                await refund(self.store, limits)
-                return []
-            limits.append(account)
-        return limits
+            limits.append(Limit(f"token-account:{account_id}", config.token_failures_per_account))
+        limits.append(Limit(f"token:{bucket}", config.token_failures))
+        return limits if await reserve(self.store, limits, window_s=config.token_window_s) else []
 
     @property
     def pages(self) -> SignInPages:

@@ -9,9 +9,9 @@ import logging
 import os
 import sys
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import anyio
 
@@ -19,14 +19,19 @@ from dessert_mcp import __version__
 from dessert_mcp.auth.config import OAuthConfig
 from dessert_mcp.cli.accounts import add_accounts_parser
 from dessert_mcp.cli.hosts import HOSTS, LAUNCHES
+from dessert_mcp.cli.ledger import add_ledger_parser
 from dessert_mcp.config import HTTP_ONLY, ConfigError, Setting, Settings, declared, spelled
 from dessert_mcp.http.options import HTTPOptions, oauth_config
+from dessert_mcp.ledger.settings import LedgerSettings
 from dessert_mcp.redact import Redactor, configure_logging_for, install_excepthook
+
+if TYPE_CHECKING:
+    from dessert_mcp.sandbox.account import SandboxAccount
 
 logger = logging.getLogger("dessert_mcp")
 
 # Every class whose fields are settings (see dessert_mcp.config), in the order --help lists them.
-SETTINGS: Final = (Settings, HTTPOptions, OAuthConfig)
+SETTINGS: Final = (Settings, HTTPOptions, OAuthConfig, LedgerSettings)
 
 ENVIRONMENT_HELP = """\
 environment variables (the API key is read only from the environment, never from the command line):
@@ -57,6 +62,7 @@ commands:
   dessert-mcp demo            start the sandbox, launch the server over stdio, call both tools
   dessert-mcp config HOST     print a ready-to-paste configuration for an MCP host (see `config --help`)
   dessert-mcp accounts ...    list or revoke accounts linked through --auth oauth, manage its encryption key
+  dessert-mcp ledger ...      the usage history kept per account: status, export (CSV, JSON Lines), forget
 """
 
 CONFIG_HELP = (
@@ -149,7 +155,9 @@ def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
     )
     parser.add_argument("--version", action="version", version=f"dessert-mcp {__version__}")
     http_only = _add_http_arguments(parser)
-    sub = parser.add_subparsers(dest="command", metavar="{sandbox,check,demo,config,accounts}", parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", metavar="{sandbox,check,demo,config,accounts,ledger}", parser_class=_Parser
+    )
     # `sandbox`, `demo` and `config` refuse --sandbox with a sentence wherever it is written, not "unrecognized".
     refuses_sandbox = _Parser(add_help=False)
     refuses_sandbox.add_argument("--sandbox", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -157,6 +165,12 @@ def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
     sandbox.add_argument(
         "--port", dest="sandbox_port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0 picks one)"
     )
+    sandbox.add_argument(
+        "--activity",
+        metavar="RATE",
+        help="a live account: this many transactions a second (or 30/min, 100/h), a history of hundreds of rows",
+    )
+    sandbox.add_argument("--seed", type=int, help="the live account's random seed (default 0)")
     sub.add_parser(
         "check", help="verify configuration and connectivity, print the live balance", parents=[_common(top=False)]
     )
@@ -174,6 +188,7 @@ def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
     config.add_argument("mcp_host", choices=list(HOSTS), metavar="HOST", help=f"one of: {', '.join(HOSTS)}")
     config.add_argument("--launch", choices=LAUNCHES, help="how the entry starts the server: path or uvx (see below)")
     add_accounts_parser(sub)
+    add_ledger_parser(sub)
     return parser, http_only
 
 
@@ -216,6 +231,10 @@ def _main(argv: Sequence[str] | None) -> None:
         from dessert_mcp.cli.accounts import run_accounts
 
         sys.exit(run_accounts(args))
+    if args.command == "ledger":
+        from dessert_mcp.cli.ledger import run_ledger
+
+        sys.exit(run_ledger(args))
     if args.command in ("sandbox", "demo") and args.sandbox:
         sys.exit(f"dessert-mcp: error: --sandbox does not apply to `{args.command}`, which always uses the sandbox.")
     log_level = args.log_level
@@ -231,7 +250,7 @@ def _main(argv: Sequence[str] | None) -> None:
         from dessert_mcp.sandbox import run_sandbox
 
         with _one_line_errors():
-            anyio.run(run_sandbox, args.sandbox_port)
+            anyio.run(run_sandbox, args.sandbox_port, _sandbox_account(args.activity, args.seed))
         return
     if args.command == "demo":
         from dessert_mcp.cli.demo import run_demo
@@ -254,6 +273,22 @@ def _main(argv: Sequence[str] | None) -> None:
     options = _http_options(args, settings)
     with _one_line_errors(), _maybe_sandbox(settings, args.sandbox) as served:
         serve_http(served, options)
+
+
+def _sandbox_account(activity: str | None, seed: int | None) -> Callable[[], SandboxAccount]:
+    """The account `dessert-mcp sandbox` serves: today's static one, or a live one on the real clock."""
+    from dessert_mcp.sandbox.account import SandboxAccount
+    from dessert_mcp.sandbox.activity import LiveAccount, parse_rate
+
+    if activity is None:
+        if seed is not None:
+            sys.exit("dessert-mcp: error: --seed applies to a live sandbox only; add --activity RATE.")
+        return SandboxAccount
+    try:
+        rate = parse_rate(activity)
+    except ValueError as exc:
+        sys.exit(f"dessert-mcp: error: {exc}")
+    return functools.partial(LiveAccount, rate=rate, seed=seed or 0)
 
 
 @contextlib.contextmanager

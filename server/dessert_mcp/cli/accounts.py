@@ -12,9 +12,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
-
 from dessert_mcp.auth.config import DEFAULT_TOKEN_CACHE_S
+from dessert_mcp.cli.closing import run_and_close
 from dessert_mcp.config import ConfigError
 from dessert_mcp.http.options import require_remote_extra
 
@@ -26,7 +25,8 @@ T = TypeVar("T")
 HELP = """\
 actions:
   list          linked accounts: id, masked key, fingerprint, when linked, live grants, state
-  revoke ID     unlink an account: its tokens stop working on every replica within DESSERT_MCP_TOKEN_CACHE_S
+  revoke ID     unlink an account: its tokens stop working on every replica within DESSERT_MCP_TOKEN_CACHE_S,
+                and its usage history is deleted from the ledger
   new-key       print a fresh value for DESSERT_MCP_ENCRYPTION_KEY (32 random bytes, base64url)
   rotate-key    re-encrypt every linked key under DESSERT_MCP_ENCRYPTION_KEY; set the previous key as
                 DESSERT_MCP_ENCRYPTION_KEY_OLD first (servers accept both meanwhile), then drop it
@@ -74,6 +74,9 @@ def run_accounts(args: argparse.Namespace) -> int:
             f"Revoked {args.account_id}: its tokens stop working on every replica within their "
             f"DESSERT_MCP_TOKEN_CACHE_S ({DEFAULT_TOKEN_CACHE_S:g} s by default)."
         )
+        from dessert_mcp.cli.ledger import forget_linked_account
+
+        print(f"Deleted its usage history from the ledger ({forget_linked_account(args.account_id)} row(s)).")
         return 0
     return _rotate()
 
@@ -96,14 +99,4 @@ def _rotate() -> int:
 def _with_store(action: Callable[[Store], Awaitable[T]]) -> T:
     from dessert_mcp.auth import EncryptionKeyError, StorageUnavailable, store_from_env
 
-    async def run() -> T:
-        store = store_from_env(os.environ)
-        try:
-            return await action(store)
-        finally:
-            await store.aclose()
-
-    try:
-        return anyio.run(run)
-    except (StorageUnavailable, EncryptionKeyError) as exc:
-        sys.exit(f"dessert-mcp: error: {exc}")
+    return run_and_close(store_from_env(os.environ), action, (StorageUnavailable, EncryptionKeyError))

@@ -86,11 +86,22 @@ def summary_lines(summary: Mapping[str, Any], returned: int) -> list[str]:
         lines += paragraph("forecast", f"no estimate ({forecast['unavailable_reason']})")
     else:
         # The window is named, as the dashboard names it: the same tool call gives both the same number.
+        days = forecast.get("history_days")
+        basis = (
+            f"over {plural(days, 'whole day')} of kept history"
+            if days
+            else (f"over the {plural(returned, 'transaction')} returned")
+        )
+        low, high = forecast.get("days_until_empty_low"), forecast.get("days_until_empty_high")
+        spread = ""
+        if low is not None:
+            spread = f" ({low:.1f} to {high:.1f} days" if high is not None else f" (at least {low:.1f} days"
+            spread += " at the busier and quieter days' pace)"
         lines += paragraph(
             "forecast",
-            f"over the {plural(returned, 'transaction')} returned, {forecast['burn_rate_credits_per_day']:.1f} "
-            f"credits a day (net); the balance of {forecast['latest_balance']} lasts about "
-            f"{forecast['days_until_empty']:.1f} days, before auto-recharge",
+            f"{basis}, {forecast['burn_rate_credits_per_day']:.1f} credits a day (net); the balance of "
+            f"{forecast['latest_balance']} lasts about {forecast['days_until_empty']:.1f} days{spread}, before "
+            "auto-recharge",
         )
     return lines
 

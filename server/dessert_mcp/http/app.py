@@ -263,6 +263,10 @@ def build_app(
     )
     server = build_server(settings, service=service, auth=auth)
     if wiring is not None:
+        # Replicas sharing the token database poll an account one at a time, and forget revoked ones at once.
+        service.poll_lease = partial(wiring.store.take_lease, holder=wiring.pruner.holder)
+        service.linked_subjects = wiring.linked_subjects
+        wiring.on_account_revoked(service.stop_polling)
         probe: Probe = wiring.probe
     else:
         probe = _stateless_probe if options.auth else partial(_dessert_probe, service)

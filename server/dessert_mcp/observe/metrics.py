@@ -99,6 +99,13 @@ class Metrics(Observer):
             registry=registry,
         )
 
+        self._ledger_failures = Counter(
+            "dessert_mcp_ledger_failures",
+            "Ledger writes and reads that failed (database full, read-only, locked or gone); calls answered anyway.",
+            ["operation"],
+            registry=registry,
+        )
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (of every worker, in multiprocess mode)."""
         if self._shared_dir is None:
@@ -126,6 +133,9 @@ class Metrics(Observer):
 
     def cache_hit(self, route: str) -> None:
         self._child(self._cache_hits, route).inc()
+
+    def ledger_failed(self, operation: str) -> None:
+        self._child(self._ledger_failures, operation).inc()
 
     def _child(self, metric: MetricT, *labels: str) -> MetricT:
         """`metric.labels(*labels)`, kept: every call reports a few, and the label values are a handful each."""

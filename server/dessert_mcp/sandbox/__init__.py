@@ -1,8 +1,9 @@
 """The sandbox: a real HTTP/1.1 server on loopback that emulates Dessert's balance and usage endpoints.
 
-It serves the documented shapes with a consistent history (the docs' example is its latest state) and checks the
-Bearer key: what `dessert-mcp sandbox`, `--sandbox`, `demo` and the tests talk to instead of the real API. The tests'
-fault injection subclasses `Sandbox` and overrides `handle` (tests/support/faults.py).
+It serves the documented shapes with a consistent history (the docs' example is its latest state; a `LiveAccount`,
+sandbox/activity.py, keeps adding to it) and checks the Bearer key: what `dessert-mcp sandbox`, `--sandbox`, `demo`
+and the tests talk to instead of the real API. The tests' fault injection subclasses `Sandbox` and overrides
+`handle` (tests/support/faults.py).
 """
 
 from __future__ import annotations
@@ -12,70 +13,22 @@ import contextlib
 import hmac
 import json
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, Final, Self
+from typing import Final, Self
 
 from anyio.from_thread import start_blocking_portal
 
 from dessert_mcp.config import cannot_listen
-from dessert_mcp.models import BALANCE_PATH, USAGE_FEED_SIZE, USAGE_PATH
+from dessert_mcp.models import BALANCE_PATH, USAGE_PATH
+from dessert_mcp.sandbox.account import SandboxAccount
 
 SANDBOX_KEY: Final = "dsk_sandbox_4f1c2e9a7b3d45e8a0c6b2f1d9e7a5c3"
 API_PATHS: Final = (BALANCE_PATH, USAGE_PATH)
 _MAX_HEADER_BYTES: Final = 64 * 1024
 _MAX_REQUEST_BODY: Final = 1024 * 1024
-_CREDIT_USD: Final = 0.10
-
-# (type, credits_delta, usd_amount, description, at), oldest first; the last three are the docs' example.
-_HISTORY: Final = [
-    ("Bonus", 50, None, "Welcome bonus", "2026-05-12T15:08:22.000Z"),
-    ("Deduction", -15, None, "API ad generation (count=1, format=full)", "2026-05-12T15:20:03.000Z"),
-    ("Deduction", -10, None, "API ad generation (count=2, format=static)", "2026-05-12T15:41:37.000Z"),
-    ("Purchase", 250, 25.0, "Credit purchase", "2026-05-13T09:02:11.000Z"),
-    ("Deduction", -75, None, "API ad generation (count=5, format=full)", "2026-05-13T09:30:45.000Z"),
-    ("Deduction", -30, None, "API ad generation (count=6, format=static)", "2026-05-14T11:12:09.000Z"),
-    ("Refund", 15, None, "Refund: render failed (count=1, format=full)", "2026-05-15T08:45:50.000Z"),
-    ("Deduction", -60, None, "API ad generation (count=4, format=full)", "2026-05-16T16:03:27.000Z"),
-    ("Deduction", -45, None, "API ad generation (count=3, format=full)", "2026-05-17T10:19:58.000Z"),
-    ("Deduction", -40, None, "API ad generation (count=8, format=static)", "2026-05-18T13:37:14.000Z"),
-    ("Deduction", -40, None, "API ad generation (count=8, format=static)", "2026-05-19T18:23:30.000Z"),
-    ("Purchase", 250, 25.0, "Auto-recharge", "2026-05-19T18:23:48.000Z"),
-    ("Deduction", -45, None, "API ad generation (count=3, format=full)", "2026-05-19T18:24:01.000Z"),
-]
-
-
-def _initial_ledger() -> list[dict[str, Any]]:
-    ledger: list[dict[str, Any]] = []
-    balance = 0
-    for kind, delta, usd, description, at in _HISTORY:
-        balance += delta
-        row = {"type": kind, "credits_delta": delta, "balance_after": balance, "usd_amount": usd}
-        ledger.append(row | {"description": description, "at": at})
-    return ledger
-
-
-@dataclass
-class SandboxAccount:
-    """The emulated account; the balance endpoint is derived from the ledger, with the docs' example settings."""
-
-    ledger: list[dict[str, Any]] = field(default_factory=_initial_ledger)
-
-    def balance(self) -> dict[str, Any]:
-        credits = self.ledger[-1]["balance_after"] if self.ledger else 0
-        return {
-            "credits_balance": credits,
-            "credits_balance_usd_equivalent": round(credits * _CREDIT_USD, 2),
-            "credits_lifetime_purchased": sum(r["credits_delta"] for r in self.ledger if r["type"] == "Purchase"),
-            "auto_recharge_enabled": True,
-            "auto_recharge_threshold": 20,
-            "auto_recharge_amount_usd": 25.0,
-            "pricing": {"credit_usd": _CREDIT_USD, "static_ad_credits": 5, "full_ad_credits": 15},
-        }
-
-    def usage(self) -> dict[str, Any]:
-        return {"recent_transactions": list(reversed(self.ledger[-USAGE_FEED_SIZE:]))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +43,14 @@ class Request:
 class Sandbox:
     """The emulated API on an asyncio event loop. `ThreadedSandbox` runs one on a background thread."""
 
-    def __init__(self, *, key: str = SANDBOX_KEY, port: int = 0) -> None:
+    def __init__(
+        self, *, key: str = SANDBOX_KEY, port: int = 0, account: Callable[[], SandboxAccount] = SandboxAccount
+    ) -> None:
         self.key = key
         self.host = "127.0.0.1"
         self._port = port
-        self.account = SandboxAccount()
+        self.new_account = account  # what a reset starts again from
+        self.account = account()
         self.lock = threading.Lock()  # the account may be changed from another thread
         self._server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
@@ -224,13 +180,21 @@ class ThreadedSandbox:
         self._running.close()
 
 
-async def run_sandbox(port: int) -> None:
+async def run_sandbox(port: int, account: Callable[[], SandboxAccount] = SandboxAccount) -> None:
     """`dessert-mcp sandbox`: serve until interrupted, after printing how to use it."""
-    sandbox = Sandbox(port=port)
+    from dessert_mcp.sandbox.activity import LiveAccount
+
+    sandbox = Sandbox(port=port, account=account)
     await sandbox.start()
+    live = sandbox.account
     print(
         f"Dessert sandbox listening on {sandbox.url}\n"
-        f"  DESSERT_API_BASE_URL={sandbox.url}\n"
+        + (
+            f"  a live account: about {live.rate:g} transactions a second (seed {live.seed})\n"
+            if isinstance(live, LiveAccount)
+            else ""
+        )
+        + f"  DESSERT_API_BASE_URL={sandbox.url}\n"
         f"  DESSERT_API_KEY={sandbox.key}   (a sandbox key, not a secret)\n"
         "Press Ctrl+C to stop.",
         flush=True,

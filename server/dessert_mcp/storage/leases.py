@@ -1,0 +1,35 @@
+"""Leases: background work that one replica does for all (pruning, polling), and who holds it until when."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dessert_mcp.storage.schema import Migration, Schema
+from dessert_mcp.storage.sql import upsert
+
+_md = sa.MetaData()
+LEASES: Final = sa.Table(
+    "leases",
+    _md,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("holder", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+)
+# The storage layer's own tables, in every database it opens. (A token database made before the storage layer has
+# the table already, from the auth wing's second migration: creating it skips it.)
+STORAGE_SCHEMA: Final = Schema("storage", _md, [Migration(1, create=("leases",))])
+
+
+async def take(conn: AsyncConnection, name: str, holder: str, *, now: float, ttl_s: float) -> bool:
+    """Take the lease `name` until `now + ttl_s` if nobody holds it (or theirs has run out); True if taken."""
+    statement = upsert(
+        conn,
+        LEASES,
+        {"name": name, "holder": holder, "expires_at": now + ttl_s},
+        key=["name"],
+        where=LEASES.c.expires_at <= now,
+    ).returning(LEASES.c.holder)
+    return (await conn.execute(statement)).first() is not None

@@ -1,0 +1,29 @@
+"""The one upsert style of every wing: INSERT ... ON CONFLICT DO UPDATE, which SQLite and PostgreSQL both speak."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def upsert(
+    conn: AsyncConnection,
+    table: sa.Table,
+    values: Mapping[str, Any],
+    *,
+    key: Sequence[str],
+    update: Mapping[str, Any] | None = None,
+    where: sa.ColumnElement[bool] | None = None,
+) -> sa.Insert:
+    """Insert `values`, or where a row with the same `key` columns exists, set `update` on it (by default the
+    inserted values) when `where` holds. One statement, so concurrent writers cannot both insert; chain
+    `.returning(...)` to learn whether and what it wrote (no row back: the `where` did not hold)."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(table).values(**values)
+    if update is None:
+        update = {name: statement.excluded[name] for name in values if name not in key}
+    return statement.on_conflict_do_update(index_elements=list(key), set_=dict(update), where=where)

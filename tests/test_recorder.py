@@ -1,0 +1,95 @@
+"""The ledger's database going bad under a running server: deleted, or made read-only. Every call still answers from
+the API, the failure is logged once (not per call), and the metric counts it."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from dessert_mcp.ledger.database import DatabaseLedger
+from dessert_mcp.ledger.tables import LEDGER_FILE, LEDGER_SCHEMA
+from dessert_mcp.observe.metrics import Metrics
+from dessert_mcp.service import DessertService
+from dessert_mcp.storage import Database
+from dessert_mcp.tools import build_server
+from tests.support.faults import ThreadedFaultySandbox
+from tests.support.ledger import T0, iso
+from tests.support.servers import sandbox_env
+from tests.test_history import ROWS, MovingFeed, _api, _settings, _usage
+
+
+async def test_a_deleted_ledger_database_leaves_every_call_answering_and_is_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="dessert_mcp")
+    feed = MovingFeed(ROWS)
+    metrics = Metrics()
+    database = Database(f"sqlite:///{tmp_path / 'ledger.db'}", schemas=[LEDGER_SCHEMA], label="ledger database")
+    settings = _settings()
+    service = DessertService(
+        settings, transport=_api(feed).transport(), observer=metrics, ledger=DatabaseLedger(database), clock=feed.now
+    )
+    async with Client(build_server(settings, service=service)) as client:
+        kept = await _usage(client, since=iso(T0))  # the first answer, kept
+        assert len(kept["recent_transactions"]) == 50
+        _delete(tmp_path, "ledger.db*")
+        for end in (70, 90, 120):
+            feed.end = end
+            assert (await client.call_tool("dessert_get_balance", {})).is_error is False
+            plain = await _usage(client)
+            assert (await client.call_tool("dessert_get_spend", {})).is_error is False
+        assert service.recorder is not None
+        await service.recorder.settled()
+    assert len(plain["recent_transactions"]) == 50
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "ledger" in r.getMessage()]
+    assert len([m for m in said if "ledger failed (record" in m]) == 1, said
+    failures = metrics.registry.get_sample_value("dessert_mcp_ledger_failures_total", {"operation": "record_usage"})
+    assert failures == 6
+
+
+def _delete(folder: Path, pattern: str) -> None:
+    for path in folder.glob(pattern):
+        path.unlink()
+
+
+def _mutable(paths: list[Path]) -> None:
+    subprocess.run(["chattr", "-i", *map(str, paths)], capture_output=True, check=False)
+
+
+def _immutable(paths: list[Path]) -> None:
+    done = subprocess.run(["chattr", "+i", *map(str, paths)], capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"chattr +i is not available here: {done.stderr.decode().strip()}")
+
+
+async def test_a_read_only_ledger_database_leaves_a_stdio_server_answering_and_is_said_once(
+    tmp_path: Path, sandbox_server: ThreadedFaultySandbox
+) -> None:
+    data = tmp_path / "data"
+    env = sandbox_env(sandbox_server, XDG_DATA_HOME=str(data), DESSERT_MCP_LOG_LEVEL="WARNING")
+    params = StdioServerParameters(command=sys.executable, args=["-m", "dessert_mcp"], env=env)
+    errors = tmp_path / "stderr.log"
+    files: list[Path] = []
+    try:
+        with errors.open("w") as errlog:
+            async with Client(stdio_client(params, errlog=errlog)) as client:
+                assert (await client.call_tool("dessert_get_usage", {})).is_error is False
+                ranged = await client.call_tool("dessert_get_usage", {"since": "2000-01-01T00:00:00Z"})
+                assert ranged.is_error is False  # answered from the database: the first answer is in it
+                files = sorted(data.rglob(LEDGER_FILE + "*"))
+                assert files, "the ledger database was not created in the user data directory"
+                _immutable(files)
+                for _ in range(3):
+                    assert (await client.call_tool("dessert_get_balance", {})).is_error is False
+                    assert (await client.call_tool("dessert_get_usage", {})).is_error is False
+                    assert (await client.call_tool("dessert_get_spend", {})).is_error is False
+    finally:
+        _mutable(files)
+    log = errors.read_text()
+    assert log.count("The ledger failed (record") == 1, log
