@@ -258,7 +258,20 @@ def test_the_demo_reads_like_the_product() -> None:
     # One error case, as the agent gets it: the sentence to act on, then the code.
     assert "Dessert rejected the API key (HTTP 401: Invalid API key.). Check DESSERT_API_KEY." in flat
     assert '  {"code": "auth_invalid", "retryable": false, "status": 401}\n' in out
-    assert out.endswith("Demo finished: both tools answered over a real stdio MCP session.\n")
+    # The ledger at work: a live account whose window moved past 50 rows, kept whole, and one spend answer.
+    assert "each answer holds only the API's last 50 transactions, and the server keeps every row it saw." in flat
+    assert re.search(
+        r"dessert_get_usage since [\d-]+ [\d:]+: 141 transactions kept, on 3 pages of at most 50; "
+        r"history complete: yes\.",
+        flat,
+    ), flat
+    assert re.search(
+        r"dessert_get_spend since [\d-]+ [\d:]+: 141 transactions; [\d,]+ credits spent on full ads "
+        r"and [\d,]+ on static \(net of refunds\), [\d,]+ added by \d+ purchases; history complete: "
+        r"yes\.",
+        flat,
+    ), flat
+    assert out.endswith("Demo finished: every tool answered over a real stdio MCP session.\n")
     assert not LOG_LINE.search(out)
 
 
