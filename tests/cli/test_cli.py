@@ -230,9 +230,13 @@ def test_the_sandbox_command_with_an_activity_serves_a_live_account_on_the_real_
             process.wait(timeout=10)
 
 
-def test_the_demo_reads_like_the_product() -> None:
-    result = run("demo", timeout=120)
+def test_the_demo_reads_like_the_product(tmp_path: Path) -> None:
+    # HOME too: the servers the demo launches inherit only the SDK's few default variables, HOME among them.
+    user_dirs = {"HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(tmp_path / "data")}
+    result = run("demo", env=user_dirs | {"XDG_STATE_HOME": str(tmp_path / "state")}, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+    # The demo's servers keep their ledgers in a temporary directory of the demo's own, never the user's.
+    assert not [path for path in tmp_path.rglob("*") if path.is_file()]
     out = result.stdout
     assert max(len(line) for line in out.splitlines()) <= 80  # a terminal's width
     assert result.stderr == ""  # no server log line lands inside the demo
