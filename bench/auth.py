@@ -40,7 +40,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import _repo  # noqa: F401  (the repository on the import path, for tests.support)
-from tests.support.processes import accepting, cpu_seconds, free_port, printed, started
+from tests.support.processes import accepting, cpu_seconds, free_port, printed, private_user_dirs, started
 
 HERE = Path(__file__).parent
 PY = sys.executable
@@ -338,4 +338,6 @@ def describe(mode: str, accounts: int, cached: bool) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with private_user_dirs():  # the ledger (on by default) and the auth wing write there
+        status = main()
+    sys.exit(status)

@@ -17,6 +17,7 @@ import _repo  # noqa: F401  (the repository on the import path, for tests.suppor
 import anyio
 from mcp import Client
 from tests.support.faults import ThreadedFaultySandbox
+from tests.support.processes import private_user_dirs
 
 from dessert_mcp.config import Settings
 from dessert_mcp.tools import build_server
@@ -63,4 +64,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main)
+    with private_user_dirs():  # the ledger (on by default) writes there
+        anyio.run(main)

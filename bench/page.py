@@ -21,6 +21,7 @@ import anyio
 from mcp import Client
 from playwright.sync_api import sync_playwright
 from tests.support.inspector import CHROMIUM, CHROMIUM_ARGS
+from tests.support.processes import private_user_dirs
 
 from dessert_mcp.config import Settings
 from dessert_mcp.dashboard import dashboard_html
@@ -121,4 +122,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with private_user_dirs():  # the ledger (on by default) and the auth wing write there
+        status = main()
+    sys.exit(status)

@@ -35,7 +35,16 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.types import ClientCapabilities, Implementation, InitializeRequestParams, JSONRPCRequest
 from mcp_types.version import LATEST_HANDSHAKE_VERSION
-from tests.support.processes import accepting, cpu_seconds, free_port, printed, rss_mb, started
+from tests.support.processes import (
+    USER_DIRS,
+    accepting,
+    cpu_seconds,
+    free_port,
+    printed,
+    private_user_dirs,
+    rss_mb,
+    started,
+)
 
 from dessert_mcp.config import Settings
 from dessert_mcp.sandbox import SANDBOX_KEY
@@ -79,12 +88,14 @@ def sandbox_process() -> Iterator[str]:
         yield sandbox.output().split()[0]
 
 
-def server_env(url: str) -> dict[str, str]:
-    return get_default_environment() | {
-        "DESSERT_API_KEY": SANDBOX_KEY,
-        "DESSERT_API_BASE_URL": url,
-        "DESSERT_MCP_LOG_LEVEL": "WARNING",
-    }
+def server_env(url: str, **extra: str) -> dict[str, str]:
+    """A server's environment; the user dirs are the run's private ones (a KeyError outside `private_user_dirs`)."""
+    return (
+        get_default_environment()
+        | {name: os.environ[name] for name in USER_DIRS}
+        | {"DESSERT_API_KEY": SANDBOX_KEY, "DESSERT_API_BASE_URL": url, "DESSERT_MCP_LOG_LEVEL": "WARNING"}
+        | extra
+    )
 
 
 # The handshake-era `initialize` request the benchmarks that speak raw JSON-RPC send first, built from the SDK's types.
@@ -639,8 +650,8 @@ def floor_stdio_params(url: str) -> StdioServerParameters:
     return StdioServerParameters(command=PY, args=[str(HERE / "floor_server.py")], env=server_env(url))
 
 
-def ours_stdio_params(url: str) -> StdioServerParameters:
-    return StdioServerParameters(command=PY, args=["-m", "dessert_mcp"], env=server_env(url))
+def ours_stdio_params(url: str, **extra: str) -> StdioServerParameters:
+    return StdioServerParameters(command=PY, args=["-m", "dessert_mcp"], env=server_env(url, **extra))
 
 
 def _ratio_row(name: str, ratios: list[float], measured: str, baseline: str, target: float, *, most: bool) -> None:
@@ -656,7 +667,25 @@ def _ratio_row(name: str, ratios: list[float], measured: str, baseline: str, tar
     )
 
 
-async def _stdio_latencies(url: str, rounds: int, calls: int) -> None:
+@dataclass
+class StdioRounds:
+    """Two stdio servers called in alternating blocks, round after round: each round's latencies per side, and
+    each server's CPU per call over all rounds."""
+
+    per_round: list[tuple[list[float], list[float]]]
+    cpu_ms: tuple[float, float]
+
+    def ratios(self, p: float) -> tuple[list[float], list[float], list[float]]:
+        """Each round's `p` percentile for either side, and their ratios (first / second)."""
+        mine = [pct(a, p) for a, _ in self.per_round]
+        theirs = [pct(b, p) for _, b in self.per_round]
+        return mine, theirs, [a / b for a, b in zip(mine, theirs, strict=True)]
+
+
+async def _stdio_rounds(
+    sides: tuple[tuple[StdioServerParameters, str], tuple[StdioServerParameters, str]], rounds: int, calls: int
+) -> StdioRounds:
+    """Each side (a server and the tool to call on it) `calls` times a round, in alternating blocks."""
     async with AsyncExitStack() as stack:
         pids: list[int] = []
 
@@ -666,13 +695,12 @@ async def _stdio_latencies(url: str, rounds: int, calls: int) -> None:
             pids.append(_new_children(before)[0])
             return client
 
-        ours, floor = await connect(ours_stdio_params(url)), await connect(floor_stdio_params(url))
-
+        clients = [await connect(params) for params, _ in sides]
         made = [0, 0]
 
-        def caller(client: Client, name: str, side: int) -> Callable[[], Awaitable[Any]]:
+        def caller(side: int) -> Callable[[], Awaitable[Any]]:
             async def call() -> None:
-                result = await client.call_tool(name, {})
+                result = await clients[side].call_tool(sides[side][1], {})
                 assert not result.is_error, result
                 made[side] += 1
 
@@ -681,20 +709,26 @@ async def _stdio_latencies(url: str, rounds: int, calls: int) -> None:
         per_round: list[tuple[list[float], list[float]]] = []
         ticks = [cpu_seconds(pid) for pid in pids]
         for _ in range(rounds):
-            sides = caller(ours, "dessert_get_balance", 0), caller(floor, "plain", 1)
-            per_round.append(await _interleaved(*sides, calls))
-        cpu_ms = [1e3 * (cpu_seconds(pid) - before) / n for pid, before, n in zip(pids, ticks, made, strict=True)]
+            per_round.append(await _interleaved(caller(0), caller(1), calls))
+        a, b = (1e3 * (cpu_seconds(pid) - before) / n for pid, before, n in zip(pids, ticks, made, strict=True))
+    return StdioRounds(per_round, (a, b))
+
+
+async def _stdio_latencies(url: str, rounds: int, calls: int) -> None:
+    measured = await _stdio_rounds(
+        ((ours_stdio_params(url), "dessert_get_balance"), (floor_stdio_params(url), "plain")), rounds, calls
+    )
     for label, p in (("p50", 0.5), ("p99", 0.99)):
-        mine = [pct(a, p) for a, _ in per_round]
-        theirs = [pct(b, p) for _, b in per_round]
+        mine, theirs, ratios = measured.ratios(p)
         _ratio_row(
             f"stdio get_balance {label} vs the same job on the bare SDK's stdio, {calls} calls a side a round",
-            [a / b for a, b in zip(mine, theirs, strict=True)],
+            ratios,
             f"{statistics.median(mine) * 1e3:.3f} ms",
             f"bare MCPServer over stdio {statistics.median(theirs) * 1e3:.3f} ms",
             1.0,
             most=True,
         )
+    cpu_ms = measured.cpu_ms
     row(
         "  stdio get_balance, server CPU per call (less swayed by the machine's load than latency)",
         f"{cpu_ms[0]:.3f} ms",
@@ -821,6 +855,42 @@ def bench_abandoned_sessions(url: str, handshakes: int) -> None:
     )
 
 
+# 9. The ledger's cost per call -----------------------------------------------------------------------------------
+
+
+def bench_ledger_per_call(url: str, rounds: int, calls: int) -> None:
+    """The same calls with the ledger on (as shipped: it keeps every answer, in a SQLite file in the run's private
+    data dir, and polls) and off (the server as it was before the ledger), side by side over stdio."""
+    print("9. the ledger's per-call cost over stdio: DESSERT_LEDGER=on against off, side by side", flush=True)
+    for tool in ("dessert_get_usage", "dessert_get_balance"):
+        sides = (
+            (ours_stdio_params(url, DESSERT_LEDGER="on"), tool),
+            (ours_stdio_params(url, DESSERT_LEDGER="off"), tool),
+        )
+        measured = anyio.run(_stdio_rounds, sides, rounds, calls)
+        for label, p, target in (("p50", 0.5, 1.05), ("p99", 0.99, None)):
+            on, off, ratios = measured.ratios(p)
+            name = f"stdio {tool} {label}, ledger on vs off, {calls} calls a side a round"
+            measured_ms, baseline = (
+                f"{statistics.median(on) * 1e3:.3f} ms",
+                f"off {statistics.median(off) * 1e3:.3f} ms",
+            )
+            if target is not None:
+                _ratio_row(name, ratios, measured_ms, baseline, target, most=True)
+            else:
+                spread = f"(median of {len(ratios)} rounds' ratios, {min(ratios):.3f}-{max(ratios):.3f})"
+                row(f"{name} {spread}", measured_ms, baseline, f"{statistics.median(ratios):.3f}x", "report", None)
+        a, b = measured.cpu_ms
+        row(
+            f"  stdio {tool}, server CPU per call, ledger on vs off",
+            f"{a:.3f} ms",
+            f"off {b:.3f} ms",
+            f"{a / b:.3f}x",
+            "report",
+            None,
+        )
+
+
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -828,14 +898,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer runs, for a smoke test of the harness")
     parser.add_argument(
-        "--only", type=int, action="append", choices=range(1, 9), help="run only this benchmark (repeatable)"
+        "--only", type=int, action="append", choices=range(1, 10), help="run only this benchmark (repeatable)"
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     runs, calls, mem_calls = (3, 200, 1500) if args.quick else (15, 2000, 10_000)
     rounds, seconds = (1, 2.0) if args.quick else (5, 3.0)
-    chosen = set(args.only or range(1, 9))
-    with sandbox_process() as url:
+    chosen = set(args.only or range(1, 10))
+    with private_user_dirs(), sandbox_process() as url:
         print(f"sandbox API at {url} (own process); machine: {os.cpu_count()} cores", flush=True)
         if 1 in chosen:
             bench_cold_start(url, runs)
@@ -857,6 +927,8 @@ def main() -> int:
             bench_stdio(url, rounds, max(200, calls // 4), 200)
         if 8 in chosen:
             bench_abandoned_sessions(url, 300 if args.quick else 3000)
+        if 9 in chosen:
+            bench_ledger_per_call(url, rounds, max(200, calls // 4))
 
     print()
     widths = [max(len(getattr(r, f)) for r in ROWS) for f in ("name", "measured", "baseline", "ratio", "target")]

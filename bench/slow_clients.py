@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from run import PY, pct, sandbox_process, server_env
-from tests.support.processes import Process, free_port, healthz, started
+from tests.support.processes import Process, free_port, healthz, private_user_dirs, started
 
 HERE = Path(__file__).parent
 SOFT_OPEN_FILES = 1024
@@ -218,4 +218,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with private_user_dirs():  # the ledger (on by default) and the auth wing write there
+        status = main()
+    sys.exit(status)

@@ -68,11 +68,8 @@ def _immutable(paths: list[Path]) -> None:
         pytest.skip(f"chattr +i is not available here: {done.stderr.decode().strip()}")
 
 
-# About one run in six the server dies of SIGBUS: a read that starts before the first write has failed passes the
-# storage layer's file check (reads are allowed on a read-only file) and SQLite then writes its mapped -shm, which is
-# immutable. The fix belongs in the storage layer (refuse reads too once the -shm cannot be written); until then the
-# test runs and says so rather than hide the crash.
-@pytest.mark.xfail(strict=False, reason="SIGBUS on a read of an immutable SQLite -shm (storage layer), sometimes")
+# A read as well as a write is refused once the files turn immutable: the storage layer checks the files before each
+# transaction and again once it holds a connection (SQLite writes its mapped -shm on a read too; there it is SIGBUS).
 async def test_a_read_only_ledger_database_leaves_a_stdio_server_answering_and_is_said_once(
     tmp_path: Path, sandbox_server: ThreadedFaultySandbox
 ) -> None:

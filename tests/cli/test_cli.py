@@ -230,9 +230,13 @@ def test_the_sandbox_command_with_an_activity_serves_a_live_account_on_the_real_
             process.wait(timeout=10)
 
 
-def test_the_demo_reads_like_the_product() -> None:
-    result = run("demo", timeout=120)
+def test_the_demo_reads_like_the_product(tmp_path: Path) -> None:
+    # HOME too: the servers the demo launches inherit only the SDK's few default variables, HOME among them.
+    user_dirs = {"HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(tmp_path / "data")}
+    result = run("demo", env=user_dirs | {"XDG_STATE_HOME": str(tmp_path / "state")}, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+    # The demo's servers keep their ledgers in a temporary directory of the demo's own, never the user's.
+    assert not [path for path in tmp_path.rglob("*") if path.is_file()]
     out = result.stdout
     assert max(len(line) for line in out.splitlines()) <= 80  # a terminal's width
     assert result.stderr == ""  # no server log line lands inside the demo
@@ -258,7 +262,20 @@ def test_the_demo_reads_like_the_product() -> None:
     # One error case, as the agent gets it: the sentence to act on, then the code.
     assert "Dessert rejected the API key (HTTP 401: Invalid API key.). Check DESSERT_API_KEY." in flat
     assert '  {"code": "auth_invalid", "retryable": false, "status": 401}\n' in out
-    assert out.endswith("Demo finished: both tools answered over a real stdio MCP session.\n")
+    # The ledger at work: a live account whose window moved past 50 rows, kept whole, and one spend answer.
+    assert "each answer holds only the API's last 50 transactions, and the server keeps every row it saw." in flat
+    assert re.search(
+        r"dessert_get_usage since [\d-]+ [\d:]+: 141 transactions kept, on 3 pages of at most 50; "
+        r"history complete: yes\.",
+        flat,
+    ), flat
+    assert re.search(
+        r"dessert_get_spend since [\d-]+ [\d:]+: 141 transactions; [\d,]+ credits spent on full ads "
+        r"and [\d,]+ on static \(net of refunds\), [\d,]+ added by \d+ purchases; history complete: "
+        r"yes\.",
+        flat,
+    ), flat
+    assert out.endswith("Demo finished: every tool answered over a real stdio MCP session.\n")
     assert not LOG_LINE.search(out)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from dessert_mcp.cli import demo
-from dessert_mcp.cli.demo import WIDTH, summary_lines, table, usd, when
+from dessert_mcp.cli.demo import WIDTH, spend_text, summary_lines, table, usd, when
 
 
 def summary(**forecast: Any) -> dict[str, Any]:
@@ -61,6 +61,33 @@ def test_a_forecast_from_kept_history_says_so_and_gives_its_range() -> None:
     assert " ".join(line.strip() for line in lines[1:]) == expected
 
 
+def totals(transactions: int, credits: int) -> dict[str, int]:
+    return {"transactions": transactions, "credits": credits}
+
+
+def test_a_spend_answer_reads_as_one_sentence_of_spend_by_format_and_recharges() -> None:
+    spend = {
+        "total": {
+            "by_type": {
+                "Deduction": totals(114, -4835),
+                "Purchase": totals(19, 4750),
+                "Bonus": totals(0, 0),
+                "Refund": totals(9, 65),
+            },
+            "by_format": {"full": totals(61, -3540), "static": totals(62, -1140), "unparsed": totals(0, 0)},
+        },
+        "history_complete": True,
+    }
+    assert spend_text(spend) == (
+        "142 transactions; 3,540 credits spent on full ads and 1,140 on static (net of refunds), 4,750 added by "
+        "19 purchases; history complete: yes"
+    )
+    spend["total"]["by_format"]["unparsed"] = totals(1, -5)  # a description that names no format: counted apart
+    spend["history_complete"] = False
+    assert ", 5 on others, " in spend_text(spend)
+    assert spend_text(spend).endswith("history complete: no")
+
+
 def test_money_always_has_cents_and_thousands_separators() -> None:
     assert usd(25.0) == "$25.00"
     assert usd(1234.5) == "$1,234.50"
@@ -93,7 +120,7 @@ async def test_a_failing_call_is_reported_by_its_own_sentence_not_a_task_group_s
 ) -> None:
     # Every server the demo launches gets the wrong key, so its first call fails inside `async with Client(...)`.
     serve_with_wrong_key = functools.partial(demo._server, key=demo.WRONG_KEY)
-    monkeypatch.setattr(demo, "_server", lambda sandbox, key: serve_with_wrong_key(sandbox))
+    monkeypatch.setattr(demo, "_server", lambda sandbox, key, **kept: serve_with_wrong_key(sandbox, **kept))
 
     status = await demo.run_demo(io.StringIO())
 

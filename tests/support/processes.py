@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx2
 
@@ -27,6 +27,29 @@ from tests.support import STARTUP_TIMEOUT_S
 
 STOP_TIMEOUT_S = 15.0
 """How long a stopped process may take to exit after SIGTERM before it is killed."""
+
+
+USER_DIRS: Final = ("XDG_DATA_HOME", "XDG_STATE_HOME")
+"""Where the ledger and the auth wing keep their databases by default (the platform's user data and state dirs)."""
+
+
+@contextlib.contextmanager
+def private_user_dirs() -> Iterator[dict[str, str]]:
+    """USER_DIRS in a temporary directory while the block runs, set in this process's environment (so servers built
+    in this process, and every process started with that environment, inherit them): a benchmark run never writes
+    to the real user's data. Yields them, for an environment built from scratch."""
+    saved = {name: os.environ.get(name) for name in USER_DIRS}
+    with tempfile.TemporaryDirectory(prefix="dessert-user-dirs-") as tmp:
+        dirs = {name: str(Path(tmp) / name.lower()) for name in USER_DIRS}
+        os.environ.update(dirs)
+        try:
+            yield dirs
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 class NotStarted(RuntimeError):

@@ -332,6 +332,11 @@ class DessertOAuthProvider:
         row = await self.store.get_access_token(token)
         if row is None:
             return None
+        if not same_resource(row.resource, self.config.resource):
+            # Issued for another deployment sharing the database (RFC 8707 audience): checked here, once per read,
+            # rather than by the SDK on every request.
+            logger.warning("Refused an access token issued for another resource: %s", row.resource)
+            return None
         verified = VerifiedToken(
             grant_id=row.grant_id,
             account_id=row.account_id,

@@ -77,8 +77,9 @@ class OAuthWiring:
             required_scopes=[SCOPE],
             client_registration_options=self.registration,
             revocation_options=RevocationOptions(enabled=True),
-            # The SDK refuses any token whose AccessToken.resource is not this server's /mcp (RFC 8707).
-            validate_token_resource=True,
+            # The provider refuses a token whose resource is not this server's /mcp (RFC 8707) when it reads it from
+            # the database, so the SDK need not parse and compare it again on every request.
+            validate_token_resource=False,
         )
 
     def server_kwargs(self) -> dict[str, Any]:
@@ -122,8 +123,11 @@ class OAuthWiring:
             allow_methods=["GET", "OPTIONS"],
             allow_headers=["mcp-protocol-version"],
         )
-        app.router.routes.insert(0, Route(AS_METADATA_PATH, endpoint=metadata, methods=["GET", "OPTIONS"]))
-        app.router.routes.extend(self.pages.routes)
+        routes = app.router.routes
+        routes.insert(0, Route(AS_METADATA_PATH, endpoint=metadata, methods=["GET", "OPTIONS"]))
+        routes.extend(self.pages.routes)
+        # The MCP endpoint first: every call is matched on the first try instead of after each OAuth route.
+        routes.sort(key=lambda route: getattr(route, "path", None) != MCP_PATH)
         app.add_middleware(AuthGuard, wiring=self)
 
     async def start(self) -> None:

@@ -4,6 +4,11 @@ The server is launched as hosts launch it (underscore tool names), and the outpu
 person: aligned columns within a terminal's 80 characters, yes/no, dollars with cents, UTC times, sentences for
 the summary and the forecast, one error case, and the JSON an agent receives for one call. Usage is asked for as
 the dashboard asks (no arguments), so the two show one forecast over one window: the transactions returned.
+
+Then the ledger at work, in a few lines: a second sandbox serves a live account whose clock the demo moves on
+between reads (no sleeping), so the API's 50-row window moves and the server keeps what scrolls out; a range
+`get_usage` pages through more than 50 kept rows, and one `get_spend` answer totals them. Every server the demo
+launches keeps its ledger in a temporary directory, deleted at the end: never the user's own.
 """
 
 from __future__ import annotations
@@ -11,21 +16,34 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import textwrap
+import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+import anyio
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.types import CallToolResult
 
 from dessert_mcp.cli.hosts import server_command
 from dessert_mcp.sandbox import ThreadedSandbox
+from dessert_mcp.sandbox.activity import LiveAccount
 
 WIDTH: Final = 80
 WRONG_KEY: Final = "dsk_sandbox_not_the_right_key_000000"  # what the sandbox rejects (it is no secret)
+# The live account: a fixed seed and pace, so every run keeps the same rows. Each step brings about 30 rows, fewer
+# than the API's window of 50, so consecutive reads share rows and the ledger proves nothing between them is missing.
+LIVE_SEED: Final = 7
+LIVE_RATE: Final = 60.0  # transactions a second, on the account's own clock
+LIVE_STEP_S: Final = 0.5
+LIVE_READS: Final = 4
+# The account's clock starts this far ahead of the server's and steps on without waiting: a read vouches for every
+# row older than the moment it was sent, so no row may be dated before a read that did not see it.
+LIVE_LEAD_S: Final = 3.0
 
 
 def table(headers: Sequence[str] | None, rows: Sequence[Sequence[object]], *, right: Collection[int] = ()) -> str:
@@ -138,15 +156,17 @@ async def run_demo(out: TextIO = sys.stdout) -> int:
         sys.stderr.writelines(f"demo: {exc}\n" for exc in _leaves(group))
         status = 1
     else:
-        out.write("\nDemo finished: both tools answered over a real stdio MCP session.\n")
+        out.write("\nDemo finished: every tool answered over a real stdio MCP session.\n")
     return status
 
 
-def _server(sandbox: ThreadedSandbox, key: str) -> StdioServerParameters:
+def _server(sandbox: ThreadedSandbox, key: str, *, ledger: Path, poll: bool = True) -> StdioServerParameters:
     command, args = server_command()
     env = get_default_environment() | {
         "DESSERT_API_KEY": key,
         "DESSERT_API_BASE_URL": sandbox.url,
+        "DESSERT_MCP_DATABASE_URL": f"sqlite:///{ledger}",  # the demo's own, not the user's ledger
+        "DESSERT_LEDGER_POLL": "on" if poll else "off",
         "DESSERT_MCP_TOOL_NAMES": "underscore",  # what every host entry asks for
         # The wrong-key call is logged as a WARNING on the server's stderr, which is this terminal: keep the
         # server to errors unless asked, so no log line lands inside the demo's output.
@@ -156,8 +176,15 @@ def _server(sandbox: ThreadedSandbox, key: str) -> StdioServerParameters:
 
 
 async def _demo(out: TextIO) -> None:
+    with tempfile.TemporaryDirectory(prefix="dessert-mcp-demo-") as scratch:
+        ledger = Path(scratch) / "ledger.db"
+        await _tools(out, ledger)
+        await _history(out, Path(scratch) / "live.db")
+
+
+async def _tools(out: TextIO, ledger: Path) -> None:
     with ThreadedSandbox() as sandbox:
-        server = _server(sandbox, sandbox.key)
+        server = _server(sandbox, sandbox.key, ledger=ledger)
         launched = " ".join([Path(server.command).name, *server.args])
         out.write(f"Sandbox API on {sandbox.url} (no account needed).\n")
         out.write(f"Launching `{launched}` over stdio, as an MCP host does.\n\n")
@@ -227,7 +254,7 @@ async def _demo(out: TextIO) -> None:
             )
             out.write(json.dumps(balance, indent=2) + "\n\n")
 
-        async with Client(_server(sandbox, WRONG_KEY)) as client:
+        async with Client(_server(sandbox, WRONG_KEY, ledger=ledger)) as client:
             wrong = await client.call_tool(balance_name, {})
         if not wrong.is_error:
             raise DemoFailed(f"{balance_name} with a wrong key did not fail")
@@ -238,3 +265,86 @@ async def _demo(out: TextIO) -> None:
         out.write("\n".join(textwrap.wrap(said, WIDTH)) + "\n")
         for line in _text(wrong).splitlines():
             out.write("\n".join(textwrap.wrap(line, WIDTH, initial_indent="  ", subsequent_indent="  ")) + "\n")
+
+
+class _Clock:
+    """The live account's clock, which the demo moves on instead of waiting."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _wrapped(text: str) -> str:
+    return "\n".join(textwrap.wrap(text, WIDTH, subsequent_indent="  ")) + "\n"
+
+
+async def _history(out: TextIO, ledger: Path) -> None:
+    """A live account read as its window moves, then a range and a spend answer from what the server kept."""
+    with ThreadedSandbox() as sandbox:
+        # The poller stays off, so the server reads only when the demo asks, and no read sees the account swapped.
+        async with Client(_server(sandbox, sandbox.key, ledger=ledger, poll=False)) as client:
+            names = [t.name for t in (await client.list_tools()).tools]
+            usage_name = next(n for n in names if n.endswith("get_usage"))
+            spend_name = next((n for n in names if n.endswith("get_spend")), None)
+            if spend_name is None:
+                raise DemoFailed("the server lists no get_spend tool: is DESSERT_LEDGER off?")
+            # Made once the server is up, so its clock's lead is not spent waiting for the server to start.
+            clock = _Clock(time.time() + LIVE_LEAD_S)
+            with sandbox.sandbox.lock:
+                sandbox.sandbox.account = LiveAccount(rate=LIVE_RATE, seed=LIVE_SEED, clock=clock)
+            since = None
+            for read in range(LIVE_READS):
+                if read:
+                    clock.now += LIVE_STEP_S
+                window = _structured(await client.call_tool(usage_name, {}), usage_name)["recent_transactions"]
+                # From the first read's second-oldest row: the ledger cannot vouch for rows as old as its oldest.
+                since = since or window[-2]["at"]
+            assert since is not None  # LIVE_READS > 0 and the live account has history
+            # One more read once the server's clock has passed the newest row, so it vouches for all of them.
+            await anyio.sleep(max(0.0, clock.now - time.time()) + 0.01)
+            _structured(await client.call_tool(usage_name, {}), usage_name)
+            out.write("\n")
+            out.write(
+                _wrapped(
+                    f"The ledger at work: a live sandbox account, read {LIVE_READS} times with {usage_name} as its "
+                    f"clock moves on {LIVE_STEP_S:g} seconds a time; each answer holds only the API's last "
+                    f"{len(window)} transactions, and the server keeps every row it saw."
+                )
+            )
+            rows, pages, complete, cursor = 0, 0, True, None
+            for _ in range(MAX_PAGES):
+                arguments = {"since": since} | ({"cursor": cursor} if cursor else {})
+                page = _structured(await client.call_tool(usage_name, arguments), usage_name)
+                rows, pages = rows + len(page["recent_transactions"]), pages + 1
+                complete = complete and page["history_complete"]
+                cursor = page["next_cursor"]
+                if cursor is None:
+                    break
+            out.write(
+                _wrapped(
+                    f"{usage_name} since {when(since)}: {plural(rows, 'transaction')} kept, on "
+                    f"{plural(pages, 'page')} of at most 50; history complete: {yes_no(complete)}."
+                )
+            )
+            spend = _structured(await client.call_tool(spend_name, {"since": since}), spend_name)
+            out.write(_wrapped(f"{spend_name} since {when(since)}: {spend_text(spend)}."))
+
+
+MAX_PAGES: Final = 10  # the demo's history fits in a few pages; a bound, so a paging bug cannot loop forever
+
+
+def spend_text(spend: Mapping[str, Any]) -> str:
+    """A `get_spend` answer's total as a sentence: transactions, spend by ad format, recharges, completeness."""
+    total = spend["total"]
+    by_type, by_format = total["by_type"], total["by_format"]
+    count = sum(t["transactions"] for t in by_type.values())
+    recharges = by_type["Purchase"]
+    unparsed = f", {-by_format['unparsed']['credits']:,} on others" if by_format["unparsed"]["transactions"] else ""
+    return (
+        f"{plural(count, 'transaction')}; {-by_format['full']['credits']:,} credits spent on full ads and "
+        f"{-by_format['static']['credits']:,} on static (net of refunds){unparsed}, {recharges['credits']:,} added by "
+        f"{plural(recharges['transactions'], 'purchase')}; history complete: {yes_no(spend['history_complete'])}"
+    )

@@ -6,6 +6,7 @@ security; this module only adds what it cannot express: probes that answer any H
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -25,6 +26,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dessert_mcp.asgi import WatchedSend
 from dessert_mcp.auth.config import MCP_PATH
 from dessert_mcp.client import DessertAPIError
 from dessert_mcp.config import Secret, Settings
@@ -101,17 +103,10 @@ class TokenGuard:
         if not logger.isEnabledFor(logging.DEBUG):
             await self._app(scope, receive, send)
             return
-        status = 0
-
-        async def send_and_watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        await self._app(scope, receive, send_and_watch)
+        watched = WatchedSend(send)
+        await self._app(scope, receive, watched)
         # Lets tests (and operators) see which worker process served a request.
-        logger.debug("%s %s answered %d by worker pid %d", scope["method"], scope["path"], status, os.getpid())
+        logger.debug("%s %s answered %d by worker pid %d", scope["method"], scope["path"], watched.status, os.getpid())
 
 
 _UNAUTHORIZED: Final = f"Unauthorized: send Authorization: Bearer <the server's {AUTH_TOKEN_ENV}>."
@@ -158,36 +153,34 @@ async def _until_the_client_leaves(app: ASGIApp, scope: Scope, receive: Receive,
 
     Answered as one JSON body (`json_response`), the SDK waits for the result without listening to the client, so a
     call the client gave up on (its connection closed) would run to its deadline, upstream request included; an
-    event-stream answer notices the disconnect by itself. So once the body has been read, `receive` is watched here
-    and the request cancelled when the client goes; the SDK's stateless handler still terminates its per-request
-    server, shielded, when cancelled.
+    event-stream answer notices the disconnect by itself. So once the body has been read, `receive` is watched by a
+    plain task and the request cancelled when the client goes; the SDK's stateless handler still terminates its
+    per-request server, shielded, when cancelled. A task group per request would cost every call its set-up and the
+    wait for the watcher's end; the watcher here is cancelled without being waited for.
     """
-    body_read = anyio.Event()
-    answered = False
+    answer = WatchedSend(send)
+    watcher: asyncio.Task[None] | None = None
 
-    async def receive_body() -> Message:
-        message = await receive()
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            body_read.set()
-        return message
+    with anyio.CancelScope() as request:
 
-    async def send_answer(message: Message) -> None:
-        nonlocal answered
-        await send(message)
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            answered = True
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not answer.finished:  # after the answer, a server reports the end of the exchange as a disconnect too
+                request.cancel()
 
-    async def watch(request: anyio.CancelScope) -> None:
-        await body_read.wait()
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        if not answered:  # after the answer, a server reports the end of the exchange as a disconnect too
-            request.cancel()
+        async def receive_body() -> Message:
+            nonlocal watcher
+            message = await receive()
+            if watcher is None and (message["type"] != "http.request" or not message.get("more_body", False)):
+                watcher = asyncio.get_running_loop().create_task(watch())
+            return message
 
-    async with anyio.create_task_group() as group:
-        group.start_soon(watch, group.cancel_scope)
-        await app(scope, receive_body, send_answer)
-        group.cancel_scope.cancel()
+        try:
+            await app(scope, receive_body, answer)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
 
 
 Probe = Callable[[], Awaitable[str | None]]

@@ -185,18 +185,24 @@ class Database:
     @asynccontextmanager
     async def transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
         """One transaction; or, `read_only`, one connection for a single SELECT (atomic by itself): on PostgreSQL in
-        autocommit, which spares the BEGIN and COMMIT round trips. Faults of the database raise StorageUnavailable."""
+        autocommit, which spares the BEGIN and COMMIT round trips. Faults of the database raise StorageUnavailable.
+
+        The file is checked before and again once a connection is held, just before the caller's first statement:
+        waiting for the migration lock or a pooled connection leaves time for the file to turn immutable, and a
+        read of it then faults on the mapped -shm as a write does."""
         self.check_file()
         if not self._ready:
             await self.migrate()
         try:
             if read_only:
                 async with self.engine.connect() as conn:
+                    self.check_file()
                     if not self.is_sqlite:
                         await conn.execution_options(isolation_level="AUTOCOMMIT")
                     yield conn
             else:
                 async with self.engine.begin() as conn:
+                    self.check_file()
                     yield conn
                 self._writes_failing = False
         except _CONNECTION_ERRORS as exc:
