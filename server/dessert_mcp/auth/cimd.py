@@ -1,21 +1,16 @@
 """Client ID Metadata Documents: a client_id that is an https URL names a JSON document about the client.
 
 The server fetches it (https only; never a private, loopback or link-local address outside the explicit
-test mode; a size and a time cap; no redirects; no proxies from the environment) and caches the result in
-the database, so every replica sees the same client.
-
-Known limit: the address is checked on resolution and httpx2 resolves again to connect, so a DNS
-rebinding race remains possible in principle; a proxy with an egress allow-list closes it.
+test mode, by the address rules of `dessert_mcp.egress`, and connected to the very address checked; a size and a
+time cap; no redirects; no proxies from the environment) and caches the result in the database, so every replica
+sees the same client.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
-import socket
 import ssl
-from collections.abc import Awaitable, Callable
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -26,6 +21,7 @@ from pydantic import ValidationError
 
 from dessert_mcp.auth.config import SCOPE, OAuthConfig
 from dessert_mcp.auth.redirects import MAX_FIELD_CHARS, check_client_size, check_redirect_uris
+from dessert_mcp.egress import AddressRefused, PinnedTransport, Resolver, checked_addresses, system_resolver
 from dessert_mcp.singleflight import SingleFlight
 
 _MAX_AGE: Final = re.compile(r"max-age=(\d+)")
@@ -43,49 +39,6 @@ def is_metadata_url(client_id: str) -> bool:
     return client_id.startswith("https://")
 
 
-# NAT64 (RFC 6052 well-known prefix) carries an IPv4 address in its last 32 bits; the local-use prefix (RFC 8215)
-# and Teredo (RFC 4380) are refused outright, like anything else that tunnels to where we cannot see.
-_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
-_REFUSED_V6: Final = (
-    ipaddress.IPv6Network("64:ff9b:1::/48"),
-    ipaddress.IPv6Network("2001::/32"),  # Teredo
-    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated)
-)
-
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-
-
-async def system_resolver(host: str, port: int) -> list[str]:
-    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
-
-
-def _unwrapped(
-    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
-) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The IPv4 address an IPv6 one carries (IPv4-mapped, NAT64, 6to4), the address itself, or None to refuse."""
-    if isinstance(ip, ipaddress.IPv4Address):
-        return ip
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    if ip.teredo is not None or any(ip in net for net in _REFUSED_V6):
-        return None
-    return ip
-
-
-def _address_ok(address: str, *, allow_loopback: bool) -> bool:
-    ip = _unwrapped(ipaddress.ip_address(address.split("%", 1)[0]))
-    if ip is None:
-        return False
-    if allow_loopback and ip.is_loopback:
-        return True
-    return ip.is_global and not ip.is_multicast
-
-
 async def check_url(url: str, *, allow_loopback: bool, resolve: Resolver = system_resolver) -> None:
     """Raise `ClientMetadataError` unless `url` is an https URL with a path whose host resolves to public addresses."""
     parts = urlsplit(url)
@@ -97,13 +50,12 @@ async def check_url(url: str, *, allow_loopback: bool, resolve: Resolver = syste
         raise ClientMetadataError("a client_id URL must have a path")
     if len(url) > MAX_FIELD_CHARS:
         raise ClientMetadataError(f"a client_id URL is limited to {MAX_FIELD_CHARS} characters")
-    port = parts.port or 443
     try:
-        addresses = set(await resolve(parts.hostname, port))
-    except OSError:
-        raise ClientMetadataError("the client_id URL's host does not resolve") from None
-    if not addresses or not all(_address_ok(a, allow_loopback=allow_loopback) for a in addresses):
-        raise ClientMetadataError("the client_id URL points at a private, loopback or reserved address")
+        await checked_addresses(parts.hostname, parts.port or 443, allow_loopback=allow_loopback, resolve=resolve)
+    except AddressRefused as exc:
+        if exc.reason == "unresolved":
+            raise ClientMetadataError("the client_id URL's host does not resolve") from None
+        raise ClientMetadataError("the client_id URL points at a private, loopback or reserved address") from None
 
 
 class MetadataFetcher:
@@ -123,11 +75,14 @@ class MetadataFetcher:
         verify: ssl.SSLContext | bool = True
         if config.cimd_ca_file:
             verify = ssl.create_default_context(cafile=config.cimd_ca_file)
+        # A given transport (tests) stands in for the network; otherwise each fetch connects to an address checked
+        # for it (check_url's answer comes first, with its clearer message).
+        if transport is None:
+            transport = PinnedTransport(allow_loopback=config.cimd_allow_loopback, resolve=resolve, verify=verify)
         self._http = httpx2.AsyncClient(
             timeout=httpx2.Timeout(config.cimd_timeout_s),
             follow_redirects=False,
             trust_env=False,
-            verify=verify,
             headers={"Accept": "application/json"},
             transport=transport,
         )
