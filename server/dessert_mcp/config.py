@@ -336,6 +336,30 @@ class Settings:
         "7 whole days before it (0 = off).",
         3.0,
     )
+    alert_webhook_urls: tuple[Secret, ...] = setting(
+        "DESSERT_ALERT_WEBHOOK_URL",
+        lambda value, name: tuple(Secret(url) for url in re.split(r"[\s,]+", value) if url),
+        "With the ledger on: POST each alert, when it fires and when it clears, to this URL (several: separated by "
+        "spaces or commas), signed with DESSERT_ALERT_WEBHOOK_SECRET; Slack and Discord incoming-webhook URLs work "
+        "as they are. Kept secret (such URLs carry their token): logs name a webhook by its number and host. https, "
+        "to public addresses only, unless DESSERT_ALERT_WEBHOOK_ALLOW_HOSTS names the host. See "
+        "[Webhooks](#webhooks).",
+        (),
+    )
+    alert_webhook_secret: Secret | None = setting(
+        "DESSERT_ALERT_WEBHOOK_SECRET",
+        lambda value, name: _webhook_secret(value, name),
+        "The key alert webhooks are signed with, after the Standard Webhooks convention: `whsec_` and 24-64 random "
+        "bytes in base64 (`echo whsec_$(openssl rand -base64 32)`). Unset: webhooks go unsigned.",
+        None,
+    )
+    alert_webhook_allow_hosts: tuple[str, ...] = setting(
+        "DESSERT_ALERT_WEBHOOK_ALLOW_HOSTS",
+        lambda value, name: tuple(h.strip("[]").rstrip(".").lower() for h in re.split(r"[\s,]+", value) if h),
+        "Hosts (comma-separated) alert webhooks may reach although they resolve to private, loopback or link-local "
+        "addresses, over https or plain http (a receiver on this machine or the local network).",
+        (),
+    )
     account_concurrency: int = setting(
         "DESSERT_MCP_ACCOUNT_CONCURRENCY",
         number(1, 64, whole=True),
@@ -360,6 +384,8 @@ class Settings:
                 f"DESSERT_LEDGER_POLL_MAX_S ({settings.ledger_poll_max_s:g}) must be at least "
                 f"DESSERT_LEDGER_POLL_MIN_S ({settings.ledger_poll_min_s:g}) seconds."
             )
+        for number_, url in enumerate(settings.alert_webhook_urls, start=1):
+            _webhook_url(number_, url.get(), settings.alert_webhook_allow_hosts)
         return settings
 
     def missing_key_warning(self) -> str | None:
@@ -405,6 +431,39 @@ def _base_url(value: str) -> str:
         # The key travels in a header; plain http is only acceptable when it never leaves this machine.
         raise ConfigError(f"{hint}: plain http is only allowed for loopback hosts (such as the sandbox).")
     return value.rstrip("/")
+
+
+def _webhook_secret(value: str, name: str) -> Secret:
+    from dessert_mcp.alerts.webhooks.message import secret_key  # the webhooks wing: only when a secret is set
+
+    try:
+        secret_key(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} {exc}.") from None
+    return Secret(value)
+
+
+# A webhook URL's length at most: Slack's and Discord's are about 80-130 characters.
+MAX_WEBHOOK_URL_CHARS: Final = 2048
+
+
+def _webhook_url(number_: int, url: str, allowed_hosts: tuple[str, ...]) -> None:
+    """Refuse a webhook URL that cannot be used; the message names it by its number, never by its text (a secret)."""
+    parts = urlsplit(url)
+    which = f"DESSERT_ALERT_WEBHOOK_URL's URL number {number_}"
+    try:
+        host = parts.hostname
+        parts.port  # noqa: B018  # raises ValueError for a port out of range
+    except ValueError:
+        host = None
+    if parts.scheme not in ("http", "https") or not host or len(url) > MAX_WEBHOOK_URL_CHARS:
+        raise ConfigError(f"{which} must look like https://hooks.example.com/path (at most 2048 characters).")
+    if parts.username or parts.password or parts.fragment:
+        raise ConfigError(f"{which} must not carry credentials (user:password@) or a #fragment.")
+    if parts.scheme == "http" and host.rstrip(".").lower() not in allowed_hosts:
+        raise ConfigError(
+            f"{which} must be https; plain http only for a host named in DESSERT_ALERT_WEBHOOK_ALLOW_HOSTS."
+        )
 
 
 def is_loopback(host: str) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TextIO, TypeGuard
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from dessert_mcp.config import LogFormat, Secret, Settings
@@ -22,6 +23,9 @@ TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_FIELDS: Final = ("tool", "code", "duration_ms", "request_id", "trace_id")
 # A fragment this long of the key is still too much of it to show.
 _FRAGMENT: Final = 8
+# A webhook URL's path segment or query value this long may be a credential (Slack's token is 24 characters; ids
+# such as T0123ABCD are shorter).
+_URL_CREDENTIAL: Final = 16
 _ACCEPT_FAILED: Final = "socket.accept() out of system resource"
 # At DEBUG these print every statement with its parameters (sealed keys, key and token hashes): never shown.
 _DATABASE_LOGGERS: Final = ("sqlalchemy", "aiosqlite", "asyncpg")
@@ -160,9 +164,25 @@ def configure_logging(level: str, redactor: Redactor, stream: TextIO | None = No
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def redactor_for(settings: Settings, *secrets: Secret | None) -> Redactor:
+    """The redactor of the settings' secrets (the key, the webhook secret, the credentials in webhook URLs) and
+    `secrets`."""
+    found = [s.get() for s in (settings.api_key, settings.alert_webhook_secret, *secrets) if s is not None]
+    return Redactor(*found, *(part for url in settings.alert_webhook_urls for part in url_credentials(url.get())))
+
+
+def url_credentials(url: str) -> list[str]:
+    """The parts of a URL that can be its credential: path segments and query values of `_URL_CREDENTIAL` or more
+    characters (Slack's and Discord's webhook tokens); the whole URL is not one, or every `https://` would go."""
+    parts = urlsplit(url)
+    pieces = [*parts.path.split("/"), *(value for _, _, value in (p.partition("=") for p in parts.query.split("&")))]
+    return [piece for piece in pieces if len(piece) >= _URL_CREDENTIAL]
+
+
 def configure_logging_for(settings: Settings, *secrets: Secret | None) -> Redactor:
-    """`configure_logging` at the settings' level and format, hiding their key and `secrets`; returns the redactor."""
-    redactor = Redactor(*(s.get() for s in (settings.api_key, *secrets) if s is not None))
+    """`configure_logging` at the settings' level and format, hiding their secrets and `secrets`; returns the
+    redactor."""
+    redactor = redactor_for(settings, *secrets)
     configure_logging(settings.log_level, redactor, fmt=settings.log_format)
     return redactor
 

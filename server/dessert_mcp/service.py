@@ -142,7 +142,12 @@ class DessertService:
             if owner and self.recorder is not None:
                 # The first user (the process's lifespan, in practice) drains the ledger's writes while it runs,
                 # and polls the accounts so that the ledger misses nothing between calls.
-                async with self.recorder.running(), self._polling(self.recorder.opened), self._retention():
+                async with (
+                    self.recorder.running(),
+                    self._polling(self.recorder.opened),
+                    self._retention(),
+                    self._webhooks(),
+                ):
                     yield self
             else:
                 yield self
@@ -387,6 +392,36 @@ class DessertService:
             yield
         finally:
             await chore.aclose()
+
+    @asynccontextmanager
+    async def _webhooks(self) -> AsyncIterator[None]:
+        """Alert webhooks (DESSERT_ALERT_WEBHOOK_URL) sent while the block runs, from the outbox in the ledger's
+        database (opened at start for it); none without a URL or without a database."""
+        settings = self.settings
+        if not settings.alert_webhook_urls or self.watcher is None:
+            yield
+            return
+        store = self.watcher.store
+        if isinstance(store, OpenedAlertStore):
+            store = await store.opened()
+        from dessert_mcp.alerts.database import DatabaseAlertStore
+
+        if not isinstance(store, DatabaseAlertStore):
+            logger.warning("DESSERT_ALERT_WEBHOOK_URL is set but alerts are kept in memory only: no webhook is sent")
+            yield
+            return
+        from dessert_mcp.alerts.webhooks import Deliverer
+
+        deliverer = Deliverer(
+            store.database,
+            settings.alert_webhook_urls,
+            secret=settings.alert_webhook_secret,
+            allowed_hosts=settings.alert_webhook_allow_hosts,
+            observer=self.observer,
+        )
+        store.deliver_to(list(deliverer.targets), deliverer.wake)
+        async with deliverer.running():
+            yield
 
     async def poll_targets(self, ledger: Ledger | Callable[[], Awaitable[Ledger]]) -> list[PollTarget]:
         """What the ledger's poller reads: the one key's account; with --auth, the accounts whose callers used this

@@ -59,6 +59,9 @@ class Observer:
     def ledger_failed(self, operation: str) -> None:
         """The ledger could not do `operation` (record_usage, record_balance, read); the call answered without it."""
 
+    def webhook(self, outcome: str) -> None:
+        """An alert webhook attempt ended: `delivered`, `retried` (another attempt follows) or `failed` (for good)."""
+
 
 NO_OBSERVER: Final = Observer()
 

@@ -1,12 +1,17 @@
-"""Alerts in the ledger's database: the `alerts` tables, declared once, and `DatabaseAlertStore`."""
+"""Alerts in the ledger's database: the `alerts` tables, declared once, and `DatabaseAlertStore`.
+
+`alert_webhooks` is the webhooks' outbox: one row per alert event (fired, cleared) and webhook URL, written in the
+transaction that keeps the event, and sent by `alerts.webhooks` (which owns what the rows mean)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dessert_mcp.alerts.rules import Alert, Rule, Thresholds
+from dessert_mcp.alerts.rules import Alert, Event, Rule, Thresholds
 from dessert_mcp.alerts.store import RECENT_KEPT
 from dessert_mcp.ledger.tables import from_us, to_us
 from dessert_mcp.storage import Database, Migration, Schema, upsert
@@ -32,16 +37,50 @@ THRESHOLDS: Final = sa.Table(
     sa.Column("runway_days", sa.Double, nullable=False),
     sa.Column("spike_factor", sa.Double, nullable=False),
 )
-ALERTS_SCHEMA: Final = Schema("alerts", _md, [Migration(1, create=("alerts", "alert_thresholds"))])
+WEBHOOKS: Final = sa.Table(
+    "alert_webhooks",
+    _md,
+    sa.Column("message_id", sa.Text, primary_key=True),  # the alert's id and the event: the idempotency key
+    sa.Column("target", sa.Text, primary_key=True),  # a hash of the URL, never the URL (Slack's carries a token)
+    sa.Column("body", sa.Text, nullable=False),  # the JSON sent, the same at every attempt
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_at", sa.Double),  # when it is due; None once delivered or failed for good
+    sa.Column("claimed_by", sa.Text),  # the replica sending it, until claimed_until
+    sa.Column("claimed_until", sa.Double),
+    sa.Column("delivered_at", sa.Double),
+    sa.Column("failed_at", sa.Double),  # after the last attempt, or at once for an answer no retry changes
+    sa.Column("last_status", sa.Integer),  # the receiver's last HTTP status, None when none came
+    sa.Column("last_error", sa.Text),  # why the last attempt failed, for the operator
+    sa.Index("alert_webhooks_due", "next_at"),
+)
+ALERTS_SCHEMA: Final = Schema(
+    "alerts",
+    _md,
+    [Migration(1, create=("alerts", "alert_thresholds")), Migration(2, create=("alert_webhooks",))],
+)
 
 
 class DatabaseAlertStore:
-    """`AlertStore` on a storage-layer `Database` whose schemas include `ALERTS_SCHEMA` (the ledger's database)."""
+    """`AlertStore` on a storage-layer `Database` whose schemas include `ALERTS_SCHEMA` (the ledger's database).
+
+    After `deliver_to(targets, queued)`, each alert fired or cleared is queued for each webhook target in the same
+    transaction (kept means queued, even if the process stops right after), and `queued()` is called after."""
 
     def __init__(self, database: Database) -> None:
         if ALERTS_SCHEMA not in database.schemas:
             raise ValueError("the database must be opened with the alerts' schema (alerts.database.ALERTS_SCHEMA)")
         self._db = database
+        self._webhooks: tuple[str, ...] = ()
+        self._queued: Callable[[], None] = lambda: None
+
+    def deliver_to(self, targets: Sequence[str], queued: Callable[[], None]) -> None:
+        """Queue every alert event from now on for `targets` (the ids of `alerts.webhooks.delivery.Target`)."""
+        self._webhooks, self._queued = tuple(targets), queued
+
+    @property
+    def database(self) -> Database:
+        return self._db
 
     async def fire(self, alert: Alert) -> None:
         async with self._db.transaction() as conn:
@@ -56,11 +95,25 @@ class DatabaseAlertStore:
                     cleared_at_us=None if alert.cleared_at is None else to_us(alert.cleared_at),
                 )
             )
+            await self._queue(conn, alert, "fired")
+        self._sent()
 
     async def clear(self, alert: Alert) -> None:
         cleared = None if alert.cleared_at is None else to_us(alert.cleared_at)
         async with self._db.transaction() as conn:
             await conn.execute(sa.update(ALERTS).where(ALERTS.c.id == alert.id).values(cleared_at_us=cleared))
+            await self._queue(conn, alert, "cleared")
+        self._sent()
+
+    async def _queue(self, conn: AsyncConnection, alert: Alert, event: Event) -> None:
+        if self._webhooks:
+            from dessert_mcp.alerts.webhooks.outbox import queue  # the webhooks wing, only when URLs are set
+
+            await queue(conn, alert, event, self._webhooks, now=self._db.clock())
+
+    def _sent(self) -> None:
+        if self._webhooks:
+            self._queued()
 
     async def recent(self, account: str, limit: int = RECENT_KEPT) -> list[Alert]:
         query = (

@@ -18,6 +18,8 @@ from dessert_mcp.models import Transaction
 
 Rule = Literal["balance_below", "runway_below", "spend_spike", "auto_recharge", "ledger_gap"]
 RULES: Final[tuple[Rule, ...]] = get_args(Rule)
+# What happened to an alert: it fired, or it cleared (an event alert's clearing is its end of `EVENT_ACTIVE`, not one).
+Event = Literal["fired", "cleared"]
 LEVEL_RULES: Final[frozenset[Rule]] = frozenset({"balance_below", "runway_below", "spend_spike"})
 
 # A level alert clears once its value is this fraction of the threshold beyond it.

@@ -105,6 +105,12 @@ class Metrics(Observer):
             ["operation"],
             registry=registry,
         )
+        self._webhooks = Counter(
+            "dessert_mcp_alert_webhooks",
+            "Alert webhook attempts by outcome: delivered, retried (another attempt follows), failed (for good).",
+            ["outcome"],
+            registry=registry,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (of every worker, in multiprocess mode)."""
@@ -136,6 +142,9 @@ class Metrics(Observer):
 
     def ledger_failed(self, operation: str) -> None:
         self._child(self._ledger_failures, operation).inc()
+
+    def webhook(self, outcome: str) -> None:
+        self._child(self._webhooks, outcome).inc()
 
     def _child(self, metric: MetricT, *labels: str) -> MetricT:
         """`metric.labels(*labels)`, kept: every call reports a few, and the label values are a handful each."""

@@ -27,3 +27,12 @@ def upsert(
     if update is None:
         update = {name: statement.excluded[name] for name in values if name not in key}
     return statement.on_conflict_do_update(index_elements=list(key), set_=dict(update), where=where)
+
+
+def insert_new(
+    conn: AsyncConnection, table: sa.Table, rows: Sequence[Mapping[str, Any]], *, key: Sequence[str]
+) -> sa.Insert:
+    """Insert the `rows` whose `key` columns match no row yet; the others are left as they are (one statement, so
+    two writers of the same row write it once)."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    return insert(table).values([dict(row) for row in rows]).on_conflict_do_nothing(index_elements=list(key))
