@@ -3,7 +3,7 @@ machine: the resolver is faked and the network is a MockTransport, which records
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -135,7 +135,7 @@ async def test_a_redirect_is_not_followed_it_fails_the_webhook(store: DatabaseAl
 async def test_an_endless_answer_is_read_only_up_to_the_cap(store: DatabaseAlertStore) -> None:
     chunks = 0
 
-    def endless() -> Iterator[bytes]:
+    async def endless() -> AsyncIterator[bytes]:
         nonlocal chunks
         while True:
             chunks += 1

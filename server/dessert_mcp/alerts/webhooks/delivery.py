@@ -46,6 +46,8 @@ MAX_ANSWER_BYTES: Final = 64 * 1024
 CLAIM_MARGIN_S: Final = 30.0
 # How often a replica looks for rows due (its own alerts wake it at once; this finds the others' retries).
 POLL_S: Final = 15.0
+# How long a stopping service waits for an attempt under way (then it is cancelled, and its row sent again later).
+STOP_WAIT_S: Final = 5.0
 # Rows sent at once, and rows read per pass.
 CONCURRENCY: Final = 4
 BATCH: Final = 32
@@ -131,6 +133,8 @@ class Deliverer:
             trust_env=False,
         )
         self._wake = anyio.Event()
+        self._stopping = False
+        self._stopped = anyio.Event()
         self._limit = anyio.CapacityLimiter(CONCURRENCY)
         self._warned = False
 
@@ -140,12 +144,20 @@ class Deliverer:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Deliverer]:
+        """Send while the block runs. At its end the task stops between two steps (a task cancelled inside a
+        database call leaves its connection to be torn down behind it); one that takes longer is cancelled."""
+        self._stopping = False
+        self._stopped = anyio.Event()
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._forever, name="dessert-mcp alert webhooks")
                 try:
                     yield self
                 finally:
+                    self._stopping = True
+                    self._wake.set()
+                    with anyio.move_on_after(STOP_WAIT_S, shield=True):
+                        await self._stopped.wait()
                     tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -153,26 +165,32 @@ class Deliverer:
 
     async def _forever(self) -> None:
         pruned_at = -math.inf
-        while True:
-            self._wake = anyio.Event()
-            wait = self._poll_s
-            try:
-                now = self.outbox.db.clock()
-                if now - pruned_at > 3600:
-                    pruned_at = now
-                    await self.outbox.prune(delivered_before=now - KEEP_DELIVERED_S, failed_before=now - KEEP_FAILED_S)
-                await self.once()
-                due = await self.outbox.next_due()
-                if due is not None:
-                    wait = min(wait, max(0.0, due - self.outbox.db.clock()))
-                self._warned = False
-            except StorageUnavailable as exc:
-                self._warn(str(exc))
-            except Exception as exc:  # a bug here must not end the deliveries, nor reach the server
-                self._warn(type(exc).__name__)
-                logger.debug("Alert webhooks failed", exc_info=True)
-            with anyio.move_on_after(wait):
-                await self._wake.wait()
+        try:
+            while not self._stopping:
+                self._wake = anyio.Event()
+                wait = self._poll_s
+                try:
+                    now = self.outbox.db.clock()
+                    if now - pruned_at > 3600:
+                        pruned_at = now
+                        await self.outbox.prune(
+                            delivered_before=now - KEEP_DELIVERED_S, failed_before=now - KEEP_FAILED_S
+                        )
+                    await self.once()
+                    due = await self.outbox.next_due()
+                    if due is not None:
+                        wait = min(wait, max(0.0, due - self.outbox.db.clock()))
+                    self._warned = False
+                except StorageUnavailable as exc:
+                    self._warn(str(exc))
+                except Exception as exc:  # a bug here must not end the deliveries, nor reach the server
+                    self._warn(type(exc).__name__)
+                    logger.debug("Alert webhooks failed", exc_info=True)
+                if not self._stopping:
+                    with anyio.move_on_after(wait):
+                        await self._wake.wait()
+        finally:
+            self._stopped.set()
 
     def _warn(self, reason: str) -> None:
         if not self._warned:
@@ -224,13 +242,13 @@ class Deliverer:
 
     async def _send(self, target: Target, row: Pending) -> _Outcome:
         body = row.body.encode()
-        # Identity: the answer's first bytes go into the error record as they are, and nothing inflates past the cap.
+        # Identity: the answer's first bytes go into the error record as sent, and little inflates past the cap.
         sent = headers(row.message_id, int(self.outbox.db.clock()), body, self._key) | {"accept-encoding": "identity"}
         try:
             with anyio.fail_after(self.schedule.timeout_s):
                 async with self._http.stream("POST", target.url.get(), content=body, headers=sent) as response:
                     answer = bytearray()
-                    async for chunk in response.aiter_raw():
+                    async for chunk in response.aiter_bytes():
                         answer += chunk[: MAX_ANSWER_BYTES - len(answer)]
                         if len(answer) >= MAX_ANSWER_BYTES:
                             break
