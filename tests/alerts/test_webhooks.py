@@ -265,8 +265,10 @@ async def test_two_services_on_one_database_send_one_webhook_for_the_alert_both_
                     await service.recorder.settled()
             (request,) = await received(receiver, 1)
             assert verify(request)["type"] == "alert.fired"
-            async with opened(f"sqlite:///{tmp_path / 'ledger.sqlite'}") as store:
-                async with store.database.transaction(read_only=True) as conn:
-                    queued = (await conn.execute(sa.select(sa.func.count()).select_from(WEBHOOKS))).scalar()
+            async with (
+                opened(f"sqlite:///{tmp_path / 'ledger.sqlite'}") as store,
+                store.database.transaction(read_only=True) as conn,
+            ):
+                queued = (await conn.execute(sa.select(sa.func.count()).select_from(WEBHOOKS))).scalar()
             assert queued == 1  # both replicas' writes are done: the second fired nothing, queued nothing
     assert len(receiver.received) == 1
