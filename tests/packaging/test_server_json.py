@@ -186,11 +186,14 @@ def test_the_pypi_variables_are_the_ones_the_cli_documents_for_stdio() -> None:
     assert set(names) <= SETTINGS_READ, "server.json lists a variable the server does not read"
 
 
-def test_only_the_key_is_secret_and_it_is_required() -> None:
+def test_the_key_and_the_webhook_settings_are_secret_and_only_the_key_is_required() -> None:
     variables = {v["name"]: v for v in package("pypi")["environmentVariables"]}
     assert variables["DESSERT_API_KEY"]["isSecret"] is True
     assert variables["DESSERT_API_KEY"]["isRequired"] is True
-    assert [n for n, v in variables.items() if v.get("isSecret")] == ["DESSERT_API_KEY"]
+    # A webhook URL is a secret too: Slack's and Discord's carry their token.
+    secret = ["DESSERT_API_KEY", "DESSERT_ALERT_WEBHOOK_URL", "DESSERT_ALERT_WEBHOOK_SECRET"]
+    assert [n for n, v in variables.items() if v.get("isSecret")] == secret
+    assert [n for n, v in variables.items() if v.get("isRequired")] == ["DESSERT_API_KEY"]
     assert all("default" not in v for v in variables.values() if v.get("isSecret"))
 
 
