@@ -116,6 +116,10 @@ def test_the_manifest_agrees_with_pyproject_and_the_settings() -> None:
     assert key["required"] is True
     assert base_url["required"] is False
     assert base_url["default"] == DEFAULT_BASE_URL
+    for name in ("alert_webhook_url", "alert_webhook_secret"):  # optional, and secrets (a webhook URL is one)
+        assert launch["env"][f"DESSERT_{name.upper()}"] == f"${{user_config.{name}}}"
+        assert MANIFEST["user_config"][name]["sensitive"] is True
+        assert MANIFEST["user_config"][name]["required"] is False
 
 
 def test_uv_lock_matches_pyproject() -> None:
