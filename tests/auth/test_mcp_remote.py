@@ -166,7 +166,12 @@ async def test_mcp_remote_registers_signs_in_through_chromium_and_proxies_both_t
                     balance_again = await client.call_tool("dessert.get_balance", {})
         finally:
             again_log = again.close()
-    assert sorted(t.name for t in tools.tools) == ["dessert.get_balance", "dessert.get_spend", "dessert.get_usage"]
+    assert sorted(t.name for t in tools.tools) == [
+        "dessert.get_balance",
+        "dessert.get_spend",
+        "dessert.get_usage",
+        "dessert.set_alerts",
+    ]
     for result in (balance, balance_again):
         assert not result.is_error, result
         assert result.structured_content is not None

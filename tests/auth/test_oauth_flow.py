@@ -135,7 +135,12 @@ async def test_the_sdk_client_registers_signs_in_through_chromium_and_calls_both
     with cli_server(args, env, tmp_path / "server.log", port=port) as url:
         tools, result, usage, storage = await run_flow(url + "/mcp", person)
     assert_no_secret((tmp_path / "server.log").read_text())
-    assert sorted(t.name for t in tools.tools) == ["dessert.get_balance", "dessert.get_spend", "dessert.get_usage"]
+    assert sorted(t.name for t in tools.tools) == [
+        "dessert.get_balance",
+        "dessert.get_spend",
+        "dessert.get_usage",
+        "dessert.set_alerts",
+    ]
     assert not result.is_error, result
     expected = canary_api.sandbox.account.balance()["credits_balance"]
     assert result.structured_content["credits_balance"] == expected
