@@ -4,17 +4,20 @@ over stdio and streamable HTTP (stateless), and each account's events reach only
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import anyio
 import httpx2
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ResourceUpdated
 from mcp.server.subscriptions import ServerEvent
+from mcp.types import METHOD_NOT_FOUND, EmptyResult, SubscribeRequest, SubscribeRequestParams
 
 from dessert_mcp.alerts import ALERTS_URI, BALANCE_URI, USAGE_URI
 from dessert_mcp.auth.caller import key_subject
@@ -166,21 +169,43 @@ async def test_with_auth_each_accounts_listen_stream_gets_none_of_the_other_acco
         assert set(heard[key]) == {uri, ALERTS_URI}  # and none of the other account's
 
 
-async def test_handshake_era_clients_are_told_resources_subscribe_is_not_served_and_modern_ones_that_it_is(
+@pytest.mark.parametrize("transport", ["stdio", "sse", "stateful-http", "stateless-http"])
+async def test_handshake_era_clients_are_told_resources_subscribe_is_not_served_and_it_is_refused(
+    sandbox: ThreadedFaultySandbox, tmp_path: Path, transport: str
+) -> None:
+    # The SDK documents no route for the handshake era's resources/subscribe: the capability says so, on every
+    # transport such a client may use, and the request is refused rather than accepted and never honoured.
+    async with _handshake_client(sandbox, tmp_path, transport) as client:
+        assert client.protocol_version < "2026-07-28"  # a handshake-era revision
+        assert client.server_capabilities.resources is not None
+        assert not client.server_capabilities.resources.subscribe
+        assert not client.server_capabilities.resources.list_changed
+        with pytest.raises(MCPError) as refused:
+            await client.session.send_request(
+                SubscribeRequest(params=SubscribeRequestParams(uri=BALANCE_URI)), EmptyResult
+            )
+        assert refused.value.error.code == METHOD_NOT_FOUND
+
+
+@asynccontextmanager
+async def _handshake_client(sandbox: ThreadedFaultySandbox, tmp_path: Path, transport: str) -> AsyncIterator[Client]:
+    if transport == "stdio":
+        env = sandbox_env(sandbox, DESSERT_LEDGER_POLL="off", XDG_DATA_HOME=str(tmp_path), HOME=str(tmp_path))
+        server = StdioServerParameters(command=sys.executable, args=["-m", "dessert_mcp"], env=env)
+        async with Client(server, mode="legacy") as client:
+            yield client
+        return
+    options = HTTPOptions(transport="sse") if transport == "sse" else HTTPOptions(stateful=transport == "stateful-http")
+    with serve_app(build_app(sandbox_settings(sandbox, ledger_poll=False), options)) as url:
+        target = sse_client(url + "/sse") if transport == "sse" else streamable_http_client(url + "/mcp")
+        async with Client(target, mode="legacy") as client:
+            yield client
+
+
+async def test_modern_clients_are_told_resources_are_subscribable_through_subscriptions_listen(
     sandbox: ThreadedFaultySandbox,
 ) -> None:
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-    }
     with serve_app(build_app(sandbox_settings(sandbox), HTTPOptions())) as url:
-        async with httpx2.AsyncClient(timeout=WAIT_S) as http:
-            answer = await http.post(
-                url + "/mcp", json=initialize, headers={"Accept": "application/json, text/event-stream"}
-            )
-        assert answer.json()["result"]["capabilities"]["resources"].get("subscribe") in (None, False)
-        async with Client(streamable_http_client(url + "/mcp")) as client:
+        async with Client(streamable_http_client(url + "/mcp")) as client:  # discovers the 2026-07-28 revision
             assert client.server_capabilities.resources is not None
             assert client.server_capabilities.resources.subscribe is True  # served through subscriptions/listen
