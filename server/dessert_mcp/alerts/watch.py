@@ -143,23 +143,15 @@ class Watcher:
         if not changed:
             return
         try:
-            if await self._judge(ledger, account, usage, balance, new_rows, outcome):
+            reading = await self._reading(ledger, account, usage, balance, new_rows, outcome)
+            if await self._judge(account, reading):
                 changed.append(ALERTS_URI)
         finally:  # what the ledger kept changed, whether or not the alerts could be judged
             if self.publish is not None:
                 await self.publish(account, changed)
 
-    async def _judge(
-        self,
-        ledger: Ledger,
-        account: str,
-        usage: Sequence[Transaction] | None,
-        balance: int | None,
-        new_rows: Sequence[Transaction],
-        outcome: MergeOutcome | None,
-    ) -> bool:
+    async def _judge(self, account: str, reading: Reading) -> bool:
         """Judge the rules on what was kept and keep the alerts fired or cleared; True if any were."""
-        reading = await self._reading(ledger, account, usage, balance, new_rows, outcome)
         async with self._lock:
             now = self._clock()
             recent = await self.recent(account)
