@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -21,17 +20,14 @@ from mcp.types import METHOD_NOT_FOUND, EmptyResult, SubscribeRequest, Subscribe
 
 from dessert_mcp.alerts import ALERTS_URI, BALANCE_URI, USAGE_URI
 from dessert_mcp.auth.caller import key_subject
-from dessert_mcp.config import Settings
 from dessert_mcp.events import AccountBus
 from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
 from dessert_mcp.ledger import remote_account
-from dessert_mcp.sandbox import SandboxAccount
 from dessert_mcp.sandbox.activity import LiveAccount
-from dessert_mcp.service import DessertService
-from tests.auth.conftest import SECOND_KEY, second_account
+from tests.auth.conftest import SECOND_KEY, two_accounts_served
 from tests.support.api import CANARY_KEY
-from tests.support.faults import ThreadedAccountsSandbox, ThreadedFaultySandbox
+from tests.support.faults import ThreadedFaultySandbox
 from tests.support.servers import sandbox_env, sandbox_settings, serve_app
 
 LIVE = (BALANCE_URI, USAGE_URI)
@@ -127,44 +123,39 @@ async def test_in_single_key_mode_every_stream_hears_the_one_accounts_events() -
 
 
 async def test_with_auth_each_accounts_listen_stream_gets_none_of_the_other_accounts_events() -> None:
-    accounts = {CANARY_KEY: SandboxAccount(), SECOND_KEY: second_account()}
-    with ThreadedAccountsSandbox(accounts) as sandbox:
-        settings = replace(Settings.from_env({}, log_level="WARNING", tool_names="dotted"), base_url=sandbox.url)
-        service = DessertService(settings, per_account=True)
-        app = build_app(settings, HTTPOptions(auth="dessert-key"), service=service)
-        with serve_app(app) as url:
-            subjects = {key: remote_account(key_subject(key)) for key in (CANARY_KEY, SECOND_KEY)}
-            ours = {CANARY_KEY: BALANCE_URI, SECOND_KEY: USAGE_URI}
-            heard: dict[str, list[str]] = {}
+    with two_accounts_served() as (service, mcp_url):
+        subjects = {key: remote_account(key_subject(key)) for key in (CANARY_KEY, SECOND_KEY)}
+        ours = {CANARY_KEY: BALANCE_URI, SECOND_KEY: USAGE_URI}
+        heard: dict[str, list[str]] = {}
 
-            async def listen(key: str, ready: anyio.Event) -> None:
-                async with (
-                    httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=WAIT_S) as http,
-                    Client(streamable_http_client(url + "/mcp", http_client=http)) as client,
-                    client.listen(resource_subscriptions=[*LIVE, ALERTS_URI]) as subscription,
-                ):
-                    ready.set()
-                    uris = heard.setdefault(key, [])
-                    async for event in subscription:
-                        assert isinstance(event, ResourceUpdated)
-                        uris.append(event.uri)
-                        if event.uri == ALERTS_URI:  # the last event published to this account
-                            return
+        async def listen(key: str, ready: anyio.Event) -> None:
+            async with (
+                httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=WAIT_S) as http,
+                Client(streamable_http_client(mcp_url, http_client=http)) as client,
+                client.listen(resource_subscriptions=[*LIVE, ALERTS_URI]) as subscription,
+            ):
+                ready.set()
+                uris = heard.setdefault(key, [])
+                async for event in subscription:
+                    assert isinstance(event, ResourceUpdated)
+                    uris.append(event.uri)
+                    if event.uri == ALERTS_URI:  # the last event published to this account
+                        return
 
-            with anyio.fail_after(WAIT_S):
-                async with anyio.create_task_group() as tg:
-                    for key in ours:
-                        ready = anyio.Event()
-                        tg.start_soon(listen, key, ready)
-                        await ready.wait()
+        with anyio.fail_after(WAIT_S):
+            async with anyio.create_task_group() as tg:
+                for key in ours:
+                    ready = anyio.Event()
+                    tg.start_soon(listen, key, ready)
+                    await ready.wait()
 
-                    async def publish(key: str) -> None:
-                        for _ in range(EACH):
-                            await service.events.publish_to(subjects[key], ResourceUpdated(uri=ours[key]))
-                        await service.events.publish_to(subjects[key], ResourceUpdated(uri=ALERTS_URI))
+                async def publish(key: str) -> None:
+                    for _ in range(EACH):
+                        await service.events.publish_to(subjects[key], ResourceUpdated(uri=ours[key]))
+                    await service.events.publish_to(subjects[key], ResourceUpdated(uri=ALERTS_URI))
 
-                    for key in ours:
-                        tg.start_soon(publish, key)
+                for key in ours:
+                    tg.start_soon(publish, key)
     for key, uri in ours.items():
         # Every one of its own 1,000 events, in order, and not one of the other account's.
         assert heard[key] == [uri] * EACH + [ALERTS_URI]
