@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from dessert_mcp.alerts import (
     Watcher,
 )
 from dessert_mcp.alerts.database import ALERTS_SCHEMA, DatabaseAlertStore
+from dessert_mcp.alerts.rules import Reading, Rule, decide
 from dessert_mcp.ledger import InMemoryLedger
 from dessert_mcp.ledger.tables import LEDGER_SCHEMA
 from dessert_mcp.models import Balance
@@ -204,3 +205,39 @@ async def test_alerts_kept_only_in_part_are_read_from_the_store_again_not_from_a
     # An auto-recharge to 585: balance_below is cleared in the store, then the recharge alert fails to be kept.
     await ledger.record_usage(ACCOUNT, window(rows, 3), rows[2].timestamp)
     assert await watcher.active(ACCOUNT) == []
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "reading", "crossed", "hovering", "back"),
+    [
+        pytest.param(
+            Thresholds(runway_days=3),
+            lambda days: Reading(runway_days=days),
+            2.9,
+            3.2,  # above the threshold, inside the 10 % band
+            3.31,
+            id="runway_below",
+        ),
+        pytest.param(
+            Thresholds(spike_factor=3),
+            lambda spend: Reading(today_spend=spend, trailing_median=10.0),
+            31,
+            28,  # under 3 x the median, inside the 10 % band
+            27,
+            id="spend_spike",
+        ),
+    ],
+)
+def test_a_level_rule_fires_once_while_its_value_hovers_and_clears_only_beyond_the_hysteresis_band(
+    thresholds: Thresholds, reading: Callable[[float], Reading], crossed: float, hovering: float, back: float
+) -> None:
+    active: dict[Rule, Alert] = {}
+    fired, cleared = decide(ACCOUNT, reading(crossed), thresholds, active, T0)
+    (alert,) = fired
+    assert cleared == []
+    active[alert.rule] = alert
+    for value in (hovering, crossed, hovering):
+        assert decide(ACCOUNT, reading(value), thresholds, active, T0) == ([], [])
+    fired, cleared = decide(ACCOUNT, reading(back), thresholds, active, T0 + timedelta(hours=1))
+    assert fired == []
+    assert [(a.id, a.cleared_at) for a in cleared] == [(alert.id, T0 + timedelta(hours=1))]
