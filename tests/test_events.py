@@ -4,35 +4,35 @@ over stdio and streamable HTTP (stateless), and each account's events reach only
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import httpx2
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ResourceUpdated
 from mcp.server.subscriptions import ServerEvent
+from mcp.types import METHOD_NOT_FOUND, EmptyResult, SubscribeRequest, SubscribeRequestParams
 
 from dessert_mcp.alerts import ALERTS_URI, BALANCE_URI, USAGE_URI
 from dessert_mcp.auth.caller import key_subject
-from dessert_mcp.config import Settings
 from dessert_mcp.events import AccountBus
 from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
 from dessert_mcp.ledger import remote_account
-from dessert_mcp.sandbox import SandboxAccount
 from dessert_mcp.sandbox.activity import LiveAccount
-from dessert_mcp.service import DessertService
-from tests.auth.conftest import SECOND_KEY, second_account
+from tests.auth.conftest import SECOND_KEY, two_accounts_served
 from tests.support import STARTUP_TIMEOUT_S
 from tests.support.api import CANARY_KEY
-from tests.support.faults import ThreadedAccountsSandbox, ThreadedFaultySandbox
+from tests.support.faults import ThreadedFaultySandbox
 from tests.support.servers import sandbox_env, sandbox_settings, serve_app
 
 LIVE = (BALANCE_URI, USAGE_URI)
+EACH = 1000  # events published to each account at once
 WAIT_S = STARTUP_TIMEOUT_S  # a bound that holds on a busy machine; every wait is on the event itself
 
 
@@ -100,14 +100,14 @@ async def test_two_accounts_each_hear_only_their_own_events_under_concurrent_pub
     bus.subscribe(nobody)  # a stream opened without a caller hears nothing
 
     async def publish(account: str, uri: str) -> None:
-        for _ in range(1000):
+        for _ in range(EACH):
             await bus.publish_to(account, ResourceUpdated(uri=uri))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(publish, "acct:a", BALANCE_URI)
         tg.start_soon(publish, "acct:b", USAGE_URI)
-    assert heard["acct:a"].uris == [BALANCE_URI] * 1000
-    assert heard["acct:b"].uris == [USAGE_URI] * 1000
+    assert heard["acct:a"].uris == [BALANCE_URI] * EACH
+    assert heard["acct:b"].uris == [USAGE_URI] * EACH
     assert nobody.uris == []
 
 
@@ -124,64 +124,81 @@ async def test_in_single_key_mode_every_stream_hears_the_one_accounts_events() -
 
 
 async def test_with_auth_each_accounts_listen_stream_gets_none_of_the_other_accounts_events() -> None:
-    accounts = {CANARY_KEY: SandboxAccount(), SECOND_KEY: second_account()}
-    with ThreadedAccountsSandbox(accounts) as sandbox:
-        settings = replace(Settings.from_env({}, log_level="WARNING", tool_names="dotted"), base_url=sandbox.url)
-        service = DessertService(settings, per_account=True)
-        app = build_app(settings, HTTPOptions(auth="dessert-key"), service=service)
-        with serve_app(app) as url:
-            subjects = {key: remote_account(key_subject(key)) for key in (CANARY_KEY, SECOND_KEY)}
-            ours = {CANARY_KEY: BALANCE_URI, SECOND_KEY: USAGE_URI}
-            heard: dict[str, list[str]] = {}
+    with two_accounts_served() as (service, mcp_url):
+        subjects = {key: remote_account(key_subject(key)) for key in (CANARY_KEY, SECOND_KEY)}
+        ours = {CANARY_KEY: BALANCE_URI, SECOND_KEY: USAGE_URI}
+        heard: dict[str, list[str]] = {}
 
-            async def listen(key: str, ready: anyio.Event) -> None:
-                async with (
-                    httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=WAIT_S) as http,
-                    Client(streamable_http_client(url + "/mcp", http_client=http)) as client,
-                    client.listen(resource_subscriptions=[*LIVE, ALERTS_URI]) as subscription,
-                ):
-                    ready.set()
-                    uris = heard.setdefault(key, [])
-                    async for event in subscription:
-                        assert isinstance(event, ResourceUpdated)
-                        uris.append(event.uri)
-                        if event.uri == ALERTS_URI:  # the last event published to this account
-                            return
+        async def listen(key: str, ready: anyio.Event) -> None:
+            async with (
+                httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=WAIT_S) as http,
+                Client(streamable_http_client(mcp_url, http_client=http)) as client,
+                client.listen(resource_subscriptions=[*LIVE, ALERTS_URI]) as subscription,
+            ):
+                ready.set()
+                uris = heard.setdefault(key, [])
+                async for event in subscription:
+                    assert isinstance(event, ResourceUpdated)
+                    uris.append(event.uri)
+                    if event.uri == ALERTS_URI:  # the last event published to this account
+                        return
 
-            with anyio.fail_after(WAIT_S):
-                async with anyio.create_task_group() as tg:
-                    for key in ours:
-                        ready = anyio.Event()
-                        tg.start_soon(listen, key, ready)
-                        await ready.wait()
+        with anyio.fail_after(WAIT_S):
+            async with anyio.create_task_group() as tg:
+                for key in ours:
+                    ready = anyio.Event()
+                    tg.start_soon(listen, key, ready)
+                    await ready.wait()
 
-                    async def publish(key: str) -> None:
-                        for _ in range(1000):
-                            await service.events.publish_to(subjects[key], ResourceUpdated(uri=ours[key]))
-                        await service.events.publish_to(subjects[key], ResourceUpdated(uri=ALERTS_URI))
+                async def publish(key: str) -> None:
+                    for _ in range(EACH):
+                        await service.events.publish_to(subjects[key], ResourceUpdated(uri=ours[key]))
+                    await service.events.publish_to(subjects[key], ResourceUpdated(uri=ALERTS_URI))
 
-                    for key in ours:
-                        tg.start_soon(publish, key)
+                for key in ours:
+                    tg.start_soon(publish, key)
     for key, uri in ours.items():
-        assert heard[key], "the account heard its own events"
-        assert set(heard[key]) == {uri, ALERTS_URI}  # and none of the other account's
+        # Every one of its own 1,000 events, in order, and not one of the other account's.
+        assert heard[key] == [uri] * EACH + [ALERTS_URI]
 
 
-async def test_handshake_era_clients_are_told_resources_subscribe_is_not_served_and_modern_ones_that_it_is(
+@pytest.mark.parametrize("transport", ["stdio", "sse", "stateful-http", "stateless-http"])
+async def test_handshake_era_clients_are_told_resources_subscribe_is_not_served_and_it_is_refused(
+    sandbox: ThreadedFaultySandbox, tmp_path: Path, transport: str
+) -> None:
+    # The SDK documents no route for the handshake era's resources/subscribe: the capability says so, on every
+    # transport such a client may use, and the request is refused rather than accepted and never honoured.
+    async with _handshake_client(sandbox, tmp_path, transport) as client:
+        assert client.protocol_version < "2026-07-28"  # a handshake-era revision
+        assert client.server_capabilities.resources is not None
+        assert not client.server_capabilities.resources.subscribe
+        assert not client.server_capabilities.resources.list_changed
+        with pytest.raises(MCPError) as refused:
+            await client.session.send_request(
+                SubscribeRequest(params=SubscribeRequestParams(uri=BALANCE_URI)), EmptyResult
+            )
+        assert refused.value.error.code == METHOD_NOT_FOUND
+
+
+@asynccontextmanager
+async def _handshake_client(sandbox: ThreadedFaultySandbox, tmp_path: Path, transport: str) -> AsyncIterator[Client]:
+    if transport == "stdio":
+        env = sandbox_env(sandbox, DESSERT_LEDGER_POLL="off", XDG_DATA_HOME=str(tmp_path), HOME=str(tmp_path))
+        server = StdioServerParameters(command=sys.executable, args=["-m", "dessert_mcp"], env=env)
+        async with Client(server, mode="legacy") as client:
+            yield client
+        return
+    options = HTTPOptions(transport="sse") if transport == "sse" else HTTPOptions(stateful=transport == "stateful-http")
+    with serve_app(build_app(sandbox_settings(sandbox, ledger_poll=False), options)) as url:
+        target = sse_client(url + "/sse") if transport == "sse" else streamable_http_client(url + "/mcp")
+        async with Client(target, mode="legacy") as client:
+            yield client
+
+
+async def test_modern_clients_are_told_resources_are_subscribable_through_subscriptions_listen(
     sandbox: ThreadedFaultySandbox,
 ) -> None:
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-    }
     with serve_app(build_app(sandbox_settings(sandbox), HTTPOptions())) as url:
-        async with httpx2.AsyncClient(timeout=WAIT_S) as http:
-            answer = await http.post(
-                url + "/mcp", json=initialize, headers={"Accept": "application/json, text/event-stream"}
-            )
-        assert answer.json()["result"]["capabilities"]["resources"].get("subscribe") in (None, False)
-        async with Client(streamable_http_client(url + "/mcp")) as client:
+        async with Client(streamable_http_client(url + "/mcp")) as client:  # discovers the 2026-07-28 revision
             assert client.server_capabilities.resources is not None
             assert client.server_capabilities.resources.subscribe is True  # served through subscriptions/listen

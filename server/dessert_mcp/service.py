@@ -105,7 +105,8 @@ class DessertService:
         self._usages: SingleFlight[Usage] = SingleFlight((DessertAPIError,), ttl_s=ttl)
         # Calls that shared one balance answer share its report too.
         self._balance_report: BuiltFrom[Balance, BalanceReport] = BuiltFrom(BalanceReport.from_balance)
-        self._alerted: tuple[BalanceReport, tuple[str, ...], BalanceReport] | None = None
+        self._lines: tuple[list[Alert], list[str]] | None = None
+        self._alerted: tuple[BalanceReport, list[str], BalanceReport] | None = None
         # Every answer from Dessert kept in the ledger (unless DESSERT_LEDGER=off); `ledger` replaces the default.
         # The events of each account's changes, for subscriptions/listen (events.AccountBus).
         self.events = AccountBus(self._caller_account if per_account else None)
@@ -172,11 +173,14 @@ class DessertService:
         active = await self.active_alerts()
         if not active:
             return report
-        # The same report with the same alerts is the same object, so its finished result is reused (tools.py).
-        summaries = tuple(a.summary() for a in active)
+        # The same report with the same alerts is the same object, so its finished result is reused (tools.py); the
+        # alerts' lines are written once while the alerts stay the same (a new report comes with every fresh answer).
+        lines = self._lines
+        if lines is None or lines[0] != active:
+            lines = self._lines = (active, [a.summary() for a in active])
         kept = self._alerted
-        if kept is None or kept[0] is not report or kept[1] != summaries:
-            kept = self._alerted = (report, summaries, report.model_copy(update={"alerts": list(summaries)}))
+        if kept is None or kept[0] is not report or kept[1] is not lines[1]:
+            kept = self._alerted = (report, lines[1], report.model_copy(update={"alerts": lines[1]}))
         return kept[2]
 
     async def alerts(self) -> list[Alert]:

@@ -4,7 +4,6 @@ lists them, and a listen stream hears dessert://alerts change."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -14,21 +13,17 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ResourceUpdated
 
-from dessert_mcp.alerts import ALERTS_URI, AlertStore, OpenedAlertStore
+from dessert_mcp.alerts import ALERTS_URI, Alert, AlertStore, InMemoryAlertStore, OpenedAlertStore, Thresholds
 from dessert_mcp.alerts.database import DatabaseAlertStore
-from dessert_mcp.config import Settings
-from dessert_mcp.http import HTTPOptions
-from dessert_mcp.http.app import build_app
-from dessert_mcp.ledger import Ledger
+from dessert_mcp.ledger import InMemoryLedger, Ledger
 from dessert_mcp.recorder import Stores, open_stores
-from dessert_mcp.sandbox import SandboxAccount
 from dessert_mcp.service import DessertService
 from dessert_mcp.tools import build_server
-from tests.auth.conftest import SECOND_KEY, second_account
+from tests.auth.conftest import SECOND_KEY, two_accounts_served
 from tests.support.api import CANARY_KEY
 from tests.support.auth import call_tool
-from tests.support.faults import ThreadedAccountsSandbox, ThreadedFaultySandbox
-from tests.support.servers import sandbox_settings, serve_app
+from tests.support.faults import ThreadedFaultySandbox
+from tests.support.servers import sandbox_settings
 
 
 async def test_a_low_balance_alert_is_kept_in_the_database_listed_carried_by_get_balance_and_published(
@@ -54,6 +49,7 @@ async def test_a_low_balance_alert_is_kept_in_the_database_listed_carried_by_get
         listed = await client.read_resource(ALERTS_URI)
         text = listed.contents[0].text  # type: ignore[union-attr]
         (alert,) = json.loads(text)["alerts"]
+        assert set(alert) == {"id", "rule", "account", "value", "threshold", "fired_at", "cleared_at", "active"}
         assert alert["rule"] == "balance_below"
         assert alert["active"] is True
         assert alert["threshold"] == 10**9
@@ -62,35 +58,35 @@ async def test_a_low_balance_alert_is_kept_in_the_database_listed_carried_by_get
 
 
 async def test_with_auth_each_account_sets_only_its_own_thresholds_and_only_its_own_alerts_fire() -> None:
-    accounts = {CANARY_KEY: SandboxAccount(), SECOND_KEY: second_account()}
-    with ThreadedAccountsSandbox(accounts) as sandbox:
-        settings = replace(Settings.from_env({}, log_level="WARNING", tool_names="dotted"), base_url=sandbox.url)
-        service = DessertService(settings, per_account=True)
-        app = build_app(settings, HTTPOptions(auth="dessert-key"), service=service)
-        with serve_app(app) as url:
-            mcp_url = url + "/mcp"
-            mine = await call_tool(mcp_url, CANARY_KEY, "dessert.set_alerts", balance_below=10**9)
-            assert mine.structured_content == {"balance_below": 10**9, "runway_days": 3.0, "spike_factor": 3.0}
-            theirs = await call_tool(mcp_url, SECOND_KEY, "dessert.set_alerts")  # nothing given: reads them back
-            assert theirs.structured_content == {"balance_below": 0, "runway_days": 3.0, "spike_factor": 3.0}
-            refused = await call_tool(mcp_url, CANARY_KEY, "dessert.set_alerts", balance_below=-1)
-            assert refused.is_error is True
+    with two_accounts_served() as (_service, mcp_url):
+        mine = await call_tool(mcp_url, CANARY_KEY, "dessert.set_alerts", balance_below=10**9)
+        assert mine.structured_content == {"balance_below": 10**9, "runway_days": 3.0, "spike_factor": 3.0}
+        theirs = await call_tool(mcp_url, SECOND_KEY, "dessert.set_alerts")  # nothing given: reads them back
+        assert theirs.structured_content == {"balance_below": 0, "runway_days": 3.0, "spike_factor": 3.0}
+        refused = await call_tool(mcp_url, CANARY_KEY, "dessert.set_alerts", balance_below=-1)
+        assert refused.is_error is True
 
-            async with (
-                httpx2.AsyncClient(headers={"Authorization": f"Bearer {CANARY_KEY}"}, timeout=60) as http,
-                Client(streamable_http_client(mcp_url, http_client=http)) as client,
-                client.listen(resource_subscriptions=[ALERTS_URI]) as subscription,
-            ):
-                assert (await client.call_tool("dessert.get_balance", {})).is_error is False
-                with anyio.fail_after(60):
-                    event = await anext(aiter(subscription))
-                assert isinstance(event, ResourceUpdated)
-                balance = await client.call_tool("dessert.get_balance", {})
-                assert balance.structured_content is not None
-                assert [a.split(":")[0] for a in balance.structured_content["alerts"]] == ["balance_below"]
-            other = await call_tool(mcp_url, SECOND_KEY, "dessert.get_balance")
-            assert other.structured_content is not None
-            assert other.structured_content["alerts"] == []
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {CANARY_KEY}"}, timeout=60) as http,
+            Client(streamable_http_client(mcp_url, http_client=http)) as client,
+            client.listen(resource_subscriptions=[ALERTS_URI]) as subscription,
+        ):
+            assert (await client.call_tool("dessert.get_balance", {})).is_error is False
+            with anyio.fail_after(60):
+                event = await anext(aiter(subscription))
+            assert isinstance(event, ResourceUpdated)
+            balance = await client.call_tool("dessert.get_balance", {})
+            assert balance.structured_content is not None
+            assert [a.split(":")[0] for a in balance.structured_content["alerts"]] == ["balance_below"]
+        other = await call_tool(mcp_url, SECOND_KEY, "dessert.get_balance")
+        assert other.structured_content is not None
+        assert other.structured_content["alerts"] == []
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {SECOND_KEY}"}, timeout=60) as http,
+            Client(streamable_http_client(mcp_url, http_client=http)) as client,
+        ):
+            listed = await client.read_resource(ALERTS_URI)
+            assert json.loads(listed.contents[0].text)["alerts"] == []  # type: ignore[union-attr]
 
 
 async def test_the_alert_store_opens_with_the_ledger_from_one_database_on_first_use_not_when_the_server_is_made(
@@ -118,3 +114,41 @@ async def test_the_alert_store_opens_with_the_ledger_from_one_database_on_first_
     await ledger.aclose()  # the database both share
     assert len(opened) == 1
     assert database_file.exists()
+
+
+class CountingStore(InMemoryAlertStore):
+    """Alerts in memory, counting the reads that would be queries in the database."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def recent(self, account: str, limit: int = 50) -> list[Alert]:
+        self.reads += 1
+        return await super().recent(account, limit)
+
+    async def thresholds(self, account: str) -> Thresholds | None:
+        self.reads += 1
+        return await super().thresholds(account)
+
+
+async def test_get_balance_with_an_active_alert_reads_the_alert_store_only_when_something_changed(
+    sandbox: ThreadedFaultySandbox,
+) -> None:
+    store = CountingStore()
+    settings = sandbox_settings(sandbox, alert_balance_below=10**9, ledger_poll=False)
+    service = DessertService(settings, ledger=InMemoryLedger(), alerts=store)
+    async with Client(build_server(settings, service=service)) as client:
+        async with client.listen(resource_subscriptions=[ALERTS_URI]) as subscription:
+            assert (await client.call_tool("dessert.get_balance", {})).is_error is False
+            with anyio.fail_after(60):
+                await anext(aiter(subscription))  # the first balance fired the alert
+        assert service.recorder is not None
+        await service.recorder.settled()
+        reads = store.reads
+        for _ in range(20):  # the same balance every time: nothing to judge, nothing to read
+            result = await client.call_tool("dessert.get_balance", {})
+            assert result.structured_content is not None
+            assert [a.split(":")[0] for a in result.structured_content["alerts"]] == ["balance_below"]
+        await service.recorder.settled()
+        assert store.reads == reads

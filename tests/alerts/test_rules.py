@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from dessert_mcp.alerts import ALERTS_URI, BALANCE_URI, USAGE_URI, AlertStore, InMemoryAlertStore, Thresholds, Watcher
+from dessert_mcp.alerts import (
+    ALERTS_URI,
+    BALANCE_URI,
+    USAGE_URI,
+    Alert,
+    AlertStore,
+    InMemoryAlertStore,
+    Thresholds,
+    Watcher,
+)
 from dessert_mcp.alerts.database import ALERTS_SCHEMA, DatabaseAlertStore
+from dessert_mcp.alerts.rules import Reading, Rule, decide
 from dessert_mcp.ledger import InMemoryLedger
 from dessert_mcp.ledger.tables import LEDGER_SCHEMA
 from dessert_mcp.models import Balance
@@ -155,3 +165,79 @@ async def test_each_change_is_published_once_for_the_resources_it_changed(store:
         (ACCOUNT, [BALANCE_URI, USAGE_URI]),
         (ACCOUNT, [BALANCE_URI, USAGE_URI, ALERTS_URI]),
     ]
+
+
+class FailingStore(InMemoryAlertStore):
+    """Alerts that cannot be kept: the database is gone."""
+
+    async def thresholds(self, account: str) -> Thresholds | None:
+        raise OSError("the database is gone")
+
+
+async def test_a_failing_alert_store_still_lets_the_balance_and_usage_changes_be_published() -> None:
+    published = Published()
+    watcher = Watcher(FailingStore(), Thresholds(balance_below=100), publish=published, clock=lambda: T0)
+    ledger = watcher.ledger(InMemoryLedger())
+    rows = chain([-5, -5, -900])
+    await ledger.record_usage(ACCOUNT, window(rows, 2), rows[1].timestamp)
+    await ledger.record_usage(ACCOUNT, window(rows, 3), rows[2].timestamp)  # 90 credits left: no alert can be kept
+    assert published.events == [(ACCOUNT, [BALANCE_URI, USAGE_URI])] * 2
+    assert await watcher.active(ACCOUNT) == []
+
+
+class RechargeNotKept(InMemoryAlertStore):
+    """A store that clears alerts but fails to keep an auto-recharge alert (the database went away in between)."""
+
+    async def fire(self, alert: Alert) -> None:
+        if alert.rule == "auto_recharge":
+            raise OSError("the database is gone")
+        await super().fire(alert)
+
+
+async def test_alerts_kept_only_in_part_are_read_from_the_store_again_not_from_a_stale_memory() -> None:
+    store = RechargeNotKept()
+    watcher = Watcher(store, Thresholds(balance_below=100), clock=lambda: T0)
+    ledger = watcher.ledger(InMemoryLedger())
+    rows = chain([-5, -910, 500], kinds=["Deduction", "Deduction", "Purchase"])
+    await ledger.record_usage(ACCOUNT, window(rows, 1), rows[0].timestamp)
+    await ledger.record_usage(ACCOUNT, window(rows, 2), rows[1].timestamp)  # 85 left: balance_below fires
+    assert [a.rule for a in await watcher.active(ACCOUNT)] == ["balance_below"]
+    # An auto-recharge to 585: balance_below is cleared in the store, then the recharge alert fails to be kept.
+    await ledger.record_usage(ACCOUNT, window(rows, 3), rows[2].timestamp)
+    assert await watcher.active(ACCOUNT) == []
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "reading", "crossed", "hovering", "back"),
+    [
+        pytest.param(
+            Thresholds(runway_days=3),
+            lambda days: Reading(runway_days=days),
+            2.9,
+            3.2,  # above the threshold, inside the 10 % band
+            3.31,
+            id="runway_below",
+        ),
+        pytest.param(
+            Thresholds(spike_factor=3),
+            lambda spend: Reading(today_spend=spend, trailing_median=10.0),
+            31,
+            28,  # under 3 x the median, inside the 10 % band
+            27,
+            id="spend_spike",
+        ),
+    ],
+)
+def test_a_level_rule_fires_once_while_its_value_hovers_and_clears_only_beyond_the_hysteresis_band(
+    thresholds: Thresholds, reading: Callable[[float], Reading], crossed: float, hovering: float, back: float
+) -> None:
+    active: dict[Rule, Alert] = {}
+    fired, cleared = decide(ACCOUNT, reading(crossed), thresholds, active, T0)
+    (alert,) = fired
+    assert cleared == []
+    active[alert.rule] = alert
+    for value in (hovering, crossed, hovering):
+        assert decide(ACCOUNT, reading(value), thresholds, active, T0) == ([], [])
+    fired, cleared = decide(ACCOUNT, reading(back), thresholds, active, T0 + timedelta(hours=1))
+    assert fired == []
+    assert [(a.id, a.cleared_at) for a in cleared] == [(alert.id, T0 + timedelta(hours=1))]

@@ -4,17 +4,24 @@ knows the canary key, and dessert-mcp with auth served by a real uvicorn."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx2
 import pytest
 
 from dessert_mcp.auth._crypto import generate_encryption_key
+from dessert_mcp.config import Settings
+from dessert_mcp.http import HTTPOptions
+from dessert_mcp.http.app import build_app
 from dessert_mcp.sandbox import SandboxAccount
+from dessert_mcp.service import DessertService
 from tests.support.api import CANARY_KEY
 from tests.support.auth import FlowClient, Running, serve_auth
 from tests.support.faults import ThreadedAccountsSandbox
 from tests.support.postgres import database_url, postgres
+from tests.support.servers import serve_app
 
 __all__ = ["database_url", "postgres"]  # fixtures the auth tests share
 
@@ -40,6 +47,17 @@ def second_account() -> SandboxAccount:
     )
     assert account.balance()["credits_balance"] == SECOND_BALANCE
     return account
+
+
+@contextmanager
+def two_accounts_served() -> Iterator[tuple[DessertService, str]]:
+    """dessert-mcp with --auth dessert-key, over the sandbox's canary account and SECOND_KEY's: its service and its
+    MCP endpoint URL."""
+    with ThreadedAccountsSandbox({CANARY_KEY: SandboxAccount(), SECOND_KEY: second_account()}) as sandbox:
+        settings = replace(Settings.from_env({}, log_level="WARNING", tool_names="dotted"), base_url=sandbox.url)
+        service = DessertService(settings, per_account=True)
+        with serve_app(build_app(settings, HTTPOptions(auth="dessert-key"), service=service)) as url:
+            yield service, url + "/mcp"
 
 
 @pytest.fixture(scope="session")

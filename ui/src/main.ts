@@ -32,6 +32,7 @@ import {
 } from "./history.ts";
 import { Formats } from "./format.ts";
 import {
+  alertsOf,
   asBalance,
   asUsage,
   type BalanceReport,
@@ -187,6 +188,19 @@ function renderBalance(): void {
     b.below_auto_recharge_threshold
       ? h("p", { class: "note warn" }, `The balance is below the auto-recharge threshold.`)
       : null,
+    activeAlerts(b),
+  );
+}
+
+/** The account's active alerts the server sent with the balance (one line each), or nothing. */
+function activeAlerts(b: BalanceReport): HTMLElement | null {
+  const alerts = alertsOf(b);
+  if (alerts.length === 0) return null;
+  return h(
+    "div",
+    { class: "note warn account-alerts", "data-testid": "account-alerts" },
+    h("p", {}, alerts.length === 1 ? "Active alert" : `${alerts.length} active alerts`),
+    h("ul", {}, ...alerts.map((line) => h("li", { "data-testid": "account-alert" }, line))),
   );
 }
 

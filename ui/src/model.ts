@@ -22,6 +22,8 @@ export interface BalanceReport {
   static_ads_affordable: number;
   full_ads_affordable: number;
   below_auto_recharge_threshold: boolean;
+  /** The account's active alerts, one line each (servers with the ledger on; absent before alerts existed). */
+  alerts?: unknown;
 }
 
 export interface Transaction {
@@ -84,6 +86,11 @@ export function asBalance(value: unknown): BalanceReport | null {
   ];
   if (!numbers.every(isNumber) || typeof value.auto_recharge_enabled !== "boolean") return null;
   return value as unknown as BalanceReport;
+}
+
+/** The balance's active alerts, one line each: none from a server without alerts, and no line that is not text. */
+export function alertsOf(balance: BalanceReport): string[] {
+  return Array.isArray(balance.alerts) ? balance.alerts.filter((line): line is string => typeof line === "string") : [];
 }
 
 function isTransaction(value: unknown): value is Transaction {

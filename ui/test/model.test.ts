@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
+  alertsOf,
   asBalance,
   asUsage,
   balanceSeries,
@@ -92,6 +93,19 @@ test("the balance series runs oldest first, and same-second entries keep their o
   );
 });
 
+const balance = {
+  credits_balance: 205,
+  credits_balance_usd_equivalent: 20.5,
+  credits_lifetime_purchased: 500,
+  auto_recharge_enabled: true,
+  auto_recharge_threshold: 20,
+  auto_recharge_amount_usd: 25,
+  pricing: { credit_usd: 0.1, static_ad_credits: 5, full_ad_credits: 15 },
+  static_ads_affordable: 41,
+  full_ads_affordable: 13,
+  below_auto_recharge_threshold: false,
+};
+
 test("axis maxima are round", () => {
   assert.deepEqual(niceScale(275), { max: 300, step: 100 });
   assert.deepEqual(niceScale(85), { max: 100, step: 25 });
@@ -100,18 +114,6 @@ test("axis maxima are round", () => {
 });
 
 test("the results are told apart by shape, and other shapes are refused", () => {
-  const balance = {
-    credits_balance: 205,
-    credits_balance_usd_equivalent: 20.5,
-    credits_lifetime_purchased: 500,
-    auto_recharge_enabled: true,
-    auto_recharge_threshold: 20,
-    auto_recharge_amount_usd: 25,
-    pricing: { credit_usd: 0.1, static_ad_credits: 5, full_ad_credits: 15 },
-    static_ads_affordable: 41,
-    full_ads_affordable: 13,
-    below_auto_recharge_threshold: false,
-  };
   const usage = { recent_transactions: FEED, summary: {}, history_complete: true, note: "" };
   assert.equal(kindOf(balance), "balance");
   assert.equal(kindOf(usage), "usage");
@@ -119,6 +121,16 @@ test("the results are told apart by shape, and other shapes are refused", () => 
   assert.equal(asBalance({ ...balance, pricing: null }), null);
   assert.equal(asUsage({ ...usage, recent_transactions: [{ ...FEED[0], at: "yesterday" }] }), null);
   assert.equal(kindOf(null), null);
+});
+
+test("the balance's active alerts are its lines of text, none when the server sends none", () => {
+  const report = asBalance(balance);
+  assert.ok(report);
+  assert.deepEqual(alertsOf(report), []);
+  const alerted = asBalance({ ...balance, alerts: ["balance_below: 90 < 100 since 2026-05-01T00:00:00Z", 7] });
+  assert.ok(alerted);
+  assert.deepEqual(alertsOf(alerted), ["balance_below: 90 < 100 since 2026-05-01T00:00:00Z"]);
+  assert.deepEqual(alertsOf({ ...report, alerts: "balance_below" }), []);
 });
 
 test("the forecast is read when well formed, and the days to the threshold follow from it", () => {

@@ -142,7 +142,16 @@ class Watcher:
             changed.insert(0, BALANCE_URI)
         if not changed:
             return
-        reading = await self._reading(ledger, account, usage, balance, new_rows, outcome)
+        try:
+            reading = await self._reading(ledger, account, usage, balance, new_rows, outcome)
+            if await self._judge(account, reading):
+                changed.append(ALERTS_URI)
+        finally:  # what the ledger kept changed, whether or not the alerts could be judged
+            if self.publish is not None:
+                await self.publish(account, changed)
+
+    async def _judge(self, account: str, reading: Reading) -> bool:
+        """Judge the rules on what was kept and keep the alerts fired or cleared; True if any were."""
         async with self._lock:
             now = self._clock()
             recent = await self.recent(account)
@@ -151,17 +160,20 @@ class Watcher:
                 if alert.cleared_at is None:
                     current.setdefault(alert.rule, alert)
             fired, cleared = decide(account, reading, await self.thresholds(account), current, now)
-            for alert in cleared:
-                await self.store.clear(alert)
-            for alert in fired:
-                await self.store.fire(alert)
-            if fired or cleared:
-                gone = {a.id for a in cleared}
-                kept = [*reversed(fired), *(a for a in recent if a.id not in gone), *cleared]
-                _keep(self._recent, account, sorted(kept, key=lambda a: a.fired_at, reverse=True))
-                changed.append(ALERTS_URI)
-        if self.publish is not None:
-            await self.publish(account, changed)
+            try:
+                for alert in cleared:
+                    await self.store.clear(alert)
+                for alert in fired:
+                    await self.store.fire(alert)
+            except BaseException:
+                self._recent.pop(account, None)  # kept in part: read the store again next time
+                raise
+            if not (fired or cleared):
+                return False
+            gone = {a.id for a in cleared}
+            kept = [*reversed(fired), *(a for a in recent if a.id not in gone), *cleared]
+            _keep(self._recent, account, sorted(kept, key=lambda a: a.fired_at, reverse=True))
+            return True
 
     async def _reading(
         self,
