@@ -20,12 +20,13 @@ from dessert_mcp.http.app import build_app
 from dessert_mcp.ledger import InMemoryLedger
 from dessert_mcp.listing import tool_names_for
 from dessert_mcp.service import DessertService
+from tests.support import STARTUP_TIMEOUT_S
 from tests.support.faults import ThreadedFaultySandbox
 from tests.support.inspector import Inspector, open_app
 from tests.support.servers import sandbox_settings, serve_app
 
 BALANCE, _, _ = tool_names_for("auto")
-WAIT_S = 60
+WAIT_S = STARTUP_TIMEOUT_S
 
 
 async def _fire(url: str) -> None:
