@@ -27,12 +27,12 @@ from dessert_mcp.sandbox import SandboxAccount
 from dessert_mcp.sandbox.activity import LiveAccount
 from dessert_mcp.service import DessertService
 from tests.auth.conftest import SECOND_KEY, second_account
+from tests.support import STARTUP_TIMEOUT_S
 from tests.support.api import CANARY_KEY
 from tests.support.faults import ThreadedAccountsSandbox, ThreadedFaultySandbox
 from tests.support.servers import sandbox_env, sandbox_settings, serve_app
 
 LIVE = (BALANCE_URI, USAGE_URI)
-WAIT_S = 60  # a bound that holds on a busy machine; every wait is on the event itself
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def live_sandbox() -> Iterator[ThreadedFaultySandbox]:
 async def _first_update(client: Client) -> str:
     """The URI of the first resources/updated the client's listen stream brings."""
     async with client.listen(resource_subscriptions=LIVE) as subscription:
-        with anyio.fail_after(WAIT_S):
+        with anyio.fail_after(STARTUP_TIMEOUT_S):
             async for event in subscription:
                 assert isinstance(event, ResourceUpdated)
                 return event.uri
@@ -135,7 +135,7 @@ async def test_with_auth_each_accounts_listen_stream_gets_none_of_the_other_acco
 
             async def listen(key: str, ready: anyio.Event) -> None:
                 async with (
-                    httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=WAIT_S) as http,
+                    httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=STARTUP_TIMEOUT_S) as http,
                     Client(streamable_http_client(url + "/mcp", http_client=http)) as client,
                     client.listen(resource_subscriptions=[*LIVE, ALERTS_URI]) as subscription,
                 ):
@@ -147,7 +147,7 @@ async def test_with_auth_each_accounts_listen_stream_gets_none_of_the_other_acco
                         if event.uri == ALERTS_URI:  # the last event published to this account
                             return
 
-            with anyio.fail_after(WAIT_S):
+            with anyio.fail_after(STARTUP_TIMEOUT_S):
                 async with anyio.create_task_group() as tg:
                     for key in ours:
                         ready = anyio.Event()
@@ -176,7 +176,7 @@ async def test_handshake_era_clients_are_told_resources_subscribe_is_not_served_
         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
     }
     with serve_app(build_app(sandbox_settings(sandbox), HTTPOptions())) as url:
-        async with httpx2.AsyncClient(timeout=WAIT_S) as http:
+        async with httpx2.AsyncClient(timeout=STARTUP_TIMEOUT_S) as http:
             answer = await http.post(
                 url + "/mcp", json=initialize, headers={"Accept": "application/json, text/event-stream"}
             )
