@@ -24,9 +24,12 @@ ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / ".mutmut"
 MUTMUT = Path(sys.executable).with_name("mutmut")
 
-# Every group's tests run on one process, without coverage; the PostgreSQL cases repeat the SQLite ones through a
-# cluster that would start again for every mutant.
-PYTEST_ARGS = ["-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:cov", "-k", "not postgresql"]
+# Every group's tests run on one process, without coverage. Left out: the PostgreSQL cases (they repeat the SQLite
+# ones through a cluster that would start again for every mutant), the stdio cases (the server runs in a subprocess,
+# which mutmut neither mutates nor gives a usable stdout) and Hypothesis's property tests (hundreds of examples,
+# seconds per mutant), so a mutant only they would catch counts as surviving.
+PYTEST_ARGS = ["-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:cov"]
+PYTEST_ARGS += ["-k", "not postgresql and not stdio", "-m", "not soak and not hypothesis"]
 
 
 @dataclass(frozen=True)
