@@ -110,16 +110,14 @@ $(TS_PEER_STAMP): bench/ts-peer/package.json bench/ts-peer/package-lock.json $(T
 bench: $(STAMP) $(TS_PEER_STAMP)
 	$(BIN)/python bench/run.py
 
-# Mutation testing of the client and the models ([tool.mutmut] in pyproject.toml): slow, so not part of `make test`
-# or CI. mutmut wants the package at the top of the tree it mutates: it runs in a copy (.mutmut/, git-ignored) of
-# the package, the tests and pyproject.toml, and lists the mutants the tests let live.
+# Mutation testing (tests/support/mutants.py): the client, the models, the service, the cache modules and the auth
+# wing's token logic, each group against its own fast tests, one mutant at a time. Slow, so not part of `make test` or
+# CI. Prints each group's score and the mutants the tests let live; `make mutants GROUPS="cache tokens"` runs some.
 MUTMUT_DIR := .mutmut
+GROUPS ?=
 
 mutants: $(STAMP)
-	rm -rf $(MUTMUT_DIR)
-	mkdir -p $(MUTMUT_DIR)
-	cp -r server/dessert_mcp tests pyproject.toml $(MUTMUT_DIR)/
-	cd $(MUTMUT_DIR) && $(abspath $(BIN))/mutmut run --max-children 2 && $(abspath $(BIN))/mutmut results
+	$(BIN)/python -m tests.support.mutants $(GROUPS)
 
 # The Claude Desktop bundle: manifest.json + what .mcpbignore lets through, packed (and validated) by the official
 # MCPB CLI. Double-click dist/dessert-mcp.mcpb, or drag it onto Claude Desktop's Settings > Extensions.

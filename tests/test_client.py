@@ -5,9 +5,16 @@ import httpx2
 import pytest
 
 from dessert_mcp import __version__
-from dessert_mcp.client import DessertAPIError, DessertClient, sanitize
-from dessert_mcp.config import Secret
-from tests.support.api import CANARY_KEY, DOCS_BALANCE, FAKE_BASE_URL, FakeDessertAPI, assert_no_secret
+from dessert_mcp.client import DessertAPIError, DessertClient, sanitize, upstream_detail
+from dessert_mcp.config import Secret, Settings
+from tests.support.api import (
+    CANARY_KEY,
+    DOCS_BALANCE,
+    FAKE_BASE_URL,
+    ClosingTransport,
+    FakeDessertAPI,
+    assert_no_secret,
+)
 from tests.support.faults import ThreadedFaultySandbox
 
 
@@ -68,6 +75,8 @@ async def test_no_key_fails_before_any_request(fake_api: FakeDessertAPI) -> None
         (503, "upstream_unavailable", True, "HTTP 503"),
         (400, "bad_upstream_response", False, "HTTP 400"),
         (302, "bad_upstream_response", False, "redirect"),
+        (300, "bad_upstream_response", False, "redirect"),
+        (304, "bad_upstream_response", False, "HTTP 304 Not Modified"),
     ],
 )
 async def test_non_2xx_statuses_become_one_domain_error(status: int, code: str, retryable: bool, phrase: str) -> None:
@@ -80,7 +89,7 @@ async def test_non_2xx_statuses_become_one_domain_error(status: int, code: str, 
     error = info.value
     assert (error.status, error.code, error.retryable) == (status, code, retryable)
     assert phrase in error.message
-    if status != 302:
+    if status >= 400:
         assert "upstream says no" in error.message
 
 
@@ -140,3 +149,106 @@ async def test_connection_failures_are_upstream_unavailable() -> None:
 def test_sanitize_strips_control_zero_width_and_bidi_characters_and_caps_length() -> None:
     assert sanitize("a\x00b\u200bc\u202ed\nnew  line") == "abcd new line"
     assert len(sanitize("x" * 500)) == 200
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "detail"),
+    [
+        ("application/json", b'{"message": "m"}', "m"),
+        ("application/json", b'{"detail": "d"}', "d"),
+        ("application/json", b'{"error": "e"}', "e"),
+        ("application/json", b'{"error_description": "x"}', "x"),
+        ("application/problem+json", b'{"error": {"message": "nested"}}', "nested"),
+        (
+            "application/json",
+            b'{"message": "  ", "detail": 5, "error": "the first usable one"}',
+            "the first usable one",
+        ),
+        ("application/json", b"not json {", "not json {"),
+        ("text/plain", b"plain words\n  on two lines", "plain words on two lines"),
+        ("text/plain", b"\xffnot utf-8", "\ufffdnot utf-8"),
+        (None, b"no content type", "no content type"),
+        ("text/html; charset=utf-8", b"<h1>502 Bad Gateway</h1>", ""),
+    ],
+)
+def test_the_apis_own_explanation_is_read_from_each_error_body_shape(
+    content_type: str | None, body: bytes, detail: str
+) -> None:
+    headers = httpx2.Headers({"content-type": content_type} if content_type else {})
+    assert upstream_detail(headers, body) == detail
+
+
+async def test_a_status_without_an_explanation_leaves_none_in_the_message() -> None:
+    api = FakeDessertAPI({"/v1/balance": lambda r: httpx2.Response(503)})
+    async with _client(api) as client:
+        with pytest.raises(DessertAPIError) as info:
+            await client.get_balance()
+    assert info.value.message == "Dessert is unavailable right now (HTTP 503). Try again in a minute."
+
+
+async def test_a_body_of_the_wrong_shape_names_the_status_and_the_fields_dotted_location() -> None:
+    usage = {"recent_transactions": [{"credits_delta": "many"}]}
+    api = FakeDessertAPI({"/v1/usage": usage})
+    async with _client(api) as client:
+        with pytest.raises(DessertAPIError) as info:
+            await client.get_usage()
+    assert info.value.status == 200
+    assert "(recent_transactions.0." in info.value.message
+
+
+async def test_a_non_json_body_without_a_content_type_says_so() -> None:
+    api = FakeDessertAPI({"/v1/balance": lambda r: httpx2.Response(200, content=b"hello")})
+    async with _client(api) as client:
+        with pytest.raises(DessertAPIError) as info:
+            await client.get_balance()
+    assert "not JSON (no content type)" in info.value.message
+
+
+def test_a_client_without_a_key_says_so_in_its_repr() -> None:
+    assert repr(DessertClient(FAKE_BASE_URL, api_key=None)) == f"DessertClient({FAKE_BASE_URL!r}, key=none)"
+
+
+async def test_a_view_for_another_key_calls_with_that_key_through_the_same_pool_and_closing_it_closes_nothing() -> None:
+    other_key = CANARY_KEY + "2"
+    api = FakeDessertAPI(key=other_key)  # accepts only the other key
+    transport = ClosingTransport(api)
+    owner = DessertClient(FAKE_BASE_URL, api_key=Secret(CANARY_KEY), transport=transport, sleep=_no_wait)
+    view = owner.for_key(Secret(other_key), "Sign in again.")
+    assert (await view.get_balance()).credits_balance == 205
+    assert api.requests[-1].headers["authorization"] == f"Bearer {other_key}"
+    with pytest.raises(DessertAPIError) as info:
+        await owner.get_balance()
+    assert info.value.message.endswith("Check DESSERT_API_KEY.")
+    wrong = owner.for_key(Secret("dsk_live_WRONG"), "Sign in again.")
+    with pytest.raises(DessertAPIError) as info:
+        await wrong.get_balance()
+    assert info.value.message.endswith("). Sign in again.")
+    await view.aclose()
+    assert transport.closed == 0
+    await owner.aclose()
+    assert transport.closed == 1
+
+
+async def test_a_client_from_settings_calls_their_origin_with_their_key_attempts_body_cap_and_hint() -> None:
+    env = {"DESSERT_API_BASE_URL": FAKE_BASE_URL, "DESSERT_MAX_ATTEMPTS": "1", "DESSERT_MAX_BODY_BYTES": "1024"}
+    failing = FakeDessertAPI({"/v1/balance": lambda r: httpx2.Response(503), "/v1/usage": {"x": "y" * 2048}})
+    settings = Settings.from_env(env | {"DESSERT_API_KEY": CANARY_KEY})
+    async with DessertClient.from_settings(settings, transport=failing.transport(), key_hint="Hint.") as client:
+        with pytest.raises(DessertAPIError):
+            await client.get_balance()
+        assert len(failing.requests) == 1  # one attempt
+        with pytest.raises(DessertAPIError) as info:
+            await client.get_usage()
+        assert "larger than 1 KiB" in info.value.message
+    assert failing.requests[0].headers["authorization"] == f"Bearer {CANARY_KEY}"
+    rejecting = FakeDessertAPI(key="another")
+    async with DessertClient.from_settings(settings, transport=rejecting.transport(), key_hint="Hint.") as client:
+        with pytest.raises(DessertAPIError) as info:
+            await client.get_balance()
+    assert info.value.message.endswith(" Hint.")
+    keyless = Settings.from_env(env | {"DESSERT_API_KEY": "pasted with a space"})
+    assert keyless.api_key_problem is not None
+    async with DessertClient.from_settings(keyless, transport=rejecting.transport()) as client:
+        with pytest.raises(DessertAPIError) as info:
+            await client.get_balance()
+    assert info.value.message == keyless.api_key_problem

@@ -83,10 +83,11 @@ async def test_a_shared_error_reaches_every_waiter() -> None:
     assert len(errors) == 5
 
 
-async def test_a_cancelled_leader_hands_the_call_to_a_waiter() -> None:
+async def test_a_cancelled_leader_hands_the_call_to_a_waiter_which_is_not_counted_as_shared() -> None:
     flights: SingleFlight[str] = SingleFlight((ValueError,))
     upstream = Upstream()
     results: list[str] = []
+    shared: list[str] = []
     leader_scope = anyio.CancelScope()
 
     async def leader() -> None:
@@ -94,7 +95,7 @@ async def test_a_cancelled_leader_hands_the_call_to_a_waiter() -> None:
             await flights.run("k", upstream)
 
     async def follower() -> None:
-        results.append(await flights.run("k", upstream))
+        results.append(await flights.run("k", upstream, on_shared=lambda: shared.append("shared")))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(leader)
@@ -106,6 +107,7 @@ async def test_a_cancelled_leader_hands_the_call_to_a_waiter() -> None:
         upstream.release.set()
     assert upstream.calls == 2
     assert results == ["answer-2"]
+    assert shared == []
 
 
 async def test_cancelling_the_only_caller_abandons_the_flight_and_the_next_call_starts_fresh() -> None:
@@ -123,3 +125,110 @@ async def test_cancelling_the_only_caller_abandons_the_flight_and_the_next_call_
         scope.cancel()
     upstream.release.set()
     assert await flights.run("k", upstream) == "answer-2"
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_answers_kept_are_counted_as_kept_and_answers_in_flight_as_shared() -> None:
+    flights: SingleFlight[str] = SingleFlight((ValueError,), ttl_s=60.0, clock=Clock())
+    upstream = Upstream()
+    seen: list[str] = []
+    results: list[str] = []
+
+    async def call() -> None:
+        answer = await flights.run(
+            "k", upstream, on_shared=lambda: seen.append("shared"), on_kept=lambda: seen.append("kept")
+        )
+        results.append(answer)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call)  # the leader: neither shared nor kept
+        await upstream.started.wait()
+        for _ in range(3):
+            tg.start_soon(call)
+        await anyio.wait_all_tasks_blocked()
+        upstream.release.set()
+    assert seen == ["shared"] * 3
+    await call()
+    assert seen == ["shared"] * 3 + ["kept"]
+    assert results == ["answer-1"] * 5
+    assert upstream.calls == 1
+
+
+async def test_an_answer_is_kept_for_its_ttl_even_under_a_second_and_asked_again_after_it() -> None:
+    clock = Clock()
+    flights: SingleFlight[str] = SingleFlight((ValueError,), ttl_s=0.5, clock=clock)
+    upstream = Upstream()
+    upstream.release.set()
+    assert await flights.run("k", upstream) == "answer-1"
+    clock.now += 0.499
+    assert await flights.run("k", upstream) == "answer-1"
+    clock.now += 0.001
+    assert await flights.run("k", upstream) == "answer-2"
+
+
+async def test_failures_cancelled_calls_and_unkept_answers_leave_no_entry_behind() -> None:
+    kept: SingleFlight[str] = SingleFlight((ValueError,), ttl_s=60.0, clock=Clock())
+
+    async def failing() -> str:
+        raise ValueError("upstream said no")
+
+    async def crashing() -> str:
+        raise RuntimeError("a bug, not an answer")
+
+    with pytest.raises(ValueError, match="upstream said no"):
+        await kept.run("shared error", failing)
+    with pytest.raises(RuntimeError):
+        await kept.run("other error", crashing)
+    upstream = Upstream()
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(kept.run, "cancelled", upstream)
+            await upstream.started.wait()
+            scope.cancel()
+    assert len(kept) == 0
+    unkept: SingleFlight[str] = SingleFlight((ValueError,))
+    upstream.release.set()
+    await unkept.run("k", upstream)
+    assert len(unkept) == 0
+
+
+async def test_a_full_table_never_drops_a_call_in_flight_and_drops_an_answer_expiring_that_instant_first() -> None:
+    clock = Clock()
+    flights: SingleFlight[str] = SingleFlight((ValueError,), ttl_s=10.0, max_entries=2, clock=clock)
+    upstream = Upstream()
+    results: list[str] = []
+
+    async def call() -> None:
+        results.append(await flights.run("in flight", upstream))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call)
+        await upstream.started.wait()
+        flights.put("expiring", "old")
+        clock.now += 10.0  # "expiring" is stale from this instant on
+        flights.put("new", "fresh")  # full: "expiring" makes room, the call in flight stays
+        tg.start_soon(call)
+        await anyio.wait_all_tasks_blocked()
+        upstream.release.set()
+    assert upstream.calls == 1
+    assert results == ["answer-1", "answer-1"]
+    assert flights.get("new") == "fresh"
+
+
+def test_an_answer_put_again_counts_as_the_newest_when_the_table_makes_room() -> None:
+    flights: SingleFlight[int] = SingleFlight(ttl_s=60.0, max_entries=3, clock=Clock())
+    flights.put("a", 1)
+    flights.put("b", 2)
+    flights.put("a", 3)
+    flights.put("c", 4)
+    flights.put("d", 5)  # full, nothing expired: the oldest, b, goes
+    assert [flights.get(k) for k in "abcd"] == [3, None, 4, 5]

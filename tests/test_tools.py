@@ -21,7 +21,15 @@ from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
 from dessert_mcp.listing import TOOL_NAMES, tool_names_for
 from dessert_mcp.tools import build_server, icons
-from tests.support.api import CANARY_KEY, DOCS_BALANCE, DOCS_USAGE, FAKE_BASE_URL, FakeDessertAPI, assert_no_secret
+from tests.support.api import (
+    CANARY_KEY,
+    DOCS_BALANCE,
+    DOCS_USAGE,
+    FAKE_BASE_URL,
+    ClosingTransport,
+    FakeDessertAPI,
+    assert_no_secret,
+)
 from tests.support.faults import ThreadedFaultySandbox
 from tests.support.servers import sandbox_env, sandbox_settings, serve_app
 
@@ -301,19 +309,8 @@ async def test_output_schemas_come_from_the_models_with_the_docs_descriptions(fa
     }
 
 
-class _ClosingTransport(httpx2.MockTransport):
-    """The fake API's transport, counting how often its owner closed it."""
-
-    def __init__(self, api: FakeDessertAPI) -> None:
-        super().__init__(api)
-        self.closed = 0
-
-    async def aclose(self) -> None:
-        self.closed += 1
-
-
 async def test_the_one_http_client_is_closed_when_the_server_stops(fake_api: FakeDessertAPI) -> None:
-    transport = _ClosingTransport(fake_api)
+    transport = ClosingTransport(fake_api)
     server = build_server(_settings(), transport=transport)
     async with Client(server) as client:
         await client.call_tool("dessert.get_balance", {})

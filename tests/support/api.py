@@ -93,6 +93,17 @@ class FakeDessertAPI:
         return httpx2.MockTransport(self)
 
 
+class ClosingTransport(httpx2.MockTransport):
+    """The fake API's transport, counting how often its owner closed it."""
+
+    def __init__(self, api: FakeDessertAPI) -> None:
+        super().__init__(api)
+        self.closed = 0
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
 def assert_no_secret(text: str, key: str = CANARY_KEY) -> None:
     """Neither the key nor any 8-character run of it appears in `text`."""
     assert key not in text

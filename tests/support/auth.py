@@ -258,9 +258,11 @@ async def call_tool(mcp_url: str, bearer: str, tool: str = "dessert.get_balance"
         return await client.call_tool(tool, arguments)
 
 
-async def link_directly(provider: DessertOAuthProvider, key: str, *, client_id: str = "linked-directly") -> str:
+async def link_directly(
+    provider: DessertOAuthProvider, key: str, *, client_id: str = "linked-directly", refresh: str | None = None
+) -> str:
     """Link `key` as an account straight through the provider and the store (no browser, no Dessert call);
-    returns an access token for it."""
+    returns an access token for it (and issues `refresh` as its refresh token, given one; both live an hour)."""
     code = await provider.link_and_issue_code(
         client_id=client_id,
         key=Secret(key),
@@ -275,7 +277,7 @@ async def link_directly(provider: DessertOAuthProvider, key: str, *, client_id: 
     )
     access = new_token("dmcp_at_")
     redeemed = await provider.store.redeem_code(
-        code, access=access, access_ttl_s=3600, refresh=new_token("dmcp_rt_"), refresh_ttl_s=3600
+        code, access=access, access_ttl_s=3600, refresh=refresh or new_token("dmcp_rt_"), refresh_ttl_s=3600
     )
     assert redeemed
     return access
