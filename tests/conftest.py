@@ -16,6 +16,7 @@ from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
 from tests.support.api import CANARY_KEY, FAKE_BASE_URL, FakeDessertAPI
 from tests.support.faults import ThreadedFaultySandbox
+from tests.support.processes import USER_DIRS
 from tests.support.servers import ServedApp, sandbox_settings, serve_app
 
 TESTS = Path(__file__).parent
@@ -97,7 +98,7 @@ def _user_dirs_in_a_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterat
     server given no XDG_* directory writes there, and the session fails at its end, naming what was written, rather
     than filling the user's real ledger."""
     patch = pytest.MonkeyPatch()
-    for name in ("XDG_DATA_HOME", "XDG_STATE_HOME"):
+    for name in USER_DIRS:
         patch.setenv(name, str(tmp_path_factory.mktemp(name.lower())))
     home = tmp_path_factory.mktemp("home")
     _mirror(Path.home(), home, _HOME_USER_DIRS)

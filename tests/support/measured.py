@@ -6,6 +6,8 @@ import os
 
 from mcp.client.stdio import get_default_environment
 
+from tests.support.processes import USER_DIRS
+
 
 def coverage_env() -> dict[str, str]:
     """coverage.py's COVERAGE_* variables: with them a Python child is measured ([tool.coverage.run] patch in
@@ -16,7 +18,7 @@ def coverage_env() -> dict[str, str]:
 def user_dirs_env() -> dict[str, str]:
     """The user data and state directories of this test session (temporary: tests/conftest.py sets them), so that a
     child server keeps its ledger and tokens there and not in the user's own."""
-    return {k: v for k, v in os.environ.items() if k in ("XDG_DATA_HOME", "XDG_STATE_HOME")}
+    return {k: v for k, v in os.environ.items() if k in USER_DIRS}
 
 
 def host_default_env() -> dict[str, str]:
