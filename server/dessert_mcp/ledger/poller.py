@@ -53,8 +53,8 @@ Targets = Callable[[], Awaitable[Sequence[PollTarget]]]
 
 
 class Lease(Protocol):
-    """Take the lease `name` for this process for `ttl_s` seconds unless another holds it; True if taken (the auth
-    store's `take_lease`, with this process as the holder)."""
+    """Take (or renew) the lease `name` for this process for `ttl_s` seconds unless another holds it; True if taken
+    (the ledger database's `take_lease`, with this process as the holder and renewal allowed)."""
 
     async def __call__(self, name: str, *, ttl_s: float) -> bool: ...
 
