@@ -1,4 +1,5 @@
-"""The ledger: how fast answers merge (windows/s) and how much disk 100,000 rows take. Report only.
+"""The ledger: how fast answers merge (windows/s), how much disk 100,000 rows take, and how many GETs the poller
+sends per account-hour. Report only.
 
 Standalone: `.venv/bin/python bench/ledger.py [--rows N] [--new-per-poll K] [--database-url URL]`. A synthetic
 account (deductions of both ad formats, refunds, auto-recharges, a few seconds apart, from a fixed seed) is read the
@@ -8,6 +9,11 @@ last tenth as well, so a merge whose cost grows with the history stands out. The
 ledger closes (the WAL checkpointed), scaled to 100,000 rows; PostgreSQL's, the ledger tables with their indexes.
 Each SQLite commit waits for the disk (synchronous=FULL), so on a slow disk windows/s there is the disk's commit
 rate: the figure per CPU-second shows the merge's own cost beside it.
+
+Polling: the poller with the default bounds runs through one virtual hour (its clock is moved, not waited for)
+against the sandbox over real HTTP on 127.0.0.1, once per account activity (idle, and live accounts from one
+transaction a minute to two a second), and the GETs the sandbox answered are counted beside what the schedule
+predicts (`poller.gets_per_hour`).
 """
 
 from __future__ import annotations
@@ -16,16 +22,23 @@ import argparse
 import random
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
 import sqlalchemy as sa
+from _repo import ROOT  # noqa: F401  (the tests' sandbox, imported below)
+from tests.support.faults import ThreadedFaultySandbox
 
+from dessert_mcp.client import DessertClient
+from dessert_mcp.config import DEFAULT_LEDGER_POLL_MAX_S, DEFAULT_LEDGER_POLL_MIN_S, Settings
 from dessert_mcp.ledger import InMemoryLedger, Ledger
 from dessert_mcp.ledger.database import DatabaseLedger
+from dessert_mcp.ledger.poller import Poller, PollTarget, gets_per_hour
 from dessert_mcp.ledger.tables import LEDGER_SCHEMA
 from dessert_mcp.models import USAGE_FEED_SIZE, Transaction
+from dessert_mcp.sandbox.activity import LiveAccount
 from dessert_mcp.storage import Database
 
 ACCOUNT = "key:bench"
@@ -95,12 +108,66 @@ async def check(ledger: Ledger, history: list[Transaction]) -> None:
     assert page.history_complete, "the benchmark's answers should join into one stretch"
 
 
+# Transactions a second of the accounts the polling cost is measured for (None: the sandbox's idle account).
+POLL_RATES: dict[str, float | None] = {
+    "idle": None,
+    "1 a minute": 1 / 60,
+    "6 a minute": 0.1,
+    "1 a second": 1.0,
+    "2 a second": 2.0,
+}
+
+
+class VirtualClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def polling_gets(rate: float | None, hours: float = 1.0) -> int:
+    """Upstream GETs (usage and balance) the poller sends for one account in `hours` of virtual time."""
+    clock = VirtualClock()
+    account = (lambda: LiveAccount(rate=rate, seed=11, clock=clock)) if rate is not None else None
+    with ThreadedFaultySandbox(**({"account": account} if account else {})) as sandbox:
+        settings = Settings.from_env({}, log_level="WARNING", max_attempts=1)
+        settings = replace(settings, base_url=sandbox.url).with_key(sandbox.key)
+        async with DessertClient.from_settings(settings) as client:
+
+            async def named() -> str:
+                return ACCOUNT
+
+            async def targets() -> list[PollTarget]:
+                return [PollTarget(client, named)]
+
+            poller = Poller(InMemoryLedger(), targets, first_read_s=0, clock=clock)
+            sandbox.reset()
+            end = clock.now + hours * 3600
+            while clock.now < end:
+                clock.now += await poller.step()
+            return int(sandbox.stats()["total"])
+
+
+async def report_polling() -> None:
+    bounds = {"min_s": DEFAULT_LEDGER_POLL_MIN_S, "max_s": DEFAULT_LEDGER_POLL_MAX_S}
+    print(f"poller: GETs per account-hour with the default bounds ({bounds['min_s']:g} s, {bounds['max_s']:g} s)")
+    for label, rate in POLL_RATES.items():
+        measured = await polling_gets(rate)
+        predicted = gets_per_hour(rate or 0.0, **bounds)
+        print(f"  {label}: {measured} measured, {predicted:.0f} by the schedule", flush=True)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=PER_100K)
     parser.add_argument("--new-per-poll", type=int, default=25, help="new rows between two reads (1..50)")
     parser.add_argument("--database-url", help="also measure PostgreSQL (a database the bench may fill)")
+    parser.add_argument("--polling-only", action="store_true", help="only the poller's GETs per account-hour")
     args = parser.parse_args()
+    await report_polling()
+    if args.polling_only:
+        return
     history = synthetic_account(args.rows)
     print(f"ledger merge: {args.rows:,} rows, {args.new_per_poll} new per answer of {USAGE_FEED_SIZE}")
 

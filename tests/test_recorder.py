@@ -3,9 +3,13 @@ the API, the failure is logged once (not per call), and the metric counts it."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +23,7 @@ from dessert_mcp.service import DessertService
 from dessert_mcp.storage import Database
 from dessert_mcp.tools import build_server
 from tests.support.faults import ThreadedFaultySandbox
-from tests.support.ledger import T0, iso
+from tests.support.ledger import T0, iso, window
 from tests.support.servers import sandbox_env
 from tests.test_history import ROWS, MovingFeed, _api, _settings, _usage
 
@@ -129,3 +133,89 @@ async def test_an_answer_is_filed_at_the_time_its_request_was_sent_not_when_it_a
         assert service.recorder is not None
         await service.recorder.read(lambda ledger: ledger.status())  # once the write queued before it is done
     assert seen == [T0]
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs of the test's own, which the test can fill (mounting needs root, as this machine's tests run)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
+
+
+def _write_forever(fd: int) -> None:
+    while True:
+        os.write(fd, bytes(65536))
+
+
+def _fill(folder: Path) -> None:
+    """Write a file into `folder` until its filesystem has no space left."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with pytest.raises(OSError, match="No space left") as raised:
+            _write_forever(fd)
+        assert raised.value.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+async def _calls_answer_while_the_ledger_fails(
+    database: Database, spoil: Callable[[], object], caplog: pytest.LogCaptureFixture
+) -> Metrics:
+    """A server on `database` keeps one answer; `spoil()` breaks the database; every call after still answers from
+    the API, through a real MCP client. Returns the server's metrics."""
+    caplog.set_level(logging.WARNING, logger="dessert_mcp")
+    feed = MovingFeed(ROWS)
+    metrics = Metrics()
+    settings = _settings(DESSERT_CACHE_TTL_S="0")
+    service = DessertService(
+        settings, transport=_api(feed).transport(), observer=metrics, ledger=DatabaseLedger(database), clock=feed.now
+    )
+    assert service.recorder is not None
+    async with Client(build_server(settings, service=service)) as client:
+        kept = await _usage(client, since=iso(T0))
+        assert len(kept["recent_transactions"]) == 50
+        await service.recorder.settled()
+        spoil()
+        for end in (70, 90):  # two rounds: two failures each, one warning
+            feed.end = end
+            plain = await _usage(client)
+            assert plain["recent_transactions"] == [tx.model_dump(mode="json") for tx in window(ROWS, end)]
+            assert (await client.call_tool("dessert_get_spend", {})).is_error is False
+        await service.recorder.settled()
+    said = [r.getMessage() for r in caplog.records if "The ledger failed (record" in r.getMessage()]
+    assert len(said) == 1, said
+    return metrics
+
+
+async def test_a_full_ledger_database_leaves_every_call_answering_and_is_said_once(
+    small_filesystem: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = Database(f"sqlite:///{small_filesystem / 'ledger.db'}", schemas=[LEDGER_SCHEMA], label="ledger")
+    metrics = await _calls_answer_while_the_ledger_fails(database, lambda: _fill(small_filesystem), caplog)
+    failures = metrics.registry.get_sample_value("dessert_mcp_ledger_failures_total", {"operation": "record_usage"})
+    assert failures == 4  # each of the four answers after the disk filled up: counted, said once
+
+
+async def test_a_ledger_database_locked_by_another_process_leaves_every_call_answering_and_is_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "ledger.db"
+    database = Database(f"sqlite:///{path}", schemas=[LEDGER_SCHEMA], label="ledger")
+    holder = sqlite3.connect(path, isolation_level=None)  # another program holding the write lock
+
+    def lock() -> None:
+        holder.execute("BEGIN EXCLUSIVE")
+
+    try:
+        metrics = await _calls_answer_while_the_ledger_fails(database, lock, caplog)
+    finally:
+        holder.close()
+    failures = metrics.registry.get_sample_value("dessert_mcp_ledger_failures_total", {"operation": "record_usage"})
+    assert failures == 4
