@@ -210,6 +210,51 @@ async def test_the_forecast_gives_a_range_from_the_spread_of_daily_spend_in_kept
     assert forecast["latest_balance"] == rows[-1].balance_after
 
 
+async def test_the_forecast_appears_once_history_is_kept_even_after_an_answer_read_without_it() -> None:
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    rows = chain([2000, -20, -60, -30, -90, -40], start=today - timedelta(days=6, hours=12), step=timedelta(days=1))
+    feed = MovingFeed(rows)
+    ledger = StalledLedger()
+    settings = _settings()
+    service = DessertService(settings, transport=_api(feed).transport(), ledger=ledger, clock=feed.now)
+    async with Client(build_server(settings, service=service)) as client:
+        before = (await _usage(client))["summary"]["forecast"]  # its own answer is not kept yet: no daily spend
+        ledger.release.set()
+        assert service.recorder is not None
+        await service.recorder.settled()
+        after = (await _usage(client))["summary"]["forecast"]
+    assert before.get("history_days") is None
+    assert after["history_days"] >= 2
+
+
+class CountedLedger(InMemoryLedger):
+    """A ledger that counts its daily spend reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.daily_reads = 0
+
+    async def daily_net_spend(self, *args: Any, **kwargs: Any) -> Any:
+        self.daily_reads += 1
+        return await super().daily_net_spend(*args, **kwargs)
+
+
+async def test_usage_calls_without_enough_history_to_forecast_from_read_the_daily_spend_once() -> None:
+    feed = MovingFeed(ROWS)  # two hours of rows: no whole day to forecast from
+    ledger = CountedLedger()
+    settings = _settings()
+    service = DessertService(settings, transport=_api(feed).transport(), ledger=ledger, clock=feed.now)
+    async with Client(build_server(settings, service=service)) as client:
+        await _see(client, feed, [120])
+        assert service.recorder is not None
+        await service.recorder.settled()
+        read = ledger.daily_reads
+        for _ in range(5):  # the same answer each time: nothing new kept
+            await _see(client, feed, [120])
+            await service.recorder.settled()
+    assert ledger.daily_reads - read <= 1
+
+
 async def test_with_the_ledger_off_calls_answer_from_the_api_alone_as_before() -> None:
     feed = MovingFeed(ROWS)
     feed.end = 120

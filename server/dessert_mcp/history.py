@@ -49,7 +49,8 @@ MAX_PAGES_SCANNED: Final = 20
 # Days of history the forecast's rate and range come from.
 FORECAST_DAYS: Final = 30
 # Seconds an account's daily spend is reused for the forecast: whole past days change only when history is filled
-# in, and reading them on every call would cost each usage call a database query.
+# in (this process hears of its own writes; the bound is for other processes sharing the database), and reading
+# them on every call would cost each usage call a database query.
 DAILY_TTL_S: Final = 300.0
 DAILY_KEPT: Final = 1024
 # A spend result lists at most this many periods (the newest); the total still covers the whole range.
@@ -129,7 +130,11 @@ class UsageHistory:
     def __init__(self, recorder: Recorder | None, clock: Callable[[], datetime]) -> None:
         self._recorder = recorder
         self._clock = clock
-        self._daily: dict[tuple[str, date], tuple[float, list[int]]] = {}  # (account, today): (read at, nets)
+        self._daily: dict[str, tuple[float, date, list[int]]] = {}  # account: (read at, its today, nets)
+
+    def kept_more(self, account: str) -> None:
+        """The ledger kept new rows of `account`: its next forecast reads the daily spend again."""
+        self._daily.pop(account, None)
 
     async def usage(self, usage: Usage, arguments: UsageArguments, account: AccountOf) -> UsageReport:
         ranged = arguments if isinstance(arguments, UsageRangeArguments) else UsageRangeArguments()
@@ -199,16 +204,17 @@ class UsageHistory:
 
         async def read(ledger: Ledger) -> list[int]:
             now = self._clock()
-            key = (await account(ledger), now.date())
-            kept = self._daily.get(key)
-            if kept is not None and time.monotonic() - kept[0] < DAILY_TTL_S:
-                return kept[1]
-            days = await ledger.daily_net_spend(key[0], now - timedelta(days=FORECAST_DAYS + 1), None)
+            name = await account(ledger)
+            kept = self._daily.get(name)
+            if kept is not None and kept[1] == now.date() and time.monotonic() - kept[0] < DAILY_TTL_S:
+                return kept[2]
+            days = await ledger.daily_net_spend(name, now - timedelta(days=FORECAST_DAYS + 1), None)
             nets = whole_day_nets(days)
-            if len(nets) >= 2:  # enough to forecast from; until then, each call looks again (history may arrive)
-                if len(self._daily) >= DAILY_KEPT:
-                    self._daily.pop(next(iter(self._daily)))
-                self._daily[key] = (time.monotonic(), nets)
+            # Kept even when too short to forecast from: `kept_more` drops it when this process keeps new rows.
+            self._daily.pop(name, None)
+            if len(self._daily) >= DAILY_KEPT:
+                self._daily.pop(next(iter(self._daily)))
+            self._daily[name] = (time.monotonic(), now.date(), nets)
             return nets
 
         daily = await self._recorder.read(read, after_writes=False)

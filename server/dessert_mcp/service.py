@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -15,7 +15,16 @@ import anyio
 import httpx2
 from pydantic import BaseModel
 
-from dessert_mcp.alerts import Alert, AlertStore, InMemoryAlertStore, OpenedAlertStore, Publish, Thresholds, Watcher
+from dessert_mcp.alerts import (
+    USAGE_URI,
+    Alert,
+    AlertStore,
+    InMemoryAlertStore,
+    OpenedAlertStore,
+    Publish,
+    Thresholds,
+    Watcher,
+)
 from dessert_mcp.auth.caller import CallerToken, caller_token
 from dessert_mcp.cache import BuiltFrom
 from dessert_mcp.client import DessertAPIError, DessertClient
@@ -121,7 +130,9 @@ class DessertService:
             else:
                 given = ledger
                 opened = lambda: given  # noqa: E731
-            watcher = Watcher(alerts or InMemoryAlertStore(), alert_thresholds(settings), publish=publish, clock=clock)
+            watcher = Watcher(
+                alerts or InMemoryAlertStore(), alert_thresholds(settings), publish=self._kept(publish), clock=clock
+            )
             self.watcher: Watcher | None = watcher
             self.recorder: Recorder | None = Recorder(lambda: watcher.ledger(opened()), observer)
         else:
@@ -131,6 +142,16 @@ class DessertService:
         self._clock = clock
         self._history = UsageHistory(self.recorder, clock)
         self._key_account: str | None = None
+
+    def _kept(self, publish: Publish) -> Publish:
+        """`publish`, after telling the usage answers that the ledger kept new rows of the account."""
+
+        async def published(account: str, uris: Sequence[str]) -> None:
+            if USAGE_URI in uris:
+                self._history.kept_more(account)
+            await publish(account, uris)
+
+        return published
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[DessertService]:
