@@ -259,3 +259,19 @@ async def test_a_range_running_past_the_last_read_is_as_complete_as_its_part_up_
         assert page.history_complete == report.history_complete == (since == after_oldest)
         assert page.seams == report.seams
         assert sum(t.transactions for t in report.total.by_type.values()) == len(page.rows)
+
+
+async def test_an_answer_seen_again_moves_the_last_observation_on_as_merging_it_anew_would(ledger: Ledger) -> None:
+    rows = chain([-5, -15, -5, 100] * 20)
+    reference = InMemoryLedger()
+    seen = [read_at(rows, 80) + timedelta(minutes=m) for m in (0, 1, 2, 1, 3)]  # the poller's and a call's reads
+    for at in seen:
+        outcome = await ledger.record_usage(ACCOUNT, window(rows, 80), at)
+        assert outcome == await reference.record_usage(ACCOUNT, window(rows, 80), at)
+    after_newest = rows[-1].timestamp + timedelta(milliseconds=1)
+    for since, until in ((None, None), (after_newest, max(seen)), (rows[40].timestamp, max(seen))):
+        page = await ledger.history(ACCOUNT, since, until, limit=500)
+        assert page == await reference.history(ACCOUNT, since, until, limit=500)
+        assert page.as_of == max(seen)
+        assert page.history_complete == (since is not None)
+    assert (await ledger.status()).accounts == (await reference.status()).accounts

@@ -190,3 +190,38 @@ async def test_the_database_ledger_applies_every_merge_as_the_in_memory_one_does
             assert (await ledger.status()).accounts == (await reference.status()).accounts
         finally:
             await ledger.aclose()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+async def test_the_database_ledger_applies_answers_seen_again_as_the_in_memory_one_does(data: st.DataObject) -> None:
+    # An answer seen again unchanged is recognised rather than merged: it must change what a merge would, no more.
+    rows = data.draw(chains())[:60]
+    feed = data.draw(st.integers(1, 8))
+    answers = [again for read in data.draw(reads(rows, empty=True)) for again in data.draw(repeated(rows, read))]
+    reference = InMemoryLedger(feed_size=feed)
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = open_database_ledger(f"sqlite:///{tmp}/ledger.db", feed_size=feed)
+        try:
+            for read in answers:
+                answer = list(reversed(rows[max(0, read.end - feed) : read.end]))
+                expected = await reference.record_usage(ACCOUNT, answer, read.at)
+                assert await ledger.record_usage(ACCOUNT, answer, read.at) == expected
+            assert await ledger.history(ACCOUNT, limit=500) == await reference.history(ACCOUNT, limit=500)
+            assert (await ledger.status()).accounts == (await reference.status()).accounts
+            for read in answers:
+                since = rows[max(0, read.end - feed - 1)].timestamp
+                assert await ledger.history(ACCOUNT, since, read.at, limit=500) == await reference.history(
+                    ACCOUNT, since, read.at, limit=500
+                )
+        finally:
+            await ledger.aclose()
+
+
+@st.composite
+def repeated(draw: st.DrawFn, rows: Sequence[Transaction], read: Read) -> list[Read]:
+    """The same answer read one to four times, at any moment consistent with it (not always later)."""
+    newest = rows[read.end - 1].timestamp if read.end else T0 - timedelta(days=1)
+    nxt = rows[read.end].timestamp if read.end < len(rows) else newest + timedelta(minutes=5)
+    times = draw(st.lists(st.sampled_from([0, 0.5, 1]), min_size=0, max_size=3))
+    return [read, *(Read(read.end, newest + (nxt - newest) * t) for t in times)]

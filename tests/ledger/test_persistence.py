@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
 
 from dessert_mcp.ledger import InMemoryLedger
 from tests.ledger.conftest import MakeLedger, open_database_ledger
@@ -106,3 +110,43 @@ async def test_the_in_memory_and_database_ledgers_agree(make_ledger: MakeLedger)
             "key:a", since, until, period="week"
         )
     assert (await ledger.status()).accounts == (await reference.status()).accounts
+
+
+async def test_an_answer_seen_again_unchanged_is_vouched_for_in_fewer_statements_than_a_merge(
+    database_url: str,
+) -> None:
+    ledger = open_database_ledger(database_url)
+    statements: list[str] = []
+
+    def executed(*args: Any) -> None:
+        statements.append(args[2])
+
+    sa.event.listen(ledger.database.engine.sync_engine, "before_cursor_execute", executed)
+    costs = []
+    try:
+        for minutes in range(4):
+            statements.clear()
+            await ledger.record_usage("key:test", window(CHAIN, 80), read_at(CHAIN, 80) + timedelta(minutes=minutes))
+            costs.append(len(statements))
+    finally:
+        await ledger.aclose()
+    # The first read merges, the second merges and finds nothing new; from then on the same answer is recognised.
+    assert costs[3] == costs[2] < costs[1]
+
+
+async def test_an_answer_seen_again_after_another_process_wrote_is_merged_as_the_in_memory_ledger_does(
+    database_url: str,
+) -> None:
+    ours, theirs = open_database_ledger(database_url), open_database_ledger(database_url)
+    reference = InMemoryLedger()
+    reads = [(ours, 80, 0), (ours, 80, 1), (theirs, 120, 0), (ours, 80, 2), (ours, 80, 3)]
+    try:
+        for ledger, end, minutes in reads:
+            at = read_at(CHAIN, end) + timedelta(minutes=minutes)
+            expected = await reference.record_usage("key:test", window(CHAIN, end), at)
+            assert await ledger.record_usage("key:test", window(CHAIN, end), at) == expected
+        assert await ours.history("key:test", limit=500) == await reference.history("key:test", limit=500)
+        assert (await ours.status()).accounts == (await reference.status()).accounts
+    finally:
+        await ours.aclose()
+        await theirs.aclose()

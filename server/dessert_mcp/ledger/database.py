@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -32,7 +32,7 @@ from dessert_mcp.ledger.api import (
     SpendReport,
 )
 from dessert_mcp.ledger.coverage import Coverage, MarkedRow, StretchSummary, decode_cursor
-from dessert_mcp.ledger.merge import MergePlan, StoredRow, Stretch, plan_merge
+from dessert_mcp.ledger.merge import MergePlan, RowKey, StoredRow, Stretch, plan_merge, row_key
 from dessert_mcp.ledger.queries import check_aware, check_limit, page_of, relevant, time_span
 from dessert_mcp.ledger.spend import build_spend, daily_net
 from dessert_mcp.ledger.tables import (
@@ -61,6 +61,8 @@ _TX_COLUMNS: Final = (
 )
 _NEWEST_FIRST: Final = (ROWS.c.at_us.desc(), ROWS.c.stretch_id.desc(), ROWS.c.pos.desc())
 _OLDEST_FIRST: Final = (ROWS.c.at_us, ROWS.c.stretch_id, ROWS.c.pos)
+# Accounts whose last answer is remembered, to recognise it when it comes again.
+REPEATS_KEPT: Final = 1024
 
 
 def _transaction(row: Any, prefix: str = "") -> Transaction:
@@ -91,6 +93,87 @@ def _range(column: sa.ColumnElement[int], since: datetime | None, until: datetim
 
 
 @dataclass(frozen=True, slots=True)
+class _Repeat:
+    """An answer whose merge added nothing, joined nothing and ended at its stretch's newest row: merged again over
+    the same stored stretches and read no earlier, it places the same way (a later read time can only rule out
+    matches and orders, and those it relied on do not depend on it) and changes only the read times it vouches for.
+    So the polls and calls that see an unchanged account cost a touch of two rows, not a merge."""
+
+    account_id: int
+    keys: tuple[RowKey, ...]
+    observed_at: datetime
+    stretch: int
+    stretches: tuple[tuple[int, int, int, bool, datetime | None], ...]  # the target's read time left out
+    flagged: int
+
+    @classmethod
+    def after(
+        cls,
+        account_id: int,
+        keys: tuple[RowKey, ...],
+        observed_at: datetime,
+        stored: Sequence[_Stored],
+        plan: MergePlan,
+    ) -> _Repeat | None:
+        """What to recognise the answer by, when merging it (over `stored`, as `plan`) only vouched for it."""
+        if plan.placement != "joined" or plan.added or plan.joins or plan.target is None:
+            return None
+        before = next(s for s in stored if s.summary.id == plan.target).summary.observed_through
+        # Its stretch's read time moved to this one's: the answer ends at the stretch's newest row.
+        if plan.observed_through != observed_at or (before is not None and before >= observed_at):
+            return None
+        after = [
+            replace(s, summary=replace(s.summary, reaches_start=plan.reaches_start))
+            if s.summary.id == plan.target
+            else s
+            for s in stored
+        ]
+        return cls(account_id, keys, observed_at, plan.target, _shape(after, plan.target), plan.flagged)
+
+    def holds(
+        self,
+        account_id: int,
+        keys: tuple[RowKey, ...],
+        observed_at: datetime,
+        stored: Sequence[_Stored],
+        oldest: datetime,
+    ) -> bool:
+        """Whether merging `keys` read at `observed_at` over `stored` would only vouch for it again: the same
+        answer, read no earlier, over the same stretches, every other of which ends before the answer's oldest row
+        (a stretch after it could turn into a conflict with a later read time)."""
+        return (
+            account_id == self.account_id
+            and observed_at >= self.observed_at
+            and keys == self.keys
+            and _shape(stored, self.stretch) == self.stretches
+            and all(s.summary.id == self.stretch or s.summary.last.timestamp < oldest for s in stored)
+        )
+
+
+def _shape(stored: Sequence[_Stored], target: int) -> tuple[tuple[int, int, int, bool, datetime | None], ...]:
+    return tuple(
+        (
+            s.summary.id,
+            s.first_pos,
+            s.last_pos,
+            s.summary.reaches_start,
+            None if s.summary.id == target else s.summary.observed_through,
+        )
+        for s in stored
+    )
+
+
+async def _vouch(conn: AsyncConnection, stretch: int, observed_at: datetime) -> None:
+    """The stretch's rows are all there was before `observed_at` too (its read time only moves forward)."""
+    seen, when = STRETCHES.c.observed_through_us, to_us(observed_at)
+    await conn.execute(
+        STRETCHES.update()
+        .where(STRETCHES.c.id == stretch)
+        .values(observed_through_us=sa.case((seen.is_(None), when), (seen < when, when), else_=seen))
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class _Stored:
     """A stretch's record: its summary and where its rows are."""
 
@@ -109,6 +192,7 @@ class DatabaseLedger:
         self._db = database
         self._feed_size = feed_size
         self._secret: bytes | None = None
+        self._repeats: dict[str, _Repeat] = {}  # account: its last answer, when merging it again only vouches
 
     @property
     def location(self) -> str:
@@ -152,11 +236,22 @@ class DatabaseLedger:
                     )
                 return MergeOutcome("empty", 0, 0)
             lo, hi = time_span(transactions)
+            keys = tuple(row_key(tx) for tx in transactions)
+            repeat = self._repeats.get(account)
+            if repeat is not None and repeat.holds(account_id, keys, observed_at, stored, lo):
+                await _vouch(conn, repeat.stretch, observed_at)
+                return MergeOutcome("joined", 0, repeat.flagged)
             by_id = {s.summary.id: s for s in stored}
             wanted = [by_id[i] for i in relevant([s.summary for s in stored], lo, hi)]
             views = await _views(conn, account_id, wanted, lo, hi)
             plan = plan_merge(transactions, observed_at, views, feed_size=self._feed_size)
             await _apply(conn, account_id, plan)
+        self._repeats.pop(account, None)
+        repeat = _Repeat.after(account_id, keys, observed_at, stored, plan)
+        if repeat is not None:
+            if len(self._repeats) >= REPEATS_KEPT:
+                self._repeats.pop(next(iter(self._repeats)))
+            self._repeats[account] = repeat
         return MergeOutcome(plan.placement, plan.added, plan.flagged)
 
     async def record_balance(self, account: str, balance: Balance, observed_at: datetime) -> None:
