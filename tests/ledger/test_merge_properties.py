@@ -177,28 +177,12 @@ async def test_the_database_ledger_applies_every_merge_as_the_in_memory_one_does
     # Joins, dropped copies, flag updates and kept-apart answers written as SQL: one SQLite file per example.
     rows = data.draw(chains())[:60]
     feed = data.draw(st.integers(1, 8))
-    answers = data.draw(reads(rows, empty=True))
-    reference = InMemoryLedger(feed_size=feed)
-    with tempfile.TemporaryDirectory() as tmp:
-        ledger = open_database_ledger(f"sqlite:///{tmp}/ledger.db", feed_size=feed)
-        try:
-            for read in answers:
-                answer = list(reversed(rows[max(0, read.end - feed) : read.end]))
-                expected = await reference.record_usage(ACCOUNT, answer, read.at)
-                assert await ledger.record_usage(ACCOUNT, answer, read.at) == expected
-            assert await ledger.history(ACCOUNT, limit=500) == await reference.history(ACCOUNT, limit=500)
-            assert (await ledger.status()).accounts == (await reference.status()).accounts
-        finally:
-            await ledger.aclose()
+    await both_ledgers_agree(rows, data.draw(reads(rows, empty=True)), feed)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(data=st.data())
-async def test_the_database_ledger_applies_answers_seen_again_as_the_in_memory_one_does(data: st.DataObject) -> None:
-    # An answer seen again unchanged is recognised rather than merged: it must change what a merge would, no more.
-    rows = data.draw(chains())[:60]
-    feed = data.draw(st.integers(1, 8))
-    answers = [again for read in data.draw(reads(rows, empty=True)) for again in data.draw(repeated(rows, read))]
+async def both_ledgers_agree(rows: Sequence[Transaction], answers: Sequence[Read], feed: int) -> None:
+    """The database ledger (in a SQLite file of its own) and the in-memory one, given `answers` in turn, say the same
+    of each answer, of the whole history, and of the range of each answer up to its read time."""
     reference = InMemoryLedger(feed_size=feed)
     with tempfile.TemporaryDirectory() as tmp:
         ledger = open_database_ledger(f"sqlite:///{tmp}/ledger.db", feed_size=feed)
@@ -216,6 +200,16 @@ async def test_the_database_ledger_applies_answers_seen_again_as_the_in_memory_o
                 )
         finally:
             await ledger.aclose()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+async def test_the_database_ledger_applies_answers_seen_again_as_the_in_memory_one_does(data: st.DataObject) -> None:
+    # An answer seen again unchanged is recognised rather than merged: it must change what a merge would, no more.
+    rows = data.draw(chains())[:60]
+    feed = data.draw(st.integers(1, 8))
+    answers = [again for read in data.draw(reads(rows, empty=True)) for again in data.draw(repeated(rows, read))]
+    await both_ledgers_agree(rows, answers, feed)
 
 
 @st.composite
