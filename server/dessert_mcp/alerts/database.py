@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from dessert_mcp.alerts.rules import Alert, Rule, Thresholds
 from dessert_mcp.alerts.store import RECENT_KEPT
 from dessert_mcp.ledger.tables import from_us, to_us
-from dessert_mcp.storage import Database, Migration, Schema, upsert
+from dessert_mcp.storage import Database, Migration, Schema, insert_if_absent, upsert
 
 _md = sa.MetaData()
 ALERTS: Final = sa.Table(
@@ -23,6 +23,16 @@ ALERTS: Final = sa.Table(
     sa.Column("fired_at_us", sa.BigInteger, nullable=False),
     sa.Column("cleared_at_us", sa.BigInteger),
     sa.Index("alerts_by_account", "account", "fired_at_us"),
+    # One active level alert per account and rule, whichever replica fires it first (`fire` inserts if absent).
+    # Event alerts are born with their `cleared_at` (the end of their day), so each may stand beside others.
+    sa.Index(
+        "alerts_one_active",
+        "account",
+        "rule",
+        unique=True,
+        sqlite_where=sa.text("cleared_at_us IS NULL"),
+        postgresql_where=sa.text("cleared_at_us IS NULL"),
+    ),
 )
 THRESHOLDS: Final = sa.Table(
     "alert_thresholds",
@@ -43,24 +53,26 @@ class DatabaseAlertStore:
             raise ValueError("the database must be opened with the alerts' schema (alerts.database.ALERTS_SCHEMA)")
         self._db = database
 
-    async def fire(self, alert: Alert) -> None:
+    async def fire(self, alert: Alert) -> bool:
+        values = {
+            "id": alert.id,
+            "account": alert.account,
+            "rule": alert.rule,
+            "value": alert.value,
+            "threshold": alert.threshold,
+            "fired_at_us": to_us(alert.fired_at),
+            "cleared_at_us": None if alert.cleared_at is None else to_us(alert.cleared_at),
+        }
         async with self._db.transaction() as conn:
-            await conn.execute(
-                ALERTS.insert().values(
-                    id=alert.id,
-                    account=alert.account,
-                    rule=alert.rule,
-                    value=alert.value,
-                    threshold=alert.threshold,
-                    fired_at_us=to_us(alert.fired_at),
-                    cleared_at_us=None if alert.cleared_at is None else to_us(alert.cleared_at),
-                )
-            )
+            kept = await conn.execute(insert_if_absent(conn, ALERTS, values).returning(ALERTS.c.id))
+            return kept.first() is not None
 
-    async def clear(self, alert: Alert) -> None:
+    async def clear(self, alert: Alert) -> bool:
         cleared = None if alert.cleared_at is None else to_us(alert.cleared_at)
+        still_active = (ALERTS.c.id == alert.id) & ALERTS.c.cleared_at_us.is_(None)
         async with self._db.transaction() as conn:
-            await conn.execute(sa.update(ALERTS).where(ALERTS.c.id == alert.id).values(cleared_at_us=cleared))
+            done = await conn.execute(sa.update(ALERTS).where(still_active).values(cleared_at_us=cleared))
+            return bool(done.rowcount)
 
     async def recent(self, account: str, limit: int = RECENT_KEPT) -> list[Alert]:
         query = (

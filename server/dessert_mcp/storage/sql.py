@@ -1,4 +1,4 @@
-"""The one upsert style of every wing: INSERT ... ON CONFLICT DO UPDATE, which SQLite and PostgreSQL both speak."""
+"""The one upsert style of every wing: INSERT ... ON CONFLICT, which SQLite and PostgreSQL both speak."""
 
 from __future__ import annotations
 
@@ -27,3 +27,11 @@ def upsert(
     if update is None:
         update = {name: statement.excluded[name] for name in values if name not in key}
     return statement.on_conflict_do_update(index_elements=list(key), set_=dict(update), where=where)
+
+
+def insert_if_absent(conn: AsyncConnection, table: sa.Table, values: Mapping[str, Any]) -> sa.Insert:
+    """Insert `values` unless a row already holds one of their unique keys (the primary key or any unique index,
+    partial ones included). One statement, so of concurrent writers exactly one inserts; chain `.returning(...)` to
+    learn whether this one did (no row back: another row was there first)."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    return insert(table).values(**values).on_conflict_do_nothing()
