@@ -262,6 +262,14 @@ def build_app(
         settings, transport=transport, per_account=auth is not None, observer=metrics or NO_OBSERVER
     )
     server = build_server(settings, service=service, auth=auth)
+    fanout = None
+    if options.redis_url is not None:
+        from dessert_mcp.fanout import RedisFanout
+
+        # Replicas (and workers) share their events: an alert raised where the account is polled reaches its
+        # listeners wherever they are connected.
+        fanout = RedisFanout(options.redis_url, service.remote_event)
+        service.events.relay = fanout
     if wiring is not None:
         # Replicas sharing the token database poll an account one at a time, and forget revoked ones at once.
         service.poll_lease = partial(wiring.store.take_lease, holder=wiring.pruner.holder)
@@ -338,6 +346,8 @@ def build_app(
             if wiring is not None:
                 stack.push_async_callback(wiring.aclose)
                 await wiring.start()
+            if fanout is not None:
+                await stack.enter_async_context(fanout.running())
             await stack.enter_async_context(service.running())
             if options.transport == "http":
                 await stack.enter_async_context(server.session_manager.run())
