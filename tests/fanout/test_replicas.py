@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import anyio
 import httpx2
@@ -17,13 +18,16 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ResourceUpdated
 
 from dessert_mcp.alerts import ALERTS_URI, BALANCE_URI, USAGE_URI
-from dessert_mcp.config import Secret
+from dessert_mcp.config import Secret, Settings
 from dessert_mcp.events import ServerEvent, updated_uri
 from dessert_mcp.fanout import RedisFanout
 from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
+from dessert_mcp.sandbox import SandboxAccount
 from dessert_mcp.service import DessertService
-from tests.support.faults import ThreadedFaultySandbox
+from tests.auth.conftest import SECOND_KEY, second_account
+from tests.support.api import CANARY_KEY
+from tests.support.faults import ThreadedAccountsSandbox, ThreadedFaultySandbox
 from tests.support.postgres import Postgres
 from tests.support.redis import RedisServer
 from tests.support.servers import sandbox_settings, serving_here
@@ -54,14 +58,23 @@ class Replica:
 
 @asynccontextmanager
 async def replica(sandbox: ThreadedFaultySandbox, redis_url: str) -> AsyncIterator[Replica]:
+    """A single-key replica on the sandbox's key."""
     settings = sandbox_settings(sandbox, alert_balance_below=150)
     service = DessertService(settings)
     app = build_app(settings, HTTPOptions(redis_url=Secret(redis_url)), service=service)
-    async with AsyncExitStack() as stack:
-        url = await stack.enter_async_context(serving_here(app))
-        http = await stack.enter_async_context(httpx2.AsyncClient(timeout=WAIT_S))
-        client = await stack.enter_async_context(Client(streamable_http_client(url + "/mcp", http_client=http)))
+    async with serving_here(app) as url, connected(url) as client:
         yield Replica(service, client)
+
+
+@asynccontextmanager
+async def connected(url: str, key: str | None = None) -> AsyncIterator[Client]:
+    """An MCP client of the server at `url`, sending `key` as its bearer (--auth dessert-key)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with (
+        httpx2.AsyncClient(timeout=WAIT_S, headers=headers) as http,
+        Client(streamable_http_client(url + "/mcp", http_client=http)) as client,
+    ):
+        yield client
 
 
 async def next_uri(events: AsyncIterator[object]) -> str:
@@ -73,7 +86,11 @@ async def next_uri(events: AsyncIterator[object]) -> str:
 
 def spend(sandbox: ThreadedFaultySandbox, credits: int) -> None:
     """A new deduction on the sandbox's account (the balance the next read shows)."""
-    ledger = sandbox.account.ledger
+    spend_from(sandbox.account, credits)
+
+
+def spend_from(account: SandboxAccount, credits: int) -> None:
+    ledger = account.ledger
     row = dict(ledger[-1])
     row |= {"type": "Deduction", "credits_delta": -credits, "balance_after": row["balance_after"] - credits}
     row |= {"usd_amount": None, "description": "API ad generation (count=1, format=full)"}
@@ -158,3 +175,42 @@ async def test_a_listener_on_one_replica_hears_what_another_saw_once_and_again_a
     said = [r.getMessage() for r in caplog.records if r.name == "dessert_mcp.fanout"]
     assert sum("unreachable" in line for line in said) == 2, said  # once per replica
     assert sum("reachable again" in line for line in said) == 2, said
+
+
+async def test_with_auth_another_replicas_event_reaches_only_the_listeners_of_its_own_account(
+    postgres: Postgres, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DESSERT_MCP_DATABASE_URL", postgres.database())
+    accounts = {CANARY_KEY: SandboxAccount(), SECOND_KEY: second_account()}
+    with ThreadedAccountsSandbox(accounts) as sandbox:
+        settings = replace(Settings.from_env({}, log_level="WARNING", tool_names="dotted"), base_url=sandbox.url)
+        options = HTTPOptions(auth="dessert-key", redis_url=Secret(redis_server.url))
+        services = [DessertService(settings, per_account=True) for _ in range(2)]
+        apps = [build_app(settings, options, service=service) for service in services]
+        async with (
+            serving_here(apps[0]) as a,
+            serving_here(apps[1]) as b,
+            connected(a, CANARY_KEY) as mine_on_a,
+            connected(a, SECOND_KEY) as theirs_on_a,
+            connected(b, CANARY_KEY) as mine_on_b,
+            connected(b, SECOND_KEY) as theirs_on_b,
+        ):
+            with anyio.fail_after(WAIT_S):
+                for service in services:
+                    assert isinstance(service.events.relay, RedisFanout)
+                    await service.events.relay.connected()
+            set_alerts = await mine_on_a.call_tool("dessert.set_alerts", {"balance_below": 10**9})
+            assert set_alerts.is_error is False
+            async with (
+                mine_on_b.listen(resource_subscriptions=LISTENED) as mine,
+                theirs_on_b.listen(resource_subscriptions=LISTENED) as theirs,
+            ):
+                heard_by_mine, heard_by_theirs = aiter(mine), aiter(theirs)
+                assert (await mine_on_a.call_tool("dessert.get_balance", {})).is_error is False
+                assert [await next_uri(heard_by_mine) for _ in range(2)] == [BALANCE_URI, ALERTS_URI]
+                for credits in (0, 10):  # their first balance, then a lower one: no alert (their thresholds)
+                    if credits:
+                        spend_from(sandbox.multi.accounts[SECOND_KEY], credits)
+                    assert (await theirs_on_a.call_tool("dessert.get_balance", {})).is_error is False
+                    # Had they heard my events, my alerts event would come before their second balance.
+                    assert await next_uri(heard_by_theirs) == BALANCE_URI
