@@ -128,7 +128,8 @@ class RedisFanout:
             socket_connect_timeout=TIMEOUT_S,
             health_check_interval=TIMEOUT_S,
         )
-        async with client, client.pubsub(ignore_subscribe_messages=True) as pubsub:
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
             await pubsub.subscribe(self.channel)
             while True:  # what waited while Redis was down is not sent now: its news are old
                 try:
@@ -143,6 +144,11 @@ class RedisFanout:
             finally:
                 self._up = anyio.Event()
                 self._down.set()
+        finally:
+            # Closed even when the server is stopping (cancelled): closing is local, and bounded all the same.
+            with anyio.move_on_after(TIMEOUT_S, shield=True):
+                await pubsub.aclose()
+                await client.aclose()
 
     async def _send_all(self, client: Redis, outbox: MemoryObjectReceiveStream[str]) -> None:
         async for message in outbox:
