@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -71,15 +71,46 @@ def _no_background_polls(request: pytest.FixtureRequest, monkeypatch: pytest.Mon
         monkeypatch.setattr(Poller, "run", idle)
 
 
+# Where dessert-mcp keeps its databases under HOME when no XDG_* directory is set (Linux).
+_HOME_USER_DIRS = (Path(".local", "share", "dessert-mcp"), Path(".local", "state", "dessert-mcp"))
+
+
+def _mirror(real: Path, mirror: Path, keep_out: Sequence[Path]) -> None:
+    """Make `mirror` show everything in `real` (as symlinks) except the paths `keep_out` (relative to it)."""
+    mirror.mkdir(exist_ok=True)
+    for entry in real.iterdir():
+        inside = [p.relative_to(entry.name) for p in keep_out if p.parts[0] == entry.name]
+        if not inside:
+            (mirror / entry.name).symlink_to(entry)
+        elif entry.is_dir() and not entry.is_symlink() and all(p.parts for p in inside):
+            _mirror(entry, mirror / entry.name, inside)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _user_dirs_in_a_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """No test writes to the real user data or state directory (where the ledger and the auth wing keep their
-    databases by default), nor does any server a test starts: they inherit this environment."""
+    databases by default), nor does any server a test starts: they inherit this environment, or are given it
+    (`tests.support.measured.user_dirs_env`).
+
+    A stdio server started through the SDK gets only HOME and a few more variables from this process. So HOME is a
+    mirror of the real one (its config, caches and tools, as symlinks) without dessert-mcp's own directories: a
+    server given no XDG_* directory writes there, and the session fails at its end, naming what was written, rather
+    than filling the user's real ledger."""
     patch = pytest.MonkeyPatch()
     for name in ("XDG_DATA_HOME", "XDG_STATE_HOME"):
         patch.setenv(name, str(tmp_path_factory.mktemp(name.lower())))
+    home = tmp_path_factory.mktemp("home")
+    _mirror(Path.home(), home, _HOME_USER_DIRS)
+    patch.setenv("HOME", str(home))
     yield
     patch.undo()
+    written = sorted(str(p) for d in _HOME_USER_DIRS for p in (home / d).glob("*"))
+    if written:
+        pytest.fail(
+            "A server a test started wrote to the user's own data directory (it was given HOME but no XDG_* "
+            f"directory; pass tests.support.measured.user_dirs_env()): {written}",
+            pytrace=False,
+        )
 
 
 @pytest.fixture

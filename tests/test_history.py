@@ -331,3 +331,33 @@ async def test_a_call_never_waits_for_a_ledger_write() -> None:
         page = await _usage(client, since=since)
         rest = await _usage(client, since=since, cursor=page["next_cursor"])
     assert len(page["recent_transactions"]) + len(rest["recent_transactions"]) == 69  # every answer was kept
+
+
+class PolledFeed(MovingFeed):
+    """A feed whose answers are filed at their newest row's time, as the poller files them."""
+
+    def now(self) -> datetime:
+        return self.rows[self.end - 1].timestamp
+
+
+@pytest.mark.parametrize("feed_type", [MovingFeed, PolledFeed], ids=["read after", "read at the newest row"])
+async def test_get_usage_and_get_spend_agree_on_every_range_from_the_oldest_row_kept(
+    feed_type: type[MovingFeed],
+) -> None:
+    feed = feed_type(ROWS)
+    async with Client(_server(feed)) as client:
+        await _see(client, feed, [50, 80])
+        oldest, newest = ROWS[0].timestamp, ROWS[79].timestamp
+        for since in (oldest, oldest + timedelta(milliseconds=1), ROWS[40].timestamp):
+            for until in (None, newest, newest + timedelta(milliseconds=1), newest + timedelta(days=1)):
+                arguments = {"since": iso(since)} | ({"until": iso(until)} if until else {})
+                usage = await _usage(client, **arguments)
+                result = await client.call_tool("dessert_get_spend", arguments)
+                spend = result.structured_content
+                assert spend is not None
+                said = (usage["history_complete"], usage["seams"])
+                assert (spend["history_complete"], spend["seams"]) == said, arguments
+                assert usage["history_complete"] == (since != oldest), arguments
+                counted = sum(t["transactions"] for t in spend["total"]["by_type"].values())
+                in_range = [tx for tx in ROWS[:80] if since <= tx.timestamp and (until is None or tx.timestamp < until)]
+                assert counted == len(in_range), arguments

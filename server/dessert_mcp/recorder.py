@@ -106,6 +106,8 @@ class Recorder:
             try:
                 if after_writes:
                     await self._settled.wait()
+                    if not self.writing:  # the writes it waited for failed
+                        return None
                 answer = await read(await self.opened())
             except passes:
                 raise

@@ -99,8 +99,8 @@ class DessertService:
         self._client: DessertClient | None = None
         self._accounts: OrderedDict[str, _Account] = OrderedDict()
         self._users = 0
-        # The ledger's poller while the service runs; the lease replicas sharing a database take before reading an
-        # account (the HTTP app sets it with --auth oauth), and the accounts revoked in this process, not read again.
+        # The ledger's poller while the service runs; the lease processes sharing a database take before reading an
+        # account (default: in the ledger's database), and the accounts revoked in this process, not read again.
         self.poller: Poller | None = None
         self.poll_lease: Lease | None = None
         self._revoked: set[str] = set()
@@ -382,7 +382,7 @@ class DessertService:
             lambda: self.poll_targets(ledger),
             min_s=settings.ledger_poll_min_s,
             max_s=settings.ledger_poll_max_s,
-            lease=self.poll_lease,
+            lease=self.poll_lease or _ledger_lease(ledger),
         )
         try:
             async with anyio.create_task_group() as tg:
@@ -441,6 +441,27 @@ class DessertService:
 def alert_thresholds(settings: Settings) -> Thresholds:
     """The alert rules' thresholds from the settings: every account's in single-key mode, the default otherwise."""
     return Thresholds(settings.alert_balance_below, settings.alert_runway_days, settings.alert_spike_factor)
+
+
+def _ledger_lease(ledger: Callable[[], Awaitable[Ledger]]) -> Lease:
+    """The poller's lease on an account, in the ledger's own database: processes sharing that database (replicas in
+    any mode, or two stdio servers one user started with one key) read an account one at a time, and together no
+    more often than one would. Its holder renews it at every read; another takes over once it stops. A ledger
+    without a database (in memory) is this process's alone: no lease."""
+    holder: str | None = None
+
+    async def take(name: str, *, ttl_s: float) -> bool:
+        nonlocal holder
+        database = getattr(await ledger(), "database", None)
+        if database is None:
+            return True
+        if holder is None:
+            from dessert_mcp.storage.chores import holder_name  # the storage layer, loaded with the ledger's database
+
+            holder = holder_name()
+        return bool(await database.take_lease(name, holder, ttl_s=ttl_s, renew=True))
+
+    return take
 
 
 def _named(account: str) -> Callable[[], Awaitable[str]]:

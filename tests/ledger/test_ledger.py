@@ -230,3 +230,32 @@ async def test_an_answer_proving_two_kept_apart_stretches_one_keeps_one_copy_of_
     assert [(a.rows, a.stretches) for a in (await ledger.status()).accounts] == [(6, 1)]
     # The copies' flags stay with the rows kept: what else they may have been about is not known.
     assert [sorted(r.flags) for r in reversed(page.rows)] == [["ambiguous"]] * 3 + [[]] * 3
+
+
+async def test_the_row_read_at_the_last_observations_instant_is_counted_in_spend_and_daily_spend(
+    ledger: Ledger,
+) -> None:
+    # The poller files an answer at its newest row's time: that row is the last observation's instant.
+    rows = chain([-5, -15, -5, 100] * 10)
+    await ledger.record_usage(ACCOUNT, window(rows, 40), rows[39].timestamp)
+    page = await ledger.history(ACCOUNT, limit=500)
+    report = await ledger.spend(ACCOUNT)
+    counted = sum(t.transactions for t in report.total.by_type.values())
+    assert counted == len(page.rows) == 40
+    assert sum(t.credits for t in report.total.by_type.values()) == sum(tx.credits_delta for tx in rows)
+    (day,) = await ledger.daily_net_spend(ACCOUNT)
+    assert day.net_credits == -sum(tx.credits_delta for tx in rows if tx.type == "Deduction")
+
+
+async def test_a_range_running_past_the_last_read_is_as_complete_as_its_part_up_to_it(ledger: Ledger) -> None:
+    rows = chain([-5, -15, -5, 100] * 20)
+    for end in (50, 80):
+        await ledger.record_usage(ACCOUNT, window(rows, end), read_at(rows, end))
+    after_oldest = rows[0].timestamp + timedelta(milliseconds=1)  # the oldest row kept is rows[0]
+    tomorrow = rows[-1].timestamp + timedelta(days=1)
+    for since in (rows[0].timestamp, after_oldest):
+        page = await ledger.history(ACCOUNT, since, tomorrow, limit=500)
+        report = await ledger.spend(ACCOUNT, since, tomorrow)
+        assert page.history_complete == report.history_complete == (since == after_oldest)
+        assert page.seams == report.seams
+        assert sum(t.transactions for t in report.total.by_type.values()) == len(page.rows)

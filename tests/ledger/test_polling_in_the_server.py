@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -14,22 +15,30 @@ import pytest
 from mcp import Client
 
 from dessert_mcp.auth import generate_encryption_key
+from dessert_mcp.auth.caller import CallerToken
 from dessert_mcp.auth.config import OAuthConfig
 from dessert_mcp.auth.wiring import OAuthWiring
 from dessert_mcp.config import Secret, Settings
 from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
 from dessert_mcp.ledger import InMemoryLedger, MergeOutcome
-from dessert_mcp.models import Transaction
+from dessert_mcp.ledger.database import DatabaseLedger
+from dessert_mcp.ledger.poller import Poller
+from dessert_mcp.ledger.tables import LEDGER_SCHEMA
+from dessert_mcp.models import USAGE_PATH, Transaction
 from dessert_mcp.sandbox import SandboxAccount
 from dessert_mcp.sandbox.activity import LiveAccount
 from dessert_mcp.service import DessertService
+from dessert_mcp.storage import Database
 from dessert_mcp.tools import build_server
 from tests.auth.conftest import SECOND_KEY, second_account
+from tests.ledger.conftest import postgres
 from tests.support.api import CANARY_KEY
-from tests.support.auth import call_tool
+from tests.support.auth import Clock, call_tool
 from tests.support.faults import ThreadedAccountsSandbox, ThreadedFaultySandbox
 from tests.support.servers import sandbox_settings, serve_app
+
+__all__ = ["postgres"]
 
 
 class CountingLedger(InMemoryLedger):
@@ -148,3 +157,93 @@ async def test_an_account_revoked_through_this_process_is_forgotten_by_the_polle
         assert await wiring.linked_subjects() == set()
     finally:
         await wiring.aclose()
+
+
+def _shared_ledger(url: str, clock: Clock) -> DatabaseLedger:
+    """A process's own connection to the shared ledger database, whose leases run out on the test's clock."""
+    return DatabaseLedger(Database(url, schemas=[LEDGER_SCHEMA], label="ledger database", clock=clock))
+
+
+def _on_clock(poller: Poller | None, clock: Clock) -> Poller:
+    assert poller is not None
+    poller.clock, poller.first_read_s = clock, 0
+    return poller
+
+
+async def _step_together(pollers: Sequence[Poller], sandbox: ThreadedFaultySandbox, clock: Clock, steps: int) -> int:
+    """Step every poller `steps` times on `clock`; asserts no two read at once; returns the usage reads made."""
+    reads = 0
+    for _ in range(steps):
+        before = int(sandbox.stats()["requests"].get(USAGE_PATH, 0))
+        delay = min([await p.step() for p in pollers])
+        made = int(sandbox.stats()["requests"].get(USAGE_PATH, 0)) - before
+        assert made <= 1  # one replica at a time, and together no more often than one alone
+        reads += made
+        clock.advance(delay)
+    return reads
+
+
+async def _kept_whole(url: str, clock: Clock) -> None:
+    """The shared ledger holds one stretch, nothing flagged, no row twice, complete from its first read on."""
+    ledger = _shared_ledger(url, clock)
+    try:
+        (status,) = (await ledger.status()).accounts
+        assert (status.stretches, status.flagged_rows) == (1, 0)
+        assert status.oldest_at is not None
+        page = await ledger.history(status.account, since=status.oldest_at + timedelta(milliseconds=1), limit=1)
+        assert page.history_complete
+        rows = [(r.row.transaction.at, r.row.transaction.balance_after) async for r in ledger.export()]
+        assert len(rows) == len(set(rows)) == status.rows
+    finally:
+        await ledger.aclose()
+
+
+async def test_two_servers_with_one_key_sharing_a_ledger_database_read_it_one_at_a_time(database_url: str) -> None:
+    # Two stdio servers of one user (two hosts, one key), or two replicas without --auth: one account, one database.
+    clock = Clock()
+    with ThreadedFaultySandbox(account=lambda: LiveAccount(rate=0.5, seed=4, clock=clock)) as sandbox:
+        settings = sandbox_settings(sandbox, max_attempts=1)
+        first = DessertService(settings, ledger=_shared_ledger(database_url, clock))
+        second = DessertService(settings, ledger=_shared_ledger(database_url, clock))
+        async with first.running():
+            async with second.running():
+                pollers = [_on_clock(first.poller, clock), _on_clock(second.poller, clock)]
+                reads = await _step_together(pollers, sandbox, clock, 40)
+                assert sum(w.reads for p in pollers for w in p.watches.values()) == reads
+                assert min(w.reads for p in pollers for w in p.watches.values()) == 0  # its holder kept the lease
+            # The second stopped; if it was the one reading, the first takes over once its lease runs out.
+            (watch,) = pollers[0].watches.values()
+            before = watch.reads
+            await _step_together(pollers[:1], sandbox, clock, 40)
+            assert watch.reads > before
+    await _kept_whole(database_url, clock)
+
+
+async def test_with_dessert_keys_replicas_sharing_a_ledger_database_take_turns_and_drop_a_rejected_key(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    caplog.set_level(logging.INFO, "dessert_mcp.ledger")
+    accounts = {CANARY_KEY: LiveAccount(rate=0.5, seed=6, clock=clock)}
+    with ThreadedAccountsSandbox(accounts) as sandbox:
+        settings = replace(Settings.from_env({}, log_level="WARNING", max_attempts=1), base_url=sandbox.url)
+        services = [
+            DessertService(settings, per_account=True, ledger=_shared_ledger(database_url, clock)) for _ in range(2)
+        ]
+        async with services[0].running(), services[1].running():
+            # The caller used both replicas (a call registers its key as --auth dessert-key's verifier hands it over).
+            caller = CallerToken.carrying(
+                Secret(CANARY_KEY), token="fp", client_id="dessert-key", scopes=[], subject="key:caller"
+            )
+            for service in services:
+                service._account(caller)
+            pollers = [_on_clock(s.poller, clock) for s in services]
+            assert await _step_together(pollers, sandbox, clock, 40) > 2
+            # Dessert now rejects the key (revoked on its side): neither replica reads the account again.
+            sandbox.add_fault(path=USAGE_PATH, status=401, times=0)
+            await _step_together(pollers, sandbox, clock, 40)
+            sandbox.reset()
+            assert await _step_together(pollers, sandbox, clock, 40) == 0
+    assert "Stopped polling account acct:key:caller" in caplog.text
+    assert CANARY_KEY not in caplog.text
+    await _kept_whole(database_url, clock)

@@ -13,6 +13,13 @@ def coverage_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("COVERAGE_")}
 
 
+def user_dirs_env() -> dict[str, str]:
+    """The user data and state directories of this test session (temporary: tests/conftest.py sets them), so that a
+    child server keeps its ledger and tokens there and not in the user's own."""
+    return {k: v for k, v in os.environ.items() if k in ("XDG_DATA_HOME", "XDG_STATE_HOME")}
+
+
 def host_default_env() -> dict[str, str]:
-    """The SDK's default environment for a stdio server (what hosts pass), measured."""
-    return get_default_environment() | coverage_env()
+    """The SDK's default environment for a stdio server (what hosts pass: HOME, and no XDG_* directories), measured,
+    with the session's temporary user directories."""
+    return get_default_environment() | user_dirs_env() | coverage_env()

@@ -271,8 +271,7 @@ def build_app(
         fanout = RedisFanout(options.redis_url, service.remote_event)
         service.events.relay = fanout
     if wiring is not None:
-        # Replicas sharing the token database poll an account one at a time, and forget revoked ones at once.
-        service.poll_lease = partial(wiring.store.take_lease, holder=wiring.pruner.holder)
+        # The poller forgets revoked accounts at once (replicas take turns under a lease in the ledger's database).
         service.linked_subjects = wiring.linked_subjects
         wiring.on_account_revoked(service.stop_polling)
         probe: Probe = wiring.probe

@@ -56,9 +56,16 @@ class Coverage:
     def end(self, until: datetime | None) -> datetime | None:
         return until if until is not None else self.as_of
 
-    def complete(self, since: datetime | None, until: datetime | None) -> bool:
-        """Whether the ledger holds every transaction in [since, until)."""
+    def vouched_end(self, until: datetime | None) -> datetime | None:
+        """Where a range's completeness is judged to: `until`, but no later than the last observation. Nothing after
+        it had happened when it was read (a tool call reads the API before it reads the ledger), so a range that runs
+        on into the future is as complete as its part up to now, as one API answer covering it says."""
         end = self.end(until)
+        return self.as_of if end is not None and self.as_of is not None and end > self.as_of else end
+
+    def complete(self, since: datetime | None, until: datetime | None) -> bool:
+        """Whether the ledger holds every transaction in [since, until) that had happened by the last observation."""
+        end = self.vouched_end(until)
         if end is None:
             return False
         if since is not None and since >= end:

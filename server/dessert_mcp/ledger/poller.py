@@ -194,11 +194,7 @@ class Poller:
             self._ledger_failed(exc)
             watch.due = now + watch.interval
             return
-        try:
-            ours = self.lease is None or await self.lease(f"ledger-poll:{account}", ttl_s=watch.interval)
-        except Exception as exc:  # the database that holds the leases (and the ledger) is gone: try again later
-            self._ledger_failed(exc)
-            ours = False
+        ours = await self._take_lease(account, watch)
         if not ours:
             watch.due = now + watch.interval  # another replica reads it meanwhile, into the same database
             return
@@ -220,7 +216,20 @@ class Poller:
         now = self.clock()
         rows, since_last = usage.recent_transactions, now - (watch.read_at or now)
         self._schedule(watch, rows, now)
+        if self.lease is not None:
+            await self._take_lease(account, watch)  # held until the next read this answer scheduled
         await self._record(account, watch, rows, balance, now, since_last)
+
+    async def _take_lease(self, account: str, watch: _Watch) -> bool:
+        """The account's lease until this poller's next read of it is due (and a step later), so that another
+        replica takes over only once this one stops reading it; True if this poller may read it."""
+        if self.lease is None:
+            return True
+        try:
+            return await self.lease(f"ledger-poll:{account}", ttl_s=watch.interval + self.min_s)
+        except Exception as exc:  # the database that holds the leases (and the ledger) is gone: try again later
+            self._ledger_failed(exc)
+            return False
 
     def _schedule(self, watch: _Watch, rows: Sequence[Transaction], now: float) -> None:
         watch.read_at = now

@@ -16,6 +16,8 @@ from dessert_mcp.models import Transaction, TransactionType
 _FORMAT: Final = re.compile(r"\bformat=(full|static)\b")
 # The rows the ad formats are counted over: what ads cost, and what came back.
 _AD_TYPES: Final[frozenset[TransactionType]] = frozenset({"Deduction", "Refund"})
+# The smallest step of the ledger's clock (it stores microseconds): [since, as_of + this) holds the rows at as_of.
+_JUST_AFTER: Final = timedelta(microseconds=1)
 
 
 def ad_format(description: str) -> AdFormat:
@@ -53,6 +55,10 @@ def build_spend(
     start and the last observation."""
     kept = list(rows)
     end = coverage.end(until)
+    if coverage.as_of is not None and (until is None or until > coverage.as_of):
+        # Up to the last observation, and through its instant: the poller files an answer at its newest row's time,
+        # and that row is counted (as get_usage lists it); nothing later was seen.
+        end = coverage.as_of + _JUST_AFTER
     start = since
     if start is None:
         first = min((r.transaction.timestamp for r in kept), default=None)

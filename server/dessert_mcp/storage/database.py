@@ -238,14 +238,16 @@ class Database:
                 self._ready = True
         return {schema.name: schema.version for schema in self.schemas}
 
-    async def take_lease(self, name: str, holder: str, *, ttl_s: float) -> bool:
+    async def take_lease(self, name: str, holder: str, *, ttl_s: float, renew: bool = False) -> bool:
         """Take the lease `name` for `ttl_s` seconds if nobody holds it (or theirs has run out); True if taken.
 
         One statement, so two replicas asking at once cannot both get it. It is not released: it runs out, so the
-        work it guards happens at most once per `ttl_s` across all the replicas sharing the database.
+        work it guards happens at most once per `ttl_s` across all the replicas sharing the database. With `renew`
+        its holder may take it again before then (work one replica keeps doing on its own schedule, such as polling
+        an account, which others take over only once it stops).
         """
         async with self.transaction() as conn:
-            return await leases.take(conn, name, holder, now=self.clock(), ttl_s=ttl_s)
+            return await leases.take(conn, name, holder, now=self.clock(), ttl_s=ttl_s, renew=renew)
 
     async def ping(self) -> None:
         """One round trip to the database; raises StorageUnavailable when it does not answer, or when the last

@@ -23,13 +23,15 @@ LEASES: Final = sa.Table(
 STORAGE_SCHEMA: Final = Schema("storage", _md, [Migration(1, create=("leases",))])
 
 
-async def take(conn: AsyncConnection, name: str, holder: str, *, now: float, ttl_s: float) -> bool:
-    """Take the lease `name` until `now + ttl_s` if nobody holds it (or theirs has run out); True if taken."""
+async def take(conn: AsyncConnection, name: str, holder: str, *, now: float, ttl_s: float, renew: bool = False) -> bool:
+    """Take the lease `name` until `now + ttl_s` if nobody holds it (or theirs has run out), or, `renew`, if this
+    holder does; True if taken."""
+    free = LEASES.c.expires_at <= now
     statement = upsert(
         conn,
         LEASES,
         {"name": name, "holder": holder, "expires_at": now + ttl_s},
         key=["name"],
-        where=LEASES.c.expires_at <= now,
+        where=sa.or_(free, LEASES.c.holder == holder) if renew else free,
     ).returning(LEASES.c.holder)
     return (await conn.execute(statement)).first() is not None
