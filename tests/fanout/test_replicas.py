@@ -24,6 +24,7 @@ from dessert_mcp.fanout import RedisFanout
 from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
 from dessert_mcp.sandbox import SandboxAccount
+from dessert_mcp.sandbox.activity import LiveAccount
 from dessert_mcp.service import DessertService
 from tests.auth.conftest import SECOND_KEY, second_account
 from tests.support.api import CANARY_KEY
@@ -214,3 +215,23 @@ async def test_with_auth_another_replicas_event_reaches_only_the_listeners_of_it
                     assert (await theirs_on_a.call_tool("dessert.get_balance", {})).is_error is False
                     # Had they heard my events, my alerts event would come before their second balance.
                     assert await next_uri(heard_by_theirs) == BALANCE_URI
+
+
+@pytest.mark.poller
+async def test_what_the_polling_replica_sees_reaches_a_listener_on_a_replica_that_does_not_poll(
+    postgres: Postgres, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DESSERT_MCP_DATABASE_URL", postgres.database())
+    with ThreadedFaultySandbox(account=lambda: LiveAccount(rate=4.0, seed=7)) as sandbox:
+        polling = sandbox_settings(sandbox, ledger_poll_min_s=0.5, ledger_poll_max_s=0.5)
+        services = [DessertService(polling), DessertService(replace(polling, ledger_poll=False))]
+        options = HTTPOptions(redis_url=Secret(redis_server.url))
+        apps = [build_app(polling, options, service=service) for service in services]
+        async with serving_here(apps[0]), serving_here(apps[1]) as b, connected(b) as on_b:
+            with anyio.fail_after(WAIT_S):
+                for service in services:
+                    assert isinstance(service.events.relay, RedisFanout)
+                    await service.events.relay.connected()
+            async with on_b.listen(resource_subscriptions=LISTENED) as listening:
+                assert await next_uri(aiter(listening)) in (BALANCE_URI, USAGE_URI)
+            assert (services[0].poller is None, services[1].poller is None) == (False, True)  # what B heard, A saw
