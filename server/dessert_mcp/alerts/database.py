@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from dessert_mcp.alerts.rules import Alert, Rule, Thresholds
 from dessert_mcp.alerts.store import RECENT_KEPT
 from dessert_mcp.ledger.tables import from_us, to_us
-from dessert_mcp.storage import Database, Migration, Schema, insert_if_absent, upsert
+from dessert_mcp.storage import Database, Migration, Schema, insert_new, upsert
 
 _md = sa.MetaData()
 ALERTS: Final = sa.Table(
@@ -64,7 +64,7 @@ class DatabaseAlertStore:
             "cleared_at_us": None if alert.cleared_at is None else to_us(alert.cleared_at),
         }
         async with self._db.transaction() as conn:
-            kept = await conn.execute(insert_if_absent(conn, ALERTS, values).returning(ALERTS.c.id))
+            kept = await conn.execute(insert_new(conn, ALERTS, [values]).returning(ALERTS.c.id))
             return kept.first() is not None
 
     async def clear(self, alert: Alert) -> bool:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dessert_mcp.storage.database import SQLITE_POOL_SIZE, Database, StorageUnavailable
 from dessert_mcp.storage.schema import Migration, Schema
-from dessert_mcp.storage.sql import insert_if_absent, upsert
+from dessert_mcp.storage.sql import insert_new, upsert
 from dessert_mcp.storage.urls import (
     describe_database_url,
     normalize_database_url,
@@ -35,7 +35,7 @@ __all__ = [
     "Schema",
     "StorageUnavailable",
     "describe_database_url",
-    "insert_if_absent",
+    "insert_new",
     "normalize_database_url",
     "sqlite_file",
     "upsert",

@@ -29,9 +29,13 @@ def upsert(
     return statement.on_conflict_do_update(index_elements=list(key), set_=dict(update), where=where)
 
 
-def insert_if_absent(conn: AsyncConnection, table: sa.Table, values: Mapping[str, Any]) -> sa.Insert:
-    """Insert `values` unless a row already holds one of their unique keys (the primary key or any unique index,
-    partial ones included). One statement, so of concurrent writers exactly one inserts; chain `.returning(...)` to
-    learn whether this one did (no row back: another row was there first)."""
+def insert_new(
+    conn: AsyncConnection, table: sa.Table, rows: Sequence[Mapping[str, Any]], *, key: Sequence[str] | None = None
+) -> sa.Insert:
+    """Insert the `rows` whose `key` columns match no row yet; the others are left as they are (one statement, so
+    two writers of the same row write it once). Without `key`, a row is new when it clashes with no row on any unique
+    key (the primary key or any unique index, partial ones included). Chain `.returning(...)` to learn which rows this
+    writer inserted."""
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    return insert(table).values(**values).on_conflict_do_nothing()
+    index = list(key) if key is not None else None
+    return insert(table).values([dict(row) for row in rows]).on_conflict_do_nothing(index_elements=index)
