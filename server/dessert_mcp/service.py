@@ -15,12 +15,21 @@ import anyio
 import httpx2
 from pydantic import BaseModel
 
-from dessert_mcp.alerts import Alert, AlertStore, InMemoryAlertStore, OpenedAlertStore, Publish, Thresholds, Watcher
+from dessert_mcp.alerts import (
+    ALERTS_URI,
+    Alert,
+    AlertStore,
+    InMemoryAlertStore,
+    OpenedAlertStore,
+    Publish,
+    Thresholds,
+    Watcher,
+)
 from dessert_mcp.auth.caller import CallerToken, caller_token
 from dessert_mcp.cache import BuiltFrom
 from dessert_mcp.client import DessertAPIError, DessertClient
 from dessert_mcp.config import Settings
-from dessert_mcp.events import AccountBus
+from dessert_mcp.events import AccountBus, ServerEvent, updated_uri
 from dessert_mcp.history import SpendArguments, SpendResult, UsageHistory
 from dessert_mcp.ledger import Ledger, remote_account
 from dessert_mcp.ledger.poller import Lease, Poller, PollTarget
@@ -216,6 +225,23 @@ class DessertService:
                 retryable=True,
             ) from None
         return AlertThresholds(**asdict(thresholds))
+
+    async def remote_event(self, account: str, event: ServerEvent) -> None:
+        """Another replica's event for `account` (the `fanout` wing): the account's kept alerts are read again when
+        they changed, and this process's streams of that account hear it."""
+        if self.watcher is not None and updated_uri(event) == ALERTS_URI:
+            self.watcher.forget(account)
+        if await self._hears(account):
+            await self.events.deliver(account, event)
+
+    async def _hears(self, account: str) -> bool:
+        """Whether this process's streams may hear `account`'s events: with --auth the bus routes them by account;
+        in single-key mode only the key's own account is heard (resolved in the ledger, which names it)."""
+        if self.per_account:
+            return True
+        if self._key_account is None and self.recorder is not None:
+            await self.recorder.read(self._ledger_account(), after_writes=False)
+        return account == self._key_account
 
     async def active_alerts(self) -> list[Alert]:
         now = self._clock()

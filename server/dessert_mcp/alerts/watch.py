@@ -95,6 +95,10 @@ class Watcher:
             _keep(self._recent, account, kept)
         return kept
 
+    def forget(self, account: str) -> None:
+        """The account's alerts changed elsewhere (another replica): read them again when next needed."""
+        self._recent.pop(account, None)
+
     async def active(self, account: str) -> list[Alert]:
         return active(await self.recent(account), self._clock())
 
@@ -159,21 +163,21 @@ class Watcher:
             for alert in recent:
                 if alert.cleared_at is None:
                     current.setdefault(alert.rule, alert)
-            fired, cleared = decide(account, reading, await self.thresholds(account), current, now)
+            judged_fired, judged_cleared = decide(account, reading, await self.thresholds(account), current, now)
             try:
-                for alert in cleared:
-                    await self.store.clear(alert)
-                for alert in fired:
-                    await self.store.fire(alert)
+                # The store says which this process did: another replica sharing it may have done some first.
+                cleared = [a for a in judged_cleared if await self.store.clear(a)]
+                fired = [a for a in judged_fired if await self.store.fire(a)]
             except BaseException:
-                self._recent.pop(account, None)  # kept in part: read the store again next time
+                self.forget(account)  # kept in part: read the store again next time
                 raise
-            if not (fired or cleared):
-                return False
-            gone = {a.id for a in cleared}
-            kept = [*reversed(fired), *(a for a in recent if a.id not in gone), *cleared]
-            _keep(self._recent, account, sorted(kept, key=lambda a: a.fired_at, reverse=True))
-            return True
+            if len(fired) + len(cleared) < len(judged_fired) + len(judged_cleared):
+                self.forget(account)  # the kept list missed another replica's alerts: read it again
+            elif fired or cleared:
+                gone = {a.id for a in cleared}
+                kept = [*reversed(fired), *(a for a in recent if a.id not in gone), *cleared]
+                _keep(self._recent, account, sorted(kept, key=lambda a: a.fired_at, reverse=True))
+            return bool(fired or cleared)
 
     async def _reading(
         self,
