@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 import anyio.lowlevel
 from mcp.server.subscriptions import ResourceUpdated, ServerEvent
 
 logger = logging.getLogger("dessert_mcp")
+
+# The resources whose changes are published: the context resources' URIs (dessert_mcp.context serves them).
+BALANCE_URI: Final = "dessert://balance"
+USAGE_URI: Final = "dessert://usage"
+ALERTS_URI: Final = "dessert://alerts"
 
 Listener = Callable[[ServerEvent], None]
 # The account of the request running now (None: a request with no caller, which hears nothing).
