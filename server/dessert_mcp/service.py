@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -97,9 +97,9 @@ class DessertService:
         self.poller: Poller | None = None
         self.poll_lease: Lease | None = None
         self._revoked: set[str] = set()
-        # With --auth oauth: the subjects whose accounts are still linked, as the token database says (another
-        # process may have revoked one); None when it cannot say.
-        self.linked_subjects: Callable[[], Awaitable[set[str] | None]] | None = None
+        # With --auth oauth: which of the given subjects' accounts are still linked, as the token database says
+        # (another process may have revoked one); None when it cannot say.
+        self.linked_subjects: Callable[[Collection[str]], Awaitable[set[str] | None]] | None = None
         # Identical GETs of one account share one upstream request while it is in flight, and its answer for
         # DESSERT_CACHE_TTL_S seconds after.
         ttl = settings.cache_ttl_s
@@ -441,7 +441,8 @@ class DessertService:
             return [PollTarget(self._client, account)]
         recent = time.monotonic() - self.settings.ledger_poll_recent_s
         used = {s: a for s, a in self._accounts.items() if a.last_used >= recent and s not in self._revoked}
-        if used and self.linked_subjects is not None and (linked := await self.linked_subjects()) is not None:
+        linked = await self.linked_subjects(used.keys()) if used and self.linked_subjects is not None else None
+        if linked is not None:
             self._revoked.update(used.keys() - linked)
             used = {s: a for s, a in used.items() if s in linked}
         return [PollTarget(account.client, _named(self._remote_account(subject))) for subject, account in used.items()]
