@@ -35,6 +35,11 @@ __all__ = [
 
 logger = logging.getLogger("dessert_mcp")
 
+# The resources whose changes are published: the context resources' URIs (dessert_mcp.context serves them).
+BALANCE_URI: Final = "dessert://balance"
+USAGE_URI: Final = "dessert://usage"
+ALERTS_URI: Final = "dessert://alerts"
+
 Listener = Callable[[ServerEvent], None]
 # The account of the request running now (None: a request with no caller, which hears nothing).
 Whose = Callable[[], str | None]

@@ -24,6 +24,7 @@ from dessert_mcp.alerts.rules import (
     trailing_median,
 )
 from dessert_mcp.alerts.store import AlertStore, active
+from dessert_mcp.events import ALERTS_URI, BALANCE_URI, USAGE_URI
 from dessert_mcp.history import FORECAST_DAYS, whole_day_nets
 from dessert_mcp.ledger import (
     BalanceSnapshot,
@@ -41,9 +42,6 @@ from dessert_mcp.models import Balance, Forecast, Transaction
 
 logger = logging.getLogger("dessert_mcp.alerts")
 
-BALANCE_URI: Final = "dessert://balance"
-USAGE_URI: Final = "dessert://usage"
-ALERTS_URI: Final = "dessert://alerts"
 # Accounts whose last balance and recent alerts are kept in memory (the rest are read again when needed).
 ACCOUNTS_KEPT: Final = 1024
 
