@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 # The dashboard's npm packages (ui/node_modules) and Debian's Chromium for the browser tests; see their targets below.
 UI_STAMP := ui/node_modules/.installed
 BROWSER := /usr/bin/chromium
+REDIS_SERVER := /usr/bin/redis-server
 
 .PHONY: install demo inspector test test-lowest lint format typecheck unit soak bench mutants clean foreign-tools bundle lock dist system-deps dashboard browser screenshots
 
@@ -63,15 +64,16 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Debian packages the tests run for real: PostgreSQL (tests/auth start their own throw-away cluster on 127.0.0.1)
-# and Chromium with fonts (pages in a real browser, driven by playwright with executable_path=/usr/bin/chromium),
-# and tmux (a real terminal for the Ctrl+C test). Idempotent: skipped when all three are there.
+# Debian packages the tests run for real: PostgreSQL (tests/auth start their own throw-away cluster on 127.0.0.1),
+# Chromium with fonts (pages in a real browser, driven by playwright with executable_path=/usr/bin/chromium), tmux
+# (a real terminal for the Ctrl+C test) and Redis (tests/fanout start their own on 127.0.0.1, and stop and restart
+# it). Idempotent: skipped when all four are there.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 system-deps:
-	@if [ -x $(BROWSER) ] && command -v tmux >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
+	@if [ -x $(BROWSER) ] && [ -x $(REDIS_SERVER) ] && command -v tmux >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-			postgresql chromium fonts-liberation fonts-dejavu-core tmux; \
+			postgresql chromium fonts-liberation fonts-dejavu-core tmux redis-server; \
 	fi
 
 # Two workers (`--dist loadgroup`: tests/conftest.py keeps each family with a heavy session fixture on one worker),

@@ -92,19 +92,25 @@ def pct(values: list[float], p: float) -> float:
 async def event_latency(events: int) -> list[float]:
     feed = Feed()
     server = build_server(settings(), transport=httpx2.MockTransport(feed))
-    latencies: list[float] = []
     async with Client(server) as client, client.listen(resource_subscriptions=[USAGE_URI]) as subscription:
-        stream = aiter(subscription)
-        await client.call_tool("dessert_get_usage", {})
+        return await change_latencies(feed, client, aiter(subscription), events)
+
+
+async def change_latencies(feed: Feed, caller: Client, stream: AsyncIterator[object], events: int) -> list[float]:
+    """Seconds from each of `events` new rows of `feed`, read by a get_usage call of `caller`, to the next event on
+    `stream` (whose client listens to dessert://usage)."""
+    await caller.call_tool("dessert_get_usage", {})
+    with anyio.fail_after(60):
         await anext(stream)  # the first read: the account's past
-        for _ in range(events):
-            feed.add()
-            started = time.perf_counter()
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(client.call_tool, "dessert_get_usage", {})
-                with anyio.fail_after(60):
-                    await anext(stream)
-                latencies.append(time.perf_counter() - started)
+    latencies: list[float] = []
+    for _ in range(events):
+        feed.add()
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller.call_tool, "dessert_get_usage", {})
+            with anyio.fail_after(60):
+                await anext(stream)
+            latencies.append(time.perf_counter() - started)
     return latencies
 
 

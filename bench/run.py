@@ -590,8 +590,15 @@ async def bench_coalescing(url: str) -> None:
 
 def _new_children(before: set[int]) -> list[int]:
     mine = f"PPid:\t{os.getpid()}"
-    pids = {int(p) for p in os.listdir("/proc") if p.isdigit()} - before
-    return [p for p in sorted(pids) if mine in Path(f"/proc/{p}/status").read_text()]
+    children = []
+    for pid in sorted({int(p) for p in os.listdir("/proc") if p.isdigit()} - before):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:  # another process on the shared machine, gone since the listing: not ours
+            continue
+        if mine in status:
+            children.append(pid)
+    return children
 
 
 async def bench_memory(url: str, calls: int) -> None:

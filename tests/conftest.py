@@ -20,11 +20,11 @@ from tests.support.processes import USER_DIRS
 from tests.support.servers import ServedApp, sandbox_settings, serve_app
 
 TESTS = Path(__file__).parent
-# Families whose session or module fixtures are heavy (a PostgreSQL cluster, the built wheel and bundle, the MCP
-# Inspector and a browser): under `pytest -n N --dist loadgroup` (make test) each family runs on one worker, which
-# builds them once; the families have the most tests, so xdist hands them out first and the short tests fill in
+# Families whose session or module fixtures are heavy (a PostgreSQL cluster and Redis, the built wheel and bundle,
+# the MCP Inspector and a browser): under `pytest -n N --dist loadgroup` (make test) each family runs on one worker,
+# which builds them once; the families have the most tests, so xdist hands them out first and the short tests fill in
 # around them. Every other test goes to whichever worker is free (the examples' environments are cached on disk).
-ONE_WORKER_FAMILIES = ("packaging", "dashboard", "auth", "storage", "bundle")
+ONE_WORKER_FAMILIES = ("packaging", "dashboard", "auth", "storage", "bundle", "fanout")
 
 
 def _family(nodeid: str) -> str | None:

@@ -29,8 +29,11 @@ DOCUMENTED = {
     ("mcp.server.mcpserver.exceptions", "ResourceError"),
     ("mcp.server.transport_security", "TransportSecuritySettings"),
     # The subscriptions/listen fan-out seam (2026-07-28): the bus's event types, in the module's __all__.
+    ("mcp.server.subscriptions", "PromptsListChanged"),
     ("mcp.server.subscriptions", "ResourceUpdated"),
+    ("mcp.server.subscriptions", "ResourcesListChanged"),
     ("mcp.server.subscriptions", "ServerEvent"),
+    ("mcp.server.subscriptions", "ToolsListChanged"),
     ("mcp.server.auth.middleware.auth_context", "get_access_token"),
     ("mcp.server.auth.settings", "AuthSettings"),
     ("mcp.server.auth.settings", "ClientRegistrationOptions"),

@@ -277,6 +277,50 @@ def test_calls_in_a_file_on_stdin_are_all_answered(canary_sandbox: ThreadedFault
     assert done.returncode == 0
 
 
+# What a stdio server may load of the optional wings before its first tool call: the command line's settings of the
+# HTTP and auth modes (it refuses those options over stdio) and the ledger's poller, which runs from the start.
+WINGS = ("dessert_mcp.alerts", "dessert_mcp.auth", "dessert_mcp.http", "dessert_mcp.ledger", "dessert_mcp.observe")
+WINGS_AT_START = {
+    "dessert_mcp.auth",
+    "dessert_mcp.auth.config",
+    "dessert_mcp.http",
+    "dessert_mcp.http.options",
+    "dessert_mcp.ledger",
+    "dessert_mcp.ledger.poller",
+    "dessert_mcp.observe",
+}
+NOT_BEFORE_FIRST_CALL = ("dessert_mcp.storage", "dessert_mcp.sandbox", "sqlalchemy", "aiosqlite", "asyncpg")
+
+
+def test_answering_initialize_and_tools_list_loads_no_wing_and_no_database_library(
+    canary_sandbox: ThreadedFaultySandbox, tmp_path: Path
+) -> None:
+    init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    script = tmp_path / "calls.jsonl"
+    script.write_bytes(
+        _line({"id": 1, "method": "initialize", "params": init})
+        + _line({"method": "notifications/initialized"})
+        + _line({"id": 2, "method": "tools/list"})
+    )
+    # The modules loaded when the server exits, after answering both: it exits at the end of its input.
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('loaded:', *sorted(sys.modules), file=sys.stderr))\n"
+        "from dessert_mcp.cli import main\n"
+        "main([])\n"
+    )
+    with script.open("rb") as stdin:
+        done = subprocess.run(
+            [sys.executable, "-c", code], stdin=stdin, capture_output=True, env=_env(canary_sandbox), timeout=60
+        )
+    assert [json.loads(line)["id"] for line in done.stdout.splitlines()] == [1, 2], done.stderr.decode()[-2000:]
+    loaded = set(done.stderr.decode().rpartition("loaded: ")[2].split())
+    assert "dessert_mcp.tools" in loaded
+    wings = {m for m in loaded if m.startswith(tuple(f"{wing}." for wing in WINGS)) or m in WINGS}
+    assert wings <= WINGS_AT_START, sorted(wings - WINGS_AT_START)
+    assert not {m for m in loaded if m.split(".")[0] in NOT_BEFORE_FIRST_CALL or m in NOT_BEFORE_FIRST_CALL}
+
+
 def test_with_nothing_on_stdin_the_server_exits_at_once(canary_sandbox: ThreadedFaultySandbox) -> None:
     done = subprocess.run(SERVER, stdin=subprocess.DEVNULL, capture_output=True, env=_env(canary_sandbox), timeout=60)
     assert done.stdout == b""

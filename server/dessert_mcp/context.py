@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Final, Protocol
 
 from mcp import MCPError
 from mcp.server.mcpserver import MCPServer
@@ -14,10 +14,13 @@ from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.types import INVALID_PARAMS
 from pydantic import BaseModel, Field
 
-from dessert_mcp.alerts import ALERTS_URI, Alert
 from dessert_mcp.client import DessertAPIError
+from dessert_mcp.events import ALERTS_URI, BALANCE_URI, USAGE_URI
 from dessert_mcp.history import SpendArguments, SpendResult
 from dessert_mcp.models import BalanceReport, UsageArguments, UsageReport
+
+if TYPE_CHECKING:  # the alerts wing loads with the first alerts read
+    from dessert_mcp.alerts import Alert
 
 # The spend resource's ranges: the dashboard's, and no longer than get_spend lists days for (100 periods).
 SPEND_DAYS: Final = (7, 30, 90)
@@ -43,7 +46,7 @@ def add_resources(server: MCPServer[Any], service: Reads, names: Mapping[str, st
     """
 
     @server.resource(
-        "dessert://balance",
+        BALANCE_URI,
         name="balance",
         title="Dessert credit balance",
         description=f"The same JSON as {names['dessert.get_balance']}: balance, auto-recharge, pricing, ads "
@@ -57,7 +60,7 @@ def add_resources(server: MCPServer[Any], service: Reads, names: Mapping[str, st
             raise ResourceError(f"{exc.message} ({exc.code})") from None
 
     @server.resource(
-        "dessert://usage",
+        USAGE_URI,
         name="usage",
         title="Dessert credit usage",
         description=f"The same JSON as {names['dessert.get_usage']} without filters: the last 50 transactions, "

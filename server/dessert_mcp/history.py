@@ -7,27 +7,17 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from itertools import dropwhile
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from dessert_mcp.client import DessertAPIError
-from dessert_mcp.ledger import (
-    AD_FORMATS,
-    AdFormat,
-    DailySpend,
-    HistoryPage,
-    InMemoryLedger,
-    Ledger,
-    Period,
-    SpendBucket,
-    SpendReport,
-)
-from dessert_mcp.ledger import Seam as LedgerSeam
-from dessert_mcp.ledger import Totals as LedgerTotals
 from dessert_mcp.models import (
+    AD_FORMATS,
     TRANSACTION_TYPES,
     USAGE_FEED_SIZE,
+    AdFormat,
+    Period,
     Seam,
     TransactionType,
     Usage,
@@ -40,7 +30,12 @@ from dessert_mcp.models import (
 )
 from dessert_mcp.recorder import Recorder
 
-AccountOf = Callable[[Ledger], Awaitable[str]]
+if TYPE_CHECKING:  # the ledger loads on its first use, not with the tools' shapes
+    from dessert_mcp.ledger import DailySpend, HistoryPage, Ledger, SpendBucket, SpendReport
+    from dessert_mcp.ledger import Seam as LedgerSeam
+    from dessert_mcp.ledger import Totals as LedgerTotals
+
+AccountOf = Callable[["Ledger"], Awaitable[str]]
 
 # A usage result holds at most this many transactions (`limit` asks for fewer); next_cursor pages on.
 PAGE_ROWS: Final = USAGE_FEED_SIZE
@@ -192,6 +187,8 @@ class UsageHistory:
             if kept is not None:
                 return SpendResult.of(kept, "Totals over the history this server keeps of every usage answer.")
         # No kept history: the API's one answer, through a ledger of its own so the totals and completeness agree.
+        from dessert_mcp.ledger import InMemoryLedger
+
         window = InMemoryLedger()
         await window.record_usage(_WINDOW, usage.recent_transactions, self._clock())
         report = await window.spend(_WINDOW, since, until, period=arguments.period)

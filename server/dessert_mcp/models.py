@@ -23,6 +23,12 @@ TransactionType = Literal["Deduction", "Purchase", "Bonus", "Refund"]
 TRANSACTION_TYPES: Final[tuple[TransactionType, ...]] = get_args(TransactionType)
 # What may hide transactions between two stretches of kept history (dessert_mcp.ledger.SeamKind says what each means).
 SeamKind = Literal["gap", "unverified", "ambiguous", "conflict"]
+# The spans dessert.get_spend totals over.
+Period = Literal["day", "week", "month"]
+PERIODS: Final[tuple[Period, ...]] = get_args(Period)
+# An ad format, from a transaction's description ("... format=full)"); anything else is counted apart.
+AdFormat = Literal["full", "static", "unparsed"]
+AD_FORMATS: Final[tuple[AdFormat, ...]] = get_args(AdFormat)
 USAGE_FEED_SIZE: Final = 50
 # JSON numbers past this lose precision in JavaScript clients; no credit or USD amount comes near it.
 LARGEST_NUMBER: Final = 2**53 - 1

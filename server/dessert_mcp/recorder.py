@@ -20,11 +20,11 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
-from dessert_mcp.ledger import Ledger
 from dessert_mcp.telemetry import Observer
 
-if TYPE_CHECKING:  # the alerts wing imports history, which imports this module
+if TYPE_CHECKING:  # the ledger loads on first use; the alerts wing imports history, which imports this module
     from dessert_mcp.alerts.store import AlertStore
+    from dessert_mcp.ledger import Ledger
 
 logger = logging.getLogger("dessert_mcp")
 
@@ -36,15 +36,24 @@ READ_WAIT_S: Final = 5.0
 DRAIN_WAIT_S: Final = 2.0
 
 T = TypeVar("T")
-Write = Callable[[Ledger], Awaitable[object]]
+Write = Callable[["Ledger"], Awaitable[object]]
 Queued = tuple[str, Write]
 
 
 class Recorder:
     """The ledger as the tools use it: fire-and-forget writes, bounded reads, failures counted and logged once."""
 
-    def __init__(self, open_ledger: Callable[[], Ledger], observer: Observer) -> None:
+    def __init__(
+        self,
+        open_ledger: Callable[[], Ledger],
+        observer: Observer,
+        *,
+        watched: Callable[[Ledger], Ledger] | None = None,
+    ) -> None:
+        """`open_ledger` runs in a worker thread; `watched` (what judges every change it keeps) wraps its ledger on
+        the event loop."""
         self._open = open_ledger
+        self._watched = watched
         self._ledger: Ledger | None = None
         self._observer = observer
         self._send: MemoryObjectSendStream[Queued] | None = None
@@ -124,7 +133,8 @@ class Recorder:
         thread: importing the database libraries takes long enough to hold up the calls sharing the event loop."""
         if self._ledger is None:
             ledger = await anyio.to_thread.run_sync(self._open)
-            self._ledger = self._ledger or ledger
+            if self._ledger is None:
+                self._ledger = ledger if self._watched is None else self._watched(ledger)
         return self._ledger
 
     @property

@@ -5,34 +5,21 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
 import httpx2
 from pydantic import BaseModel
 
-from dessert_mcp.alerts import (
-    USAGE_URI,
-    Alert,
-    AlertStore,
-    InMemoryAlertStore,
-    OpenedAlertStore,
-    Publish,
-    Thresholds,
-    Watcher,
-)
-from dessert_mcp.auth.caller import CallerToken, caller_token
 from dessert_mcp.cache import BuiltFrom
 from dessert_mcp.client import DessertAPIError, DessertClient
 from dessert_mcp.config import Settings
-from dessert_mcp.events import AccountBus
+from dessert_mcp.events import ALERTS_URI, USAGE_URI, AccountBus, ServerEvent, updated_uri
 from dessert_mcp.history import SpendArguments, SpendResult, UsageHistory
-from dessert_mcp.ledger import Ledger, remote_account
-from dessert_mcp.ledger.poller import Lease, Poller, PollTarget
 from dessert_mcp.models import (
     BALANCE_PATH,
     USAGE_PATH,
@@ -48,13 +35,19 @@ from dessert_mcp.recorder import Recorder, Stores
 from dessert_mcp.singleflight import SingleFlight
 from dessert_mcp.telemetry import NO_OBSERVER, Observer, mark_current_span
 
+if TYPE_CHECKING:  # the wings load on first use: a stdio server answers its first requests without them
+    from dessert_mcp.alerts import Alert, AlertStore, Publish, Thresholds, Watcher
+    from dessert_mcp.auth.caller import CallerToken
+    from dessert_mcp.ledger import Ledger
+    from dessert_mcp.ledger.poller import Lease, Poller, PollTarget
+
 logger = logging.getLogger("dessert_mcp")
 
 # With --auth: the accounts whose state (key and concurrency limiter) is kept: those of the most recent callers.
 MAX_ACCOUNTS: Final = 1024
 
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
-AccountOf = Callable[[Ledger], Awaitable[str]]
+AccountOf = Callable[["Ledger"], Awaitable[str]]
 
 
 @dataclass(eq=False)
@@ -104,9 +97,9 @@ class DessertService:
         self.poller: Poller | None = None
         self.poll_lease: Lease | None = None
         self._revoked: set[str] = set()
-        # With --auth oauth: the subjects whose accounts are still linked, as the token database says (another
-        # process may have revoked one); None when it cannot say.
-        self.linked_subjects: Callable[[], Awaitable[set[str] | None]] | None = None
+        # With --auth oauth: which of the given subjects' accounts are still linked, as the token database says
+        # (another process may have revoked one); None when it cannot say.
+        self.linked_subjects: Callable[[Collection[str]], Awaitable[set[str] | None]] | None = None
         # Identical GETs of one account share one upstream request while it is in flight, and its answer for
         # DESSERT_CACHE_TTL_S seconds after.
         ttl = settings.cache_ttl_s
@@ -117,26 +110,41 @@ class DessertService:
         self._lines: tuple[list[Alert], list[str]] | None = None
         self._alerted: tuple[BalanceReport, list[str], BalanceReport] | None = None
         # Every answer from Dessert kept in the ledger (unless DESSERT_LEDGER=off); `ledger` replaces the default.
+        # Who is calling (--auth): the token the SDK accepted for this request, and its account's name in the ledger.
+        self._caller_token: Callable[[], CallerToken | None] = lambda: None
+        self._remote_account: Callable[[str], str] = str
+        if per_account:
+            from dessert_mcp.auth.caller import caller_token
+            from dessert_mcp.ledger.accounts import remote_account
+
+            self._caller_token, self._remote_account = caller_token, remote_account
         # The events of each account's changes, for subscriptions/listen (events.AccountBus).
         self.events = AccountBus(self._caller_account if per_account else None)
         publish = publish or self.events.publish_uris
-        # Every change it keeps is published (`publish`) and judged by the alert rules (`self.watcher`).
+        # Every change it keeps is published (`publish`) and judged by the alert rules (`self.watcher`, made with the
+        # first answer it judges or the first alerts read: the rules load then, not with the server).
+        self._watcher: Watcher | None = None
+        self._new_watcher: Callable[[], Watcher] | None = None
         if settings.ledger:
             # Both stores open on first use, from one database (a server never called loads no database library).
             opened: Callable[[], Ledger]
+            stores: Stores | None = None
             if ledger is None:
                 stores = Stores()
-                opened, alerts = stores.ledger, alerts or OpenedAlertStore(stores.alerts)
+                opened = stores.ledger
             else:
                 given = ledger
                 opened = lambda: given  # noqa: E731
-            watcher = Watcher(
-                alerts or InMemoryAlertStore(), alert_thresholds(settings), publish=self._kept(publish), clock=clock
-            )
-            self.watcher: Watcher | None = watcher
-            self.recorder: Recorder | None = Recorder(lambda: watcher.ledger(opened()), observer)
+
+            def new_watcher() -> Watcher:
+                from dessert_mcp.alerts import InMemoryAlertStore, OpenedAlertStore, Watcher
+
+                store = alerts or (OpenedAlertStore(stores.alerts) if stores is not None else InMemoryAlertStore())
+                return Watcher(store, alert_thresholds(settings), publish=self._kept(publish), clock=clock)
+
+            self._new_watcher = new_watcher
+            self.recorder: Recorder | None = Recorder(opened, observer, watched=self._watched)
         else:
-            self.watcher = None
             self.recorder = None
         # When an answer was read: what the ledger places it by (tests replay an account's past with their own).
         self._clock = clock
@@ -152,6 +160,23 @@ class DessertService:
             await publish(account, uris)
 
         return published
+
+    @property
+    def alerting(self) -> bool:
+        """Whether the alert rules judge what the ledger keeps (the ledger on), without loading them."""
+        return self._new_watcher is not None
+
+    @property
+    def watcher(self) -> Watcher | None:
+        """The alert rules and their store (None with the ledger off), made on first use."""
+        if self._watcher is None and self._new_watcher is not None:
+            self._watcher = self._new_watcher()
+        return self._watcher
+
+    def _watched(self, ledger: Ledger) -> Ledger:
+        watcher = self.watcher
+        assert watcher is not None  # only a service with the ledger on has a recorder
+        return watcher.ledger(ledger)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[DessertService]:
@@ -238,6 +263,23 @@ class DessertService:
             ) from None
         return AlertThresholds(**asdict(thresholds))
 
+    async def remote_event(self, account: str, event: ServerEvent) -> None:
+        """Another replica's event for `account` (the `fanout` wing): the account's kept alerts are read again when
+        they changed, and this process's streams of that account hear it."""
+        if self.watcher is not None and updated_uri(event) == ALERTS_URI:
+            self.watcher.forget(account)
+        if await self._hears(account):
+            await self.events.deliver(account, event)
+
+    async def _hears(self, account: str) -> bool:
+        """Whether this process's streams may hear `account`'s events: with --auth the bus routes them by account;
+        in single-key mode only the key's own account is heard (resolved in the ledger, which names it)."""
+        if self.per_account:
+            return True
+        if self._key_account is None and self.recorder is not None:
+            await self.recorder.read(self._ledger_account(), after_writes=False)
+        return account == self._key_account
+
     async def active_alerts(self) -> list[Alert]:
         now = self._clock()
         return [a for a in await self.alerts() if a.active(now)]
@@ -252,11 +294,10 @@ class DessertService:
         usage = await self._read(USAGE_PATH, self._usages, DessertClient.get_usage)
         return await self._history.spend(usage, arguments, account)
 
-    @staticmethod
-    def _caller_account() -> str | None:
+    def _caller_account(self) -> str | None:
         """The ledger's name for the caller's account (--auth); None for a request with no caller."""
-        token = caller_token()
-        return remote_account(token.subject) if token is not None and token.subject is not None else None
+        token = self._caller_token()
+        return self._remote_account(token.subject) if token is not None and token.subject is not None else None
 
     def _ledger_account(self) -> AccountOf:
         """Whose history this call reads and writes, resolved inside the ledger (never a key): in single-key mode a
@@ -306,7 +347,7 @@ class DessertService:
         if not self.per_account:
             return await self._answer(route, self.client, answers, get, None)
         # Who is calling comes from the bearer token the SDK accepted for this request; never the operator's key.
-        token = caller_token()
+        token = self._caller_token()
         if token is None or token.subject is None:
             raise DessertAPIError(
                 "This request carries no caller credential; send Authorization: Bearer <token>.", code="not_configured"
@@ -380,6 +421,8 @@ class DessertService:
         if not self.settings.ledger_poll:
             yield
             return
+        from dessert_mcp.ledger.poller import Poller
+
         settings = self.settings
         self.poller = Poller(
             ledger,
@@ -426,10 +469,12 @@ class DessertService:
         if not settings.alert_webhook_urls or self.watcher is None:
             yield
             return
+        from dessert_mcp.alerts import OpenedAlertStore
+        from dessert_mcp.alerts.database import DatabaseAlertStore
+
         store = self.watcher.store
         if isinstance(store, OpenedAlertStore):
             store = await store.opened()
-        from dessert_mcp.alerts.database import DatabaseAlertStore
 
         if not isinstance(store, DatabaseAlertStore):
             logger.warning("DESSERT_ALERT_WEBHOOK_URL is set but alerts are kept in memory only: no webhook is sent")
@@ -451,6 +496,8 @@ class DessertService:
     async def poll_targets(self, ledger: Ledger | Callable[[], Awaitable[Ledger]]) -> list[PollTarget]:
         """What the ledger's poller reads: the one key's account; with --auth, the accounts whose callers used this
         server within DESSERT_LEDGER_POLL_RECENT_S and that were not revoked here, each with its caller's client."""
+        from dessert_mcp.ledger.poller import PollTarget
+
         if not self.per_account:
             if self._client is None or self.settings.api_key is None:
                 return []
@@ -462,10 +509,11 @@ class DessertService:
             return [PollTarget(self._client, account)]
         recent = time.monotonic() - self.settings.ledger_poll_recent_s
         used = {s: a for s, a in self._accounts.items() if a.last_used >= recent and s not in self._revoked}
-        if used and self.linked_subjects is not None and (linked := await self.linked_subjects()) is not None:
+        linked = await self.linked_subjects(used.keys()) if used and self.linked_subjects is not None else None
+        if linked is not None:
             self._revoked.update(used.keys() - linked)
             used = {s: a for s, a in used.items() if s in linked}
-        return [PollTarget(account.client, _named(remote_account(subject))) for subject, account in used.items()]
+        return [PollTarget(account.client, _named(self._remote_account(subject))) for subject, account in used.items()]
 
     def stop_polling(self, subject: str) -> None:
         """The caller `subject`'s account was revoked through this process: the poller does not read it again."""
@@ -474,6 +522,8 @@ class DessertService:
 
 def alert_thresholds(settings: Settings) -> Thresholds:
     """The alert rules' thresholds from the settings: every account's in single-key mode, the default otherwise."""
+    from dessert_mcp.alerts import Thresholds
+
     return Thresholds(settings.alert_balance_below, settings.alert_runway_days, settings.alert_spike_factor)
 
 

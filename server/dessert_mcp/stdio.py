@@ -52,13 +52,16 @@ def serve_stdio(settings: Settings) -> None:
     # collecting while they are made only costs start-up time. Collection resumes below, with them frozen.
     gc.disable()
     from dessert_mcp.listing import run_stdio
-    from dessert_mcp.observe.tracing import configure_tracing
+    from dessert_mcp.observe import requested_exporters
     from dessert_mcp.tools import build_server
 
     server = build_server(settings)
     # After build_server: the SDK sets up logging of its own when a server is built; this replaces it.
     configure_logging_for(settings)
-    configure_tracing()
+    if requested_exporters(os.environ):  # the exporting half loads only when an OTEL_* variable asks for it
+        from dessert_mcp.observe.tracing import configure_tracing
+
+        configure_tracing()
     if settings.api_key is not None:
         logger.info("Using the Dessert API at %s with key %s", settings.base_url, settings.api_key.fingerprint())
     elif (warning := settings.missing_key_warning()) is not None:

@@ -284,7 +284,7 @@ def build_server(
     if service.recorder is not None:  # with DESSERT_LEDGER=off the tools are what they were before the ledger
         tools[1] = (get_usage_range, "dessert.get_usage", "Dessert credit usage", RANGE_USAGE_DESCRIPTION, _ANNOTATIONS)
         tools.append((get_spend, "dessert.get_spend", "Dessert credit spend", SPEND_DESCRIPTION, _ANNOTATIONS))
-    if service.per_account and service.watcher is not None:
+    if service.per_account and service.alerting:
         # In the remote modes each account's user sets their own thresholds; in single-key mode the settings do.
         tools.append(
             (
@@ -333,7 +333,7 @@ def build_server(
     )
     names = shown_names(settings.tool_names)
     add_resources(server, service, names, history=service.recorder is not None)
-    if service.watcher is not None:
+    if service.alerting:
         add_alerts_resource(server, service)
     add_prompts(server, names)
     return server

@@ -226,7 +226,7 @@ async def test_two_replicas_on_one_database_deliver_each_alert_exactly_once(data
             urls = [receiver.url + "/hook"]
             senders = [deliverer(one, urls, observer), deliverer(two, urls, observer)]
             for n in range(12):  # queued through either replica before either sends
-                await (one, two)[n % 2].fire(alert(n))
+                await (one, two)[n % 2].fire(alert(n, account=f"acct_{n}"))
             async with AsyncExitStack() as both:
                 for sender in senders:
                     await both.enter_async_context(sender.running())

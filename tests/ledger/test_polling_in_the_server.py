@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,7 +34,7 @@ from dessert_mcp.tools import build_server
 from tests.auth.conftest import SECOND_KEY, second_account
 from tests.ledger.conftest import postgres
 from tests.support.api import CANARY_KEY
-from tests.support.auth import Clock, call_tool
+from tests.support.auth import Clock, call_tool, link_directly
 from tests.support.faults import ThreadedAccountsSandbox, ThreadedFaultySandbox
 from tests.support.servers import sandbox_settings, serve_app
 
@@ -127,7 +127,7 @@ async def test_with_auth_only_accounts_used_recently_and_still_linked_are_polled
             assert named.startswith("acct:")
             assert CANARY_KEY not in named
 
-            async def linked() -> set[str] | None:
+            async def linked(subjects: Collection[str]) -> set[str] | None:
                 return set()  # the token database says nobody is linked any more
 
             service.linked_subjects = linked
@@ -154,7 +154,36 @@ async def test_an_account_revoked_through_this_process_is_forgotten_by_the_polle
         await wiring.store.revoke_account("account-1")
         await wiring.store.revoke_grant("grant-1", "a grant alone names no account")
         assert stopped == ["acct:account-1"]
-        assert await wiring.linked_subjects() == set()
+        assert await wiring.linked_subjects(["acct:account-1"]) == set()
+    finally:
+        await wiring.aclose()
+
+
+async def test_the_poller_asks_the_token_database_about_the_accounts_it_polls_and_no_others(tmp_path: Path) -> None:
+    config = OAuthConfig(
+        public_url="http://127.0.0.1:1",
+        encryption_key=Secret(generate_encryption_key()),
+        database_url=f"sqlite:///{tmp_path / 'auth.db'}",
+    )
+    wiring = OAuthWiring(config)
+    await wiring.store.migrate()
+    try:
+        subjects = []
+        for key in (CANARY_KEY, SECOND_KEY):
+            token = await wiring.provider.load_access_token(await link_directly(wiring.provider, key))
+            assert token is not None
+            assert token.subject is not None
+            subjects.append(token.subject)
+        kept, revoked = subjects
+        assert await wiring.store.revoke_account(revoked.removeprefix("acct:"))
+
+        async def every_account() -> object:
+            raise AssertionError("the poller's round read every linked account")
+
+        wiring.store.list_accounts = every_account  # type: ignore[method-assign]
+        assert await wiring.linked_subjects([kept, revoked, "acct:never-linked"]) == {kept}
+        assert await wiring.linked_subjects([revoked]) == set()
+        assert await wiring.linked_subjects([]) == set()
     finally:
         await wiring.aclose()
 

@@ -7,12 +7,13 @@ import re
 import socket
 import sys
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import anyio
 import uvicorn
 
 from dessert_mcp.config import Settings
@@ -93,3 +94,21 @@ def cli_process(
     argv = [sys.executable, "-m", "dessert_mcp", *args, "--port", "{port}"]
     with started(argv, env=env, ready=healthz, log=stderr_path, port=port or free_port()) as server:
         yield server.url, server.pid
+
+
+@asynccontextmanager
+async def serving_here(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn on a free 127.0.0.1 port in the test's own event loop (so the test can await
+    what the app's objects do); yields its base URL at once (requests wait in the backlog until it has started)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(512)
+    config = uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=2, access_log=False)
+    server = uvicorn.Server(config)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        try:
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        finally:
+            server.should_exit = True
+    sock.close()

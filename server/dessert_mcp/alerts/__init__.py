@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dessert_mcp.alerts.rules import RULES, Alert, Rule, Thresholds
 from dessert_mcp.alerts.store import AlertStore, InMemoryAlertStore, OpenedAlertStore
-from dessert_mcp.alerts.watch import ALERTS_URI, BALANCE_URI, USAGE_URI, Publish, Watcher
+from dessert_mcp.alerts.watch import Publish, Watcher
+from dessert_mcp.events import ALERTS_URI, BALANCE_URI, USAGE_URI
 
 __all__ = [
     "ALERTS_URI",

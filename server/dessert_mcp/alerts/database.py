@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dessert_mcp.alerts.rules import Alert, Event, Rule, Thresholds
 from dessert_mcp.alerts.store import RECENT_KEPT
 from dessert_mcp.ledger.tables import from_us, to_us
-from dessert_mcp.storage import Database, Migration, Schema, upsert
+from dessert_mcp.storage import Database, Migration, Schema, insert_new, upsert
 
 _md = sa.MetaData()
 ALERTS: Final = sa.Table(
@@ -28,6 +28,16 @@ ALERTS: Final = sa.Table(
     sa.Column("fired_at_us", sa.BigInteger, nullable=False),
     sa.Column("cleared_at_us", sa.BigInteger),
     sa.Index("alerts_by_account", "account", "fired_at_us"),
+    # One active level alert per account and rule, whichever replica fires it first (`fire` inserts if absent).
+    # Event alerts are born with their `cleared_at` (the end of their day), so each may stand beside others.
+    sa.Index(
+        "alerts_one_active",
+        "account",
+        "rule",
+        unique=True,
+        sqlite_where=sa.text("cleared_at_us IS NULL"),
+        postgresql_where=sa.text("cleared_at_us IS NULL"),
+    ),
 )
 THRESHOLDS: Final = sa.Table(
     "alert_thresholds",
@@ -82,28 +92,36 @@ class DatabaseAlertStore:
     def database(self) -> Database:
         return self._db
 
-    async def fire(self, alert: Alert) -> None:
+    async def fire(self, alert: Alert) -> bool:
+        values = {
+            "id": alert.id,
+            "account": alert.account,
+            "rule": alert.rule,
+            "value": alert.value,
+            "threshold": alert.threshold,
+            "fired_at_us": to_us(alert.fired_at),
+            "cleared_at_us": None if alert.cleared_at is None else to_us(alert.cleared_at),
+        }
         async with self._db.transaction() as conn:
-            await conn.execute(
-                ALERTS.insert().values(
-                    id=alert.id,
-                    account=alert.account,
-                    rule=alert.rule,
-                    value=alert.value,
-                    threshold=alert.threshold,
-                    fired_at_us=to_us(alert.fired_at),
-                    cleared_at_us=None if alert.cleared_at is None else to_us(alert.cleared_at),
-                )
-            )
-            await self._queue(conn, alert, "fired")
-        self._sent()
+            kept = (await conn.execute(insert_new(conn, ALERTS, [values]).returning(ALERTS.c.id))).first() is not None
+            if kept:  # only the replica that kept the alert queues its webhooks
+                await self._queue(conn, alert, "fired")
+        if kept:
+            self._sent()
+        return kept
 
-    async def clear(self, alert: Alert) -> None:
+    async def clear(self, alert: Alert) -> bool:
         cleared = None if alert.cleared_at is None else to_us(alert.cleared_at)
+        still_active = (ALERTS.c.id == alert.id) & ALERTS.c.cleared_at_us.is_(None)
         async with self._db.transaction() as conn:
-            await conn.execute(sa.update(ALERTS).where(ALERTS.c.id == alert.id).values(cleared_at_us=cleared))
-            await self._queue(conn, alert, "cleared")
-        self._sent()
+            done = bool(
+                (await conn.execute(sa.update(ALERTS).where(still_active).values(cleared_at_us=cleared))).rowcount
+            )
+            if done:
+                await self._queue(conn, alert, "cleared")
+        if done:
+            self._sent()
+        return done
 
     async def _queue(self, conn: AsyncConnection, alert: Alert, event: Event) -> None:
         if self._webhooks:

@@ -130,7 +130,9 @@ def decide(
             cleared.append(_cleared(current, now))
     for tx in reading.new_rows:
         if is_auto_recharge(tx):
-            fired.append(_new("auto_recharge", account, tx.credits_delta, 0, now, until=now + EVENT_ACTIVE))
+            # Named after the transaction: replicas that both see it keep one alert.
+            key = f"{tx.at}/{tx.credits_delta}/{tx.balance_after}"
+            fired.append(_new("auto_recharge", account, tx.credits_delta, 0, now, until=now + EVENT_ACTIVE, key=key))
     if reading.gap:
         fired.append(_new("ledger_gap", account, 1, 0, now, until=now + EVENT_ACTIVE))
     return fired, cleared
@@ -145,9 +147,18 @@ def _enabled(rule: Rule, thresholds: Thresholds) -> bool:
 
 
 def _new(
-    rule: Rule, account: str, value: float, threshold: float, now: datetime, *, until: datetime | None = None
+    rule: Rule,
+    account: str,
+    value: float,
+    threshold: float,
+    now: datetime,
+    *,
+    until: datetime | None = None,
+    key: str | None = None,
 ) -> Alert:
-    return Alert(uuid.uuid4().hex, rule, account, float(value), float(threshold), now, until)
+    """A new alert; with `key`, its id is derived from (account, rule, key), so whoever fires it names it alike."""
+    made = uuid.uuid4() if key is None else uuid.uuid5(uuid.NAMESPACE_URL, f"dessert-mcp:{account}/{rule}/{key}")
+    return Alert(made.hex, rule, account, float(value), float(threshold), now, until)
 
 
 def _cleared(alert: Alert, now: datetime) -> Alert:

@@ -16,12 +16,16 @@ RECENT_KEPT: Final = 50
 
 
 class AlertStore(Protocol):
-    """Every account's alerts and its own thresholds. All methods are safe to call concurrently."""
+    """Every account's alerts and its own thresholds. All methods are safe to call concurrently, from several
+    processes sharing the store too: of two firing the same alert, or clearing it, exactly one is told it did."""
 
-    async def fire(self, alert: Alert) -> None: ...
+    async def fire(self, alert: Alert) -> bool:
+        """Keep `alert`; False when it is kept already (its id) or its account has its rule active and uncleared
+        (another replica fired it first)."""
+        ...
 
-    async def clear(self, alert: Alert) -> None:
-        """Set the stored alert's `cleared_at` to `alert.cleared_at`."""
+    async def clear(self, alert: Alert) -> bool:
+        """Set the stored alert's `cleared_at` to `alert.cleared_at`; False when it was cleared already."""
         ...
 
     async def recent(self, account: str, limit: int = RECENT_KEPT) -> list[Alert]:
@@ -42,18 +46,24 @@ class InMemoryAlertStore:
         self._alerts: defaultdict[str, list[Alert]] = defaultdict(list)
         self._thresholds: dict[str, Thresholds] = {}
 
-    async def fire(self, alert: Alert) -> None:
+    async def fire(self, alert: Alert) -> bool:
         kept = self._alerts[alert.account]
+        level = alert.cleared_at is None
+        if any(a.id == alert.id or (level and a.rule == alert.rule and a.cleared_at is None) for a in kept):
+            return False
         kept.append(alert)
         # Active ones are always kept; cleared ones beyond RECENT_KEPT go.
         while len(kept) > RECENT_KEPT and (old := next((a for a in kept if a.cleared_at is not None), None)):
             kept.remove(old)
+        return True
 
-    async def clear(self, alert: Alert) -> None:
+    async def clear(self, alert: Alert) -> bool:
         kept = self._alerts[alert.account]
         for i, stored in enumerate(kept):
-            if stored.id == alert.id:
+            if stored.id == alert.id and stored.cleared_at is None:
                 kept[i] = replace(stored, cleared_at=alert.cleared_at)
+                return True
+        return False
 
     async def recent(self, account: str, limit: int = RECENT_KEPT) -> list[Alert]:
         return sorted(self._alerts.get(account, ()), key=_newest_first)[:limit]
@@ -78,11 +88,11 @@ class OpenedAlertStore:
             self._store = await self._open()
         return self._store
 
-    async def fire(self, alert: Alert) -> None:
-        await (await self.opened()).fire(alert)
+    async def fire(self, alert: Alert) -> bool:
+        return await (await self.opened()).fire(alert)
 
-    async def clear(self, alert: Alert) -> None:
-        await (await self.opened()).clear(alert)
+    async def clear(self, alert: Alert) -> bool:
+        return await (await self.opened()).clear(alert)
 
     async def recent(self, account: str, limit: int = RECENT_KEPT) -> list[Alert]:
         return await (await self.opened()).recent(account, limit)

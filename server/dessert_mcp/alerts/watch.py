@@ -24,6 +24,7 @@ from dessert_mcp.alerts.rules import (
     trailing_median,
 )
 from dessert_mcp.alerts.store import AlertStore, active
+from dessert_mcp.events import ALERTS_URI, BALANCE_URI, USAGE_URI
 from dessert_mcp.history import FORECAST_DAYS, whole_day_nets
 from dessert_mcp.ledger import (
     BalanceSnapshot,
@@ -41,9 +42,6 @@ from dessert_mcp.models import Balance, Forecast, Transaction
 
 logger = logging.getLogger("dessert_mcp.alerts")
 
-BALANCE_URI: Final = "dessert://balance"
-USAGE_URI: Final = "dessert://usage"
-ALERTS_URI: Final = "dessert://alerts"
 # Accounts whose last balance and recent alerts are kept in memory (the rest are read again when needed).
 ACCOUNTS_KEPT: Final = 1024
 
@@ -94,6 +92,10 @@ class Watcher:
                 return []
             _keep(self._recent, account, kept)
         return kept
+
+    def forget(self, account: str) -> None:
+        """The account's alerts changed elsewhere (another replica): read them again when next needed."""
+        self._recent.pop(account, None)
 
     async def active(self, account: str) -> list[Alert]:
         return active(await self.recent(account), self._clock())
@@ -159,21 +161,21 @@ class Watcher:
             for alert in recent:
                 if alert.cleared_at is None:
                     current.setdefault(alert.rule, alert)
-            fired, cleared = decide(account, reading, await self.thresholds(account), current, now)
+            judged_fired, judged_cleared = decide(account, reading, await self.thresholds(account), current, now)
             try:
-                for alert in cleared:
-                    await self.store.clear(alert)
-                for alert in fired:
-                    await self.store.fire(alert)
+                # The store says which this process did: another replica sharing it may have done some first.
+                cleared = [a for a in judged_cleared if await self.store.clear(a)]
+                fired = [a for a in judged_fired if await self.store.fire(a)]
             except BaseException:
-                self._recent.pop(account, None)  # kept in part: read the store again next time
+                self.forget(account)  # kept in part: read the store again next time
                 raise
-            if not (fired or cleared):
-                return False
-            gone = {a.id for a in cleared}
-            kept = [*reversed(fired), *(a for a in recent if a.id not in gone), *cleared]
-            _keep(self._recent, account, sorted(kept, key=lambda a: a.fired_at, reverse=True))
-            return True
+            if len(fired) + len(cleared) < len(judged_fired) + len(judged_cleared):
+                self.forget(account)  # the kept list missed another replica's alerts: read it again
+            elif fired or cleared:
+                gone = {a.id for a in cleared}
+                kept = [*reversed(fired), *(a for a in recent if a.id not in gone), *cleared]
+                _keep(self._recent, account, sorted(kept, key=lambda a: a.fired_at, reverse=True))
+            return bool(fired or cleared)
 
     async def _reading(
         self,

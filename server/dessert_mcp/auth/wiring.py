@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -153,14 +153,16 @@ class OAuthWiring:
         logger.info("Pruned %d expired rows from the token database", deleted)
         return deleted
 
-    async def linked_subjects(self) -> set[str] | None:
-        """The token subjects of the accounts still linked (not revoked, with a live grant), for the ledger's poller;
-        None while the database cannot say."""
+    async def linked_subjects(self, subjects: Collection[str]) -> set[str] | None:
+        """Those of the token `subjects` whose accounts are still linked (not revoked, with a live grant), for the
+        ledger's poller; None while the database cannot say. Reads the rows of these accounts only: the poller asks
+        about the few it polls on every round, however many accounts are linked."""
+        ids = {subject.removeprefix(_SUBJECT_PREFIX): subject for subject in subjects}
         try:
-            accounts = await self.store.list_accounts()
+            linked = await self.store.linked_accounts(ids.keys())
         except StorageUnavailable:
             return None
-        return {_subject(a.id) for a in accounts if a.revoked_at is None and a.active_grants > 0}
+        return {ids[account_id] for account_id in linked}
 
     def on_account_revoked(self, listener: Callable[[str], None]) -> None:
         """Call `listener(subject)` when an account is revoked through this process (its tokens' subject)."""
@@ -185,9 +187,12 @@ class OAuthWiring:
         await self.provider.aclose()
 
 
+_SUBJECT_PREFIX: Final = "acct:"
+
+
 def _subject(account_id: str) -> str:
     """The subject an account's access tokens carry (see `DessertOAuthProvider`)."""
-    return f"acct:{account_id}"
+    return _SUBJECT_PREFIX + account_id
 
 
 # The routes the auth wing adds (the SDK's OAuth endpoints and the sign-in pages): bodies capped, callers counted.

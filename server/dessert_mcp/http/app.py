@@ -262,6 +262,14 @@ def build_app(
         settings, transport=transport, per_account=auth is not None, observer=metrics or NO_OBSERVER
     )
     server = build_server(settings, service=service, auth=auth)
+    fanout = None
+    if options.redis_url is not None:
+        from dessert_mcp.fanout import RedisFanout
+
+        # Replicas (and workers) share their events: an alert raised where the account is polled reaches its
+        # listeners wherever they are connected.
+        fanout = RedisFanout(options.redis_url, service.remote_event)
+        service.events.relay = fanout
     if wiring is not None:
         # The poller forgets revoked accounts at once (replicas take turns under a lease in the ledger's database).
         service.linked_subjects = wiring.linked_subjects
@@ -337,6 +345,8 @@ def build_app(
             if wiring is not None:
                 stack.push_async_callback(wiring.aclose)
                 await wiring.start()
+            if fanout is not None:
+                await stack.enter_async_context(fanout.running())
             await stack.enter_async_context(service.running())
             if options.transport == "http":
                 await stack.enter_async_context(server.session_manager.run())

@@ -32,6 +32,7 @@ REMOTE_EXTRA: Final = ("sqlalchemy", "aiosqlite", "asyncpg", "cryptography")
 DEFAULT_PORT: Final = 8000
 MIN_TOKEN_CHARS: Final = 16
 AUTH_TOKEN_ENV: Final = "DESSERT_MCP_AUTH_TOKEN"
+REDIS_URL_ENV: Final = "DESSERT_MCP_REDIS_URL"
 METRICS_TOKEN_ENV: Final = "DESSERT_MCP_METRICS_TOKEN"
 TRUSTED_PROXIES_ENV: Final = "DESSERT_MCP_TRUSTED_PROXIES"
 _TOKEN_HINT: Final = "`python -c 'import secrets; print(secrets.token_urlsafe())'`"
@@ -44,6 +45,22 @@ def read_token(value: str, name: str) -> Secret:
             f"{name} must be at least {MIN_TOKEN_CHARS} printable characters without spaces (e.g. {_TOKEN_HINT})."
         )
     return Secret(value)
+
+
+def read_redis_url(value: str, name: str) -> Secret:
+    """A Redis (or Valkey) URL; kept secret, as it may carry a password (and never quoted back)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+        raise ConfigError(
+            f"{name} must look like redis://[:password@]host:6379/0 (rediss:// for TLS, unix:///path/to/redis.sock)."
+        )
+    return Secret(value)
+
+
+def redis_password(url: Secret | None) -> Secret | None:
+    """The password inside a Redis URL, which the logs must hide."""
+    password = urlsplit(url.get()).password if url is not None else None
+    return Secret(password) if password else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +137,25 @@ class HTTPOptions:
         applies=WITH_AUTH,
     )
 
+    redis_url: Secret | None = setting(
+        REDIS_URL_ENV,
+        read_redis_url,
+        "several replicas (or `--workers`) behind one load balancer: a Redis or Valkey (`redis://…`, `rediss://…`) "
+        "through which each replica's events reach the listeners on every other, so a client hears an alert "
+        "whichever replica it is connected to. Needs the `redis` extra; see [Several replicas: "
+        "Redis](#several-replicas-redis).",
+        None,
+        applies=HTTP_ONLY,
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> HTTPOptions:
         return cls(**from_environ(cls, environ, overrides))
+
+    @property
+    def secrets(self) -> tuple[Secret | None, ...]:
+        """What the logs must hide besides the Dessert key: the server's tokens and the Redis password."""
+        return self.auth_token, self.metrics_token, redis_password(self.redis_url)
 
     @property
     def public_url(self) -> str | None:
@@ -147,6 +180,10 @@ class HTTPOptions:
             parse_origin(origin)
         for proxy in self.trusted_proxies:
             parse_proxy(proxy)
+        if self.redis_url is not None and importlib.util.find_spec("redis") is None:
+            raise ConfigError(
+                f"{REDIS_URL_ENV} needs the redis extra (redis is not installed): pip install 'dessert-mcp[redis]'"
+            )
         if self.auth is not None:
             self.check_auth(settings)
         elif self.metrics_token is not None:

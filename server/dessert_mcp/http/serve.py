@@ -109,7 +109,7 @@ def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> Non
 
         app = build_app(settings, options)
         # After build_app: building the server sets up the SDK's own logging.
-        configure_logging_for(settings, options.auth_token, options.metrics_token)
+        configure_logging_for(settings, *options.secrets)
         configure_tracing()  # in each worker: a tracer provider's export thread does not cross processes
         gc.freeze()
     finally:
@@ -119,7 +119,7 @@ def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> Non
 
 def serve_http(settings: Settings, options: HTTPOptions) -> None:
     """Serve until interrupted: in this process, or as `options.workers` worker processes."""
-    configure_logging_for(settings, options.auth_token, options.metrics_token)
+    configure_logging_for(settings, *options.secrets)
     # Bound before "Serving" is said: a port already taken is one line, and the line names the port in use.
     sock = listening_socket(options.host, options.port, reuse_port=options.workers > 1)
     if options.workers == 1:

@@ -24,35 +24,47 @@ Accounts are opaque ids (`dessert_mcp.ledger.accounts`): never a key. `InMemoryL
 process (tests, and `DESSERT_LEDGER=off`-free runs without a database); the database ledger persists it.
 """
 
-from dessert_mcp.ledger.accounts import key_account, new_account_secret, remote_account
-from dessert_mcp.ledger.api import (
-    AD_FORMATS,
-    DEFAULT_PAGE_ROWS,
-    EXPORT_FIELDS,
-    MAX_PAGE_ROWS,
-    PERIODS,
-    ROW_FLAGS,
-    SEAM_KINDS,
-    AccountStatus,
-    AdFormat,
-    BalanceSnapshot,
-    DailySpend,
-    ExportRow,
-    HistoryPage,
-    Ledger,
-    LedgerRow,
-    LedgerStatus,
-    MergeOutcome,
-    Period,
-    Placement,
-    RowFlag,
-    Seam,
-    SeamKind,
-    SpendBucket,
-    SpendReport,
-    Totals,
-)
-from dessert_mcp.ledger.memory import InMemoryLedger
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names load with their module on first use: the server imports the poller as it starts, and the rest of the ledger
+# (the merge, the stores) only when an answer is first kept or read.
+if TYPE_CHECKING:
+    from dessert_mcp.ledger.accounts import key_account, new_account_secret, remote_account
+    from dessert_mcp.ledger.api import (
+        DEFAULT_PAGE_ROWS,
+        EXPORT_FIELDS,
+        MAX_PAGE_ROWS,
+        ROW_FLAGS,
+        SEAM_KINDS,
+        AccountStatus,
+        BalanceSnapshot,
+        DailySpend,
+        ExportRow,
+        HistoryPage,
+        Ledger,
+        LedgerRow,
+        LedgerStatus,
+        MergeOutcome,
+        Placement,
+        RowFlag,
+        Seam,
+        SeamKind,
+        SpendBucket,
+        SpendReport,
+        Totals,
+    )
+    from dessert_mcp.ledger.memory import InMemoryLedger
+    from dessert_mcp.models import AD_FORMATS, PERIODS, AdFormat, Period
+
+# Each name's module (the rest are the ledger's API, `dessert_mcp.ledger.api`).
+_MODULES = {
+    **dict.fromkeys(("key_account", "new_account_secret", "remote_account"), "dessert_mcp.ledger.accounts"),
+    **dict.fromkeys(("AD_FORMATS", "PERIODS", "AdFormat", "Period"), "dessert_mcp.models"),
+    "InMemoryLedger": "dessert_mcp.ledger.memory",
+}
 
 __all__ = [
     "AD_FORMATS",
@@ -85,3 +97,9 @@ __all__ = [
     "new_account_secret",
     "remote_account",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULES.get(name, "dessert_mcp.ledger.api")), name)

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Final, Literal, Protocol, get_args
 
-from dessert_mcp.models import Balance, Transaction, TransactionType
+# The spans and ad formats of spend totals are the tools' too: declared with their results.
+from dessert_mcp.models import AD_FORMATS, AdFormat, Balance, Period, Transaction, TransactionType
 
 # Why a row is flagged. The row is always kept as the API returned it.
 #   chain_break: in its own answer, the row before it does not chain to it (older balance_after + this
@@ -42,13 +43,6 @@ SEAM_KINDS: Final[tuple[SeamKind, ...]] = get_args(SeamKind)
 #   unverified / gap / ambiguous / conflict: kept as a stretch of its own, with a seam of that kind.
 #   empty: the answer held no transactions.
 Placement = Literal["first", "joined", "unverified", "gap", "ambiguous", "conflict", "empty"]
-
-Period = Literal["day", "week", "month"]
-PERIODS: Final[tuple[Period, ...]] = get_args(Period)
-
-# An ad format, from a transaction's description ("... format=full)"); anything else is counted apart.
-AdFormat = Literal["full", "static", "unparsed"]
-AD_FORMATS: Final[tuple[AdFormat, ...]] = get_args(AdFormat)
 
 # Rows per history page unless the caller asks for fewer; and the most a caller may ask for.
 DEFAULT_PAGE_ROWS: Final = 50

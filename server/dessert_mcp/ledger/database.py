@@ -28,7 +28,6 @@ from dessert_mcp.ledger.api import (
     LedgerRow,
     LedgerStatus,
     MergeOutcome,
-    Period,
     SpendReport,
 )
 from dessert_mcp.ledger.coverage import Coverage, MarkedRow, StretchSummary, decode_cursor
@@ -47,7 +46,7 @@ from dessert_mcp.ledger.tables import (
     mask_flags,
     to_us,
 )
-from dessert_mcp.models import USAGE_FEED_SIZE, Balance, Transaction
+from dessert_mcp.models import USAGE_FEED_SIZE, Balance, Period, Transaction
 from dessert_mcp.storage import Database, upsert
 
 _SECRET: Final = "account_secret"

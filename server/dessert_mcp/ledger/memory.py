@@ -19,7 +19,6 @@ from dessert_mcp.ledger.api import (
     LedgerRow,
     LedgerStatus,
     MergeOutcome,
-    Period,
     RowFlag,
     SpendReport,
 )
@@ -27,7 +26,7 @@ from dessert_mcp.ledger.coverage import Coverage, MarkedRow, StretchSummary
 from dessert_mcp.ledger.merge import MergePlan, StoredRow, Stretch, plan_merge
 from dessert_mcp.ledger.queries import check_aware, check_limit, in_range, page_of, relevant, time_span
 from dessert_mcp.ledger.spend import build_spend, daily_net
-from dessert_mcp.models import USAGE_FEED_SIZE, Balance, Transaction
+from dessert_mcp.models import USAGE_FEED_SIZE, Balance, Period, Transaction
 
 
 @dataclass

@@ -20,14 +20,16 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 import anyio
 
 from dessert_mcp.client import DessertAPIError, DessertClient
 from dessert_mcp.config import DEFAULT_LEDGER_POLL_MAX_S, DEFAULT_LEDGER_POLL_MIN_S
-from dessert_mcp.ledger.api import Ledger
 from dessert_mcp.models import USAGE_FEED_SIZE, Balance, Transaction, Usage
+
+if TYPE_CHECKING:  # the ledger itself loads on the first answer kept
+    from dessert_mcp.ledger.api import Ledger
 
 logger = logging.getLogger("dessert_mcp.ledger")
 

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
-from dessert_mcp.ledger.api import AdFormat, DailySpend, LedgerRow, Period, SpendBucket, SpendReport, Totals
+from dessert_mcp.ledger.api import DailySpend, LedgerRow, SpendBucket, SpendReport, Totals
 from dessert_mcp.ledger.coverage import Coverage
-from dessert_mcp.models import Transaction, TransactionType
+from dessert_mcp.models import AdFormat, Period, Transaction, TransactionType
 
 # "API ad generation (count=3, format=full)": the documented description of an ad deduction.
 _FORMAT: Final = re.compile(r"\bformat=(full|static)\b")

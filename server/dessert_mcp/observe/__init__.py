@@ -10,10 +10,23 @@ docs/observability.md.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 
-__all__ = ["metrics_installed"]
+__all__ = ["metrics_installed", "requested_exporters"]
 
 
 def metrics_installed() -> bool:
     """Whether prometheus-client (`dessert-mcp[metrics]`) is installed, without importing it."""
     return importlib.util.find_spec("prometheus_client") is not None
+
+
+def requested_exporters(environ: Mapping[str, str]) -> list[str]:
+    """The exporters the `OTEL_*` variables ask for; empty when tracing stays off."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return []
+    names = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if not names:
+        endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        return ["otlp"] if endpoint and endpoint.strip() else []
+    requested = [name for name in (part.strip() for part in names.split(",")) if name]
+    return [] if "none" in requested else list(dict.fromkeys(requested))

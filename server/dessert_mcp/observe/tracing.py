@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final
 from opentelemetry import trace
 
 from dessert_mcp import __version__
+from dessert_mcp.observe import requested_exporters
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -29,18 +30,6 @@ logger = logging.getLogger("dessert_mcp")
 SERVICE_NAME: Final = "dessert-mcp"
 EXPORTERS: Final = ("otlp", "console")
 _INSTALL: Final = "install dessert-mcp[otel] (opentelemetry-sdk and the OTLP exporter)"
-
-
-def requested_exporters(environ: Mapping[str, str]) -> list[str]:
-    """The exporters the `OTEL_*` variables ask for; empty when tracing stays off."""
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return []
-    names = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    if not names:
-        endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        return ["otlp"] if endpoint and endpoint.strip() else []
-    requested = [name for name in (part.strip() for part in names.split(",")) if name]
-    return [] if "none" in requested else list(dict.fromkeys(requested))
 
 
 def configure_tracing(environ: Mapping[str, str] | None = None) -> TracerProvider | None:

@@ -1,4 +1,4 @@
-"""The one upsert style of every wing: INSERT ... ON CONFLICT DO UPDATE, which SQLite and PostgreSQL both speak."""
+"""The one upsert style of every wing: INSERT ... ON CONFLICT, which SQLite and PostgreSQL both speak."""
 
 from __future__ import annotations
 
@@ -30,9 +30,12 @@ def upsert(
 
 
 def insert_new(
-    conn: AsyncConnection, table: sa.Table, rows: Sequence[Mapping[str, Any]], *, key: Sequence[str]
+    conn: AsyncConnection, table: sa.Table, rows: Sequence[Mapping[str, Any]], *, key: Sequence[str] | None = None
 ) -> sa.Insert:
     """Insert the `rows` whose `key` columns match no row yet; the others are left as they are (one statement, so
-    two writers of the same row write it once)."""
+    two writers of the same row write it once). Without `key`, a row is new when it clashes with no row on any unique
+    key (the primary key or any unique index, partial ones included). Chain `.returning(...)` to learn which rows this
+    writer inserted."""
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    return insert(table).values([dict(row) for row in rows]).on_conflict_do_nothing(index_elements=list(key))
+    index = list(key) if key is not None else None
+    return insert(table).values([dict(row) for row in rows]).on_conflict_do_nothing(index_elements=index)
