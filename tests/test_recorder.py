@@ -74,9 +74,9 @@ def _immutable(paths: list[Path]) -> None:
 
 # A read as well as a write is refused once the files turn immutable: the storage layer checks the files before each
 # transaction and again once it holds a connection (SQLite writes its mapped -shm on a read too; there it is SIGBUS).
-# Under heavy load the server still died of SIGBUS in about one clean-clone run in three: some access to the mapped
-# -shm escapes those checks (a pooled connection's reset on return is the suspect). Until the storage layer stops
-# mapping it (a journal mode without -shm for the ledger), the test runs and says so rather than hide the crash.
+# Under heavy load the server still died of SIGBUS in a clean-clone run (earlier: about one run in six): some access
+# to the mapped -shm escapes those checks (a pooled connection's reset on return is the suspect). Until the storage
+# layer stops mapping it (a journal mode without -shm for the ledger), the test runs and says so, not hiding the crash.
 @pytest.mark.xfail(strict=False, reason="SIGBUS on an immutable SQLite -shm under load (storage layer), sometimes")
 async def test_a_read_only_ledger_database_leaves_a_stdio_server_answering_and_is_said_once(
     tmp_path: Path, sandbox_server: ThreadedFaultySandbox
