@@ -16,9 +16,10 @@ from dessert_mcp.config import ConfigError, Secret
 from dessert_mcp.events import ServerEvent, updated_uri
 from dessert_mcp.fanout import CHANNEL, RedisFanout
 from dessert_mcp.http import HTTPOptions
+from tests.support import STARTUP_TIMEOUT_S
 from tests.support.redis import RedisServer
 
-WAIT_S = 60
+WAIT_S = STARTUP_TIMEOUT_S
 
 
 class Replica:

@@ -27,13 +27,14 @@ from dessert_mcp.sandbox import SandboxAccount
 from dessert_mcp.sandbox.activity import LiveAccount
 from dessert_mcp.service import DessertService
 from tests.auth.conftest import SECOND_KEY, second_account
+from tests.support import STARTUP_TIMEOUT_S
 from tests.support.api import CANARY_KEY
 from tests.support.faults import ThreadedAccountsSandbox, ThreadedFaultySandbox
 from tests.support.postgres import Postgres
 from tests.support.redis import RedisServer
 from tests.support.servers import sandbox_settings, serving_here
 
-WAIT_S = 60  # a bound that holds on a busy machine; every wait is on the event itself
+WAIT_S = STARTUP_TIMEOUT_S  # a bound that holds on a busy machine; every wait is on the event itself
 LISTENED = (BALANCE_URI, USAGE_URI, ALERTS_URI)
 
 

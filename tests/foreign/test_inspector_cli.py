@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.faults import ThreadedFaultySandbox
+from tests.support.measured import user_dirs_env
 
 WRONG_KEY = "dsk_wrong_0000000000000000000000"
 # SSE predates the 2026-07-28 era, so it is tried with the handshake only.
@@ -25,6 +26,8 @@ def target_args(target: str, serve: Callable[..., str], sandbox: ThreadedFaultyS
     if target.startswith("stdio"):
         env = [f"DESSERT_API_KEY={key}", f"DESSERT_API_BASE_URL={sandbox.url}", "DESSERT_MCP_LOG_LEVEL=WARNING"]
         env.append("DESSERT_MCP_TOOL_NAMES=dotted")  # the documented names, as the HTTP targets' servers list them
+        # The Inspector passes a server only HOME and a few more: its ledger goes to the session's temporary dirs.
+        env += [f"{k}={v}" for k, v in user_dirs_env().items()]
         opts = [a for e in env for a in ("-e", e)]
         return [*opts, "--protocol-era", era, "--", sys.executable, "-m", "dessert_mcp"]
     if target == "sse":
