@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from dessert_mcp.http import HTTPOptions
 from dessert_mcp.http.app import build_app
 from tests.support.api import CANARY_KEY, FAKE_BASE_URL, FakeDessertAPI
 from tests.support.faults import ThreadedFaultySandbox
+from tests.support.measured import HOME_USER_DIRS, mirror_home
 from tests.support.processes import USER_DIRS
 from tests.support.servers import ServedApp, sandbox_settings, serve_app
 
@@ -72,21 +73,6 @@ def _no_background_polls(request: pytest.FixtureRequest, monkeypatch: pytest.Mon
         monkeypatch.setattr(Poller, "run", idle)
 
 
-# Where dessert-mcp keeps its databases under HOME when no XDG_* directory is set (Linux).
-_HOME_USER_DIRS = (Path(".local", "share", "dessert-mcp"), Path(".local", "state", "dessert-mcp"))
-
-
-def _mirror(real: Path, mirror: Path, keep_out: Sequence[Path]) -> None:
-    """Make `mirror` show everything in `real` (as symlinks) except the paths `keep_out` (relative to it)."""
-    mirror.mkdir(exist_ok=True)
-    for entry in real.iterdir():
-        inside = [p.relative_to(entry.name) for p in keep_out if p.parts[0] == entry.name]
-        if not inside:
-            (mirror / entry.name).symlink_to(entry)
-        elif entry.is_dir() and not entry.is_symlink() and all(p.parts for p in inside):
-            _mirror(entry, mirror / entry.name, inside)
-
-
 @pytest.fixture(autouse=True, scope="session")
 def _user_dirs_in_a_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """No test writes to the real user data or state directory (where the ledger and the auth wing keep their
@@ -101,11 +87,11 @@ def _user_dirs_in_a_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterat
     for name in USER_DIRS:
         patch.setenv(name, str(tmp_path_factory.mktemp(name.lower())))
     home = tmp_path_factory.mktemp("home")
-    _mirror(Path.home(), home, _HOME_USER_DIRS)
+    mirror_home(Path.home(), home)
     patch.setenv("HOME", str(home))
     yield
     patch.undo()
-    written = sorted(str(p) for d in _HOME_USER_DIRS for p in (home / d).glob("*"))
+    written = sorted(str(p) for d in HOME_USER_DIRS for p in (home / d).glob("*"))
     if written:
         pytest.fail(
             "A server a test started wrote to the user's own data directory (it was given HOME but no XDG_* "

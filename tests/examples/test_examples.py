@@ -10,6 +10,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 from dessert_mcp.cli.hosts import server_command
 from tests.support.api import CANARY_KEY, assert_no_secret
 from tests.support.faults import ThreadedFaultySandbox
+from tests.support.measured import mirror_home
 from tests.support.venvs import EXAMPLES, ROOT, example_venv, requirements
 
 README = ROOT / "README.md"
@@ -71,15 +73,19 @@ def environ(**env: str) -> dict[str, str]:
 def run_example(example: Example, venv: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """The example in its framework's environment, launching this checkout's dessert-mcp."""
     command, args = server_command()  # this checkout's .venv/bin/dessert-mcp
-    return subprocess.run(
-        [str(venv / "bin" / "python"), "-W", "error", str(EXAMPLES / example.script)],
-        env=environ(**{"DESSERT_MCP_COMMAND": shlex.join([command, *args])} | env),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    # The framework's MCP client hands the server only HOME and a few more, as a host does: a HOME of the run's own,
+    # so the server's ledger goes there rather than into the user's data directory.
+    with tempfile.TemporaryDirectory() as home:
+        mirror_home(Path(os.environ["HOME"]), Path(home))
+        return subprocess.run(
+            [str(venv / "bin" / "python"), "-W", "error", str(EXAMPLES / example.script)],
+            env=environ(**{"DESSERT_MCP_COMMAND": shlex.join([command, *args]), "HOME": home} | env),
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
 
 
 def check_tools_and_results(example: Example, result: subprocess.CompletedProcess[str], where: str) -> None:
@@ -135,10 +141,12 @@ def test_the_readme_line_lists_and_calls_both_tools_through_the_framework_agains
     (tmp_path / "examples").symlink_to(EXAMPLES)
     (tmp_path / ".venv").symlink_to(Path(sys.prefix))  # the Quick start's environment, holding dessert-mcp
     (tmp_path / framework_venv[1]).symlink_to(venv)
+    home = tmp_path / "home"  # the server gets only HOME and a few more: its ledger goes here (see run_example)
+    mirror_home(Path(os.environ["HOME"]), home)
     result = subprocess.run(
         ["bash", "-c", run],
         cwd=tmp_path,
-        env=environ(),
+        env=environ(HOME=str(home)),
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_S,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from pathlib import Path
 
 from mcp.client.stdio import get_default_environment
 
@@ -25,3 +27,23 @@ def host_default_env() -> dict[str, str]:
     """The SDK's default environment for a stdio server (what hosts pass: HOME, and no XDG_* directories), measured,
     with the session's temporary user directories."""
     return get_default_environment() | user_dirs_env() | coverage_env()
+
+
+# Where dessert-mcp keeps its databases under HOME when no XDG_* directory is set (Linux).
+HOME_USER_DIRS = (Path(".local", "share", "dessert-mcp"), Path(".local", "state", "dessert-mcp"))
+
+
+def mirror_home(real: Path, mirror: Path) -> None:
+    """Make `mirror` a HOME that shows everything in `real` (as symlinks: config, caches, tools) except dessert-mcp's
+    own directories, so a server given only HOME keeps its databases in the mirror."""
+    _mirror(real, mirror, HOME_USER_DIRS)
+
+
+def _mirror(real: Path, mirror: Path, keep_out: Sequence[Path]) -> None:
+    mirror.mkdir(exist_ok=True)
+    for entry in real.iterdir():
+        inside = [p.relative_to(entry.name) for p in keep_out if p.parts[0] == entry.name]
+        if not inside:
+            (mirror / entry.name).symlink_to(entry)
+        elif entry.is_dir() and not entry.is_symlink() and all(p.parts for p in inside):
+            _mirror(entry, mirror / entry.name, inside)
