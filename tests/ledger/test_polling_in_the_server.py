@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -140,7 +140,9 @@ async def test_with_auth_only_accounts_used_recently_and_still_linked_are_polled
             assert await service.poll_targets(ledger) == []
 
 
-async def test_an_account_revoked_through_this_process_is_forgotten_by_the_poller_at_once(tmp_path: Path) -> None:
+@pytest.fixture
+async def wiring(tmp_path: Path) -> AsyncIterator[OAuthWiring]:
+    """The oauth mode's wiring on a token database of its own."""
     config = OAuthConfig(
         public_url="http://127.0.0.1:1",
         encryption_key=Secret(generate_encryption_key()),
@@ -149,43 +151,39 @@ async def test_an_account_revoked_through_this_process_is_forgotten_by_the_polle
     wiring = OAuthWiring(config)
     await wiring.store.migrate()
     try:
-        stopped: list[str] = []
-        wiring.on_account_revoked(stopped.append)
-        await wiring.store.revoke_account("account-1")
-        await wiring.store.revoke_grant("grant-1", "a grant alone names no account")
-        assert stopped == ["acct:account-1"]
-        assert await wiring.linked_subjects(["acct:account-1"]) == set()
+        yield wiring
     finally:
         await wiring.aclose()
 
 
-async def test_the_poller_asks_the_token_database_about_the_accounts_it_polls_and_no_others(tmp_path: Path) -> None:
-    config = OAuthConfig(
-        public_url="http://127.0.0.1:1",
-        encryption_key=Secret(generate_encryption_key()),
-        database_url=f"sqlite:///{tmp_path / 'auth.db'}",
-    )
-    wiring = OAuthWiring(config)
-    await wiring.store.migrate()
-    try:
-        subjects = []
-        for key in (CANARY_KEY, SECOND_KEY):
-            token = await wiring.provider.load_access_token(await link_directly(wiring.provider, key))
-            assert token is not None
-            assert token.subject is not None
-            subjects.append(token.subject)
-        kept, revoked = subjects
-        assert await wiring.store.revoke_account(revoked.removeprefix("acct:"))
+async def test_an_account_revoked_through_this_process_is_forgotten_by_the_poller_at_once(wiring: OAuthWiring) -> None:
+    stopped: list[str] = []
+    wiring.on_account_revoked(stopped.append)
+    await wiring.store.revoke_account("account-1")
+    await wiring.store.revoke_grant("grant-1", "a grant alone names no account")
+    assert stopped == ["acct:account-1"]
+    assert await wiring.linked_subjects(["acct:account-1"]) == set()
 
-        async def every_account() -> object:
-            raise AssertionError("the poller's round read every linked account")
 
-        wiring.store.list_accounts = every_account  # type: ignore[method-assign]
-        assert await wiring.linked_subjects([kept, revoked, "acct:never-linked"]) == {kept}
-        assert await wiring.linked_subjects([revoked]) == set()
-        assert await wiring.linked_subjects([]) == set()
-    finally:
-        await wiring.aclose()
+async def test_the_poller_asks_the_token_database_about_the_accounts_it_polls_and_no_others(
+    wiring: OAuthWiring,
+) -> None:
+    subjects = []
+    for key in (CANARY_KEY, SECOND_KEY):
+        token = await wiring.provider.load_access_token(await link_directly(wiring.provider, key))
+        assert token is not None
+        assert token.subject is not None
+        subjects.append(token.subject)
+    kept, revoked = subjects
+    assert await wiring.store.revoke_account(revoked.removeprefix("acct:"))
+
+    async def every_account() -> object:
+        raise AssertionError("the poller's round read every linked account")
+
+    wiring.store.list_accounts = every_account  # type: ignore[method-assign]
+    assert await wiring.linked_subjects([kept, revoked, "acct:never-linked"]) == {kept}
+    assert await wiring.linked_subjects([revoked]) == set()
+    assert await wiring.linked_subjects([]) == set()
 
 
 def _shared_ledger(url: str, clock: Clock) -> DatabaseLedger:
