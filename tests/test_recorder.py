@@ -1,5 +1,6 @@
-"""The ledger's database going bad under a running server: deleted, or made read-only. Every call still answers from
-the API, the failure is logged once (not per call), and the metric counts it."""
+"""The recorder, which hands what calls see to the ledger: with the ledger's database going bad under a running server
+(deleted, full or made read-only) every call still answers from the API, the failure is logged once (not per call) and
+the metric counts it; and an answer equal to the last one kept is held back and written once, not per call."""
 
 from __future__ import annotations
 
@@ -12,16 +13,22 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import anyio
+import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from dessert_mcp.ledger import InMemoryLedger
 from dessert_mcp.ledger.database import DatabaseLedger
 from dessert_mcp.ledger.tables import LEDGER_FILE, LEDGER_SCHEMA
 from dessert_mcp.observe.metrics import Metrics
+from dessert_mcp.recorder import Recorder, Write
 from dessert_mcp.service import DessertService
 from dessert_mcp.storage import Database
+from dessert_mcp.telemetry import Observer
 from dessert_mcp.tools import build_server
+from tests.support import STARTUP_TIMEOUT_S
 from tests.support.faults import ThreadedFaultySandbox
 from tests.support.ledger import T0, iso, window
 from tests.support.servers import sandbox_env
@@ -223,3 +230,107 @@ async def test_a_ledger_database_locked_by_another_process_leaves_every_call_ans
         holder.close()
     failures = metrics.registry.get_sample_value("dessert_mcp_ledger_failures_total", {"operation": "record_usage"})
     assert failures == 4
+
+
+# -- repeats: an answer equal to the last one kept is held back, not written per call ------------------------------
+
+
+def _logging_recorder() -> tuple[Recorder, list[int]]:
+    written: list[int] = []
+    return Recorder(InMemoryLedger, Observer()), written
+
+
+def _writer(written: list[int], n: int, *, fail: bool = False) -> Write:
+    async def write(_ledger: object) -> None:
+        if fail:
+            raise sqlite3.OperationalError("disk I/O error")
+        written.append(n)
+
+    return write
+
+
+async def test_repeats_of_a_series_last_answer_are_written_as_the_newest_before_the_next_change() -> None:
+    recorder, written = _logging_recorder()
+    async with recorder.running():
+        for n, value in enumerate(["a", "a", "a", "b", "b", "a"]):
+            recorder.write("w", _writer(written, n), series="balance", value=value)
+        recorder.write("w", _writer(written, 6))  # no series: never a repeat
+        await recorder.settled()
+        assert written == [0, 2, 3, 4, 5, 6]
+
+
+async def test_series_are_apart_a_value_repeats_only_the_last_answer_of_its_own_series() -> None:
+    recorder, written = _logging_recorder()
+    async with recorder.running():
+        recorder.write("w", _writer(written, 0), series=("balance", "x"), value="a")
+        recorder.write("w", _writer(written, 1), series=("balance", "y"), value="a")
+        recorder.write("w", _writer(written, 2), series=("usage", "x"), value="a")
+        await recorder.settled()
+        assert written == [0, 1, 2]
+
+
+async def test_a_held_back_repeat_is_written_on_its_own_without_a_read() -> None:
+    recorder, written = _logging_recorder()
+    done = anyio.Event()
+
+    async def newest(_ledger: object) -> None:
+        written.append(1)
+        done.set()
+
+    async with recorder.running():
+        recorder.write("w", _writer(written, 0), series="s", value="a")
+        recorder.write("w", newest, series="s", value="a")
+        with anyio.fail_after(STARTUP_TIMEOUT_S):
+            await done.wait()
+        assert written == [0, 1]
+
+
+async def test_a_stopping_recorder_writes_the_repeats_it_held_back() -> None:
+    recorder, written = _logging_recorder()
+    async with recorder.running():
+        recorder.write("w", _writer(written, 0), series="s", value="a")
+        recorder.write("w", _writer(written, 1), series="s", value="a")
+    assert written == [0, 1]
+
+
+async def test_after_a_failed_write_an_equal_answer_is_written_at_once_not_held_back() -> None:
+    recorder, written = _logging_recorder()
+    async with recorder.running():
+        recorder.write("w", _writer(written, 0, fail=True), series="s", value="a")
+        recorder.write("w", _writer(written, 1), series="s", value="a")
+        recorder.write("w", _writer(written, 2), series="s", value="a")  # a repeat of 1, which was kept
+        await recorder.settled()
+        assert written == [1, 2]
+
+
+async def test_many_equal_balance_answers_cost_two_ledger_writes_and_the_ledger_is_as_of_the_last() -> None:
+    from datetime import timedelta
+
+    from tests.support.api import DOCS_BALANCE, FakeDessertAPI
+
+    now = [T0]
+    seen: list[tuple[int, object]] = []
+
+    class Counting(InMemoryLedger):
+        async def record_balance(self, account, balance, observed_at):  # type: ignore[no-untyped-def]
+            seen.append((balance.credits_balance, observed_at))
+            return await super().record_balance(account, balance, observed_at)
+
+    lower = {**DOCS_BALANCE, "credits_balance": DOCS_BALANCE["credits_balance"] - 10}
+    answers = [DOCS_BALANCE] * 50 + [lower] * 2
+    api = FakeDessertAPI({"/v1/balance": lambda _request: httpx2.Response(200, json=answers.pop(0))})
+    service = DessertService(_settings(), transport=api.transport(), ledger=Counting(), clock=lambda: now[0])
+    first, later = T0, T0 + timedelta(seconds=49)
+    async with service.running():
+        assert service.recorder is not None
+        for n in range(52):
+            now[0] = T0 + timedelta(seconds=n)
+            await service.balance()
+        await service.recorder.settled()
+    credits = DOCS_BALANCE["credits_balance"]
+    assert seen == [
+        (credits, first),
+        (credits, later),
+        (credits - 10, T0 + timedelta(seconds=50)),
+        (credits - 10, T0 + timedelta(seconds=51)),
+    ]

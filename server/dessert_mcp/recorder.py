@@ -2,7 +2,10 @@
 
 A call never waits for a ledger write and never fails because of the ledger. Writes go into a queue that one task
 drains for as long as the service runs; reads (history beyond the API's window, spend, the forecast) are bounded in
-time. A write or read that fails (the database full, read-only, locked or gone) is counted
+time. An answer identical to the last one kept of its series (the same account's balance, or usage window) is a
+repeat: it only moves the series' last-seen time forward, so the newest repeat is written once per `REPEAT_WAIT_S`
+(or before a read that needs it, or at the stop) instead of one transaction per call; a changed answer is written at
+once. A write or read that fails (the database full, read-only, locked or gone) is counted
 (`Observer.ledger_failed`) and logged once, not per call, until the ledger works again; the call answers from the
 API's own answer instead.
 """
@@ -12,8 +15,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
@@ -34,10 +39,32 @@ QUEUE_SIZE: Final = 1024
 READ_WAIT_S: Final = 5.0
 # How long a stopping server lets queued writes finish.
 DRAIN_WAIT_S: Final = 2.0
+# How long the newest repeat of a series' last answer waits before it is written (a read or the stop writes it now).
+REPEAT_WAIT_S: Final = 1.0
+# Series whose last answer is remembered (one per account and kind); the least recently written are forgotten first.
+SERIES_KEPT: Final = 1024
 
 T = TypeVar("T")
 Write = Callable[["Ledger"], Awaitable[object]]
-Queued = tuple[str, Write]
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A write, and what makes a later one a repeat of it: the same `series` (kind and account) and an equal
+    `value` (the answer). No series: never a repeat."""
+
+    operation: str
+    write: Write
+    series: Hashable | None = None
+    value: object = None
+
+
+async def _nothing(_ledger: Ledger) -> None:
+    return None
+
+
+# Asks the drain to write the repeats it holds back now (a read needs them).
+FLUSH: Final = Queued("flush", _nothing)
 
 
 class Recorder:
@@ -61,6 +88,7 @@ class Recorder:
         self._settled = anyio.Event()
         self._settled.set()
         self._warned: set[str] = set()  # "write", "read": warned about, and not working since
+        self._flush_asked = False
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -86,12 +114,15 @@ class Recorder:
                     except Exception as exc:  # a database already gone: nothing left to close
                         logger.debug("Closing the ledger: %s", _reason(exc))
 
-    def write(self, operation: str, write: Write) -> None:
-        """Queue `write`; never blocks. Outside `running()` (a server stopping) or with the queue full it is dropped."""
+    def write(self, operation: str, write: Write, *, series: Hashable | None = None, value: object = None) -> None:
+        """Queue `write`; never blocks. Outside `running()` (a server stopping) or with the queue full it is dropped.
+
+        With a `series`, a write whose `value` equals the last one written in that series is a repeat (see the
+        module's docstring): `write` must then do no more than the last one did, at a later time."""
         try:
             if self._send is None:
                 raise anyio.WouldBlock
-            self._send.send_nowait((operation, write))
+            self._send.send_nowait(Queued(operation, write, series, value))
         except (anyio.WouldBlock, anyio.ClosedResourceError):
             self._failed(operation, "the ledger's write queue is full or closed")
             return
@@ -114,7 +145,7 @@ class Recorder:
         with anyio.move_on_after(READ_WAIT_S):
             try:
                 if after_writes:
-                    await self._settled.wait()
+                    await self.settled()
                     if not self.writing:  # the writes it waited for failed
                         return None
                 answer = await read(await self.opened())
@@ -143,22 +174,74 @@ class Recorder:
         return "write" not in self._warned
 
     async def settled(self) -> None:
-        """Wait until every write queued so far is done (or dropped)."""
+        """Wait until every write queued so far is done (or dropped), repeats held back included."""
+        if self._pending and not self._flush_asked and self._send is not None:
+            try:
+                self._send.send_nowait(FLUSH)
+                self._flush_asked = True
+            except (anyio.WouldBlock, anyio.ClosedResourceError):
+                pass  # a full queue is being drained; the held-back repeats follow within REPEAT_WAIT_S
         await self._settled.wait()
 
     async def _drain(self, receive: ObjectReceiveStream[Queued]) -> None:
+        last: OrderedDict[Hashable, object] = OrderedDict()  # series: the value of its last write that worked
+        held: dict[Hashable, tuple[float, Queued]] = {}  # series: (when due, its newest repeat)
         async with receive:
-            async for operation, write in receive:
+            while True:
+                item: Queued | None = None
                 try:
-                    await write(await self.opened())
-                except Exception as exc:  # whatever the database raises: counted, logged once, the call long gone
-                    self._failed(operation, _reason(exc))
-                else:
-                    self._working("write")
-                finally:
-                    self._pending -= 1
-                    if self._pending == 0:
-                        self._settled.set()
+                    if held:
+                        due = min(when for when, _ in held.values())
+                        with anyio.move_on_after(due - anyio.current_time()):
+                            item = await receive.receive()
+                    else:
+                        item = await receive.receive()
+                except anyio.EndOfStream:
+                    for _, repeat in held.values():
+                        await self._run(repeat, last)
+                    return
+                now = anyio.current_time()
+                if item is None or item is FLUSH:  # due repeats, or all of them
+                    self._flush_asked = self._flush_asked and item is None
+                    for series, (when, repeat) in list(held.items()):
+                        if item is FLUSH or when <= now:
+                            del held[series]
+                            await self._run(repeat, last)
+                    continue
+                series = item.series
+                if series is not None and series in last and last[series] == item.value:
+                    if series in held:
+                        when, _ = held[series]
+                        self._done()  # the older repeat says nothing the newer one does not
+                    else:
+                        when = now + REPEAT_WAIT_S
+                    held[series] = (when, item)
+                    continue
+                if series is not None and series in held:  # its repeats were seen before this change
+                    await self._run(held.pop(series)[1], last)
+                await self._run(item, last)
+
+    async def _run(self, item: Queued, last: OrderedDict[Hashable, object]) -> None:
+        try:
+            await item.write(await self.opened())
+        except Exception as exc:  # whatever the database raises: counted, logged once, the call long gone
+            self._failed(item.operation, _reason(exc))
+            if item.series is not None:
+                last.pop(item.series, None)  # not kept: the next equal answer is written, not held back
+        else:
+            self._working("write")
+            if item.series is not None:
+                last[item.series] = item.value
+                last.move_to_end(item.series)
+                if len(last) > SERIES_KEPT:
+                    last.popitem(last=False)
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        self._pending -= 1
+        if self._pending == 0:
+            self._settled.set()
 
     def _failed(self, operation: str, reason: str) -> None:
         self._observer.ledger_failed(operation)

@@ -327,18 +327,20 @@ class DessertService:
         # `observed_at`: when the request was sent, no later than Dessert's answer (a transaction made during the round
         # trip must not fall inside a range the ledger calls complete).
         account = self._ledger_account()
+        # An answer equal to the last one kept for this account is a repeat: the recorder holds it back (see there).
+        who = self._caller_account() if self.per_account else None
         if isinstance(answer, Usage):
 
             async def usage(ledger: Ledger) -> None:
                 await ledger.record_usage(await account(ledger), answer.recent_transactions, observed_at)
 
-            self.recorder.write("record_usage", usage)
+            self.recorder.write("record_usage", usage, series=("usage", who), value=answer)
         elif isinstance(answer, Balance):
 
             async def balance(ledger: Ledger) -> None:
                 await ledger.record_balance(await account(ledger), answer, observed_at)
 
-            self.recorder.write("record_balance", balance)
+            self.recorder.write("record_balance", balance, series=("balance", who), value=answer)
 
     async def _read(
         self, route: str, answers: SingleFlight[AnswerT], get: Callable[[DessertClient], Awaitable[AnswerT]]
