@@ -2,10 +2,11 @@
 
 A call never waits for a ledger write and never fails because of the ledger. Writes go into a queue that one task
 drains for as long as the service runs; reads (history beyond the API's window, spend, the forecast) are bounded in
-time. An answer identical to the last one kept of its series (the same account's balance, or usage window) is a
-repeat: it only moves the series' last-seen time forward, so the newest repeat is written once per `REPEAT_WAIT_S`
-(or before a read that needs it, or at the stop) instead of one transaction per call; a changed answer is written at
-once. A write or read that fails (the database full, read-only, locked or gone) is counted
+time. An answer equal to the last one queued in its series (the same account's balance, or usage window) is a
+repeat: it only moves the series' last-seen time forward, so it is not queued but held back, the newest repeat
+replacing the one before, and written `REPEAT_WAIT_S` after the first (or before a read that needs it, before the
+series' next change, at the stop): one transaction a second for a run of equal answers instead of one per call. A
+changed answer is queued at once. A write or read that fails (the database full, read-only, locked or gone) is counted
 (`Observer.ledger_failed`) and logged once, not per call, until the ledger works again; the call answers from the
 API's own answer instead.
 """
@@ -17,7 +18,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -41,7 +42,7 @@ READ_WAIT_S: Final = 5.0
 DRAIN_WAIT_S: Final = 2.0
 # How long the newest repeat of a series' last answer waits before it is written (a read or the stop writes it now).
 REPEAT_WAIT_S: Final = 1.0
-# Series whose last answer is remembered (one per account and kind); the least recently written are forgotten first.
+# Series whose last answer is remembered (one per account and kind); the least recently queued are forgotten first.
 SERIES_KEPT: Final = 1024
 
 T = TypeVar("T")
@@ -51,7 +52,7 @@ Write = Callable[["Ledger"], Awaitable[object]]
 @dataclass(frozen=True, slots=True)
 class Queued:
     """A write, and what makes a later one a repeat of it: the same `series` (kind and account) and an equal
-    `value` (the answer). No series: never a repeat."""
+    `value` (the answer). No series: never a repeat. `FLUSH` and `WAKE` are the drain's own signals."""
 
     operation: str
     write: Write
@@ -63,8 +64,12 @@ async def _nothing(_ledger: Ledger) -> None:
     return None
 
 
-# Asks the drain to write the repeats it holds back now (a read needs them).
+_NONE: Final = object()  # no value queued yet in a series
+
+
+# Write every held-back repeat now (a read needs them); a repeat was held back (the drain's next wake-up moved).
 FLUSH: Final = Queued("flush", _nothing)
+WAKE: Final = Queued("wake", _nothing)
 
 
 class Recorder:
@@ -89,6 +94,8 @@ class Recorder:
         self._settled.set()
         self._warned: set[str] = set()  # "write", "read": warned about, and not working since
         self._flush_asked = False
+        self._last: OrderedDict[Hashable, object] = OrderedDict()  # series: the value last queued
+        self._held: dict[Hashable, tuple[float, Queued]] = {}  # series: (when due, its newest repeat)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -96,6 +103,9 @@ class Recorder:
         send, receive = anyio.create_memory_object_stream[Queued](QUEUE_SIZE)
         self._pending = 0
         self._settled.set()
+        self._flush_asked = False
+        self._last.clear()
+        self._held.clear()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._drain, receive)
             self._send = send
@@ -117,18 +127,61 @@ class Recorder:
     def write(self, operation: str, write: Write, *, series: Hashable | None = None, value: object = None) -> None:
         """Queue `write`; never blocks. Outside `running()` (a server stopping) or with the queue full it is dropped.
 
-        With a `series`, a write whose `value` equals the last one written in that series is a repeat (see the
-        module's docstring): `write` must then do no more than the last one did, at a later time."""
+        With a `series`, a write whose `value` equals the last one queued in that series is a repeat, held back (see
+        the module's docstring): `write` must then do no more than the last one did, at a later time."""
+        item = Queued(operation, write, series, value)
+        if series is not None and self._send is not None:
+            last = self._last.get(series, _NONE)
+            if last is value or last == value:
+                held = self._held.get(series)
+                if held is not None:
+                    self._held[series] = (held[0], item)  # the older repeat says nothing the newer one does not
+                else:
+                    self._held[series] = (anyio.current_time() + REPEAT_WAIT_S, item)
+                    self._started()
+                    self._signal(WAKE)
+                return
+            held = self._held.pop(series, None)
+            if held is not None:  # its repeats came before this change
+                self._queue(held[1], counted=True)
+            self._last[series] = value
+            self._last.move_to_end(series)
+            if len(self._last) > SERIES_KEPT:
+                self._last.popitem(last=False)
+        self._queue(item, counted=False)
+
+    def _queue(self, item: Queued, *, counted: bool) -> None:
         try:
             if self._send is None:
                 raise anyio.WouldBlock
-            self._send.send_nowait(Queued(operation, write, series, value))
+            self._send.send_nowait(item)
         except (anyio.WouldBlock, anyio.ClosedResourceError):
-            self._failed(operation, "the ledger's write queue is full or closed")
+            self._failed(item.operation, "the ledger's write queue is full or closed")
+            if item.series is not None:
+                self._last.pop(item.series, None)  # not kept: the next equal answer is queued, not held back
+            if counted:
+                self._done()
             return
+        if not counted:
+            self._started()
+
+    def _signal(self, signal: Queued) -> bool:
+        """Send the drain `signal`; with the queue full it is busy already and sees the held repeats when due."""
+        if self._send is not None:
+            with suppress(anyio.WouldBlock, anyio.ClosedResourceError):
+                self._send.send_nowait(signal)
+                return True
+        return False
+
+    def _started(self) -> None:
         if self._pending == 0:
             self._settled = anyio.Event()
         self._pending += 1
+
+    def _done(self) -> None:
+        self._pending -= 1
+        if self._pending == 0:
+            self._settled.set()
 
     async def read(
         self,
@@ -174,74 +227,46 @@ class Recorder:
         return "write" not in self._warned
 
     async def settled(self) -> None:
-        """Wait until every write queued so far is done (or dropped), repeats held back included."""
-        if self._pending and not self._flush_asked and self._send is not None:
-            try:
-                self._send.send_nowait(FLUSH)
-                self._flush_asked = True
-            except (anyio.WouldBlock, anyio.ClosedResourceError):
-                pass  # a full queue is being drained; the held-back repeats follow within REPEAT_WAIT_S
+        """Wait until every write queued so far is done (or dropped), held-back repeats included."""
+        if self._held and not self._flush_asked:
+            self._flush_asked = self._signal(FLUSH)
         await self._settled.wait()
 
     async def _drain(self, receive: ObjectReceiveStream[Queued]) -> None:
-        last: OrderedDict[Hashable, object] = OrderedDict()  # series: the value of its last write that worked
-        held: dict[Hashable, tuple[float, Queued]] = {}  # series: (when due, its newest repeat)
+        held = self._held
         async with receive:
             while True:
                 item: Queued | None = None
                 try:
                     if held:
-                        due = min(when for when, _ in held.values())
-                        with anyio.move_on_after(due - anyio.current_time()):
+                        with anyio.move_on_after(min(when for when, _ in held.values()) - anyio.current_time()):
                             item = await receive.receive()
                     else:
                         item = await receive.receive()
                 except anyio.EndOfStream:
-                    for _, repeat in held.values():
-                        await self._run(repeat, last)
+                    while held:
+                        await self._run(held.pop(next(iter(held)))[1])
                     return
-                now = anyio.current_time()
-                if item is None or item is FLUSH:  # due repeats, or all of them
-                    self._flush_asked = self._flush_asked and item is None
-                    for series, (when, repeat) in list(held.items()):
-                        if item is FLUSH or when <= now:
-                            del held[series]
-                            await self._run(repeat, last)
+                if item is WAKE:
                     continue
-                series = item.series
-                if series is not None and series in last and last[series] == item.value:
-                    if series in held:
-                        when, _ = held[series]
-                        self._done()  # the older repeat says nothing the newer one does not
-                    else:
-                        when = now + REPEAT_WAIT_S
-                    held[series] = (when, item)
+                if item is None or item is FLUSH:  # the repeats due, or all of them
+                    if item is FLUSH:
+                        self._flush_asked = False
+                    now = anyio.current_time()
+                    for series in [s for s, (when, _) in held.items() if item is FLUSH or when <= now]:
+                        await self._run(held.pop(series)[1])
                     continue
-                if series is not None and series in held:  # its repeats were seen before this change
-                    await self._run(held.pop(series)[1], last)
-                await self._run(item, last)
+                await self._run(item)
 
-    async def _run(self, item: Queued, last: OrderedDict[Hashable, object]) -> None:
+    async def _run(self, item: Queued) -> None:
         try:
             await item.write(await self.opened())
         except Exception as exc:  # whatever the database raises: counted, logged once, the call long gone
             self._failed(item.operation, _reason(exc))
-            if item.series is not None:
-                last.pop(item.series, None)  # not kept: the next equal answer is written, not held back
         else:
             self._working("write")
-            if item.series is not None:
-                last[item.series] = item.value
-                last.move_to_end(item.series)
-                if len(last) > SERIES_KEPT:
-                    last.popitem(last=False)
         finally:
             self._done()
-
-    def _done(self) -> None:
-        self._pending -= 1
-        if self._pending == 0:
-            self._settled.set()
 
     def _failed(self, operation: str, reason: str) -> None:
         self._observer.ledger_failed(operation)
