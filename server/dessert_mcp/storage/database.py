@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -278,13 +278,19 @@ class Database:
     async def take_lease(self, name: str, holder: str, *, ttl_s: float, renew: bool = False) -> bool:
         """Take the lease `name` for `ttl_s` seconds if nobody holds it (or theirs has run out); True if taken.
 
-        One statement, so two replicas asking at once cannot both get it. It is not released: it runs out, so the
-        work it guards happens at most once per `ttl_s` across all the replicas sharing the database. With `renew`
-        its holder may take it again before then (work one replica keeps doing on its own schedule, such as polling
-        an account, which others take over only once it stops).
+        One statement, so two replicas asking at once cannot both get it. It runs out, so the work it guards happens
+        at most once per `ttl_s` across all the replicas sharing the database. With `renew` its holder may take it
+        again before then (work one replica keeps doing on its own schedule, such as polling an account, which others
+        take over once it stops: once the lease runs out, or at once when its holder gives it up, `release_leases`).
         """
         async with self.transaction() as conn:
             return await leases.take(conn, name, holder, now=self.clock(), ttl_s=ttl_s, renew=renew)
+
+    async def release_leases(self, names: Collection[str], holder: str) -> None:
+        """Give up the leases `names` that `holder` holds before they run out (work it stops doing cleanly: another
+        replica may take it at once)."""
+        async with self.transaction() as conn:
+            await leases.release(conn, names, holder)
 
     async def ping(self) -> None:
         """One round trip to the database; raises StorageUnavailable when it does not answer, or when the last
