@@ -280,8 +280,12 @@ class DessertService:
             await self.recorder.read(self._ledger_account(), after_writes=False)
         return account == self._key_account
 
+    def now(self) -> datetime:
+        """The service's clock: what alerts are active by, and ranges end at (tests replay a past of their own)."""
+        return self._clock()
+
     async def active_alerts(self) -> list[Alert]:
-        now = self._clock()
+        now = self.now()
         return [a for a in await self.alerts() if a.active(now)]
 
     async def usage(self, arguments: UsageArguments) -> UsageReport:
