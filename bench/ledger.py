@@ -6,7 +6,7 @@ account (deductions of both ad formats, refunds, auto-recharges, a few seconds a
 way the poller reads it: the API's last 50 rows each time, K of them new. Each backend merges every answer (memory,
 a SQLite file in a temp directory, and PostgreSQL when a URL is given); windows/s is shown over the first and the
 last tenth as well, so a merge whose cost grows with the history stands out. The SQLite size is the file after the
-ledger closes (the WAL checkpointed), scaled to 100,000 rows; PostgreSQL's, the ledger tables with their indexes.
+ledger closes, scaled to 100,000 rows; PostgreSQL's, the ledger tables with their indexes.
 Each SQLite commit waits for the disk (synchronous=FULL), so on a slow disk windows/s there is the disk's commit
 rate: the figure per CPU-second shows the merge's own cost beside it.
 

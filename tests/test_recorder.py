@@ -79,18 +79,15 @@ def _immutable(paths: list[Path]) -> None:
         pytest.skip(f"chattr +i is not available here: {done.stderr.decode().strip()}")
 
 
-# A read as well as a write is refused once the files turn immutable: the storage layer checks the files before each
-# transaction and again once it holds a connection (SQLite writes its mapped -shm on a read too; there it is SIGBUS).
-# Under heavy load the server still died of SIGBUS in a clean-clone run (earlier: about one run in six): some access
-# to the mapped -shm escapes those checks (a pooled connection's reset on return is the suspect). Until the storage
-# layer stops mapping it (a journal mode without -shm for the ledger), the test runs and says so, not hiding the crash.
-@pytest.mark.xfail(strict=False, reason="SIGBUS on an immutable SQLite -shm under load (storage layer), sometimes")
+# Once the files turn immutable every write fails (and reads wait for the writes, so they answer without the ledger).
+# This used to kill the server with SIGBUS now and then under load: in WAL mode SQLite wrote its memory-mapped -shm on
+# every transaction, reads included, and no check before a transaction could close that race. The storage layer now
+# keeps a rollback journal and maps nothing (tests/storage/test_database.py).
 async def test_a_read_only_ledger_database_leaves_a_stdio_server_answering_and_is_said_once(
     tmp_path: Path, sandbox_server: ThreadedFaultySandbox
 ) -> None:
     data = tmp_path / "data"
-    # No poller: a write in flight at the moment the files turn immutable faults on SQLite's mapped -shm (SIGBUS),
-    # a race the storage layer's check before each transaction cannot close; this test is about calls after it.
+    # No poller: the calls' own writes are the ones said once.
     env = sandbox_env(
         sandbox_server, XDG_DATA_HOME=str(data), DESSERT_MCP_LOG_LEVEL="WARNING", DESSERT_LEDGER_POLL="off"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Final, Protocol
 
 from mcp import MCPError
@@ -36,6 +36,8 @@ class Reads(Protocol):
     async def spend(self, arguments: SpendArguments) -> SpendResult: ...
 
     async def alerts(self) -> list[Alert]: ...
+
+    def now(self) -> datetime: ...
 
 
 def add_resources(server: MCPServer[Any], service: Reads, names: Mapping[str, str], *, history: bool = False) -> None:
@@ -90,7 +92,7 @@ def add_resources(server: MCPServer[Any], service: Reads, names: Mapping[str, st
             # The caller's mistake: a protocol error the host shows, with the reason (the SDK hides others).
             choices = ", ".join(map(str, SPEND_DAYS))
             raise MCPError(code=INVALID_PARAMS, message=f"days must be one of {choices}; got {days!r}.")
-        until = datetime.now(UTC)
+        until = service.now()
         arguments = SpendArguments(since=until - timedelta(days=int(days)), until=until, period="day")
         try:
             return (await service.spend(arguments)).model_dump_json()
@@ -127,7 +129,7 @@ def add_alerts_resource(server: MCPServer[Any], service: Reads) -> None:
         mime_type="application/json",
     )
     async def alerts() -> str:
-        now = datetime.now(UTC)
+        now = service.now()  # as get_balance judges which are active
         items = [AlertItem(**asdict(a), active=a.active(now)) for a in await service.alerts()]
         return AlertList(alerts=items).model_dump_json()
 

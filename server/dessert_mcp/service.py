@@ -280,8 +280,12 @@ class DessertService:
             await self.recorder.read(self._ledger_account(), after_writes=False)
         return account == self._key_account
 
+    def now(self) -> datetime:
+        """The service's clock: what alerts are active by, and ranges end at (tests replay a past of their own)."""
+        return self._clock()
+
     async def active_alerts(self) -> list[Alert]:
-        now = self._clock()
+        now = self.now()
         return [a for a in await self.alerts() if a.active(now)]
 
     async def usage(self, arguments: UsageArguments) -> UsageReport:
@@ -426,18 +430,22 @@ class DessertService:
         from dessert_mcp.ledger.poller import Poller
 
         settings = self.settings
-        self.poller = Poller(
+        lease = _LedgerLease(ledger)
+        self.poller = poller = Poller(
             ledger,
             lambda: self.poll_targets(ledger),
             min_s=settings.ledger_poll_min_s,
             max_s=settings.ledger_poll_max_s,
-            lease=self.poll_lease or _ledger_lease(ledger),
+            lease=self.poll_lease or lease.take,
+            release=None if self.poll_lease else lease.release,
         )
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self.poller.run, name="dessert-mcp ledger poller")
+                tg.start_soon(poller.run, name="dessert-mcp ledger poller")
                 yield
                 tg.cancel_scope.cancel()
+            # A server restarted at once (a host reloading its servers) polls again at once, not one interval later.
+            await poller.release_leases()
         finally:
             self.poller = None
 
@@ -529,25 +537,30 @@ def alert_thresholds(settings: Settings) -> Thresholds:
     return Thresholds(settings.alert_balance_below, settings.alert_runway_days, settings.alert_spike_factor)
 
 
-def _ledger_lease(ledger: Callable[[], Awaitable[Ledger]]) -> Lease:
+class _LedgerLease:
     """The poller's lease on an account, in the ledger's own database: processes sharing that database (replicas in
     any mode, or two stdio servers one user started with one key) read an account one at a time, and together no
-    more often than one would. Its holder renews it at every read; another takes over once it stops. A ledger
-    without a database (in memory) is this process's alone: no lease."""
-    holder: str | None = None
+    more often than one would. Its holder renews it at every read; another takes over once it stops (at once when it
+    stopped cleanly and gave it up). A ledger without a database (in memory) is this process's alone: no lease."""
 
-    async def take(name: str, *, ttl_s: float) -> bool:
-        nonlocal holder
-        database = getattr(await ledger(), "database", None)
+    def __init__(self, ledger: Callable[[], Awaitable[Ledger]]) -> None:
+        self._ledger = ledger
+        self._holder: str | None = None
+
+    async def take(self, name: str, *, ttl_s: float) -> bool:
+        database = getattr(await self._ledger(), "database", None)
         if database is None:
             return True
-        if holder is None:
+        if self._holder is None:
             from dessert_mcp.storage.chores import holder_name  # the storage layer, loaded with the ledger's database
 
-            holder = holder_name()
-        return bool(await database.take_lease(name, holder, ttl_s=ttl_s, renew=True))
+            self._holder = holder_name()
+        return bool(await database.take_lease(name, self._holder, ttl_s=ttl_s, renew=True))
 
-    return take
+    async def release(self, names: Collection[str]) -> None:
+        database = getattr(await self._ledger(), "database", None)
+        if database is not None and self._holder is not None:
+            await database.release_leases(names, self._holder)
 
 
 def _named(account: str) -> Callable[[], Awaitable[str]]:

@@ -60,7 +60,8 @@ class Observer:
         """The ledger could not do `operation` (record_usage, record_balance, read); the call answered without it."""
 
     def webhook(self, outcome: str) -> None:
-        """An alert webhook attempt ended: `delivered`, `retried` (another attempt follows) or `failed` (for good)."""
+        """An alert webhook attempt ended: `delivered`, `retried` (another attempt follows) or `failed` (for good); or
+        a queued one was `abandoned` unsent (its URL is no longer configured)."""
 
 
 NO_OBSERVER: Final = Observer()

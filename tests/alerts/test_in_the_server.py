@@ -4,6 +4,7 @@ lists them, and a listen stream hears dessert://alerts change."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -152,3 +153,27 @@ async def test_get_balance_with_an_active_alert_reads_the_alert_store_only_when_
             assert [a.split(":")[0] for a in result.structured_content["alerts"]] == ["balance_below"]
         await service.recorder.settled()
         assert store.reads == reads
+
+
+async def test_the_alerts_resource_judges_which_alerts_are_active_by_the_services_clock_as_get_balance_does(
+    sandbox: ThreadedFaultySandbox,
+) -> None:
+    # An auto-recharge is active until the end of its day: by the service's clock (a replayed past) that day is
+    # long over, though by the machine's it is not.
+    now = datetime.now(UTC)
+    recharged = Alert("r1", "auto_recharge", "key:x", 250, 0, now - timedelta(hours=1), now + timedelta(hours=1))
+    level = Alert("b1", "balance_below", "key:x", 80, 100, now - timedelta(days=3))
+
+    class Replaying(DessertService):
+        async def alerts(self) -> list[Alert]:
+            return [recharged, level]
+
+    settings = sandbox_settings(sandbox)
+    service = Replaying(settings, clock=lambda: now + timedelta(days=2))
+    async with Client(build_server(settings, service=service)) as client:
+        balance = await client.call_tool("dessert.get_balance", {})
+        listed = await client.read_resource(ALERTS_URI)
+    assert balance.structured_content is not None
+    assert [a.split(":")[0] for a in balance.structured_content["alerts"]] == ["balance_below"]
+    text = listed.contents[0].text  # type: ignore[union-attr]
+    assert {a["id"]: a["active"] for a in json.loads(text)["alerts"]} == {"r1": False, "b1": True}

@@ -241,3 +241,36 @@ def test_a_level_rule_fires_once_while_its_value_hovers_and_clears_only_beyond_t
     fired, cleared = decide(ACCOUNT, reading(back), thresholds, active, T0 + timedelta(hours=1))
     assert fired == []
     assert [(a.id, a.cleared_at) for a in cleared] == [(alert.id, T0 + timedelta(hours=1))]
+
+
+def spending(median: float) -> Callable[[float], Reading]:
+    """Readings of a day's spend against a trailing median."""
+    return lambda spend: Reading(today_spend=int(spend), trailing_median=median)
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "reading", "at", "past", "inside", "edge"),
+    [
+        pytest.param(Thresholds(balance_below=100), lambda v: Reading(balance=int(v)), 100, 99, 109, 110, id="balance"),
+        pytest.param(Thresholds(balance_below=5), lambda v: Reading(balance=int(v)), 5, 4, 5, 6, id="balance-small"),
+        pytest.param(Thresholds(runway_days=3), lambda v: Reading(runway_days=v), 3, 2.99, 3.29, 3.3, id="runway-3"),
+        pytest.param(Thresholds(runway_days=7), lambda v: Reading(runway_days=v), 7, 6.99, 7.69, 7.7, id="runway-7"),
+        pytest.param(
+            Thresholds(runway_days=1.5), lambda v: Reading(runway_days=v), 1.5, 1.49, 1.64, 1.65, id="runway-1.5"
+        ),
+        pytest.param(Thresholds(spike_factor=3), spending(10.0), 30, 31, 28, 27, id="spike"),
+        # In binary floating point 1.4 x 45 is 62.99999999999999 (63 would be above it), and 4.6 x 50 is
+        # 229.99999999999997 (207, exactly 90 % of 230, would not clear).
+        pytest.param(Thresholds(spike_factor=1.4), spending(45.0), 63, 64, 57, 56, id="spike-1.4x45"),
+        pytest.param(Thresholds(spike_factor=4.6), spending(50.0), 230, 231, 208, 207, id="spike-4.6x50"),
+    ],
+)
+def test_a_level_rule_fires_past_its_threshold_not_at_it_and_clears_exactly_at_the_edge_of_its_band(
+    thresholds: Thresholds, reading: Callable[[float], Reading], at: float, past: float, inside: float, edge: float
+) -> None:
+    assert decide(ACCOUNT, reading(at), thresholds, {}, T0) == ([], [])  # at the threshold: not crossed
+    (alert,), _ = decide(ACCOUNT, reading(past), thresholds, {}, T0)
+    active: dict[Rule, Alert] = {alert.rule: alert}
+    assert decide(ACCOUNT, reading(inside), thresholds, active, T0) == ([], [])
+    fired, cleared = decide(ACCOUNT, reading(edge), thresholds, active, T0 + timedelta(hours=1))
+    assert (fired, [a.id for a in cleared]) == ([], [alert.id])

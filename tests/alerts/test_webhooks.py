@@ -25,6 +25,7 @@ from mcp import Client
 from dessert_mcp.alerts import Alert
 from dessert_mcp.alerts.database import ALERTS_SCHEMA, WEBHOOKS, DatabaseAlertStore
 from dessert_mcp.alerts.webhooks import Deliverer, Schedule
+from dessert_mcp.alerts.webhooks.outbox import ABANDONED, UNCONFIGURED_GRACE_S
 from dessert_mcp.config import Secret, Settings
 from dessert_mcp.observe.metrics import Metrics
 from dessert_mcp.redact import redactor_for
@@ -217,6 +218,37 @@ async def test_an_answer_no_retry_can_change_fails_at_once_and_retry_after_sets_
     assert len(gone.received) == 1
     assert due is not None
     assert due >= before + 120
+
+
+async def test_a_message_queued_for_a_url_removed_from_the_setting_is_abandoned_unsent_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    observer = Outcomes()
+    caplog.set_level(logging.WARNING)
+    now = [time.time()]
+    db = Database(f"sqlite:///{tmp_path / 'ledger.sqlite'}", schemas=[ALERTS_SCHEMA], clock=lambda: now[0])
+    store = DatabaseAlertStore(db)
+    try:
+        with receiving(Receiver([])) as removed, receiving(Receiver([])) as kept:
+            deliverer(store, [removed.url + TOKEN_PATH], observer)  # the setting then: the alert is queued for it
+            await store.fire(alert())
+            sender = deliverer(store, [kept.url + "/kept"], observer)  # the setting after a restart
+            assert await sender.once() == 0  # never sent to a URL no longer configured
+            now[0] += UNCONFIGURED_GRACE_S - 1
+            assert await sender.outbox.abandon_unconfigured(now=now[0]) == 0  # a replica that has it may still send it
+            now[0] += 2
+            async with sender.running():
+                await observer.reach("abandoned", 1)
+            (done,) = await sender.outbox.finished()
+            assert await sender.outbox.next_due() is None
+        assert removed.received == kept.received == []
+    finally:
+        await db.aclose()
+    assert (done.delivered, done.attempts, done.status, done.error) == (False, 0, None, ABANDONED)
+    assert observer.counted("abandoned") == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["1 alert webhook queued for a URL no longer in DESSERT_ALERT_WEBHOOK_URL was abandoned unsent"]
+    assert "token-that-must-not-leak" not in caplog.text
 
 
 async def test_two_replicas_on_one_database_deliver_each_alert_exactly_once(database_url: str) -> None:

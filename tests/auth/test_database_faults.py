@@ -1,8 +1,8 @@
 """A SQLite token database that goes bad under a running server: made immutable, deleted, or refusing writes.
 Requests answer 503 with Retry-After, /readyz says why it is not ready, and the process lives on.
 
-The servers run as subprocesses: on the old code an immutable `auth.db-shm` killed the process with SIGBUS, which
-must not take the test runner with it.
+The servers run as subprocesses: when the file was in WAL mode, an immutable `auth.db-shm` killed the process with
+SIGBUS, which must not take the test runner with it.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ def immutable(*paths: Path) -> Iterator[None]:
     done = subprocess.run(["chattr", "+i", *present], capture_output=True, check=False)
     if done.returncode != 0:
         pytest.skip(f"chattr +i is not available here: {done.stderr.decode().strip()}")
-    # Write the pages back, as the kernel does within 30 s: SQLite's next write to its mapped -shm then faults,
-    # and on an immutable file that fault is a SIGBUS.
+    # Write the pages back, as the kernel does within 30 s: in WAL mode SQLite's next write to its mapped -shm then
+    # faulted, and on an immutable file that fault is a SIGBUS.
     os.sync()
     try:
         yield
@@ -61,7 +61,7 @@ def immutable(*paths: Path) -> Iterator[None]:
 
 
 def _chattr(flag: str, paths: tuple[Path, ...]) -> None:
-    subprocess.run(["chattr", flag, *map(str, paths)], check=True)
+    subprocess.run(["chattr", flag, *(str(p) for p in paths if p.exists())], check=True)
 
 
 def _remove_database(folder: Path) -> None:
@@ -87,7 +87,7 @@ async def test_an_immutable_database_answers_503_and_not_ready_and_the_process_l
     restart: bool, canary_api: ThreadedFaultySandbox, encryption_key: str, tmp_path: Path
 ) -> None:
     database = tmp_path / "auth.db"
-    files = (database, Path(f"{database}-wal"), Path(f"{database}-shm"))
+    files = tuple(Path(f"{database}{suffix}") for suffix in ("", "-journal", "-wal", "-shm"))
     with contextlib.ExitStack() as stack:
         url, _pid = stack.enter_context(oauth_server(canary_api, encryption_key, tmp_path))
         async with httpx2.AsyncClient(timeout=30) as http:
@@ -138,7 +138,7 @@ async def test_readiness_fails_while_writes_fail_even_though_reads_work(
         await store.migrate()
         await store.ping()
         holder = sqlite3.connect(database, isolation_level=None)
-        holder.execute("BEGIN EXCLUSIVE")  # in WAL mode: readers go on, every other writer waits, then fails
+        holder.execute("BEGIN IMMEDIATE")  # the write lock: readers go on, every other writer waits, then fails
         try:
             assert await store.throttle_count("k", window_s=60) == 0
             with pytest.raises(StorageUnavailable):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -302,6 +302,33 @@ async def test_a_lease_database_that_fails_skips_the_read_and_the_schedule_goes_
             assert usage_reads(sandbox) == 0
             assert only_watch(poller).due == clock.now + MIN_S
     assert "The ledger could not keep a polled answer (OSError); polling goes on" in caplog.text
+
+
+async def test_a_stopping_poller_gives_up_the_leases_it_holds_once_and_a_failing_release_never_raises() -> None:
+    clock = Clock()
+    released: list[set[str]] = []
+    holder = {"ledger-poll:" + ACCOUNT: "us"}
+
+    async def lease(name: str, *, ttl_s: float) -> bool:
+        return holder.get(name) == "us"
+
+    async def release(names: Collection[str]) -> None:
+        released.append(set(names))
+        raise OSError("the database is gone")
+
+    with ThreadedFaultySandbox() as sandbox:
+        async with polling(sandbox, clock, lease=lease, release=release) as (poller, _):
+            await poller.release_leases()
+            assert released == []  # none taken yet
+            await poller.step()
+            await poller.release_leases()  # the release fails: the lease runs out instead
+            await poller.release_leases()
+            assert released == [{"ledger-poll:" + ACCOUNT}]
+            holder["ledger-poll:" + ACCOUNT] = "another replica"
+            clock.advance(only_watch(poller).due - clock.now)
+            await poller.step()  # taken meanwhile by another: not ours to give up
+            await poller.release_leases()
+            assert released == [{"ledger-poll:" + ACCOUNT}]
 
 
 async def test_a_failed_balance_read_keeps_the_usage_answer_and_is_tried_again_next_time() -> None:

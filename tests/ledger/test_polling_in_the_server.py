@@ -246,6 +246,23 @@ async def test_two_servers_with_one_key_sharing_a_ledger_database_read_it_one_at
     await _kept_whole(database_url, clock)
 
 
+async def test_a_server_stopped_and_another_started_at_once_on_its_ledger_database_polls_the_account_at_once(
+    database_url: str,
+) -> None:
+    # A host restarting its server: the one that stopped cleanly gave up its poll lease, which would otherwise hold
+    # the account for one more interval.
+    clock = Clock()
+    with ThreadedFaultySandbox(account=lambda: LiveAccount(rate=0.5, seed=4, clock=clock)) as sandbox:
+        settings = sandbox_settings(sandbox, max_attempts=1)
+        for server in range(2):
+            service = DessertService(settings, ledger=_shared_ledger(database_url, clock))
+            async with service.running():
+                poller = _on_clock(service.poller, clock)
+                before = int(sandbox.stats()["requests"].get(USAGE_PATH, 0))
+                await poller.step()
+                assert int(sandbox.stats()["requests"].get(USAGE_PATH, 0)) == before + 1, f"server {server + 1}"
+
+
 async def test_with_dessert_keys_replicas_sharing_a_ledger_database_take_turns_and_drop_a_rejected_key(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -2,7 +2,9 @@
 
 Level rules (the balance, the runway, a day's spend) fire when their value crosses the threshold and clear only once
 it is back beyond the threshold by `HYSTERESIS` of it, so a balance hovering at a threshold fires once, not at every
-read. Event rules (an auto-recharge, a gap in the ledger) fire once per event and stay active for `EVENT_ACTIVE`.
+read. Values and thresholds are compared as the decimals they are written as, so the edges are exact: a runway of
+3.3 days clears an alert at 3 (in binary floating point 3 * 1.1 is 3.3000000000000003). Event rules (an
+auto-recharge, a gap in the ledger) fire once per event and stay active for `EVENT_ACTIVE`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Final, Literal, get_args
 
 from dessert_mcp.models import Transaction
@@ -23,7 +26,7 @@ Event = Literal["fired", "cleared"]
 LEVEL_RULES: Final[frozenset[Rule]] = frozenset({"balance_below", "runway_below", "spend_spike"})
 
 # A level alert clears once its value is this fraction of the threshold beyond it.
-HYSTERESIS: Final = 0.1
+HYSTERESIS: Final = Decimal("0.1")
 # How long an event alert (auto-recharge, ledger gap) counts as active after it fired.
 EVENT_ACTIVE: Final = timedelta(days=1)
 # A day's spend is compared with the median of this many whole days before it.
@@ -90,24 +93,31 @@ def trailing_median(nets: Sequence[int]) -> float | None:
     return float(median) if median > 0 else None
 
 
+def _decimal(number: float) -> Decimal:
+    """A number as written: a float's shortest representation (3.3, not the binary fraction just below it)."""
+    return Decimal(repr(float(number)))
+
+
 def _level(rule: Rule, reading: Reading, thresholds: Thresholds) -> tuple[float, float, bool, bool] | None:
     """(value, threshold, crossed, back) for a level rule the reading can judge; back: beyond the hysteresis band."""
     if rule == "balance_below" and thresholds.balance_below > 0 and reading.balance is not None:
-        limit = float(thresholds.balance_below)
-        value = float(reading.balance)
-        return value, limit, value < limit, value >= limit + max(1.0, limit * HYSTERESIS)
-    if rule == "runway_below" and thresholds.runway_days > 0 and reading.runway_days is not None:
-        limit, value = thresholds.runway_days, reading.runway_days
-        return value, limit, value < limit, value >= limit * (1 + HYSTERESIS)
-    if (
+        limit, value = _decimal(thresholds.balance_below), _decimal(reading.balance)
+        crossed, back = value < limit, value >= limit + max(Decimal(1), limit * HYSTERESIS)
+    elif rule == "runway_below" and thresholds.runway_days > 0 and reading.runway_days is not None:
+        limit, value = _decimal(thresholds.runway_days), _decimal(reading.runway_days)
+        crossed, back = value < limit, value >= limit * (1 + HYSTERESIS)
+    elif (
         rule == "spend_spike"
         and thresholds.spike_factor > 0
         and reading.today_spend is not None
         and reading.trailing_median is not None
     ):
-        limit, value = thresholds.spike_factor * reading.trailing_median, float(reading.today_spend)
-        return value, limit, value > limit, value <= limit * (1 - HYSTERESIS)
-    return None
+        limit = _decimal(thresholds.spike_factor) * _decimal(reading.trailing_median)
+        value = _decimal(reading.today_spend)
+        crossed, back = value > limit, value <= limit * (1 - HYSTERESIS)
+    else:
+        return None
+    return float(value), float(limit), crossed, back
 
 
 def decide(

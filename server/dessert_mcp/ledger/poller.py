@@ -6,7 +6,8 @@ read every max_s, a busy one as often as min_s allows, and one busier than `TARG
 outruns it, which the ledger then records as a gap. The balance is read with the first usage read, then with the
 first one at least max_s after it. Errors back off exponentially (the API's Retry-After when it is longer); a key
 Dessert rejects ends the polling of its account. With a lease (replicas sharing one database), an account is polled
-by one replica at a time.
+by one replica at a time; a poller that stops cleanly gives its leases up (`release_leases`), so that another
+process sharing the database reads those accounts at once rather than once the leases run out.
 
 `gets_per_hour` gives the upstream cost of that schedule; docs/ledger-polling.md tabulates it.
 """
@@ -17,7 +18,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
@@ -37,6 +38,8 @@ logger = logging.getLogger("dessert_mcp.ledger")
 TARGET_NEW_ROWS: Final = 20
 # Accounts read at once when several are due together.
 CONCURRENT_READS: Final = 4
+# How long a stopping poller waits to give up its leases; past it they run out by themselves.
+RELEASE_WAIT_S: Final = 2.0
 # The errors after which an account is not read again: its key no longer works.
 STOP_CODES: Final = frozenset({"auth_invalid", "forbidden", "not_configured"})
 
@@ -59,6 +62,10 @@ class Lease(Protocol):
     (the ledger database's `take_lease`, with this process as the holder and renewal allowed)."""
 
     async def __call__(self, name: str, *, ttl_s: float) -> bool: ...
+
+
+# Give up the named leases this process holds (the ledger database's `release_leases`, this process the holder).
+ReleaseLeases = Callable[[Collection[str]], Awaitable[None]]
 
 
 def next_interval(rate_per_s: float, *, min_s: float, max_s: float) -> float:
@@ -123,6 +130,7 @@ class Poller:
         min_s: float = DEFAULT_LEDGER_POLL_MIN_S,
         max_s: float = DEFAULT_LEDGER_POLL_MAX_S,
         lease: Lease | None = None,
+        release: ReleaseLeases | None = None,
         first_read_s: float | None = None,
         clock: Clock = time.time,
         sleep: Sleep = anyio.sleep,
@@ -136,6 +144,8 @@ class Poller:
         self.min_s = min_s
         self.max_s = max_s
         self.lease = lease
+        self.release = release
+        self._held: set[str] = set()  # the leases last taken, until given up
         self.first_read_s = max_s if first_read_s is None else first_read_s
         self.clock = clock
         self.sleep = sleep
@@ -227,11 +237,30 @@ class Poller:
         replica takes over only once this one stops reading it; True if this poller may read it."""
         if self.lease is None:
             return True
+        name = f"ledger-poll:{account}"
         try:
-            return await self.lease(f"ledger-poll:{account}", ttl_s=watch.interval + self.min_s)
+            taken = await self.lease(name, ttl_s=watch.interval + self.min_s)
         except Exception as exc:  # the database that holds the leases (and the ledger) is gone: try again later
             self._ledger_failed(exc)
             return False
+        if taken:
+            self._held.add(name)
+        else:
+            self._held.discard(name)
+        return taken
+
+    async def release_leases(self) -> None:
+        """Give up the leases this poller holds (when it stops cleanly), so that another process sharing the
+        database polls those accounts at once. Bounded by RELEASE_WAIT_S; never raises: unreleased, a lease runs
+        out by itself."""
+        if self.release is None or not self._held:
+            return
+        held, self._held = set(self._held), set()
+        with anyio.move_on_after(RELEASE_WAIT_S, shield=True):
+            try:
+                await self.release(held)
+            except Exception as exc:  # the database is gone: the leases run out instead
+                logger.debug("The ledger's poller could not give up its leases (%s)", type(exc).__name__)
 
     def _schedule(self, watch: _Watch, rows: Sequence[Transaction], now: float) -> None:
         watch.read_at = now

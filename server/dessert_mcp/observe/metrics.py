@@ -107,7 +107,8 @@ class Metrics(Observer):
         )
         self._webhooks = Counter(
             "dessert_mcp_alert_webhooks",
-            "Alert webhook attempts by outcome: delivered, retried (another attempt follows), failed (for good).",
+            "Alert webhook attempts by outcome: delivered, retried (another attempt follows), failed (for good); and "
+            "abandoned: queued for a URL no longer configured, never sent.",
             ["outcome"],
             registry=registry,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -28,10 +28,13 @@ Clock = Callable[[], float]
 
 logger = logging.getLogger("dessert_mcp.storage")
 
-# Connections (and so aiosqlite threads) to a SQLite file; readers run side by side in WAL mode.
+# Connections (and so aiosqlite threads) to a SQLite file; readers run side by side (a commit waits for them).
 SQLITE_POOL_SIZE: Final = 5
-# How long a SQLite write waits for another writer (another worker, a CLI command) before failing.
+# How long a SQLite statement waits for another process's lock (a writer, or readers a commit waits for) before failing.
 SQLITE_BUSY_TIMEOUT_S = 15.0
+# A rollback journal, truncated at each commit, and no memory mapping: see `Database._sqlite_connected`.
+SQLITE_JOURNAL_MODE: Final = "truncate"
+_SQLITE_COMPANIONS: Final = ("-journal", "-wal", "-shm")
 _PG_MIGRATION_LOCK: Final = 0x64657373  # "dess": one advisory lock id for every wing's migrations
 
 _FILE_ADVICE: Final = {
@@ -54,14 +57,6 @@ class StorageUnavailable(Exception):
     def __init__(self, message: str, reason: str = "database_unavailable") -> None:
         super().__init__(message)
         self.reason = reason
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # Write-ahead logging: readers never wait for a writer, nor it for them. Durability stays at SQLite's default
-    # (synchronous=FULL): a committed write (a revocation, a ledger row) survives a power cut.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.close()
 
 
 def engine_options(url: str) -> dict[str, Any]:
@@ -117,6 +112,7 @@ class Database:
         self._file_id: tuple[int, int] | None = None
         self._file_problem: str | None = None  # what was last said about it, so it is said once
         self._writes_failing = False
+        self._wal_kept = False  # said that the file stays in WAL mode (another process holds it so)
         self._ready = False
         self._lock: anyio.Lock | None = None
 
@@ -138,10 +134,52 @@ class Database:
                     path.touch(mode=0o600)
             self._engine = create_async_engine(self.url, **engine_options(self.url))
             if self.path:
-                sa.event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+                sa.event.listen(self._engine.sync_engine, "connect", self._sqlite_connected)
                 found = os.stat(self.path)
                 self._file_id = (found.st_dev, found.st_ino)
         return self._engine
+
+    def _sqlite_connected(self, dbapi_connection: Any, _record: Any) -> None:
+        """Each new connection to the SQLite file: a rollback journal (`SQLITE_JOURNAL_MODE`), never memory-mapped.
+
+        In WAL mode SQLite maps `<file>-shm` into memory and writes to it on every transaction, reads included; once
+        the file turned immutable (`chattr +i`) or its mount read-only, such a write killed the process with SIGBUS,
+        a race no check before a transaction closes. WAL without that shared memory needs `locking_mode=EXCLUSIVE`,
+        which shuts every other process out. A rollback journal maps nothing and still lets processes share the file
+        (a commit waits for the readers of the moment, within the busy timeout); what it costs per commit,
+        bench/ledger.py shows. Durability stays at SQLite's default (synchronous=FULL): a committed write (a
+        revocation, a ledger row) survives a power cut. A file an earlier version left in WAL mode is switched back,
+        which SQLite does only while no other connection has it open: until then it stays in WAL, and works.
+        """
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA mmap_size=0")
+            cursor.execute("PRAGMA journal_mode")
+            if cursor.fetchone()[0] != "wal":
+                cursor.execute(f"PRAGMA journal_mode={SQLITE_JOURNAL_MODE}")
+                return
+            # Another process holding the file in WAL mode is not waited for: the switch is tried again by the next
+            # connection this process opens, and by the next process.
+            cursor.execute("PRAGMA busy_timeout=0")
+            try:
+                cursor.execute(f"PRAGMA journal_mode={SQLITE_JOURNAL_MODE}")
+                switched = cursor.fetchone()[0] != "wal"
+            except Exception:  # "database is locked": another connection has it open in WAL mode
+                switched = False
+            finally:
+                cursor.execute(f"PRAGMA busy_timeout={round(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            if switched:
+                logger.info("The %s %s left WAL mode for a rollback journal.", self.label, self.path)
+            elif not self._wal_kept:
+                self._wal_kept = True
+                logger.warning(
+                    "The %s %s stays in WAL mode: another process (an older dessert-mcp?) has it open. It switches "
+                    "to a rollback journal at a start with no other process using it.",
+                    self.label,
+                    self.path,
+                )
+        finally:
+            cursor.close()
 
     def _unreachable(self, exc: BaseException) -> StorageUnavailable:
         return StorageUnavailable(
@@ -151,10 +189,10 @@ class Database:
     def check_file(self) -> None:
         """Refuse to touch a SQLite file that was deleted, replaced or made unwritable since it was opened.
 
-        SQLite maps `<file>-shm` into memory and writes to it on every transaction, reads included: once the file
-        is immutable (`chattr +i`) or on a read-only mount, that write kills the process with SIGBUS. And a deleted
-        file keeps working into its unlinked inode, so everything written after is lost at the next restart. Both
-        are caught here, before SQLite runs, and answered like a database that is down.
+        An unwritable file would fail each write with an I/O error that does not say why. A deleted file keeps
+        working into its unlinked inode, so everything written after is lost at the next restart. Both are caught
+        here, before SQLite runs, and answered like a database that is down, with the reason `/readyz` gives.
+        (Nothing here guards the process: no journal mode it uses maps the file, see `_sqlite_connected`.)
         """
         path = self.path
         if not path:
@@ -167,7 +205,7 @@ class Database:
         if self._file_id is not None and (found is None or (found.st_dev, found.st_ino) != self._file_id):
             problem, reason = f"{path} was deleted or replaced while in use", "database_file_gone"
         elif found is not None:
-            unwritable = [p for p in (path, path + "-wal", path + "-shm") if not os.access(p, os.W_OK)]
+            unwritable = [p for p in (path, *(path + c for c in _SQLITE_COMPANIONS)) if not os.access(p, os.W_OK)]
             if any(os.path.exists(p) for p in unwritable):
                 problem = f"{', '.join(unwritable)} cannot be written (immutable, read-only mount or permissions)"
         if problem != self._file_problem:
@@ -188,8 +226,7 @@ class Database:
         autocommit, which spares the BEGIN and COMMIT round trips. Faults of the database raise StorageUnavailable.
 
         The file is checked before and again once a connection is held, just before the caller's first statement:
-        waiting for the migration lock or a pooled connection leaves time for the file to turn immutable, and a
-        read of it then faults on the mapped -shm as a write does."""
+        waiting for the migration lock or a pooled connection leaves time for the file to turn unwritable."""
         self.check_file()
         if not self._ready:
             await self.migrate()
@@ -241,13 +278,19 @@ class Database:
     async def take_lease(self, name: str, holder: str, *, ttl_s: float, renew: bool = False) -> bool:
         """Take the lease `name` for `ttl_s` seconds if nobody holds it (or theirs has run out); True if taken.
 
-        One statement, so two replicas asking at once cannot both get it. It is not released: it runs out, so the
-        work it guards happens at most once per `ttl_s` across all the replicas sharing the database. With `renew`
-        its holder may take it again before then (work one replica keeps doing on its own schedule, such as polling
-        an account, which others take over only once it stops).
+        One statement, so two replicas asking at once cannot both get it. It runs out, so the work it guards happens
+        at most once per `ttl_s` across all the replicas sharing the database. With `renew` its holder may take it
+        again before then (work one replica keeps doing on its own schedule, such as polling an account, which others
+        take over once it stops: once the lease runs out, or at once when its holder gives it up, `release_leases`).
         """
         async with self.transaction() as conn:
             return await leases.take(conn, name, holder, now=self.clock(), ttl_s=ttl_s, renew=renew)
+
+    async def release_leases(self, names: Collection[str], holder: str) -> None:
+        """Give up the leases `names` that `holder` holds before they run out (work it stops doing cleanly: another
+        replica may take it at once)."""
+        async with self.transaction() as conn:
+            await leases.release(conn, names, holder)
 
     async def ping(self) -> None:
         """One round trip to the database; raises StorageUnavailable when it does not answer, or when the last
@@ -261,15 +304,15 @@ class Database:
                 raise StorageUnavailable(str(exc), "database_read_only") from None
 
     async def aclose(self) -> None:
-        if self._engine is not None:
+        if self._engine is not None and self._wal_kept:
             try:
                 self.check_file()
             except StorageUnavailable as exc:
-                # Closing checkpoints the WAL through the mapped -shm: on an unwritable file, SIGBUS. The process is
-                # ending; the kernel closes the files.
+                # A file left in WAL mode is checkpointed on close through its mapped -shm: on an unwritable file,
+                # SIGBUS. The process is ending; the kernel closes the files.
                 if exc.reason == "database_read_only":
                     self._engine = None
-            if self._engine is not None:
-                await self._engine.dispose()
-                self._engine = None
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
         self._ready = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Final
 
 import sqlalchemy as sa
@@ -35,3 +36,8 @@ async def take(conn: AsyncConnection, name: str, holder: str, *, now: float, ttl
         where=sa.or_(free, LEASES.c.holder == holder) if renew else free,
     ).returning(LEASES.c.holder)
     return (await conn.execute(statement)).first() is not None
+
+
+async def release(conn: AsyncConnection, names: Collection[str], holder: str) -> None:
+    """Give up the leases `names` this holder holds (another holder's are left as they are)."""
+    await conn.execute(LEASES.delete().where(LEASES.c.name.in_(list(names)), LEASES.c.holder == holder))

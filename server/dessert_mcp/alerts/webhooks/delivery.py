@@ -7,7 +7,9 @@ from `first_wait_s` up to `max_wait_s` (jittered), or after the receiver's `Retr
 after `attempts` tries the row fails for good. Any other answer (a 4xx, a redirect) fails it at once: sending the
 same request again would get the same answer. A failure for good is recorded in the row (attempts, last status,
 last error), counted (`Observer.webhook`), and logged once, naming the webhook by its number and host, never by its
-URL (Slack's and Discord's carry their token).
+URL (Slack's and Discord's carry their token). Rows queued for a URL since removed from the setting are abandoned
+(`Outbox.abandon_unconfigured`), counted as `abandoned` and logged by their count (this process never had their
+URL to name them by).
 """
 
 from __future__ import annotations
@@ -176,6 +178,7 @@ class Deliverer:
                         await self.outbox.prune(
                             delivered_before=now - KEEP_DELIVERED_S, failed_before=now - KEEP_FAILED_S
                         )
+                        self._abandoned(await self.outbox.abandon_unconfigured(now=now))
                     await self.once()
                     due = await self.outbox.next_due()
                     if due is not None:
@@ -191,6 +194,17 @@ class Deliverer:
                         await self._wake.wait()
         finally:
             self._stopped.set()
+
+    def _abandoned(self, count: int) -> None:
+        for _ in range(count):
+            self._observer.webhook("abandoned")
+        if count:
+            logger.warning(
+                "%d alert webhook%s queued for a URL no longer in DESSERT_ALERT_WEBHOOK_URL %s abandoned unsent",
+                count,
+                "" if count == 1 else "s",
+                "was" if count == 1 else "were",
+            )
 
     def _warn(self, reason: str) -> None:
         if not self._warned:

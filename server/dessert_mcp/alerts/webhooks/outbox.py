@@ -6,12 +6,16 @@ two replicas never send it at once. The claim outlasts an attempt (its time cap 
 while sending leaves a claim that runs out, and another sends the row again. That, and a receiver that took a
 request but whose answer never came back, are the duplicates at-least-once delivery allows; the receiver sees the
 same `webhook-id` and drops them.
+
+A row for a URL no longer in the setting is never sent: once it has waited `UNCONFIGURED_GRACE_S` past due with no
+replica sending it (replicas change their settings one at a time), it is abandoned: recorded as failed, with why.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,6 +24,10 @@ from dessert_mcp.alerts.database import WEBHOOKS
 from dessert_mcp.alerts.rules import Alert, Event
 from dessert_mcp.alerts.webhooks.message import body, message_id
 from dessert_mcp.storage import Database, insert_new
+
+# How long past due a row for a URL this replica does not have waits for a replica that has it, before it is abandoned.
+UNCONFIGURED_GRACE_S: Final = 3600.0
+ABANDONED: Final = "abandoned: its URL is no longer in DESSERT_ALERT_WEBHOOK_URL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +149,21 @@ class Outbox:
             )
             for r in rows
         ]
+
+    async def abandon_unconfigured(self, *, now: float) -> int:
+        """Fail, unsent, the rows for URLs not among `targets` that fell due over UNCONFIGURED_GRACE_S ago and that
+        nobody holds (no replica configured with their URL sent them meanwhile); how many."""
+        statement = (
+            sa.update(WEBHOOKS)
+            .where(
+                WEBHOOKS.c.next_at <= now - UNCONFIGURED_GRACE_S,
+                WEBHOOKS.c.target.not_in(self.targets),
+                self._unclaimed(now),
+            )
+            .values(next_at=None, failed_at=now, claimed_by=None, claimed_until=None, last_error=ABANDONED)
+        )
+        async with self.db.transaction() as conn:
+            return (await conn.execute(statement)).rowcount
 
     async def prune(self, *, delivered_before: float, failed_before: float) -> int:
         """Delete rows delivered before `delivered_before` and failures recorded before `failed_before`."""
