@@ -337,8 +337,9 @@ async def test_a_failing_ledger_leaves_every_call_answering_warns_once_and_is_co
     # writes fail the ledger is not read at all: it lacks what the calls just saw.
     assert len([w for w in warnings if "(record_" in w.getMessage()]) == 1
     assert len(warnings) <= (2 if reads else 1)
-    # Every write tried: a round's plain call and the newest of its repeats (the ranged and spend calls' equal answers).
-    assert _failures(metrics, "record_usage") == 6
+    # Every write tried: per round the plain call's answer and the newest of its repeats (the ranged and spend calls'
+    # equal answers), and the ranged call's own when its read, made before the first failure, wrote it early.
+    assert 6 <= _failures(metrics, "record_usage") <= 7
     assert _failures(metrics, "record_balance") == 2  # the balance never changes: the first and the newest repeat
     assert _failures(metrics, "read") <= (1 if reads else 0)
     assert len(api.requests) == 12  # one upstream request per call

@@ -131,14 +131,17 @@ class UsageHistory:
         """The ledger kept new rows of `account`: its next forecast reads the daily spend again."""
         self._daily.pop(account, None)
 
-    async def usage(self, usage: Usage, arguments: UsageArguments, account: AccountOf) -> UsageReport:
+    async def usage(
+        self, usage: Usage, arguments: UsageArguments, account: AccountOf, known: str | None = None
+    ) -> UsageReport:
+        """`known`: the account's name in the ledger when the caller knows it already (its forecast may be kept)."""
         ranged = arguments if isinstance(arguments, UsageRangeArguments) else UsageRangeArguments()
         since, until, cursor = as_utc(arguments.since), as_utc(ranged.until), ranged.cursor
         feed = sorted(usage.recent_transactions, key=lambda tx: tx.timestamp, reverse=True)
         in_window = cursor is None and (window_covers(feed, since) or (since is None and until is None))
         if self._recorder is None or in_window:
             report = UsageReport.build(usage, limit=arguments.limit, types=arguments.types, since=since, until=until)
-            return await self._with_forecast(report, account)
+            return await self._with_forecast(report, account, known)
         limit = arguments.limit or PAGE_ROWS
 
         async def read(ledger: Ledger) -> list[HistoryPage]:
@@ -174,7 +177,7 @@ class UsageHistory:
                 f"first (at most {limit} per result; next_cursor pages on)."
             ),
         )
-        return await self._with_forecast(report, account)
+        return await self._with_forecast(report, account, known)
 
     async def spend(self, usage: Usage, arguments: SpendArguments, account: AccountOf) -> SpendResult:
         since, until = as_utc(arguments.since), as_utc(arguments.until)
@@ -194,7 +197,7 @@ class UsageHistory:
         report = await window.spend(_WINDOW, since, until, period=arguments.period)
         return SpendResult.of(report, f"Totals over the last {USAGE_FEED_SIZE} transactions the Dessert API returns.")
 
-    async def _with_forecast(self, report: UsageReport, account: AccountOf) -> UsageReport:
+    async def _with_forecast(self, report: UsageReport, account: AccountOf, known: str | None) -> UsageReport:
         """The report with the forecast over the last FORECAST_DAYS whole days of kept history, when there are some."""
         if self._recorder is None:
             return report
@@ -202,9 +205,9 @@ class UsageHistory:
         async def read(ledger: Ledger) -> list[int]:
             now = self._clock()
             name = await account(ledger)
-            kept = self._daily.get(name)
-            if kept is not None and kept[1] == now.date() and time.monotonic() - kept[0] < DAILY_TTL_S:
-                return kept[2]
+            kept = self._kept(name, now)
+            if kept is not None:
+                return kept
             days = await ledger.daily_net_spend(name, now - timedelta(days=FORECAST_DAYS + 1), None)
             nets = whole_day_nets(days)
             # Kept even when too short to forecast from: `kept_more` drops it when this process keeps new rows.
@@ -214,11 +217,20 @@ class UsageHistory:
             self._daily[name] = (time.monotonic(), now.date(), nets)
             return nets
 
-        daily = await self._recorder.read(read, after_writes=False)
+        # Kept daily spend needs no trip to the ledger (most calls: it changes when new rows are kept).
+        daily = self._kept(known, self._clock()) if known is not None and self._recorder.writing else None
+        if daily is None:
+            daily = await self._recorder.read(read, after_writes=False)
         if not daily:
             return report
         forecast = report.summary.forecast.with_daily(daily)
         return report.model_copy(update={"summary": report.summary.model_copy(update={"forecast": forecast})})
+
+    def _kept(self, name: str, now: datetime) -> list[int] | None:
+        kept = self._daily.get(name)
+        if kept is not None and kept[1] == now.date() and time.monotonic() - kept[0] < DAILY_TTL_S:
+            return kept[2]
+        return None
 
 
 def whole_day_nets(days: Sequence[DailySpend]) -> list[int]:

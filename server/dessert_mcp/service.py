@@ -291,7 +291,8 @@ class DessertService:
     async def usage(self, arguments: UsageArguments) -> UsageReport:
         account = self._ledger_account()
         usage = await self._read(USAGE_PATH, self._usages, DessertClient.get_usage)
-        return await self._history.usage(usage, arguments, account)
+        known = self._caller_account() if self.per_account else self._key_account
+        return await self._history.usage(usage, arguments, account, known)
 
     async def spend(self, arguments: SpendArguments) -> SpendResult:
         account = self._ledger_account()
