@@ -1,0 +1,156 @@
+"""The service straight through its interface: the caller's alert thresholds, and the accounts the ledger's poller
+reads (the same paths through a real MCP client and server are in tests/alerts and tests/ledger)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Collection
+from dataclasses import replace
+
+import pytest
+
+from dessert_mcp.alerts import InMemoryAlertStore, Thresholds
+from dessert_mcp.auth.caller import CallerToken
+from dessert_mcp.client import DessertAPIError
+from dessert_mcp.config import Secret, Settings
+from dessert_mcp.ledger import InMemoryLedger, Ledger
+from dessert_mcp.ledger.accounts import remote_account
+from dessert_mcp.models import AlertSettings, AlertThresholds
+from dessert_mcp.service import DessertService
+from tests.support.api import CANARY_KEY, FAKE_BASE_URL, FakeDessertAPI
+
+_ENV = {"DESSERT_API_BASE_URL": FAKE_BASE_URL, "DESSERT_LEDGER_POLL": "off"}
+
+
+class Caller:
+    """Whose request it is: the token the SDK's bearer middleware accepted (None: no credential)."""
+
+    def __init__(self) -> None:
+        self.token: CallerToken | None = None
+
+    def is_(self, subject: str | None) -> None:
+        self.token = CallerToken.carrying(
+            Secret(CANARY_KEY), token="fingerprint", client_id="test", scopes=[], subject=subject
+        )
+
+
+@pytest.fixture
+def caller(monkeypatch: pytest.MonkeyPatch) -> Caller:
+    caller = Caller()
+    monkeypatch.setattr("dessert_mcp.auth.caller.get_access_token", lambda: caller.token)
+    return caller
+
+
+def _remote(alerts: InMemoryAlertStore | None = None) -> DessertService:
+    """A service of the remote modes (each caller brings their key), over the fake API and in-memory stores."""
+    settings = Settings.from_env(_ENV)
+    return DessertService(
+        settings,
+        transport=FakeDessertAPI().transport(),
+        per_account=True,
+        ledger=InMemoryLedger(),
+        alerts=alerts or InMemoryAlertStore(),
+    )
+
+
+@pytest.mark.parametrize("with_token", [False, True])
+async def test_set_alerts_without_a_callers_account_is_refused(caller: Caller, with_token: bool) -> None:
+    service = _remote()
+    if with_token:
+        caller.is_(None)  # a token that names no account
+    with pytest.raises(DessertAPIError) as refused:
+        await service.set_alerts(AlertSettings(balance_below=5))
+    assert refused.value.code == "not_configured"
+    assert "Authorization: Bearer" in refused.value.message
+
+
+async def test_set_alerts_changes_only_the_thresholds_given_and_only_the_callers(caller: Caller) -> None:
+    service = _remote()
+    settings = service.settings
+    defaults = AlertThresholds(
+        balance_below=settings.alert_balance_below,
+        runway_days=settings.alert_runway_days,
+        spike_factor=settings.alert_spike_factor,
+    )
+    caller.is_("acct:one")
+    assert await service.set_alerts(AlertSettings(balance_below=10)) == defaults.model_copy(
+        update={"balance_below": 10}
+    )
+    assert await service.set_alerts(AlertSettings(runway_days=7)) == defaults.model_copy(
+        update={"balance_below": 10, "runway_days": 7.0}
+    )
+    caller.is_("acct:two")
+    assert await service.set_alerts(AlertSettings()) == defaults
+
+
+class DatabaseDown(Exception):
+    pass
+
+
+class UnsavingStore(InMemoryAlertStore):
+    async def set_thresholds(self, account: str, thresholds: Thresholds) -> None:
+        raise DatabaseDown("could not connect to dsk_live_in_a_message")
+
+
+async def test_thresholds_the_database_cannot_save_are_a_retryable_error_and_a_warning_naming_only_the_failure(
+    caller: Caller, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = _remote(UnsavingStore())
+    caller.is_("acct:one")
+    with caplog.at_level(logging.WARNING, logger="dessert_mcp"), pytest.raises(DessertAPIError) as refused:
+        await service.set_alerts(AlertSettings(balance_below=10))
+    assert (refused.value.code, refused.value.retryable) == ("upstream_unavailable", True)
+    assert "Try again later" in refused.value.message
+    assert "dsk_live" not in refused.value.message
+    assert [r.getMessage() for r in caplog.records] == ["Saving alert thresholds failed (DatabaseDown)"]
+
+
+async def test_with_one_key_the_poller_reads_the_keys_account_while_the_service_runs() -> None:
+    settings = Settings.from_env({"DESSERT_API_KEY": CANARY_KEY, **_ENV})
+    ledger = InMemoryLedger()
+    service = DessertService(settings, transport=FakeDessertAPI().transport(), ledger=ledger)
+
+    async def opened() -> Ledger:
+        return ledger
+
+    assert await service.poll_targets(ledger) == []  # not running: no client to read with
+    async with service.running():
+        for given in (opened, ledger):  # the ledger, or how to open it
+            (target,) = await service.poll_targets(given)
+            assert target.client is service.client
+            assert await target.account() == await ledger.account_for_key(CANARY_KEY)
+    assert await service.poll_targets(ledger) == []
+
+
+async def test_with_auth_the_poller_reads_the_recent_callers_accounts_still_linked_and_not_revoked_here(
+    caller: Caller,
+) -> None:
+    service = _remote()
+    ledger = InMemoryLedger()
+    async with service.running():
+        assert await service.poll_targets(ledger) == []  # nobody has called yet
+        for subject in ("acct:one", "acct:two", "acct:three"):
+            caller.is_(subject)
+            await service.balance()
+        caller.token = None
+        asked: list[set[str]] = []
+
+        async def linked(subjects: Collection[str]) -> set[str] | None:
+            asked.append(set(subjects))
+            return set(subjects) - {"acct:two"}  # another process revoked it
+
+        service.linked_subjects = linked
+        service.stop_polling("acct:three")  # revoked through this process
+        (target,) = await service.poll_targets(ledger)
+        assert asked == [{"acct:one", "acct:two"}]
+        assert target.client is not service.client
+        assert target.client.account == hashlib.sha256(CANARY_KEY.encode()).hexdigest()
+        assert await target.account() == remote_account("acct:one")
+
+        service.linked_subjects = None  # the token database cannot say: the revoked ones stay forgotten
+        assert [await t.account() for t in await service.poll_targets(ledger)] == [remote_account("acct:one")]
+        service.settings = replace(service.settings, ledger_poll_recent_s=1e-9)  # nobody called that recently
+        service.linked_subjects = linked
+        assert await service.poll_targets(ledger) == []
+        assert len(asked) == 1  # nothing to ask about
