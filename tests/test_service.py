@@ -7,18 +7,23 @@ import hashlib
 import logging
 from collections.abc import Collection
 from dataclasses import replace
+from typing import Any
 
+import anyio
+import httpx2
 import pytest
+from mcp.server.subscriptions import ResourceUpdated
 
-from dessert_mcp.alerts import InMemoryAlertStore, Thresholds
-from dessert_mcp.auth.caller import CallerToken
+from dessert_mcp.alerts import Alert, InMemoryAlertStore, Thresholds
+from dessert_mcp.auth.caller import DESSERT_KEY_CLIENT, CallerToken
 from dessert_mcp.client import DessertAPIError
 from dessert_mcp.config import Secret, Settings
+from dessert_mcp.events import ALERTS_URI, BALANCE_URI, ServerEvent
 from dessert_mcp.ledger import InMemoryLedger, Ledger
 from dessert_mcp.ledger.accounts import remote_account
 from dessert_mcp.models import AlertSettings, AlertThresholds
 from dessert_mcp.service import DessertService
-from tests.support.api import CANARY_KEY, FAKE_BASE_URL, FakeDessertAPI
+from tests.support.api import CANARY_KEY, DOCS_BALANCE, FAKE_BASE_URL, FakeDessertAPI
 
 _ENV = {"DESSERT_API_BASE_URL": FAKE_BASE_URL, "DESSERT_LEDGER_POLL": "off"}
 
@@ -154,3 +159,130 @@ async def test_with_auth_the_poller_reads_the_recent_callers_accounts_still_link
         service.linked_subjects = linked
         assert await service.poll_targets(ledger) == []
         assert len(asked) == 1  # nothing to ask about
+
+
+def _one_key(**env: str) -> Settings:
+    return Settings.from_env({"DESSERT_API_KEY": CANARY_KEY, **_ENV, **env})
+
+
+class CountingStore(InMemoryAlertStore):
+    """Alerts in memory, counting the reads that would be queries in the database."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def recent(self, account: str, limit: int = 50) -> list[Alert]:
+        self.reads += 1
+        return await super().recent(account, limit)
+
+
+async def test_with_one_key_another_replicas_event_reaches_the_streams_only_for_the_keys_account() -> None:
+    ledger, store = InMemoryLedger(), CountingStore()
+    service = DessertService(_one_key(), transport=FakeDessertAPI().transport(), ledger=ledger, alerts=store)
+    heard: list[ServerEvent] = []
+    service.events.subscribe(heard.append)
+    alerts, balance = ResourceUpdated(uri=ALERTS_URI), ResourceUpdated(uri=BALANCE_URI)
+    await service.remote_event("someone else", alerts)
+    assert heard == []
+    mine = await ledger.account_for_key(CANARY_KEY)
+    await service.remote_event(mine, balance)
+    assert heard == [balance]
+
+    assert service.watcher is not None
+    await service.watcher.recent(mine)
+    await service.watcher.recent(mine)
+    assert store.reads == 1
+    await service.remote_event(mine, balance)  # not the alerts: the ones read stay
+    await service.watcher.recent(mine)
+    assert store.reads == 1
+    await service.remote_event(mine, alerts)  # they changed on another replica: read again
+    await service.watcher.recent(mine)
+    assert store.reads == 2
+    assert heard == [balance, balance, alerts]
+
+
+async def test_with_auth_another_replicas_event_reaches_that_accounts_streams_only(caller: Caller) -> None:
+    service = _remote()
+    heard: list[ServerEvent] = []
+    caller.is_("acct:one")
+    service.events.subscribe(heard.append)  # a listen stream of acct:one's caller
+    event = ResourceUpdated(uri=BALANCE_URI)
+    await service.remote_event(remote_account("acct:two"), event)
+    assert heard == []
+    await service.remote_event(remote_account("acct:one"), event)
+    assert heard == [event]
+
+
+class StallingLedger(InMemoryLedger):
+    """A ledger whose next balance write hangs until released (a write stuck in the database)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stall = False
+        self.release = anyio.Event()
+
+    async def record_balance(self, *args: Any, **kwargs: Any) -> Any:
+        if self.stall:
+            self.stall = False
+            await self.release.wait()
+        return await super().record_balance(*args, **kwargs)
+
+
+async def test_a_fresh_service_reads_the_alerts_kept_for_its_key_without_waiting_for_a_stuck_ledger_write() -> None:
+    settings = _one_key(DESSERT_ALERT_BALANCE_BELOW=str(10**9))  # every balance is below it
+    ledger, store = StallingLedger(), InMemoryAlertStore()
+    first = DessertService(settings, transport=FakeDessertAPI().transport(), ledger=ledger, alerts=store)
+    async with first.running():
+        await first.balance()
+        assert first.recorder is not None
+        await first.recorder.settled()
+    assert [a.rule for a in await store.recent(await ledger.account_for_key(CANARY_KEY))] == ["balance_below"]
+
+    again = DessertService(settings, transport=FakeDessertAPI().transport(), ledger=ledger, alerts=store)
+    ledger.stall = True  # the new answer's write hangs
+    async with again.running():
+        report = await again.balance()
+        assert [line.split(":")[0] for line in report.alerts] == ["balance_below"]
+        ledger.release.set()
+
+
+async def test_a_key_dessert_rejects_from_a_caller_is_blamed_on_the_callers_bearer_token(caller: Caller) -> None:
+    settings = Settings.from_env(_ENV)
+    api = FakeDessertAPI(key="dsk_live_someone_else_0123456789abcdef")
+    service = DessertService(settings, transport=api.transport(), per_account=True, ledger=InMemoryLedger())
+    caller.token = CallerToken.carrying(
+        Secret(CANARY_KEY), token="fingerprint", client_id=DESSERT_KEY_CLIENT, scopes=[], subject="key:one"
+    )
+    async with service.running():
+        with pytest.raises(DessertAPIError) as rejected:
+            await service.balance()
+    assert rejected.value.code == "auth_invalid"
+    assert "this request sends as its bearer token" in rejected.value.message
+    assert "DESSERT_API_KEY" not in rejected.value.message
+
+
+async def test_beyond_max_accounts_an_account_with_a_call_in_flight_is_kept(caller: Caller) -> None:
+    answered = anyio.Event()
+    asked = anyio.Event()
+
+    async def slow_balance(request: httpx2.Request) -> httpx2.Response:
+        asked.set()
+        await answered.wait()
+        return httpx2.Response(200, json=DOCS_BALANCE)
+
+    settings = Settings.from_env(_ENV)
+    api = FakeDessertAPI({"/v1/balance": DOCS_BALANCE})
+    transport = httpx2.MockTransport(lambda request: slow_balance(request) if not answered.is_set() else api(request))
+    service = DessertService(settings, transport=transport, per_account=True, max_accounts=1, ledger=InMemoryLedger())
+    ledger = InMemoryLedger()
+    async with service.running(), anyio.create_task_group() as tg:
+        caller.is_("acct:busy")
+        tg.start_soon(service.balance)
+        with anyio.fail_after(60):
+            await asked.wait()
+        caller.is_("acct:idle")
+        answered.set()
+        await service.balance()  # over the limit of one: only idle accounts may go, and the busy one is not idle
+        named = {await t.account() for t in await service.poll_targets(ledger)}
+        assert named == {remote_account("acct:busy"), remote_account("acct:idle")}

@@ -85,6 +85,7 @@ GROUPS = {
         ("dessert_mcp/service.py",),
         (
             "tests/test_service.py",
+            "tests/test_history.py",
             "tests/test_tools.py",
             "tests/test_cache.py",
             "tests/auth/test_tenancy.py",
