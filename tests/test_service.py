@@ -14,7 +14,7 @@ import httpx2
 import pytest
 from mcp.server.subscriptions import ResourceUpdated
 
-from dessert_mcp.alerts import Alert, InMemoryAlertStore, Thresholds
+from dessert_mcp.alerts import InMemoryAlertStore, Thresholds
 from dessert_mcp.auth.caller import DESSERT_KEY_CLIENT, CallerToken
 from dessert_mcp.client import DessertAPIError
 from dessert_mcp.config import Secret, Settings
@@ -23,6 +23,7 @@ from dessert_mcp.ledger import InMemoryLedger, Ledger
 from dessert_mcp.ledger.accounts import remote_account
 from dessert_mcp.models import AlertSettings, AlertThresholds
 from dessert_mcp.service import DessertService
+from tests.support.alerts import CountingStore
 from tests.support.api import CANARY_KEY, DOCS_BALANCE, FAKE_BASE_URL, FakeDessertAPI
 
 _ENV = {"DESSERT_API_BASE_URL": FAKE_BASE_URL, "DESSERT_LEDGER_POLL": "off"}
@@ -163,18 +164,6 @@ async def test_with_auth_the_poller_reads_the_recent_callers_accounts_still_link
 
 def _one_key(**env: str) -> Settings:
     return Settings.from_env({"DESSERT_API_KEY": CANARY_KEY, **_ENV, **env})
-
-
-class CountingStore(InMemoryAlertStore):
-    """Alerts in memory, counting the reads that would be queries in the database."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads = 0
-
-    async def recent(self, account: str, limit: int = 50) -> list[Alert]:
-        self.reads += 1
-        return await super().recent(account, limit)
 
 
 async def test_with_one_key_another_replicas_event_reaches_the_streams_only_for_the_keys_account() -> None:
