@@ -7,6 +7,7 @@ import hashlib
 import logging
 from collections.abc import Collection
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -14,7 +15,7 @@ import httpx2
 import pytest
 from mcp.server.subscriptions import ResourceUpdated
 
-from dessert_mcp.alerts import InMemoryAlertStore, Thresholds
+from dessert_mcp.alerts import Alert, InMemoryAlertStore, Thresholds
 from dessert_mcp.auth.caller import DESSERT_KEY_CLIENT, CallerToken
 from dessert_mcp.client import DessertAPIError
 from dessert_mcp.config import Secret, Settings
@@ -275,3 +276,28 @@ async def test_beyond_max_accounts_an_account_with_a_call_in_flight_is_kept(call
         await service.balance()  # over the limit of one: only idle accounts may go, and the busy one is not idle
         named = {await t.account() for t in await service.poll_targets(ledger)}
         assert named == {remote_account("acct:busy"), remote_account("acct:idle")}
+
+
+async def test_get_balance_carries_the_callers_active_alerts_and_not_the_cleared_ones(caller: Caller) -> None:
+    now = datetime(2026, 5, 20, 12, tzinfo=UTC)
+    account = remote_account("acct:one")
+    store = InMemoryAlertStore()
+    fired = now - timedelta(hours=2)
+    for alert in (
+        Alert("a1", "balance_below", account, 5, 10, fired),
+        Alert("a2", "runway_below", account, 1, 3, fired, cleared_at=now - timedelta(hours=1)),
+    ):
+        await store.fire(alert)
+    service = DessertService(
+        Settings.from_env(_ENV),
+        transport=FakeDessertAPI().transport(),
+        per_account=True,
+        ledger=InMemoryLedger(),
+        alerts=store,
+        clock=lambda: now,
+    )
+    caller.is_("acct:one")
+    assert {a.id for a in await service.alerts()} == {"a1", "a2"}  # dessert://alerts lists the recent ones too
+    async with service.running():
+        report = await service.balance()
+    assert [line.split(":")[0] for line in report.alerts] == ["balance_below"]

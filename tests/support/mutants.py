@@ -86,6 +86,7 @@ GROUPS = {
         (
             "tests/test_service.py",
             "tests/test_history.py",
+            "tests/ledger/test_polling_in_the_server.py",
             "tests/test_tools.py",
             "tests/test_cache.py",
             "tests/auth/test_tenancy.py",
