@@ -46,7 +46,10 @@ async def test_a_refresh_token_rotates_once_into_a_new_pair_and_is_refused_once_
     assert loaded.subject is not None
     assert loaded.subject.startswith("acct:")
     pair = await provider.exchange_refresh_token(CLIENT, loaded, loaded.scopes)
-    assert pair.refresh_token not in (None, first)
+    assert pair.access_token.startswith("dmcp_at_")
+    assert pair.refresh_token is not None
+    assert pair.refresh_token.startswith("dmcp_rt_")
+    assert pair.refresh_token != first
     assert pair.expires_in == provider.config.access_token_ttl_s
     assert await provider.load_access_token(pair.access_token) is not None
     assert await provider.load_refresh_token(CLIENT, first) is None  # spent: a replay ends the family
