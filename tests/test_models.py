@@ -17,6 +17,7 @@ from dessert_mcp.models import (
     Usage,
     UsageArguments,
     UsageReport,
+    UsageSummary,
 )
 from tests.support.api import DOCS_BALANCE, DOCS_USAGE
 
@@ -326,6 +327,14 @@ def test_a_quartile_pace_that_spends_nothing_leaves_its_end_of_the_range_null() 
     )
 
 
+def test_daily_history_gives_the_rate_to_three_places_and_days_to_two_and_one_credit_is_enough() -> None:
+    one = _forecast(100).with_daily([0, 1])  # quartiles 0.25 and 0.75
+    assert (one.burn_rate_credits_per_day, one.days_until_empty) == (0.5, 200.0)
+    assert (one.days_until_empty_low, one.days_until_empty_high) == (133.33, 400.0)
+    assert _forecast(100).with_daily([0, 1, 1]).burn_rate_credits_per_day == 0.667
+    assert _forecast(100).with_daily([0, 3, 4]).days_until_empty == 42.86
+
+
 @pytest.mark.parametrize("latest", [None, 0, -50])
 def test_daily_history_over_no_or_a_spent_balance_runs_out_now(latest: int | None) -> None:
     forecast = _forecast(latest).with_daily([10, 20])
@@ -339,11 +348,12 @@ def test_under_two_days_or_no_net_spend_in_history_keeps_the_forecast_from_the_f
     assert forecast.with_daily(daily) is forecast
 
 
-def test_result_schemas_leave_out_the_titles_pydantic_adds() -> None:
-    schema = Forecast.model_json_schema()
-    assert "title" not in schema
-    assert schema["properties"]
-    assert all("title" not in prop for prop in schema["properties"].values())
+def test_result_schemas_leave_out_the_titles_pydantic_adds_even_beside_nested_models() -> None:
+    schema = UsageSummary.model_json_schema()  # its forecast and count_by_type are references, without titles
+    for model in (schema, *schema["$defs"].values()):
+        assert "title" not in model
+        assert model["properties"]
+        assert all("title" not in prop for prop in model["properties"].values())
 
 
 def test_published_arguments_drop_the_null_arm_of_optionals_and_the_type_of_enums() -> None:
