@@ -20,10 +20,12 @@ from dessert_mcp.auth.caller import DESSERT_KEY_CLIENT, CallerToken
 from dessert_mcp.client import DessertAPIError
 from dessert_mcp.config import Secret, Settings
 from dessert_mcp.events import ALERTS_URI, BALANCE_URI, ServerEvent
+from dessert_mcp.history import SpendArguments
 from dessert_mcp.ledger import InMemoryLedger, Ledger
 from dessert_mcp.ledger.accounts import remote_account
-from dessert_mcp.models import AlertSettings, AlertThresholds
+from dessert_mcp.models import AlertSettings, AlertThresholds, UsageArguments
 from dessert_mcp.service import DessertService
+from dessert_mcp.telemetry import Observer
 from tests.support.alerts import CountingStore
 from tests.support.api import CANARY_KEY, DOCS_BALANCE, FAKE_BASE_URL, FakeDessertAPI
 
@@ -301,3 +303,24 @@ async def test_get_balance_carries_the_callers_active_alerts_and_not_the_cleared
     async with service.running():
         report = await service.balance()
     assert [line.split(":")[0] for line in report.alerts] == ["balance_below"]
+
+
+class CacheHits(Observer):
+    def __init__(self) -> None:
+        self.routes: list[str] = []
+
+    def cache_hit(self, route: str) -> None:
+        self.routes.append(route)
+
+
+async def test_usage_and_spend_answered_from_the_short_cache_are_counted_under_the_usage_route() -> None:
+    hits = CacheHits()
+    settings = _one_key(DESSERT_CACHE_TTL_S="60", DESSERT_LEDGER="off")
+    service = DessertService(settings, transport=FakeDessertAPI().transport(), observer=hits)
+    async with service.running():
+        await service.balance()
+        await service.balance()
+        for _ in range(2):
+            await service.usage(UsageArguments())
+            await service.spend(SpendArguments())
+    assert hits.routes == ["/v1/balance", "/v1/usage", "/v1/usage", "/v1/usage"]
