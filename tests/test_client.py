@@ -7,6 +7,7 @@ import pytest
 from dessert_mcp import __version__
 from dessert_mcp.client import DessertAPIError, DessertClient, sanitize, upstream_detail
 from dessert_mcp.config import Secret, Settings
+from dessert_mcp.telemetry import Observer
 from tests.support.api import (
     CANARY_KEY,
     DOCS_BALANCE,
@@ -14,6 +15,7 @@ from tests.support.api import (
     ClosingTransport,
     FakeDessertAPI,
     assert_no_secret,
+    streamed,
 )
 from tests.support.faults import ThreadedFaultySandbox
 
@@ -252,3 +254,59 @@ async def test_a_client_from_settings_calls_their_origin_with_their_key_attempts
         with pytest.raises(DessertAPIError) as info:
             await client.get_balance()
     assert info.value.message == keyless.api_key_problem
+
+
+class Outcomes(Observer):
+    """What the metrics hear of each attempt: its route and outcome."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def upstream_request(self, route: str, outcome: str) -> None:
+        self.seen.append((route, outcome))
+
+
+async def test_each_attempt_is_counted_with_its_status_or_else_what_ended_it() -> None:
+    outcomes, asked = Outcomes(), anyio.Event()
+
+    def client(mode: str, timeout_s: float = 60) -> DessertClient:
+        async def answer(request: httpx2.Request) -> httpx2.Response:
+            if mode == "ok":
+                return streamed(httpx2.Response(200, json=DOCS_BALANCE))
+            if mode == "refused":
+                raise httpx2.ConnectError("connection refused")
+            if mode == "bug":
+                raise RuntimeError("a bug under the client")
+            asked.set()
+            await anyio.sleep_forever()
+            raise AssertionError("never answers")
+
+        transport = httpx2.MockTransport(answer)
+        return DessertClient(
+            FAKE_BASE_URL,
+            api_key=Secret(CANARY_KEY),
+            transport=transport,
+            max_attempts=1,
+            timeout_s=timeout_s,
+            observer=outcomes,
+        )
+
+    await client("ok").get_balance()
+    with pytest.raises(DessertAPIError):
+        await client("refused").get_balance()
+    with pytest.raises(RuntimeError):
+        await client("bug").get_balance()
+    with pytest.raises(DessertAPIError) as late:
+        await client("hangs", timeout_s=0.01).get_balance()  # the call's deadline ends the attempt
+    assert late.value.code == "timeout"
+    async with anyio.create_task_group() as tg:  # the caller goes away mid-attempt
+        tg.start_soon(client("hangs").get_balance)
+        await asked.wait()
+        tg.cancel_scope.cancel()
+    assert outcomes.seen == [
+        ("/v1/balance", "200"),
+        ("/v1/balance", "upstream_unavailable"),
+        ("/v1/balance", "RuntimeError"),
+        ("/v1/balance", "timeout"),
+        ("/v1/balance", "cancelled"),
+    ]

@@ -8,7 +8,17 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from dessert_mcp.models import Balance, BalanceReport, Usage, UsageReport
+from dessert_mcp.models import (
+    ArgumentSchema,
+    Balance,
+    BalanceReport,
+    Forecast,
+    Seam,
+    Usage,
+    UsageArguments,
+    UsageReport,
+    UsageSummary,
+)
 from tests.support.api import DOCS_BALANCE, DOCS_USAGE
 
 
@@ -64,6 +74,13 @@ def test_a_balance_under_the_threshold_is_flagged_and_a_negative_balance_affords
     assert (negative.static_ads_affordable, negative.full_ads_affordable) == (0, 0)
 
 
+def test_an_empty_balance_affords_no_ad_even_when_an_ad_costs_one_credit() -> None:
+    pricing = {"credit_usd": 0.1, "static_ad_credits": 1, "full_ad_credits": 1}
+    for credits in (0, -3):
+        report = BalanceReport.from_balance(_balance(credits_balance=credits, pricing=pricing))
+        assert (report.static_ads_affordable, report.full_ads_affordable) == (0, 0)
+
+
 def _usage(data: dict[str, Any] = DOCS_USAGE) -> Usage:
     return Usage.model_validate_json(json.dumps(data))
 
@@ -90,6 +107,22 @@ def test_limit_types_and_since_filter_locally() -> None:
     assert [t.type for t in only] == ["Purchase", "Bonus"]
     recent = UsageReport.build(usage, since=datetime(2026, 5, 19, 18, 23, 48, tzinfo=UTC)).recent_transactions
     assert [t.type for t in recent] == ["Deduction", "Purchase"]
+
+
+def test_until_leaves_out_transactions_at_or_after_it_and_a_naive_until_is_utc() -> None:
+    feed = _feed(3)  # 23:00, 22:00 and 21:00 on 2026-05-20
+    for until in (datetime(2026, 5, 20, 23, tzinfo=UTC), datetime(2026, 5, 20, 23)):
+        recent = UsageReport.build(feed, until=until).recent_transactions
+        assert [t.at for t in recent] == ["2026-05-20T22:00:00Z", "2026-05-20T21:00:00Z"]
+
+
+def test_a_timestamp_with_an_offset_keeps_its_instant_and_one_without_is_utc() -> None:
+    row = DOCS_USAGE["recent_transactions"][0]
+    with_offset = _usage({"recent_transactions": [row | {"at": "2026-05-01T10:00:00+02:00"}]})
+    without = _usage({"recent_transactions": [row | {"at": "2026-05-01T10:00:00"}]})
+    assert with_offset.recent_transactions[0].timestamp == datetime(2026, 5, 1, 8, tzinfo=UTC)
+    assert without.recent_transactions[0].timestamp.tzinfo is UTC
+    assert without.recent_transactions[0].timestamp == datetime(2026, 5, 1, 10, tzinfo=UTC)
 
 
 def test_a_naive_since_is_taken_as_utc() -> None:
@@ -130,6 +163,43 @@ def test_a_full_feed_is_complete_for_a_since_inside_its_window() -> None:
     feed = _feed(50)
     assert UsageReport.build(feed, since=datetime(2026, 5, 19, 12, tzinfo=UTC)).history_complete is True
     assert UsageReport.build(feed, since=datetime(2026, 5, 1, tzinfo=UTC)).history_complete is False
+
+
+def test_a_full_feed_is_complete_only_when_its_oldest_entry_is_strictly_older_than_since() -> None:
+    feed = _feed(50)  # hourly, the oldest two at 22:00 and 23:00 on 2026-05-18
+    assert UsageReport.build(feed, since=datetime(2026, 5, 18, 22, 30, tzinfo=UTC)).history_complete is True
+    # One more transaction in the same second as the oldest may have fallen out of the API's window.
+    assert UsageReport.build(feed, since=datetime(2026, 5, 18, 22, tzinfo=UTC)).history_complete is False
+
+
+def test_an_incomplete_feed_has_one_gap_seam_before_its_oldest_entry_and_a_complete_one_none() -> None:
+    assert UsageReport.build(_feed(50)).seams == [Seam(kind="gap", after=None, before="2026-05-18T22:00:00Z")]
+    assert UsageReport.build(_feed(12)).seams == []
+
+
+def test_a_page_report_carries_its_next_cursor() -> None:
+    report = UsageReport.of([], complete=False, seams=[], next_cursor="page-2", note="n")
+    assert report.next_cursor == "page-2"
+
+
+def test_the_summary_counts_and_totals_every_transaction_of_a_type() -> None:
+    usage = Usage.model_validate(
+        {
+            "recent_transactions": [
+                {"type": t, "credits_delta": d, "balance_after": 0, "usd_amount": u, "description": "x", "at": at}
+                for t, d, u, at in [
+                    ("Purchase", 100, 0.1, "2026-05-03T00:00:00Z"),
+                    ("Purchase", 200, 0.2, "2026-05-02T00:00:00Z"),
+                    ("Deduction", -5, None, "2026-05-01T00:00:00Z"),
+                    ("Deduction", -7, None, "2026-04-30T00:00:00Z"),
+                ]
+            ]
+        }
+    )
+    summary = UsageReport.build(usage).summary
+    assert summary.count_by_type.model_dump() == {"Deduction": 2, "Purchase": 2, "Bonus": 0, "Refund": 0}
+    assert (summary.credits_spent, summary.credits_added) == (12, 300)
+    assert summary.usd_purchased == 0.3  # in exact cents: 0.1 + 0.2 as floats is 0.30000000000000004
 
 
 @pytest.mark.parametrize(
@@ -208,3 +278,86 @@ def test_the_forecast_is_null_with_a_reason_when_the_window_cannot_support_it(
     assert forecast.days_until_empty is None
     assert forecast.unavailable_reason == reason
     assert forecast.latest_balance == (rows[0][2] if rows else None)
+
+
+def test_an_hour_of_history_and_one_net_credit_are_enough_to_forecast() -> None:
+    forecast = UsageReport.build(
+        _ledger(("Deduction", -1, 24, "2026-05-01T01:00:00Z"), ("Bonus", 10, 25, "2026-05-01T00:00:00Z"))
+    ).summary.forecast
+    assert forecast.unavailable_reason is None
+    assert forecast.burn_rate_credits_per_day == 24.0
+    assert forecast.days_until_empty == 1.0
+
+
+@pytest.mark.parametrize("balance", [0, -30])
+def test_an_empty_or_negative_balance_runs_out_now(balance: int) -> None:
+    forecast = UsageReport.build(
+        _ledger(("Deduction", -10, balance, "2026-05-02T00:00:00Z"), ("Deduction", -10, 10, "2026-05-01T00:00:00Z"))
+    ).summary.forecast
+    assert (forecast.latest_balance, forecast.days_until_empty) == (balance, 0.0)
+
+
+def _forecast(latest: int | None) -> Forecast:
+    return Forecast(
+        burn_rate_credits_per_day=None, latest_balance=latest, days_until_empty=None, unavailable_reason="why"
+    )
+
+
+def test_daily_history_gives_the_mean_rate_and_a_range_from_the_quartiles() -> None:
+    forecast = _forecast(1000).with_daily([40, 10, 30, 20])
+    assert forecast == Forecast(
+        burn_rate_credits_per_day=25.0,
+        latest_balance=1000,
+        days_until_empty=40.0,
+        unavailable_reason=None,
+        days_until_empty_low=30.77,  # 1000 / 32.5, the upper quartile
+        days_until_empty_high=57.14,  # 1000 / 17.5, the lower quartile
+        history_days=4,
+    )
+
+
+def test_a_quartile_pace_that_spends_nothing_leaves_its_end_of_the_range_null() -> None:
+    quiet = _forecast(100).with_daily([0, 0, 0, 40])  # quartiles 0 and 10
+    assert (quiet.days_until_empty, quiet.days_until_empty_low, quiet.days_until_empty_high) == (10.0, 10.0, None)
+    quietest = _forecast(100).with_daily([0, 0, 0, 0, 100])  # both quartiles 0
+    assert (quietest.days_until_empty, quietest.days_until_empty_low, quietest.days_until_empty_high) == (
+        5.0,
+        None,
+        None,
+    )
+
+
+def test_daily_history_gives_the_rate_to_three_places_and_days_to_two_and_one_credit_is_enough() -> None:
+    one = _forecast(100).with_daily([0, 1])  # quartiles 0.25 and 0.75
+    assert (one.burn_rate_credits_per_day, one.days_until_empty) == (0.5, 200.0)
+    assert (one.days_until_empty_low, one.days_until_empty_high) == (133.33, 400.0)
+    assert _forecast(100).with_daily([0, 1, 1]).burn_rate_credits_per_day == 0.667
+    assert _forecast(100).with_daily([0, 3, 4]).days_until_empty == 42.86
+
+
+@pytest.mark.parametrize("latest", [None, 0, -50])
+def test_daily_history_over_no_or_a_spent_balance_runs_out_now(latest: int | None) -> None:
+    forecast = _forecast(latest).with_daily([10, 20])
+    assert (forecast.latest_balance, forecast.days_until_empty) == (latest, 0.0)
+    assert (forecast.days_until_empty_low, forecast.days_until_empty_high) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("daily", [[], [30], [0, 0], [20, -20], [-5, -10]])
+def test_under_two_days_or_no_net_spend_in_history_keeps_the_forecast_from_the_feed(daily: list[int]) -> None:
+    forecast = _forecast(100)
+    assert forecast.with_daily(daily) is forecast
+
+
+def test_result_schemas_leave_out_the_titles_pydantic_adds_even_beside_nested_models() -> None:
+    schema = UsageSummary.model_json_schema()  # its forecast and count_by_type are references, without titles
+    for model in (schema, *schema["$defs"].values()):
+        assert "title" not in model
+        assert model["properties"]
+        assert all("title" not in prop for prop in model["properties"].values())
+
+
+def test_published_arguments_drop_the_null_arm_of_optionals_and_the_type_of_enums() -> None:
+    properties = UsageArguments.model_json_schema(schema_generator=ArgumentSchema)["properties"]
+    assert "anyOf" not in properties["limit"]
+    assert (properties["limit"]["type"], properties["limit"]["maximum"]) == ("integer", 50)
+    assert properties["types"]["items"] == {"enum": ["Deduction", "Purchase", "Bonus", "Refund"]}

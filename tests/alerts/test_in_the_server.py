@@ -14,13 +14,14 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ResourceUpdated
 
-from dessert_mcp.alerts import ALERTS_URI, Alert, AlertStore, InMemoryAlertStore, OpenedAlertStore, Thresholds
+from dessert_mcp.alerts import ALERTS_URI, AlertStore, OpenedAlertStore
 from dessert_mcp.alerts.database import DatabaseAlertStore
 from dessert_mcp.ledger import InMemoryLedger, Ledger
 from dessert_mcp.recorder import Stores, open_stores
 from dessert_mcp.service import DessertService
 from dessert_mcp.tools import build_server
 from tests.auth.conftest import SECOND_KEY, two_accounts_served
+from tests.support.alerts import CountingStore
 from tests.support.api import CANARY_KEY
 from tests.support.auth import call_tool
 from tests.support.faults import ThreadedFaultySandbox
@@ -115,22 +116,6 @@ async def test_the_alert_store_opens_with_the_ledger_from_one_database_on_first_
     await ledger.aclose()  # the database both share
     assert len(opened) == 1
     assert database_file.exists()
-
-
-class CountingStore(InMemoryAlertStore):
-    """Alerts in memory, counting the reads that would be queries in the database."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads = 0
-
-    async def recent(self, account: str, limit: int = 50) -> list[Alert]:
-        self.reads += 1
-        return await super().recent(account, limit)
-
-    async def thresholds(self, account: str) -> Thresholds | None:
-        self.reads += 1
-        return await super().thresholds(account)
 
 
 async def test_get_balance_with_an_active_alert_reads_the_alert_store_only_when_something_changed(

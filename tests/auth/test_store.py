@@ -236,6 +236,24 @@ def test_a_malformed_encryption_key_is_refused_with_a_fix() -> None:
         KeyBox("too-short")
 
 
+async def test_signing_in_again_keeps_the_account_seals_its_key_anew_and_leaves_other_accounts_keys_alone(
+    database_url: str,
+) -> None:
+    store, box, new_box = Store(database_url), KeyBox(generate_encryption_key()), KeyBox(generate_encryption_key())
+    other_key = "dsk_live_OTHER_00112233445566778899aa"
+    try:
+        await store.migrate()
+        mine, _ = await _link(store, box)
+        other, _ = await _link(store, box, key=other_key)
+        # Sealed under the encryption key of the sign-in, bound to the id the account keeps.
+        assert (await _link(store, new_box, client_id="client-2"))[0] == mine
+        sealed = {account.id: account.key_sealed for account in await store.list_accounts()}
+        assert new_box.open(sealed[mine], aad="account:" + mine) == CANARY_KEY
+        assert box.open(sealed[other], aad="account:" + other) == other_key
+    finally:
+        await store.aclose()
+
+
 async def test_two_sign_ins_with_one_key_at_once_link_one_account(database_url: str) -> None:
     store, box = Store(database_url), KeyBox(generate_encryption_key())
     try:

@@ -161,6 +161,13 @@ def test_a_check_that_raced_a_revocation_is_not_kept() -> None:
     assert cache.get(token_hash("t")) is None
 
 
+def test_a_bound_of_one_second_still_keeps_tokens_and_zero_keeps_none() -> None:
+    for bound, kept in ((1.0, True), (0.0, False)):
+        cache = TokenCache(bound, clock=Clock())
+        cache.put(token_hash("t"), _verified(), generation=cache.generation())
+        assert (cache.get(token_hash("t")) is not None) is kept
+
+
 def test_the_cache_holds_at_most_its_bound_forgetting_the_least_recently_used() -> None:
     cache = TokenCache(BOUND, clock=Clock(), max_entries=2)
     for name in ("t1", "t2"):

@@ -13,7 +13,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from dessert_mcp.config import Settings
+from dessert_mcp.client import DessertClient
+from dessert_mcp.config import Secret, Settings
 from dessert_mcp.tools import build_server
 from tests.support.api import (
     CANARY_KEY,
@@ -81,6 +82,17 @@ async def test_a_tool_call_is_the_mcp_span_with_the_upstream_request_as_its_chil
         "http.response.status_code": 200,
     }
     assert request.status.status_code is StatusCode.UNSET
+
+
+async def test_a_request_to_a_plain_http_origin_without_a_port_names_port_80(spans: InMemorySpanExporter) -> None:
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        return streamed(httpx2.Response(200, json=DOCS_BALANCE))
+
+    transport = httpx2.MockTransport(answer)
+    async with DessertClient("http://dessert.internal", api_key=Secret(CANARY_KEY), transport=transport) as client:
+        await client.get_balance()
+    (request,) = _named(spans.get_finished_spans(), "GET /v1/balance")
+    assert (request.attributes or {})["server.port"] == 80
 
 
 async def test_retries_are_separate_attempts_counted_by_resend_count(spans: InMemorySpanExporter) -> None:

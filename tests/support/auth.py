@@ -263,7 +263,19 @@ async def link_directly(
 ) -> str:
     """Link `key` as an account straight through the provider and the store (no browser, no Dessert call);
     returns an access token for it (and issues `refresh` as its refresh token, given one; both live an hour)."""
-    code = await provider.link_and_issue_code(
+    code = await issue_code(provider, key, client_id=client_id)
+    access = new_token("dmcp_at_")
+    redeemed = await provider.store.redeem_code(
+        code, access=access, access_ttl_s=3600, refresh=refresh or new_token("dmcp_rt_"), refresh_ttl_s=3600
+    )
+    assert redeemed
+    return access
+
+
+async def issue_code(provider: DessertOAuthProvider, key: str, *, client_id: str = "linked-directly") -> str:
+    """Link `key` as an account straight through the provider (no browser, no Dessert call), as the sign-in page
+    does once the user consents; returns the authorization code for `client_id`."""
+    return await provider.link_and_issue_code(
         client_id=client_id,
         key=Secret(key),
         params={
@@ -275,12 +287,6 @@ async def link_directly(
         },
         key_hash_value=key_hash(key),
     )
-    access = new_token("dmcp_at_")
-    redeemed = await provider.store.redeem_code(
-        code, access=access, access_ttl_s=3600, refresh=refresh or new_token("dmcp_rt_"), refresh_ttl_s=3600
-    )
-    assert redeemed
-    return access
 
 
 # Debian's Chromium as the dashboard tests launch it; Playwright's `headless=True` adds the headless flag itself.

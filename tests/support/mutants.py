@@ -84,6 +84,9 @@ GROUPS = {
     "service": Group(
         ("dessert_mcp/service.py",),
         (
+            "tests/test_service.py",
+            "tests/test_history.py",
+            "tests/ledger/test_polling_in_the_server.py",
             "tests/test_tools.py",
             "tests/test_cache.py",
             "tests/auth/test_tenancy.py",
@@ -100,7 +103,12 @@ GROUPS = {
             "dessert_mcp/auth/_crypto.py",
             "dessert_mcp/auth/provider.py",
         ),
-        ("tests/auth/test_store.py", "tests/auth/test_tokencache.py", "tests/auth/test_oauth_security.py"),
+        (
+            "tests/auth/test_store.py",
+            "tests/auth/test_tokencache.py",
+            "tests/auth/test_provider.py",
+            "tests/auth/test_oauth_security.py",
+        ),
         _TOKEN_MUTANTS,
     ),
 }
