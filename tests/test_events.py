@@ -67,9 +67,11 @@ async def test_a_stdio_client_hears_the_live_accounts_changes_the_poller_sees(
 
 @pytest.mark.poller
 async def test_a_stateless_http_client_hears_the_live_accounts_changes_the_poller_sees(
-    live_sandbox: ThreadedFaultySandbox,
+    live_sandbox: ThreadedFaultySandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # In the worker's shared ledger: a server an earlier test stopped gave up the account's poll lease as it stopped.
+    # A ledger of its own: a server stopped cleanly gives up its poll lease, but one an earlier test killed (or still
+    # runs) in the worker's shared ledger may hold the account's lease, and this server would then not poll.
+    monkeypatch.setenv("DESSERT_MCP_DATABASE_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
     settings = sandbox_settings(live_sandbox, ledger_poll_min_s=0.5, ledger_poll_max_s=0.5)
     app = build_app(settings, HTTPOptions())
     with serve_app(app) as url:

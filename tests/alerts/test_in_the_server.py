@@ -14,7 +14,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ResourceUpdated
 
-from dessert_mcp.alerts import ALERTS_URI, AlertStore, OpenedAlertStore
+from dessert_mcp.alerts import ALERTS_URI, Alert, AlertStore, OpenedAlertStore
 from dessert_mcp.alerts.database import DatabaseAlertStore
 from dessert_mcp.ledger import InMemoryLedger, Ledger
 from dessert_mcp.recorder import Stores, open_stores
