@@ -7,8 +7,9 @@ does any wing that adds settings. `from_environ` reads a class's declared fields
 `--help` from them, and the README's Configuration table is generated from them (tests/test_readme.py checks it).
 
 To add a setting: add a field declared with `setting(...)` to the class of the wing it configures (a new wing's
-class goes into `dessert_mcp.cli.SETTINGS`, in the order `--help` should list it); read it with `from_environ` (the
-class's `from_env` does); run the README test with DESSERT_UPDATE_SNAPSHOTS=1 to regenerate the table.
+class goes into `dessert_mcp.cli.settings_classes`, in the order `--help` should list it); read it with
+`from_environ` (the class's `from_env` does); run the README test with DESSERT_UPDATE_SNAPSHOTS=1 to regenerate the
+table.
 """
 
 from __future__ import annotations

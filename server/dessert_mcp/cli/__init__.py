@@ -11,26 +11,20 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
 from dessert_mcp import __version__
-from dessert_mcp.auth.config import OAuthConfig
-from dessert_mcp.cli.accounts import add_accounts_parser
-from dessert_mcp.cli.hosts import HOSTS, LAUNCHES
-from dessert_mcp.cli.ledger import add_ledger_parser
 from dessert_mcp.config import HTTP_ONLY, ConfigError, Setting, Settings, declared, spelled
-from dessert_mcp.http.options import HTTPOptions, oauth_config
 from dessert_mcp.redact import Redactor, configure_logging_for, install_excepthook
 
 if TYPE_CHECKING:
+    from dessert_mcp.http.options import HTTPOptions
     from dessert_mcp.sandbox.account import SandboxAccount
 
 logger = logging.getLogger("dessert_mcp")
 
-# Every class whose fields are settings (see dessert_mcp.config), in the order --help lists them.
-SETTINGS: Final = (Settings, HTTPOptions, OAuthConfig)
 
 ENVIRONMENT_HELP = """\
 environment variables (the API key is read only from the environment, never from the command line):
@@ -65,9 +59,8 @@ commands:
 """
 
 CONFIG_HELP = (
-    "hosts:\n"
-    + "".join(f"  {name:<15} {what}\n" for name, what in HOSTS.items())
-    + "\nThe configuration goes to stdout (redirect it to a file if you like), where to put it to stderr. It\n"
+    "hosts:\n{hosts}"
+    "\nThe configuration goes to stdout (redirect it to a file if you like), where to put it to stderr. It\n"
     "asks for underscore tool names and never holds your key: it names the DESSERT_API_KEY variable, a secret\n"
     "prompt or a placeholder instead. --launch path runs this installation by its absolute path (this machine\n"
     "only; the default); --launch uvx runs `uvx dessert-mcp@<this version>`, the same everywhere (the default\n"
@@ -84,9 +77,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {redact(message)}\nRun '{self.prog} --help' for usage.\n")
 
 
+def settings_classes() -> tuple[type, ...]:
+    """Every class whose fields are settings (see dessert_mcp.config), in the order --help lists them. The HTTP and
+    auth wings' load here, when a parser or the settings' list is wanted: serving stdio with no argument needs
+    neither."""
+    from dessert_mcp.auth.config import OAuthConfig
+    from dessert_mcp.http.options import HTTPOptions
+
+    return (Settings, HTTPOptions, OAuthConfig)
+
+
 def settings() -> list[Setting]:
     """Every setting of the server and its wings, in the order --help and the README list them."""
-    return [s for cls in SETTINGS for s in declared(cls).values()]
+    return [s for cls in settings_classes() for s in declared(cls).values()]
 
 
 def _environment_help() -> str:
@@ -145,6 +148,10 @@ def _common(*, top: bool) -> _Parser:
 
 def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
     """The parser, and the options that apply to the HTTP transports only."""
+    from dessert_mcp.cli.accounts import add_accounts_parser
+    from dessert_mcp.cli.hosts import HOSTS, LAUNCHES
+    from dessert_mcp.cli.ledger import add_ledger_parser
+
     parser = _Parser(
         prog="dessert-mcp",
         description="MCP server for a Dessert account's credit balance and usage.",
@@ -180,7 +187,7 @@ def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
         "config",
         help="print a ready-to-paste configuration for an MCP host",
         description="Print a ready-to-paste dessert-mcp configuration for an MCP host.",
-        epilog=CONFIG_HELP,
+        epilog=CONFIG_HELP.format(hosts="".join(f"  {name:<15} {what}\n" for name, what in HOSTS.items())),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[refuses_sandbox],
     )
@@ -203,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _main(argv: Sequence[str] | None) -> None:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list:  # what hosts launch: nothing to parse, so no parser (nor the wings' settings) to build for it
+        _serve_stdio(_settings(argparse.Namespace(), None), sandbox=False)
+        return
     if any(a.split("=", 1)[0] in _KEY_FLAGS for a in args_list):
         sys.exit("dessert-mcp: error: the API key is read only from the DESSERT_API_KEY environment variable.")
     parser, http_only = _parser()
@@ -239,11 +249,7 @@ def _main(argv: Sequence[str] | None) -> None:
     log_level = args.log_level
     if args.command == "check" and log_level is None and not os.environ.get("DESSERT_MCP_LOG_LEVEL"):
         log_level = "WARNING"  # the report says what the INFO lines would; keep the terminal to the report
-    try:
-        settings = Settings.from_env(**_given(args, Settings) | {"log_level": log_level})
-    except ConfigError as exc:
-        sys.exit(f"dessert-mcp: configuration error: {exc}")
-    install_excepthook(configure_logging_for(settings))
+    settings = _settings(args, log_level)
 
     if args.command == "sandbox":
         from dessert_mcp.sandbox import run_sandbox
@@ -261,17 +267,31 @@ def _main(argv: Sequence[str] | None) -> None:
         with _maybe_sandbox(settings, args.sandbox) as checked:
             sys.exit(anyio.run(check, checked))
     if args.transport == "stdio":
-        from dessert_mcp.stdio import exit_on_ctrl_c, serve_stdio
-
-        exit_on_ctrl_c()  # before the sandbox's thread starts, so no thread but one takes the signal
-        with _maybe_sandbox(settings, args.sandbox) as served:
-            serve_stdio(served)
+        _serve_stdio(settings, sandbox=args.sandbox)
         return
     from dessert_mcp.http.serve import serve_http
 
     options = _http_options(args, settings)
     with _one_line_errors(), _maybe_sandbox(settings, args.sandbox) as served:
         serve_http(served, options)
+
+
+def _settings(args: argparse.Namespace, log_level: str | None) -> Settings:
+    """The server's settings from the environment and the options given; the logging they ask for, set up."""
+    try:
+        settings = Settings.from_env(**_given(args, Settings) | {"log_level": log_level})
+    except ConfigError as exc:
+        sys.exit(f"dessert-mcp: configuration error: {exc}")
+    install_excepthook(configure_logging_for(settings))
+    return settings
+
+
+def _serve_stdio(settings: Settings, *, sandbox: bool) -> None:
+    from dessert_mcp.stdio import exit_on_ctrl_c, serve_stdio
+
+    exit_on_ctrl_c()  # before the sandbox's thread starts, so no thread but one takes the signal
+    with _maybe_sandbox(settings, sandbox) as served:
+        serve_stdio(served)
 
 
 def _sandbox_account(activity: str | None, seed: int | None) -> Callable[[], SandboxAccount]:
@@ -314,7 +334,7 @@ def _add_http_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action
         default="stdio",
         help="stdio (default), sse (SSE at /sse) or http (streamable HTTP at /mcp; also spelled streamable-http)",
     )
-    http_only = [_add_option(http, s) for cls in (HTTPOptions, OAuthConfig) for s in declared(cls).values() if s.option]
+    http_only = [_add_option(http, s) for cls in settings_classes()[1:] for s in declared(cls).values() if s.option]
     # The default; kept for old scripts.
     http_only.append(http.add_argument("--stateless", action="store_true", default=None, help=argparse.SUPPRESS))
     return http_only
@@ -327,6 +347,8 @@ def _given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 
 def _http_options(args: argparse.Namespace, settings: Settings) -> HTTPOptions:
+    from dessert_mcp.http.options import HTTPOptions, oauth_config
+
     try:
         if args.stateful and args.stateless:
             raise ConfigError("--stateful and --stateless contradict each other; pass one.")
