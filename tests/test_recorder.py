@@ -331,3 +331,53 @@ async def test_many_equal_balance_answers_cost_two_ledger_writes_and_the_ledger_
         (credits - 10, T0 + timedelta(seconds=50)),
         (credits - 10, T0 + timedelta(seconds=51)),
     ]
+
+
+async def test_a_change_arriving_while_due_repeats_are_written_lands_after_them_in_its_series() -> None:
+    recorder, _ = _logging_recorder()
+    written: list[str] = []
+    entered, go = anyio.Event(), anyio.Event()
+
+    def named(name: str) -> Write:
+        async def write(_ledger: object) -> None:
+            written.append(name)
+            if name == "A1 again":  # the drain is writing the due repeats when B changes
+                entered.set()
+                await go.wait()
+
+        return write
+
+    async with recorder.running():
+        for series in ("A", "B"):
+            recorder.write("w", named(f"{series}1"), series=series, value=1)
+        for series in ("A", "B"):
+            recorder.write("w", named(f"{series}1 again"), series=series, value=1)
+        with anyio.fail_after(STARTUP_TIMEOUT_S):
+            await entered.wait()
+        recorder.write("w", named("B2"), series="B", value=2)
+        recorder.write("w", named("B2 again"), series="B", value=2)
+        go.set()
+        await recorder.settled()
+    assert written == ["A1", "B1", "A1 again", "B1 again", "B2", "B2 again"]
+
+
+async def test_a_read_waits_only_for_what_was_handed_over_before_it_while_other_series_keep_repeating() -> None:
+    recorder, written = _logging_recorder()
+
+    async def repeat(_ledger: object) -> None:
+        await anyio.lowlevel.checkpoint()  # a write takes a while, as a database's does: calls go on meanwhile
+
+    async def repeating() -> None:
+        while True:
+            for n in range(20):
+                recorder.write("w", repeat, series=n, value="a")
+            await anyio.lowlevel.checkpoint()
+
+    async with recorder.running(), anyio.create_task_group() as tg:
+        for n in range(20):
+            recorder.write("w", _writer(written, n), series=n, value="a")
+        tg.start_soon(repeating)
+        with anyio.fail_after(STARTUP_TIMEOUT_S):
+            await recorder.settled()  # never nothing pending: repeats keep being held back
+        tg.cancel_scope.cancel()
+    assert written[:20] == list(range(20))

@@ -3,12 +3,13 @@
 A call never waits for a ledger write and never fails because of the ledger. Writes go into a queue that one task
 drains for as long as the service runs; reads (history beyond the API's window, spend, the forecast) are bounded in
 time. An answer equal to the last one queued in its series (the same account's balance, or usage window) is a
-repeat: it only moves the series' last-seen time forward, so it is not queued but held back, the newest repeat
-replacing the one before, and written `REPEAT_WAIT_S` after the first (or before a read that needs it, before the
-series' next change, at the stop): one transaction a second for a run of equal answers instead of one per call. A
-changed answer is queued at once. A write or read that fails (the database full, read-only, locked or gone) is counted
-(`Observer.ledger_failed`) and logged once, not per call, until the ledger works again; the call answers from the
-API's own answer instead.
+repeat: it says again, at a later time, what the ledger was last given, so it is not queued but held back, the
+newest repeat replacing the one before, and written `REPEAT_WAIT_S` after the first (or before a read that needs it,
+before the series' next change, at the stop): one transaction a second for a run of equal answers instead of one per
+call. A changed answer is queued at once.
+
+A write or read that fails (the database full, read-only, locked or gone) is counted (`Observer.ledger_failed`) and
+logged once, not per call, until the ledger works again; the call answers from the API's own answer instead.
 """
 
 from __future__ import annotations
@@ -52,12 +53,14 @@ Write = Callable[["Ledger"], Awaitable[object]]
 @dataclass(frozen=True, slots=True)
 class Queued:
     """A write, and what makes a later one a repeat of it: the same `series` (kind and account) and an equal
-    `value` (the answer). No series: never a repeat. `FLUSH` and `WAKE` are the drain's own signals."""
+    `value` (the answer). No series: never a repeat. `WAKE` and markers (`reached`: set when the drain gets to it)
+    are the drain's own signals."""
 
     operation: str
     write: Write
     series: Hashable | None = None
     value: object = None
+    reached: anyio.Event | None = None
 
 
 async def _nothing(_ledger: Ledger) -> None:
@@ -67,8 +70,7 @@ async def _nothing(_ledger: Ledger) -> None:
 _NONE: Final = object()  # no value queued yet in a series
 
 
-# Write every held-back repeat now (a read needs them); a repeat was held back (the drain's next wake-up moved).
-FLUSH: Final = Queued("flush", _nothing)
+# A repeat was held back while none was: the drain, maybe waiting with no deadline, has one now.
 WAKE: Final = Queued("wake", _nothing)
 
 
@@ -93,7 +95,6 @@ class Recorder:
         self._settled = anyio.Event()
         self._settled.set()
         self._warned: set[str] = set()  # "write", "read": warned about, and not working since
-        self._flush_asked = False
         self._last: OrderedDict[Hashable, object] = OrderedDict()  # series: the value last queued
         self._held: dict[Hashable, tuple[float, Queued]] = {}  # series: (when due, its newest repeat)
 
@@ -103,7 +104,6 @@ class Recorder:
         send, receive = anyio.create_memory_object_stream[Queued](QUEUE_SIZE)
         self._pending = 0
         self._settled.set()
-        self._flush_asked = False
         self._last.clear()
         self._held.clear()
         async with anyio.create_task_group() as tg:
@@ -133,13 +133,15 @@ class Recorder:
         if series is not None and self._send is not None:
             last = self._last.get(series, _NONE)
             if last is value or last == value:
+                self._last.move_to_end(series)
                 held = self._held.get(series)
                 if held is not None:
                     self._held[series] = (held[0], item)  # the older repeat says nothing the newer one does not
                 else:
+                    if not self._held:  # later ones are due later: the drain wakes for the first anyway
+                        self._signal(WAKE)
                     self._held[series] = (anyio.current_time() + REPEAT_WAIT_S, item)
                     self._started()
-                    self._signal(WAKE)
                 return
             held = self._held.pop(series, None)
             if held is not None:  # its repeats came before this change
@@ -227,10 +229,21 @@ class Recorder:
         return "write" not in self._warned
 
     async def settled(self) -> None:
-        """Wait until every write queued so far is done (or dropped), held-back repeats included."""
-        if self._held and not self._flush_asked:
-            self._flush_asked = self._signal(FLUSH)
-        await self._settled.wait()
+        """Wait until every write handed over so far is done (or dropped), held-back repeats included: they are queued
+        now, then a marker the drain reaches once all that came before it is done. With the queue too full for that,
+        until nothing at all is pending (the held repeats then follow when due)."""
+        if self._pending == 0:
+            return
+        reached = anyio.Event()
+        send = self._send
+        if send is not None and send.statistics().current_buffer_used + len(self._held) < QUEUE_SIZE:
+            for _, repeat in self._held.values():  # each queued ahead of any later change in its series
+                send.send_nowait(repeat)
+            self._held.clear()
+            send.send_nowait(Queued("marker", _nothing, reached=reached))
+            await reached.wait()
+        else:
+            await self._settled.wait()
 
     async def _drain(self, receive: ObjectReceiveStream[Queued]) -> None:
         held = self._held
@@ -243,20 +256,22 @@ class Recorder:
                             item = await receive.receive()
                     else:
                         item = await receive.receive()
-                except anyio.EndOfStream:
-                    while held:
-                        await self._run(held.pop(next(iter(held)))[1])
+                except anyio.EndOfStream:  # stopping: nothing is handed over any more
+                    await self._run_all([repeat for _, repeat in held.values()])
+                    held.clear()
                     return
-                if item is WAKE:
-                    continue
-                if item is None or item is FLUSH:  # the repeats due, or all of them
-                    if item is FLUSH:
-                        self._flush_asked = False
+                if item is None:  # the repeats due: taken out before any is written (a call may add or take some)
                     now = anyio.current_time()
-                    for series in [s for s, (when, _) in held.items() if item is FLUSH or when <= now]:
-                        await self._run(held.pop(series)[1])
-                    continue
-                await self._run(item)
+                    due = [series for series, (when, _) in held.items() if when <= now]
+                    await self._run_all([held.pop(series)[1] for series in due])
+                elif item.reached is not None:
+                    item.reached.set()
+                elif item is not WAKE:
+                    await self._run(item)
+
+    async def _run_all(self, items: list[Queued]) -> None:
+        for item in items:
+            await self._run(item)
 
     async def _run(self, item: Queued) -> None:
         try:
