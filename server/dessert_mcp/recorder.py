@@ -167,13 +167,11 @@ class Recorder:
         if not counted:
             self._started()
 
-    def _signal(self, signal: Queued) -> bool:
+    def _signal(self, signal: Queued) -> None:
         """Send the drain `signal`; with the queue full it is busy already and sees the held repeats when due."""
         if self._send is not None:
             with suppress(anyio.WouldBlock, anyio.ClosedResourceError):
                 self._send.send_nowait(signal)
-                return True
-        return False
 
     def _started(self) -> None:
         if self._pending == 0:
