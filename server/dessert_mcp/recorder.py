@@ -27,6 +27,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
+from dessert_mcp.heap import keep_first_use_heap
 from dessert_mcp.telemetry import Observer
 
 if TYPE_CHECKING:  # the ledger loads on first use; the alerts wing imports history, which imports this module
@@ -294,6 +295,7 @@ class Recorder:
             )
 
     def _working(self, kind: str) -> None:
+        keep_first_use_heap()  # the database libraries just loaded live as long as the process
         if kind in self._warned:
             self._warned.discard(kind)
             logger.info("The ledger's %ss work again.", kind)

@@ -34,6 +34,7 @@ import anyio
 import anyio.to_thread
 
 from dessert_mcp.config import Settings
+from dessert_mcp.heap import keep_start_up_heap
 from dessert_mcp.redact import configure_logging_for
 
 logger = logging.getLogger("dessert_mcp")
@@ -68,7 +69,7 @@ def serve_stdio(settings: Settings) -> None:
         logger.warning(warning)
     if sys.stdin.isatty():
         sys.stderr.write(TTY_HINT + "\n")
-    gc.freeze()  # the start-up heap lives as long as the process: keep full collections from walking it
+    keep_start_up_heap()
     gc.enable()
     with _wire() as (wire_in, wire_out):
         pending = _Pending()

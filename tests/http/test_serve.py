@@ -22,6 +22,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
 from dessert_mcp.config import ConfigError, Secret, Settings
+from dessert_mcp.heap import YOUNG_OBJECTS
 from dessert_mcp.http import HTTPOptions, serve
 from dessert_mcp.http.serve import forwarded_headers, listening_socket
 from tests.support.faults import ThreadedFaultySandbox
@@ -130,12 +131,15 @@ def test_a_serving_process_freezes_its_start_up_heap(monkeypatch: pytest.MonkeyP
     served: list[uvicorn.Config] = []
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append(self.config))
     sock = listening_socket("127.0.0.1", 0, reuse_port=False)
+    threshold = gc.get_threshold()
     try:
         serve._serve(Settings(log_level="WARNING"), HTTPOptions(port=0), sock)
         assert gc.get_freeze_count() > 10_000
+        assert gc.get_threshold()[0] == YOUNG_OBJECTS  # young collections spaced out (dessert_mcp/heap.py)
         assert gc.isenabled()  # collection is off only while the app is built
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
         sock.close()
     assert served
     assert served[0].log_config is None

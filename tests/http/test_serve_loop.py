@@ -27,10 +27,12 @@ def test_served_apps_leave_the_loop_and_parser_to_uvicorn_which_finds_uvloop_and
     served: list[uvicorn.Config] = []
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append(self.config))
     with listening_socket("127.0.0.1", 0, reuse_port=False) as sock:
+        threshold = gc.get_threshold()
         try:
             serve_app(PlainTextResponse("hello"), sock, log_level="WARNING")
         finally:
             gc.unfreeze()  # serve_app froze this process's heap, as a serving process's
+            gc.set_threshold(*threshold)
     (config,) = served
     # "auto": uvicorn takes uvloop and httptools when they import, and its own asyncio loop and h11 otherwise.
     assert (config.loop, config.http) == ("auto", "auto")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from dessert_mcp.auth.config import MCP_PATH
 from dessert_mcp.config import Settings, cannot_listen
+from dessert_mcp.heap import keep_start_up_heap
 from dessert_mcp.http.options import HTTPOptions
 from dessert_mcp.observe import metrics_installed
 from dessert_mcp.redact import configure_logging_for
@@ -84,7 +85,7 @@ def serve_app(app: ASGIApp, sock: socket.socket, *, log_level: str, trusted_prox
     import uvicorn
 
     raise_open_files_limit()
-    gc.freeze()  # the start-up heap lives as long as the process: keep full collections from walking it
+    keep_start_up_heap()
     config = uvicorn.Config(
         app,
         log_config=None,  # keep our stderr logging, with the key and token redacted
@@ -111,7 +112,7 @@ def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> Non
         # After build_app: building the server sets up the SDK's own logging.
         configure_logging_for(settings, *options.secrets)
         configure_tracing()  # in each worker: a tracer provider's export thread does not cross processes
-        gc.freeze()
+        keep_start_up_heap()
     finally:
         gc.enable()
     serve_app(app, sock, log_level=settings.log_level, trusted_proxies=options.trusted_proxies)
