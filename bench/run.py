@@ -677,8 +677,9 @@ def _ratio_row(name: str, ratios: list[float], measured: str, baseline: str, tar
 
 @dataclass
 class StdioRounds:
-    """Two stdio servers called in alternating blocks, round after round: each round's latencies per side, and
-    each server's CPU per call over all rounds."""
+    """Two stdio servers called in alternating blocks, round after round, a fresh pair of processes each round: each
+    round's latencies per side, each side's CPU per call over all rounds (after each process's first call), and the
+    median CPU of a process's first call."""
 
     per_round: list[tuple[list[float], list[float]]]
     cpu_ms: tuple[float, float]
@@ -694,7 +695,31 @@ class StdioRounds:
 async def _stdio_rounds(
     sides: tuple[tuple[StdioServerParameters, str], tuple[StdioServerParameters, str]], rounds: int, calls: int
 ) -> StdioRounds:
-    """Each side (a server and the tool to call on it) `calls` times a round, in alternating blocks."""
+    """Each side (a server and the tool to call on it) `calls` times a round, in alternating blocks. Every round
+    starts a new pair of processes: a process's speed depends on its own luck (its hash seed, where its memory
+    lands), which no number of rounds on the same two processes averages out."""
+    pairs = [await _stdio_pair(sides, calls) for _ in range(rounds)]
+    cpu = [sum(pair.cpu_s[side] for pair in pairs) for side in (0, 1)]
+    made = [sum(pair.made[side] for pair in pairs) for side in (0, 1)]
+    a, b = (1e3 * used / n for used, n in zip(cpu, made, strict=True))
+    first = [statistics.median(pair.first_call_cpu_ms[side] for pair in pairs) for side in (0, 1)]
+    return StdioRounds([pair.latencies for pair in pairs], (a, b), (first[0], first[1]))
+
+
+@dataclass
+class StdioPair:
+    """One round of `_stdio_rounds`: its latencies per side, and each process's CPU (after its first call) and
+    calls counted for it."""
+
+    latencies: tuple[list[float], list[float]]
+    cpu_s: tuple[float, float]
+    made: tuple[int, int]
+    first_call_cpu_ms: tuple[float, float]
+
+
+async def _stdio_pair(
+    sides: tuple[tuple[StdioServerParameters, str], tuple[StdioServerParameters, str]], calls: int
+) -> StdioPair:
     async with AsyncExitStack() as stack:
         pids: list[int] = []
 
@@ -722,12 +747,10 @@ async def _stdio_rounds(
             await caller(side)()
             first.append(1e3 * (cpu_seconds(pid) - before))
         made = [0, 0]
-        per_round: list[tuple[list[float], list[float]]] = []
         ticks = [cpu_seconds(pid) for pid in pids]
-        for _ in range(rounds):
-            per_round.append(await _interleaved(caller(0), caller(1), calls))
-        a, b = (1e3 * (cpu_seconds(pid) - before) / n for pid, before, n in zip(pids, ticks, made, strict=True))
-    return StdioRounds(per_round, (a, b), (first[0], first[1]))
+        latencies = await _interleaved(caller(0), caller(1), calls)
+        cpu_s = [cpu_seconds(pid) - before for pid, before in zip(pids, ticks, strict=True)]
+    return StdioPair(latencies, (cpu_s[0], cpu_s[1]), (made[0], made[1]), (first[0], first[1]))
 
 
 async def _stdio_latencies(url: str, rounds: int, calls: int) -> None:
