@@ -189,16 +189,18 @@ async def _latencies(call: Callable[[], Awaitable[Any]], n: int) -> list[float]:
 
 
 async def _interleaved(
-    a: Callable[[], Awaitable[Any]], b: Callable[[], Awaitable[Any]], n: int, block: int = 200
+    a: Callable[[], Awaitable[Any]], b: Callable[[], Awaitable[Any]], n: int, block: int = 200, *, warm_up: bool = True
 ) -> tuple[list[float], list[float]]:
     """Measure a and b in alternating blocks so drift on a shared machine hits both alike."""
-    first, second = await _round_robin([a, b], n, block)
+    first, second = await _round_robin([a, b], n, block, warm_up=warm_up)
     return first, second
 
 
-async def _round_robin(calls: list[Callable[[], Awaitable[Any]]], n: int, block: int = 200) -> list[list[float]]:
-    """Each call n times, in blocks taken in turn, after one warm-up block each."""
-    for call in calls:
+async def _round_robin(
+    calls: list[Callable[[], Awaitable[Any]]], n: int, block: int = 200, *, warm_up: bool = True
+) -> list[list[float]]:
+    """Each call n times, in blocks taken in turn, after one warm-up block each (unless the caller warmed them)."""
+    for call in calls if warm_up else ():
         await _latencies(call, block)
     out: list[list[float]] = [[] for _ in calls]
     while len(out[0]) < n:
@@ -678,8 +680,8 @@ def _ratio_row(name: str, ratios: list[float], measured: str, baseline: str, tar
 @dataclass
 class StdioRounds:
     """Two stdio servers called in alternating blocks, round after round, a fresh pair of processes each round: each
-    round's latencies per side, each side's CPU per call over all rounds (after each process's first call), and the
-    median CPU of a process's first call."""
+    round's latencies per side, each side's CPU per call over all rounds (after its first call and a warm-up block),
+    and the median CPU of a process's first call."""
 
     per_round: list[tuple[list[float], list[float]]]
     cpu_ms: tuple[float, float]
@@ -717,6 +719,9 @@ class StdioPair:
     first_call_cpu_ms: tuple[float, float]
 
 
+WARM_UP_CALLS: Final = 200
+
+
 async def _stdio_pair(
     sides: tuple[tuple[StdioServerParameters, str], tuple[StdioServerParameters, str]], calls: int
 ) -> StdioPair:
@@ -746,9 +751,12 @@ async def _stdio_pair(
             before = cpu_seconds(pid)
             await caller(side)()
             first.append(1e3 * (cpu_seconds(pid) - before))
+        # Then a warm-up block each, what follows the first call included (the ledger keeps its first answer).
+        for side in (0, 1):
+            await _latencies(caller(side), WARM_UP_CALLS)
         made = [0, 0]
         ticks = [cpu_seconds(pid) for pid in pids]
-        latencies = await _interleaved(caller(0), caller(1), calls)
+        latencies = await _interleaved(caller(0), caller(1), calls, WARM_UP_CALLS, warm_up=False)
         cpu_s = [cpu_seconds(pid) - before for pid, before in zip(pids, ticks, strict=True)]
     return StdioPair(latencies, (cpu_s[0], cpu_s[1]), (made[0], made[1]), (first[0], first[1]))
 
@@ -769,7 +777,7 @@ async def _stdio_latencies(url: str, rounds: int, calls: int) -> None:
         )
     cpu_ms = measured.cpu_ms
     row(
-        "  stdio get_balance, server CPU per call after the first (less swayed by the machine's load than latency)",
+        "  stdio get_balance, server CPU per call, warmed up (less swayed by the machine's load than latency)",
         f"{cpu_ms[0]:.3f} ms",
         f"bare MCPServer over stdio {cpu_ms[1]:.3f} ms",
         f"{cpu_ms[0] / cpu_ms[1]:.3f}x",
@@ -921,7 +929,7 @@ def bench_ledger_per_call(url: str, rounds: int, calls: int) -> None:
                 row(f"{name} {spread}", measured_ms, baseline, f"{statistics.median(ratios):.3f}x", "report", None)
         a, b = measured.cpu_ms
         row(
-            f"  stdio {tool}, server CPU per call after the first, ledger on vs off",
+            f"  stdio {tool}, server CPU per call, warmed up, ledger on vs off",
             f"{a:.3f} ms",
             f"off {b:.3f} ms",
             f"{a / b:.3f}x",
