@@ -324,3 +324,33 @@ async def test_usage_and_spend_answered_from_the_short_cache_are_counted_under_t
             await service.usage(UsageArguments())
             await service.spend(SpendArguments())
     assert hits.routes == ["/v1/balance", "/v1/usage", "/v1/usage", "/v1/usage"]
+
+
+def test_two_usage_answers_count_as_the_same_for_the_ledger_exactly_when_their_models_are_equal() -> None:
+    from dessert_mcp.models import Transaction, Usage
+    from dessert_mcp.service import _rows
+    from tests.support.ledger import window
+    from tests.test_history import ROWS
+
+    answer = Usage(recent_transactions=window(ROWS, 60))
+    again = Usage.model_validate_json(answer.model_dump_json())  # a fresh answer, parsed as the client parses one
+    assert again.recent_transactions[0].timestamp  # one side's rows with their timestamp worked out (and cached)
+    assert again == answer
+    assert _rows(again) == _rows(answer)
+    changes: dict[str, Any] = {
+        "type": "Refund",
+        "credits_delta": 7,
+        "balance_after": 1,
+        "usd_amount": 9.5,
+        "description": "something else",
+        "at": "2026-01-01T00:00:00Z",
+    }
+    assert set(changes) == set(Transaction.model_fields)  # every field, so a new one needs a case here
+    for field, value in changes.items():
+        rows = list(answer.recent_transactions)
+        rows[7] = rows[7].model_copy(update={field: value})
+        changed = Usage(recent_transactions=rows)
+        assert changed != answer
+        assert _rows(changed) != _rows(answer), field
+    shorter = Usage(recent_transactions=answer.recent_transactions[:-1])
+    assert _rows(shorter) != _rows(answer)
