@@ -367,14 +367,21 @@ def test_a_malformed_encryption_key_is_one_line_naming_the_command_that_makes_on
 def test_ctrl_c_stops_a_server_quietly(args: list[str], ready: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DESSERT_")} | {"DESSERT_MCP_LOG_LEVEL": "INFO"}
     argv = [sys.executable, "-m", "dessert_mcp", *args, "--port", "0"]
-    # The event: the server says it is up.
-    with started(argv, env=env, ready=printed(re.escape(ready)), log=tmp_path / "server.log") as server:
+    # The event: the server says it is up. Started as from a terminal, with SIGINT's default action: a suite run as a
+    # background job (`.ci/run &` from a script) hands its children SIGINT ignored, which Python then keeps ignoring.
+    with started(
+        argv, env=env, ready=printed(re.escape(ready)), log=tmp_path / "server.log", preexec_fn=_sigint_as_in_a_terminal
+    ) as server:
         server.popen.send_signal(signal.SIGINT)  # what Ctrl+C sends
         returncode = server.wait(STARTUP_TIMEOUT_S)
         rest = server.output()
     assert "Traceback" not in rest
     assert "KeyboardInterrupt" not in rest
     assert returncode in (0, 130), rest
+
+
+def _sigint_as_in_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_streamable_http_the_specs_own_name_is_a_transport_alias(tmp_path: Path) -> None:
