@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequ
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from operator import attrgetter
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
@@ -28,7 +27,6 @@ from dessert_mcp.models import (
     AlertThresholds,
     Balance,
     BalanceReport,
-    Transaction,
     Usage,
     UsageArguments,
     UsageReport,
@@ -573,10 +571,10 @@ def _named(account: str) -> Callable[[], Awaitable[str]]:
     return named
 
 
-_FIELDS: Final = attrgetter(*Transaction.model_fields)
-
-
 def _rows(usage: Usage) -> tuple[tuple[object, ...], ...]:
-    """What makes two usage answers equal, the rows' field values in order, in a form compared four times faster
-    than the models (pydantic's `==` on 50 rows took 75 us, a third of what the ledger added to a usage call)."""
-    return tuple(map(_FIELDS, usage.recent_transactions))
+    """What makes two usage answers the same to the ledger: their rows' identities (the whole row), in order. Compared
+    several times faster than the models (pydantic's `==` on 50 rows took 75 us, a third of what the ledger added to
+    a usage call)."""
+    from dessert_mcp.ledger.merge import row_key  # with the ledger on, loaded by its first write anyway
+
+    return tuple(map(row_key, usage.recent_transactions))
