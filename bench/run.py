@@ -756,7 +756,7 @@ async def _stdio_pair(
             await _latencies(caller(side), WARM_UP_CALLS)
         made = [0, 0]
         ticks = [cpu_seconds(pid) for pid in pids]
-        latencies = await _interleaved(caller(0), caller(1), calls, WARM_UP_CALLS, warm_up=False)
+        latencies = await _interleaved(caller(0), caller(1), calls, warm_up=False)
         cpu_s = [cpu_seconds(pid) - before for pid, before in zip(pids, ticks, strict=True)]
     return StdioPair(latencies, (cpu_s[0], cpu_s[1]), (made[0], made[1]), (first[0], first[1]))
 
