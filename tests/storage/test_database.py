@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from dessert_mcp.storage import Database
+from tests.support.postgres import Postgres
 
 
 def _header_says_wal(path: Path) -> bool:
@@ -103,23 +104,15 @@ async def _backends(url: str) -> int:
         await probe.aclose()
 
 
-@pytest.mark.parametrize("where", ["while it holds the connection", "in the middle of a statement"])
-async def test_a_transaction_cancelled_by_its_task_group_gives_its_connection_back(
-    database_url: str, where: str
-) -> None:
-    """anyio cancels every await until the cancelled code is done, the rollback and the connection's return
-    included. With SQLAlchemy before 2.0.38 (its #12077) the asyncpg connection was then dropped unreturned: its
-    server process lived on, and its socket stayed open until the garbage collector found it."""
-    db = Database(database_url)
+async def _cancel_in_a_transaction(url: str, statement: str) -> None:
+    """Cancel, through its task group, a task inside a transaction running `statement` on `url`'s database; then
+    check that nothing of that connection is left: not in the pool, not as an unclosed socket, not on the server.
+
+    anyio cancels every await until the cancelled code is done, the rollback and the connection's return included.
+    With SQLAlchemy before 2.0.38 (its #12077) the asyncpg connection was then dropped unreturned: its server process
+    lived on, and its socket stayed open until the garbage collector found it."""
+    db = Database(url)
     holding = anyio.Event()
-    statement = "SELECT count(*) FROM leases"
-    if where == "in the middle of a statement":
-        if db.is_sqlite:
-            # aiosqlite cannot interrupt its thread's statement; after such a cancel SQLAlchemy 2.1 can stop the
-            # thread under a close still waiting for it, a task that never ends (upstream; see CHANGELOG).
-            pytest.skip("a SQLite statement cannot be interrupted")
-        # A server process notices its client gone only once its statement ends: short, but long enough to cancel.
-        statement = "SELECT pg_sleep(2)"
 
     async def stuck() -> None:
         async with db.transaction() as conn:
@@ -141,5 +134,20 @@ async def test_a_transaction_cancelled_by_its_task_group_gives_its_connection_ba
     if not db.is_sqlite:  # and no server process is left serving one
         with anyio.fail_after(30):
             # A closed connection's process ends a moment after its socket, and nothing announces it.
-            while await _backends(database_url):  # noqa: ASYNC110
+            while await _backends(url):  # noqa: ASYNC110
                 await anyio.sleep(0.05)
+
+
+async def test_a_transaction_cancelled_while_it_holds_its_connection_gives_the_connection_back(
+    database_url: str,
+) -> None:
+    await _cancel_in_a_transaction(database_url, "SELECT count(*) FROM leases")
+
+
+async def test_a_postgresql_transaction_cancelled_in_the_middle_of_a_statement_gives_its_connection_back(
+    postgres: Postgres,
+) -> None:
+    """PostgreSQL only: aiosqlite cannot interrupt its thread's statement, and after such a cancel SQLAlchemy 2.1 can
+    stop the thread under a close still waiting for it, a task that never ends (upstream; see CHANGELOG)."""
+    # A server process notices its client gone only once its statement ends: short, but long enough to cancel.
+    await _cancel_in_a_transaction(postgres.database(), "SELECT pg_sleep(2)")
