@@ -136,6 +136,21 @@ async def test_either_spelling_is_callable_whatever_is_listed(fake_api: FakeDess
     assert result.structured_content is not None
 
 
+@pytest.mark.parametrize("style", ["auto", "dotted"])
+@pytest.mark.parametrize("arguments", [{}, {"limit": 2}, {"limit": 0}, {"page": 2}])
+async def test_the_unlisted_spelling_answers_exactly_as_the_listed_one(
+    fake_api: FakeDessertAPI, style: str, arguments: dict[str, Any]
+) -> None:
+    """The spelling tools/list does not show is registered without schemas of its own; the call is the same one."""
+    async with _client(fake_api, _settings(DESSERT_MCP_TOOL_NAMES=style)) as client:
+        listed = {t.name for t in (await client.list_tools()).tools}
+        answers = {name: await client.call_tool(name, arguments) for name in ("dessert.get_usage", "dessert_get_usage")}
+    (unlisted,) = {"dessert.get_usage", "dessert_get_usage"} - listed
+    (shown,) = {"dessert.get_usage", "dessert_get_usage"} & listed
+    a, b = answers[shown], answers[unlisted]
+    assert (a.is_error, a.structured_content, _text(a)) == (b.is_error, b.structured_content, _text(b))
+
+
 async def test_get_balance_returns_the_exact_api_values_plus_decision_fields(fake_api: FakeDessertAPI) -> None:
     async with _client(fake_api) as client:
         result = await client.call_tool("dessert.get_balance", {})

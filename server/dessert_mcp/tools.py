@@ -124,6 +124,29 @@ _SPEND_ARGS: Final = SpendArguments.model_json_schema(schema_generator=ArgumentS
 _ALERT_ARGS: Final = AlertSettings.model_json_schema(schema_generator=ArgumentSchema)["properties"]
 
 
+def _other_spelling(name: str, listed: str) -> str:
+    """The spelling of a tool's name that tools/list does not show (both are always callable)."""
+    return (TOOL_NAMES | REMOTE_TOOL_NAMES)[name] if listed == name else name
+
+
+def _add_alias(
+    server: MCPServer[DessertService],
+    tool: Callable[..., Awaitable[CallToolResult]],
+    alias: str,
+    title: str,
+    description: str,
+    hints: ToolAnnotations,
+) -> None:
+    """`tool` callable under the spelling no client is shown, registered lean: never listed, it needs no schema for the
+    SDK to derive (that is most of what registering a tool costs at start-up). The call is the listed tool's own:
+    `_call_tool` validates the raw arguments, the same result comes back, `structured_content` and all."""
+
+    async def call(ctx: Context[DessertService]) -> CallToolResult:
+        return await tool(ctx)
+
+    server.add_tool(call, name=alias, title=title, description=description, annotations=hints, structured_output=False)
+
+
 def _error_result(exc: DessertAPIError) -> CallToolResult:
     """One actionable sentence, then a small JSON object agents and scripts can match on."""
     info: dict[str, Any] = {"code": exc.code, "retryable": exc.retryable}
@@ -295,18 +318,18 @@ def build_server(
                 _SETTINGS_ANNOTATIONS,
             )
         )
+    names = shown_names(settings.tool_names)
     for fn, name, title, description, hints in tools:
-        # Both spellings are the same tool; listing.py decides which one each client is shown.
-        for spelling in (name, (TOOL_NAMES | REMOTE_TOOL_NAMES)[name]):
-            apps.tool(
-                resource_uri=DASHBOARD_URI,
-                name=spelling,
-                title=title,
-                description=description,
-                annotations=hints,
-                icons=icon,
-                structured_output=True,
-            )(fn)
+        # The spelling tools/list shows, whole (schemas derived from the parameters and the return annotation).
+        apps.tool(
+            resource_uri=DASHBOARD_URI,
+            name=names[name],
+            title=title,
+            description=description,
+            annotations=hints,
+            icons=icon,
+            structured_output=True,
+        )(fn)
 
     # The resources' `ttlMs`: the server's own cache ttl when it keeps one, so both say the same freshness.
     ttl_ms = round(settings.cache_ttl_s * 1000) if settings.cache_ttl_s > 0 else RESOURCE_TTL_MS
@@ -331,7 +354,8 @@ def build_server(
         subscriptions=service.events,
         **(auth or {}),
     )
-    names = shown_names(settings.tool_names)
+    for fn, name, title, description, hints in tools:
+        _add_alias(server, fn, _other_spelling(name, names[name]), title, description, hints)
     add_resources(server, service, names, history=service.recorder is not None)
     if service.alerting:
         add_alerts_resource(server, service)
