@@ -500,7 +500,7 @@ class DessertService:
             allowed_hosts=settings.alert_webhook_allow_hosts,
             observer=self.observer,
         )
-        store.deliver_to(list(deliverer.targets), deliverer.wake)
+        store.deliver_to(deliverer.outbox.queue, deliverer.wake)
         async with deliverer.running():
             yield
 

@@ -62,7 +62,7 @@ async def deliver_once(
         transport=httpx2.MockTransport(network),
         resolve=resolve,
     )
-    store.deliver_to(list(sender.targets), sender.wake)
+    store.deliver_to(sender.outbox.queue, sender.wake)
     await store.fire(Alert("a1", "balance_below", "acct", 1, 2, datetime.now(UTC)))
     async with sender.running():
         with anyio.fail_after(60):

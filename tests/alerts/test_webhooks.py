@@ -106,7 +106,7 @@ def deliverer(store: DatabaseAlertStore, urls: list[str], observer: Outcomes, sc
         schedule=schedule,
         observer=observer,
     )
-    store.deliver_to(list(sender.targets), sender.wake)
+    store.deliver_to(sender.outbox.queue, sender.wake)
     return sender
 
 

@@ -5,7 +5,7 @@ transaction that keeps the event, and sent by `alerts.webhooks` (which owns what
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import sqlalchemy as sa
@@ -15,6 +15,10 @@ from dessert_mcp.alerts.rules import Alert, Event, Rule, Thresholds
 from dessert_mcp.alerts.store import RECENT_KEPT
 from dessert_mcp.ledger.tables import from_us, to_us
 from dessert_mcp.storage import Database, Migration, Schema, insert_new, upsert
+
+# Queues an alert event for the webhooks, in the transaction that keeps it (`alerts.webhooks.Outbox.queue`):
+# (connection, alert, "fired" or "cleared", now as the database's clock reads it).
+Enqueue = Callable[[AsyncConnection, Alert, Event, float], Awaitable[None]]
 
 _md = sa.MetaData()
 ALERTS: Final = sa.Table(
@@ -74,19 +78,20 @@ ALERTS_SCHEMA: Final = Schema(
 class DatabaseAlertStore:
     """`AlertStore` on a storage-layer `Database` whose schemas include `ALERTS_SCHEMA` (the ledger's database).
 
-    After `deliver_to(targets, queued)`, each alert fired or cleared is queued for each webhook target in the same
-    transaction (kept means queued, even if the process stops right after), and `queued()` is called after."""
+    After `deliver_to(enqueue, queued)`, each alert fired or cleared is handed to `enqueue` in the transaction that
+    keeps it (kept means queued, even if the process stops right after), and `queued()` is called after. The webhooks
+    wing (`alerts.webhooks`, loaded only when URLs are set) supplies both: this module never imports it."""
 
     def __init__(self, database: Database) -> None:
         if ALERTS_SCHEMA not in database.schemas:
             raise ValueError("the database must be opened with the alerts' schema (alerts.database.ALERTS_SCHEMA)")
         self._db = database
-        self._webhooks: tuple[str, ...] = ()
+        self._enqueue: Enqueue | None = None
         self._queued: Callable[[], None] = lambda: None
 
-    def deliver_to(self, targets: Sequence[str], queued: Callable[[], None]) -> None:
-        """Queue every alert event from now on for `targets` (the ids of `alerts.webhooks.delivery.Target`)."""
-        self._webhooks, self._queued = tuple(targets), queued
+    def deliver_to(self, enqueue: Enqueue, queued: Callable[[], None]) -> None:
+        """Hand every alert event from now on to `enqueue` (the webhooks' `Outbox.queue`), then call `queued`."""
+        self._enqueue, self._queued = enqueue, queued
 
     @property
     def database(self) -> Database:
@@ -124,13 +129,11 @@ class DatabaseAlertStore:
         return done
 
     async def _queue(self, conn: AsyncConnection, alert: Alert, event: Event) -> None:
-        if self._webhooks:
-            from dessert_mcp.alerts.webhooks.outbox import queue  # the webhooks wing, only when URLs are set
-
-            await queue(conn, alert, event, self._webhooks, now=self._db.clock())
+        if self._enqueue is not None:
+            await self._enqueue(conn, alert, event, self._db.clock())
 
     def _sent(self) -> None:
-        if self._webhooks:
+        if self._enqueue is not None:
             self._queued()
 
     async def recent(self, account: str, limit: int = RECENT_KEPT) -> list[Alert]:

@@ -1,8 +1,9 @@
 """Alert webhooks (DESSERT_ALERT_WEBHOOK_URL): each alert fired or cleared, POSTed as signed JSON to each URL, at
 least once, by one replica, from an outbox in the ledger's database.
 
-    store.deliver_to([t.id for t in targets(urls)], deliverer.wake)   # the alert store queues with each event
-    async with Deliverer(database, urls, secret=...).running(): ...   # in the service's lifespan
+    deliverer = Deliverer(database, urls, secret=...)
+    store.deliver_to(deliverer.outbox.queue, deliverer.wake)   # the alert store queues with each event
+    async with deliverer.running(): ...                         # in the service's lifespan
 
 `message` is what is sent and how it is signed, `outbox` the rows from queued to done, `delivery` the sending.
 Imported only when a webhook URL is set.

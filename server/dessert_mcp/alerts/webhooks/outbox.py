@@ -1,11 +1,11 @@
 """The webhooks' outbox: the `alert_webhooks` rows (alerts.database) from queued to delivered or failed.
 
-A row is queued in the transaction that keeps its alert event (`queue`), once however many replicas queue it. A
-replica sends a row only after claiming it: one conditional UPDATE sets it as the holder until `claimed_until`, so
-two replicas never send it at once. The claim outlasts an attempt (its time cap and a margin); a replica that dies
-while sending leaves a claim that runs out, and another sends the row again. That, and a receiver that took a
-request but whose answer never came back, are the duplicates at-least-once delivery allows; the receiver sees the
-same `webhook-id` and drops them.
+A row is queued in the transaction that keeps its alert event (`Outbox.queue`, which the alert store calls), once
+however many replicas queue it. A replica sends a row only after claiming it: one conditional UPDATE sets it as the
+holder until `claimed_until`, so two replicas never send it at once. The claim outlasts an attempt (its time cap and
+a margin); a replica that dies while sending leaves a claim that runs out, and another sends the row again. That,
+and a receiver that took a request but whose answer never came back, are the duplicates at-least-once delivery
+allows; the receiver sees the same `webhook-id` and drops them.
 
 A row for a URL no longer in the setting is never sent: once it has waited `UNCONFIGURED_GRACE_S` past due with no
 replica sending it (replicas change their settings one at a time), it is abandoned: recorded as failed, with why.
@@ -52,16 +52,6 @@ class Finished:
     error: str | None
 
 
-async def queue(conn: AsyncConnection, alert: Alert, event: Event, targets: Sequence[str], *, now: float) -> None:
-    """Queue `alert`'s `event` for each target, in the caller's transaction."""
-    message, sent = message_id(alert, event), body(alert, event)
-    rows = [
-        {"message_id": message, "target": t, "body": sent, "created_at": now, "attempts": 0, "next_at": now}
-        for t in targets
-    ]
-    await conn.execute(insert_new(conn, WEBHOOKS, rows, key=["message_id", "target"]))
-
-
 class Outbox:
     """The rows of `db`'s outbox for the configured `targets`, as one replica (`holder`) works through them."""
 
@@ -69,6 +59,15 @@ class Outbox:
         self.db = db
         self.holder = holder
         self.targets = tuple(targets)
+
+    async def queue(self, conn: AsyncConnection, alert: Alert, event: Event, now: float) -> None:
+        """Queue `alert`'s `event` for each target, in the caller's transaction (the alert store's `Enqueue`)."""
+        message, sent = message_id(alert, event), body(alert, event)
+        rows = [
+            {"message_id": message, "target": t, "body": sent, "created_at": now, "attempts": 0, "next_at": now}
+            for t in self.targets
+        ]
+        await conn.execute(insert_new(conn, WEBHOOKS, rows, key=["message_id", "target"]))
 
     def _of(self, message: str, target: str) -> sa.ColumnElement[bool]:
         return sa.and_(WEBHOOKS.c.message_id == message, WEBHOOKS.c.target == target)
