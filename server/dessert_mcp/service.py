@@ -445,9 +445,10 @@ class DessertService:
                 tg.start_soon(poller.run, name="dessert-mcp ledger poller")
                 yield
                 tg.cancel_scope.cancel()
-            # A server restarted at once (a host reloading its servers) polls again at once, not one interval later.
-            await poller.release_leases()
         finally:
+            # A server restarted at once (a host reloading its servers) polls again at once, not one interval later;
+            # a run cancelled from outside too (the release is shielded and bounded, and never raises).
+            await poller.release_leases()
             self.poller = None
 
     @asynccontextmanager
@@ -542,7 +543,7 @@ class _LedgerLease:
     """The poller's lease on an account, in the ledger's own database: processes sharing that database (replicas in
     any mode, or two stdio servers one user started with one key) read an account one at a time, and together no
     more often than one would. Its holder renews it at every read; another takes over once it stops (at once when it
-    stopped cleanly and gave it up). A ledger without a database (in memory) is this process's alone: no lease."""
+    stopped and gave it up). A ledger without a database (in memory) is this process's alone: no lease."""
 
     def __init__(self, ledger: Callable[[], Awaitable[Ledger]]) -> None:
         self._ledger = ledger

@@ -263,6 +263,26 @@ async def test_a_server_stopped_and_another_started_at_once_on_its_ledger_databa
                 assert int(sandbox.stats()["requests"].get(USAGE_PATH, 0)) == before + 1, f"server {server + 1}"
 
 
+async def test_a_server_whose_run_is_cancelled_still_gives_up_its_poll_lease(database_url: str) -> None:
+    # A host that kills the server's task (not a clean stop): the lease goes all the same, so the next server reads
+    # the account at once instead of one interval later.
+    clock = Clock()
+    with ThreadedFaultySandbox(account=lambda: LiveAccount(rate=0.5, seed=4, clock=clock)) as sandbox:
+        settings = sandbox_settings(sandbox, max_attempts=1)
+        first = DessertService(settings, ledger=_shared_ledger(database_url, clock))
+        with anyio.CancelScope() as run:
+            async with first.running():
+                await _on_clock(first.poller, clock).step()  # holds the lease now
+                run.cancel()
+                await anyio.lowlevel.checkpoint()
+        assert run.cancelled_caught
+        second = DessertService(settings, ledger=_shared_ledger(database_url, clock))
+        async with second.running():
+            before = int(sandbox.stats()["requests"].get(USAGE_PATH, 0))
+            await _on_clock(second.poller, clock).step()
+            assert int(sandbox.stats()["requests"].get(USAGE_PATH, 0)) == before + 1
+
+
 async def test_with_dessert_keys_replicas_sharing_a_ledger_database_take_turns_and_drop_a_rejected_key(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -6,8 +6,9 @@ read every max_s, a busy one as often as min_s allows, and one busier than `TARG
 outruns it, which the ledger then records as a gap. The balance is read with the first usage read, then with the
 first one at least max_s after it. Errors back off exponentially (the API's Retry-After when it is longer); a key
 Dessert rejects ends the polling of its account. With a lease (replicas sharing one database), an account is polled
-by one replica at a time; a poller that stops cleanly gives its leases up (`release_leases`), so that another
-process sharing the database reads those accounts at once rather than once the leases run out.
+by one replica at a time; a poller that stops (cleanly, or its server's run cancelled) gives its leases up
+(`release_leases`), so that another process sharing the database reads those accounts at once rather than once the
+leases run out.
 
 `gets_per_hour` gives the upstream cost of that schedule; docs/ledger-polling.md tabulates it.
 """
@@ -250,7 +251,7 @@ class Poller:
         return taken
 
     async def release_leases(self) -> None:
-        """Give up the leases this poller holds (when it stops cleanly), so that another process sharing the
+        """Give up the leases this poller holds (when it stops), so that another process sharing the
         database polls those accounts at once. Bounded by RELEASE_WAIT_S; never raises: unreleased, a lease runs
         out by itself."""
         if self.release is None or not self._held:
