@@ -1,12 +1,13 @@
 """Serving MCP over stdio: answer every call already read before exiting on EOF, and stop at once on Ctrl+C.
 
 The SDK ends its stdio session as soon as stdin closes, dropping calls still in flight; scripts that write their
-requests and close stdin would lose answers. So the SDK's stdio transport is handed streams of our own
-(`stdio_server(stdin, stdout)`): the stdin stream notes each request id as it delivers the line, the stdout stream
-each answer id as the SDK writes it, and at the end of the input the stdin stream waits until every request it
-delivered has been answered (or the call deadline has passed) before it reports the end. A request the client
-cancelled is not waited for (it gets no answer), nor a modern client's `subscriptions/listen` stream (it stays open
-until the server stops).
+requests and close stdin would lose answers (reported upstream as modelcontextprotocol/python-sdk#2678, open,
+https://github.com/modelcontextprotocol/python-sdk/issues/2678; drop this once a release fixes it). So the SDK's stdio
+transport is handed streams of our own (`stdio_server(stdin, stdout)`): the stdin stream notes each request id as it
+delivers the line, the stdout stream each answer id as the SDK writes it, and at the end of the input the stdin stream
+waits until every request it delivered has been answered (or the call deadline has passed) before it reports the end.
+A request the client cancelled is not waited for (it gets no answer), nor a modern client's `subscriptions/listen`
+stream (it stays open until the server stops).
 """
 
 from __future__ import annotations
