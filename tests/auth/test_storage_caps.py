@@ -3,9 +3,10 @@ clients that expire instead of staying forever."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from starlette.types import Message, Receive, Scope, Send
@@ -54,16 +55,27 @@ async def test_four_hundred_authorize_requests_and_their_sign_in_pages_write_no_
 async def test_a_chunked_upload_without_content_length_to_the_sign_in_form_is_cut_off_at_the_cap(
     oauth_flow: FlowClient,
 ) -> None:
-    async def body() -> AsyncIterator[bytes]:
-        # Chunked, so no Content-Length for a header check to see. Past the cap, yet one small write: it arrives
-        # whole before the server answers and closes, so this client reads the answer rather than a reset.
-        yield b'--x\r\nContent-Disposition: form-data; name="f"; filename="f"\r\n\r\n' + b"A" * 3 * MAX_BODY_BYTES
-
-    response = await oauth_flow.http.post(
-        oauth_flow.base + "/signin", content=body(), headers={"Content-Type": "multipart/form-data; boundary=x"}
-    )
-    assert response.status_code == 413
-    assert "content-length" not in response.request.headers
+    # A raw socket: chunked, so no Content-Length for a header check to see, and a body that never ends (no closing
+    # zero-size chunk). The answer can only come from the server counting what it read. One write, a little past the
+    # cap, so the server has read everything sent when it closes and the client reads the answer, not a reset.
+    address = urlsplit(oauth_flow.base)
+    host, port = address.hostname or "127.0.0.1", address.port or 80
+    part = b'--x\r\nContent-Disposition: form-data; name="f"; filename="f"\r\n\r\n' + b"A" * (MAX_BODY_BYTES + 1024)
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(
+            b"POST /signin HTTP/1.1\r\nHost: %s:%d\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/form-data; boundary=x\r\n\r\n%x\r\n%s\r\n"
+            % (host.encode(), port, len(part), part)
+        )
+        await writer.drain()
+        async with asyncio.timeout(60):
+            answer = await reader.read()  # to EOF: the server closes, the body unfinished
+    finally:
+        writer.close()
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 413 "), answer[:200]
+    assert b"connection: close" in head
 
 
 async def test_a_declared_oversize_body_is_refused_before_it_is_read(oauth_flow: FlowClient) -> None:
