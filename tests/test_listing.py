@@ -19,7 +19,7 @@ from mcp.types import INVALID_PARAMS
 from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
 from dessert_mcp.config import Settings
-from dessert_mcp.listing import TOOL_NAMES, run_stdio, tool_names_for
+from dessert_mcp.listing import TOOL_NAMES, run_stdio, tool_names_for, without_sdk_spans
 from dessert_mcp.stdio import _Pending, _Stdin, _Stdout
 from dessert_mcp.tools import build_server
 from tests.support.api import FakeDessertAPI
@@ -135,3 +135,18 @@ async def test_the_sdk_still_runs_an_mcpserver_on_stdio_streams_handed_to_it() -
         os.close(read_out)
     assert [a.get("id") for a in answers] == [1, 2], CHANGED + f"run on given streams, it answered {answers}"
     assert answers[1]["result"]["content"][0]["text"] == "ok", CHANGED + "the tool's answer did not come back"
+
+
+def test_the_sdk_still_ships_its_span_middleware_where_without_sdk_spans_takes_it_off() -> None:
+    from mcp.server._otel import OpenTelemetryMiddleware  # where the SDK's OpenTelemetry page says it is
+
+    async def ours(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        return await call_next(ctx)
+
+    server: MCPServer[Any] = MCPServer("probe", middleware=[ours])
+    assert isinstance(server.middleware[0], OpenTelemetryMiddleware), CHANGED + "no span middleware first in the list"
+    assert sum(isinstance(m, OpenTelemetryMiddleware) for m in server.middleware) == 1
+    kept = [m for m in server.middleware if not isinstance(m, OpenTelemetryMiddleware)]
+    without_sdk_spans(server)
+    assert server.middleware == kept
+    assert ours in server.middleware

@@ -1,17 +1,19 @@
-"""What clients are shown (one spelling of each tool name, closed argument objects, no prompt that is not there),
-and the server run on stdio streams of our own.
+"""What clients are shown (one spelling of each tool name, closed argument objects, no prompt that is not there), and
+the server run on stdio streams of our own.
 
 This is the one place dessert-mcp builds on something the SDK does not offer publicly. The SDK has no way to list
 one spelling of a tool registered under two names and no way to declare a tool's arguments closed
 (`additionalProperties: false`), so a middleware (a provisional API: "observe and refuse") trims the finished
 `tools/list` result. It answers `prompts/get` for an unknown name with the SDK's compatibility code 0, where the
-spec says -32602, so a second middleware refuses those before the SDK sees them. And `MCPServer` serves stdio only on
-the process's own streams, so `run_stdio` hands `stdio_server` ours (see dessert_mcp.stdio) and runs MCPServer's
-private low-level server on them. Everything else stands on documented API. `tests/test_listing.py` fails, naming
-this module, if the SDK changes what this relies on: the middleware signature, `ctx.method`, `ctx.params`,
-`ctx.request_id`, the result handed back as a wire-form dict, an `MCPError` raised in a middleware reaching the client
-as it was raised, `MCPServer._lowlevel_server`, and `stdio_server` only iterating its stdin and awaiting its stdout's
-`write` and `flush`.
+spec says -32602, so a second middleware refuses those before the SDK sees them. A serving process that nothing can
+trace drops the SDK's own per- message span middleware, as the SDK's OpenTelemetry page shows ("Turning it off").
+And `MCPServer` serves stdio only on the process's own streams, so `run_stdio` hands `stdio_server` ours (see
+dessert_mcp.stdio) and runs MCPServer's private low-level server on them. Everything else stands on documented API.
+`tests/test_listing.py` fails, naming this module, if the SDK changes what this relies on: the middleware signature,
+`ctx.method`, `ctx.params`, `ctx.request_id`, the result handed back as a wire-form dict, an `MCPError` raised in a
+middleware reaching the client as it was raised, `MCPServer._lowlevel_server`, and `stdio_server` only iterating its
+stdin and awaiting its stdout's `write` and `flush`; and, for `without_sdk_spans`, the SDK's tracing middleware
+where its OpenTelemetry page says.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Final, Protocol, cast
 
 import anyio
 from mcp import MCPError
+from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
@@ -102,6 +105,15 @@ def refuse_unknown_prompts(known: Callable[[], Awaitable[Iterable[Prompt]]]) -> 
         return await call_next(ctx)
 
     return middleware
+
+
+def without_sdk_spans(server: MCPServer[Any]) -> None:
+    """Take the SDK's OpenTelemetry middleware off `server`'s list, as the SDK's OpenTelemetry page shows.
+
+    It opens a span for every message, which costs a few per cent of a call even when no tracer provider is set
+    and nothing can receive it. The serving commands take it off only then (see `dessert_mcp.observe.spans_heard`).
+    """
+    server.middleware[:] = [m for m in server.middleware if not isinstance(m, OpenTelemetryMiddleware)]
 
 
 class StdioIn(Protocol):

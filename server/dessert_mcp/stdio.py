@@ -54,10 +54,10 @@ def serve_stdio(settings: Settings) -> None:
     # collecting while they are made only costs start-up time. Collection resumes below, with them frozen.
     gc.disable()
     from dessert_mcp.listing import run_stdio
-    from dessert_mcp.observe import requested_exporters
+    from dessert_mcp.observe import requested_exporters, spans_heard
     from dessert_mcp.tools import build_server
 
-    server = build_server(settings)
+    server = build_server(settings, sdk_spans=spans_heard(os.environ))
     # After build_server: the SDK sets up logging of its own when a server is built; this replaces it.
     configure_logging_for(settings)
     if requested_exporters(os.environ):  # the exporting half loads only when an OTEL_* variable asks for it

@@ -25,7 +25,14 @@ from dessert_mcp.config import Settings
 from dessert_mcp.context import add_alerts_resource, add_prompts, add_resources
 from dessert_mcp.dashboard import DASHBOARD_URI, dashboard_html
 from dessert_mcp.history import SpendArguments, SpendResult
-from dessert_mcp.listing import REMOTE_TOOL_NAMES, TOOL_NAMES, list_names, refuse_unknown_prompts, shown_names
+from dessert_mcp.listing import (
+    REMOTE_TOOL_NAMES,
+    TOOL_NAMES,
+    list_names,
+    refuse_unknown_prompts,
+    shown_names,
+    without_sdk_spans,
+)
 from dessert_mcp.models import (
     AlertSettings,
     AlertThresholds,
@@ -233,9 +240,11 @@ def build_server(
     transport: httpx2.AsyncBaseTransport | None = None,
     service: DessertService | None = None,
     auth: Mapping[str, Any] | None = None,
+    sdk_spans: bool = True,
 ) -> MCPServer[DessertService]:
     """The dessert-mcp server. `transport` replaces the network for tests (e.g. `httpx2.MockTransport`);
-    `service` lets an HTTP host share (and hold open) the tools' state for its whole life.
+    `service` lets an HTTP host share (and hold open) the tools' state for its whole life. `sdk_spans=False` leaves
+    out the SDK's OpenTelemetry span per message, for a process in which nothing can export spans.
 
     `auth` holds the `MCPServer` arguments that check bearer tokens (`auth=` with `token_verifier=` or
     `auth_server_provider=`, from the auth wing); with it every caller uses their own key, never the settings'.
@@ -360,4 +369,6 @@ def build_server(
     if service.alerting:
         add_alerts_resource(server, service)
     add_prompts(server, names)
+    if not sdk_spans:
+        without_sdk_spans(server)
     return server

@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -143,6 +144,44 @@ def test_a_serving_process_freezes_its_start_up_heap(monkeypatch: pytest.MonkeyP
         sock.close()
     assert served
     assert served[0].log_config is None
+
+
+@pytest.mark.parametrize("provider_set", [False, True], ids=["nothing-traces", "a-provider-is-set"])
+@pytest.mark.parametrize(("log_level", "access_log"), [("WARNING", False), ("INFO", True), ("DEBUG", True)])
+def test_a_serving_process_keeps_the_sdk_spans_only_if_heard_and_the_access_log_only_if_shown(
+    monkeypatch: pytest.MonkeyPatch, provider_set: bool, log_level: str, access_log: bool
+) -> None:
+    from mcp.server._otel import OpenTelemetryMiddleware
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import dessert_mcp.http.app
+
+    for name in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    provider = TracerProvider() if provider_set else trace.ProxyTracerProvider()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)  # a process has one provider for life
+    built: list[Any] = []
+
+    def build_server(*args: Any, **kwargs: Any) -> Any:
+        built.append(real_build_server(*args, **kwargs))
+        return built[-1]
+
+    real_build_server = dessert_mcp.http.app.build_server
+    monkeypatch.setattr(dessert_mcp.http.app, "build_server", build_server)
+    served: list[uvicorn.Config] = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append(self.config))
+    sock = listening_socket("127.0.0.1", 0, reuse_port=False)
+    threshold = gc.get_threshold()
+    try:
+        serve._serve(Settings(log_level=log_level), HTTPOptions(port=0), sock)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+        sock.close()
+    (server,) = built
+    assert any(isinstance(m, OpenTelemetryMiddleware) for m in server.middleware) is provider_set
+    assert served[0].access_log is access_log
 
 
 async def test_stateless_calls_from_one_client_spread_over_two_workers_and_all_succeed(

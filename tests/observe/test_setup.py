@@ -163,3 +163,31 @@ def test_tracing_adds_no_import_to_the_server_beyond_what_the_sdk_already_makes(
     assert result.returncode == 0, result.stderr
     added = json.loads(result.stdout)
     assert not [m for m in added if m.startswith(("opentelemetry", "prometheus_client", "google.protobuf"))], added
+
+
+@pytest.mark.parametrize(
+    ("setup", "environ", "heard"),
+    [
+        ("", {}, False),
+        ("", {"OTEL_TRACES_EXPORTER": "console"}, True),
+        ("", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, True),
+        ("", {"OTEL_TRACES_EXPORTER": "none"}, False),
+        ("from opentelemetry.sdk.trace import TracerProvider; trace.set_tracer_provider(TracerProvider())", {}, True),
+    ],
+    ids=["nothing", "an-exporter-asked-for", "an-otlp-endpoint", "exporter-none", "a-provider-set-already"],
+)
+def test_spans_are_heard_when_an_exporter_is_asked_for_or_a_provider_is_set(
+    setup: str, environ: dict[str, str], heard: bool
+) -> None:
+    done = _python(
+        f"""
+        import os
+        from opentelemetry import trace
+        {setup}
+        from dessert_mcp.observe import spans_heard
+        print(spans_heard(os.environ))
+        """,
+        **environ,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(heard)

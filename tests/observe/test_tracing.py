@@ -84,6 +84,17 @@ async def test_a_tool_call_is_the_mcp_span_with_the_upstream_request_as_its_chil
     assert request.status.status_code is StatusCode.UNSET
 
 
+async def test_a_server_built_without_sdk_spans_makes_no_mcp_span_and_still_traces_its_upstream_request(
+    spans: InMemorySpanExporter, fake_api: FakeDessertAPI
+) -> None:
+    async with Client(build_server(_settings(), transport=fake_api.transport(), sdk_spans=False)) as client:
+        result = await client.call_tool("dessert.get_balance", {})
+        assert (await client.list_tools()).tools
+    assert not result.is_error
+    names = [span.name for span in spans.get_finished_spans()]
+    assert names == ["GET /v1/balance"]  # no "tools/call ...", "tools/list" or "initialize" span
+
+
 async def test_a_request_to_a_plain_http_origin_without_a_port_names_port_80(spans: InMemorySpanExporter) -> None:
     def answer(request: httpx2.Request) -> httpx2.Response:
         return streamed(httpx2.Response(200, json=DOCS_BALANCE))

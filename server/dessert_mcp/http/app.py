@@ -245,12 +245,14 @@ def build_app(
     transport: httpx2.AsyncBaseTransport | None = None,
     service: DessertService | None = None,
     auth_clock: Callable[[], float] | None = None,
+    sdk_spans: bool = True,
 ) -> ASGIApp:
     """The ASGI app for `options.transport`, guarded, with `/healthz` and `/readyz`.
 
-    `transport` replaces the network to Dessert for tests, and `service` the tools' state, as in `build_server`.
-    With `options.auth` every caller brings their own credential: the SDK answers 401 without one, and the tools
-    use the caller's key. `auth_clock` replaces the token database's clock for tests (expiries, the token cache).
+    `transport` replaces the network to Dessert for tests, `service` the tools' state and `sdk_spans` as in
+    `build_server`. With `options.auth` every caller brings their own credential: the SDK answers 401 without one,
+    and the tools use the caller's key. `auth_clock` replaces the token database's clock for tests (expiries, the
+    token cache).
     """
     auth, wiring = _auth(settings, options, auth_clock)
     metrics = None
@@ -261,7 +263,7 @@ def build_app(
     service = service or DessertService(
         settings, transport=transport, per_account=auth is not None, observer=metrics or NO_OBSERVER
     )
-    server = build_server(settings, service=service, auth=auth)
+    server = build_server(settings, service=service, auth=auth, sdk_spans=sdk_spans)
     fanout = None
     if options.redis_url is not None:
         from dessert_mcp.fanout import RedisFanout

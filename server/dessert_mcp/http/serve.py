@@ -13,6 +13,7 @@ import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import resource
 import signal
 import socket
@@ -24,7 +25,7 @@ from dessert_mcp.auth.config import MCP_PATH
 from dessert_mcp.config import Settings, cannot_listen
 from dessert_mcp.heap import keep_start_up_heap
 from dessert_mcp.http.options import HTTPOptions
-from dessert_mcp.observe import metrics_installed
+from dessert_mcp.observe import metrics_installed, spans_heard
 from dessert_mcp.redact import configure_logging_for
 
 if TYPE_CHECKING:
@@ -91,6 +92,8 @@ def serve_app(app: ASGIApp, sock: socket.socket, *, log_level: str, trusted_prox
         log_config=None,  # keep our stderr logging, with the key and token redacted
         log_level=log_level.lower(),
         server_header=False,
+        # The access log's arguments are worked out for every response, shown or not: only when its level shows it.
+        access_log=logging.getLevelNamesMapping().get(log_level.upper(), logging.INFO) <= logging.INFO,
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         **forwarded_headers(trusted_proxies),
@@ -108,7 +111,7 @@ def _serve(settings: Settings, options: HTTPOptions, sock: socket.socket) -> Non
         from dessert_mcp.http.app import build_app
         from dessert_mcp.observe.tracing import configure_tracing
 
-        app = build_app(settings, options)
+        app = build_app(settings, options, sdk_spans=spans_heard(os.environ))
         # After build_app: building the server sets up the SDK's own logging.
         configure_logging_for(settings, *options.secrets)
         configure_tracing()  # in each worker: a tracer provider's export thread does not cross processes

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Mapping
 
-__all__ = ["metrics_installed", "requested_exporters"]
+__all__ = ["metrics_installed", "requested_exporters", "spans_heard"]
 
 
 def metrics_installed() -> bool:
@@ -30,3 +30,12 @@ def requested_exporters(environ: Mapping[str, str]) -> list[str]:
         return ["otlp"] if endpoint and endpoint.strip() else []
     requested = [name for name in (part.strip() for part in names.split(",")) if name]
     return [] if "none" in requested else list(dict.fromkeys(requested))
+
+
+def spans_heard(environ: Mapping[str, str]) -> bool:
+    """Whether spans made in this process can reach anyone: the `OTEL_*` variables ask for an exporter, or a tracer
+    provider is set already (`opentelemetry-instrument`, Logfire). When neither, the serving commands leave out the
+    SDK's span per message, which costs a few per cent of every call and goes nowhere."""
+    from opentelemetry import trace  # the MCP SDK depends on opentelemetry-api: always there, and loaded already
+
+    return bool(requested_exporters(environ)) or not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
