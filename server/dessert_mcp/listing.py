@@ -6,7 +6,7 @@ one spelling of a tool registered under two names and no way to declare a tool's
 (`additionalProperties: false`), so a middleware (a provisional API: "observe and refuse") trims the finished
 `tools/list` result. It answers `prompts/get` for an unknown name with the SDK's compatibility code 0, where the
 spec says -32602, so a second middleware refuses those before the SDK sees them. A serving process that nothing can
-trace drops the SDK's own per- message span middleware, as the SDK's OpenTelemetry page shows ("Turning it off").
+trace drops the SDK's own per-message span middleware, as the SDK's OpenTelemetry page shows ("Turning it off").
 And `MCPServer` serves stdio only on the process's own streams, so `run_stdio` hands `stdio_server` ours (see
 dessert_mcp.stdio) and runs MCPServer's private low-level server on them. Everything else stands on documented API.
 `tests/test_listing.py` fails, naming this module, if the SDK changes what this relies on: the middleware signature,
