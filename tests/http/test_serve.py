@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import pickle
 import re
@@ -9,7 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,20 +129,28 @@ def test_connections_on_the_serving_socket_have_nagle_turned_off() -> None:
         sock.close()
 
 
-def test_a_serving_process_freezes_its_start_up_heap(monkeypatch: pytest.MonkeyPatch) -> None:
+@contextlib.contextmanager
+def served_without_running(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iterator[list[uvicorn.Config]]:
+    """`serve._serve` on a fresh socket with uvicorn's run replaced: yields the configs it would have served, with
+    the heap as serving left it, then undoes the freeze and the collection threshold."""
     served: list[uvicorn.Config] = []
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append(self.config))
     sock = listening_socket("127.0.0.1", 0, reuse_port=False)
     threshold = gc.get_threshold()
     try:
-        serve._serve(Settings(log_level="WARNING"), HTTPOptions(port=0), sock)
-        assert gc.get_freeze_count() > 10_000
-        assert gc.get_threshold()[0] == YOUNG_OBJECTS  # young collections spaced out (dessert_mcp/heap.py)
-        assert gc.isenabled()  # collection is off only while the app is built
+        serve._serve(settings, HTTPOptions(port=0), sock)
+        yield served
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
         sock.close()
+
+
+def test_a_serving_process_freezes_its_start_up_heap(monkeypatch: pytest.MonkeyPatch) -> None:
+    with served_without_running(monkeypatch, Settings(log_level="WARNING")) as served:
+        assert gc.get_freeze_count() > 10_000
+        assert gc.get_threshold()[0] == YOUNG_OBJECTS  # young collections spaced out (dessert_mcp/heap.py)
+        assert gc.isenabled()  # collection is off only while the app is built
     assert served
     assert served[0].log_config is None
 
@@ -169,16 +178,8 @@ def test_a_serving_process_keeps_the_sdk_spans_only_if_heard_and_the_access_log_
 
     real_build_server = dessert_mcp.http.app.build_server
     monkeypatch.setattr(dessert_mcp.http.app, "build_server", build_server)
-    served: list[uvicorn.Config] = []
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append(self.config))
-    sock = listening_socket("127.0.0.1", 0, reuse_port=False)
-    threshold = gc.get_threshold()
-    try:
-        serve._serve(Settings(log_level=log_level), HTTPOptions(port=0), sock)
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*threshold)
-        sock.close()
+    with served_without_running(monkeypatch, Settings(log_level=log_level)) as served:
+        pass
     (server,) = built
     assert any(isinstance(m, OpenTelemetryMiddleware) for m in server.middleware) is provider_set
     assert served[0].access_log is access_log
